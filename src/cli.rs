@@ -1,0 +1,187 @@
+//! Flags (upstream names where upstream has them) and the wiring of each subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use store::embedded::{EmbeddedConfig, EmbeddedStore};
+use store::etcd::{EtcdConfig, EtcdStore};
+use store::DynStore;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kplane",
+    version,
+    about = "A single-binary mini Kubernetes control plane"
+)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the control plane: the store (embedded unless --etcd-servers) and its etcd endpoint.
+    Up(UpArgs),
+    /// Benchmarks, each measured beside its anchor in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Store puts, gets and watch fan-out: the embedded store beside a real etcd.
+    Store(store::bench::BenchArgs),
+}
+
+/// Where the cluster's state lives.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory for the embedded store (and, later, certificates and kubeconfig).
+    #[arg(long, default_value = "./kplane-data")]
+    pub data_dir: PathBuf,
+    /// Use these real etcd servers instead of the embedded store (comma-separated URLs).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    /// CA bundle to verify the etcd servers.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for the etcd servers.
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for the etcd servers.
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address of the embedded store's etcd v3 endpoint (loopback only).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub etcd_listen: SocketAddr,
+    /// Do not serve the embedded store's etcd endpoint.
+    #[arg(long)]
+    pub no_etcd_listen: bool,
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Bench {
+            what: BenchCommand::Store(args),
+        } => {
+            let report = store::bench::run(args).await?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+/// The two backends `up` can run on.
+enum Opened {
+    Embedded(EmbeddedStore),
+    Etcd(DynStore),
+}
+
+async fn open_store(args: &StoreArgs) -> Result<Opened> {
+    if args.etcd_servers.is_empty() {
+        let store = EmbeddedStore::open(EmbeddedConfig::new(&args.data_dir))
+            .await
+            .with_context(|| {
+                format!("opening the embedded store in {}", args.data_dir.display())
+            })?;
+        return Ok(Opened::Embedded(store));
+    }
+    let mut cfg = EtcdConfig::new(args.etcd_servers.clone());
+    cfg.ca_file = args.etcd_cafile.clone();
+    cfg.cert_file = args.etcd_certfile.clone();
+    cfg.key_file = args.etcd_keyfile.clone();
+    let store = EtcdStore::connect(cfg)
+        .await
+        .with_context(|| format!("connecting to etcd at {}", args.etcd_servers.join(",")))?;
+    Ok(Opened::Etcd(Arc::new(store)))
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let opened = open_store(&args.store).await?;
+    let mut endpoint = None;
+    match &opened {
+        Opened::Embedded(store) if !args.no_etcd_listen => {
+            if !args.etcd_listen.ip().is_loopback() {
+                bail!("--etcd-listen {} is not a loopback address; the embedded etcd endpoint only serves loopback", args.etcd_listen);
+            }
+            let listener = store::server::bind(args.etcd_listen).await?;
+            let addr = listener.local_addr()?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let served = tokio::spawn(store::server::serve(store.clone(), listener, async {
+                let _ = stop_rx.await;
+            }));
+            println!(
+                "kplane: embedded store in {}, etcd endpoint http://{addr}",
+                args.store.data_dir.display()
+            );
+            endpoint = Some((stop_tx, served));
+        }
+        Opened::Embedded(_) => println!(
+            "kplane: embedded store in {}",
+            args.store.data_dir.display()
+        ),
+        Opened::Etcd(_) => println!(
+            "kplane: using etcd at {}",
+            args.store.etcd_servers.join(",")
+        ),
+    }
+    println!("kplane: ready");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Some((stop, served)) = endpoint {
+        let _ = stop.send(());
+        served.await??;
+    }
+    if let Opened::Embedded(store) = opened {
+        store.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,30 @@
+//! The `kplane` binary: command-line parsing and wiring, nothing more. Every behaviour lives in the
+//! library crates.
+
+mod cli;
+
+use anyhow::Result;
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_tracing(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kplane: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result: Result<()> = runtime.block_on(cli::run(args));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kplane: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,785 @@
+//! The real-etcd backend (`--etcd-servers`), built on etcd-client.
+//!
+//! # Writes
+//!
+//! Every conditional write is one etcd transaction conditioned on the key's `mod_revision`, so the
+//! check and the write are atomic on the server and no read-modify-write race is possible:
+//!
+//! - create: `If(mod_revision(key) == 0) Then(Put)`; a failed compare means `AlreadyExists`. The stored
+//!   metadata is fully known from the txn header (`create_revision = mod_revision = revision`,
+//!   `version = 1`), so nothing is read back.
+//! - update: `If(version(key) > 0 && mod_revision(key) == expected) Then(Put, Get keys-only)
+//!   Else(Get keys-only)`. The `version > 0` guard keeps an update from ever creating a key (an
+//!   absent key has `mod_revision` 0). The keys-only Get after the Put returns the exact stored
+//!   metadata without shipping the value back; on failure the Else Get tells `NotFound` from
+//!   `Conflict { actual }` in the same round trip.
+//! - delete with a precondition: `If(mod_revision(key) == rev) Then(Delete prev_kv) Else(Get keys-only)`;
+//!   without one a plain Delete with prev_kv. Both return the deleted value.
+//!
+//! # Watches, reconnect and resume
+//!
+//! A watch is a background task feeding a bounded channel; the task ends when the receiver is
+//! dropped. It remembers the next revision it owes the caller (`next_rev`: the start revision, then
+//! one past the last delivered revision, also advanced by etcd's progress notifications). When the
+//! gRPC stream fails or ends (etcd restarted, connection reset) it re-creates the watch from
+//! `next_rev` with a capped exponential backoff, and drops any event below `next_rev`, so nothing is
+//! lost and nothing is delivered twice. Only a compacted start revision (or a server-side cancel)
+//! ends the stream, with an error.
+//!
+//! A watch from revision 0 ("from the next write") is pinned to `current revision + 1` up front, so a
+//! reconnect knows where to resume even if no event was delivered yet.
+//!
+//! # Errors
+//!
+//! [`map_err`] is the one place etcd-client errors become [`Error`]s: connection-level failures are
+//! [`Error::Unavailable`] (retryable), etcd's revision errors become the typed `Compacted` /
+//! `FutureRevision`, and anything else is [`Error::Internal`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    prefix_end, Deleted, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Store,
+    StoreLimits, WatchStream,
+};
+
+/// How long creating one watch may take before the attempt counts as failed and is retried.
+const WATCH_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First delay between watch reconnect attempts.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Cap of the watch reconnect delay: etcd restarts take about a second, so retrying more slowly would
+/// only add latency after it is back.
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Events buffered between the watch task and the consumer. Bounded so a slow consumer slows the
+/// task (and etcd's stream, through gRPC flow control) instead of growing memory without limit.
+const WATCH_CHANNEL_CAPACITY: usize = 256;
+/// How long to wait for etcd to report the compacted revision when it is looked up after an error.
+const COMPACT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive, so a watch on a connection to a vanished host (no RST ever arrives) fails and
+/// reconnects instead of hanging. etcd refuses pings more often than every 5 s by default.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach etcd. Mirrors kube-apiserver's `--etcd-servers`, `--etcd-cafile`, `--etcd-certfile`
+/// and `--etcd-keyfile`.
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    /// Client URLs, e.g. `http://127.0.0.1:2379` or `https://...` with TLS.
+    pub endpoints: Vec<String>,
+    /// CA bundle that signed etcd's serving certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), used together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM), used together with `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Which writes are accepted (key prefix, value size).
+    pub limits: StoreLimits,
+    /// How long to wait for a TCP/TLS connection to an endpoint, and for the first probe in
+    /// [`EtcdStore::connect`].
+    pub connect_timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// Plain-text connection to `endpoints` with the default limits and a 5 s connect timeout.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdConfig {
+            endpoints,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            limits: StoreLimits::default(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// [`Store`] over a real etcd cluster. Cheap to clone: clones share one gRPC channel.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    limits: StoreLimits,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // etcd-client's Client has no Debug; the limits are what tells two stores apart in logs.
+        f.debug_struct("EtcdStore")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd and checks that it answers, so a wrong endpoint or TLS setup fails at startup
+    /// rather than on the first request.
+    pub async fn connect(cfg: EtcdConfig) -> Result<EtcdStore> {
+        if cfg.endpoints.is_empty() {
+            return Err(Error::Internal("no etcd endpoints configured".into()));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT);
+        if let Some(tls) = tls_options(&cfg).await? {
+            options = options.with_tls(tls);
+        }
+        let client = Client::connect(&cfg.endpoints, Some(options))
+            .await
+            .map_err(map_err)?;
+        let store = EtcdStore {
+            client,
+            limits: cfg.limits,
+        };
+        match tokio::time::timeout(cfg.connect_timeout, store.current_revision()).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Unavailable(format!(
+                "etcd at {:?} did not answer within {:?}",
+                cfg.endpoints, cfg.connect_timeout
+            ))),
+        }
+    }
+
+    /// The compacted revision, learned from a watch at revision 1: etcd's "compacted" error message
+    /// does not carry it, but a watch below it is cancelled with `compact_revision` set. 0 when it
+    /// cannot be learned (nothing compacted, or etcd did not answer in time).
+    async fn compacted_revision(&self) -> i64 {
+        let lookup = async {
+            // An unlikely key keeps the probe from ever receiving real events.
+            let options = WatchOptions::new().with_start_revision(1);
+            let mut stream = self
+                .client
+                .watch_client()
+                .watch("\0kplane-compact-probe", Some(options))
+                .await
+                .ok()?;
+            loop {
+                let resp = stream.message().await.ok()??;
+                if resp.compact_revision() != 0 {
+                    return Some(resp.compact_revision());
+                }
+                if resp.canceled() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(COMPACT_LOOKUP_TIMEOUT, lookup)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Turns etcd's revision errors into the typed ones, looking up what the message lacks.
+    async fn map_revision_err(&self, err: etcd_client::Error, requested: i64) -> Error {
+        match map_err(err) {
+            Error::Compacted { .. } => Error::Compacted {
+                requested,
+                compact_revision: self.compacted_revision().await,
+            },
+            Error::FutureRevision { .. } => {
+                let current = self.current_revision().await.unwrap_or(0);
+                Error::FutureRevision { requested, current }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Builds the TLS settings from the configured PEM files, or `None` when none is configured.
+async fn tls_options(cfg: &EtcdConfig) -> Result<Option<TlsOptions>> {
+    if cfg.ca_file.is_none() && cfg.cert_file.is_none() && cfg.key_file.is_none() {
+        return Ok(None);
+    }
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &cfg.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca).await?));
+    }
+    match (&cfg.cert_file, &cfg.key_file) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(
+                read_pem(cert).await?,
+                read_pem(key).await?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Internal(
+                "etcd client TLS needs both a certificate file and a key file".into(),
+            ))
+        }
+    }
+    Ok(Some(tls))
+}
+
+async fn read_pem(path: &std::path::Path) -> Result<Vec<u8>> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))
+}
+
+/// Maps an etcd-client error onto the store's errors. The revision errors come back without the
+/// numbers etcd's message lacks; [`EtcdStore::map_revision_err`] fills them in.
+fn map_err(err: etcd_client::Error) -> Error {
+    use etcd_client::Error as E;
+    match err {
+        E::TransportError(e) => Error::Unavailable(format!("etcd transport error: {e}")),
+        E::IoError(e) => Error::Unavailable(format!("etcd i/o error: {e}")),
+        E::GRpcStatus(status) => {
+            let msg = status.message();
+            if msg.contains("required revision has been compacted") {
+                return Error::Compacted {
+                    requested: 0,
+                    compact_revision: 0,
+                };
+            }
+            if msg.contains("required revision is a future revision") {
+                return Error::FutureRevision {
+                    requested: 0,
+                    current: 0,
+                };
+            }
+            if msg.contains("requested lease not found") {
+                return Error::LeaseNotFound { id: 0 };
+            }
+            let unavailable = matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) || std::error::Error::source(&status).is_some();
+            // A status with a source was made on this side from a connection failure (reset,
+            // h2 error, refused connect); statuses sent by etcd never carry one.
+            if unavailable {
+                Error::Unavailable(format!("etcd: {msg} ({:?})", status.code()))
+            } else {
+                Error::Internal(format!("etcd: {msg} ({:?})", status.code()))
+            }
+        }
+        // The lease client reports "lease not found" this way when a keep-alive answers TTL <= 0.
+        E::LeaseKeepAliveError(msg) if msg.contains("not found") => Error::LeaseNotFound { id: 0 },
+        // Our side of a watch/keep-alive stream was closed: the stream is gone like the connection.
+        E::WatchError(msg) | E::LeaseKeepAliveError(msg) => Error::Unavailable(msg),
+        other => Error::Internal(format!("etcd client: {other}")),
+    }
+}
+
+/// [`map_err`] that fills in the lease id for lease errors.
+fn map_lease_err(err: etcd_client::Error, id: i64) -> Error {
+    match map_err(err) {
+        Error::LeaseNotFound { .. } => Error::LeaseNotFound { id },
+        other => other,
+    }
+}
+
+fn convert_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    let key = String::from_utf8(kv.key().to_vec())
+        .map_err(|_| Error::Internal(format!("etcd returned a non-UTF-8 key {:?}", kv.key())))?;
+    Ok(KeyValue {
+        key,
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    })
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| Error::Internal("etcd response without a header".into()))
+}
+
+/// The key range etcd should read or watch for `prefix`, starting at `start`. etcd treats an empty
+/// `range_end` as "this key only" and `"\0"` as "no upper bound", and rejects an empty key.
+fn range_for(prefix: &str, start: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let mut end = prefix_end(prefix.as_bytes());
+    if end.is_empty() {
+        end = vec![0];
+    }
+    let start = if start.is_empty() { vec![0] } else { start };
+    (start, end)
+}
+
+/// The first Get response of a txn branch (the branches below always end with a Get).
+fn txn_get(resp: &TxnResponse) -> Option<etcd_client::GetResponse> {
+    resp.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    })
+}
+
+fn keys_only() -> Option<GetOptions> {
+    Some(GetOptions::new().with_keys_only())
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    fn backend_name(&self) -> &'static str {
+        "etcd"
+    }
+
+    async fn get(&self, key: &str) -> Result<KeyValue> {
+        if key.is_empty() {
+            return Err(Error::InvalidKey {
+                key: String::new(),
+                reason: "empty key".into(),
+            });
+        }
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(map_err)?;
+        match resp.kvs().first() {
+            Some(kv) => convert_kv(kv),
+            None => Err(Error::NotFound {
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    async fn list(&self, opts: ListOptions) -> Result<ListResult> {
+        let start = match &opts.continue_after {
+            Some(after) => {
+                if !after.starts_with(&opts.prefix) {
+                    return Err(Error::InvalidKey {
+                        key: after.clone(),
+                        reason: format!(
+                            "continue key is outside the listed prefix {:?}",
+                            opts.prefix
+                        ),
+                    });
+                }
+                // The smallest key strictly after `after`.
+                let mut start = after.as_bytes().to_vec();
+                start.push(0);
+                start
+            }
+            None => opts.prefix.as_bytes().to_vec(),
+        };
+        let (start, end) = range_for(&opts.prefix, start);
+        let get_opts = GetOptions::new()
+            .with_range(end)
+            .with_revision(opts.revision.max(0))
+            .with_limit(opts.limit.max(0));
+        let resp = match self.client.kv_client().get(start, Some(get_opts)).await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.map_revision_err(e, opts.revision).await),
+        };
+        let items = resp
+            .kvs()
+            .iter()
+            .map(convert_kv)
+            .collect::<Result<Vec<_>>>()?;
+        // etcd's count is every key in [start, end) at that revision, limit or not.
+        let remaining = (resp.count() - items.len() as i64).max(0);
+        let revision = if opts.revision > 0 {
+            opts.revision
+        } else {
+            header_revision(resp.header())?
+        };
+        Ok(ListResult {
+            items,
+            revision,
+            more: resp.more() || remaining > 0,
+            remaining,
+        })
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<KeyValue> {
+        self.limits.check_write(key, &value)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| map_lease_err(e, lease))?;
+        if !resp.succeeded() {
+            return Err(Error::AlreadyExists {
+                key: key.to_string(),
+            });
+        }
+        let revision = header_revision(resp.header())?;
+        Ok(KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+            lease,
+        })
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected_mod_revision: i64,
+        lease: i64,
+    ) -> Result<KeyValue> {
+        self.limits.check_write(key, &value)?;
+        let txn = Txn::new()
+            .when([
+                Compare::version(key, CompareOp::Greater, 0),
+                Compare::mod_revision(key, CompareOp::Equal, expected_mod_revision),
+            ])
+            .and_then([
+                TxnOp::put(
+                    key,
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::get(key, keys_only()),
+            ])
+            .or_else([TxnOp::get(key, keys_only())]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| map_lease_err(e, lease))?;
+        let current = txn_get(&resp).and_then(|get| get.kvs().first().cloned());
+        let Some(current) = current else {
+            // The Else Get found nothing, or (impossibly) the Then Get did not see the Put.
+            return if resp.succeeded() {
+                Err(Error::Internal(format!(
+                    "etcd lost the update of {key} within its txn"
+                )))
+            } else {
+                Err(Error::NotFound {
+                    key: key.to_string(),
+                })
+            };
+        };
+        if !resp.succeeded() {
+            return Err(Error::Conflict {
+                key: key.to_string(),
+                expected: expected_mod_revision,
+                actual: current.mod_revision(),
+            });
+        }
+        let mut kv = convert_kv(&current)?;
+        kv.value = value;
+        Ok(kv)
+    }
+
+    async fn delete(&self, key: &str, expected_mod_revision: Option<i64>) -> Result<Deleted> {
+        let delete_opts = Some(DeleteOptions::new().with_prev_key());
+        let (revision, prev) = match expected_mod_revision {
+            Some(expected) => {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+                    .and_then([TxnOp::delete(key, delete_opts)])
+                    .or_else([TxnOp::get(key, keys_only())]);
+                let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
+                if !resp.succeeded() {
+                    let actual = txn_get(&resp)
+                        .and_then(|get| get.kvs().first().map(|kv| kv.mod_revision()));
+                    return Err(match actual {
+                        Some(actual) => Error::Conflict {
+                            key: key.to_string(),
+                            expected,
+                            actual,
+                        },
+                        None => Error::NotFound {
+                            key: key.to_string(),
+                        },
+                    });
+                }
+                let prev = resp.op_responses().into_iter().find_map(|op| match op {
+                    TxnOpResponse::Delete(del) => del.prev_kvs().first().cloned(),
+                    _ => None,
+                });
+                (header_revision(resp.header())?, prev)
+            }
+            None => {
+                let resp = self
+                    .client
+                    .kv_client()
+                    .delete(key, delete_opts)
+                    .await
+                    .map_err(map_err)?;
+                (
+                    header_revision(resp.header())?,
+                    resp.prev_kvs().first().cloned(),
+                )
+            }
+        };
+        // Nothing deleted: the key was absent (with `expected == 0` the compare holds for an absent
+        // key, so the txn "succeeds" without deleting anything).
+        let prev = prev.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })?;
+        Ok(Deleted {
+            prev: convert_kv(&prev)?,
+            revision,
+        })
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        let start_rev = if from_revision > 0 {
+            from_revision
+        } else {
+            self.current_revision().await? + 1
+        };
+        let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
+        let task = WatchTask {
+            client: self.client.clone(),
+            key,
+            range_end,
+            next_rev: start_rev,
+            tx,
+        };
+        tokio::spawn(task.run());
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        let opts = GetOptions::new().with_count_only();
+        let resp = self
+            .client
+            .kv_client()
+            .get(self.limits.prefix.as_str(), Some(opts))
+            .await
+            .map_err(map_err)?;
+        header_revision(resp.header())
+    }
+
+    async fn compact(&self, revision: i64) -> Result<()> {
+        match self.client.kv_client().compact(revision, None).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.map_revision_err(e, revision).await),
+        }
+    }
+
+    async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64> {
+        let resp = self
+            .client
+            .lease_client()
+            .grant(ttl_seconds, None)
+            .await
+            .map_err(map_err)?;
+        if !resp.error().is_empty() {
+            return Err(Error::Internal(format!(
+                "etcd refused the lease: {}",
+                resp.error()
+            )));
+        }
+        Ok(resp.id())
+    }
+
+    async fn revoke_lease(&self, id: i64) -> Result<()> {
+        self.client
+            .lease_client()
+            .revoke(id)
+            .await
+            .map_err(|e| map_lease_err(e, id))?;
+        Ok(())
+    }
+
+    async fn keep_alive(&self, id: i64) -> Result<i64> {
+        // etcd-client's keep_alive sends one renewal and consumes its answer (failing when the TTL is
+        // <= 0, i.e. the lease is gone) but does not return the TTL; a second renewal on the same
+        // stream does. Renewing twice is harmless: both reset the lease to its full TTL.
+        let (mut keeper, mut stream) = self
+            .client
+            .lease_client()
+            .keep_alive(id)
+            .await
+            .map_err(|e| map_lease_err(e, id))?;
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| map_lease_err(e, id))?;
+        let resp = stream
+            .message()
+            .await
+            .map_err(|e| map_lease_err(e, id))?
+            .ok_or_else(|| {
+                Error::Unavailable(format!("etcd closed the keep-alive stream of lease {id}"))
+            })?;
+        if resp.ttl() <= 0 {
+            return Err(Error::LeaseNotFound { id });
+        }
+        Ok(resp.ttl())
+    }
+}
+
+/// The background half of [`EtcdStore::watch`].
+struct WatchTask {
+    client: Client,
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    /// The lowest revision not yet delivered; a (re)created etcd watch starts here.
+    next_rev: i64,
+    tx: mpsc::Sender<Result<Event>>,
+}
+
+/// Why one etcd watch stream stopped.
+enum StreamEnd {
+    /// The consumer is gone or the watch ended for good: stop the task.
+    Stop,
+    /// The connection failed or etcd went away: re-create the watch from `next_rev`.
+    Reconnect,
+}
+
+impl WatchTask {
+    async fn run(mut self) {
+        let mut backoff = WATCH_BACKOFF_MIN;
+        loop {
+            let options = WatchOptions::new()
+                .with_range(self.range_end.clone())
+                .with_start_revision(self.next_rev)
+                .with_prev_key()
+                .with_progress_notify();
+            let mut watch_client = self.client.watch_client();
+            let create = tokio::time::timeout(
+                WATCH_CREATE_TIMEOUT,
+                watch_client.watch(self.key.clone(), Some(options)),
+            );
+            let attempt = tokio::select! {
+                _ = self.tx.closed() => return,
+                attempt = create => attempt,
+            };
+            let end = match attempt {
+                Ok(Ok(stream)) => self.pump(stream, &mut backoff).await,
+                Ok(Err(e)) => match map_err(e) {
+                    e if e.is_retryable() => {
+                        tracing::debug!(error = %e, next_rev = self.next_rev, "etcd watch create failed, retrying");
+                        StreamEnd::Reconnect
+                    }
+                    e => {
+                        let _ = self.tx.send(Err(e)).await;
+                        StreamEnd::Stop
+                    }
+                },
+                Err(_) => StreamEnd::Reconnect,
+            };
+            if let StreamEnd::Stop = end {
+                return;
+            }
+            tokio::select! {
+                _ = self.tx.closed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(WATCH_BACKOFF_MAX);
+        }
+    }
+
+    /// Forwards one etcd watch stream's events until it ends.
+    async fn pump(
+        &mut self,
+        mut stream: etcd_client::WatchStream,
+        backoff: &mut Duration,
+    ) -> StreamEnd {
+        loop {
+            let msg = tokio::select! {
+                _ = self.tx.closed() => return StreamEnd::Stop,
+                msg = stream.message() => msg,
+            };
+            let resp = match msg {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    tracing::debug!(
+                        next_rev = self.next_rev,
+                        "etcd ended the watch stream, reconnecting"
+                    );
+                    return StreamEnd::Reconnect;
+                }
+                Err(e) => {
+                    let e = map_err(e);
+                    if e.is_retryable() {
+                        tracing::debug!(error = %e, next_rev = self.next_rev, "etcd watch stream failed, reconnecting");
+                        return StreamEnd::Reconnect;
+                    }
+                    let _ = self.tx.send(Err(e)).await;
+                    return StreamEnd::Stop;
+                }
+            };
+            // The server answered, so the connection is healthy again.
+            *backoff = WATCH_BACKOFF_MIN;
+            if resp.compact_revision() != 0 {
+                let err = Error::Compacted {
+                    requested: self.next_rev,
+                    compact_revision: resp.compact_revision(),
+                };
+                let _ = self.tx.send(Err(err)).await;
+                return StreamEnd::Stop;
+            }
+            if resp.canceled() {
+                let err = Error::Internal(format!(
+                    "etcd cancelled the watch: {}",
+                    resp.cancel_reason()
+                ));
+                let _ = self.tx.send(Err(err)).await;
+                return StreamEnd::Stop;
+            }
+            if resp.events().is_empty() {
+                // A progress notification: etcd sends these only to watchers that have been sent
+                // everything up to the header revision, so a later reconnect may start after it.
+                if !resp.created() {
+                    if let Some(h) = resp.header() {
+                        self.next_rev = self.next_rev.max(h.revision() + 1);
+                    }
+                }
+                continue;
+            }
+            // etcd sends all events of one revision in one response, so deciding per response
+            // against `next_rev` never splits a revision.
+            let floor = self.next_rev;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let revision = kv.mod_revision();
+                if revision < floor {
+                    // Already delivered before a reconnect.
+                    continue;
+                }
+                let event = match convert_event(ev) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(e)).await;
+                        return StreamEnd::Stop;
+                    }
+                };
+                if self.tx.send(Ok(event)).await.is_err() {
+                    return StreamEnd::Stop;
+                }
+                self.next_rev = self.next_rev.max(revision + 1);
+            }
+        }
+    }
+}
+
+fn convert_event(ev: &etcd_client::Event) -> Result<Event> {
+    let kv = ev
+        .kv()
+        .ok_or_else(|| Error::Internal("etcd watch event without a key".into()))?;
+    // A live key always has version >= 1 and a delete's tombstone has version 0. Deciding on that
+    // avoids etcd-client's `event_type()`, which panics on an unknown event type.
+    let kind = if kv.version() == 0 {
+        EventKind::Delete
+    } else {
+        EventKind::Put
+    };
+    let mut kv = convert_kv(kv)?;
+    if kind == EventKind::Delete {
+        kv.value.clear();
+    }
+    let prev_kv = ev.prev_kv().map(convert_kv).transpose()?;
+    Ok(Event { kind, kv, prev_kv })
+}

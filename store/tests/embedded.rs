@@ -1,0 +1,154 @@
+//! Tests of what only the embedded store has: physical compaction, reopening, slow watchers.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use store::embedded::{EmbeddedConfig, EmbeddedStore};
+use store::{EventKind, ListOptions, Store};
+
+async fn open(dir: &std::path::Path) -> EmbeddedStore {
+    let mut cfg = EmbeddedConfig::new(dir);
+    cfg.compaction_interval = Duration::ZERO;
+    EmbeddedStore::open(cfg).await.unwrap()
+}
+
+fn key(i: usize) -> String {
+    format!("/registry/configmaps/default/cm-{i:04}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_bounds_history_and_keeps_every_live_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut revs = vec![0i64; 100];
+    for i in 0..100 {
+        revs[i] = store
+            .create(&key(i), b"0".to_vec(), 0)
+            .await
+            .unwrap()
+            .mod_revision;
+    }
+    for round in 1..=30 {
+        for i in 0..100 {
+            let kv = store
+                .update(&key(i), round.to_string().into_bytes(), revs[i], 0)
+                .await
+                .unwrap();
+            revs[i] = kv.mod_revision;
+        }
+    }
+    // Delete a few, so tombstones below the compacted revision are exercised too.
+    for i in 90..100 {
+        store.delete(&key(i), None).await.unwrap();
+    }
+    let before = store.stats().unwrap();
+    assert_eq!(before.log_entries, 100 * 31 + 10);
+    let at = store.current_revision().await.unwrap();
+    store.compact(at).await.unwrap();
+    // Physical compaction runs in steps on the writer; one more write lets it finish.
+    let mut after = store.stats().unwrap();
+    for _ in 0..100 {
+        if after.log_entries == 90 {
+            break;
+        }
+        store
+            .create(&format!("/registry/tick/{}", after.log_entries), vec![], 0)
+            .await
+            .unwrap();
+        store
+            .delete(&format!("/registry/tick/{}", after.log_entries), None)
+            .await
+            .unwrap();
+        after = store.stats().unwrap();
+    }
+    // Only the 90 live versions stay (plus at most the tick entries written after compaction).
+    assert!(after.log_entries <= 92, "history not compacted: {after:?}");
+    assert_eq!(after.live_keys, 90);
+    let list = store
+        .list(ListOptions {
+            prefix: "/registry/configmaps/".into(),
+            revision: at,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 90);
+    assert!(list
+        .items
+        .iter()
+        .all(|kv| kv.value == b"30" && kv.version == 31));
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_data_revisions_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let a = store.create(&key(1), b"a".to_vec(), 0).await.unwrap();
+    let b = store
+        .update(&key(1), b"b".to_vec(), a.mod_revision, 0)
+        .await
+        .unwrap();
+    store.shutdown().await;
+    drop(store);
+
+    let store = open(dir.path()).await;
+    assert_eq!(store.get(&key(1)).await.unwrap(), b);
+    assert_eq!(store.current_revision().await.unwrap(), b.mod_revision);
+    let mut w = store
+        .watch("/registry/configmaps/", a.mod_revision)
+        .await
+        .unwrap();
+    let first = w.next().await.unwrap().unwrap();
+    assert_eq!(first.kv, a);
+    let second = w.next().await.unwrap().unwrap();
+    assert_eq!(
+        (second.kv.clone(), second.prev_kv.clone()),
+        (b.clone(), Some(a.clone()))
+    );
+    let c = store.create(&key(2), b"c".to_vec(), 0).await.unwrap();
+    assert_eq!(
+        c.mod_revision,
+        b.mod_revision + 1,
+        "revisions continue after a reopen"
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut slow = store.watch("/registry/", 0).await.unwrap();
+    let mut fast = store.watch("/registry/", 0).await.unwrap();
+    // Far more commits than the broadcast holds (1024), written one at a time so each is a commit.
+    const N: usize = 3000;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                store.create(&key(i), vec![], 0).await.unwrap();
+            }
+        })
+    };
+    for i in 0..N {
+        let ev = fast.next().await.unwrap().unwrap();
+        assert_eq!(ev.kv.key, key(i));
+    }
+    writer.await.unwrap();
+    let mut last = 0;
+    for i in 0..N {
+        let ev = tokio::time::timeout(Duration::from_secs(10), slow.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ev.kind, ev.kv.key.as_str()),
+            (EventKind::Put, key(i).as_str())
+        );
+        assert!(ev.revision() > last, "revisions increase");
+        last = ev.revision();
+    }
+    store.shutdown().await;
+}
