@@ -11,11 +11,7 @@ use store::etcd::{EtcdConfig, EtcdStore};
 use store::DynStore;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "kplane",
-    version,
-    about = "A single-binary mini Kubernetes control plane"
-)]
+#[command(name = "kplane", version, about = "A single-binary mini Kubernetes control plane")]
 pub struct Cli {
     /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -81,18 +77,13 @@ pub fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
-        Command::Bench {
-            what: BenchCommand::Store(args),
-        } => {
+        Command::Bench { what: BenchCommand::Store(args) } => {
             let report = store::bench::run(args).await?;
             println!("{report}");
             Ok(())
@@ -110,9 +101,7 @@ async fn open_store(args: &StoreArgs) -> Result<Opened> {
     if args.etcd_servers.is_empty() {
         let store = EmbeddedStore::open(EmbeddedConfig::new(&args.data_dir))
             .await
-            .with_context(|| {
-                format!("opening the embedded store in {}", args.data_dir.display())
-            })?;
+            .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?;
         return Ok(Opened::Embedded(store));
     }
     let mut cfg = EtcdConfig::new(args.etcd_servers.clone());
@@ -145,14 +134,11 @@ async fn up(args: UpArgs) -> Result<()> {
             );
             endpoint = Some((stop_tx, served));
         }
-        Opened::Embedded(_) => println!(
-            "kplane: embedded store in {}",
-            args.store.data_dir.display()
-        ),
-        Opened::Etcd(_) => println!(
-            "kplane: using etcd at {}",
-            args.store.etcd_servers.join(",")
-        ),
+        Opened::Embedded(_) => println!("kplane: embedded store in {}", args.store.data_dir.display()),
+        Opened::Etcd(store) => {
+            let revision = store.current_revision().await.context("reading etcd's revision")?;
+            println!("kplane: using etcd at {} (revision {revision})", args.store.etcd_servers.join(","));
+        }
     }
     println!("kplane: ready");
     shutdown_signal().await;

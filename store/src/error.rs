@@ -15,18 +15,11 @@ pub enum Error {
     /// A write's mod_revision precondition did not hold. `actual` is the key's current mod_revision
     /// (0 when the key is absent), so a caller can tell "changed" from "deleted" without another read.
     #[error("conflict on {key}: expected mod_revision {expected}, found {actual}")]
-    Conflict {
-        key: String,
-        expected: i64,
-        actual: i64,
-    },
+    Conflict { key: String, expected: i64, actual: i64 },
 
     /// The revision asked for has been compacted away. The caller must re-list (HTTP 410 upstream).
     #[error("required revision {requested} has been compacted; compacted revision is {compact_revision}")]
-    Compacted {
-        requested: i64,
-        compact_revision: i64,
-    },
+    Compacted { requested: i64, compact_revision: i64 },
 
     /// The revision asked for is newer than the store's current revision.
     #[error("required revision {requested} is a future revision; current revision is {current}")]
@@ -38,11 +31,7 @@ pub enum Error {
 
     /// The value is larger than the per-object limit (upstream's is 1.5 MiB).
     #[error("value for {key} is {size} bytes, over the limit of {limit} bytes")]
-    ValueTooLarge {
-        key: String,
-        size: usize,
-        limit: usize,
-    },
+    ValueTooLarge { key: String, size: usize, limit: usize },
 
     /// The lease does not exist or has expired.
     #[error("lease {id} not found")]

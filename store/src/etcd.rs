@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 
@@ -110,9 +110,7 @@ pub struct EtcdStore {
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // etcd-client's Client has no Debug; the limits are what tells two stores apart in logs.
-        f.debug_struct("EtcdStore")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("EtcdStore").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -129,13 +127,8 @@ impl EtcdStore {
         if let Some(tls) = tls_options(&cfg).await? {
             options = options.with_tls(tls);
         }
-        let client = Client::connect(&cfg.endpoints, Some(options))
-            .await
-            .map_err(map_err)?;
-        let store = EtcdStore {
-            client,
-            limits: cfg.limits,
-        };
+        let client = Client::connect(&cfg.endpoints, Some(options)).await.map_err(map_err)?;
+        let store = EtcdStore { client, limits: cfg.limits };
         match tokio::time::timeout(cfg.connect_timeout, store.current_revision()).await {
             Ok(Ok(_)) => Ok(store),
             Ok(Err(e)) => Err(e),
@@ -153,12 +146,8 @@ impl EtcdStore {
         let lookup = async {
             // An unlikely key keeps the probe from ever receiving real events.
             let options = WatchOptions::new().with_start_revision(1);
-            let mut stream = self
-                .client
-                .watch_client()
-                .watch("\0kplane-compact-probe", Some(options))
-                .await
-                .ok()?;
+            let mut stream =
+                self.client.watch_client().watch("\0kplane-compact-probe", Some(options)).await.ok()?;
             loop {
                 let resp = stream.message().await.ok()??;
                 if resp.compact_revision() != 0 {
@@ -169,20 +158,15 @@ impl EtcdStore {
                 }
             }
         };
-        tokio::time::timeout(COMPACT_LOOKUP_TIMEOUT, lookup)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0)
+        tokio::time::timeout(COMPACT_LOOKUP_TIMEOUT, lookup).await.ok().flatten().unwrap_or(0)
     }
 
     /// Turns etcd's revision errors into the typed ones, looking up what the message lacks.
     async fn map_revision_err(&self, err: etcd_client::Error, requested: i64) -> Error {
         match map_err(err) {
-            Error::Compacted { .. } => Error::Compacted {
-                requested,
-                compact_revision: self.compacted_revision().await,
-            },
+            Error::Compacted { .. } => {
+                Error::Compacted { requested, compact_revision: self.compacted_revision().await }
+            }
             Error::FutureRevision { .. } => {
                 let current = self.current_revision().await.unwrap_or(0);
                 Error::FutureRevision { requested, current }
@@ -203,25 +187,18 @@ async fn tls_options(cfg: &EtcdConfig) -> Result<Option<TlsOptions>> {
     }
     match (&cfg.cert_file, &cfg.key_file) {
         (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(
-                read_pem(cert).await?,
-                read_pem(key).await?,
-            ));
+            tls = tls.identity(Identity::from_pem(read_pem(cert).await?, read_pem(key).await?));
         }
         (None, None) => {}
         _ => {
-            return Err(Error::Internal(
-                "etcd client TLS needs both a certificate file and a key file".into(),
-            ))
+            return Err(Error::Internal("etcd client TLS needs both a certificate file and a key file".into()))
         }
     }
     Ok(Some(tls))
 }
 
 async fn read_pem(path: &std::path::Path) -> Result<Vec<u8>> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))
+    tokio::fs::read(path).await.map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())))
 }
 
 /// Maps an etcd-client error onto the store's errors. The revision errors come back without the
@@ -234,16 +211,10 @@ fn map_err(err: etcd_client::Error) -> Error {
         E::GRpcStatus(status) => {
             let msg = status.message();
             if msg.contains("required revision has been compacted") {
-                return Error::Compacted {
-                    requested: 0,
-                    compact_revision: 0,
-                };
+                return Error::Compacted { requested: 0, compact_revision: 0 };
             }
             if msg.contains("required revision is a future revision") {
-                return Error::FutureRevision {
-                    requested: 0,
-                    current: 0,
-                };
+                return Error::FutureRevision { requested: 0, current: 0 };
             }
             if msg.contains("requested lease not found") {
                 return Error::LeaseNotFound { id: 0 };
@@ -290,9 +261,7 @@ fn convert_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
-    header
-        .map(|h| h.revision())
-        .ok_or_else(|| Error::Internal("etcd response without a header".into()))
+    header.map(|h| h.revision()).ok_or_else(|| Error::Internal("etcd response without a header".into()))
 }
 
 /// The key range etcd should read or watch for `prefix`, starting at `start`. etcd treats an empty
@@ -326,22 +295,12 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<KeyValue> {
         if key.is_empty() {
-            return Err(Error::InvalidKey {
-                key: String::new(),
-                reason: "empty key".into(),
-            });
+            return Err(Error::InvalidKey { key: String::new(), reason: "empty key".into() });
         }
-        let resp = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(map_err)?;
+        let resp = self.client.kv_client().get(key, None).await.map_err(map_err)?;
         match resp.kvs().first() {
             Some(kv) => convert_kv(kv),
-            None => Err(Error::NotFound {
-                key: key.to_string(),
-            }),
+            None => Err(Error::NotFound { key: key.to_string() }),
         }
     }
 
@@ -351,10 +310,7 @@ impl Store for EtcdStore {
                 if !after.starts_with(&opts.prefix) {
                     return Err(Error::InvalidKey {
                         key: after.clone(),
-                        reason: format!(
-                            "continue key is outside the listed prefix {:?}",
-                            opts.prefix
-                        ),
+                        reason: format!("continue key is outside the listed prefix {:?}", opts.prefix),
                     });
                 }
                 // The smallest key strictly after `after`.
@@ -365,53 +321,29 @@ impl Store for EtcdStore {
             None => opts.prefix.as_bytes().to_vec(),
         };
         let (start, end) = range_for(&opts.prefix, start);
-        let get_opts = GetOptions::new()
-            .with_range(end)
-            .with_revision(opts.revision.max(0))
-            .with_limit(opts.limit.max(0));
+        let get_opts =
+            GetOptions::new().with_range(end).with_revision(opts.revision.max(0)).with_limit(opts.limit.max(0));
         let resp = match self.client.kv_client().get(start, Some(get_opts)).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.map_revision_err(e, opts.revision).await),
         };
-        let items = resp
-            .kvs()
-            .iter()
-            .map(convert_kv)
-            .collect::<Result<Vec<_>>>()?;
+        let items = resp.kvs().iter().map(convert_kv).collect::<Result<Vec<_>>>()?;
         // etcd's count is every key in [start, end) at that revision, limit or not.
         let remaining = (resp.count() - items.len() as i64).max(0);
-        let revision = if opts.revision > 0 {
-            opts.revision
-        } else {
-            header_revision(resp.header())?
-        };
-        Ok(ListResult {
-            items,
-            revision,
-            more: resp.more() || remaining > 0,
-            remaining,
-        })
+        let revision = if opts.revision > 0 { opts.revision } else { header_revision(resp.header())? };
+        Ok(ListResult { items, revision, more: resp.more() || remaining > 0, remaining })
     }
 
     async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<KeyValue> {
         self.limits.check_write(key, &value)?;
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                value.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| map_lease_err(e, lease))?;
+        let txn = Txn::new().when([Compare::mod_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(
+            key,
+            value.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+        let resp = self.client.kv_client().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
         if !resp.succeeded() {
-            return Err(Error::AlreadyExists {
-                key: key.to_string(),
-            });
+            return Err(Error::AlreadyExists { key: key.to_string() });
         }
         let revision = header_revision(resp.header())?;
         Ok(KeyValue {
@@ -438,31 +370,18 @@ impl Store for EtcdStore {
                 Compare::mod_revision(key, CompareOp::Equal, expected_mod_revision),
             ])
             .and_then([
-                TxnOp::put(
-                    key,
-                    value.clone(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
+                TxnOp::put(key, value.clone(), Some(PutOptions::new().with_lease(lease))),
                 TxnOp::get(key, keys_only()),
             ])
             .or_else([TxnOp::get(key, keys_only())]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| map_lease_err(e, lease))?;
+        let resp = self.client.kv_client().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
         let current = txn_get(&resp).and_then(|get| get.kvs().first().cloned());
         let Some(current) = current else {
             // The Else Get found nothing, or (impossibly) the Then Get did not see the Put.
             return if resp.succeeded() {
-                Err(Error::Internal(format!(
-                    "etcd lost the update of {key} within its txn"
-                )))
+                Err(Error::Internal(format!("etcd lost the update of {key} within its txn")))
             } else {
-                Err(Error::NotFound {
-                    key: key.to_string(),
-                })
+                Err(Error::NotFound { key: key.to_string() })
             };
         };
         if !resp.succeeded() {
@@ -487,17 +406,10 @@ impl Store for EtcdStore {
                     .or_else([TxnOp::get(key, keys_only())]);
                 let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
                 if !resp.succeeded() {
-                    let actual = txn_get(&resp)
-                        .and_then(|get| get.kvs().first().map(|kv| kv.mod_revision()));
+                    let actual = txn_get(&resp).and_then(|get| get.kvs().first().map(|kv| kv.mod_revision()));
                     return Err(match actual {
-                        Some(actual) => Error::Conflict {
-                            key: key.to_string(),
-                            expected,
-                            actual,
-                        },
-                        None => Error::NotFound {
-                            key: key.to_string(),
-                        },
+                        Some(actual) => Error::Conflict { key: key.to_string(), expected, actual },
+                        None => Error::NotFound { key: key.to_string() },
                     });
                 }
                 let prev = resp.op_responses().into_iter().find_map(|op| match op {
@@ -507,56 +419,29 @@ impl Store for EtcdStore {
                 (header_revision(resp.header())?, prev)
             }
             None => {
-                let resp = self
-                    .client
-                    .kv_client()
-                    .delete(key, delete_opts)
-                    .await
-                    .map_err(map_err)?;
-                (
-                    header_revision(resp.header())?,
-                    resp.prev_kvs().first().cloned(),
-                )
+                let resp = self.client.kv_client().delete(key, delete_opts).await.map_err(map_err)?;
+                (header_revision(resp.header())?, resp.prev_kvs().first().cloned())
             }
         };
         // Nothing deleted: the key was absent (with `expected == 0` the compare holds for an absent
         // key, so the txn "succeeds" without deleting anything).
-        let prev = prev.ok_or_else(|| Error::NotFound {
-            key: key.to_string(),
-        })?;
-        Ok(Deleted {
-            prev: convert_kv(&prev)?,
-            revision,
-        })
+        let prev = prev.ok_or_else(|| Error::NotFound { key: key.to_string() })?;
+        Ok(Deleted { prev: convert_kv(&prev)?, revision })
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        let start_rev = if from_revision > 0 {
-            from_revision
-        } else {
-            self.current_revision().await? + 1
-        };
+        let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
         let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
-        let task = WatchTask {
-            client: self.client.clone(),
-            key,
-            range_end,
-            next_rev: start_rev,
-            tx,
-        };
+        let task = WatchTask { client: self.client.clone(), key, range_end, next_rev: start_rev, tx };
         tokio::spawn(task.run());
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn current_revision(&self) -> Result<i64> {
         let opts = GetOptions::new().with_count_only();
-        let resp = self
-            .client
-            .kv_client()
-            .get(self.limits.prefix.as_str(), Some(opts))
-            .await
-            .map_err(map_err)?;
+        let resp =
+            self.client.kv_client().get(self.limits.prefix.as_str(), Some(opts)).await.map_err(map_err)?;
         header_revision(resp.header())
     }
 
@@ -568,27 +453,15 @@ impl Store for EtcdStore {
     }
 
     async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64> {
-        let resp = self
-            .client
-            .lease_client()
-            .grant(ttl_seconds, None)
-            .await
-            .map_err(map_err)?;
+        let resp = self.client.lease_client().grant(ttl_seconds, None).await.map_err(map_err)?;
         if !resp.error().is_empty() {
-            return Err(Error::Internal(format!(
-                "etcd refused the lease: {}",
-                resp.error()
-            )));
+            return Err(Error::Internal(format!("etcd refused the lease: {}", resp.error())));
         }
         Ok(resp.id())
     }
 
     async fn revoke_lease(&self, id: i64) -> Result<()> {
-        self.client
-            .lease_client()
-            .revoke(id)
-            .await
-            .map_err(|e| map_lease_err(e, id))?;
+        self.client.lease_client().revoke(id).await.map_err(|e| map_lease_err(e, id))?;
         Ok(())
     }
 
@@ -596,21 +469,11 @@ impl Store for EtcdStore {
         // etcd-client's keep_alive sends one renewal and consumes its answer (failing when the TTL is
         // <= 0, i.e. the lease is gone) but does not return the TTL; a second renewal on the same
         // stream does. Renewing twice is harmless: both reset the lease to its full TTL.
-        let (mut keeper, mut stream) = self
-            .client
-            .lease_client()
-            .keep_alive(id)
-            .await
-            .map_err(|e| map_lease_err(e, id))?;
-        keeper
-            .keep_alive()
-            .await
-            .map_err(|e| map_lease_err(e, id))?;
-        let resp = stream
-            .message()
-            .await
-            .map_err(|e| map_lease_err(e, id))?
-            .ok_or_else(|| {
+        let (mut keeper, mut stream) =
+            self.client.lease_client().keep_alive(id).await.map_err(|e| map_lease_err(e, id))?;
+        keeper.keep_alive().await.map_err(|e| map_lease_err(e, id))?;
+        let resp =
+            stream.message().await.map_err(|e| map_lease_err(e, id))?.ok_or_else(|| {
                 Error::Unavailable(format!("etcd closed the keep-alive stream of lease {id}"))
             })?;
         if resp.ttl() <= 0 {
@@ -648,10 +511,8 @@ impl WatchTask {
                 .with_prev_key()
                 .with_progress_notify();
             let mut watch_client = self.client.watch_client();
-            let create = tokio::time::timeout(
-                WATCH_CREATE_TIMEOUT,
-                watch_client.watch(self.key.clone(), Some(options)),
-            );
+            let create =
+                tokio::time::timeout(WATCH_CREATE_TIMEOUT, watch_client.watch(self.key.clone(), Some(options)));
             let attempt = tokio::select! {
                 _ = self.tx.closed() => return,
                 attempt = create => attempt,
@@ -660,7 +521,8 @@ impl WatchTask {
                 Ok(Ok(stream)) => self.pump(stream, &mut backoff).await,
                 Ok(Err(e)) => match map_err(e) {
                     e if e.is_retryable() => {
-                        tracing::debug!(error = %e, next_rev = self.next_rev, "etcd watch create failed, retrying");
+                        let next_rev = self.next_rev;
+                        tracing::debug!(error = %e, next_rev, "etcd watch create failed, retrying");
                         StreamEnd::Reconnect
                     }
                     e => {
@@ -682,11 +544,7 @@ impl WatchTask {
     }
 
     /// Forwards one etcd watch stream's events until it ends.
-    async fn pump(
-        &mut self,
-        mut stream: etcd_client::WatchStream,
-        backoff: &mut Duration,
-    ) -> StreamEnd {
+    async fn pump(&mut self, mut stream: etcd_client::WatchStream, backoff: &mut Duration) -> StreamEnd {
         loop {
             let msg = tokio::select! {
                 _ = self.tx.closed() => return StreamEnd::Stop,
@@ -695,16 +553,14 @@ impl WatchTask {
             let resp = match msg {
                 Ok(Some(resp)) => resp,
                 Ok(None) => {
-                    tracing::debug!(
-                        next_rev = self.next_rev,
-                        "etcd ended the watch stream, reconnecting"
-                    );
+                    tracing::debug!(next_rev = self.next_rev, "etcd ended the watch stream, reconnecting");
                     return StreamEnd::Reconnect;
                 }
                 Err(e) => {
                     let e = map_err(e);
                     if e.is_retryable() {
-                        tracing::debug!(error = %e, next_rev = self.next_rev, "etcd watch stream failed, reconnecting");
+                        let next_rev = self.next_rev;
+                        tracing::debug!(error = %e, next_rev, "etcd watch stream failed, reconnecting");
                         return StreamEnd::Reconnect;
                     }
                     let _ = self.tx.send(Err(e)).await;
@@ -714,18 +570,13 @@ impl WatchTask {
             // The server answered, so the connection is healthy again.
             *backoff = WATCH_BACKOFF_MIN;
             if resp.compact_revision() != 0 {
-                let err = Error::Compacted {
-                    requested: self.next_rev,
-                    compact_revision: resp.compact_revision(),
-                };
+                let err =
+                    Error::Compacted { requested: self.next_rev, compact_revision: resp.compact_revision() };
                 let _ = self.tx.send(Err(err)).await;
                 return StreamEnd::Stop;
             }
             if resp.canceled() {
-                let err = Error::Internal(format!(
-                    "etcd cancelled the watch: {}",
-                    resp.cancel_reason()
-                ));
+                let err = Error::Internal(format!("etcd cancelled the watch: {}", resp.cancel_reason()));
                 let _ = self.tx.send(Err(err)).await;
                 return StreamEnd::Stop;
             }
@@ -766,16 +617,10 @@ impl WatchTask {
 }
 
 fn convert_event(ev: &etcd_client::Event) -> Result<Event> {
-    let kv = ev
-        .kv()
-        .ok_or_else(|| Error::Internal("etcd watch event without a key".into()))?;
+    let kv = ev.kv().ok_or_else(|| Error::Internal("etcd watch event without a key".into()))?;
     // A live key always has version >= 1 and a delete's tombstone has version 0. Deciding on that
     // avoids etcd-client's `event_type()`, which panics on an unknown event type.
-    let kind = if kv.version() == 0 {
-        EventKind::Delete
-    } else {
-        EventKind::Put
-    };
+    let kind = if kv.version() == 0 { EventKind::Delete } else { EventKind::Put };
     let mut kv = convert_kv(kv)?;
     if kind == EventKind::Delete {
         kv.value.clear();

@@ -21,9 +21,7 @@ where
             Err(e) => return Err(e),
         };
         let Some(value) = modify(current.as_ref())? else {
-            return current.ok_or_else(|| Error::NotFound {
-                key: key.to_string(),
-            });
+            return current.ok_or_else(|| Error::NotFound { key: key.to_string() });
         };
         if let Some(kv) = current.as_ref().filter(|kv| kv.value == value) {
             // Nothing changes: upstream skips the write too, so the resourceVersion stays.
@@ -36,9 +34,7 @@ where
         match written {
             Ok(kv) => return Ok(kv),
             // Someone else wrote (or created, or deleted) in between: read again and retry.
-            Err(Error::Conflict { .. } | Error::AlreadyExists { .. } | Error::NotFound { .. }) => {
-                continue
-            }
+            Err(Error::Conflict { .. } | Error::AlreadyExists { .. } | Error::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         }
     }

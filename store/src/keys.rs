@@ -19,10 +19,7 @@ pub struct StoreLimits {
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        StoreLimits {
-            prefix: DEFAULT_PREFIX.to_string(),
-            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
-        }
+        StoreLimits { prefix: DEFAULT_PREFIX.to_string(), max_value_bytes: DEFAULT_MAX_VALUE_BYTES }
     }
 }
 
@@ -32,17 +29,11 @@ impl StoreLimits {
         if key.len() <= self.prefix.len() || !key.starts_with(&self.prefix) {
             return Err(Error::InvalidKey {
                 key: key.to_string(),
-                reason: format!(
-                    "keys must start with {:?} and name something under it",
-                    self.prefix
-                ),
+                reason: format!("keys must start with {:?} and name something under it", self.prefix),
             });
         }
         if key.contains('\0') {
-            return Err(Error::InvalidKey {
-                key: key.to_string(),
-                reason: "keys must not contain NUL".into(),
-            });
+            return Err(Error::InvalidKey { key: key.to_string(), reason: "keys must not contain NUL".into() });
         }
         Ok(())
     }
@@ -89,18 +80,9 @@ mod tests {
     fn keys_outside_the_prefix_are_refused() {
         let limits = StoreLimits::default();
         assert!(limits.check_key("/registry/pods/default/a").is_ok());
-        assert!(matches!(
-            limits.check_key("/other/a"),
-            Err(Error::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            limits.check_key("/registry/"),
-            Err(Error::InvalidKey { .. })
-        ));
+        assert!(matches!(limits.check_key("/other/a"), Err(Error::InvalidKey { .. })));
+        assert!(matches!(limits.check_key("/registry/"), Err(Error::InvalidKey { .. })));
         let big = vec![0u8; DEFAULT_MAX_VALUE_BYTES + 1];
-        assert!(matches!(
-            limits.check_write("/registry/a", &big),
-            Err(Error::ValueTooLarge { .. })
-        ));
+        assert!(matches!(limits.check_write("/registry/a", &big), Err(Error::ValueTooLarge { .. })));
     }
 }

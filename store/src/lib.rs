@@ -26,6 +26,7 @@ mod keys;
 pub mod bench;
 pub mod embedded;
 pub mod etcd;
+pub mod etcd_process;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -10,32 +10,21 @@
 //! No check sleeps for a fixed time: waiting is always polling or awaiting an event, bounded by a
 //! deadline.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use crate::etcd_process::{EtcdProcess, ETCD_MISSING};
 use crate::{
-    guaranteed_update, prefix_end, DynStore, Error, Event, EventKind, KeyValue, ListOptions,
-    ListResult, WatchStream, DEFAULT_MAX_VALUE_BYTES,
+    guaranteed_update, prefix_end, DynStore, Error, Event, EventKind, KeyValue, ListOptions, ListResult,
+    WatchStream, DEFAULT_MAX_VALUE_BYTES,
 };
-
-/// Why a test against real etcd cannot run. Tests must fail with it, never skip.
-pub const ETCD_MISSING: &str =
-    "etcd binary not found on PATH: install etcd-server (tests against real etcd must not be skipped)";
 
 /// Environment variable naming an already running etcd (its client URL) for tests to use instead of
 /// starting their own. CI starts one etcd and sets it.
 pub const TEST_ETCD_ENV: &str = "KPLANE_TEST_ETCD";
 
-/// How long a started etcd may take to answer its health check.
-const ETCD_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a check waits for one expected watch event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a check waits for a lease to expire. etcd rounds TTLs up to its minimum (2 s with default
@@ -44,189 +33,16 @@ const LEASE_EXPIRY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The etcd client URL from [`TEST_ETCD_ENV`], if set and not empty.
 pub fn etcd_endpoint_from_env() -> Option<String> {
-    std::env::var(TEST_ETCD_ENV)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-/// A real `etcd` child process on loopback ports with its data in a temp dir, killed on drop.
-pub struct EtcdProcess {
-    binary: PathBuf,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-}
-
-impl EtcdProcess {
-    /// Starts etcd from PATH on two free loopback ports and waits until it is healthy. Fails with
-    /// [`ETCD_MISSING`] when there is no etcd binary.
-    pub async fn start() -> io::Result<EtcdProcess> {
-        let binary = find_on_path("etcd")
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ETCD_MISSING))?;
-        let dir = tempfile::Builder::new().prefix("kplane-etcd-").tempdir()?;
-        // Both listeners are held until both ports are known, so the two ports differ.
-        let client = TcpListener::bind("127.0.0.1:0")?;
-        let peer = TcpListener::bind("127.0.0.1:0")?;
-        let client_port = client.local_addr()?.port();
-        let peer_port = peer.local_addr()?.port();
-        drop((client, peer));
-        let mut etcd = EtcdProcess {
-            binary,
-            child: None,
-            dir,
-            client_port,
-            peer_port,
-        };
-        etcd.spawn()?;
-        etcd.wait_ready().await?;
-        Ok(etcd)
-    }
-
-    /// The client URL, e.g. `http://127.0.0.1:23790`.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    /// etcd's combined stdout and stderr.
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("etcd.log")
-    }
-
-    /// Kills etcd with SIGKILL (no graceful shutdown) and waits for it to exit.
-    pub fn kill9(&mut self) -> io::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            // std's `Child::kill` sends SIGKILL on Unix.
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
-    }
-
-    /// Starts etcd again on the same ports and data dir (after [`kill9`](Self::kill9)) and waits until
-    /// it is healthy.
-    pub async fn restart(&mut self) -> io::Result<()> {
-        self.kill9()?;
-        self.spawn()?;
-        self.wait_ready().await
-    }
-
-    fn spawn(&mut self) -> io::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
-        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
-            .arg("--name=default")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=default={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Polls etcd's `/health` (served on the client port next to gRPC) until it reports healthy, which
-    /// also means it has a leader and serves requests.
-    async fn wait_ready(&mut self) -> io::Result<()> {
-        let deadline = Instant::now() + ETCD_START_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    return Err(io::Error::other(format!(
-                        "etcd exited during startup ({status}); log:\n{}",
-                        self.log_tail()
-                    )));
-                }
-            }
-            if self.healthy().await {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "etcd not healthy after {ETCD_START_TIMEOUT:?}; log:\n{}",
-                        self.log_tail()
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn healthy(&self) -> bool {
-        let probe = async {
-            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port))
-                .await
-                .ok()?;
-            conn.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                .await
-                .ok()?;
-            let mut body = Vec::new();
-            conn.read_to_end(&mut body).await.ok()?;
-            Some(String::from_utf8_lossy(&body).contains("\"health\":\"true\""))
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), probe).await,
-            Ok(Some(true))
-        )
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(self.log_path()) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let start = text.len().saturating_sub(4000);
-        // Back up to a char boundary so slicing cannot panic on multi-byte text.
-        let start = (0..=start)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text[start..].to_string()
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.kill9();
-    }
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::var(TEST_ETCD_ENV).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 static PREFIX_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A key prefix under `/registry/conformance/<test>/` that no other check, test run or process uses.
 pub fn unique_prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let n = PREFIX_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "/registry/conformance/{test}/{}-{nanos}-{n}/",
-        std::process::id()
-    )
+    format!("/registry/conformance/{test}/{}-{nanos}-{n}/", std::process::id())
 }
 
 /// Runs every check against `store`, each under its own prefix, one after another; the store-wide
@@ -259,47 +75,23 @@ async fn must<T>(what: &str, fut: impl std::future::Future<Output = crate::Resul
 }
 
 async fn must_create(store: &DynStore, key: &str, value: &str) -> KeyValue {
-    must(
-        &format!("create {key}"),
-        store.create(key, value.as_bytes().to_vec(), 0),
-    )
-    .await
+    must(&format!("create {key}"), store.create(key, value.as_bytes().to_vec(), 0)).await
 }
 
 async fn must_update(store: &DynStore, kv: &KeyValue, value: &str) -> KeyValue {
     let what = format!("update {} at {}", kv.key, kv.mod_revision);
-    must(
-        &what,
-        store.update(&kv.key, value.as_bytes().to_vec(), kv.mod_revision, 0),
-    )
-    .await
+    must(&what, store.update(&kv.key, value.as_bytes().to_vec(), kv.mod_revision, 0)).await
 }
 
-async fn list(
-    store: &DynStore,
-    prefix: &str,
-    revision: i64,
-    limit: i64,
-    after: Option<&str>,
-) -> ListResult {
-    let opts = ListOptions {
-        prefix: prefix.to_string(),
-        revision,
-        limit,
-        continue_after: after.map(str::to_string),
-    };
-    must(
-        &format!("list {prefix} at {revision} limit {limit} after {after:?}"),
-        store.list(opts),
-    )
-    .await
+async fn list(store: &DynStore, prefix: &str, revision: i64, limit: i64, after: Option<&str>) -> ListResult {
+    let opts =
+        ListOptions { prefix: prefix.to_string(), revision, limit, continue_after: after.map(str::to_string) };
+    must(&format!("list {prefix} at {revision} limit {limit} after {after:?}"), store.list(opts)).await
 }
 
 async fn assert_not_found(store: &DynStore, key: &str, context: &str) {
     match store.get(key).await {
-        Err(Error::NotFound { key: k }) => {
-            assert_eq!(k, key, "{context}: NotFound names the wrong key")
-        }
+        Err(Error::NotFound { key: k }) => assert_eq!(k, key, "{context}: NotFound names the wrong key"),
         other => panic!("{context}: get {key} should be NotFound, got {other:?}"),
     }
 }
@@ -338,11 +130,7 @@ struct Expected {
 
 impl Expected {
     fn put(kv: &KeyValue, prev: Option<&KeyValue>) -> Expected {
-        Expected {
-            kind: EventKind::Put,
-            kv: kv.clone(),
-            prev: prev.cloned(),
-        }
+        Expected { kind: EventKind::Put, kv: kv.clone(), prev: prev.cloned() }
     }
 
     fn delete(prev: &KeyValue, revision: i64) -> Expected {
@@ -354,48 +142,25 @@ impl Expected {
             version: 0,
             lease: 0,
         };
-        Expected {
-            kind: EventKind::Delete,
-            kv,
-            prev: Some(prev.clone()),
-        }
+        Expected { kind: EventKind::Delete, kv, prev: Some(prev.clone()) }
     }
 
     fn assert_matches(&self, ev: &Event, context: &str) {
-        assert_eq!(
-            ev.kind, self.kind,
-            "{context}: wrong event kind; event {ev:?}, expected {self:?}"
-        );
+        assert_eq!(ev.kind, self.kind, "{context}: wrong event kind; event {ev:?}, expected {self:?}");
         assert_eq!(ev.kv.key, self.kv.key, "{context}: wrong key; event {ev:?}");
-        assert_eq!(
-            ev.revision(),
-            self.kv.mod_revision,
-            "{context}: wrong revision; event {ev:?}"
-        );
+        assert_eq!(ev.revision(), self.kv.mod_revision, "{context}: wrong revision; event {ev:?}");
         match self.kind {
-            EventKind::Put => assert_eq!(
-                ev.kv, self.kv,
-                "{context}: put event differs from the write"
-            ),
+            EventKind::Put => assert_eq!(ev.kv, self.kv, "{context}: put event differs from the write"),
             EventKind::Delete => {
-                assert!(
-                    ev.kv.value.is_empty(),
-                    "{context}: delete event carries a value: {ev:?}"
-                )
+                assert!(ev.kv.value.is_empty(), "{context}: delete event carries a value: {ev:?}")
             }
         }
         match (&self.prev, &ev.prev_kv) {
             (None, None) => {}
             (Some(want), Some(got)) => {
-                assert_eq!(
-                    got, want,
-                    "{context}: wrong prev_kv on {:?} of {}",
-                    ev.kind, ev.kv.key
-                )
+                assert_eq!(got, want, "{context}: wrong prev_kv on {:?} of {}", ev.kind, ev.kv.key)
             }
-            (want, got) => {
-                panic!("{context}: prev_kv should be {want:?}, got {got:?} (event {ev:?})")
-            }
+            (want, got) => panic!("{context}: prev_kv should be {want:?}, got {got:?} (event {ev:?})"),
         }
     }
 }
@@ -413,14 +178,8 @@ pub async fn check_create_get(store: &DynStore, prefix: &str) {
     assert_eq!(created.value, b"v1", "create returned the wrong value");
     assert_eq!(created.version, 1, "a created key has version 1");
     assert_eq!(created.lease, 0, "created without a lease");
-    assert!(
-        created.mod_revision > 0,
-        "create returned no revision: {created:?}"
-    );
-    assert_eq!(
-        created.create_revision, created.mod_revision,
-        "create: create_revision == mod_revision"
-    );
+    assert!(created.mod_revision > 0, "create returned no revision: {created:?}");
+    assert_eq!(created.create_revision, created.mod_revision, "create: create_revision == mod_revision");
 
     let got = must("get after create", store.get(&key)).await;
     assert_eq!(got, created, "get returns exactly what create returned");
@@ -440,54 +199,24 @@ pub async fn check_update_cas(store: &DynStore, prefix: &str) {
     let updated = must_update(store, &created, "v2").await;
     assert_eq!(updated.value, b"v2");
     assert_eq!(updated.version, 2, "version counts writes");
-    assert_eq!(
-        updated.create_revision, created.create_revision,
-        "update keeps create_revision"
-    );
-    assert!(
-        updated.mod_revision > created.mod_revision,
-        "update moves mod_revision forward"
-    );
-    assert_eq!(
-        must("get after update", store.get(&key)).await,
-        updated,
-        "get returns what update returned"
-    );
+    assert_eq!(updated.create_revision, created.create_revision, "update keeps create_revision");
+    assert!(updated.mod_revision > created.mod_revision, "update moves mod_revision forward");
+    assert_eq!(must("get after update", store.get(&key)).await, updated, "get returns what update returned");
 
     // A stale precondition.
-    match store
-        .update(&key, b"v3".to_vec(), created.mod_revision, 0)
-        .await
-    {
-        Err(Error::Conflict {
-            key: k,
-            expected,
-            actual,
-        }) => {
+    match store.update(&key, b"v3".to_vec(), created.mod_revision, 0).await {
+        Err(Error::Conflict { key: k, expected, actual }) => {
             assert_eq!(k, key);
-            assert_eq!(
-                expected, created.mod_revision,
-                "Conflict.expected is the precondition"
-            );
-            assert_eq!(
-                actual, updated.mod_revision,
-                "Conflict.actual is the key's current mod_revision"
-            );
+            assert_eq!(expected, created.mod_revision, "Conflict.expected is the precondition");
+            assert_eq!(actual, updated.mod_revision, "Conflict.actual is the key's current mod_revision");
         }
         other => panic!("update with a stale mod_revision should be Conflict, got {other:?}"),
     }
-    assert_eq!(
-        must("get after conflict", store.get(&key)).await,
-        updated,
-        "a conflict must not write"
-    );
+    assert_eq!(must("get after conflict", store.get(&key)).await, updated, "a conflict must not write");
 
     // An absent key.
     let absent = format!("{prefix}absent");
-    match store
-        .update(&absent, b"x".to_vec(), updated.mod_revision, 0)
-        .await
-    {
+    match store.update(&absent, b"x".to_vec(), updated.mod_revision, 0).await {
         Err(Error::NotFound { key: k }) => assert_eq!(k, absent),
         other => panic!("update of an absent key should be NotFound, got {other:?}"),
     }
@@ -515,63 +244,38 @@ pub async fn check_delete(store: &DynStore, prefix: &str) {
     let updated = must_update(store, &created, "v2").await;
 
     match store.delete(&key, Some(created.mod_revision)).await {
-        Err(Error::Conflict {
-            key: k,
-            expected,
-            actual,
-        }) => {
+        Err(Error::Conflict { key: k, expected, actual }) => {
             assert_eq!(k, key);
             assert_eq!(expected, created.mod_revision);
-            assert_eq!(
-                actual, updated.mod_revision,
-                "Conflict.actual is the current mod_revision"
-            );
+            assert_eq!(actual, updated.mod_revision, "Conflict.actual is the current mod_revision");
         }
         other => panic!("delete with a stale mod_revision should be Conflict, got {other:?}"),
     }
-    assert_eq!(
-        must("get after refused delete", store.get(&key)).await,
-        updated
-    );
+    assert_eq!(must("get after refused delete", store.get(&key)).await, updated);
 
-    let deleted = must(
-        "delete with precondition",
-        store.delete(&key, Some(updated.mod_revision)),
-    )
-    .await;
+    let deleted = must("delete with precondition", store.delete(&key, Some(updated.mod_revision))).await;
     assert_eq!(deleted.prev, updated, "delete returns the value as it was");
-    assert!(
-        deleted.revision > updated.mod_revision,
-        "delete has its own, later revision"
-    );
+    assert!(deleted.revision > updated.mod_revision, "delete has its own, later revision");
     assert_not_found(store, &key, "get after delete").await;
 
     for precondition in [None, Some(updated.mod_revision), Some(0)] {
         match store.delete(&key, precondition).await {
             Err(Error::NotFound { key: k }) => assert_eq!(k, key),
-            other => panic!(
-                "delete ({precondition:?}) of an absent key should be NotFound, got {other:?}"
-            ),
+            other => panic!("delete ({precondition:?}) of an absent key should be NotFound, got {other:?}"),
         }
     }
 
     let key2 = format!("{prefix}k2");
     let created2 = must_create(store, &key2, "x").await;
     let deleted2 = must("delete without precondition", store.delete(&key2, None)).await;
-    assert_eq!(
-        deleted2.prev, created2,
-        "unconditional delete returns the value as it was"
-    );
+    assert_eq!(deleted2.prev, created2, "unconditional delete returns the value as it was");
     assert!(deleted2.revision > created2.mod_revision);
     assert_not_found(store, &key2, "get after unconditional delete").await;
 
     // A key created again is a new incarnation.
     let again = must_create(store, &key2, "y").await;
     assert_eq!(again.version, 1, "a recreated key starts at version 1");
-    assert!(
-        again.create_revision > deleted2.revision,
-        "a recreated key has a new create_revision"
-    );
+    assert!(again.create_revision > deleted2.revision, "a recreated key has a new create_revision");
 }
 
 /// Revisions move strictly forward across writes to any key, and create_revision/version follow
@@ -581,10 +285,7 @@ pub async fn check_revisions(store: &DynStore, prefix: &str) {
     let start = must("current_revision", store.current_revision()).await;
     let mut last = start;
     let mut step = |rev: i64, what: &str| {
-        assert!(
-            rev > last,
-            "{what}: revision {rev} is not after the previous write's {last}"
-        );
+        assert!(rev > last, "{what}: revision {rev} is not after the previous write's {last}");
         last = rev;
     };
 
@@ -602,29 +303,14 @@ pub async fn check_revisions(store: &DynStore, prefix: &str) {
     step(a3.mod_revision, "update a again");
 
     let current = must("current_revision", store.current_revision()).await;
-    assert!(
-        current >= last,
-        "current_revision {current} is behind the last write {last}"
-    );
+    assert!(current >= last, "current_revision {current} is behind the last write {last}");
 
-    assert_eq!(
-        (a3.create_revision, a3.version),
-        (a1.mod_revision, 3),
-        "a: created once, written 3 times"
-    );
-    assert_eq!(
-        (b2.create_revision, b2.version),
-        (b2.mod_revision, 1),
-        "b: a new incarnation"
-    );
+    assert_eq!((a3.create_revision, a3.version), (a1.mod_revision, 3), "a: created once, written 3 times");
+    assert_eq!((b2.create_revision, b2.version), (b2.mod_revision, 1), "b: a new incarnation");
 
     let listed = list(store, prefix, 0, 0, None).await;
     assert_eq!(listed.items, vec![a3, b2], "list returns the latest state");
-    assert!(
-        listed.revision >= last,
-        "list revision {} is behind the last write {last}",
-        listed.revision
-    );
+    assert!(listed.revision >= last, "list revision {} is behind the last write {last}", listed.revision);
 }
 
 /// list returns exactly the keys under the prefix, in key order.
@@ -633,12 +319,7 @@ pub async fn check_list_prefix_isolation(store: &DynStore, prefix: &str) {
     let end = String::from_utf8_lossy(&prefix_end(prefix.as_bytes())).into_owned();
     // Neighbours on both sides: a sibling sorting before the prefix, the prefix without its slash, and
     // keys starting exactly at the prefix's range end.
-    for outside in [
-        format!("{trimmed}-sibling/x"),
-        trimmed.to_string(),
-        format!("{end}x"),
-        end.clone(),
-    ] {
+    for outside in [format!("{trimmed}-sibling/x"), trimmed.to_string(), format!("{end}x"), end.clone()] {
         must_create(store, &outside, "outside").await;
     }
     let mut inside = Vec::new();
@@ -648,31 +329,15 @@ pub async fn check_list_prefix_isolation(store: &DynStore, prefix: &str) {
     inside.sort_by(|x, y| x.key.cmp(&y.key));
 
     let listed = list(store, prefix, 0, 0, None).await;
-    assert_eq!(
-        listed.items, inside,
-        "list must return exactly the prefix's keys, in key order"
-    );
-    assert!(
-        !listed.more && listed.remaining == 0,
-        "an unlimited list has nothing more: {listed:?}"
-    );
+    assert_eq!(listed.items, inside, "list must return exactly the prefix's keys, in key order");
+    assert!(!listed.more && listed.remaining == 0, "an unlimited list has nothing more: {listed:?}");
 
     let nested = list(store, &format!("{prefix}b/"), 0, 0, None).await;
-    assert_eq!(
-        nested.items,
-        inside[1..3].to_vec(),
-        "a nested prefix lists only its own keys"
-    );
+    assert_eq!(nested.items, inside[1..3].to_vec(), "a nested prefix lists only its own keys");
 
     let empty = list(store, &format!("{prefix}nothing-here/"), 0, 0, None).await;
-    assert!(
-        empty.items.is_empty() && !empty.more && empty.remaining == 0,
-        "empty prefix: {empty:?}"
-    );
-    assert!(
-        empty.revision > 0,
-        "even an empty list reports the revision it read at"
-    );
+    assert!(empty.items.is_empty() && !empty.more && empty.remaining == 0, "empty prefix: {empty:?}");
+    assert!(empty.revision > 0, "even an empty list reports the revision it read at");
 }
 
 /// Paging with limit + continue_after at a fixed revision sees one consistent snapshot while writes
@@ -685,6 +350,9 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
         original.push(must_create(store, &format!("{prefix}k{i:03}"), &format!("orig-{i}")).await);
     }
 
+    // The snapshot the pages must reproduce, taken before any churn.
+    let rev = list(store, prefix, 0, 0, None).await.revision;
+
     // Concurrent writers churn the whole range while the pages are read.
     let churn = {
         let store = store.clone();
@@ -695,9 +363,7 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
                     let key = format!("{prefix}k{i:03}");
                     let value = format!("churn-{round}-{i}").into_bytes();
                     // Only existing keys are updated, so a key deleted between pages stays deleted.
-                    let written =
-                        guaranteed_update(&*store, &key, |cur| Ok(cur.map(|_| value.clone())))
-                            .await;
+                    let written = guaranteed_update(&*store, &key, |cur| Ok(cur.map(|_| value.clone()))).await;
                     match written {
                         Ok(_) | Err(Error::NotFound { .. }) => {}
                         Err(e) => panic!("concurrent update of {key}: {e:?}"),
@@ -707,18 +373,13 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
         })
     };
 
-    let first = list(store, prefix, 0, PAGE, None).await;
-    let rev = first.revision;
+    let first = list(store, prefix, rev, PAGE, None).await;
+    assert_eq!(first.revision, rev, "a list at a revision reports that revision");
     let mut pages = vec![first];
     let mut deleted = Vec::new();
     let mut added = Vec::new();
     let mut page_no = 0;
-    while let Some(last) = pages
-        .last()
-        .filter(|p| p.more)
-        .and_then(|p| p.items.last())
-        .cloned()
-    {
+    while let Some(last) = pages.last().filter(|p| p.more).and_then(|p| p.items.last()).cloned() {
         page_no += 1;
         // Between pages: delete a key not read yet, update one, and add keys inside and after the
         // range still to be read. None of it may show up at `rev`.
@@ -727,29 +388,15 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
             deleted.push(victim);
         }
         let target = format!("{prefix}k{:03}", (page_no * 5 + 4).min(N - 1));
-        match guaranteed_update(&**store, &target, |cur| {
-            Ok(cur.map(|_| b"between-pages".to_vec()))
-        })
-        .await
-        {
+        match guaranteed_update(&**store, &target, |cur| Ok(cur.map(|_| b"between-pages".to_vec()))).await {
             Ok(_) | Err(Error::NotFound { .. }) => {}
             Err(e) => panic!("update of {target} between pages: {e:?}"),
         }
-        for name in [
-            format!("k{:03}-new", page_no * 5 + 1),
-            format!("z-new-{page_no}"),
-        ] {
-            added.push(
-                must_create(store, &format!("{prefix}{name}"), "new")
-                    .await
-                    .key,
-            );
+        for name in [format!("k{:03}-new", page_no * 5 + 1), format!("z-new-{page_no}")] {
+            added.push(must_create(store, &format!("{prefix}{name}"), "new").await.key);
         }
         let page = list(store, prefix, rev, PAGE, Some(&last.key)).await;
-        assert_eq!(
-            page.revision, rev,
-            "a continued list reports the revision it was asked for"
-        );
+        assert_eq!(page.revision, rev, "a continued list reports the revision it was asked for");
         pages.push(page);
         assert!(page_no <= N, "paging does not terminate: {pages:?}");
     }
@@ -759,34 +406,26 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
 
     let mut seen = Vec::new();
     for page in &pages {
-        assert!(
-            page.items.len() as i64 <= PAGE,
-            "page over the limit: {page:?}"
-        );
+        assert!(page.items.len() as i64 <= PAGE, "page over the limit: {page:?}");
         seen.extend(page.items.iter().cloned());
         let left = (N - seen.len()) as i64;
-        assert_eq!(
-            page.remaining, left,
-            "remaining counts the keys after this page (page {page:?})"
-        );
+        assert_eq!(page.remaining, left, "remaining counts the keys after this page (page {page:?})");
         assert_eq!(page.more, left > 0, "more iff keys remain (page {page:?})");
     }
-    assert_eq!(seen, original, "pages at revision {rev} must be exactly the snapshot: old values of updated keys, deleted keys still present, no new keys");
+    assert_eq!(
+        seen, original,
+        "pages at revision {rev} must be exactly the snapshot: old values of updated keys, deleted keys \
+         still present, no new keys"
+    );
 
     // The latest state does show every change.
     let latest = list(store, prefix, 0, 0, None).await;
     let latest_keys: Vec<&str> = latest.items.iter().map(|kv| kv.key.as_str()).collect();
     for key in &deleted {
-        assert!(
-            !latest_keys.contains(&key.as_str()),
-            "deleted {key} still listed at the latest revision"
-        );
+        assert!(!latest_keys.contains(&key.as_str()), "deleted {key} still listed at the latest revision");
     }
     for key in &added {
-        assert!(
-            latest_keys.contains(&key.as_str()),
-            "created {key} missing at the latest revision"
-        );
+        assert!(latest_keys.contains(&key.as_str()), "created {key} missing at the latest revision");
     }
     assert!(latest.revision > rev, "the latest list is after the writes");
 }
@@ -796,21 +435,11 @@ pub async fn check_future_revision(store: &DynStore, prefix: &str) {
     must_create(store, &format!("{prefix}a"), "x").await;
     let current = must("current_revision", store.current_revision()).await;
     let requested = current + 1000;
-    let opts = ListOptions {
-        prefix: prefix.to_string(),
-        revision: requested,
-        ..Default::default()
-    };
+    let opts = ListOptions { prefix: prefix.to_string(), revision: requested, ..Default::default() };
     match store.list(opts).await {
-        Err(Error::FutureRevision {
-            requested: r,
-            current: c,
-        }) => {
+        Err(Error::FutureRevision { requested: r, current: c }) => {
             assert_eq!(r, requested, "FutureRevision.requested");
-            assert!(
-                c >= current && c < requested,
-                "FutureRevision.current {c} is not the current revision"
-            );
+            assert!(c >= current && c < requested, "FutureRevision.current {c} is not the current revision");
         }
         other => panic!("list at a future revision should be FutureRevision, got {other:?}"),
     }
@@ -883,8 +512,7 @@ pub async fn check_watch_order(store: &DynStore, prefix: &str) {
     // Nothing else is pending: the next event is the sentinel written last.
     let sentinel = must_create(store, &format!("{prefix}sentinel"), "end").await;
     let ev = next_event(&mut watch, "sentinel").await;
-    Expected::put(&sentinel, None)
-        .assert_matches(&ev, "the event after the last write must be the sentinel");
+    Expected::put(&sentinel, None).assert_matches(&ev, "the event after the last write must be the sentinel");
 }
 
 /// A watch from a past revision replays history from exactly there; from 0 it replays nothing.
@@ -902,11 +530,7 @@ pub async fn check_watch_replay(store: &DynStore, prefix: &str) {
     ];
     let mut b_now = b1.clone();
 
-    for (skip, from) in [
-        (0, a1.mod_revision),
-        (2, b1.mod_revision),
-        (3, del_a.revision),
-    ] {
+    for (skip, from) in [(0, a1.mod_revision), (2, b1.mod_revision), (3, del_a.revision)] {
         let mut watch = must(&format!("watch from {from}"), store.watch(prefix, from)).await;
         let context = format!("replay from {from}");
         let events = next_events(&mut watch, history.len() - skip, &context).await;
@@ -916,10 +540,7 @@ pub async fn check_watch_replay(store: &DynStore, prefix: &str) {
         // Live events follow the replay seamlessly; each round's write is history for the next.
         let b_next = must_update(store, &b_now, &format!("b-after-{from}")).await;
         let want = Expected::put(&b_next, Some(&b_now));
-        want.assert_matches(
-            &next_event(&mut watch, &context).await,
-            &format!("{context}: live after replay"),
-        );
+        want.assert_matches(&next_event(&mut watch, &context).await, &format!("{context}: live after replay"));
         history.push(want);
         b_now = b_next;
     }
@@ -927,8 +548,7 @@ pub async fn check_watch_replay(store: &DynStore, prefix: &str) {
     let mut watch = must("watch from now", store.watch(prefix, 0)).await;
     let c = must_create(store, &format!("{prefix}c"), "c").await;
     let ev = next_event(&mut watch, "watch from 0").await;
-    Expected::put(&c, None)
-        .assert_matches(&ev, "a watch from 0 starts at the next write, no replay");
+    Expected::put(&c, None).assert_matches(&ev, "a watch from 0 starts at the next write, no replay");
 }
 
 /// Keys attached to a lease vanish (with a delete event) when it expires or is revoked; keep_alive
@@ -939,42 +559,22 @@ pub async fn check_leases(store: &DynStore, prefix: &str) {
     // Expiry.
     let lease = must("grant 2s lease", store.grant_lease(2)).await;
     let key = format!("{prefix}expiring");
-    let kv = must(
-        "create with lease",
-        store.create(&key, b"x".to_vec(), lease),
-    )
-    .await;
+    let kv = must("create with lease", store.create(&key, b"x".to_vec(), lease)).await;
     assert_eq!(kv.lease, lease, "create returns the lease");
-    assert_eq!(
-        must("get", store.get(&key)).await.lease,
-        lease,
-        "the stored key carries the lease"
-    );
+    assert_eq!(must("get", store.get(&key)).await.lease, lease, "the stored key carries the lease");
     let ev = next_event(&mut watch, "create with lease").await;
     Expected::put(&kv, None).assert_matches(&ev, "create with lease");
     let deadline = Instant::now() + LEASE_EXPIRY_TIMEOUT;
     loop {
         match store.get(&key).await {
             Err(Error::NotFound { .. }) => break,
-            Ok(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            other => panic!(
-                "key with an expiring 2 s lease: still {other:?} after {LEASE_EXPIRY_TIMEOUT:?}"
-            ),
+            Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("key with an expiring 2 s lease: still {other:?} after {LEASE_EXPIRY_TIMEOUT:?}"),
         }
     }
     let ev = next_event(&mut watch, "lease expiry").await;
-    assert_eq!(
-        (ev.kind, ev.kv.key.as_str()),
-        (EventKind::Delete, key.as_str()),
-        "expiry deletes the key"
-    );
-    assert_eq!(
-        ev.prev_kv.as_ref(),
-        Some(&kv),
-        "the expiry delete carries the deleted value"
-    );
+    assert_eq!((ev.kind, ev.kv.key.as_str()), (EventKind::Delete, key.as_str()), "expiry deletes the key");
+    assert_eq!(ev.prev_kv.as_ref(), Some(&kv), "the expiry delete carries the deleted value");
     match store.keep_alive(lease).await {
         Err(Error::LeaseNotFound { id }) => assert_eq!(id, lease),
         other => panic!("keep_alive of an expired lease should be LeaseNotFound, got {other:?}"),
@@ -983,16 +583,9 @@ pub async fn check_leases(store: &DynStore, prefix: &str) {
     // keep_alive and revoke.
     let lease = must("grant 60s lease", store.grant_lease(60)).await;
     let ttl = must("keep_alive", store.keep_alive(lease)).await;
-    assert!(
-        ttl > 0 && ttl <= 60,
-        "keep_alive returns the lease's TTL, got {ttl}"
-    );
+    assert!(ttl > 0 && ttl <= 60, "keep_alive returns the lease's TTL, got {ttl}");
     let key = format!("{prefix}revoked");
-    let kv = must(
-        "create with lease",
-        store.create(&key, b"y".to_vec(), lease),
-    )
-    .await;
+    let kv = must("create with lease", store.create(&key, b"y".to_vec(), lease)).await;
     let other = must_create(store, &format!("{prefix}unleased"), "z").await;
     let ev = next_event(&mut watch, "create with lease").await;
     Expected::put(&kv, None).assert_matches(&ev, "create with the second lease");
@@ -1001,21 +594,9 @@ pub async fn check_leases(store: &DynStore, prefix: &str) {
     must("revoke", store.revoke_lease(lease)).await;
     assert_not_found(store, &key, "get after revoke").await;
     let ev = next_event(&mut watch, "revoke").await;
-    assert_eq!(
-        (ev.kind, ev.kv.key.as_str()),
-        (EventKind::Delete, key.as_str()),
-        "revoke deletes the key"
-    );
-    assert_eq!(
-        ev.prev_kv.as_ref(),
-        Some(&kv),
-        "the revoke delete carries the deleted value"
-    );
-    assert_eq!(
-        must("get", store.get(&other.key)).await,
-        other,
-        "revoke leaves unleased keys alone"
-    );
+    assert_eq!((ev.kind, ev.kv.key.as_str()), (EventKind::Delete, key.as_str()), "revoke deletes the key");
+    assert_eq!(ev.prev_kv.as_ref(), Some(&kv), "the revoke delete carries the deleted value");
+    assert_eq!(must("get", store.get(&other.key)).await, other, "revoke leaves unleased keys alone");
 
     match store.keep_alive(lease).await {
         Err(Error::LeaseNotFound { id }) => assert_eq!(id, lease),
@@ -1056,10 +637,7 @@ pub async fn check_limits(store: &DynStore, prefix: &str) {
             Err(Error::InvalidKey { key: k, .. }) => assert_eq!(&k, key),
             other => panic!("create of invalid key {key:?} should be InvalidKey, got {other:?}"),
         }
-        match store
-            .update(key, b"x".to_vec(), existing.mod_revision, 0)
-            .await
-        {
+        match store.update(key, b"x".to_vec(), existing.mod_revision, 0).await {
             Err(Error::InvalidKey { .. }) => {}
             other => panic!("update of invalid key {key:?} should be InvalidKey, got {other:?}"),
         }
@@ -1074,34 +652,21 @@ pub async fn check_limits(store: &DynStore, prefix: &str) {
         }
         other => panic!("create over the value limit should be ValueTooLarge, got {other:?}"),
     }
-    match store
-        .update(&existing.key, big, existing.mod_revision, 0)
-        .await
-    {
+    match store.update(&existing.key, big, existing.mod_revision, 0).await {
         Err(Error::ValueTooLarge { .. }) => {}
         other => panic!("update over the value limit should be ValueTooLarge, got {other:?}"),
     }
 
     let after = must("current_revision", store.current_revision()).await;
-    assert_eq!(
-        after, before,
-        "refused writes must not write anything (revision moved)"
-    );
+    assert_eq!(after, before, "refused writes must not write anything (revision moved)");
     assert_not_found(store, &big_key, "refused create").await;
-    assert_eq!(
-        must("get", store.get(&existing.key)).await,
-        existing,
-        "refused update changed the key"
-    );
+    assert_eq!(must("get", store.get(&existing.key)).await, existing, "refused update changed the key");
 
     // A large value under the limit is accepted. Not one exactly at it: etcd's own default request
     // limit (--max-request-bytes) equals the value limit and also counts the key and framing.
     let large = vec![b'y'; 1024 * 1024];
-    let written = must(
-        "update with a 1 MiB value",
-        store.update(&existing.key, large, existing.mod_revision, 0),
-    )
-    .await;
+    let written =
+        must("update with a 1 MiB value", store.update(&existing.key, large, existing.mod_revision, 0)).await;
     assert_eq!(written.value.len(), 1024 * 1024);
 }
 
@@ -1122,9 +687,7 @@ pub async fn check_no_lost_update(store: &DynStore, prefix: &str) {
                         Some(kv) => std::str::from_utf8(&kv.value)
                             .ok()
                             .and_then(|s| s.parse::<u64>().ok())
-                            .ok_or_else(|| {
-                                Error::Internal(format!("counter is not a number: {kv:?}"))
-                            })?,
+                            .ok_or_else(|| Error::Internal(format!("counter is not a number: {kv:?}")))?,
                     };
                     Ok(Some((n + 1).to_string().into_bytes()))
                 })
@@ -1142,15 +705,8 @@ pub async fn check_no_lost_update(store: &DynStore, prefix: &str) {
     }
     let kv = must("get counter", store.get(&key)).await;
     let total = TASKS * INCREMENTS;
-    assert_eq!(
-        text(&kv.value),
-        total.to_string(),
-        "lost updates: the counter should be {total}"
-    );
-    assert_eq!(
-        kv.version, total as i64,
-        "each increment is exactly one write"
-    );
+    assert_eq!(text(&kv.value), total.to_string(), "lost updates: the counter should be {total}");
+    assert_eq!(kv.version, total as i64, "each increment is exactly one write");
 }
 
 /// Compaction: reads and watches below the compacted revision are Compacted, at or above it they
@@ -1164,71 +720,40 @@ pub async fn check_compaction(store: &DynStore, prefix: &str) {
 
     must(&format!("compact at {r2}"), store.compact(r2)).await;
 
-    let opts = ListOptions {
-        prefix: prefix.to_string(),
-        revision: r1,
-        ..Default::default()
-    };
+    let opts = ListOptions { prefix: prefix.to_string(), revision: r1, ..Default::default() };
     match store.list(opts).await {
-        Err(Error::Compacted {
-            requested,
-            compact_revision,
-        }) => {
+        Err(Error::Compacted { requested, compact_revision }) => {
             assert_eq!(requested, r1, "Compacted.requested");
-            assert!(
-                compact_revision >= r2,
-                "Compacted.compact_revision {compact_revision} should be >= {r2}"
-            );
+            assert!(compact_revision >= r2, "Compacted.compact_revision {compact_revision} should be >= {r2}");
         }
         other => panic!("list below the compacted revision should be Compacted, got {other:?}"),
     }
 
     let at = list(store, prefix, r2, 0, None).await;
-    assert_eq!(
-        at.items,
-        vec![v2.clone()],
-        "the compacted revision itself stays readable"
-    );
+    assert_eq!(at.items, vec![v2.clone()], "the compacted revision itself stays readable");
 
     // A backend may refuse the watch up front or end the stream with the error.
     match store.watch(prefix, r1).await {
         Err(Error::Compacted { requested, .. }) => assert_eq!(requested, r1),
         Err(e) => panic!("watch below the compacted revision should be Compacted, got {e:?}"),
         Ok(mut watch) => match tokio::time::timeout(EVENT_TIMEOUT, watch.next()).await {
-            Ok(Some(Err(Error::Compacted {
-                requested,
-                compact_revision,
-            }))) => {
+            Ok(Some(Err(Error::Compacted { requested, compact_revision }))) => {
                 assert_eq!(requested, r1, "Compacted.requested");
-                assert!(
-                    compact_revision >= r2,
-                    "Compacted.compact_revision {compact_revision} < {r2}"
-                );
+                assert!(compact_revision >= r2, "Compacted.compact_revision {compact_revision} < {r2}");
             }
-            other => panic!(
-                "watch below the compacted revision should end with Compacted, got {other:?}"
-            ),
+            other => panic!("watch below the compacted revision should end with Compacted, got {other:?}"),
         },
     }
 
     let mut watch = must(&format!("watch from {r2}"), store.watch(prefix, r2)).await;
     let events = next_events(&mut watch, 2, "watch from the compacted revision").await;
-    assert_eq!(
-        (events[0].revision(), events[1].revision()),
-        (r2, v3.mod_revision)
-    );
-    assert_eq!(
-        (&events[0].kv, &events[1].kv),
-        (&v2, &v3),
-        "replay after compaction"
-    );
+    assert_eq!((events[0].revision(), events[1].revision()), (r2, v3.mod_revision));
+    assert_eq!((&events[0].kv, &events[1].kv), (&v2, &v3), "replay after compaction");
 
     for rev in [r1, r2] {
         match store.compact(rev).await {
             Err(Error::Compacted { requested, .. }) => assert_eq!(requested, rev),
-            other => {
-                panic!("compact at already compacted {rev} should be Compacted, got {other:?}")
-            }
+            other => panic!("compact at already compacted {rev} should be Compacted, got {other:?}"),
         }
     }
     let current = must("current_revision", store.current_revision()).await;

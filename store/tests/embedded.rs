@@ -22,18 +22,11 @@ async fn compaction_bounds_history_and_keeps_every_live_value() {
     let store = open(dir.path()).await;
     let mut revs = vec![0i64; 100];
     for i in 0..100 {
-        revs[i] = store
-            .create(&key(i), b"0".to_vec(), 0)
-            .await
-            .unwrap()
-            .mod_revision;
+        revs[i] = store.create(&key(i), b"0".to_vec(), 0).await.unwrap().mod_revision;
     }
     for round in 1..=30 {
         for i in 0..100 {
-            let kv = store
-                .update(&key(i), round.to_string().into_bytes(), revs[i], 0)
-                .await
-                .unwrap();
+            let kv = store.update(&key(i), round.to_string().into_bytes(), revs[i], 0).await.unwrap();
             revs[i] = kv.mod_revision;
         }
     }
@@ -51,32 +44,19 @@ async fn compaction_bounds_history_and_keeps_every_live_value() {
         if after.log_entries == 90 {
             break;
         }
-        store
-            .create(&format!("/registry/tick/{}", after.log_entries), vec![], 0)
-            .await
-            .unwrap();
-        store
-            .delete(&format!("/registry/tick/{}", after.log_entries), None)
-            .await
-            .unwrap();
+        store.create(&format!("/registry/tick/{}", after.log_entries), vec![], 0).await.unwrap();
+        store.delete(&format!("/registry/tick/{}", after.log_entries), None).await.unwrap();
         after = store.stats().unwrap();
     }
     // Only the 90 live versions stay (plus at most the tick entries written after compaction).
     assert!(after.log_entries <= 92, "history not compacted: {after:?}");
     assert_eq!(after.live_keys, 90);
     let list = store
-        .list(ListOptions {
-            prefix: "/registry/configmaps/".into(),
-            revision: at,
-            ..Default::default()
-        })
+        .list(ListOptions { prefix: "/registry/configmaps/".into(), revision: at, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(list.items.len(), 90);
-    assert!(list
-        .items
-        .iter()
-        .all(|kv| kv.value == b"30" && kv.version == 31));
+    assert!(list.items.iter().all(|kv| kv.value == b"30" && kv.version == 31));
     store.shutdown().await;
 }
 
@@ -85,33 +65,20 @@ async fn reopening_keeps_data_revisions_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let a = store.create(&key(1), b"a".to_vec(), 0).await.unwrap();
-    let b = store
-        .update(&key(1), b"b".to_vec(), a.mod_revision, 0)
-        .await
-        .unwrap();
+    let b = store.update(&key(1), b"b".to_vec(), a.mod_revision, 0).await.unwrap();
     store.shutdown().await;
     drop(store);
 
     let store = open(dir.path()).await;
     assert_eq!(store.get(&key(1)).await.unwrap(), b);
     assert_eq!(store.current_revision().await.unwrap(), b.mod_revision);
-    let mut w = store
-        .watch("/registry/configmaps/", a.mod_revision)
-        .await
-        .unwrap();
+    let mut w = store.watch("/registry/configmaps/", a.mod_revision).await.unwrap();
     let first = w.next().await.unwrap().unwrap();
     assert_eq!(first.kv, a);
     let second = w.next().await.unwrap().unwrap();
-    assert_eq!(
-        (second.kv.clone(), second.prev_kv.clone()),
-        (b.clone(), Some(a.clone()))
-    );
+    assert_eq!((second.kv.clone(), second.prev_kv.clone()), (b.clone(), Some(a.clone())));
     let c = store.create(&key(2), b"c".to_vec(), 0).await.unwrap();
-    assert_eq!(
-        c.mod_revision,
-        b.mod_revision + 1,
-        "revisions continue after a reopen"
-    );
+    assert_eq!(c.mod_revision, b.mod_revision + 1, "revisions continue after a reopen");
     store.shutdown().await;
 }
 
@@ -138,15 +105,8 @@ async fn a_watcher_that_stops_reading_loses_nothing() {
     writer.await.unwrap();
     let mut last = 0;
     for i in 0..N {
-        let ev = tokio::time::timeout(Duration::from_secs(10), slow.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (ev.kind, ev.kv.key.as_str()),
-            (EventKind::Put, key(i).as_str())
-        );
+        let ev = tokio::time::timeout(Duration::from_secs(10), slow.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((ev.kind, ev.kv.key.as_str()), (EventKind::Put, key(i).as_str()));
         assert!(ev.revision() > last, "revisions increase");
         last = ev.revision();
     }

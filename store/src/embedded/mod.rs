@@ -30,8 +30,7 @@ use self::mvcc::{internal, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use self::txn::{OpResult, RangeRequest, RangeResult, Txn, TxnOp, TxnResult};
 use self::writer::{Batch, Request};
 use crate::{
-    prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, Store, StoreLimits,
-    WatchStream,
+    prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, Store, StoreLimits, WatchStream,
 };
 
 /// File name of the database inside the data directory.
@@ -107,10 +106,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `cfg.data_dir`. Must run inside a tokio runtime.
     pub async fn open(cfg: EmbeddedConfig) -> Result<EmbeddedStore> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            Error::Unavailable(format!(
-                "cannot create data dir {}: {e}",
-                cfg.data_dir.display()
-            ))
+            Error::Unavailable(format!("cannot create data dir {}: {e}", cfg.data_dir.display()))
         })?;
         let path = cfg.data_dir.join(DB_FILE);
         let p = path.clone();
@@ -127,10 +123,7 @@ impl EmbeddedStore {
                 .spawn(move || writer::run(db, rx, hub))
                 .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         }
-        let mut tickers = vec![tokio::spawn(lease_ticker(
-            requests.clone(),
-            cfg.lease_check_interval,
-        ))];
+        let mut tickers = vec![tokio::spawn(lease_ticker(requests.clone(), cfg.lease_check_interval))];
         if !cfg.compaction_interval.is_zero() {
             tickers.push(tokio::spawn(compaction_ticker(
                 db.clone(),
@@ -138,28 +131,13 @@ impl EmbeddedStore {
                 cfg.compaction_interval,
             )));
         }
-        Ok(EmbeddedStore {
-            inner: Arc::new(Inner {
-                db,
-                requests,
-                hub,
-                limits: cfg.limits,
-                path,
-                tickers,
-            }),
-        })
+        Ok(EmbeddedStore { inner: Arc::new(Inner { db, requests, hub, limits: cfg.limits, path, tickers }) })
     }
 
     /// Stops the writer after what is queued and waits for it. Later writes fail with Unavailable.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .requests
-            .send(Request::Shutdown(tx))
-            .await
-            .is_ok()
-        {
+        if self.inner.requests.send(Request::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
         }
         for t in &self.inner.tickers {
@@ -174,9 +152,7 @@ impl EmbeddedStore {
 
     /// Size of the database file in bytes (etcd's `dbSize`).
     pub fn db_size(&self) -> i64 {
-        std::fs::metadata(&self.inner.path)
-            .map(|m| m.len() as i64)
-            .unwrap_or(0)
+        std::fs::metadata(&self.inner.path).map(|m| m.len() as i64).unwrap_or(0)
     }
 
     /// The current and compacted revisions.
@@ -185,18 +161,14 @@ impl EmbeddedStore {
         Ok((cur as i64, compact as i64))
     }
 
-    async fn request<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
-    ) -> Result<T> {
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .requests
             .send(make(tx))
             .await
             .map_err(|_| Error::Unavailable("embedded store writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("embedded store writer has stopped".into()))?
+        rx.await.map_err(|_| Error::Unavailable("embedded store writer has stopped".into()))?
     }
 
     /// Runs an etcd-style transaction. Every put is checked against the store's limits first, so a
@@ -214,13 +186,8 @@ impl EmbeddedStore {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResult> {
         let rtx = self.inner.db.begin_read().map_err(internal)?;
         let meta = rtx.open_table(META).map_err(internal)?;
-        let get = |k: &str| -> Result<u64> {
-            Ok(meta
-                .get(k)
-                .map_err(internal)?
-                .map(|g| g.value())
-                .unwrap_or(0))
-        };
+        let get =
+            |k: &str| -> Result<u64> { Ok(meta.get(k).map_err(internal)?.map(|g| g.value()).unwrap_or(0)) };
         let (current, compact) = (get(mvcc::META_REVISION)?, get(mvcc::META_COMPACT)?);
         let latest = rtx.open_table(LATEST).map_err(internal)?;
         let log = rtx.open_table(LOG).map_err(internal)?;
@@ -229,18 +196,13 @@ impl EmbeddedStore {
 
     /// Watches [`key`, `range_end`) (etcd conventions) from `from` (0: from the next revision).
     pub fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, from: i64) -> Result<WatchStream> {
-        let from = if from <= 0 {
-            watch::revisions(&self.inner.db)?.0 + 1
-        } else {
-            from as u64
-        };
+        let from = if from <= 0 { watch::revisions(&self.inner.db)?.0 + 1 } else { from as u64 };
         watch::start(self.inner.db.clone(), &self.inner.hub, key, range_end, from)
     }
 
     /// Grants a lease; `id` 0 picks one. Returns the id and TTL.
     pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64)> {
-        self.request(|reply| Request::LeaseGrant { id, ttl, reply })
-            .await
+        self.request(|reply| Request::LeaseGrant { id, ttl, reply }).await
     }
 
     /// The lease's TTLs and, if asked, its keys.
@@ -263,12 +225,7 @@ impl EmbeddedStore {
                 keys.push(String::from_utf8_lossy(key).into_owned());
             }
         }
-        Ok(LeaseInfo {
-            id,
-            granted_ttl: ttl,
-            remaining_ttl: remaining,
-            keys,
-        })
+        Ok(LeaseInfo { id, granted_ttl: ttl, remaining_ttl: remaining, keys })
     }
 
     /// Counts of the store's tables.
@@ -319,9 +276,7 @@ fn init(path: &std::path::Path) -> Result<Database> {
         }
         let now = writer::now_ms();
         for (id, ttl) in all {
-            leases
-                .insert(id, (ttl, now + ttl as u64 * 1000))
-                .map_err(internal)?;
+            leases.insert(id, (ttl, now + ttl as u64 * 1000)).map_err(internal)?;
         }
     }
     wtx.commit().map_err(internal)?;
@@ -357,11 +312,7 @@ async fn compaction_ticker(db: Arc<Database>, requests: mpsc::Sender<Request>, e
         };
         if seen > compact {
             let (tx, rx) = oneshot::channel();
-            if requests
-                .send(Request::Compact(seen as i64, tx))
-                .await
-                .is_err()
-            {
+            if requests.send(Request::Compact(seen as i64, tx)).await.is_err() {
                 return;
             }
             match rx.await {
@@ -375,40 +326,27 @@ async fn compaction_ticker(db: Arc<Database>, requests: mpsc::Sender<Request>, e
 }
 
 fn single_put(key: &str, value: Vec<u8>, lease: i64) -> TxnOp {
-    TxnOp::Put {
-        key: key.to_string(),
-        value,
-        lease,
-    }
+    TxnOp::Put { key: key.to_string(), value, lease }
 }
 
 fn single_delete(key: &str) -> TxnOp {
-    TxnOp::Delete {
-        key: key.as_bytes().to_vec(),
-        range_end: Vec::new(),
-    }
+    TxnOp::Delete { key: key.as_bytes().to_vec(), range_end: Vec::new() }
 }
 
 /// The else-branch get of a failed conditional write: NotFound when the key is gone, else Conflict.
 fn conflict_or_missing(key: &str, expected: i64, r: &TxnResult) -> Error {
     match r.results.first() {
-        Some(OpResult::Range(rr)) if !rr.kvs.is_empty() => Error::Conflict {
-            key: key.to_string(),
-            expected,
-            actual: rr.kvs[0].mod_revision,
-        },
-        _ => Error::NotFound {
-            key: key.to_string(),
-        },
+        Some(OpResult::Range(rr)) if !rr.kvs.is_empty() => {
+            Error::Conflict { key: key.to_string(), expected, actual: rr.kvs[0].mod_revision }
+        }
+        _ => Error::NotFound { key: key.to_string() },
     }
 }
 
 fn put_result(r: TxnResult) -> Result<KeyValue> {
     match r.results.into_iter().next() {
         Some(OpResult::Put { kv, .. }) => Ok(kv),
-        other => Err(Error::Internal(format!(
-            "unexpected transaction result {other:?}"
-        ))),
+        other => Err(Error::Internal(format!("unexpected transaction result {other:?}"))),
     }
 }
 
@@ -422,9 +360,7 @@ impl Store for EmbeddedStore {
         let rtx = self.inner.db.begin_read().map_err(internal)?;
         let latest = rtx.open_table(LATEST).map_err(internal)?;
         let log = rtx.open_table(LOG).map_err(internal)?;
-        mvcc::get_latest(&latest, &log, key.as_bytes())?.ok_or_else(|| Error::NotFound {
-            key: key.to_string(),
-        })
+        mvcc::get_latest(&latest, &log, key.as_bytes())?.ok_or_else(|| Error::NotFound { key: key.to_string() })
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListResult> {
@@ -448,47 +384,22 @@ impl Store for EmbeddedStore {
             ..Default::default()
         })?;
         let remaining = r.count - r.kvs.len() as i64;
-        Ok(ListResult {
-            items: r.kvs,
-            revision: r.revision,
-            more: r.more,
-            remaining,
-        })
+        Ok(ListResult { items: r.kvs, revision: r.revision, more: r.more, remaining })
     }
 
     async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<KeyValue> {
-        let r = self
-            .txn(Txn::if_mod_revision(key, 0, single_put(key, value, lease)))
-            .await?;
+        let r = self.txn(Txn::if_mod_revision(key, 0, single_put(key, value, lease))).await?;
         if !r.succeeded {
-            return Err(Error::AlreadyExists {
-                key: key.to_string(),
-            });
+            return Err(Error::AlreadyExists { key: key.to_string() });
         }
         put_result(r)
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: i64,
-        lease: i64,
-    ) -> Result<KeyValue> {
+    async fn update(&self, key: &str, value: Vec<u8>, expected: i64, lease: i64) -> Result<KeyValue> {
         if expected <= 0 {
-            return Err(Error::Conflict {
-                key: key.to_string(),
-                expected,
-                actual: 0,
-            });
+            return Err(Error::Conflict { key: key.to_string(), expected, actual: 0 });
         }
-        let r = self
-            .txn(Txn::if_mod_revision(
-                key,
-                expected,
-                single_put(key, value, lease),
-            ))
-            .await?;
+        let r = self.txn(Txn::if_mod_revision(key, expected, single_put(key, value, lease))).await?;
         if !r.succeeded {
             return Err(conflict_or_missing(key, expected, &r));
         }
@@ -498,10 +409,7 @@ impl Store for EmbeddedStore {
     async fn delete(&self, key: &str, expected: Option<i64>) -> Result<Deleted> {
         let txn = match expected {
             Some(rev) => Txn::if_mod_revision(key, rev, single_delete(key)),
-            None => Txn {
-                success: vec![single_delete(key)],
-                ..Default::default()
-            },
+            None => Txn { success: vec![single_delete(key)], ..Default::default() },
         };
         let r = self.txn(txn).await?;
         if !r.succeeded {
@@ -509,17 +417,10 @@ impl Store for EmbeddedStore {
         }
         match r.results.into_iter().next() {
             Some(OpResult::Delete { deleted }) => match deleted.into_iter().next() {
-                Some(prev) => Ok(Deleted {
-                    prev,
-                    revision: r.revision,
-                }),
-                None => Err(Error::NotFound {
-                    key: key.to_string(),
-                }),
+                Some(prev) => Ok(Deleted { prev, revision: r.revision }),
+                None => Err(Error::NotFound { key: key.to_string() }),
             },
-            other => Err(Error::Internal(format!(
-                "unexpected transaction result {other:?}"
-            ))),
+            other => Err(Error::Internal(format!("unexpected transaction result {other:?}"))),
         }
     }
 

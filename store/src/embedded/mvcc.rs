@@ -28,8 +28,7 @@ pub(crate) const LOG: TableDefinition<'_, Pos, &[u8]> = TableDefinition::new("lo
 pub(crate) const LATEST: TableDefinition<'_, &[u8], Pos> = TableDefinition::new("latest");
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub(crate) const LEASES: TableDefinition<'_, i64, (i64, u64)> = TableDefinition::new("leases");
-pub(crate) const LEASE_KEYS: TableDefinition<'_, (i64, &[u8]), ()> =
-    TableDefinition::new("lease_keys");
+pub(crate) const LEASE_KEYS: TableDefinition<'_, (i64, &[u8]), ()> = TableDefinition::new("lease_keys");
 
 pub(crate) const META_REVISION: &str = "revision";
 pub(crate) const META_COMPACT: &str = "compact";
@@ -48,9 +47,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
 pub(crate) fn load<T: ReadableTable<Pos, &'static [u8]>>(log: &T, pos: Pos) -> Result<Record> {
     let guard = log.get(pos).map_err(internal)?;
     let Some(bytes) = guard else {
-        return Err(Error::Internal(format!(
-            "revision log entry {pos:?} is missing"
-        )));
+        return Err(Error::Internal(format!("revision log entry {pos:?} is missing")));
     };
     Record::decode(bytes.value())
 }
@@ -94,41 +91,21 @@ where
     L: ReadableTable<&'static [u8], Pos>,
     T: ReadableTable<Pos, &'static [u8]>,
 {
-    let rev = if req.revision <= 0 {
-        current
-    } else {
-        req.revision as u64
-    };
+    let rev = if req.revision <= 0 { current } else { req.revision as u64 };
     if rev > current {
-        return Err(Error::FutureRevision {
-            requested: req.revision,
-            current: current as i64,
-        });
+        return Err(Error::FutureRevision { requested: req.revision, current: current as i64 });
     }
     if req.revision > 0 && rev < compact {
-        return Err(Error::Compacted {
-            requested: req.revision,
-            compact_revision: compact as i64,
-        });
+        return Err(Error::Compacted { requested: req.revision, compact_revision: compact as i64 });
     }
     let b = bounds(&req.key, &req.range_end);
     if matches!((&b.0, &b.1), (Bound::Included(s), Bound::Excluded(e)) if s >= e) {
-        return Ok(RangeResult {
-            revision: rev as i64,
-            ..Default::default()
-        });
+        return Ok(RangeResult { revision: rev as i64, ..Default::default() });
     }
-    let limit = if req.limit > 0 {
-        req.limit as usize
-    } else {
-        usize::MAX
-    };
+    let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
     let mut picked: Vec<(Vec<u8>, Pos)> = Vec::new();
     let mut count = 0usize;
-    let borrowed = (
-        b.0.as_ref().map(|v| v.as_slice()),
-        b.1.as_ref().map(|v| v.as_slice()),
-    );
+    let borrowed = (b.0.as_ref().map(|v| v.as_slice()), b.1.as_ref().map(|v| v.as_slice()));
     if rev == current {
         // Latest: stream `latest` in key order, loading only what the page returns.
         for entry in latest.range::<&[u8]>(borrowed).map_err(internal)? {
@@ -227,11 +204,7 @@ fn event_of(rec: Record, pos: Pos, prev_kv: Option<KeyValue>) -> Event {
         Kind::Put => EventKind::Put,
         Kind::Delete => EventKind::Delete,
     };
-    Event {
-        kind,
-        kv: rec.into_kv(pos),
-        prev_kv,
-    }
+    Event { kind, kv: rec.into_kv(pos), prev_kv }
 }
 
 /// The tables of one write transaction, plus what it has done so far.
@@ -259,39 +232,22 @@ impl Writer<'_> {
                 break;
             }
         }
-        self.check_ops(if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        })?;
+        self.check_ops(if succeeded { &txn.success } else { &txn.failure })?;
         Ok(succeeded)
     }
 
     /// Runs the branch `prepare` chose. An error here is an I/O fault or corruption that may leave the
     /// redb transaction half-written: the caller must abort the whole redb transaction.
     pub fn execute(&mut self, txn: &Txn, succeeded: bool) -> Result<TxnResult> {
-        let ops = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
+        let ops = if succeeded { &txn.success } else { &txn.failure };
         let rev = self.revision + 1;
         let mut sub = 0u32;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match op {
                 TxnOp::Range(req) => {
-                    let req = RangeRequest {
-                        revision: 0,
-                        ..req.clone()
-                    };
-                    OpResult::Range(range(
-                        &self.latest,
-                        &self.log,
-                        &req,
-                        self.revision,
-                        self.compact,
-                    )?)
+                    let req = RangeRequest { revision: 0, ..req.clone() };
+                    OpResult::Range(range(&self.latest, &self.log, &req, self.revision, self.compact)?)
                 }
                 TxnOp::Put { key, value, lease } => {
                     let (prev, kv) = self.put((rev, sub), key, value, *lease)?;
@@ -301,10 +257,7 @@ impl Writer<'_> {
                 TxnOp::Delete { key, range_end } => {
                     let mut keys = Vec::new();
                     let b = bounds(key, range_end);
-                    let borrowed = (
-                        b.0.as_ref().map(|v| v.as_slice()),
-                        b.1.as_ref().map(|v| v.as_slice()),
-                    );
+                    let borrowed = (b.0.as_ref().map(|v| v.as_slice()), b.1.as_ref().map(|v| v.as_slice()));
                     for entry in self.latest.range::<&[u8]>(borrowed).map_err(internal)? {
                         keys.push(entry.map_err(internal)?.0.value().to_vec());
                     }
@@ -320,11 +273,7 @@ impl Writer<'_> {
         if sub > 0 {
             self.revision = rev;
         }
-        Ok(TxnResult {
-            succeeded,
-            revision: self.revision as i64,
-            results,
-        })
+        Ok(TxnResult { succeeded, revision: self.revision as i64, results })
     }
 
     /// Refuses, before anything is written, a branch etcd would refuse: two puts to one key, a put to
@@ -335,9 +284,7 @@ impl Writer<'_> {
             match op {
                 TxnOp::Put { key, lease, .. } => {
                     if !seen.insert(key.as_str()) {
-                        return Err(Error::Unsupported(format!(
-                            "duplicate key {key:?} in one transaction"
-                        )));
+                        return Err(Error::Unsupported(format!("duplicate key {key:?} in one transaction")));
                     }
                     if *lease != 0 && self.leases.get(*lease).map_err(internal)?.is_none() {
                         return Err(Error::LeaseNotFound { id: *lease });
@@ -354,18 +301,8 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn put(
-        &mut self,
-        pos: Pos,
-        key: &str,
-        value: &[u8],
-        lease: i64,
-    ) -> Result<(Option<KeyValue>, KeyValue)> {
-        let prev_pos = self
-            .latest
-            .get(key.as_bytes())
-            .map_err(internal)?
-            .map(|g| g.value());
+    fn put(&mut self, pos: Pos, key: &str, value: &[u8], lease: i64) -> Result<(Option<KeyValue>, KeyValue)> {
+        let prev_pos = self.latest.get(key.as_bytes()).map_err(internal)?.map(|g| g.value());
         let prev = match prev_pos {
             Some(p) => Some(load(&self.log, p)?.into_kv(p)),
             None => None,
@@ -379,20 +316,14 @@ impl Writer<'_> {
             lease,
             prev: prev_pos.unwrap_or(NO_POS),
         };
-        self.log
-            .insert(pos, rec.encode().as_slice())
-            .map_err(internal)?;
+        self.log.insert(pos, rec.encode().as_slice()).map_err(internal)?;
         self.latest.insert(key.as_bytes(), pos).map_err(internal)?;
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         if old_lease != 0 && old_lease != lease {
-            self.lease_keys
-                .remove((old_lease, key.as_bytes()))
-                .map_err(internal)?;
+            self.lease_keys.remove((old_lease, key.as_bytes())).map_err(internal)?;
         }
         if lease != 0 {
-            self.lease_keys
-                .insert((lease, key.as_bytes()), ())
-                .map_err(internal)?;
+            self.lease_keys.insert((lease, key.as_bytes()), ()).map_err(internal)?;
         }
         let ev = event_of(rec, pos, prev.clone());
         let kv = ev.kv.clone();
@@ -407,9 +338,7 @@ impl Writer<'_> {
         };
         let prev = load(&self.log, prev_pos)?.into_kv(prev_pos);
         if prev.lease != 0 {
-            self.lease_keys
-                .remove((prev.lease, key))
-                .map_err(internal)?;
+            self.lease_keys.remove((prev.lease, key)).map_err(internal)?;
         }
         let rec = Record {
             kind: Kind::Delete,
@@ -420,9 +349,7 @@ impl Writer<'_> {
             lease: 0,
             prev: prev_pos,
         };
-        self.log
-            .insert(pos, rec.encode().as_slice())
-            .map_err(internal)?;
+        self.log.insert(pos, rec.encode().as_slice()).map_err(internal)?;
         self.events.push(event_of(rec, pos, Some(prev.clone())));
         Ok(prev)
     }
@@ -459,12 +386,9 @@ impl Writer<'_> {
         }
         let mut doomed = Vec::new();
         let mut reached = scanned;
-        let mut seen = 0usize;
         let mut finished = true;
-        for entry in self
-            .log
-            .range((scanned + 1, 0)..=(self.compact, u32::MAX))
-            .map_err(internal)?
+        for (seen, entry) in
+            self.log.range((scanned + 1, 0)..=(self.compact, u32::MAX)).map_err(internal)?.enumerate()
         {
             let (pos, bytes) = entry.map_err(internal)?;
             let pos = pos.value();
@@ -473,7 +397,6 @@ impl Writer<'_> {
                 finished = false;
                 break;
             }
-            seen += 1;
             reached = pos.0;
             let rec = Record::decode(bytes.value())?;
             // This entry is at or below the compacted revision, so the version it replaced is

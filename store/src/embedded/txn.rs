@@ -76,13 +76,8 @@ pub enum TxnOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpResult {
     Range(RangeResult),
-    Put {
-        prev: Option<KeyValue>,
-        kv: KeyValue,
-    },
-    Delete {
-        deleted: Vec<KeyValue>,
-    },
+    Put { prev: Option<KeyValue>, kv: KeyValue },
+    Delete { deleted: Vec<KeyValue> },
 }
 
 /// etcd's `TxnRequest`. A plain put is a transaction with no compares and one put.
@@ -111,9 +106,7 @@ impl Compare {
             (CompareTarget::Value(_), None) => return false,
             (CompareTarget::Value(want), Some(kv)) => kv.value.as_slice().cmp(want.as_slice()),
             (CompareTarget::Version(want), kv) => kv.map_or(0, |kv| kv.version).cmp(want),
-            (CompareTarget::CreateRevision(want), kv) => {
-                kv.map_or(0, |kv| kv.create_revision).cmp(want)
-            }
+            (CompareTarget::CreateRevision(want), kv) => kv.map_or(0, |kv| kv.create_revision).cmp(want),
             (CompareTarget::ModRevision(want), kv) => kv.map_or(0, |kv| kv.mod_revision).cmp(want),
             (CompareTarget::Lease(want), kv) => kv.map_or(0, |kv| kv.lease).cmp(want),
         };
@@ -137,10 +130,7 @@ impl Txn {
                 result: CompareResult::Equal,
             }],
             success: vec![then],
-            failure: vec![TxnOp::Range(RangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            })],
+            failure: vec![TxnOp::Range(RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() })],
         }
     }
 }

@@ -38,13 +38,7 @@ pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 pub(crate) fn revisions(db: &Database) -> Result<(u64, u64)> {
     let rtx = db.begin_read().map_err(internal)?;
     let meta = rtx.open_table(META).map_err(internal)?;
-    let get = |k: &str| -> Result<u64> {
-        Ok(meta
-            .get(k)
-            .map_err(internal)?
-            .map(|g| g.value())
-            .unwrap_or(0))
-    };
+    let get = |k: &str| -> Result<u64> { Ok(meta.get(k).map_err(internal)?.map(|g| g.value()).unwrap_or(0)) };
     Ok((get(mvcc::META_REVISION)?, get(mvcc::META_COMPACT)?))
 }
 
@@ -59,10 +53,7 @@ pub(crate) fn start(
     let rx = hub.subscribe();
     let (_, compact) = revisions(&db)?;
     if from < compact {
-        return Err(Error::Compacted {
-            requested: from as i64,
-            compact_revision: compact as i64,
-        });
+        return Err(Error::Compacted { requested: from as i64, compact_revision: compact as i64 });
     }
     let (tx, out) = mpsc::channel(CHANNEL);
     tokio::spawn(run(db, rx, start, end, from, tx));
@@ -79,28 +70,14 @@ struct Step {
 fn read_step(db: &Database, start: &[u8], end: &[u8], from: u64) -> Result<Step> {
     let rtx = db.begin_read().map_err(internal)?;
     let meta = rtx.open_table(META).map_err(internal)?;
-    let get = |k: &str| -> Result<u64> {
-        Ok(meta
-            .get(k)
-            .map_err(internal)?
-            .map(|g| g.value())
-            .unwrap_or(0))
-    };
+    let get = |k: &str| -> Result<u64> { Ok(meta.get(k).map_err(internal)?.map(|g| g.value()).unwrap_or(0)) };
     let (current, compact) = (get(mvcc::META_REVISION)?, get(mvcc::META_COMPACT)?);
     if from < compact {
-        return Err(Error::Compacted {
-            requested: from as i64,
-            compact_revision: compact as i64,
-        });
+        return Err(Error::Compacted { requested: from as i64, compact_revision: compact as i64 });
     }
     let log = rtx.open_table(LOG).map_err(internal)?;
-    let (events, scanned_to) =
-        mvcc::events_since(&log, start, end, from, current, compact, CATCH_UP_CHUNK)?;
-    Ok(Step {
-        events,
-        scanned_to,
-        current,
-    })
+    let (events, scanned_to) = mvcc::events_since(&log, start, end, from, current, compact, CATCH_UP_CHUNK)?;
+    Ok(Step { events, scanned_to, current })
 }
 
 async fn run(
@@ -115,22 +92,17 @@ async fn run(
         // Replay the log until it has nothing newer than what we delivered.
         loop {
             let (db2, s, e) = (db.clone(), start.clone(), end.clone());
-            let step =
-                match tokio::task::spawn_blocking(move || read_step(&db2, &s, &e, next)).await {
-                    Ok(Ok(step)) => step,
-                    Ok(Err(err)) => {
-                        let _ = tx.send(Err(err)).await;
-                        return;
-                    }
-                    Err(join) => {
-                        let _ = tx
-                            .send(Err(Error::Internal(format!(
-                                "watch catch-up failed: {join}"
-                            ))))
-                            .await;
-                        return;
-                    }
-                };
+            let step = match tokio::task::spawn_blocking(move || read_step(&db2, &s, &e, next)).await {
+                Ok(Ok(step)) => step,
+                Ok(Err(err)) => {
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
+                Err(join) => {
+                    let _ = tx.send(Err(Error::Internal(format!("watch catch-up failed: {join}")))).await;
+                    return;
+                }
+            };
             for ev in step.events {
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
@@ -155,26 +127,19 @@ async fn run(
                     for ev in &batch.events {
                         if ev.revision() as u64 >= next
                             && in_range(ev.kv.key.as_bytes(), &start, &end)
+                            && tx.send(Ok(ev.clone())).await.is_err()
                         {
-                            if tx.send(Ok(ev.clone())).await.is_err() {
-                                return;
-                            }
+                            return;
                         }
                     }
                     next = batch.last_revision + 1;
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(
-                        missed,
-                        next,
-                        "embedded store: watcher lagged, catching up from the log"
-                    );
+                    tracing::debug!(missed, next, "embedded store: watcher lagged, catching up from the log");
                     continue 'catch_up;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    let _ = tx
-                        .send(Err(Error::Unavailable("embedded store closed".into())))
-                        .await;
+                    let _ = tx.send(Err(Error::Unavailable("embedded store closed".into()))).await;
                     return;
                 }
             }

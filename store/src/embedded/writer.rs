@@ -47,10 +47,7 @@ pub(crate) enum Request {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A reply waiting for the commit: sent with the result if the commit succeeds, with the commit's
@@ -67,9 +64,7 @@ impl Pending {
         fn pick<T>(r: Result<T>, commit: &Result<()>) -> Result<T> {
             match commit {
                 Ok(()) => r,
-                Err(e) => Err(Error::Internal(format!(
-                    "commit failed, nothing was written: {e}"
-                ))),
+                Err(e) => Err(Error::Internal(format!("commit failed, nothing was written: {e}"))),
             }
         }
         // A dropped receiver means the caller gave up; the write stands either way.
@@ -83,11 +78,7 @@ impl Pending {
 }
 
 /// Runs the writer until every sender is gone or a shutdown request arrives.
-pub(crate) fn run(
-    db: Arc<Database>,
-    mut rx: mpsc::Receiver<Request>,
-    hub: broadcast::Sender<Arc<Batch>>,
-) {
+pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, hub: broadcast::Sender<Arc<Batch>>) {
     let mut compaction_pending = true;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     loop {
@@ -152,21 +143,13 @@ fn reject(r: Request) {
 
 /// Applies a group in one redb transaction and commits it. Returns whether physical compaction
 /// still has work.
-fn commit_group(
-    db: &Database,
-    group: Vec<Request>,
-    hub: &broadcast::Sender<Arc<Batch>>,
-) -> Result<bool> {
+fn commit_group(db: &Database, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> Result<bool> {
     let wtx = db.begin_write().map_err(internal)?;
     let mut replies = Vec::with_capacity(group.len());
     let outcome = {
         let meta_table = wtx.open_table(META).map_err(internal)?;
         let read_meta = |name: &str| -> Result<u64> {
-            Ok(meta_table
-                .get(name)
-                .map_err(internal)?
-                .map(|g| g.value())
-                .unwrap_or(0))
+            Ok(meta_table.get(name).map_err(internal)?.map(|g| g.value()).unwrap_or(0))
         };
         let revision = read_meta(mvcc::META_REVISION)?;
         let compact = read_meta(mvcc::META_COMPACT)?;
@@ -196,12 +179,7 @@ fn commit_group(
         }
         match fatal {
             Some(e) => Err(e),
-            None => Ok((
-                w.revision,
-                w.compact,
-                scanned,
-                std::mem::take(&mut w.events),
-            )),
+            None => Ok((w.revision, w.compact, scanned, std::mem::take(&mut w.events))),
         }
     };
     let (revision, compact, scanned, events) = match outcome {
@@ -218,20 +196,15 @@ fn commit_group(
     };
     let commit = (|| -> Result<()> {
         let mut meta = wtx.open_table(META).map_err(internal)?;
-        meta.insert(mvcc::META_REVISION, revision)
-            .map_err(internal)?;
+        meta.insert(mvcc::META_REVISION, revision).map_err(internal)?;
         meta.insert(mvcc::META_COMPACT, compact).map_err(internal)?;
-        meta.insert(mvcc::META_COMPACT_SCANNED, scanned)
-            .map_err(internal)?;
+        meta.insert(mvcc::META_COMPACT_SCANNED, scanned).map_err(internal)?;
         drop(meta);
         wtx.commit().map_err(internal)
     })();
     if commit.is_ok() && !events.is_empty() {
         // No receivers is fine: nobody is watching.
-        let _ = hub.send(Arc::new(Batch {
-            last_revision: revision,
-            events,
-        }));
+        let _ = hub.send(Arc::new(Batch { last_revision: revision, events }));
     }
     for p in replies {
         p.send(&commit);
@@ -255,15 +228,9 @@ fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>) -> Result
         },
         Request::Compact(rev, tx) => {
             let r = if rev <= w.compact as i64 {
-                Err(Error::Compacted {
-                    requested: rev,
-                    compact_revision: w.compact as i64,
-                })
+                Err(Error::Compacted { requested: rev, compact_revision: w.compact as i64 })
             } else if rev > w.revision as i64 {
-                Err(Error::FutureRevision {
-                    requested: rev,
-                    current: w.revision as i64,
-                })
+                Err(Error::FutureRevision { requested: rev, current: w.revision as i64 })
             } else {
                 w.compact = rev as u64;
                 Ok(())
@@ -318,18 +285,14 @@ fn grant(w: &mut Writer<'_>, id: i64, ttl: i64) -> Result<(i64, i64)> {
         id
     } else {
         // Like etcd, ids are random-looking positive numbers; retry the rare collision.
-        let mut candidate = (now_ms() as i64)
-            .wrapping_mul(0x9E37_79B9)
-            .wrapping_add(w.revision as i64)
-            & (i64::MAX >> 1);
+        let mut candidate =
+            (now_ms() as i64).wrapping_mul(0x9E37_79B9).wrapping_add(w.revision as i64) & (i64::MAX >> 1);
         while candidate == 0 || w.leases.get(candidate).map_err(internal)?.is_some() {
             candidate = candidate.wrapping_add(0x5851_F42D) & (i64::MAX >> 1);
         }
         candidate
     };
-    w.leases
-        .insert(id, (ttl, now_ms() + ttl as u64 * 1000))
-        .map_err(internal)?;
+    w.leases.insert(id, (ttl, now_ms() + ttl as u64 * 1000)).map_err(internal)?;
     Ok((id, ttl))
 }
 
@@ -338,8 +301,6 @@ fn keep_alive(w: &mut Writer<'_>, id: i64) -> Result<i64> {
         Some(v) => v.value().0,
         None => return Err(Error::LeaseNotFound { id }),
     };
-    w.leases
-        .insert(id, (ttl, now_ms() + ttl as u64 * 1000))
-        .map_err(internal)?;
+    w.leases.insert(id, (ttl, now_ms() + ttl as u64 * 1000)).map_err(internal)?;
     Ok(ttl)
 }

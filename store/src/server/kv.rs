@@ -1,10 +1,9 @@
 //! The KV service.
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbCompactionResponse, PbCompare, PbCompareTarget, PbDeleteRequest,
-    PbDeleteResponse, PbKvService, PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse,
-    PbRangeStreamResponse, PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse,
-    PbTxnRequest, PbTxnResponse,
+    PbCompactionRequest, PbCompactionResponse, PbCompare, PbCompareTarget, PbDeleteRequest, PbDeleteResponse,
+    PbKvService, PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse,
+    PbResponseOp, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -63,17 +62,16 @@ impl Endpoint {
             });
         }
         if !by_key_ascending {
-            if r.sort_order != SORT_NONE {
-                match r.sort_target {
-                    TARGET_VERSION => res.kvs.sort_by_key(|kv| kv.version),
-                    TARGET_CREATE => res.kvs.sort_by_key(|kv| kv.create_revision),
-                    TARGET_MOD => res.kvs.sort_by_key(|kv| kv.mod_revision),
-                    TARGET_VALUE => res.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-                    _ => {}
-                }
-                if r.sort_order == SORT_DESCEND {
-                    res.kvs.reverse();
-                }
+            // Results come sorted by key; as in etcd, another target with no order means ascending.
+            match r.sort_target {
+                TARGET_VERSION => res.kvs.sort_by_key(|kv| kv.version),
+                TARGET_CREATE => res.kvs.sort_by_key(|kv| kv.create_revision),
+                TARGET_MOD => res.kvs.sort_by_key(|kv| kv.mod_revision),
+                TARGET_VALUE => res.kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+                _ => {}
+            }
+            if r.sort_order == SORT_DESCEND {
+                res.kvs.reverse();
             }
         }
         if !by_key_ascending || filtered {
@@ -103,20 +101,14 @@ impl Endpoint {
 
 fn compare(c: PbCompare) -> Result<Compare, Status> {
     if !c.range_end.is_empty() {
-        return Err(Status::unimplemented(
-            "kplane: compares over a key range are not supported",
-        ));
+        return Err(Status::unimplemented("kplane: compares over a key range are not supported"));
     }
     let target = match (PbCompareTarget::try_from(c.target), c.target_union) {
-        (Ok(PbCompareTarget::Version), Some(PbTargetUnion::Version(v))) => {
-            CompareTarget::Version(v)
-        }
+        (Ok(PbCompareTarget::Version), Some(PbTargetUnion::Version(v))) => CompareTarget::Version(v),
         (Ok(PbCompareTarget::Create), Some(PbTargetUnion::CreateRevision(v))) => {
             CompareTarget::CreateRevision(v)
         }
-        (Ok(PbCompareTarget::Mod), Some(PbTargetUnion::ModRevision(v))) => {
-            CompareTarget::ModRevision(v)
-        }
+        (Ok(PbCompareTarget::Mod), Some(PbTargetUnion::ModRevision(v))) => CompareTarget::ModRevision(v),
         (Ok(PbCompareTarget::Value), Some(PbTargetUnion::Value(v))) => CompareTarget::Value(v),
         (Ok(PbCompareTarget::Lease), Some(PbTargetUnion::Lease(v))) => CompareTarget::Lease(v),
         // A missing union means the zero value of the target's type.
@@ -125,28 +117,16 @@ fn compare(c: PbCompare) -> Result<Compare, Status> {
         (Ok(PbCompareTarget::Mod), None) => CompareTarget::ModRevision(0),
         (Ok(PbCompareTarget::Value), None) => CompareTarget::Value(Vec::new()),
         (Ok(PbCompareTarget::Lease), None) => CompareTarget::Lease(0),
-        _ => {
-            return Err(Status::invalid_argument(
-                "etcdserver: compare target does not match its value",
-            ))
-        }
+        _ => return Err(Status::invalid_argument("etcdserver: compare target does not match its value")),
     };
     let result = match c.result {
         0 => CompareResult::Equal,
         1 => CompareResult::Greater,
         2 => CompareResult::Less,
         3 => CompareResult::NotEqual,
-        _ => {
-            return Err(Status::invalid_argument(
-                "etcdserver: unknown compare result",
-            ))
-        }
+        _ => return Err(Status::invalid_argument("etcdserver: unknown compare result")),
     };
-    Ok(Compare {
-        key: c.key,
-        target,
-        result,
-    })
+    Ok(Compare { key: c.key, target, result })
 }
 
 /// Which response each op wants, so prev_kv is only sent when asked for.
@@ -160,9 +140,7 @@ enum Want {
 fn txn_op(op: Option<PbTxnOpRequest>) -> Result<(TxnOp, Want), Status> {
     match op {
         Some(PbTxnOpRequest::RequestRange(r)) => {
-            if r.sort_order != SORT_NONE
-                && !(r.sort_target == TARGET_KEY && r.sort_order == SORT_ASCEND)
-            {
+            if r.sort_order != SORT_NONE && !(r.sort_target == TARGET_KEY && r.sort_order == SORT_ASCEND) {
                 return Err(Status::unimplemented(
                     "kplane: sorted ranges inside a transaction are not supported",
                 ));
@@ -170,35 +148,22 @@ fn txn_op(op: Option<PbTxnOpRequest>) -> Result<(TxnOp, Want), Status> {
             Ok((TxnOp::Range(range_request(&r)), Want::Range))
         }
         Some(PbTxnOpRequest::RequestPut(p)) => put_op(p),
-        Some(PbTxnOpRequest::RequestDeleteRange(d)) => Ok((
-            TxnOp::Delete {
-                key: d.key,
-                range_end: d.range_end,
-            },
-            Want::Delete { prev_kv: d.prev_kv },
-        )),
-        Some(PbTxnOpRequest::RequestTxn(_)) => Err(Status::unimplemented(
-            "kplane: nested transactions are not supported",
-        )),
+        Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
+            Ok((TxnOp::Delete { key: d.key, range_end: d.range_end }, Want::Delete { prev_kv: d.prev_kv }))
+        }
+        Some(PbTxnOpRequest::RequestTxn(_)) => {
+            Err(Status::unimplemented("kplane: nested transactions are not supported"))
+        }
         None => Err(Status::invalid_argument("etcdserver: empty request op")),
     }
 }
 
 fn put_op(p: PbPutRequest) -> Result<(TxnOp, Want), Status> {
     if p.ignore_value || p.ignore_lease {
-        return Err(Status::unimplemented(
-            "kplane: ignore_value and ignore_lease are not supported",
-        ));
+        return Err(Status::unimplemented("kplane: ignore_value and ignore_lease are not supported"));
     }
     let key = utf8_key(p.key)?;
-    Ok((
-        TxnOp::Put {
-            key,
-            value: p.value,
-            lease: p.lease,
-        },
-        Want::Put { prev_kv: p.prev_kv },
-    ))
+    Ok((TxnOp::Put { key, value: p.value, lease: p.lease }, Want::Put { prev_kv: p.prev_kv }))
 }
 
 impl Endpoint {
@@ -215,27 +180,22 @@ impl Endpoint {
                 header: self.header(revision),
                 prev_kv: prev.map(pb_kv),
             }),
-            (OpResult::Delete { deleted }, want) => {
-                PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
-                    header: self.header(revision),
-                    deleted: deleted.len() as i64,
-                    prev_kvs: if matches!(want, Want::Delete { prev_kv: true }) {
-                        deleted.into_iter().map(pb_kv).collect()
-                    } else {
-                        Vec::new()
-                    },
-                })
-            }
+            (OpResult::Delete { deleted }, want) => PbTxnOpResponse::ResponseDeleteRange(PbDeleteResponse {
+                header: self.header(revision),
+                deleted: deleted.len() as i64,
+                prev_kvs: if matches!(want, Want::Delete { prev_kv: true }) {
+                    deleted.into_iter().map(pb_kv).collect()
+                } else {
+                    Vec::new()
+                },
+            }),
         }
     }
 }
 
 #[tonic::async_trait]
 impl PbKvService for Endpoint {
-    async fn range(
-        &self,
-        request: Request<PbRangeRequest>,
-    ) -> Result<Response<PbRangeResponse>, Status> {
+    async fn range(&self, request: Request<PbRangeRequest>) -> Result<Response<PbRangeResponse>, Status> {
         self.do_range(request.into_inner()).map(Response::new)
     }
 
@@ -250,20 +210,11 @@ impl PbKvService for Endpoint {
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
         let (op, want) = put_op(request.into_inner())?;
-        let res = self
-            .store
-            .txn(Txn {
-                success: vec![op],
-                ..Default::default()
-            })
-            .await
-            .map_err(status)?;
+        let res = self.store.txn(Txn { success: vec![op], ..Default::default() }).await.map_err(status)?;
         match res.results.into_iter().next() {
             Some(r) => match self.op_response(res.revision, r, want) {
                 PbTxnOpResponse::ResponsePut(p) => Ok(Response::new(p)),
-                _ => Err(Status::internal(
-                    "kplane: put produced another kind of result",
-                )),
+                _ => Err(Status::internal("kplane: put produced another kind of result")),
             },
             None => Err(Status::internal("kplane: put produced no result")),
         }
@@ -278,24 +229,12 @@ impl PbKvService for Endpoint {
             return Err(Status::invalid_argument("etcdserver: key is not provided"));
         }
         let want = Want::Delete { prev_kv: d.prev_kv };
-        let op = TxnOp::Delete {
-            key: d.key,
-            range_end: d.range_end,
-        };
-        let res = self
-            .store
-            .txn(Txn {
-                success: vec![op],
-                ..Default::default()
-            })
-            .await
-            .map_err(status)?;
+        let op = TxnOp::Delete { key: d.key, range_end: d.range_end };
+        let res = self.store.txn(Txn { success: vec![op], ..Default::default() }).await.map_err(status)?;
         match res.results.into_iter().next() {
             Some(r) => match self.op_response(res.revision, r, want) {
                 PbTxnOpResponse::ResponseDeleteRange(d) => Ok(Response::new(d)),
-                _ => Err(Status::internal(
-                    "kplane: delete produced another kind of result",
-                )),
+                _ => Err(Status::internal("kplane: delete produced another kind of result")),
             },
             None => Err(Status::internal("kplane: delete produced no result")),
         }
@@ -303,11 +242,7 @@ impl PbKvService for Endpoint {
 
     async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
         let t = request.into_inner();
-        let compares = t
-            .compare
-            .into_iter()
-            .map(compare)
-            .collect::<Result<Vec<_>, _>>()?;
+        let compares = t.compare.into_iter().map(compare).collect::<Result<Vec<_>, _>>()?;
         let (success, success_want): (Vec<_>, Vec<_>) = t
             .success
             .into_iter()
@@ -322,27 +257,13 @@ impl PbKvService for Endpoint {
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .unzip();
-        let res = self
-            .store
-            .txn(Txn {
-                compares,
-                success,
-                failure,
-            })
-            .await
-            .map_err(status)?;
-        let wants = if res.succeeded {
-            success_want
-        } else {
-            failure_want
-        };
+        let res = self.store.txn(Txn { compares, success, failure }).await.map_err(status)?;
+        let wants = if res.succeeded { success_want } else { failure_want };
         let responses = res
             .results
             .into_iter()
             .zip(wants)
-            .map(|(r, want)| PbResponseOp {
-                response: Some(self.op_response(res.revision, r, want)),
-            })
+            .map(|(r, want)| PbResponseOp { response: Some(self.op_response(res.revision, r, want)) })
             .collect();
         Ok(Response::new(PbTxnResponse {
             header: self.header(res.revision),
@@ -357,8 +278,6 @@ impl PbKvService for Endpoint {
     ) -> Result<Response<PbCompactionResponse>, Status> {
         let rev = request.into_inner().revision;
         self.store.compact(rev).await.map_err(status)?;
-        Ok(Response::new(PbCompactionResponse {
-            header: self.current_header()?,
-        }))
+        Ok(Response::new(PbCompactionResponse { header: self.current_header()? }))
     }
 }

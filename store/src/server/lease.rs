@@ -2,8 +2,8 @@
 
 use etcd_client::proto::{
     PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse,
-    PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
-    PbLeaseService, PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+    PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse, PbLeaseService,
+    PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,13 +32,8 @@ impl PbLeaseService for Endpoint {
         &self,
         request: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        self.store
-            .revoke_lease(request.into_inner().id)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(PbLeaseRevokeResponse {
-            header: self.current_header()?,
-        }))
+        self.store.revoke_lease(request.into_inner().id).await.map_err(status)?;
+        Ok(Response::new(PbLeaseRevokeResponse { header: self.current_header()? }))
     }
 
     type LeaseKeepAliveStream = ReceiverStream<Result<PbLeaseKeepAliveResponse, Status>>;

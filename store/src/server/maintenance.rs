@@ -4,8 +4,8 @@
 use etcd_client::proto::{
     PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
     PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest, PbHashResponse,
-    PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest,
-    PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
+    PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest, PbSnapshotResponse,
+    PbStatusRequest, PbStatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -17,16 +17,10 @@ const VERSION: &str = "3.4.0";
 #[tonic::async_trait]
 impl PbMaintenanceService for Endpoint {
     async fn alarm(&self, _: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
-        Ok(Response::new(PbAlarmResponse {
-            header: self.current_header()?,
-            alarms: Vec::new(),
-        }))
+        Ok(Response::new(PbAlarmResponse { header: self.current_header()?, alarms: Vec::new() }))
     }
 
-    async fn status(
-        &self,
-        _: Request<PbStatusRequest>,
-    ) -> Result<Response<PbStatusResponse>, Status> {
+    async fn status(&self, _: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
         let (rev, _) = self.store.revisions().map_err(status)?;
         let size = self.store.db_size();
         Ok(Response::new(PbStatusResponse {
@@ -53,19 +47,13 @@ impl PbMaintenanceService for Endpoint {
         Err(unimplemented("Hash"))
     }
 
-    async fn hash_kv(
-        &self,
-        _: Request<PbHashKvRequest>,
-    ) -> Result<Response<PbHashKvResponse>, Status> {
+    async fn hash_kv(&self, _: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
         Err(unimplemented("HashKV"))
     }
 
     type SnapshotStream = futures::stream::Empty<Result<PbSnapshotResponse, Status>>;
 
-    async fn snapshot(
-        &self,
-        _: Request<PbSnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(unimplemented("Snapshot"))
     }
 
@@ -76,10 +64,7 @@ impl PbMaintenanceService for Endpoint {
         Err(unimplemented("MoveLeader"))
     }
 
-    async fn downgrade(
-        &self,
-        _: Request<PbDowngradeRequest>,
-    ) -> Result<Response<PbDowngradeResponse>, Status> {
+    async fn downgrade(&self, _: Request<PbDowngradeRequest>) -> Result<Response<PbDowngradeResponse>, Status> {
         Err(unimplemented("Downgrade"))
     }
 }

@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use etcd_client::proto::{
-    PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
-};
+use etcd_client::proto::{PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -73,11 +71,7 @@ async fn session(ep: Endpoint, mut input: Streaming<PbWatchRequest>, tx: Out) {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let id = if c.watch_id != 0 {
                     if watches.contains_key(&c.watch_id) {
-                        let _ = tx
-                            .send(Err(Status::invalid_argument(
-                                "etcdserver: duplicate watch ID",
-                            )))
-                            .await;
+                        let _ = tx.send(Err(Status::invalid_argument("etcdserver: duplicate watch ID"))).await;
                         continue;
                     }
                     c.watch_id
@@ -95,27 +89,15 @@ async fn session(ep: Endpoint, mut input: Streaming<PbWatchRequest>, tx: Out) {
                     }
                 };
                 let current = header.as_ref().map_or(0, |h| h.revision);
-                let created = PbWatchResponse {
-                    header: header.clone(),
-                    watch_id: id,
-                    created: true,
-                    ..Default::default()
-                };
+                let created = PbWatchResponse { header, watch_id: id, created: true, ..Default::default() };
                 if tx.send(Ok(created)).await.is_err() {
                     break;
                 }
                 match ep.store.watch_range(c.key, c.range_end, c.start_revision) {
                     Ok(stream) => {
-                        let start = if c.start_revision > 0 {
-                            c.start_revision - 1
-                        } else {
-                            current
-                        };
+                        let start = if c.start_revision > 0 { c.start_revision - 1 } else { current };
                         let delivered = Arc::new(AtomicI64::new(start));
-                        let filters = (
-                            c.filters.contains(&FILTER_NOPUT),
-                            c.filters.contains(&FILTER_NODELETE),
-                        );
+                        let filters = (c.filters.contains(&FILTER_NOPUT), c.filters.contains(&FILTER_NODELETE));
                         let task = tokio::spawn(forward(
                             ep.clone(),
                             stream,
@@ -134,33 +116,25 @@ async fn session(ep: Endpoint, mut input: Streaming<PbWatchRequest>, tx: Out) {
                     }
                 }
             }
-            Some(PbWatchRequestUnion::CancelRequest(c)) => {
-                if watches.remove(&c.watch_id).is_some() {
-                    let resp = PbWatchResponse {
-                        header: ep.current_header().ok().flatten(),
-                        watch_id: c.watch_id,
-                        canceled: true,
-                        ..Default::default()
-                    };
-                    if tx.send(Ok(resp)).await.is_err() {
-                        break;
-                    }
+            Some(PbWatchRequestUnion::CancelRequest(c)) if watches.remove(&c.watch_id).is_some() => {
+                let resp = PbWatchResponse {
+                    header: ep.current_header().ok().flatten(),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
                 }
             }
+            Some(PbWatchRequestUnion::CancelRequest(_)) => {}
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
-                let safe = watches
-                    .values()
-                    .map(|w| w.delivered.load(Ordering::Acquire))
-                    .min();
+                let safe = watches.values().map(|w| w.delivered.load(Ordering::Acquire)).min();
                 let rev = match safe {
                     Some(r) => r,
                     None => ep.current_header().ok().flatten().map_or(0, |h| h.revision),
                 };
-                let resp = PbWatchResponse {
-                    header: ep.header(rev),
-                    watch_id: -1,
-                    ..Default::default()
-                };
+                let resp = PbWatchResponse { header: ep.header(rev), watch_id: -1, ..Default::default() };
                 if tx.send(Ok(resp)).await.is_err() {
                     break;
                 }
@@ -173,12 +147,9 @@ async fn session(ep: Endpoint, mut input: Streaming<PbWatchRequest>, tx: Out) {
 /// The response that ends a watch: compacted (with the compact revision) or another error.
 fn canceled(ep: &Endpoint, id: i64, e: Error) -> PbWatchResponse {
     let (compact_revision, reason) = match &e {
-        Error::Compacted {
-            compact_revision, ..
-        } => (
-            *compact_revision,
-            "etcdserver: mvcc: required revision has been compacted".to_string(),
-        ),
+        Error::Compacted { compact_revision, .. } => {
+            (*compact_revision, "etcdserver: mvcc: required revision has been compacted".to_string())
+        }
         other => (0, other.to_string()),
     };
     PbWatchResponse {
@@ -230,12 +201,8 @@ async fn forward(
         }
         if let Some(rev) = last {
             if !events.is_empty() {
-                let resp = PbWatchResponse {
-                    header: ep.header(rev),
-                    watch_id: id,
-                    events,
-                    ..Default::default()
-                };
+                let resp =
+                    PbWatchResponse { header: ep.header(rev), watch_id: id, events, ..Default::default() };
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }

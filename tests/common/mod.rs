@@ -1,0 +1,126 @@
+//! Helpers shared by the black-box tests: the real `kplane` binary, real `etcdctl`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `kplane up` child process, killed on drop.
+pub struct Kplane {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub etcd_port: u16,
+    pub stdout_lines: Vec<String>,
+}
+
+impl Kplane {
+    /// Starts `kplane up` on the embedded store in `data_dir`, its etcd endpoint on `etcd_port`,
+    /// and waits for its "ready" line.
+    pub fn start(data_dir: &Path, etcd_port: u16) -> Kplane {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kplane"))
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--etcd-listen", &format!("127.0.0.1:{etcd_port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kplane");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line == "kplane: ready";
+                    lines.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => panic!("kplane did not become ready; output so far: {lines:?}"),
+            }
+        }
+        Kplane { child, data_dir: data_dir.to_path_buf(), etcd_port, stdout_lines: lines }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.etcd_port)
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(st.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Kplane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real `etcdctl` (API v3) against `endpoint`. Fails the test if etcdctl is missing.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("etcdctl could not run ({e}): install etcd-client; these tests must not be skipped")
+        })
+}
+
+/// Like [`etcdctl`], with `input` on standard input (etcdctl put reads the value from it).
+pub fn etcdctl_stdin(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("etcdctl could not run ({e}): install etcd-client"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
