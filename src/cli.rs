@@ -22,8 +22,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the control plane: the store (embedded unless --etcd-servers) and its etcd endpoint.
+    /// Run the control plane: the store (embedded unless --etcd-servers), its etcd endpoint, and the
+    /// API server.
     Up(UpArgs),
+    /// Run the API server alone (with its store), without the other components.
+    Apiserver(UpArgs),
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -67,6 +70,35 @@ pub struct UpArgs {
     /// Do not serve the embedded store's etcd endpoint.
     #[arg(long)]
     pub no_etcd_listen: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// The API server's flags, with upstream kube-apiserver's names.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Address the API server listens on (loopback unless you mean otherwise).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: std::net::IpAddr,
+    /// The API server's port (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// Range for Service ClusterIPs: loopback by default, so the proxies can bind them with no setup.
+    #[arg(long, default_value = "127.96.0.0/12")]
+    pub service_cluster_ip_range: apiserver::Cidr,
+    /// Range for NodePorts.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: (i64, i64),
+}
+
+fn parse_port_range(s: &str) -> Result<(i64, i64), String> {
+    let (lo, hi) = s.split_once('-').ok_or_else(|| format!("{s:?} is not a range like 30000-32767"))?;
+    let lo: i64 = lo.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let hi: i64 = hi.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(1..=65535).contains(&lo) || !(lo..=65535).contains(&hi) {
+        return Err(format!("{s:?} is not a valid port range"));
+    }
+    Ok((lo, hi))
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -82,7 +114,7 @@ pub fn init_tracing(verbose: u8) {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up(args) => up(args).await,
+        Command::Up(args) | Command::Apiserver(args) => up(args).await,
         Command::Bench { what: BenchCommand::Store(args) } => {
             let report = store::bench::run(args).await?;
             println!("{report}");
@@ -95,6 +127,15 @@ pub async fn run(cli: Cli) -> Result<()> {
 enum Opened {
     Embedded(EmbeddedStore),
     Etcd(DynStore),
+}
+
+impl Opened {
+    fn dyn_store(&self) -> DynStore {
+        match self {
+            Opened::Embedded(s) => Arc::new(s.clone()),
+            Opened::Etcd(s) => s.clone(),
+        }
+    }
 }
 
 async fn open_store(args: &StoreArgs) -> Result<Opened> {
@@ -140,9 +181,46 @@ async fn up(args: UpArgs) -> Result<()> {
             println!("kplane: using etcd at {} (revision {revision})", args.store.etcd_servers.join(","));
         }
     }
+    let api_cfg = apiserver::Config {
+        bind: SocketAddr::new(args.api.bind_address, args.api.secure_port),
+        service_cidr: args.api.service_cluster_ip_range,
+        node_port_range: args.api.service_node_port_range,
+        ..apiserver::Config::default()
+    };
+    let state = apiserver::AppState::new(opened.dyn_store(), api_cfg);
+    let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let api = tokio::spawn(apiserver::serve(
+        state,
+        async {
+            let _ = stop_api_rx.await;
+        },
+        move |addr| {
+            let _ = ready_tx.send(addr);
+        },
+    ));
+    let addr = match ready_rx.await {
+        Ok(addr) => addr,
+        Err(_) => match api.await {
+            Ok(Err(e)) => bail!("{e}"),
+            other => bail!("the API server did not start: {other:?}"),
+        },
+    };
+    let kubeconfig = args.store.data_dir.join("kubeconfig");
+    apiserver::write_kubeconfig(&kubeconfig, &format!("http://{addr}"))
+        .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let kubeconfig = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
+    println!("kplane: API server at http://{addr}");
+    println!("export KUBECONFIG={}", kubeconfig.display());
     println!("kplane: ready");
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let _ = stop_api.send(());
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "API server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "API server task failed"),
+    }
     if let Some((stop, served)) = endpoint {
         let _ = stop.send(());
         served.await??;

@@ -1,6 +1,30 @@
-//! kplane's API types: the Kubernetes resource table and type helpers shared by the API server and the
-//! controllers. It re-exports k8s-openapi (built with exactly one version feature, `v1_33`).
+//! kplane's API types: the table of served resources and pure helpers over Kubernetes objects, shared
+//! by the API server and the controllers. Built on k8s-openapi (exactly one version feature, `v1_33`,
+//! set in the workspace).
 //!
-//! Invariant: this crate does no I/O.
+//! - `resources.rs`: the resource table (group, version, kind, plural, etcd prefix, short names,
+//!   categories, subresources, field selectors).
+//! - `patch/`: JSON patch, JSON merge patch and strategic merge patch, with upstream's errors.
+//! - `patchmeta.rs`: upstream's strategic-merge list strategies and merge keys over the schemas.
+//! - `printing/`: server-side printing, the `meta.k8s.io/v1` Tables `kubectl get` shows, with
+//!   upstream's columns.
+//! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
+//! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
+//! - `fieldcheck.rs`: strict field validation (unknown and duplicate fields), as upstream reports it.
+//! - `selectors.rs`: label and field selectors (`labelSelector` / `fieldSelector` query parameters and
+//!   `metav1.LabelSelector`), parsed, validated, printed and matched as upstream does.
 //!
-//! Status: the resource table arrives with the API server issue; until then this crate holds nothing.
+//! Invariant: this crate does no I/O. Everything here is a function of its arguments.
+
+pub mod fieldcheck;
+pub mod openapi;
+pub mod patch;
+pub mod patchmeta;
+pub mod printing;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+
+pub use k8s_openapi;
+pub use resources::{ResourceDef, Subresource, RESOURCES};
+pub use selectors::{labels_of, FieldSelector, LabelSelector, SelectorError};

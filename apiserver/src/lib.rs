@@ -1,3 +1,38 @@
-//! kplane's Kubernetes API server. Only this crate knows HTTP wire details.
+//! kplane's Kubernetes API server.
 //!
-//! Status: not built yet (the API server issue). `kplane up` runs the store and its etcd endpoint only.
+//! One table-driven registry (`api_types::resources`) plus generic handlers plus small per-resource
+//! strategies: adding a resource is a table entry, never new handler code.
+//!
+//! - `route.rs`: path → (resource, namespace, name, subresource).
+//! - `handlers.rs`: get, list, create, update, patch, delete, deletecollection for every resource.
+//! - `watch.rs`: chunked watch streams.
+//! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
+//! - `subresources.rs`: scale and pods/binding; `synthetic.rs`: componentstatuses.
+//! - `services.rs`: ClusterIP and node-port allocation.
+//! - `objects.rs`, `meta.rs`: objects in and out of the store; metadata accessors.
+//! - `render.rs`: JSON or Table responses. `discovery.rs`: discovery and /version.
+//! - `error.rs`: `ApiError`, rendered as a `metav1.Status`.
+//! - `server.rs`: the router, health, metrics, bootstrap objects, kubeconfig and serving.
+//!
+//! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
+
+mod discovery;
+mod error;
+mod handlers;
+mod meta;
+mod objects;
+mod params;
+mod patching;
+mod render;
+mod route;
+mod server;
+mod services;
+mod strategy;
+mod subresources;
+mod synthetic;
+mod validation;
+mod watch;
+
+pub use error::{ApiError, Cause};
+pub use server::{bootstrap, router, serve, write_kubeconfig, AppState, ComponentHealth, Config, Health};
+pub use services::Cidr;

@@ -17,16 +17,25 @@ pub struct Kplane {
     pub data_dir: PathBuf,
     pub etcd_port: u16,
     pub stdout_lines: Vec<String>,
+    /// `http://127.0.0.1:<port>` of the API server.
+    pub api: String,
+    pub kubeconfig: PathBuf,
 }
 
 impl Kplane {
     /// Starts `kplane up` on the embedded store in `data_dir`, its etcd endpoint on `etcd_port`,
     /// and waits for its "ready" line.
     pub fn start(data_dir: &Path, etcd_port: u16) -> Kplane {
+        Kplane::start_with(data_dir, etcd_port, &[])
+    }
+
+    /// Like [`Kplane::start`], with extra flags (e.g. `--etcd-servers`).
+    pub fn start_with(data_dir: &Path, etcd_port: u16, extra: &[&str]) -> Kplane {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kplane"))
             .args(["up", "--data-dir"])
             .arg(data_dir)
-            .args(["--etcd-listen", &format!("127.0.0.1:{etcd_port}")])
+            .args(["--etcd-listen", &format!("127.0.0.1:{etcd_port}"), "--secure-port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -55,9 +64,69 @@ impl Kplane {
                 Err(_) => panic!("kplane did not become ready; output so far: {lines:?}"),
             }
         }
-        Kplane { child, data_dir: data_dir.to_path_buf(), etcd_port, stdout_lines: lines }
+        let api = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("kplane: API server at "))
+            .unwrap_or_else(|| panic!("no API server line in {lines:?}"))
+            .to_string();
+        let kubeconfig = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no KUBECONFIG line in {lines:?}"));
+        Kplane { child, data_dir: data_dir.to_path_buf(), etcd_port, stdout_lines: lines, api, kubeconfig }
     }
 
+    /// Runs the real `kubectl` against this kplane.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("kubectl could not run ({e}); these tests must not be skipped"))
+    }
+
+    /// Runs kubectl and fails the test unless it succeeds; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    }
+
+    /// kubectl with `input` on stdin (for `apply -f -`, `create -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("kubectl could not run ({e})"));
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// The value stored under `key`, read with the real etcdctl (embedded store's endpoint).
+    pub fn etcd_get(&self, endpoint: &str, key: &str) -> Option<serde_json::Value> {
+        let out = etcdctl(endpoint, &["get", key, "--print-value-only"]);
+        let text = stdout(&out);
+        let text = text.trim();
+        if text.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str(text)
+                    .unwrap_or_else(|e| panic!("value at {key} is not JSON ({e}): {text}")),
+            )
+        }
+    }
+}
+
+impl Kplane {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.etcd_port)
     }
@@ -80,6 +149,18 @@ impl Drop for Kplane {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns Some, at most `secs` seconds.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

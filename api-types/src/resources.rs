@@ -1,0 +1,234 @@
+//! The resource table: every resource kplane serves, described once. The API server's routes,
+//! discovery, storage keys, printing and OpenAPI are all driven by it, so adding a resource is one
+//! entry here (plus an optional strategy in the API server), never new handler code.
+
+/// A subresource a resource serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    /// `<plural>/status`: writes only the status half.
+    Status,
+    /// `<plural>/scale`: an `autoscaling/v1` Scale view of `spec.replicas`.
+    Scale,
+    /// `pods/binding`: assigns a pod to a node.
+    Binding,
+    /// `pods/log`: the pod's log.
+    Log,
+}
+
+impl Subresource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Log => "log",
+        }
+    }
+}
+
+/// One served resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// API group; "" for the legacy core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    /// Upstream kube-apiserver's etcd prefix, without the trailing slash: objects live at
+    /// `<prefix>/<namespace>/<name>` or `<prefix>/<name>`.
+    pub etcd_prefix: &'static str,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub subresources: &'static [Subresource],
+    /// False for resources that are computed, not stored (componentstatuses).
+    pub stored: bool,
+    /// Field selectors beyond `metadata.name` and `metadata.namespace`, as upstream allows them.
+    pub field_selectors: &'static [&'static str],
+}
+
+impl ResourceDef {
+    /// `v1` for core, `apps/v1` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    pub fn has(&self, sub: Subresource) -> bool {
+        self.subresources.contains(&sub)
+    }
+
+    /// The etcd key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}/{}/{}", self.etcd_prefix, ns, name),
+            _ => format!("{}/{}", self.etcd_prefix, name),
+        }
+    }
+
+    /// The etcd prefix of a list: one namespace, or all of them.
+    pub fn list_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}/{}/", self.etcd_prefix, ns),
+            _ => format!("{}/", self.etcd_prefix),
+        }
+    }
+
+    /// The verbs discovery advertises.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.stored {
+            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        } else {
+            &["get", "list"]
+        }
+    }
+}
+
+use Subresource::*;
+
+const NONE: &[&str] = &[];
+const ALL: &[&str] = &["all"];
+
+macro_rules! res {
+    ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr, $prefix:expr,
+     short: $short:expr, cat: $cat:expr, sub: $sub:expr, fields: $fields:expr) => {
+        ResourceDef {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $namespaced,
+            etcd_prefix: $prefix,
+            short_names: $short,
+            categories: $cat,
+            subresources: $sub,
+            stored: true,
+            field_selectors: $fields,
+        }
+    };
+}
+
+/// Every resource kplane serves, in discovery order.
+pub static RESOURCES: &[ResourceDef] = &[
+    res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
+        short: &["ns"], cat: NONE, sub: &[Status], fields: &["status.phase"]),
+    res!("", "v1", "Pod", "pods", "pod", true, "/registry/pods",
+        short: &["po"], cat: ALL, sub: &[Status, Binding],
+        fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                  "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"]),
+    res!("", "v1", "Service", "services", "service", true, "/registry/services/specs",
+        short: &["svc"], cat: ALL, sub: &[Status], fields: &["spec.clusterIP", "spec.type"]),
+    res!("", "v1", "Endpoints", "endpoints", "endpoints", true, "/registry/services/endpoints",
+        short: &["ep"], cat: NONE, sub: &[], fields: NONE),
+    res!("", "v1", "Node", "nodes", "node", false, "/registry/minions",
+        short: &["no"], cat: NONE, sub: &[Status], fields: &["spec.unschedulable"]),
+    res!("", "v1", "Event", "events", "event", true, "/registry/events",
+        short: &["ev"], cat: NONE, sub: &[],
+        fields: &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                  "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                  "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"]),
+    res!("", "v1", "ConfigMap", "configmaps", "configmap", true, "/registry/configmaps",
+        short: &["cm"], cat: NONE, sub: &[], fields: NONE),
+    res!("", "v1", "Secret", "secrets", "secret", true, "/registry/secrets",
+        short: NONE, cat: NONE, sub: &[], fields: &["type"]),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, "/registry/serviceaccounts",
+        short: &["sa"], cat: NONE, sub: &[], fields: NONE),
+    res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true,
+        "/registry/controllers",
+        short: &["rc"], cat: ALL, sub: &[Status, Scale], fields: &["status.replicas"]),
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "ComponentStatus",
+        plural: "componentstatuses",
+        singular: "componentstatus",
+        namespaced: false,
+        etcd_prefix: "",
+        short_names: &["cs"],
+        categories: NONE,
+        subresources: &[],
+        stored: false,
+        field_selectors: NONE,
+    },
+    res!("apps", "v1", "Deployment", "deployments", "deployment", true, "/registry/deployments",
+        short: &["deploy"], cat: ALL, sub: &[Status, Scale], fields: NONE),
+    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, "/registry/replicasets",
+        short: &["rs"], cat: ALL, sub: &[Status, Scale], fields: &["status.replicas"]),
+    res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true,
+        "/registry/endpointslices", short: NONE, cat: NONE, sub: &[], fields: &["addressType"]),
+    res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, "/registry/ingress",
+        short: &["ing"], cat: NONE, sub: &[Status], fields: NONE),
+    res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false,
+        "/registry/ingressclasses", short: NONE, cat: NONE, sub: &[], fields: NONE),
+    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, "/registry/leases",
+        short: NONE, cat: NONE, sub: &[], fields: NONE),
+    // events.k8s.io/v1 Events share the core Events' storage, as upstream.
+    res!("events.k8s.io", "v1", "Event", "events", "event", true, "/registry/events",
+        short: &["ev"], cat: NONE, sub: &[],
+        fields: &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason",
+                  "reportingController", "type"]),
+];
+
+/// The resource served at `group/version/plural`.
+pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resource of a kind in a group.
+pub fn by_kind(group: &str, kind: &str) -> Option<&'static ResourceDef> {
+    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+}
+
+/// Every group-version served, core (`""`, `v1`) first, in the table's order.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+    for r in RESOURCES {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_upstreams() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        assert_eq!(pods.key(Some("default"), "a"), "/registry/pods/default/a");
+        let svc = lookup("", "v1", "services").unwrap();
+        assert_eq!(svc.key(Some("default"), "nginx-svc"), "/registry/services/specs/default/nginx-svc");
+        let ep = lookup("", "v1", "endpoints").unwrap();
+        assert_eq!(ep.list_prefix(Some("kube-system")), "/registry/services/endpoints/kube-system/");
+        assert_eq!(lookup("", "v1", "nodes").unwrap().key(None, "worker0"), "/registry/minions/worker0");
+        let rc = lookup("", "v1", "replicationcontrollers").unwrap();
+        assert_eq!(rc.key(Some("default"), "x"), "/registry/controllers/default/x");
+        let ing = lookup("networking.k8s.io", "v1", "ingresses").unwrap();
+        assert_eq!(ing.key(Some("default"), "i"), "/registry/ingress/default/i");
+    }
+
+    #[test]
+    fn plurals_are_unique_per_group_version() {
+        for (i, a) in RESOURCES.iter().enumerate() {
+            for b in &RESOURCES[i + 1..] {
+                assert!(
+                    !(a.group == b.group && a.version == b.version && a.plural == b.plural),
+                    "{}",
+                    a.plural
+                );
+            }
+        }
+        assert_eq!(group_versions()[0], ("", "v1"));
+    }
+}

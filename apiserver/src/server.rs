@@ -1,0 +1,327 @@
+//! The router, health and metrics endpoints, the objects every cluster starts with, the kubeconfig,
+//! and serving with a clean shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use serde_json::{json, Value};
+use store::DynStore;
+
+use crate::error::ApiError;
+use crate::handlers::json_response;
+use crate::params::Params;
+use crate::route::{self, Target};
+use crate::services::Cidr;
+
+/// The API server's settings (flags of `kplane up` / `kplane apiserver`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub service_cidr: Cidr,
+    pub node_port_range: (i64, i64),
+    /// Largest request body accepted (upstream: 3 MiB).
+    pub max_body: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            service_cidr: Cidr { base: std::net::Ipv4Addr::new(127, 96, 0, 0), bits: 12 },
+            node_port_range: (30000, 32767),
+            max_body: 3 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    pub fn node_port_range_text(&self) -> String {
+        format!("{}-{}", self.node_port_range.0, self.node_port_range.1)
+    }
+}
+
+/// Whether a component kplane runs is healthy: unknown until it reports.
+#[derive(Debug, Default)]
+pub struct ComponentHealth(AtomicU8);
+
+impl ComponentHealth {
+    pub fn set(&self, healthy: bool) {
+        self.0.store(if healthy { 2 } else { 1 }, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        }
+    }
+}
+
+/// Health of the components `componentstatuses` reports on.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub controller_manager: ComponentHealth,
+    pub scheduler: ComponentHealth,
+}
+
+/// Request counts for `/metrics`, keyed by (verb, resource, code).
+#[derive(Debug, Default)]
+struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub config: Arc<Config>,
+    pub health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(store: DynStore, config: Config) -> AppState {
+        AppState { store, config: Arc::new(config), health: Arc::default(), metrics: Arc::default() }
+    }
+}
+
+/// The whole API as one axum router (also usable in-process with `tower::ServiceExt::oneshot`).
+pub fn router(st: AppState) -> Router {
+    Router::new()
+        .route("/version", get(|| async { json_response(StatusCode::OK, &crate::discovery::version()) }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi/v3",
+            get(|| async { json_response(StatusCode::OK, &api_types::openapi::v3_index("")) }),
+        )
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/api", get(api_root))
+        .route("/apis", get(|| async { json_response(StatusCode::OK, &crate::discovery::api_group_list()) }))
+        .route("/api/{*rest}", any(core))
+        .route("/apis/{*rest}", any(named))
+        .fallback(|| async { ApiError::no_route() })
+        .with_state(st)
+}
+
+async fn api_root(State(st): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &crate::discovery::api_versions(&st.config.bind.to_string()))
+}
+
+/// One group-version's OpenAPI v3 document (`/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`).
+async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let gv = match segs.as_slice() {
+        ["api", v] => Some(("", *v)),
+        ["apis", g, v] => Some((*g, *v)),
+        _ => None,
+    };
+    let Some((g, v)) = gv else { return ApiError::no_route().into_response() };
+    match (api_types::openapi::v3_document_bytes(g, v), api_types::openapi::v3_hash(g, v)) {
+        (Some(bytes), Some(hash)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json".to_string()),
+                (axum::http::header::ETAG, format!("\"{hash}\"")),
+                (axum::http::header::CACHE_CONTROL, "public, immutable".to_string()),
+            ],
+            bytes,
+        )
+            .into_response(),
+        _ => ApiError::no_route().into_response(),
+    }
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.store.current_revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: {e}\nreadyz check failed\n"))
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let mut out = String::from(
+        "# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, resource and HTTP response code.\n# TYPE apiserver_request_total counter\n",
+    );
+    if let Ok(m) = st.metrics.requests.lock() {
+        for ((verb, resource, code), n) in m.iter() {
+            out.push_str(&format!(
+                "apiserver_request_total{{code=\"{code}\",resource=\"{resource}\",verb=\"{verb}\"}} {n}\n"
+            ));
+        }
+    }
+    if let Ok(rev) = st.store.current_revision().await {
+        out.push_str(
+            "# HELP kplane_store_revision The store's current revision.\n# TYPE kplane_store_revision gauge\n",
+        );
+        out.push_str(&format!("kplane_store_revision {rev}\n"));
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn core(State(st): State<AppState>, req: Request) -> Response {
+    handle(st, true, req).await
+}
+
+async fn named(State(st): State<AppState>, req: Request) -> Response {
+    handle(st, false, req).await
+}
+
+async fn handle(st: AppState, core: bool, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let rest = path.strip_prefix(if core { "/api/" } else { "/apis/" }).unwrap_or("").to_string();
+    let method = parts.method.clone();
+    let result = async {
+        let params = Params::parse(parts.uri.query())?;
+        let body = axum::body::to_bytes(body, st.config.max_body)
+            .await
+            .map_err(|_| ApiError::too_large(st.config.max_body))?;
+        if !core {
+            let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+            if segs.len() == 1 {
+                return crate::discovery::api_group(segs[0])
+                    .map(|g| json_response(StatusCode::OK, &g))
+                    .ok_or_else(ApiError::no_route);
+            }
+        }
+        match route::parse(core, &rest)? {
+            Target::GroupVersion { group, version } if method == Method::GET => {
+                Ok(json_response(StatusCode::OK, &crate::discovery::api_resource_list(&group, &version)))
+            }
+            Target::GroupVersion { .. } => Err(ApiError::method_not_allowed()),
+            Target::Resource(rp) => {
+                let resource = rp.res.plural.to_string();
+                let verb = verb_of(&method, &rp, &params);
+                let r = crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body).await;
+                let code = match &r {
+                    Ok(resp) => resp.status().as_u16(),
+                    Err(e) => e.code,
+                };
+                if let Ok(mut m) = st.metrics.requests.lock() {
+                    *m.entry((verb.to_string(), resource, code)).or_default() += 1;
+                }
+                r
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%method, path, code = e.code, reason = e.reason, message = %e.message, "request failed");
+            e.into_response()
+        }
+    }
+}
+
+fn verb_of(method: &Method, rp: &route::ResourcePath, params: &Params) -> &'static str {
+    match (method.as_str(), rp.name.is_some()) {
+        ("GET", false) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => "WATCH",
+        ("GET", false) => "LIST",
+        ("GET", true) => "GET",
+        ("POST", _) => "POST",
+        ("PUT", _) => "PUT",
+        ("PATCH", _) => "PATCH",
+        ("DELETE", false) => "DELETECOLLECTION",
+        ("DELETE", true) => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// Sends one request through the router in-process (bootstrap, tests).
+async fn call(st: &AppState, method: Method, uri: &str, body: Value) -> Result<(u16, Value), String> {
+    use tower::ServiceExt;
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .map_err(|e| e.to_string())?;
+    let resp = router(st.clone()).oneshot(req).await.map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.map_err(|e| e.to_string())?;
+    Ok((code, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+/// Creates what every cluster starts with, if missing: the four namespaces, the `kubernetes` service
+/// (first service IP) with Endpoints at the API server, and the `kube-dns` service (tenth IP).
+pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), String> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let (code, body) =
+            call(st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await?;
+        if code != 201 && code != 409 {
+            return Err(format!("creating namespace {ns}: {code} {body}"));
+        }
+    }
+    let cidr = st.config.service_cidr;
+    let kubernetes = json!({
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": cidr.nth(1).to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": advertise.port()}], "sessionAffinity": "None", "type": "ClusterIP"},
+    });
+    let kube_dns = json!({
+        "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+        "spec": {"clusterIP": cidr.nth(10).to_string(), "selector": {"k8s-app": "kube-dns"}, "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+        ]},
+    });
+    for (ns, svc) in [("default", kubernetes), ("kube-system", kube_dns)] {
+        let (code, body) = call(st, Method::POST, &format!("/api/v1/namespaces/{ns}/services"), svc).await?;
+        if code != 201 && code != 409 {
+            return Err(format!("creating a bootstrap service in {ns}: {code} {body}"));
+        }
+    }
+    // The `kubernetes` Endpoints point at this API server, kept current on every start.
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": advertise.ip().to_string()}], "ports": [{"name": "https", "port": advertise.port(), "protocol": "TCP"}]}],
+    });
+    let (code, body) =
+        call(st, Method::PUT, "/api/v1/namespaces/default/endpoints/kubernetes", endpoints).await?;
+    if code != 200 && code != 201 {
+        return Err(format!("writing the kubernetes endpoints: {code} {body}"));
+    }
+    Ok(())
+}
+
+/// Writes a kubeconfig for `server` at `path` (plain HTTP on loopback until TLS lands).
+pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kplane\n  cluster:\n    server: {server}\ncontexts:\n- name: kplane\n  context:\n    cluster: kplane\n    user: admin\n    namespace: default\ncurrent-context: kplane\nusers:\n- name: admin\n  user: {{}}\n"
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Binds, bootstraps and serves until `shutdown` resolves. Calls `ready` with the bound address once
+/// it is serving.
+pub async fn serve(
+    st: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(st.config.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {} for the API server: {e}", st.config.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    bootstrap(&st, addr).await?;
+    let app = router(st);
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    ready(addr);
+    server.await.map_err(|e| format!("API server stopped: {e}"))
+}

@@ -1,0 +1,175 @@
+//! Subresources other than status: `scale` (an `autoscaling/v1` Scale view of `spec.replicas`) and
+//! `pods/binding` (the scheduler's assignment of a pod to a node). Both write through the same
+//! update path as everything else.
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::{json_response, read, write_update};
+use crate::objects::parse_rv;
+use crate::params::Params;
+use crate::route::ResourcePath;
+use crate::strategy::Half;
+use crate::{meta, AppState};
+
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    st: &AppState,
+    method: &Method,
+    rp: &ResourcePath,
+    name: &str,
+    sub: &str,
+    _params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    match (method.as_str(), sub) {
+        ("GET", "scale") if res.has(api_types::Subresource::Scale) => {
+            let (obj, _) = read(st, rp, name).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+        }
+        ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
+            for _ in 0..100 {
+                let (obj, rev) = read(st, rp, name).await?;
+                let current = scale_of(&obj);
+                let scale = if method == Method::PATCH {
+                    let ct = headers
+                        .get(axum::http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let pt = api_types::patch::PatchType::from_content_type(ct)
+                        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
+                    crate::patching::apply_plain(pt, &current, body)?
+                } else {
+                    serde_json::from_slice::<Value>(body).map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "Scale in version \"v1\" cannot be handled as a Scale: json: {e}"
+                        ))
+                    })?
+                };
+                let precondition = match meta::resource_version(&scale) {
+                    Some(rv) => Some(parse_rv(rv)?),
+                    None => None,
+                };
+                if precondition.is_some_and(|p| p != rev) {
+                    return Err(ApiError::modified(res, name));
+                }
+                let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+                if replicas < 0 {
+                    return Err(ApiError {
+                        details: Some(
+                            json!({"name": name, "group": "autoscaling", "kind": "Scale", "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {replicas}: must be greater than or equal to 0"), "field": "spec.replicas"}]}),
+                        ),
+                        ..ApiError::invalid(
+                            res,
+                            name,
+                            vec![crate::error::Cause::invalid(
+                                "spec.replicas",
+                                replicas,
+                                "must be greater than or equal to 0",
+                            )],
+                        )
+                    });
+                }
+                let mut new = obj.clone();
+                new["spec"]["replicas"] = json!(replicas);
+                match write_update(st, rp, name, Half::Main, new, &obj, rev).await {
+                    Ok((updated, _)) => return Ok(json_response(StatusCode::OK, &scale_of(&updated))),
+                    Err((_, true)) if precondition.is_none() => continue,
+                    Err((e, _)) => return Err(e),
+                }
+            }
+            Err(ApiError::modified(res, name))
+        }
+        ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// The autoscaling/v1 Scale of a deployment, replica set or replication controller.
+pub fn scale_of(obj: &Value) -> Value {
+    let m = meta::meta(obj);
+    let pick = |k: &str| m.and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
+    let selector = match obj.pointer("/spec/selector") {
+        Some(sel) if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() => {
+            serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel.clone())
+                .ok()
+                .and_then(|s| api_types::selectors::LabelSelector::from_k8s(&s).ok())
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        }
+        // ReplicationControllers select with a plain map.
+        Some(Value::Object(map)) => {
+            let mut pairs: Vec<String> =
+                map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
+            pairs.sort();
+            pairs.join(",")
+        }
+        _ => String::new(),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": pick("name"), "namespace": pick("namespace"), "uid": pick("uid"),
+            "resourceVersion": pick("resourceVersion"), "creationTimestamp": pick("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// `pods/binding`: sets `spec.nodeName` once, as the scheduler's bind.
+async fn bind(st: &AppState, rp: &ResourcePath, name: &str, body: &Bytes) -> ApiResult<Response> {
+    let res = rp.res;
+    let binding: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("Binding in version \"v1\" cannot be handled as a Binding: json: {e}"))
+    })?;
+    let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let Some(node) = node else {
+        return Err(ApiError::invalid(res, name, vec![crate::error::Cause::required("target.name")]));
+    };
+    for _ in 0..100 {
+        let (pod, rev) = read(st, rp, name).await?;
+        if meta::deletion_timestamp(&pod).is_some() {
+            return Err(ApiError::conflict(
+                res,
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(cur) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            return Err(ApiError::conflict(
+                res,
+                name,
+                &format!("pod {name} is already assigned to node \"{cur}\""),
+            ));
+        }
+        let mut new = pod.clone();
+        new["spec"]["nodeName"] = json!(node);
+        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+        let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conds: Vec<Value> =
+            conds.into_iter().filter(|c| c.get("type") != Some(&json!("PodScheduled"))).collect();
+        conds.push(cond);
+        new["status"]["conditions"] = json!(conds);
+        // Binding writes spec.nodeName and a status condition together, straight to the store at the
+        // revision read: neither half's strategy would let both through.
+        match st.store.update(&crate::handlers::key(rp, name), crate::objects::encode(&new), rev, 0).await {
+            Ok(_) => {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                return Ok(json_response(StatusCode::CREATED, &status));
+            }
+            Err(store::Error::Conflict { .. }) => continue,
+            Err(e) => return Err(ApiError::from_store(res, name, e)),
+        }
+    }
+    Err(ApiError::modified(res, name))
+}

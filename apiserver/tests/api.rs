@@ -1,0 +1,357 @@
+//! The API server's router over a real embedded store, driven in-process: bad input gets upstream's
+//! Status and writes nothing; lists page consistently; watches follow upstream's semantics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use store::embedded::{EmbeddedConfig, EmbeddedStore};
+use store::Store;
+use tower::ServiceExt;
+
+struct Api {
+    st: apiserver::AppState,
+    store: EmbeddedStore,
+    _dir: tempfile::TempDir,
+}
+
+async fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    let st = apiserver::AppState::new(Arc::new(store.clone()), apiserver::Config::default());
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    Api { st, store, _dir: dir }
+}
+
+impl Api {
+    async fn raw(&self, method: Method, uri: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", ct)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = apiserver::router(self.st.clone()).oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Value) -> (u16, Value) {
+        let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
+        self.raw(method, uri, "application/json", bytes).await
+    }
+
+    async fn revision(&self) -> i64 {
+        self.store.current_revision().await.unwrap()
+    }
+
+    /// Sends a bad request and checks upstream's code and reason, that nothing was written, and that
+    /// the server still serves.
+    async fn refused(
+        &self,
+        method: Method,
+        uri: &str,
+        ct: &str,
+        body: Vec<u8>,
+        code: u16,
+        reason: &str,
+    ) -> Value {
+        let before = self.revision().await;
+        let (got, status) = self.raw(method, uri, ct, body).await;
+        assert_eq!((got, status["reason"].as_str()), (code, Some(reason)), "{uri}: {status}");
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["code"], code);
+        assert_eq!(self.revision().await, before, "{uri}: a refused request wrote to the store");
+        let (ok, _) = self.call(Method::GET, "/api/v1/namespaces/default", Value::Null).await;
+        assert_eq!(ok, 200, "server stopped serving");
+        status
+    }
+}
+
+fn cm(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "b"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_upstreams_status_and_writes_nothing() {
+    let a = api().await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let json = "application/json";
+    a.refused(Method::POST, cms, json, b"{not json".to_vec(), 400, "BadRequest").await;
+    a.refused(Method::POST, cms, json, b"[1,2]".to_vec(), 400, "BadRequest").await;
+    a.refused(Method::POST, cms, "application/yaml", b"a: [".to_vec(), 400, "BadRequest").await;
+    let s = a
+        .refused(
+            Method::POST,
+            cms,
+            json,
+            json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
+                .to_string()
+                .into_bytes(),
+            400,
+            "BadRequest",
+        )
+        .await;
+    assert_eq!(
+        s["message"],
+        "the API version in the data (apps/v1) does not match the expected API version (v1)"
+    );
+    a.refused(
+        Method::POST,
+        cms,
+        json,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}).to_string().into_bytes(),
+        400,
+        "BadRequest",
+    )
+    .await;
+    let s = a
+        .refused(
+            Method::POST,
+            cms,
+            json,
+            json!({"metadata": {"name": "x", "namespace": "other"}}).to_string().into_bytes(),
+            400,
+            "BadRequest",
+        )
+        .await;
+    assert_eq!(
+        s["message"],
+        "the namespace of the provided object does not match the namespace sent on the request"
+    );
+    let s = a.refused(Method::POST, cms, json, cm("Bad_Name").to_string().into_bytes(), 422, "Invalid").await;
+    assert_eq!(s["details"]["causes"][0]["field"], "metadata.name");
+    assert!(s["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""));
+    let mut unknown = cm("u");
+    unknown["spec"] = json!({"foo": 1});
+    let s = a
+        .refused(
+            Method::POST,
+            &format!("{cms}?fieldValidation=Strict"),
+            json,
+            unknown.to_string().into_bytes(),
+            400,
+            "BadRequest",
+        )
+        .await;
+    assert_eq!(s["message"], "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"spec\"");
+    let dup =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"d"},"data":{"a":"1","a":"2"}}"#.to_vec();
+    let s =
+        a.refused(Method::POST, &format!("{cms}?fieldValidation=Strict"), json, dup, 400, "BadRequest").await;
+    assert!(s["message"].as_str().unwrap().contains("duplicate field \"data.a\""), "{s}");
+    let big = json!({"metadata": {"name": "big"}, "data": {"x": "y".repeat(3 * 1024 * 1024)}});
+    a.refused(Method::POST, cms, json, big.to_string().into_bytes(), 413, "RequestEntityTooLarge").await;
+    a.refused(Method::GET, &format!("{cms}?labelSelector=a%20in%20(b"), json, vec![], 400, "BadRequest").await;
+    let s = a
+        .refused(Method::GET, &format!("{cms}?fieldSelector=spec.foo%3Dbar"), json, vec![], 400, "BadRequest")
+        .await;
+    assert_eq!(s["message"], "field label not supported: spec.foo");
+    a.refused(Method::GET, &format!("{cms}?limit=abc"), json, vec![], 400, "BadRequest").await;
+    a.refused(Method::GET, &format!("{cms}?resourceVersionMatch=Exact"), json, vec![], 400, "BadRequest").await;
+    a.refused(Method::GET, &format!("{cms}?continue=garbage!"), json, vec![], 400, "BadRequest").await;
+    a.refused(
+        Method::GET,
+        &format!("{cms}?fieldValidation=Loose&watch=maybe"),
+        json,
+        vec![],
+        400,
+        "BadRequest",
+    )
+    .await;
+    a.refused(
+        Method::POST,
+        "/api/v1/namespaces/nope/configmaps",
+        json,
+        cm("x").to_string().into_bytes(),
+        404,
+        "NotFound",
+    )
+    .await;
+    a.refused(Method::GET, "/api/v1/bogus", json, vec![], 404, "NotFound").await;
+
+    // Stale resourceVersion: 409, the stored object unchanged.
+    let (code, created) = a.call(Method::POST, cms, cm("s")).await;
+    assert_eq!(code, 201);
+    let mut stale = created.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    stale["data"]["a"] = json!("changed");
+    let s = a
+        .refused(Method::PUT, &format!("{cms}/s"), json, stale.to_string().into_bytes(), 409, "Conflict")
+        .await;
+    assert_eq!(s["message"], "Operation cannot be fulfilled on configmaps \"s\": the object has been modified; please apply your changes to the latest version and try again");
+    a.refused(
+        Method::PATCH,
+        &format!("{cms}/s"),
+        "application/x-unknown",
+        b"{}".to_vec(),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    a.refused(
+        Method::PATCH,
+        &format!("{cms}/s"),
+        "application/apply-patch+yaml",
+        b"{}".to_vec(),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    a.refused(
+        Method::PATCH,
+        &format!("{cms}/s"),
+        "application/merge-patch+json",
+        b"{oops".to_vec(),
+        400,
+        "BadRequest",
+    )
+    .await;
+    a.refused(
+        Method::PATCH,
+        &format!("{cms}/s"),
+        "application/json-patch+json",
+        br#"[{"op":"test","path":"/data/a","value":"zzz"}]"#.to_vec(),
+        422,
+        "Invalid",
+    )
+    .await;
+    let s = a
+        .refused(
+            Method::PUT,
+            &format!("{cms}/other"),
+            json,
+            created.to_string().into_bytes(),
+            400,
+            "BadRequest",
+        )
+        .await;
+    assert_eq!(s["message"], "the name of the object (s) does not match the name on the URL (other)");
+    let (_, got) = a.call(Method::GET, &format!("{cms}/s"), Value::Null).await;
+    assert_eq!(got["data"]["a"], "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_at_one_revision_while_writes_go_on() {
+    let a = api().await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    for i in 0..7 {
+        assert_eq!(a.call(Method::POST, cms, cm(&format!("c{i}"))).await.0, 201);
+    }
+    let (_, page1) = a.call(Method::GET, &format!("{cms}?limit=3"), Value::Null).await;
+    assert_eq!(page1["items"].as_array().unwrap().len(), 3);
+    assert_eq!(page1["metadata"]["remainingItemCount"], 4);
+    let rv = page1["metadata"]["resourceVersion"].clone();
+    // Writes between pages are invisible to the paged list.
+    a.call(Method::DELETE, &format!("{cms}/c5"), Value::Null).await;
+    a.call(Method::POST, cms, cm("c9")).await;
+    let token = page1["metadata"]["continue"].as_str().unwrap().to_string();
+    let (_, page2) = a.call(Method::GET, &format!("{cms}?limit=3&continue={token}"), Value::Null).await;
+    let names: Vec<_> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["c3", "c4", "c5"]);
+    assert_eq!(page2["metadata"]["resourceVersion"], rv);
+    let token = page2["metadata"]["continue"].as_str().unwrap().to_string();
+    let (_, page3) = a.call(Method::GET, &format!("{cms}?limit=3&continue={token}"), Value::Null).await;
+    assert_eq!(page3["items"].as_array().unwrap().len(), 1);
+    assert!(page3["metadata"].get("continue").is_none());
+    let (_, now) = a.call(Method::GET, cms, Value::Null).await;
+    let names: Vec<_> = now["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c6", "c9"]);
+}
+
+/// Reads watch events from a streaming response until `n` arrived.
+async fn events(a: &Api, uri: &str, n: usize, during: impl std::future::Future<Output = ()>) -> Vec<Value> {
+    let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let resp = apiserver::router(a.st.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body().into_data_stream();
+    during.await;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("watch event in time")
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_upstream_semantics() {
+    let a = api().await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (_, first) = a.call(Method::POST, cms, cm("w1")).await;
+    let rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    // From "now": a synthetic ADDED for what exists, then the changes.
+    let evs = events(&a, &format!("{cms}?watch=true"), 3, async {
+        let mut upd = first.clone();
+        upd["data"]["a"] = json!("c");
+        a.call(Method::PUT, &format!("{cms}/w1"), upd).await;
+        a.call(Method::DELETE, &format!("{cms}/w1"), Value::Null).await;
+    })
+    .await;
+    let types: Vec<_> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"]);
+    assert_eq!(evs[1]["object"]["data"]["a"], "c");
+    // From a resourceVersion: only what came after it.
+    let evs = events(&a, &format!("{cms}?watch=1&resourceVersion={rv}"), 2, async {}).await;
+    assert_eq!(evs.iter().map(|e| e["type"].as_str().unwrap()).collect::<Vec<_>>(), ["MODIFIED", "DELETED"]);
+    // Selector transitions: a label change in and out of the selector is ADDED and DELETED.
+    let (_, lab) = a.call(Method::POST, cms, cm("w2")).await;
+    let evs = events(
+        &a,
+        &format!(
+            "{cms}?watch=true&labelSelector=team%3Dblue&resourceVersion={}",
+            lab["metadata"]["resourceVersion"].as_str().unwrap()
+        ),
+        2,
+        async {
+            a.raw(
+                Method::PATCH,
+                &format!("{cms}/w2"),
+                "application/merge-patch+json",
+                br#"{"metadata":{"labels":{"team":"blue"}}}"#.to_vec(),
+            )
+            .await;
+            a.raw(
+                Method::PATCH,
+                &format!("{cms}/w2"),
+                "application/merge-patch+json",
+                br#"{"metadata":{"labels":{"team":"red"}}}"#.to_vec(),
+            )
+            .await;
+        },
+    )
+    .await;
+    assert_eq!(evs.iter().map(|e| e["type"].as_str().unwrap()).collect::<Vec<_>>(), ["ADDED", "DELETED"]);
+    // A compacted start revision: an in-stream ERROR with 410 Expired.
+    let now = a.revision().await;
+    a.store.compact(now).await.unwrap();
+    let evs = events(&a, &format!("{cms}?watch=true&resourceVersion=2"), 1, async {}).await;
+    assert_eq!(evs[0]["type"], "ERROR");
+    assert_eq!(evs[0]["object"]["code"], 410);
+    assert_eq!(evs[0]["object"]["reason"], "Expired");
+}

@@ -1,0 +1,231 @@
+//! The real `kubectl` against kplane, on the embedded store and on a real etcd. After each step the
+//! matching `/registry` key is checked with the real `etcdctl`.
+
+mod common;
+
+use common::{eventually, free_port, stderr, stdout, Kplane};
+use serde_json::Value;
+use store::etcd_process::EtcdProcess;
+
+/// kplane plus the etcd endpoint that holds its data.
+struct Cluster {
+    kp: Kplane,
+    etcd: String,
+    _real: Option<EtcdProcess>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn embedded() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let kp = Kplane::start(dir.path(), free_port());
+        let etcd = kp.endpoint();
+        Cluster { kp, etcd, _real: None, _dir: dir }
+    }
+
+    fn real_etcd() -> Cluster {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let real = rt.block_on(EtcdProcess::start()).expect("start a real etcd (install etcd-server)");
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = real.endpoint();
+        let kp = Kplane::start_with(dir.path(), free_port(), &["--etcd-servers", &etcd]);
+        Cluster { kp, etcd, _real: Some(real), _dir: dir }
+    }
+
+    fn key(&self, key: &str) -> Option<Value> {
+        self.kp.etcd_get(&self.etcd, key)
+    }
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[test] fn $name() { super::$name(&super::Cluster::embedded()); } )*
+        }
+        mod real_etcd {
+            $( #[test] fn $name() { super::$name(&super::Cluster::real_etcd()); } )*
+        }
+    };
+}
+
+both_backends!(
+    api_resources_and_bootstrap_objects,
+    create_get_describe_and_registry_keys,
+    expose_allocates_a_loopback_cluster_ip,
+    apply_twice_then_change,
+    label_annotate_scale_and_patch,
+    delete_and_namespaces,
+    bad_input_gets_upstream_errors,
+);
+
+fn api_resources_and_bootstrap_objects(c: &Cluster) {
+    let out = c.kp.kubectl_ok(&["api-resources"]);
+    for line in ["pods", "po", "deployments", "deploy", "services", "svc", "ingresses", "endpointslices"] {
+        assert!(out.contains(line), "api-resources lacks {line}:\n{out}");
+    }
+    let ns = c.kp.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(&format!("namespace/{n}")), "{ns}");
+    }
+    let svc = c.kp.kubectl_ok(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(svc, "127.96.0.1");
+    let dns =
+        c.kp.kubectl_ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(dns, "127.96.0.10");
+    let ep = c.key("/registry/services/endpoints/default/kubernetes").expect("kubernetes endpoints stored");
+    assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "127.0.0.1");
+    let version = c.kp.kubectl_ok(&["version", "-o", "json"]);
+    let v: Value = serde_json::from_str(&version).unwrap();
+    assert_eq!(v["serverVersion"]["minor"], "33");
+}
+
+fn create_get_describe_and_registry_keys(c: &Cluster) {
+    c.kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
+    let stored = c.key("/registry/deployments/default/nginx").expect("deployment stored under upstream key");
+    assert_eq!(stored["spec"]["replicas"], 2);
+    assert!(stored["metadata"].get("resourceVersion").is_none(), "resourceVersion is not stored in the value");
+    assert_eq!(stored["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%", "defaults applied");
+
+    let table = c.kp.kubectl_ok(&["get", "deployments"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("nginx") && table.contains("UP-TO-DATE"), "{table}");
+    let wide = c.kp.kubectl_ok(&["get", "deploy", "-o", "wide"]);
+    assert!(wide.contains("IMAGES") && wide.contains("app=nginx"), "{wide}");
+    let yaml = c.kp.kubectl_ok(&["get", "deploy", "nginx", "-o", "yaml"]);
+    assert!(yaml.contains("kind: Deployment") && yaml.contains("generation: 1"), "{yaml}");
+    let rv = c.kp.kubectl_ok(&["get", "deploy", "nginx", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    assert!(rv.parse::<i64>().unwrap() > 1);
+
+    c.kp.kubectl_ok(&["run", "web", "--image=nginx", "--labels=app=web,tier=front"]);
+    let pod = c.key("/registry/pods/default/web").expect("pod stored");
+    assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(pod["status"]["phase"], "Pending");
+    let all = c.kp.kubectl_ok(&["get", "pods", "-A", "--show-labels"]);
+    assert!(all.contains("tier=front") && all.contains("NAMESPACE"), "{all}");
+    let sel = c.kp.kubectl_ok(&["get", "pods", "-l", "tier in (front),app!=nginx", "-o", "name"]);
+    assert_eq!(sel.trim(), "pod/web");
+    let none = c.kp.kubectl(&["get", "pods", "-l", "tier=back"]);
+    assert!(stderr(&none).contains("No resources found"), "{}", stderr(&none));
+    let describe = c.kp.kubectl_ok(&["describe", "deployment", "nginx"]);
+    assert!(describe.contains("Replicas:") && describe.contains("nginx"), "{describe}");
+}
+
+fn expose_allocates_a_loopback_cluster_ip(c: &Cluster) {
+    c.kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
+    c.kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=8080", "--target-port=80", "--name=nginx-svc"]);
+    let svc = c.key("/registry/services/specs/default/nginx-svc").expect("service stored");
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("127.9") || ip.starts_with("127.10") || ip.starts_with("127.11"), "{ip}");
+    let ips = c.key("/registry/ranges/serviceips").expect("allocator persisted");
+    assert!(ips["allocated"].as_array().unwrap().iter().any(|v| v == &Value::String(ip.clone())));
+    c.kp.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "nginx",
+        "--port=8080",
+        "--target-port=80",
+        "--name=np",
+        "--type=NodePort",
+    ]);
+    let np = c.kp.kubectl_ok(&["get", "svc", "np", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let port: i64 = np.parse().unwrap();
+    assert!((30000..=32767).contains(&port));
+    let get = c.kp.kubectl_ok(&["get", "svc", "np"]);
+    assert!(get.contains(&format!("8080:{port}/TCP")), "{get}");
+    c.kp.kubectl_ok(&["delete", "svc", "nginx-svc"]);
+    let ips = c.key("/registry/ranges/serviceips").unwrap();
+    assert!(
+        !ips["allocated"].as_array().unwrap().iter().any(|v| v == &Value::String(ip.clone())),
+        "IP released"
+    );
+}
+
+const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n";
+
+fn apply_twice_then_change(c: &Cluster) {
+    let first = c.kp.kubectl_stdin(&["apply", "-f", "-"], CM);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("configmap/app created"), "{}", stdout(&first));
+    let second = c.kp.kubectl_stdin(&["apply", "-f", "-"], CM);
+    assert!(stdout(&second).contains("configmap/app unchanged"), "{}{}", stdout(&second), stderr(&second));
+    let changed = c.kp.kubectl_stdin(&["apply", "-f", "-"], &CM.replace("a: \"1\"", "a: \"2\"\n  b: \"3\""));
+    assert!(stdout(&changed).contains("configmap/app configured"), "{}{}", stdout(&changed), stderr(&changed));
+    let stored = c.key("/registry/configmaps/default/app").unwrap();
+    assert_eq!(stored["data"]["a"], "2");
+    assert_eq!(stored["data"]["b"], "3");
+}
+
+fn label_annotate_scale_and_patch(c: &Cluster) {
+    c.kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=1"]);
+    c.kp.kubectl_ok(&["label", "deployment", "nginx", "team=blue"]);
+    c.kp.kubectl_ok(&["annotate", "deployment", "nginx", "note=hello"]);
+    c.kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=3"]);
+    let d = c.key("/registry/deployments/default/nginx").unwrap();
+    assert_eq!(d["metadata"]["labels"]["team"], "blue");
+    assert_eq!(d["metadata"]["annotations"]["note"], "hello");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["metadata"]["generation"], 2, "scale changed the spec once; labels do not bump generation");
+    c.kp.kubectl_ok(&["patch", "deployment", "nginx", "--type=merge", "-p", r#"{"spec":{"replicas":4}}"#]);
+    c.kp.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "nginx",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":5}]"#,
+    ]);
+    c.kp.kubectl_ok(&["set", "image", "deployment/nginx", "nginx=nginx:1.25"]);
+    let d = c.key("/registry/deployments/default/nginx").unwrap();
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.25");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["name"], "nginx",
+        "strategic merge kept the container"
+    );
+    let scale = c.kp.kubectl_ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/nginx/scale"]);
+    let s: Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(s["spec"]["replicas"], 5);
+    assert_eq!(s["status"]["selector"], "app=nginx");
+}
+
+fn delete_and_namespaces(c: &Cluster) {
+    c.kp.kubectl_ok(&["create", "namespace", "team"]);
+    assert!(c.key("/registry/namespaces/team").is_some());
+    c.kp.kubectl_ok(&["create", "configmap", "x", "-n", "team", "--from-literal=k=v"]);
+    assert!(c.key("/registry/configmaps/team/x").is_some());
+    c.kp.kubectl_ok(&["delete", "configmap", "x", "-n", "team"]);
+    assert!(c.key("/registry/configmaps/team/x").is_none());
+    let missing = c.kp.kubectl(&["create", "configmap", "y", "-n", "nowhere"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("namespaces \"nowhere\" not found"), "{}", stderr(&missing));
+    c.kp.kubectl_ok(&["create", "deployment", "d", "--image=nginx"]);
+    c.kp.kubectl_ok(&["delete", "deployment", "d", "--cascade=foreground", "--wait=false"]);
+    let d =
+        eventually(5, "foreground deletion marks the deployment", || c.key("/registry/deployments/default/d"));
+    assert!(d["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(d["metadata"]["finalizers"][0], "foregroundDeletion");
+}
+
+fn bad_input_gets_upstream_errors(c: &Cluster) {
+    let bad_name = c.kp.kubectl(&["create", "configmap", "Bad_Name"]);
+    assert!(!bad_name.status.success());
+    assert!(
+        stderr(&bad_name).contains("is invalid: metadata.name: Invalid value: \"Bad_Name\""),
+        "{}",
+        stderr(&bad_name)
+    );
+    let mismatch = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: m\nspec:\n  selector:\n    matchLabels: {app: a}\n  template:\n    metadata:\n      labels: {app: b}\n    spec:\n      containers: [{name: c, image: nginx}]\n";
+    let out = c.kp.kubectl_stdin(&["create", "-f", "-"], mismatch);
+    assert!(stderr(&out).contains("`selector` does not match template `labels`"), "{}", stderr(&out));
+    assert!(c.key("/registry/deployments/default/m").is_none(), "nothing written");
+    let unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\nbogus: 1\n";
+    let out = c.kp.kubectl_stdin(&["create", "--validate=strict", "-f", "-"], unknown);
+    assert!(stderr(&out).contains("unknown field \"bogus\""), "{}", stderr(&out));
+    assert!(c.key("/registry/configmaps/default/u").is_none(), "nothing written");
+    c.kp.kubectl_ok(&["create", "configmap", "s", "--from-literal=a=b"]);
+    let stale =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\n  resourceVersion: \"1\"\ndata: {a: c}\n";
+    let out = c.kp.kubectl_stdin(&["replace", "-f", "-"], stale);
+    assert!(stderr(&out).contains("the object has been modified"), "{}", stderr(&out));
+    assert_eq!(c.key("/registry/configmaps/default/s").unwrap()["data"]["a"], "b");
+}
