@@ -8,6 +8,7 @@
 //! - `patchmeta.rs`: upstream's strategic-merge list strategies and merge keys over the schemas.
 //! - `printing/`: server-side printing, the `meta.k8s.io/v1` Tables `kubectl get` shows, with
 //!   upstream's columns.
+//! - `events.rs`: core/v1 ⇄ events.k8s.io/v1 Event conversion (one storage, two APIs).
 //! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
 //! - `fieldcheck.rs`: strict field validation (unknown and duplicate fields), as upstream reports it.
@@ -16,6 +17,7 @@
 //!
 //! Invariant: this crate does no I/O. Everything here is a function of its arguments.
 
+pub mod events;
 pub mod fieldcheck;
 pub mod openapi;
 pub mod patch;

@@ -509,6 +509,13 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
                 );
                 p.insert("post".into(), post);
             }
+            Subresource::Finalize => {
+                // Only replace: the namespace controller PUTs the namespace with its finalizers gone.
+                let n = names(&id, "Finalize", format!("finalize the specified {}", r.kind));
+                read_write_ops(&mut p, &n, gvk, &obj, &tag);
+                p.remove("get");
+                p.remove("patch");
+            }
             Subresource::Log => {
                 let text_plain = json!({ "text/plain": { "schema": { "type": "string" } } });
                 let text = json!({

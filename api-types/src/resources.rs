@@ -13,6 +13,8 @@ pub enum Subresource {
     Binding,
     /// `pods/log`: the pod's log.
     Log,
+    /// `namespaces/finalize`: the namespace controller's removal of `spec.finalizers`.
+    Finalize,
 }
 
 impl Subresource {
@@ -22,6 +24,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Finalize => "finalize",
         }
     }
 }
@@ -120,7 +123,7 @@ macro_rules! res {
 /// Every resource kplane serves, in discovery order.
 pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
-        short: &["ns"], cat: NONE, sub: &[Status], fields: &["status.phase"]),
+        short: &["ns"], cat: NONE, sub: &[Status, Finalize], fields: &["status.phase"]),
     res!("", "v1", "Pod", "pods", "pod", true, "/registry/pods",
         short: &["po"], cat: ALL, sub: &[Status, Binding],
         fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",

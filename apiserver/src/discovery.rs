@@ -77,6 +77,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Value {
                 Subresource::Scale => ("Scale", &["get", "patch", "update"], Some(("autoscaling", "v1"))),
                 Subresource::Binding => ("Binding", &["create"], None),
                 Subresource::Log => ("Pod", &["get"], None),
+                Subresource::Finalize => (r.kind, &["update"], None),
             };
             let mut e = json!({
                 "name": format!("{}/{}", r.plural, sub.name()),

@@ -467,7 +467,7 @@ async fn create(
         allocation.release(st).await;
         return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
     }
-    match st.store.create(&key(rp, &name), encode(&obj), 0).await {
+    match st.store.create(&key(rp, &name), encode(res, &obj), 0).await {
         Ok(kv) => {
             let obj = decode(res, &kv)?;
             crate::services::after_create(st, res, &obj).await;
@@ -537,7 +537,7 @@ pub async fn write_update(
             Err(e) => Err((ApiError::from_store(res, name, e), false)),
         };
     }
-    match st.store.update(&k, encode(&new), old_rev, 0).await {
+    match st.store.update(&k, encode(res, &new), old_rev, 0).await {
         Ok(kv) => Ok((decode(res, &kv).map_err(|e| (e, false))?, kv.mod_revision)),
         Err(StoreError::Conflict { .. }) => Err((ApiError::modified(res, name), true)),
         Err(e) => Err((ApiError::from_store(res, name, e), false)),
@@ -765,7 +765,9 @@ pub async fn delete_one(
         let already = meta::deletion_timestamp(&old).is_some();
         let current_grace =
             meta::meta(&old).and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64);
-        let must_wait = !finalizers.is_empty() || grace > 0;
+        let mut with_added = old.clone();
+        meta::set(&mut with_added, "finalizers", json!(finalizers));
+        let must_wait = strategy::holds_deletion(res, &with_added) || grace > 0;
         if opts.dry_run {
             return Ok((StatusCode::OK, old));
         }
@@ -784,8 +786,15 @@ pub async fn delete_one(
                 );
                 meta::set(&mut marked, "deletionGracePeriodSeconds", json!(grace));
             }
-            meta::set(&mut marked, "finalizers", json!(finalizers));
-            match st.store.update(&key(rp, name), encode(&marked), old_rev, 0).await {
+            if finalizers.is_empty() {
+                meta::remove(&mut marked, "finalizers");
+            } else {
+                meta::set(&mut marked, "finalizers", json!(finalizers));
+            }
+            if res.kind == "Namespace" {
+                marked["status"]["phase"] = json!("Terminating");
+            }
+            match st.store.update(&key(rp, name), encode(res, &marked), old_rev, 0).await {
                 Ok(kv) => return Ok((StatusCode::OK, decode(res, &kv)?)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(res, name, e)),

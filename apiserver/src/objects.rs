@@ -8,9 +8,15 @@ use store::KeyValue;
 use crate::error::{ApiError, ApiResult};
 use crate::meta;
 
-/// The bytes stored for an object: its JSON without `metadata.resourceVersion`.
-pub fn encode(obj: &Value) -> Vec<u8> {
-    let mut o = obj.clone();
+/// Whether the resource is served in another form than it is stored (events.k8s.io Events are
+/// stored as core/v1 Events).
+fn stored_as_core_event(res: &ResourceDef) -> bool {
+    res.group == "events.k8s.io" && res.kind == "Event"
+}
+
+/// The bytes stored for an object: its JSON without `metadata.resourceVersion`, in storage form.
+pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
+    let mut o = if stored_as_core_event(res) { api_types::events::to_core(obj) } else { obj.clone() };
     meta::remove(&mut o, "resourceVersion");
     serde_json::to_vec(&o).unwrap_or_default()
 }

@@ -16,6 +16,8 @@ pub enum Half {
     Main,
     /// The status subresource: only status.
     Status,
+    /// `namespaces/finalize`: only `spec.finalizers`.
+    Finalize,
 }
 
 /// Resources whose generation counts spec changes (upstream's strategies that set it).
@@ -69,10 +71,30 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
                     }
                 }
             }
+            if res.kind == "Namespace" {
+                // Only the namespace controller, through `finalize`, changes spec.finalizers.
+                match old.pointer("/spec/finalizers") {
+                    Some(f) => new["spec"]["finalizers"] = f.clone(),
+                    None => {
+                        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                            spec.remove("finalizers");
+                        }
+                    }
+                }
+            }
             default(res, new);
             if tracks_generation(res) && spec_of(new) != spec_of(old) {
                 let g = meta::meta(old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
                 meta::set(new, "generation", json!(g + 1));
+            }
+        }
+        Half::Finalize => {
+            let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+            let rv = meta::resource_version(new).map(str::to_string);
+            *new = old.clone();
+            new["spec"]["finalizers"] = finalizers;
+            if let Some(rv) = rv {
+                meta::set(new, "resourceVersion", json!(rv));
             }
         }
         Half::Status => {
@@ -124,6 +146,14 @@ fn set_default(obj: &mut Value, path: &[&str], value: Value) {
         }
         cur = map.entry(key.to_string()).or_insert_with(|| json!({}));
     }
+}
+
+/// Finalizers that hold an object being deleted: `metadata.finalizers`, and for namespaces also
+/// `spec.finalizers` (removed by the namespace controller once the namespace is empty).
+pub fn holds_deletion(res: &ResourceDef, obj: &Value) -> bool {
+    !meta::finalizers(obj).is_empty()
+        || (res.kind == "Namespace"
+            && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty()))
 }
 
 /// Upstream's defaulting (pkg/apis/*/v1/defaults.go) for the kinds kplane serves.

@@ -86,6 +86,25 @@ pub async fn serve(
             Err(ApiError::modified(res, name))
         }
         ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
+        ("PUT", "finalize") if res.has(api_types::Subresource::Finalize) => {
+            let new = crate::handlers::decode_body(res, headers, body)?;
+            let precondition = match meta::resource_version(&new) {
+                Some(rv) => Some(parse_rv(rv)?),
+                None => None,
+            };
+            for _ in 0..100 {
+                let (old, rev) = read(st, rp, name).await?;
+                if precondition.is_some_and(|p| p != rev) {
+                    return Err(ApiError::modified(res, name));
+                }
+                match write_update(st, rp, name, Half::Finalize, new.clone(), &old, rev).await {
+                    Ok((obj, rev)) => return Ok(crate::render::object(res, obj, rev, headers)),
+                    Err((_, true)) if precondition.is_none() => continue,
+                    Err((e, _)) => return Err(e),
+                }
+            }
+            Err(ApiError::modified(res, name))
+        }
         _ => Err(ApiError::no_route()),
     }
 }
@@ -162,7 +181,8 @@ async fn bind(st: &AppState, rp: &ResourcePath, name: &str, body: &Bytes) -> Api
         new["status"]["conditions"] = json!(conds);
         // Binding writes spec.nodeName and a status condition together, straight to the store at the
         // revision read: neither half's strategy would let both through.
-        match st.store.update(&crate::handlers::key(rp, name), crate::objects::encode(&new), rev, 0).await {
+        match st.store.update(&crate::handlers::key(rp, name), crate::objects::encode(res, &new), rev, 0).await
+        {
             Ok(_) => {
                 let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
                 return Ok(json_response(StatusCode::CREATED, &status));
