@@ -38,6 +38,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// Store puts, gets and watch fan-out: the embedded store beside a real etcd.
     Store(store::bench::BenchArgs),
+    /// The API over HTTP on a real etcd: creates, GETs, a big LIST, watch fan-out, idle memory.
+    Api(apiserver::bench::BenchApiArgs),
 }
 
 /// Where the cluster's state lives.
@@ -115,6 +117,12 @@ pub fn init_tracing(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(args) | Command::Apiserver(args) => up(args).await,
+        Command::Bench { what: BenchCommand::Api(args) } => {
+            let exe = std::env::current_exe().context("finding the kplane binary")?;
+            let report = apiserver::bench::run(args, exe).await.map_err(anyhow::Error::msg)?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Bench { what: BenchCommand::Store(args) } => {
             let report = store::bench::run(args).await?;
             println!("{report}");

@@ -14,30 +14,33 @@ fn etcdctl_put_get_keys_only_json_and_del() {
     let kp = Kplane::start(dir.path(), free_port());
     let ep = kp.endpoint();
 
-    let put = etcdctl(&ep, &["put", "/registry/services/specs/default/nginx-svc", r#"{"kind":"Service"}"#]);
+    let put = etcdctl(&ep, &["put", "/registry/t/services/specs/default/nginx-svc", r#"{"kind":"Service"}"#]);
     assert!(put.status.success(), "put failed: {}", stderr(&put));
     assert_eq!(stdout(&put).trim(), "OK");
-    etcdctl(&ep, &["put", "/registry/services/endpoints/default/nginx-svc", r#"{"kind":"Endpoints"}"#]);
+    etcdctl(&ep, &["put", "/registry/t/services/endpoints/default/nginx-svc", r#"{"kind":"Endpoints"}"#]);
 
-    let keys = etcdctl(&ep, &["get", "/registry", "--prefix", "--keys-only"]);
+    let keys = etcdctl(&ep, &["get", "/registry/t/", "--prefix", "--keys-only"]);
     assert!(keys.status.success(), "{}", stderr(&keys));
     let listed: Vec<_> = stdout(&keys).lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
     assert_eq!(
         listed,
-        vec!["/registry/services/endpoints/default/nginx-svc", "/registry/services/specs/default/nginx-svc"]
+        vec![
+            "/registry/t/services/endpoints/default/nginx-svc",
+            "/registry/t/services/specs/default/nginx-svc"
+        ]
     );
 
-    let json = etcdctl(&ep, &["get", "/registry/services/specs/default/nginx-svc", "-w", "json"]);
+    let json = etcdctl(&ep, &["get", "/registry/t/services/specs/default/nginx-svc", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("etcdctl -w json output");
     let kv = &v["kvs"][0];
     assert_eq!(kv["version"], 1);
     assert_eq!(kv["create_revision"], kv["mod_revision"]);
     assert!(v["header"]["revision"].as_i64().unwrap() >= kv["mod_revision"].as_i64().unwrap());
 
-    let del = etcdctl(&ep, &["del", "/registry/services", "--prefix"]);
+    let del = etcdctl(&ep, &["del", "/registry/t/services", "--prefix"]);
     assert!(del.status.success(), "{}", stderr(&del));
     assert_eq!(stdout(&del).trim(), "2");
-    let none = etcdctl(&ep, &["get", "/registry", "--prefix", "--keys-only"]);
+    let none = etcdctl(&ep, &["get", "/registry/t/", "--prefix", "--keys-only"]);
     assert_eq!(stdout(&none).trim(), "");
 
     // grpc-go sends `endpoint status` with the whole URL as :authority, which the Rust HTTP/2 server
@@ -147,8 +150,10 @@ fn bad_writes_get_clear_errors_and_write_nothing() {
     assert!(stderr(&snapshot).contains("does not implement Snapshot"), "{}", stderr(&snapshot));
 
     assert_eq!(before, revision(), "a refused write must not move the revision");
-    let keys = etcdctl(&ep, &["get", "/", "--prefix", "--keys-only"]);
-    assert_eq!(stdout(&keys).trim(), "", "nothing was written");
+    for key in ["/elsewhere/x", "/registry/big"] {
+        let got = etcdctl(&ep, &["get", key, "--keys-only"]);
+        assert_eq!(stdout(&got).trim(), "", "{key} was written");
+    }
     // The server is still serving.
     let ok = etcdctl(&ep, &["put", "/registry/fine", "v"]);
     assert!(ok.status.success(), "{}", stderr(&ok));

@@ -2,6 +2,8 @@
 //! by the API server and the controllers. Built on k8s-openapi (exactly one version feature, `v1_33`,
 //! set in the workspace).
 //!
+//! - `protobuf/`: Kubernetes protobuf request bodies (what kubectl's typed clients send) decoded
+//!   into upstream's JSON form, by a field table generated from k8s-pb.
 //! - `resources.rs`: the resource table (group, version, kind, plural, etcd prefix, short names,
 //!   categories, subresources, field selectors).
 //! - `patch/`: JSON patch, JSON merge patch and strategic merge patch, with upstream's errors.
@@ -23,6 +25,7 @@ pub mod openapi;
 pub mod patch;
 pub mod patchmeta;
 pub mod printing;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -30,3 +33,8 @@ pub mod selectors;
 pub use k8s_openapi;
 pub use resources::{ResourceDef, Subresource, RESOURCES};
 pub use selectors::{labels_of, FieldSelector, LabelSelector, SelectorError};
+
+// The protobuf field-table generator (src/protobuf/gen.rs) is shared with an example, where the
+// crate is `api_types`; this lets the same file name it so inside the crate's own tests.
+#[cfg(test)]
+extern crate self as api_types;

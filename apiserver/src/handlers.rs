@@ -46,7 +46,7 @@ pub async fn dispatch(
         ("POST", None, None) if rp.namespace.is_some() || !res.namespaced => {
             create(st, &rp, &params, headers, &body).await
         }
-        ("DELETE", None, None) => delete_collection(st, &rp, &params, &body).await,
+        ("DELETE", None, None) => delete_collection(st, &rp, &params, headers, &body).await,
         ("GET", Some(name), None) => get(st, &rp, name, headers).await,
         ("PUT", Some(name), sub @ (None | Some("status"))) => {
             let half = if sub.is_some() { Half::Status } else { Half::Main };
@@ -56,7 +56,7 @@ pub async fn dispatch(
             let half = if sub.is_some() { Half::Status } else { Half::Main };
             patch(st, &rp, name, half, &params, headers, &body).await
         }
-        ("DELETE", Some(name), None) => delete(st, &rp, name, &params, &body).await,
+        ("DELETE", Some(name), None) => delete(st, &rp, name, &params, headers, &body).await,
         ("GET", Some(name), Some("status")) if res.has(api_types::Subresource::Status) => {
             get(st, &rp, name, headers).await
         }
@@ -291,6 +291,13 @@ pub fn decode_body(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiR
                 json_error_text(&e)
             ))
         })?,
+        api_types::protobuf::CONTENT_TYPE => api_types::protobuf::decode_to_json(body, res.group, res.version, res.kind)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    res.kind, res.version, res.kind
+                ))
+            })?,
         "application/yaml" => serde_yaml_ng::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
         })?,
@@ -462,6 +469,13 @@ async fn create(
         return Err(ApiError::invalid(res, &name, causes));
     }
     check_namespace_accepts(st, rp).await?;
+    // An existing object is AlreadyExists, before any allocation could fail for its sake (the create
+    // below still guards the race).
+    match st.store.get(&key(rp, &name)).await {
+        Ok(_) => return Err(ApiError::already_exists(res, &name)),
+        Err(store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(ApiError::from_store(res, &name, e)),
+    }
     let allocation = crate::services::allocate(st, res, &mut obj, None).await?;
     if dry_run {
         allocation.release(st).await;
@@ -662,7 +676,12 @@ pub struct DeleteOpts {
     pub dry_run: bool,
 }
 
-pub fn delete_opts(params: &Params, body: &Bytes) -> ApiResult<DeleteOpts> {
+pub fn delete_opts(
+    res: &ResourceDef,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<DeleteOpts> {
     let mut o = DeleteOpts { grace: params.int("gracePeriodSeconds")?, ..Default::default() };
     o.propagation = params.get("propagationPolicy").map(str::to_string);
     if params.bool("orphanDependents")? {
@@ -670,9 +689,17 @@ pub fn delete_opts(params: &Params, body: &Bytes) -> ApiResult<DeleteOpts> {
     }
     o.dry_run = params.get("dryRun").is_some_and(|d| d == "All");
     if !body.is_empty() {
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
+        let invalid = |e: &dyn std::fmt::Display| {
             ApiError::bad_request(format!("the body of the request is not a valid DeleteOptions: {e}"))
-        })?;
+        };
+        let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let v: Value = if ct.starts_with(api_types::protobuf::CONTENT_TYPE) {
+            // Typed clients send DeleteOptions as protobuf too.
+            api_types::protobuf::decode_to_json(body, res.group, res.version, "DeleteOptions")
+                .map_err(|e| invalid(&e))?
+        } else {
+            serde_json::from_slice(body).map_err(|e| invalid(&e))?
+        };
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             o.grace = Some(g);
         }
@@ -707,9 +734,10 @@ async fn delete(
     rp: &ResourcePath,
     name: &str,
     params: &Params,
+    headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let opts = delete_opts(params, body)?;
+    let opts = delete_opts(rp.res, params, headers, body)?;
     let (code, out) = delete_one(st, rp, name, &opts).await?;
     Ok(json_response(code, &out))
 }
@@ -824,9 +852,10 @@ async fn delete_collection(
     st: &AppState,
     rp: &ResourcePath,
     params: &Params,
+    headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let opts = delete_opts(params, body)?;
+    let opts = delete_opts(rp.res, params, headers, body)?;
     let (items, list_meta, _) = list_items(st, rp, params).await?;
     let mut deleted = Vec::new();
     for obj in items {

@@ -16,6 +16,7 @@
 //!
 //! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
 
+pub mod bench;
 mod discovery;
 mod error;
 mod handlers;
