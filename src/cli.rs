@@ -91,6 +91,9 @@ pub struct ApiArgs {
     /// Range for NodePorts.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     pub service_node_port_range: (i64, i64),
+    /// Events the watch cache keeps per resource; 0 serves every watch from the store.
+    #[arg(long, default_value_t = 8192)]
+    pub default_watch_cache_size: usize,
 }
 
 fn parse_port_range(s: &str) -> Result<(i64, i64), String> {
@@ -193,6 +196,7 @@ async fn up(args: UpArgs) -> Result<()> {
         bind: SocketAddr::new(args.api.bind_address, args.api.secure_port),
         service_cidr: args.api.service_cluster_ip_range,
         node_port_range: args.api.service_node_port_range,
+        watch_cache_size: args.api.default_watch_cache_size,
         ..apiserver::Config::default()
     };
     let state = apiserver::AppState::new(opened.dyn_store(), api_cfg);

@@ -52,7 +52,8 @@ async fn next(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_watcher_sees_changes_and_relists_after_410() {
     let dir = tempfile::tempdir().unwrap();
-    let kp = Kplane::start(dir.path(), free_port());
+    // A tiny watch cache, so a resumed watch falls out of its window onto the compacted store.
+    let kp = Kplane::start_with(dir.path(), free_port(), &["--default-watch-cache-size", "3"]);
     let client = client(&kp).await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     api.create(&PostParams::default(), &cm("seen", &[("w", "yes")])).await.unwrap();

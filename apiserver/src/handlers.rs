@@ -371,8 +371,17 @@ async fn check_namespace_accepts(st: &AppState, rp: &ResourcePath) -> ApiResult<
     let Some(ns) = rp.namespace.as_deref().filter(|_| rp.res.namespaced) else { return Ok(()) };
     let ns_res = api_types::resources::lookup("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
-    let kv = st.store.get(&ns_res.key(None, ns)).await.map_err(|e| ApiError::from_store(ns_res, ns, e))?;
-    let obj = decode(ns_res, &kv)?;
+    let key = ns_res.key(None, ns);
+    // The watch cache answers for namespaces it has; one it lacks may be brand new, so the store
+    // has the last word (upstream's namespace lifecycle admission does the same).
+    let cached = st.cacher.cache(&st.store, ns_res).and_then(|c| c.get(&key));
+    let obj = match cached {
+        Some(obj) => (*obj).clone(),
+        None => {
+            let kv = st.store.get(&key).await.map_err(|e| ApiError::from_store(ns_res, ns, e))?;
+            decode(ns_res, &kv)?
+        }
+    };
     if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
         || meta::deletion_timestamp(&obj).is_some()
     {
@@ -469,12 +478,14 @@ async fn create(
         return Err(ApiError::invalid(res, &name, causes));
     }
     check_namespace_accepts(st, rp).await?;
-    // An existing object is AlreadyExists, before any allocation could fail for its sake (the create
-    // below still guards the race).
-    match st.store.get(&key(rp, &name)).await {
-        Ok(_) => return Err(ApiError::already_exists(res, &name)),
-        Err(store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(ApiError::from_store(res, &name, e)),
+    // An existing Service is AlreadyExists before its allocation could fail for its sake (the create
+    // below still guards the race; other kinds allocate nothing, so they skip the extra read).
+    if res.kind == "Service" {
+        match st.store.get(&key(rp, &name)).await {
+            Ok(_) => return Err(ApiError::already_exists(res, &name)),
+            Err(store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(ApiError::from_store(res, &name, e)),
+        }
     }
     let allocation = crate::services::allocate(st, res, &mut obj, None).await?;
     if dry_run {

@@ -5,7 +5,7 @@
 //!
 //! - `route.rs`: path → (resource, namespace, name, subresource).
 //! - `handlers.rs`: get, list, create, update, patch, delete, deletecollection for every resource.
-//! - `watch.rs`: chunked watch streams.
+//! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
 //! - `subresources.rs`: scale and pods/binding; `synthetic.rs`: componentstatuses.
 //! - `services.rs`: ClusterIP and node-port allocation.
@@ -17,6 +17,7 @@
 //! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
 
 pub mod bench;
+mod cacher;
 mod discovery;
 mod error;
 mod handlers;

@@ -30,6 +30,8 @@ pub struct Config {
     pub node_port_range: (i64, i64),
     /// Largest request body accepted (upstream: 3 MiB).
     pub max_body: usize,
+    /// Events the watch cache keeps per resource (`--default-watch-cache-size`); 0 turns it off.
+    pub watch_cache_size: usize,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             service_cidr: Cidr { base: std::net::Ipv4Addr::new(127, 96, 0, 0), bits: 12 },
             node_port_range: (30000, 32767),
             max_body: 3 * 1024 * 1024,
+            watch_cache_size: crate::cacher::DEFAULT_WINDOW,
         }
     }
 }
@@ -84,12 +87,14 @@ pub struct AppState {
     pub store: DynStore,
     pub config: Arc<Config>,
     pub health: Arc<Health>,
+    pub(crate) cacher: Arc<crate::cacher::Cacher>,
     metrics: Arc<Metrics>,
 }
 
 impl AppState {
     pub fn new(store: DynStore, config: Config) -> AppState {
-        AppState { store, config: Arc::new(config), health: Arc::default(), metrics: Arc::default() }
+        let cacher = Arc::new(crate::cacher::Cacher::new(config.watch_cache_size));
+        AppState { store, cacher, config: Arc::new(config), health: Arc::default(), metrics: Arc::default() }
     }
 }
 

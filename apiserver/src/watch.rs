@@ -1,17 +1,24 @@
-//! Watch: chunked, newline-delimited JSON events from a store watch, with upstream's semantics —
-//! synthetic ADDED events for the current state when the watch starts at "now" (resourceVersion unset
-//! or "0"), selector transitions turned into ADDED/DELETED, bookmarks, timeouts, and an in-stream
-//! ERROR (410 Expired) when the start revision is compacted.
+//! Watch: chunked, newline-delimited JSON events, with upstream's semantics — synthetic ADDED events
+//! for the current state when the watch starts at "now" (resourceVersion unset or "0"), selector
+//! transitions turned into ADDED/DELETED, bookmarks, timeouts, and an in-stream ERROR (410 Expired)
+//! when the start revision is compacted.
+//!
+//! Events come from the watch cache (`cacher.rs`) when it covers the start revision, else straight
+//! from a store watch; both become the same `Change` and go through one loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use store::{EventKind, WatchStream};
+use tokio::sync::{broadcast, mpsc};
 
+use crate::cacher::{deleted_at, line, Attached, CachedEvent, ResourceCache};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::ListQuery;
 use crate::objects::{decode, parse_rv};
@@ -24,6 +31,8 @@ use crate::{meta, AppState};
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 /// Upstream's default watch timeout is 30–60 minutes; kplane uses the lower bound.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long a watch waits for a just-started cache before it watches the store directly.
+const CACHE_WAIT: Duration = Duration::from_secs(2);
 
 pub async fn serve(
     st: &AppState,
@@ -41,6 +50,14 @@ pub async fn serve(
     };
     let rv = params.get("resourceVersion").filter(|s| !s.is_empty());
     let table = if wants_table(headers) { Some(crate::render::table_options(Some(params))?) } else { None };
+    // The cache starts before the initial list, so the list's revision is inside its window.
+    let cache = st.cacher.cache(&st.store, res);
+    if let Some(c) = &cache {
+        let deadline = tokio::time::Instant::now() + CACHE_WAIT;
+        while !c.ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let from_now = rv.is_none_or(|r| r == "0");
     let mut initial = Vec::new();
     let start_rev = if from_now || send_initial {
@@ -54,159 +71,221 @@ pub async fn serve(
     } else {
         parse_rv(rv.unwrap_or("0"))?
     };
-    let prefix = res.list_prefix(rp.namespace.as_deref());
-    let stream = match st.store.watch(&prefix, start_rev + 1).await {
-        Ok(s) => Some(s),
-        Err(store::Error::Compacted { .. }) => None,
-        Err(e) => return Err(ApiError::from_store(res, "", e)),
+    let source = match cache.as_ref().and_then(|c| c.attach(start_rev).map(|a| (c.clone(), a))) {
+        Some((c, a)) => Source::Cache(c, a),
+        None => {
+            let prefix = res.list_prefix(rp.namespace.as_deref());
+            match st.store.watch(&prefix, start_rev + 1).await {
+                Ok(s) => Source::Store(s),
+                Err(store::Error::Compacted { .. }) => Source::Compacted,
+                Err(e) => return Err(ApiError::from_store(res, "", e)),
+            }
+        }
     };
-    let ctx = Ctx { res, q, table, bookmarks, start_rev };
-    let body = events(ctx, initial, send_initial, stream, timeout);
+    let namespace = rp.namespace.clone().filter(|_| res.namespaced);
+    let plain = !q.filtering() && table.is_none();
+    let ctx = Ctx { res, q, namespace, plain, table, bookmarks, start_rev };
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(run(ctx, initial, send_initial, source, timeout, tx));
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(body))
+        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
         .unwrap_or_else(|_| Response::new(Body::empty())))
+}
+
+enum Source {
+    Cache(Arc<ResourceCache>, Attached),
+    Store(WatchStream),
+    Compacted,
+}
+
+/// One change, from either source.
+struct Change {
+    revision: i64,
+    cur: Option<Arc<Value>>,
+    old: Option<Arc<Value>>,
+    /// Set when the change came from the cache: its shared, prebuilt line.
+    cached: Option<Arc<CachedEvent>>,
 }
 
 struct Ctx {
     res: &'static api_types::ResourceDef,
     q: ListQuery,
+    namespace: Option<String>,
+    /// No selectors and no Table: the shared event line serves as is.
+    plain: bool,
     table: Option<api_types::printing::TableOptions>,
     bookmarks: bool,
     start_rev: i64,
 }
 
+type Out = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
 impl Ctx {
-    fn line(&self, ty: &str, obj: Value) -> Result<bytes::Bytes, std::io::Error> {
-        let obj = if let Some(opts) = self.table.as_ref().filter(|_| ty != "ERROR" && ty != "BOOKMARK") {
-            let rev = meta::resource_version(&obj).unwrap_or("").to_string();
-            let mut opts = opts.clone();
-            opts.now = jiff::Timestamp::now();
-            let mut t = api_types::printing::table(self.res, &[obj], &opts);
-            t["metadata"] = json!({"resourceVersion": rev});
-            t
-        } else {
-            obj
-        };
-        let mut s = json!({"type": ty, "object": obj}).to_string();
-        s.push('\n');
-        Ok(bytes::Bytes::from(s))
+    fn in_namespace(&self, obj: &Value) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| meta::namespace(obj) == Some(ns))
     }
 
-    fn bookmark(&self, rev: i64, initial_end: bool) -> Result<bytes::Bytes, std::io::Error> {
+    fn render(&self, ty: &str, obj: &Value) -> Bytes {
+        match self.table.as_ref() {
+            Some(opts) if ty != "ERROR" && ty != "BOOKMARK" => {
+                let rev = meta::resource_version(obj).unwrap_or("").to_string();
+                let mut opts = opts.clone();
+                opts.now = jiff::Timestamp::now();
+                let mut t = api_types::printing::table(self.res, std::slice::from_ref(obj), &opts);
+                t["metadata"] = json!({"resourceVersion": rev});
+                line(ty, &t)
+            }
+            _ => line(ty, obj),
+        }
+    }
+
+    fn bookmark(&self, rev: i64, initial_end: bool) -> Bytes {
         let mut m = json!({"resourceVersion": rev.to_string()});
         if initial_end {
             m["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": m});
-        let mut s = json!({"type": "BOOKMARK", "object": obj}).to_string();
-        s.push('\n');
-        Ok(bytes::Bytes::from(s))
+        line("BOOKMARK", &json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": m}))
     }
 
-    /// The watch event for one store event, if this watch should see it.
-    fn convert(&self, ev: store::Event) -> Result<Option<(&'static str, Value)>, ApiError> {
-        let rev = ev.revision();
-        let cur = match ev.kind {
-            EventKind::Put => Some(decode(self.res, &ev.kv)?),
-            EventKind::Delete => None,
-        };
-        let old = match &ev.prev_kv {
-            Some(p) => Some(decode(self.res, p)?),
-            None => None,
-        };
-        let cur_ok = cur.as_ref().is_some_and(|o| self.q.matches(o));
-        let old_ok = old.as_ref().is_some_and(|o| self.q.matches(o));
-        Ok(match (cur, cur_ok, old_ok) {
-            (Some(c), true, true) => Some(("MODIFIED", c)),
-            (Some(c), true, false) => Some(("ADDED", c)),
-            (_, false, true) => {
-                // Gone, or no longer selected: DELETED with the last state seen, at this revision.
-                let mut o = old.unwrap_or(Value::Null);
-                meta::set(&mut o, "resourceVersion", json!(rev.to_string()));
-                Some(("DELETED", o))
+    /// The line this watch sends for a change, if any.
+    fn convert(&self, ch: &Change) -> Option<Bytes> {
+        let any = ch.cur.as_deref().or(ch.old.as_deref())?;
+        if !self.in_namespace(any) {
+            return None;
+        }
+        if self.plain {
+            if let Some(c) = &ch.cached {
+                return Some(c.plain_line().1.clone());
             }
+        }
+        let cur_ok = ch.cur.as_deref().is_some_and(|o| self.q.matches(o));
+        let old_ok = ch.old.as_deref().is_some_and(|o| self.q.matches(o));
+        match (&ch.cur, cur_ok, old_ok) {
+            (Some(c), true, true) => Some(self.render("MODIFIED", c)),
+            (Some(c), true, false) => Some(self.render("ADDED", c)),
+            // Gone, or no longer selected: DELETED with the last state seen, at this revision.
+            (_, false, true) => ch.old.as_deref().map(|o| self.render("DELETED", &deleted_at(o, ch.revision))),
             _ => None,
-        })
+        }
     }
 }
 
-fn events(
-    ctx: Ctx,
-    initial: Vec<Value>,
-    send_initial: bool,
-    stream: Option<WatchStream>,
-    timeout: Duration,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
-    async_stream(move |tx| async move {
-        for obj in initial {
-            if tx.send(ctx.line("ADDED", obj)).await.is_err() {
-                return;
-            }
-        }
-        let mut last = ctx.start_rev;
-        if send_initial && ctx.bookmarks && tx.send(ctx.bookmark(last, true)).await.is_err() {
+fn store_change(res: &'static api_types::ResourceDef, ev: store::Event) -> Result<Change, ApiError> {
+    let cur = match ev.kind {
+        EventKind::Put => Some(Arc::new(decode(res, &ev.kv)?)),
+        EventKind::Delete => None,
+    };
+    let old = match &ev.prev_kv {
+        Some(p) => Some(Arc::new(decode(res, p)?)),
+        None => None,
+    };
+    Ok(Change { revision: ev.revision(), cur, old, cached: None })
+}
+
+fn cached_change(e: &Arc<CachedEvent>) -> Change {
+    Change { revision: e.revision, cur: e.cur.clone(), old: e.old.clone(), cached: Some(e.clone()) }
+}
+
+/// Sends `bytes`; false when the client has gone.
+async fn send(tx: &Out, bytes: Bytes) -> bool {
+    tx.send(Ok(bytes)).await.is_ok()
+}
+
+async fn run(ctx: Ctx, initial: Vec<Value>, send_initial: bool, source: Source, timeout: Duration, tx: Out) {
+    for obj in initial {
+        if !send(&tx, ctx.render("ADDED", &obj)).await {
             return;
         }
-        let Some(mut stream) = stream else {
+    }
+    let mut last = ctx.start_rev;
+    if send_initial && ctx.bookmarks && !send(&tx, ctx.bookmark(last, true)).await {
+        return;
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+    tick.tick().await;
+    match source {
+        Source::Compacted => {
             let status = ApiError::gone(format!("too old resource version: {}", ctx.start_rev)).status();
-            let _ = tx.send(ctx.line("ERROR", status)).await;
-            return;
-        };
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-        tick.tick().await;
-        loop {
+            let _ = send(&tx, ctx.render("ERROR", &status)).await;
+        }
+        Source::Store(mut stream) => loop {
             tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = tick.tick(), if ctx.bookmarks => {
-                    if tx.send(ctx.bookmark(last, false)).await.is_err() {
+                    if !send(&tx, ctx.bookmark(last, false)).await { return; }
+                }
+                next = stream.next() => {
+                    let change = match next {
+                        Some(Ok(ev)) => store_change(ctx.res, ev),
+                        Some(Err(store::Error::Compacted { requested, compact_revision })) => {
+                            Err(ApiError::gone(format!("too old resource version: {requested} ({compact_revision})")))
+                        }
+                        Some(Err(e)) => Err(ApiError::internal(e)),
+                        None => return,
+                    };
+                    match change {
+                        Ok(ch) => {
+                            last = ch.revision;
+                            if let Some(l) = ctx.convert(&ch) {
+                                if !send(&tx, l).await { return; }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = send(&tx, ctx.render("ERROR", &e.status())).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        },
+        Source::Cache(cache, attached) => {
+            let Attached { replay, mut live, generation } = attached;
+            for e in &replay {
+                last = e.revision;
+                if let Some(l) = ctx.convert(&cached_change(e)) {
+                    if !send(&tx, l).await {
                         return;
                     }
                 }
-                next = stream.next() => match next {
-                    Some(Ok(ev)) => {
-                        last = ev.revision();
-                        match ctx.convert(ev) {
-                            Ok(Some((ty, obj))) => {
-                                if tx.send(ctx.line(ty, obj)).await.is_err() {
-                                    return;
-                                }
+            }
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = tx.closed() => return,
+                    _ = tick.tick(), if ctx.bookmarks => {
+                        if !send(&tx, ctx.bookmark(last, false)).await { return; }
+                    }
+                    msg = live.recv() => match msg {
+                        Ok((g, e)) if g == generation => {
+                            if e.revision <= last {
+                                continue;
                             }
-                            Ok(None) => {}
-                            Err(e) => {
-                                let _ = tx.send(ctx.line("ERROR", e.status())).await;
-                                return;
+                            last = e.revision;
+                            if let Some(l) = ctx.convert(&cached_change(&e)) {
+                                if !send(&tx, l).await { return; }
                             }
                         }
-                    }
-                    Some(Err(store::Error::Compacted { requested, compact_revision })) => {
-                        let status = ApiError::gone(format!("too old resource version: {requested} ({compact_revision})")).status();
-                        let _ = tx.send(ctx.line("ERROR", status)).await;
-                        return;
-                    }
-                    Some(Err(e)) => {
-                        let _ = tx.send(ctx.line("ERROR", ApiError::internal(e).status())).await;
-                        return;
-                    }
-                    None => return,
-                },
+                        // The cache was rebuilt: this watch ends, and its client re-watches from `last`.
+                        Ok(_) => return,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Too slow for the live feed: catch up from the window, or end the watch.
+                            let Some(events) = cache.catch_up(last, generation) else { return };
+                            for e in events {
+                                last = e.revision;
+                                if let Some(l) = ctx.convert(&cached_change(&e)) {
+                                    if !send(&tx, l).await { return; }
+                                }
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
             }
         }
-    })
-}
-
-/// A stream fed by a task, ending when the task does or the client goes away (the receiver drops,
-/// the next send fails, the task returns).
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
 }

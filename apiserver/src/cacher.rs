@@ -1,0 +1,276 @@
+//! The watch cache, after upstream's Cacher: one store watch per resource feeds a decoded copy of the
+//! resource's current objects and a window of recent events. HTTP watches are served from it, so an
+//! event is read from the store and decoded once however many clients watch, and its JSON line is
+//! built once for all the watchers that take it unchanged.
+//!
+//! Correctness rules:
+//! - A watch from revision R is served from the cache only when every event after R is still in the
+//!   window (R ≥ the window's start); otherwise it falls back to a direct store watch, which answers
+//!   410 if R is compacted.
+//! - A watcher subscribes to the live broadcast before it copies the window, under the same lock the
+//!   feeder appends and broadcasts under, so no event falls between the two; events at or below what
+//!   it already delivered are skipped.
+//! - A watcher that falls so far behind that the broadcast drops events for it catches up from the
+//!   window if it can, and is otherwise ended, so that its client re-watches from its last revision.
+//!   Events are never dropped silently.
+//! - When the store watch fails (compaction, store gone), the cache rebuilds from a fresh list and
+//!   the watchers attached to the old one are ended the same way.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use api_types::ResourceDef;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use store::{DynStore, EventKind, ListOptions};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::objects::decode;
+
+/// Events kept per resource for watches that start in the past, unless configured.
+pub const DEFAULT_WINDOW: usize = 8192;
+/// Events buffered per live watcher before it counts as lagging.
+const LIVE_BUFFER: usize = 4096;
+
+/// One change, decoded once.
+#[derive(Debug)]
+pub struct CachedEvent {
+    pub revision: i64,
+    /// The object after the change (None for a delete).
+    pub cur: Option<Arc<Value>>,
+    /// The object before it (None for a create).
+    pub old: Option<Arc<Value>>,
+    /// The event's JSON line for a watcher without selectors, built on first use.
+    plain: OnceLock<(&'static str, Bytes)>,
+}
+
+impl CachedEvent {
+    /// The event as an unfiltered watcher sees it: ADDED, MODIFIED or DELETED with its JSON line.
+    pub fn plain_line(&self) -> &(&'static str, Bytes) {
+        self.plain.get_or_init(|| {
+            let (ty, obj) = match (&self.cur, &self.old) {
+                (Some(c), Some(_)) => ("MODIFIED", (**c).clone()),
+                (Some(c), None) => ("ADDED", (**c).clone()),
+                (None, Some(o)) => ("DELETED", deleted_at(o, self.revision)),
+                (None, None) => ("DELETED", Value::Null),
+            };
+            (ty, line(ty, &obj))
+        })
+    }
+}
+
+/// The last state of a deleted (or no longer selected) object, at the revision of the event.
+pub fn deleted_at(old: &Value, revision: i64) -> Value {
+    let mut o = old.clone();
+    crate::meta::set(&mut o, "resourceVersion", json!(revision.to_string()));
+    o
+}
+
+/// One watch event as a newline-terminated JSON line.
+pub fn line(ty: &str, obj: &Value) -> Bytes {
+    let mut s = json!({"type": ty, "object": obj}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+struct State {
+    /// Current objects by store key.
+    objects: BTreeMap<String, Arc<Value>>,
+    /// Recent events, oldest first.
+    window: VecDeque<Arc<CachedEvent>>,
+    /// Every event after this revision is in the window.
+    window_start: i64,
+    /// The revision of the list the cache started from, or of its last event.
+    revision: i64,
+    ready: bool,
+    /// Bumped on every rebuild: watchers of an older generation are ended.
+    generation: u64,
+}
+
+/// The cache of one resource (all namespaces).
+pub struct ResourceCache {
+    window: usize,
+    state: Mutex<State>,
+    live: broadcast::Sender<(u64, Arc<CachedEvent>)>,
+    feeder: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for ResourceCache {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.feeder.lock() {
+            if let Some(h) = f.take() {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// What a watcher gets when it attaches: the events after its revision, and the live feed.
+pub struct Attached {
+    pub replay: Vec<Arc<CachedEvent>>,
+    pub live: broadcast::Receiver<(u64, Arc<CachedEvent>)>,
+    pub generation: u64,
+}
+
+impl ResourceCache {
+    /// Attaches a watcher that has seen everything up to `after`. None when the window no longer
+    /// covers it (or the cache is not ready): the caller watches the store directly.
+    pub fn attach(&self, after: i64) -> Option<Attached> {
+        let st = self.state.lock().ok()?;
+        if !st.ready || after < st.window_start {
+            return None;
+        }
+        let live = self.live.subscribe();
+        let replay = st.window.iter().filter(|e| e.revision > after).cloned().collect();
+        Some(Attached { replay, live, generation: st.generation })
+    }
+
+    /// Events after `after` still in the window, for a watcher that lagged; None if some are gone.
+    pub fn catch_up(&self, after: i64, generation: u64) -> Option<Vec<Arc<CachedEvent>>> {
+        let st = self.state.lock().ok()?;
+        if st.generation != generation || after < st.window_start {
+            return None;
+        }
+        Some(st.window.iter().filter(|e| e.revision > after).cloned().collect())
+    }
+
+    /// The current object at `key`, if the cache is ready and has it.
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        let st = self.state.lock().ok()?;
+        if !st.ready {
+            return None;
+        }
+        st.objects.get(key).cloned()
+    }
+
+    /// Whether the cache is serving.
+    pub fn ready(&self) -> bool {
+        self.state.lock().map(|s| s.ready).unwrap_or(false)
+    }
+}
+
+/// All resource caches, started on first use.
+pub struct Cacher {
+    /// Events kept per resource; 0 turns the cache off (watches go to the store), as upstream's
+    /// `--default-watch-cache-size 0`.
+    window: usize,
+    caches: Mutex<HashMap<(&'static str, &'static str), Arc<ResourceCache>>>,
+}
+
+impl Cacher {
+    pub fn new(window: usize) -> Cacher {
+        Cacher { window, caches: Mutex::default() }
+    }
+
+    /// The cache of `res`, starting it if needed (None when caching is off). Must be called inside a
+    /// tokio runtime.
+    pub fn cache(&self, store: &DynStore, res: &'static ResourceDef) -> Option<Arc<ResourceCache>> {
+        if self.window == 0 {
+            return None;
+        }
+        let mut caches = self.caches.lock().ok()?;
+        // Resources sharing storage (core and events.k8s.io Events) are cached per served form.
+        let id = (res.group, res.plural);
+        if let Some(c) = caches.get(&id) {
+            return Some(c.clone());
+        }
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        let cache = Arc::new(ResourceCache {
+            window: self.window,
+            state: Mutex::new(State {
+                objects: BTreeMap::new(),
+                window: VecDeque::new(),
+                window_start: i64::MAX,
+                revision: 0,
+                ready: false,
+                generation: 0,
+            }),
+            live,
+            feeder: Mutex::new(None),
+        });
+        let handle = tokio::spawn(feed(Arc::downgrade(&cache), store.clone(), res));
+        if let Ok(mut f) = cache.feeder.lock() {
+            *f = Some(handle);
+        }
+        caches.insert(id, cache.clone());
+        Some(cache)
+    }
+}
+
+/// Keeps one cache current: list, then watch from the list's revision; on any failure, start over.
+/// It holds the cache only weakly, so the cache (and this task) go when the cacher does.
+async fn feed(cache: std::sync::Weak<ResourceCache>, store: DynStore, res: &'static ResourceDef) {
+    let prefix = res.list_prefix(None);
+    loop {
+        match run_once(&cache, &store, res, &prefix).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(resource = res.plural, error = %e, "watch cache restarting"),
+        }
+        match cache.upgrade() {
+            Some(c) => {
+                if let Ok(mut st) = c.state.lock() {
+                    st.ready = false;
+                }
+            }
+            None => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn run_once(
+    cache: &std::sync::Weak<ResourceCache>,
+    store: &DynStore,
+    res: &'static ResourceDef,
+    prefix: &str,
+) -> Result<(), String> {
+    let list = store
+        .list(ListOptions { prefix: prefix.to_string(), ..Default::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut objects = BTreeMap::new();
+    for kv in &list.items {
+        objects.insert(kv.key.clone(), Arc::new(decode(res, kv).map_err(|e| e.message)?));
+    }
+    let mut watch = store.watch(prefix, list.revision + 1).await.map_err(|e| e.to_string())?;
+    {
+        let Some(c) = cache.upgrade() else { return Ok(()) };
+        let mut st = c.state.lock().map_err(|e| e.to_string())?;
+        st.objects = objects;
+        st.window.clear();
+        st.window_start = list.revision;
+        st.revision = list.revision;
+        st.generation += 1;
+        st.ready = true;
+    }
+    while let Some(item) = watch.next().await {
+        let ev = item.map_err(|e| e.to_string())?;
+        let key = ev.kv.key.clone();
+        let cur = match ev.kind {
+            EventKind::Put => Some(Arc::new(decode(res, &ev.kv).map_err(|e| e.message)?)),
+            EventKind::Delete => None,
+        };
+        let Some(c) = cache.upgrade() else { return Ok(()) };
+        let mut st = c.state.lock().map_err(|e| e.to_string())?;
+        let old = st.objects.get(&key).cloned();
+        match &cur {
+            Some(o) => st.objects.insert(key, o.clone()),
+            None => st.objects.remove(&key),
+        };
+        let cached = Arc::new(CachedEvent { revision: ev.revision(), cur, old, plain: OnceLock::new() });
+        st.revision = cached.revision;
+        if st.window.len() >= c.window {
+            if let Some(dropped) = st.window.pop_front() {
+                st.window_start = dropped.revision;
+            }
+        }
+        st.window.push_back(cached.clone());
+        let generation = st.generation;
+        // Sent under the lock, so attach() sees each event either in the window or live.
+        let _ = c.live.send((generation, cached));
+    }
+    Err("store watch ended".into())
+}
