@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) | Command::Apiserver(args) => up(args).await,
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
-            let report = apiserver::bench::run(args, exe).await.map_err(anyhow::Error::msg)?;
+            let report = apiserver::bench::run(args, exe).await?;
             println!("{report}");
             Ok(())
         }

@@ -166,3 +166,40 @@ fn sigterm_stops_kplane_cleanly() {
     let status = kp.terminate();
     assert!(status.success(), "kplane exited with {status:?} on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_requests_get_clear_statuses_and_the_endpoint_keeps_serving() {
+    use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start(dir.path(), free_port());
+    let mut c = Client::connect([kp.endpoint()], None).await.unwrap();
+
+    let err = c.put("", "v", None).await.unwrap_err().to_string();
+    assert!(err.contains("key is not provided"), "{err}");
+    let err = c.put(vec![0xff, 0xfe], "v", None).await.unwrap_err().to_string();
+    assert!(err.contains("UTF-8"), "{err}");
+    let ranged = Txn::new()
+        .when([Compare::version("/registry/a", CompareOp::Equal, 0).with_range("/registry/b")])
+        .and_then([TxnOp::put("/registry/a", "v", None)]);
+    let err = c.txn(ranged).await.unwrap_err().to_string();
+    assert!(err.contains("not supported"), "{err}");
+    let dup = Txn::new().and_then([TxnOp::put("/registry/a", "1", None), TxnOp::put("/registry/a", "2", None)]);
+    let err = c.txn(dup).await.unwrap_err().to_string();
+    assert!(err.contains("duplicate key"), "{err}");
+    let err = c
+        .put("/registry/leased", "v", Some(etcd_client::PutOptions::new().with_lease(12345)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("requested lease not found"), "{err}");
+    // etcd answers a keep-alive of an unknown lease with TTL 0, which etcd-client reports this way.
+    let err = c.lease_keep_alive(999).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("lease not found"), "{err}");
+
+    // Bytes that are not HTTP/2 at all: the connection is dropped, the server stays up.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", kp.etcd_port)).await.unwrap();
+    raw.write_all(b"\x00\x01garbage that is not a gRPC request\r\n\r\n").await.unwrap();
+    drop(raw);
+    assert!(c.get("/registry/a", None).await.unwrap().kvs().is_empty(), "nothing was written");
+    c.put("/registry/ok", "v", None).await.unwrap();
+}

@@ -56,6 +56,7 @@ both_backends!(
     label_annotate_scale_and_patch,
     delete_and_namespaces,
     bad_input_gets_upstream_errors,
+    watch_edit_wait_and_explain,
 );
 
 fn api_resources_and_bootstrap_objects(c: &Cluster) {
@@ -228,4 +229,54 @@ fn bad_input_gets_upstream_errors(c: &Cluster) {
     let out = c.kp.kubectl_stdin(&["replace", "-f", "-"], stale);
     assert!(stderr(&out).contains("the object has been modified"), "{}", stderr(&out));
     assert_eq!(c.key("/registry/configmaps/default/s").unwrap()["data"]["a"], "b");
+}
+
+fn watch_edit_wait_and_explain(c: &Cluster) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    c.kp.kubectl_ok(&["create", "configmap", "w", "--from-literal=a=1"]);
+    // kubectl get -w: the header and the current row, then a row per change.
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&c.kp.kubeconfig)
+        .args(["get", "configmaps", "w", "-w", "-o", "custom-columns=NAME:.metadata.name,A:.data.a"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(first.starts_with("NAME"), "{first}");
+    let row = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(row.starts_with("w ") && row.trim_end().ends_with('1'), "{row}");
+    c.kp.kubectl_ok(&["patch", "configmap", "w", "--type=merge", "-p", r#"{"data":{"a":"2"}}"#]);
+    let changed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(changed.trim_end().ends_with('2'), "{changed}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // kubectl edit with an EDITOR script, then wait on the edited value.
+    let editor = c._dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/a: \"2\"/a: \"3\"/' \"$1\"\n").unwrap();
+    let st = Command::new("chmod").arg("+x").arg(&editor).status().unwrap();
+    assert!(st.success());
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&c.kp.kubeconfig)
+        .args(["edit", "configmap", "w"])
+        .env("EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("configmap/w edited"), "{}", stdout(&out));
+    assert_eq!(c.key("/registry/configmaps/default/w").unwrap()["data"]["a"], "3");
+    c.kp.kubectl_ok(&["wait", "--for=jsonpath={.data.a}=3", "configmap/w", "--timeout=10s"]);
+
+    let explain = c.kp.kubectl_ok(&["explain", "deployment.spec.strategy.rollingUpdate"]);
+    assert!(explain.contains("maxSurge") && explain.contains("<IntOrString>"), "{explain}");
 }

@@ -494,7 +494,9 @@ async fn create(
     }
     match st.store.create(&key(rp, &name), encode(res, &obj), 0).await {
         Ok(kv) => {
-            let obj = decode(res, &kv)?;
+            // What was stored is `obj`: no need to parse it back from the store's bytes.
+            let mut obj = obj;
+            meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
             crate::services::after_create(st, res, &obj).await;
             Ok(with_warnings(
                 crate::render::object_with_code(res, obj, kv.mod_revision, headers, StatusCode::CREATED),

@@ -133,12 +133,12 @@ async fn etcd_version(url: &str) -> String {
     }
 }
 
-/// Microseconds, up to a minute, 3 significant digits.
-fn histogram() -> Result<Histogram<u64>> {
+/// Microseconds, up to a minute, 3 significant digits. Shared with `apiserver::bench`.
+pub fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).map_err(bench_err)
 }
 
-fn figure(ops: usize, elapsed: Duration, hist: &Histogram<u64>) -> Figure {
+pub fn figure(ops: usize, elapsed: Duration, hist: &Histogram<u64>) -> Figure {
     Figure {
         ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
@@ -147,7 +147,7 @@ fn figure(ops: usize, elapsed: Duration, hist: &Histogram<u64>) -> Figure {
 }
 
 /// Runs `total` operations from `concurrency` tasks, timing each; `op(i)` does operation i.
-async fn drive<F, Fut>(total: usize, concurrency: usize, op: F) -> Result<Figure>
+pub async fn drive<F, Fut>(total: usize, concurrency: usize, op: F) -> Result<Figure>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,

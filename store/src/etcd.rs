@@ -50,6 +50,10 @@ use crate::{
     StoreLimits, WatchStream,
 };
 
+/// Largest response accepted from etcd. A list of 10k pods is several MiB, past tonic's 4 MiB
+/// default; kube-apiserver likewise lifts etcd's client receive limit to the maximum.
+const MAX_RESPONSE: usize = i32::MAX as usize;
+
 /// How long creating one watch may take before the attempt counts as failed and is retried.
 const WATCH_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// First delay between watch reconnect attempts.
@@ -117,6 +121,11 @@ impl std::fmt::Debug for EtcdStore {
 impl EtcdStore {
     /// Connects to etcd and checks that it answers, so a wrong endpoint or TLS setup fails at startup
     /// rather than on the first request.
+    /// A KV client that accepts responses of any size (big lists).
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_RESPONSE)
+    }
+
     pub async fn connect(cfg: EtcdConfig) -> Result<EtcdStore> {
         if cfg.endpoints.is_empty() {
             return Err(Error::Internal("no etcd endpoints configured".into()));
@@ -297,7 +306,7 @@ impl Store for EtcdStore {
         if key.is_empty() {
             return Err(Error::InvalidKey { key: String::new(), reason: "empty key".into() });
         }
-        let resp = self.client.kv_client().get(key, None).await.map_err(map_err)?;
+        let resp = self.kv().get(key, None).await.map_err(map_err)?;
         match resp.kvs().first() {
             Some(kv) => convert_kv(kv),
             None => Err(Error::NotFound { key: key.to_string() }),
@@ -323,7 +332,7 @@ impl Store for EtcdStore {
         let (start, end) = range_for(&opts.prefix, start);
         let get_opts =
             GetOptions::new().with_range(end).with_revision(opts.revision.max(0)).with_limit(opts.limit.max(0));
-        let resp = match self.client.kv_client().get(start, Some(get_opts)).await {
+        let resp = match self.kv().get(start, Some(get_opts)).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.map_revision_err(e, opts.revision).await),
         };
@@ -341,7 +350,7 @@ impl Store for EtcdStore {
             value.clone(),
             Some(PutOptions::new().with_lease(lease)),
         )]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
+        let resp = self.kv().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.to_string() });
         }
@@ -374,7 +383,7 @@ impl Store for EtcdStore {
                 TxnOp::get(key, keys_only()),
             ])
             .or_else([TxnOp::get(key, keys_only())]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
+        let resp = self.kv().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
         let current = txn_get(&resp).and_then(|get| get.kvs().first().cloned());
         let Some(current) = current else {
             // The Else Get found nothing, or (impossibly) the Then Get did not see the Put.
@@ -404,7 +413,7 @@ impl Store for EtcdStore {
                     .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
                     .and_then([TxnOp::delete(key, delete_opts)])
                     .or_else([TxnOp::get(key, keys_only())]);
-                let resp = self.client.kv_client().txn(txn).await.map_err(map_err)?;
+                let resp = self.kv().txn(txn).await.map_err(map_err)?;
                 if !resp.succeeded() {
                     let actual = txn_get(&resp).and_then(|get| get.kvs().first().map(|kv| kv.mod_revision()));
                     return Err(match actual {
@@ -419,7 +428,7 @@ impl Store for EtcdStore {
                 (header_revision(resp.header())?, prev)
             }
             None => {
-                let resp = self.client.kv_client().delete(key, delete_opts).await.map_err(map_err)?;
+                let resp = self.kv().delete(key, delete_opts).await.map_err(map_err)?;
                 (header_revision(resp.header())?, resp.prev_kvs().first().cloned())
             }
         };
@@ -440,13 +449,12 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<i64> {
         let opts = GetOptions::new().with_count_only();
-        let resp =
-            self.client.kv_client().get(self.limits.prefix.as_str(), Some(opts)).await.map_err(map_err)?;
+        let resp = self.kv().get(self.limits.prefix.as_str(), Some(opts)).await.map_err(map_err)?;
         header_revision(resp.header())
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.client.kv_client().compact(revision, None).await {
+        match self.kv().compact(revision, None).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.map_revision_err(e, revision).await),
         }
@@ -510,7 +518,7 @@ impl WatchTask {
                 .with_start_revision(self.next_rev)
                 .with_prev_key()
                 .with_progress_notify();
-            let mut watch_client = self.client.watch_client();
+            let mut watch_client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE);
             let create =
                 tokio::time::timeout(WATCH_CREATE_TIMEOUT, watch_client.watch(self.key.clone(), Some(options)));
             let attempt = tokio::select! {
