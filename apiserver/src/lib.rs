@@ -4,7 +4,7 @@
 //! strategies: adding a resource is a table entry, never new handler code.
 //!
 //! - `route.rs`: path → (resource, namespace, name, subresource).
-//! - `handlers.rs`: get, list, create, update, patch, delete, deletecollection for every resource.
+//! - `handlers/`: get, list, create, update, patch, delete, deletecollection for every resource.
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
 //! - `subresources.rs`: scale and pods/binding; `synthetic.rs`: componentstatuses.

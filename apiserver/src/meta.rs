@@ -7,17 +7,17 @@ pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {
     obj.get("metadata").and_then(Value::as_object)
 }
 
-/// `metadata`, created if missing (or replaced if it is not an object).
-pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+/// `metadata`, created if missing (or replaced if it is not an object). None only when `obj`
+/// itself is not an object, which it is made into first, so callers may ignore that case.
+pub fn meta_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
     }
-    let map = obj.as_object_mut().expect("made an object above");
-    let m = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let m = obj.as_object_mut()?.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !m.is_object() {
         *m = Value::Object(Map::new());
     }
-    m.as_object_mut().expect("made an object above")
+    m.as_object_mut()
 }
 
 pub fn str_field<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
@@ -41,11 +41,13 @@ pub fn uid(obj: &Value) -> Option<&str> {
 }
 
 pub fn set(obj: &mut Value, field: &str, value: Value) {
-    meta_mut(obj).insert(field.to_string(), value);
+    if let Some(m) = meta_mut(obj) {
+        m.insert(field.to_string(), value);
+    }
 }
 
 pub fn remove(obj: &mut Value, field: &str) -> Option<Value> {
-    meta_mut(obj).remove(field)
+    meta_mut(obj)?.remove(field)
 }
 
 pub fn finalizers(obj: &Value) -> Vec<String> {

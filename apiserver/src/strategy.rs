@@ -206,9 +206,11 @@ pub fn default(res: &ResourceDef, obj: &mut Value) {
         "Service" => default_service(obj),
         "Namespace" => {
             if let Some(name) = meta::name(obj).map(str::to_string) {
-                let labels = meta::meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
-                if let Some(l) = labels.as_object_mut() {
-                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
+                if let Some(m) = meta::meta_mut(obj) {
+                    let labels = m.entry("labels").or_insert_with(|| json!({}));
+                    if let Some(l) = labels.as_object_mut() {
+                        l.insert("kubernetes.io/metadata.name".into(), json!(name));
+                    }
                 }
             }
             set_default(obj, &["spec", "finalizers"], json!(["kubernetes"]));

@@ -1,21 +1,10 @@
 //! The JSON text forms Go gives values that protobuf carries as numbers or bytes: base64 for
 //! `[]byte`, RFC 3339 for `metav1.Time`/`MicroTime`, and `time.Duration`'s `String()`.
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
 pub(crate) fn base64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    let symbol = |n: u32| char::from(BASE64[(n & 63) as usize]);
-    for chunk in data.chunks(3) {
-        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (b(0) << 16) | (b(1) << 8) | b(2);
-        out.push(symbol(n >> 18));
-        out.push(symbol(n >> 12));
-        out.push(if chunk.len() > 1 { symbol(n >> 6) } else { '=' });
-        out.push(if chunk.len() > 2 { symbol(n) } else { '=' });
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;

@@ -1,0 +1,200 @@
+//! Get and list.
+
+use api_types::ResourceDef;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::error::{ApiError, ApiResult};
+use crate::objects::{decode, parse_rv};
+use crate::params::Params;
+use crate::route::ResourcePath;
+use crate::AppState;
+
+pub(crate) async fn get(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let (obj, rev) = read(st, rp, name).await?;
+    Ok(crate::render::object(rp.res, obj, rev, headers))
+}
+
+/// A parsed list request.
+pub struct ListQuery {
+    pub labels: Option<api_types::selectors::LabelSelector>,
+    pub fields: Option<api_types::selectors::FieldSelector>,
+}
+
+impl ListQuery {
+    pub fn parse(res: &ResourceDef, params: &Params) -> ApiResult<ListQuery> {
+        let labels = match params.get("labelSelector").filter(|s| !s.trim().is_empty()) {
+            Some(s) => Some(
+                api_types::selectors::LabelSelector::parse(s)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let fields = match params.get("fieldSelector").filter(|s| !s.trim().is_empty()) {
+            Some(s) => {
+                let f = api_types::selectors::FieldSelector::parse(s)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                f.validate(res.field_selectors).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(ListQuery { labels, fields })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.as_ref().is_none_or(|l| l.matches(&api_types::selectors::labels_of(obj)))
+            && self.fields.as_ref().is_none_or(|f| f.matches(obj))
+    }
+
+    pub fn filtering(&self) -> bool {
+        self.labels.is_some() || self.fields.is_some()
+    }
+}
+
+/// The continue token: the revision of the first page and the last key returned (opaque to clients).
+pub(crate) fn encode_continue(rev: i64, key: &str) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string();
+    base64_url(raw.as_bytes())
+}
+
+pub(crate) fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+    let bad = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+    let raw = base64_url_decode(token).ok_or_else(|| bad("not base64"))?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad("not JSON"))?;
+    let rev = v
+        .get("rv")
+        .and_then(Value::as_i64)
+        .filter(|r| *r > 0)
+        .ok_or_else(|| bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(|| bad("missing start"))?;
+    if !start.starts_with(prefix) {
+        return Err(bad("the continue token is for another list"));
+    }
+    Ok((rev, start.to_string()))
+}
+
+pub(crate) fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn base64_url_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+}
+
+/// The items of a list request and the list metadata, upstream's semantics for resourceVersion,
+/// resourceVersionMatch, limit and continue.
+pub async fn list_items(
+    st: &AppState,
+    rp: &ResourcePath,
+    params: &Params,
+) -> ApiResult<(Vec<Value>, Value, i64)> {
+    let res = rp.res;
+    let q = ListQuery::parse(res, params)?;
+    let prefix = res.list_prefix(rp.namespace.as_deref());
+    let limit = params.int("limit")?.filter(|l| *l > 0).unwrap_or(0);
+    let rv = params.get("resourceVersion").filter(|s| !s.is_empty());
+    let rv_match = params.get("resourceVersionMatch").filter(|s| !s.is_empty());
+    let (mut revision, mut after) = (0i64, None);
+    if let Some(token) = params.get("continue").filter(|s| !s.is_empty()) {
+        if rv.is_some_and(|r| r != "0") {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let (r, start) = decode_continue(token, &prefix)?;
+        revision = r;
+        after = Some(start);
+    } else {
+        match (rv, rv_match) {
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"))
+            }
+            (Some(r), Some("Exact")) => {
+                revision = parse_rv(r)?;
+                if revision == 0 {
+                    return Err(ApiError::bad_request("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\""));
+                }
+            }
+            (Some(r), Some("NotOlderThan")) | (Some(r), None) => {
+                let n = parse_rv(r)?;
+                // Legacy semantics: a non-zero resourceVersion with a limit reads exactly there.
+                if n > 0 && limit > 0 && rv_match.is_none() {
+                    revision = n;
+                } else if n > 0 {
+                    let current = st.store.current_revision().await.map_err(|e| ApiError::from_store(res, "", e))?;
+                    if n > current {
+                        return Err(ApiError::timeout(format!("Too large resource version: {n}, current: {current}")));
+                    }
+                }
+            }
+            (Some(_), Some(other)) => {
+                return Err(ApiError::bad_request(format!(
+                    "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+                )))
+            }
+            (None, None) => {}
+        }
+    }
+    let mut items = Vec::new();
+    let mut remaining = None;
+    let mut next = None;
+    // Read pages until the limit is met: with selectors, a page may match fewer than asked for.
+    let page = if limit > 0 { limit.max(if q.filtering() { 500 } else { limit }) } else { 0 };
+    loop {
+        let r = st
+            .store
+            .list(ListOptions { prefix: prefix.clone(), revision, limit: page, continue_after: after.clone() })
+            .await
+            .map_err(|e| ApiError::from_store(res, "", e))?;
+        revision = r.revision;
+        let n = r.items.len();
+        for (i, kv) in r.items.into_iter().enumerate() {
+            let obj = decode(res, &kv)?;
+            after = Some(kv.key.clone());
+            if q.matches(&obj) {
+                items.push(obj);
+                if limit > 0 && items.len() as i64 == limit {
+                    let left = (n - i - 1) as i64 + r.remaining;
+                    if left > 0 {
+                        next = Some(encode_continue(revision, &kv.key));
+                        if !q.filtering() {
+                            remaining = Some(left);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        if next.is_some() || !r.more || limit == 0 {
+            break;
+        }
+    }
+    let mut list_meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(c) = next {
+        list_meta["continue"] = json!(c);
+    }
+    if let Some(r) = remaining {
+        list_meta["remainingItemCount"] = json!(r);
+    }
+    Ok((items, list_meta, revision))
+}
+
+pub(crate) async fn list(
+    st: &AppState,
+    rp: &ResourcePath,
+    params: &Params,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let (items, list_meta, _) = list_items(st, rp, params).await?;
+    crate::render::list(rp.res, items, list_meta, headers, params)
+}

@@ -1,0 +1,102 @@
+//! The generic handlers: one implementation of get, list, create, update, patch, delete and
+//! deletecollection for every resource in the table. Per-resource behaviour comes from
+//! `strategy.rs`; storage conventions from `objects.rs`.
+//!
+//! - `list.rs`: get and list (paging at one revision, continue tokens, resourceVersion semantics).
+//! - `body.rs`: request bodies (JSON, YAML, protobuf), namespace checks, field validation.
+//! - `write.rs`: create, update, patch, and `write_update`, the path every write of an existing
+//!   object takes.
+//! - `delete.rs`: delete with DeleteOptions, and deletecollection.
+
+mod body;
+mod delete;
+mod list;
+mod write;
+
+pub(crate) use body::*;
+pub(crate) use delete::*;
+pub(crate) use list::*;
+pub(crate) use write::*;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::Value;
+use store::{Error as StoreError, ListOptions};
+
+use crate::error::{ApiError, ApiResult};
+use crate::objects::decode;
+use crate::params::Params;
+use crate::route::ResourcePath;
+use crate::strategy::Half;
+use crate::AppState;
+
+/// How often an update retries after a conflict it caused itself (no client precondition).
+const MAX_RETRIES: usize = 100;
+
+pub fn json_response(code: StatusCode, body: &Value) -> Response {
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Dispatches a request on a resource path.
+pub async fn dispatch(
+    st: &AppState,
+    method: &Method,
+    rp: ResourcePath,
+    params: Params,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    if res.namespaced && rp.name.is_some() && rp.namespace.is_none() {
+        // `/api/v1/pods/x`: a namespaced object needs its namespace.
+        return Err(ApiError::no_route());
+    }
+    if !res.stored {
+        return crate::synthetic::serve(st, method, &rp, &params, headers).await;
+    }
+    match (method.as_str(), rp.name.as_deref(), rp.subresource.as_deref()) {
+        ("GET", None, None) if params.bool("watch")? => crate::watch::serve(st, &rp, &params, headers).await,
+        ("GET", None, None) => list(st, &rp, &params, headers).await,
+        ("POST", None, None) if rp.namespace.is_some() || !res.namespaced => {
+            create(st, &rp, &params, headers, &body).await
+        }
+        ("DELETE", None, None) => delete_collection(st, &rp, &params, headers, &body).await,
+        ("GET", Some(name), None) => get(st, &rp, name, headers).await,
+        ("PUT", Some(name), sub @ (None | Some("status"))) => {
+            let half = if sub.is_some() { Half::Status } else { Half::Main };
+            update(st, &rp, name, half, &params, headers, &body).await
+        }
+        ("PATCH", Some(name), sub @ (None | Some("status"))) => {
+            let half = if sub.is_some() { Half::Status } else { Half::Main };
+            patch(st, &rp, name, half, &params, headers, &body).await
+        }
+        ("DELETE", Some(name), None) => delete(st, &rp, name, &params, headers, &body).await,
+        ("GET", Some(name), Some("status")) if res.has(api_types::Subresource::Status) => {
+            get(st, &rp, name, headers).await
+        }
+        (_, Some(name), Some(sub)) => {
+            crate::subresources::serve(st, method, &rp, name, sub, &params, headers, &body).await
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+pub fn key(rp: &ResourcePath, name: &str) -> String {
+    rp.res.key(rp.namespace.as_deref(), name)
+}
+
+/// Reads one object, or NotFound.
+pub async fn read(st: &AppState, rp: &ResourcePath, name: &str) -> ApiResult<(Value, i64)> {
+    let kv = st.store.get(&key(rp, name)).await.map_err(|e| ApiError::from_store(rp.res, name, e))?;
+    Ok((decode(rp.res, &kv)?, kv.mod_revision))
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,285 @@
+//! Create, update, patch, and the update path they share.
+
+use api_types::ResourceDef;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::error::{ApiError, ApiResult};
+use crate::objects::{decode, encode, parse_rv, set_kind};
+use crate::params::Params;
+use crate::route::ResourcePath;
+use crate::strategy::{self, Half};
+use crate::{meta, AppState};
+
+/// Creates in a namespace only if it exists and is not terminating.
+pub(crate) async fn check_namespace_accepts(st: &AppState, rp: &ResourcePath) -> ApiResult<()> {
+    let Some(ns) = rp.namespace.as_deref().filter(|_| rp.res.namespaced) else { return Ok(()) };
+    let ns_res = api_types::resources::lookup("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+    let key = ns_res.key(None, ns);
+    // The watch cache answers for namespaces it has; one it lacks may be brand new, so the store
+    // has the last word (upstream's namespace lifecycle admission does the same).
+    let cached = st.cacher.cache(&st.store, ns_res).and_then(|c| c.get(&key));
+    let obj = match cached {
+        Some(obj) => (*obj).clone(),
+        None => {
+            let kv = st.store.get(&key).await.map_err(|e| ApiError::from_store(ns_res, ns, e))?;
+            decode(ns_res, &kv)?
+        }
+    };
+    if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+        || meta::deletion_timestamp(&obj).is_some()
+    {
+        let name = "";
+        return Err(ApiError {
+            details: Some(json!({"name": name, "kind": rp.res.plural})),
+            ..ApiError::forbidden(
+                rp.res,
+                name,
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            )
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn random_suffix() -> String {
+    // Upstream's alphabet for generated names: no vowels (no words), no confusable characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes.iter().take(5).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+pub(crate) async fn create(
+    st: &AppState,
+    rp: &ResourcePath,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    let mut obj = decode_body(res, headers, body)?;
+    let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
+    check_namespace(rp, &mut obj)?;
+    let dry_run = params.get("dryRun").is_some_and(|d| d == "All");
+    for field in ["resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        meta::remove(&mut obj, field);
+    }
+    let generate = meta::str_field(&obj, "generateName").map(str::to_string);
+    if meta::name(&obj).is_none() {
+        if let Some(prefix) = &generate {
+            meta::set(&mut obj, "name", json!(format!("{}{}", truncate_prefix(prefix), random_suffix())));
+        }
+    }
+    meta::set(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+    meta::set(&mut obj, "creationTimestamp", json!(meta::now_rfc3339()));
+    strategy::prepare_create(res, &mut obj);
+    let name = meta::name(&obj).unwrap_or("").to_string();
+    let causes = strategy::validate(res, &obj, None);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(res, &name, causes));
+    }
+    check_namespace_accepts(st, rp).await?;
+    // An existing Service is AlreadyExists before its allocation could fail for its sake (the create
+    // below still guards the race; other kinds allocate nothing, so they skip the extra read).
+    if res.kind == "Service" {
+        match st.store.get(&key(rp, &name)).await {
+            Ok(_) => return Err(ApiError::already_exists(res, &name)),
+            Err(store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(ApiError::from_store(res, &name, e)),
+        }
+    }
+    let allocation = crate::services::allocate(st, res, &mut obj, None).await?;
+    if dry_run {
+        allocation.release(st).await;
+        return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
+    }
+    match st.store.create(&key(rp, &name), encode(res, &obj), 0).await {
+        Ok(kv) => {
+            // What was stored is `obj`: no need to parse it back from the store's bytes.
+            let mut obj = obj;
+            meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
+            crate::services::after_create(st, res, &obj).await;
+            Ok(with_warnings(
+                crate::render::object_with_code(res, obj, kv.mod_revision, headers, StatusCode::CREATED),
+                &warnings,
+            ))
+        }
+        Err(e) => {
+            allocation.release(st).await;
+            Err(ApiError::from_store(res, &name, e))
+        }
+    }
+}
+
+/// Upstream keeps generated names within 63 characters: the prefix is cut to leave room for 5.
+pub(crate) fn truncate_prefix(prefix: &str) -> &str {
+    let max = 63 - 5;
+    if prefix.len() <= max {
+        prefix
+    } else {
+        let mut end = max;
+        while !prefix.is_char_boundary(end) {
+            end -= 1;
+        }
+        &prefix[..end]
+    }
+}
+
+/// The update path every write of an existing object goes through (PUT, PATCH, status, scale,
+/// finalizer removal): prepare, validate, write at `old_rev`, or delete when the last finalizer of a
+/// deleting object is gone.
+pub async fn write_update(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    half: Half,
+    mut new: Value,
+    old: &Value,
+    old_rev: i64,
+) -> Result<(Value, i64), (ApiError, bool)> {
+    let res = rp.res;
+    strategy::prepare_update(res, half, &mut new, old);
+    meta::set(&mut new, "name", json!(name));
+    let causes = strategy::validate(res, &new, Some(old));
+    if !causes.is_empty() {
+        return Err((ApiError::invalid(res, name, causes), false));
+    }
+    let mut unchanged_new = new.clone();
+    meta::remove(&mut unchanged_new, "resourceVersion");
+    let mut unchanged_old = old.clone();
+    meta::remove(&mut unchanged_old, "resourceVersion");
+    if unchanged_new == unchanged_old {
+        return Ok((old.clone(), old_rev));
+    }
+    let k = key(rp, name);
+    if meta::deletion_timestamp(&new).is_some()
+        && meta::finalizers(&new).is_empty()
+        && !pod_awaiting_kubelet(res, &new)
+    {
+        return match st.store.delete(&k, Some(old_rev)).await {
+            Ok(d) => {
+                crate::services::after_delete(st, res, old).await;
+                Ok((new, d.revision))
+            }
+            Err(StoreError::Conflict { .. }) => Err((ApiError::modified(res, name), true)),
+            Err(e) => Err((ApiError::from_store(res, name, e), false)),
+        };
+    }
+    match st.store.update(&k, encode(res, &new), old_rev, 0).await {
+        Ok(kv) => Ok((decode(res, &kv).map_err(|e| (e, false))?, kv.mod_revision)),
+        Err(StoreError::Conflict { .. }) => Err((ApiError::modified(res, name), true)),
+        Err(e) => Err((ApiError::from_store(res, name, e), false)),
+    }
+}
+
+/// A pod on a node with a grace period waits for its kubelet's final delete.
+pub(crate) fn pod_awaiting_kubelet(res: &ResourceDef, obj: &Value) -> bool {
+    res.kind == "Pod"
+        && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        && meta::meta(obj)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
+}
+
+pub(crate) async fn update(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    half: Half,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    let mut new = decode_body(res, headers, body)?;
+    let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
+    check_namespace(rp, &mut new)?;
+    if let Some(n) = meta::name(&new) {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let precondition = match meta::resource_version(&new) {
+        Some(rv) => Some(parse_rv(rv)?),
+        None => None,
+    };
+    for _ in 0..MAX_RETRIES {
+        let (old, old_rev) = match read(st, rp, name).await {
+            Ok(v) => v,
+            Err(e) if e.code == 404 && allow_create_on_update(res) && half == Half::Main => {
+                return create(st, rp, params, headers, body).await;
+            }
+            Err(e) => return Err(e),
+        };
+        if precondition.is_some_and(|p| p != old_rev) {
+            return Err(ApiError::modified(res, name));
+        }
+        match write_update(st, rp, name, half, new.clone(), &old, old_rev).await {
+            Ok((obj, rev)) => {
+                return Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings))
+            }
+            Err((e, true)) if precondition.is_none() => {
+                tracing::debug!(error = %e.message, "update conflict, retrying");
+                continue;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    Err(ApiError::modified(res, name))
+}
+
+/// Upstream lets PUT create these (their writers upsert).
+pub(crate) fn allow_create_on_update(res: &ResourceDef) -> bool {
+    matches!(res.kind, "Endpoints" | "Lease" | "EndpointSlice")
+}
+
+pub(crate) async fn patch(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    half: Half,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let patch_type = api_types::patch::PatchType::from_content_type(ct)
+        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
+    for _ in 0..MAX_RETRIES {
+        let (old, old_rev) = read(st, rp, name).await?;
+        let mut patched = crate::patching::apply(res, patch_type, &old, body)?;
+        set_kind(res, &mut patched);
+        check_namespace(rp, &mut patched)?;
+        let precondition = match meta::resource_version(&patched) {
+            Some(rv) if Some(rv) != meta::resource_version(&old) => Some(parse_rv(rv)?),
+            _ => None,
+        };
+        if precondition.is_some_and(|p| p != old_rev) {
+            return Err(ApiError::modified(res, name));
+        }
+        if meta::name(&patched) != Some(name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta::name(&patched).unwrap_or("")
+            )));
+        }
+        let warnings = field_validation(res, params, &serde_json::to_vec(&patched).unwrap_or_default())?;
+        match write_update(st, rp, name, half, patched, &old, old_rev).await {
+            Ok((obj, rev)) => {
+                return Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings))
+            }
+            Err((_, true)) if precondition.is_none() => continue,
+            Err((e, _)) => return Err(e),
+        }
+    }
+    Err(ApiError::modified(res, name))
+}
