@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::{json_response, read, write_update};
+use crate::handlers::{json_response, precondition_of, read, update_loop};
 use crate::objects::parse_rv;
 use crate::params::Params;
 use crate::route::ResourcePath;
@@ -33,77 +33,57 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(&obj)))
         }
         ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
-            for _ in 0..100 {
-                let (obj, rev) = read(st, rp, name).await?;
-                let current = scale_of(&obj);
-                let scale = if method == Method::PATCH {
-                    let ct = headers
-                        .get(axum::http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    let pt = api_types::patch::PatchType::from_content_type(ct)
-                        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
-                    crate::patching::apply_plain(pt, &current, body)?
-                } else {
-                    serde_json::from_slice::<Value>(body).map_err(|e| {
+            let patch_type = if method == Method::PATCH {
+                let ct =
+                    headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                Some(
+                    api_types::patch::PatchType::from_content_type(ct)
+                        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?,
+                )
+            } else {
+                None
+            };
+            let (updated, _) = update_loop(st, rp, name, Half::Main, |obj| {
+                let scale = match patch_type {
+                    Some(pt) => crate::patching::apply_plain(pt, &scale_of(obj), body)?,
+                    None => serde_json::from_slice::<Value>(body).map_err(|e| {
                         ApiError::bad_request(format!(
                             "Scale in version \"v1\" cannot be handled as a Scale: json: {e}"
                         ))
-                    })?
+                    })?,
                 };
-                let precondition = match meta::resource_version(&scale) {
-                    Some(rv) => Some(parse_rv(rv)?),
-                    None => None,
-                };
-                if precondition.is_some_and(|p| p != rev) {
-                    return Err(ApiError::modified(res, name));
-                }
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                 if replicas < 0 {
-                    return Err(ApiError {
-                        details: Some(
-                            json!({"name": name, "group": "autoscaling", "kind": "Scale", "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {replicas}: must be greater than or equal to 0"), "field": "spec.replicas"}]}),
-                        ),
-                        ..ApiError::invalid(
-                            res,
-                            name,
-                            vec![crate::error::Cause::invalid(
-                                "spec.replicas",
-                                replicas,
-                                "must be greater than or equal to 0",
-                            )],
-                        )
-                    });
+                    let cause = crate::error::Cause::invalid(
+                        "spec.replicas",
+                        replicas,
+                        "must be greater than or equal to 0",
+                    );
+                    return Err(ApiError::invalid(res, name, vec![cause]));
                 }
                 let mut new = obj.clone();
                 new["spec"]["replicas"] = json!(replicas);
-                match write_update(st, rp, name, Half::Main, new, &obj, rev).await {
-                    Ok((updated, _)) => return Ok(json_response(StatusCode::OK, &scale_of(&updated))),
-                    Err((_, true)) if precondition.is_none() => continue,
-                    Err((e, _)) => return Err(e),
-                }
-            }
-            Err(ApiError::modified(res, name))
+                // A PUT's resourceVersion is the client's precondition; a patch's only when the patch
+                // itself changed it (the rest came from the object just read).
+                let precondition = match patch_type {
+                    None => precondition_of(&scale)?,
+                    Some(_) => match meta::resource_version(&scale) {
+                        Some(rv) if Some(rv) != meta::resource_version(obj) => Some(parse_rv(rv)?),
+                        _ => None,
+                    },
+                };
+                Ok((new, precondition))
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
         ("PUT", "finalize") if res.has(api_types::Subresource::Finalize) => {
             let new = crate::handlers::decode_body(res, headers, body)?;
-            let precondition = match meta::resource_version(&new) {
-                Some(rv) => Some(parse_rv(rv)?),
-                None => None,
-            };
-            for _ in 0..100 {
-                let (old, rev) = read(st, rp, name).await?;
-                if precondition.is_some_and(|p| p != rev) {
-                    return Err(ApiError::modified(res, name));
-                }
-                match write_update(st, rp, name, Half::Finalize, new.clone(), &old, rev).await {
-                    Ok((obj, rev)) => return Ok(crate::render::object(res, obj, rev, headers)),
-                    Err((_, true)) if precondition.is_none() => continue,
-                    Err((e, _)) => return Err(e),
-                }
-            }
-            Err(ApiError::modified(res, name))
+            let precondition = precondition_of(&new)?;
+            let (obj, rev) =
+                update_loop(st, rp, name, Half::Finalize, |_| Ok((new.clone(), precondition))).await?;
+            Ok(crate::render::object(res, obj, rev, headers))
         }
         _ => Err(ApiError::no_route()),
     }

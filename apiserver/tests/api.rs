@@ -355,3 +355,50 @@ async fn watch_follows_upstream_semantics() {
     assert_eq!(evs[0]["object"]["code"], 410);
     assert_eq!(evs[0]["object"]["reason"], "Expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_namespace_terminates_until_finalized() {
+    let a = api().await;
+    assert_eq!(a.call(Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": "gone"}})).await.0, 201);
+    let (code, ns) = a.call(Method::DELETE, "/api/v1/namespaces/gone", Value::Null).await;
+    assert_eq!(code, 200);
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string());
+    // A label change does not end it: only the namespace controller's finalize does.
+    let (code, _) = a
+        .raw(
+            Method::PATCH,
+            "/api/v1/namespaces/gone",
+            "application/merge-patch+json",
+            br#"{"metadata":{"labels":{"x":"y"}}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = a.call(Method::GET, "/api/v1/namespaces/gone", Value::Null).await;
+    assert_eq!(code, 200, "the namespace must still exist while spec.finalizers hold it");
+    // Creates are checked against the watch cache, which sees the deletion an instant later (as
+    // upstream's admission sees it through its informer): wait for that with dry runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.call(Method::POST, "/api/v1/namespaces/gone/configmaps?dryRun=All", cm("late")).await.0 != 403 {
+        assert!(std::time::Instant::now() < deadline, "creates into a terminating namespace are never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let s = a
+        .refused(
+            Method::POST,
+            "/api/v1/namespaces/gone/configmaps",
+            "application/json",
+            cm("late").to_string().into_bytes(),
+            403,
+            "Forbidden",
+        )
+        .await;
+    assert!(s["message"].as_str().unwrap().contains("because it is being terminated"), "{s}");
+    let (_, cur) = a.call(Method::GET, "/api/v1/namespaces/gone", Value::Null).await;
+    let mut fin = cur.clone();
+    fin["spec"]["finalizers"] = json!([]);
+    let (code, _) = a.call(Method::PUT, "/api/v1/namespaces/gone/finalize", fin).await;
+    assert_eq!(code, 200);
+    let (code, _) = a.call(Method::GET, "/api/v1/namespaces/gone", Value::Null).await;
+    assert_eq!(code, 404, "finalized and deleted");
+}

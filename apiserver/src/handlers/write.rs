@@ -157,7 +157,7 @@ pub async fn write_update(
     }
     let k = key(rp, name);
     if meta::deletion_timestamp(&new).is_some()
-        && meta::finalizers(&new).is_empty()
+        && !strategy::holds_deletion(res, &new)
         && !pod_awaiting_kubelet(res, &new)
     {
         return match st.store.delete(&k, Some(old_rev)).await {
@@ -187,6 +187,46 @@ pub(crate) fn pod_awaiting_kubelet(res: &ResourceDef, obj: &Value) -> bool {
             > 0
 }
 
+/// What a transform hands [`update_loop`]: the object to write and the client's resourceVersion
+/// precondition, if it gave one.
+pub(crate) type Transformed = (Value, Option<i64>);
+
+/// Upstream's GuaranteedUpdate at the API level, the one retry loop of every update-like request
+/// (PUT, PATCH, status, scale, finalize): read, transform, write at the revision read. A conflict the
+/// client caused (its precondition is stale) is a 409; one it did not (someone wrote in between) is
+/// retried with a fresh read, so the transform must be free of side effects.
+pub(crate) async fn update_loop<F>(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    half: Half,
+    mut transform: F,
+) -> ApiResult<(Value, i64)>
+where
+    F: FnMut(&Value) -> ApiResult<Transformed>,
+{
+    for _ in 0..MAX_RETRIES {
+        let (old, old_rev) = read(st, rp, name).await?;
+        let (new, precondition) = transform(&old)?;
+        if precondition.is_some_and(|p| p != old_rev) {
+            return Err(ApiError::modified(rp.res, name));
+        }
+        match write_update(st, rp, name, half, new, &old, old_rev).await {
+            Ok(done) => return Ok(done),
+            Err((e, true)) if precondition.is_none() => {
+                tracing::debug!(error = %e.message, "update conflict, retrying");
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    Err(ApiError::modified(rp.res, name))
+}
+
+/// A client's resourceVersion, as the precondition of its write.
+pub(crate) fn precondition_of(obj: &Value) -> ApiResult<Option<i64>> {
+    meta::resource_version(obj).map(parse_rv).transpose()
+}
+
 pub(crate) async fn update(
     st: &AppState,
     rp: &ResourcePath,
@@ -207,33 +247,14 @@ pub(crate) async fn update(
             )));
         }
     }
-    let precondition = match meta::resource_version(&new) {
-        Some(rv) => Some(parse_rv(rv)?),
-        None => None,
-    };
-    for _ in 0..MAX_RETRIES {
-        let (old, old_rev) = match read(st, rp, name).await {
-            Ok(v) => v,
-            Err(e) if e.code == 404 && allow_create_on_update(res) && half == Half::Main => {
-                return create(st, rp, params, headers, body).await;
-            }
-            Err(e) => return Err(e),
-        };
-        if precondition.is_some_and(|p| p != old_rev) {
-            return Err(ApiError::modified(res, name));
+    let precondition = precondition_of(&new)?;
+    match update_loop(st, rp, name, half, |_| Ok((new.clone(), precondition))).await {
+        Ok((obj, rev)) => Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings)),
+        Err(e) if e.code == 404 && allow_create_on_update(res) && half == Half::Main => {
+            create(st, rp, params, headers, body).await
         }
-        match write_update(st, rp, name, half, new.clone(), &old, old_rev).await {
-            Ok((obj, rev)) => {
-                return Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings))
-            }
-            Err((e, true)) if precondition.is_none() => {
-                tracing::debug!(error = %e.message, "update conflict, retrying");
-                continue;
-            }
-            Err((e, _)) => return Err(e),
-        }
+        Err(e) => Err(e),
     }
-    Err(ApiError::modified(res, name))
 }
 
 /// Upstream lets PUT create these (their writers upsert).
@@ -254,32 +275,26 @@ pub(crate) async fn patch(
     let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let patch_type = api_types::patch::PatchType::from_content_type(ct)
         .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
-    for _ in 0..MAX_RETRIES {
-        let (old, old_rev) = read(st, rp, name).await?;
-        let mut patched = crate::patching::apply(res, patch_type, &old, body)?;
+    // Patch is an update transform: the same validation and conflict retry as PUT.
+    let mut warnings = Vec::new();
+    let (obj, rev) = update_loop(st, rp, name, half, |old| {
+        let mut patched = crate::patching::apply(res, patch_type, old, body)?;
         set_kind(res, &mut patched);
         check_namespace(rp, &mut patched)?;
+        // A resourceVersion in the patch that differs from the stored one is the client's precondition.
         let precondition = match meta::resource_version(&patched) {
-            Some(rv) if Some(rv) != meta::resource_version(&old) => Some(parse_rv(rv)?),
+            Some(rv) if Some(rv) != meta::resource_version(old) => Some(parse_rv(rv)?),
             _ => None,
         };
-        if precondition.is_some_and(|p| p != old_rev) {
-            return Err(ApiError::modified(res, name));
-        }
         if meta::name(&patched) != Some(name) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({name})",
                 meta::name(&patched).unwrap_or("")
             )));
         }
-        let warnings = field_validation(res, params, &serde_json::to_vec(&patched).unwrap_or_default())?;
-        match write_update(st, rp, name, half, patched, &old, old_rev).await {
-            Ok((obj, rev)) => {
-                return Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings))
-            }
-            Err((_, true)) if precondition.is_none() => continue,
-            Err((e, _)) => return Err(e),
-        }
-    }
-    Err(ApiError::modified(res, name))
+        warnings = field_validation(res, params, &serde_json::to_vec(&patched).unwrap_or_default())?;
+        Ok((patched, precondition))
+    })
+    .await?;
+    Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings))
 }
