@@ -2,7 +2,7 @@
 
 use api_types::ResourceDef;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::*;
@@ -93,11 +93,36 @@ pub(crate) fn base64_url_decode(s: &str) -> Option<Vec<u8>> {
 
 /// The items of a list request and the list metadata, upstream's semantics for resourceVersion,
 /// resourceVersionMatch, limit and continue.
+/// One listed object: decoded when selectors needed to look at it, else still the stored bytes.
+pub(crate) enum Listed {
+    Raw(store::KeyValue),
+    Decoded(Value),
+}
+
+/// The objects of a list request, decoded.
 pub async fn list_items(
     st: &AppState,
     rp: &ResourcePath,
     params: &Params,
 ) -> ApiResult<(Vec<Value>, Value, i64)> {
+    let (entries, list_meta, revision) = list_entries(st, rp, params).await?;
+    let items = entries
+        .into_iter()
+        .map(|e| match e {
+            Listed::Raw(kv) => decode(rp.res, &kv),
+            Listed::Decoded(v) => Ok(v),
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok((items, list_meta, revision))
+}
+
+/// The entries of a list request, with upstream's semantics for resourceVersion,
+/// resourceVersionMatch, limit and continue. Objects are decoded only when selectors need them.
+pub(crate) async fn list_entries(
+    st: &AppState,
+    rp: &ResourcePath,
+    params: &Params,
+) -> ApiResult<(Vec<Listed>, Value, i64)> {
     let res = rp.res;
     let q = ListQuery::parse(res, params)?;
     let prefix = res.list_prefix(rp.namespace.as_deref());
@@ -159,14 +184,20 @@ pub async fn list_items(
         revision = r.revision;
         let n = r.items.len();
         for (i, kv) in r.items.into_iter().enumerate() {
-            let obj = decode(res, &kv)?;
             after = Some(kv.key.clone());
-            if q.matches(&obj) {
-                items.push(obj);
+            let key = kv.key.clone();
+            let entry = if q.filtering() {
+                let obj = decode(res, &kv)?;
+                q.matches(&obj).then_some(Listed::Decoded(obj))
+            } else {
+                Some(Listed::Raw(kv))
+            };
+            if let Some(entry) = entry {
+                items.push(entry);
                 if limit > 0 && items.len() as i64 == limit {
                     let left = (n - i - 1) as i64 + r.remaining;
                     if left > 0 {
-                        next = Some(encode_continue(revision, &kv.key));
+                        next = Some(encode_continue(revision, &key));
                         if !q.filtering() {
                             remaining = Some(left);
                         }
@@ -195,6 +226,39 @@ pub(crate) async fn list(
     params: &Params,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    let (items, list_meta, _) = list_items(st, rp, params).await?;
-    crate::render::list(rp.res, items, list_meta, headers, params)
+    if crate::render::wants_table(headers) || crate::objects::stored_as_core_event(rp.res) {
+        let (items, list_meta, _) = list_items(st, rp, params).await?;
+        return crate::render::list(rp.res, items, list_meta, headers, params);
+    }
+    // Plain JSON lists skip the decode/encode round trip: each stored object is spliced in with its
+    // resourceVersion (a LIST of 10k pods is mostly this).
+    let (entries, list_meta, _) = list_entries(st, rp, params).await?;
+    let res = rp.res;
+    let mut body = Vec::with_capacity(
+        entries.iter().map(|e| if let Listed::Raw(kv) = e { kv.value.len() + 40 } else { 1024 }).sum::<usize>()
+            + 256,
+    );
+    body.extend_from_slice(
+        format!(
+            r#"{{"kind":"{}","apiVersion":"{}","metadata":{},"items":["#,
+            res.list_kind(),
+            res.api_version(),
+            list_meta
+        )
+        .as_bytes(),
+    );
+    for (i, e) in entries.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match e {
+            Listed::Raw(kv) => match crate::objects::splice(res, &kv) {
+                Some(bytes) => body.extend_from_slice(&bytes),
+                None => body.extend_from_slice(decode(res, &kv)?.to_string().as_bytes()),
+            },
+            Listed::Decoded(v) => body.extend_from_slice(v.to_string().as_bytes()),
+        }
+    }
+    body.extend_from_slice(b"]}");
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
