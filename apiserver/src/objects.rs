@@ -16,6 +16,10 @@ pub fn stored_as_core_event(res: &ResourceDef) -> bool {
 
 /// The bytes stored for an object: its JSON without `metadata.resourceVersion`, in storage form.
 pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
+    if !stored_as_core_event(res) && meta::resource_version(obj).is_none() {
+        // Nothing to strip or convert: no copy needed (every create takes this path).
+        return serde_json::to_vec(obj).unwrap_or_default();
+    }
     let mut o = if stored_as_core_event(res) { api_types::events::to_core(obj) } else { obj.clone() };
     meta::remove(&mut o, "resourceVersion");
     serde_json::to_vec(&o).unwrap_or_default()

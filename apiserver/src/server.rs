@@ -78,7 +78,7 @@ pub struct Health {
 /// Request counts for `/metrics`, keyed by (verb, resource, code).
 #[derive(Debug, Default)]
 struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
 }
 
 /// Everything a handler needs. Cheap to clone.
@@ -206,7 +206,7 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
             }
             Target::GroupVersion { .. } => Err(ApiError::method_not_allowed()),
             Target::Resource(rp) => {
-                let resource = rp.res.plural.to_string();
+                let resource = rp.res.plural;
                 let verb = verb_of(&method, &rp, &params);
                 let r = crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body).await;
                 let code = match &r {
@@ -214,7 +214,7 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
                     Err(e) => e.code,
                 };
                 if let Ok(mut m) = st.metrics.requests.lock() {
-                    *m.entry((verb.to_string(), resource, code)).or_default() += 1;
+                    *m.entry((verb, resource, code)).or_default() += 1;
                 }
                 r
             }

@@ -24,10 +24,10 @@ pub(crate) async fn check_namespace_accepts(st: &AppState, rp: &ResourcePath) ->
     // has the last word (upstream's namespace lifecycle admission does the same).
     let cached = st.cacher.cache(&st.store, ns_res).and_then(|c| c.get(&key));
     let obj = match cached {
-        Some(obj) => (*obj).clone(),
+        Some(obj) => obj,
         None => {
             let kv = st.store.get(&key).await.map_err(|e| ApiError::from_store(ns_res, ns, e))?;
-            decode(ns_res, &kv)?
+            std::sync::Arc::new(decode(ns_res, &kv)?)
         }
     };
     if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
