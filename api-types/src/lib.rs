@@ -14,7 +14,7 @@
 //! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
 //! - `fieldcheck.rs`: strict field validation (unknown and duplicate fields), as upstream reports it.
-//! - `selectors.rs`: label and field selectors (`labelSelector` / `fieldSelector` query parameters and
+//! - `selectors/`: label and field selectors (`labelSelector` / `fieldSelector` query parameters and
 //!   `metav1.LabelSelector`), parsed, validated, printed and matched as upstream does.
 //!
 //! Invariant: this crate does no I/O. Everything here is a function of its arguments.

@@ -321,12 +321,12 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
     }
     if let Some(labels) = meta::meta(obj).and_then(|m| m.get("labels")).and_then(Value::as_object) {
         for (k, v) in labels {
-            for e in validation::qualified_name(k) {
+            for e in api_types::selectors::label_key_errors(k) {
                 causes.push(Cause::invalid("metadata.labels", format!("\"{k}\""), &e));
             }
             match v.as_str() {
                 Some(s) => {
-                    for e in validation::label_value(s) {
+                    for e in api_types::selectors::label_value_errors(s) {
                         causes.push(Cause::invalid("metadata.labels", format!("\"{s}\""), &e));
                     }
                 }

@@ -77,51 +77,6 @@ pub fn name_causes(field: &str, name: &str, check: fn(&str) -> Vec<String>) -> V
     check(name).into_iter().map(|msg| Cause::invalid(field, format!("\"{name}\""), &msg)).collect()
 }
 
-/// Checks a label or annotation map's keys, as upstream's qualified-name rule.
-pub fn qualified_name(key: &str) -> Vec<String> {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, key),
-    };
-    let mut errs = Vec::new();
-    if let Some(p) = prefix {
-        if p.is_empty() {
-            errs.push("prefix part must be non-empty".to_string());
-        } else {
-            errs.extend(dns1123_subdomain(p).into_iter().map(|e| format!("prefix part {e}")));
-        }
-    }
-    let ok_end = |c: char| c.is_ascii_alphanumeric();
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(ok_end)
-        && name.ends_with(ok_end)
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        errs.push("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".to_string());
-    }
-    errs
-}
-
-/// A label value: empty, or at most 63 of `[A-Za-z0-9_.-]` starting and ending alphanumeric.
-pub fn label_value(v: &str) -> Vec<String> {
-    if v.is_empty() {
-        return Vec::new();
-    }
-    let ok_end = |c: char| c.is_ascii_alphanumeric();
-    let mut errs = Vec::new();
-    if v.len() > 63 {
-        errs.push("must be no more than 63 characters".to_string());
-    }
-    if !(v.starts_with(ok_end)
-        && v.ends_with(ok_end)
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        errs.push("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".to_string());
-    }
-    errs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,9 +91,5 @@ mod tests {
         assert!(!dns1123_label("a.b").is_empty());
         assert!(!dns1035_label("1abc").is_empty());
         assert!(dns1035_label("nginx-svc").is_empty());
-        assert!(qualified_name("app.kubernetes.io/name").is_empty());
-        assert!(!qualified_name("-x").is_empty());
-        assert!(label_value("").is_empty());
-        assert!(!label_value("a b").is_empty());
     }
 }
