@@ -273,9 +273,6 @@ pub async fn allocate(
     Ok(took)
 }
 
-/// Hook after a successful create (nothing yet beyond allocation).
-pub async fn after_create(_st: &AppState, _res: &ResourceDef, _obj: &Value) {}
-
 /// Releases a deleted Service's IP and node ports.
 pub async fn after_delete(st: &AppState, res: &ResourceDef, old: &Value) {
     if res.kind != "Service" {

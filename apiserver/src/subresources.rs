@@ -33,16 +33,8 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(&obj)))
         }
         ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
-            let patch_type = if method == Method::PATCH {
-                let ct =
-                    headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-                Some(
-                    api_types::patch::PatchType::from_content_type(ct)
-                        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?,
-                )
-            } else {
-                None
-            };
+            let patch_type =
+                if method == Method::PATCH { Some(crate::handlers::patch_type(headers)?) } else { None };
             let (updated, _) = update_loop(st, rp, name, Half::Main, |obj| {
                 let scale = match patch_type {
                     Some(pt) => crate::patching::apply_plain(pt, &scale_of(obj), body)?,

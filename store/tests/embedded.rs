@@ -20,14 +20,13 @@ fn key(i: usize) -> String {
 async fn compaction_bounds_history_and_keeps_every_live_value() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let mut revs = vec![0i64; 100];
+    let mut revs = Vec::with_capacity(100);
     for i in 0..100 {
-        revs[i] = store.create(&key(i), b"0".to_vec(), 0).await.unwrap().mod_revision;
+        revs.push(store.create(&key(i), b"0".to_vec(), 0).await.unwrap().mod_revision);
     }
     for round in 1..=30 {
-        for i in 0..100 {
-            let kv = store.update(&key(i), round.to_string().into_bytes(), revs[i], 0).await.unwrap();
-            revs[i] = kv.mod_revision;
+        for (i, rev) in revs.iter_mut().enumerate() {
+            *rev = store.update(&key(i), round.to_string().into_bytes(), *rev, 0).await.unwrap().mod_revision;
         }
     }
     // Delete a few, so tombstones below the compacted revision are exercised too.

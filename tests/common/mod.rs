@@ -96,18 +96,9 @@ impl Kplane {
 
     /// kubectl with `input` on stdin (for `apply -f -`, `create -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("kubectl could not run ({e})"));
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        with_stdin(cmd, input.as_bytes())
     }
 
     /// The value stored under `key`, read with the real etcdctl (embedded store's endpoint).
@@ -178,16 +169,21 @@ pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
 
 /// Like [`etcdctl`], with `input` on standard input (etcdctl put reads the value from it).
 pub fn etcdctl_stdin(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={endpoint}")).args(args);
+    with_stdin(cmd, input)
+}
+
+/// Runs `cmd` with `input` on stdin, written from a thread so a large input cannot deadlock
+/// against the child's output.
+fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("etcdctl could not run ({e}): install etcd-client"));
+        .unwrap_or_else(|e| panic!("{cmd:?} could not run ({e}); these tests must not be skipped"));
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {

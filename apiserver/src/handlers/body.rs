@@ -13,11 +13,7 @@ use crate::route::ResourcePath;
 
 /// Reads and parses a JSON body into an object of the resource's kind.
 pub fn decode_body(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let mime = ct.split(';').next().unwrap_or("").trim();
+    let mime = media_type(headers);
     let mut obj: Value = match mime {
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -74,11 +70,33 @@ pub fn decode_body(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiR
 
 /// Whether the body is JSON (field validation scans JSON only).
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    ct.split(';').next().is_some_and(|m| matches!(m.trim(), "application/json" | "" | "*/*"))
+    matches!(media_type(headers), "application/json" | "" | "*/*")
+}
+
+/// The request's Content-Type as sent, "" when absent.
+pub(crate) fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The request's media type (Content-Type without parameters); JSON when absent.
+pub(crate) fn media_type(headers: &HeaderMap) -> &str {
+    match content_type(headers) {
+        "" => "application/json",
+        ct => ct.split(';').next().unwrap_or("").trim(),
+    }
+}
+
+/// The patch type a PATCH names in its Content-Type, or 415 with upstream's message.
+pub(crate) fn patch_type(headers: &HeaderMap) -> ApiResult<api_types::patch::PatchType> {
+    api_types::patch::PatchType::from_content_type(content_type(headers))
+        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))
+}
+
+/// The 400 for a body whose name is not the URL's.
+pub(crate) fn name_mismatch(found: &str, name: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "the name of the object ({found}) does not match the name on the URL ({name})"
+    ))
 }
 
 pub(crate) fn json_error_text(e: &serde_json::Error) -> String {

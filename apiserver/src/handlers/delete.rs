@@ -40,8 +40,7 @@ pub fn delete_opts(
         let invalid = |e: &dyn std::fmt::Display| {
             ApiError::bad_request(format!("the body of the request is not a valid DeleteOptions: {e}"))
         };
-        let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let v: Value = if ct.starts_with(api_types::protobuf::CONTENT_TYPE) {
+        let v: Value = if media_type(headers) == api_types::protobuf::CONTENT_TYPE {
             // Typed clients send DeleteOptions as protobuf too.
             api_types::protobuf::decode_to_json(body, res.group, res.version, "DeleteOptions")
                 .map_err(|e| invalid(&e))?

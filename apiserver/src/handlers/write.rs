@@ -102,7 +102,6 @@ pub(crate) async fn create(
             // What was stored is `obj`: no need to parse it back from the store's bytes.
             let mut obj = obj;
             meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
-            crate::services::after_create(st, res, &obj).await;
             Ok(with_warnings(
                 crate::render::object_with_code(res, obj, kv.mod_revision, headers, StatusCode::CREATED),
                 &warnings,
@@ -242,9 +241,7 @@ pub(crate) async fn update(
     check_namespace(rp, &mut new)?;
     if let Some(n) = meta::name(&new) {
         if n != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
+            return Err(name_mismatch(n, name));
         }
     }
     let precondition = precondition_of(&new)?;
@@ -272,9 +269,7 @@ pub(crate) async fn patch(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let res = rp.res;
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let patch_type = api_types::patch::PatchType::from_content_type(ct)
-        .map_err(|e| ApiError::unsupported_media_type(e.to_string()))?;
+    let patch_type = patch_type(headers)?;
     // Patch is an update transform: the same validation and conflict retry as PUT.
     let mut warnings = Vec::new();
     let (obj, rev) = update_loop(st, rp, name, half, |old| {
@@ -287,10 +282,7 @@ pub(crate) async fn patch(
             _ => None,
         };
         if meta::name(&patched) != Some(name) {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                meta::name(&patched).unwrap_or("")
-            )));
+            return Err(name_mismatch(meta::name(&patched).unwrap_or(""), name));
         }
         warnings = field_validation(res, params, &serde_json::to_vec(&patched).unwrap_or_default())?;
         Ok((patched, precondition))

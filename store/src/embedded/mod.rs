@@ -185,10 +185,7 @@ impl EmbeddedStore {
     /// Reads a key or range at a revision, as etcd's Range.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResult> {
         let rtx = self.inner.db.begin_read().map_err(internal)?;
-        let meta = rtx.open_table(META).map_err(internal)?;
-        let get =
-            |k: &str| -> Result<u64> { Ok(meta.get(k).map_err(internal)?.map(|g| g.value()).unwrap_or(0)) };
-        let (current, compact) = (get(mvcc::META_REVISION)?, get(mvcc::META_COMPACT)?);
+        let (current, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
         let latest = rtx.open_table(LATEST).map_err(internal)?;
         let log = rtx.open_table(LOG).map_err(internal)?;
         mvcc::range(&latest, &log, req, current, compact)

@@ -74,9 +74,23 @@ fn bounds(key: &[u8], range_end: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     }
 }
 
-fn in_bounds(key: &[u8], b: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> bool {
-    use std::ops::RangeBounds;
-    b.contains(&key.to_vec())
+/// Whether `key` is in etcd's range [`start`, `end`) (`end` empty: just `start`; `[0]`: no end).
+pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    match end {
+        [] => key == start,
+        [0] => key >= start,
+        end => key >= start && key < end,
+    }
+}
+
+/// A `meta` entry, 0 when absent.
+pub(crate) fn meta_value<T: ReadableTable<&'static str, u64>>(meta: &T, name: &str) -> Result<u64> {
+    Ok(meta.get(name).map_err(internal)?.map(|g| g.value()).unwrap_or(0))
+}
+
+/// The current and compacted revisions, from one transaction's `meta` table.
+pub(crate) fn meta_revisions<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<(u64, u64)> {
+    Ok((meta_value(meta, META_REVISION)?, meta_value(meta, META_COMPACT)?))
 }
 
 /// Answers a range request at `req.revision` (or `current`), given the store's revisions.
@@ -126,7 +140,7 @@ where
         for entry in log.range((rev + 1, 0)..).map_err(internal)?.rev() {
             let (_, bytes) = entry.map_err(internal)?;
             let rec = Record::decode(bytes.value())?;
-            if !in_bounds(rec.key.as_bytes(), &b) {
+            if !in_range(rec.key.as_bytes(), &req.key, &req.range_end) {
                 continue;
             }
             if rec.prev == NO_POS {
@@ -167,7 +181,6 @@ pub(crate) fn events_since<T: ReadableTable<Pos, &'static [u8]>>(
     compact: u64,
     max: usize,
 ) -> Result<(Vec<Event>, u64)> {
-    let b = bounds(start, end);
     let mut out = Vec::new();
     let mut last = from.saturating_sub(1);
     for entry in log.range((from, 0)..=(to, u32::MAX)).map_err(internal)? {
@@ -179,7 +192,7 @@ pub(crate) fn events_since<T: ReadableTable<Pos, &'static [u8]>>(
         }
         last = pos.0;
         let rec = Record::decode(bytes.value())?;
-        if !in_bounds(rec.key.as_bytes(), &b) {
+        if !in_range(rec.key.as_bytes(), start, end) {
             continue;
         }
         let prev_kv = if rec.prev == NO_POS {

@@ -25,21 +25,10 @@ const CATCH_UP_CHUNK: usize = 1024;
 /// Events buffered between the watcher task and its consumer.
 const CHANNEL: usize = 256;
 
-/// Whether `key` is in etcd's range [`start`, `end`).
-pub(crate) fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
-    match end {
-        [] => key == start,
-        [0] => key >= start,
-        end => key >= start && key < end,
-    }
-}
-
 /// Reads the store's current and compacted revisions in one snapshot.
 pub(crate) fn revisions(db: &Database) -> Result<(u64, u64)> {
     let rtx = db.begin_read().map_err(internal)?;
-    let meta = rtx.open_table(META).map_err(internal)?;
-    let get = |k: &str| -> Result<u64> { Ok(meta.get(k).map_err(internal)?.map(|g| g.value()).unwrap_or(0)) };
-    Ok((get(mvcc::META_REVISION)?, get(mvcc::META_COMPACT)?))
+    mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)
 }
 
 /// Starts a watch of [`start`, `end`) from revision `from` (must be > 0).
@@ -69,9 +58,7 @@ struct Step {
 
 fn read_step(db: &Database, start: &[u8], end: &[u8], from: u64) -> Result<Step> {
     let rtx = db.begin_read().map_err(internal)?;
-    let meta = rtx.open_table(META).map_err(internal)?;
-    let get = |k: &str| -> Result<u64> { Ok(meta.get(k).map_err(internal)?.map(|g| g.value()).unwrap_or(0)) };
-    let (current, compact) = (get(mvcc::META_REVISION)?, get(mvcc::META_COMPACT)?);
+    let (current, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
     if from < compact {
         return Err(Error::Compacted { requested: from as i64, compact_revision: compact as i64 });
     }
@@ -126,7 +113,7 @@ async fn run(
                     }
                     for ev in &batch.events {
                         if ev.revision() as u64 >= next
-                            && in_range(ev.kv.key.as_bytes(), &start, &end)
+                            && mvcc::in_range(ev.kv.key.as_bytes(), &start, &end)
                             && tx.send(Ok(ev.clone())).await.is_err()
                         {
                             return;

@@ -148,12 +148,8 @@ fn commit_group(db: &Database, group: Vec<Request>, hub: &broadcast::Sender<Arc<
     let mut replies = Vec::with_capacity(group.len());
     let outcome = {
         let meta_table = wtx.open_table(META).map_err(internal)?;
-        let read_meta = |name: &str| -> Result<u64> {
-            Ok(meta_table.get(name).map_err(internal)?.map(|g| g.value()).unwrap_or(0))
-        };
-        let revision = read_meta(mvcc::META_REVISION)?;
-        let compact = read_meta(mvcc::META_COMPACT)?;
-        let mut scanned = read_meta(mvcc::META_COMPACT_SCANNED)?;
+        let (revision, compact) = mvcc::meta_revisions(&meta_table)?;
+        let mut scanned = mvcc::meta_value(&meta_table, mvcc::META_COMPACT_SCANNED)?;
         drop(meta_table);
         let mut w = Writer {
             log: wtx.open_table(LOG).map_err(internal)?,
