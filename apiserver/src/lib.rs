@@ -32,6 +32,8 @@ mod services;
 mod strategy;
 mod subresources;
 mod synthetic;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validation;
 mod watch;
 

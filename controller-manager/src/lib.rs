@@ -1,3 +1,1 @@
 //! kplane's controller-manager: kube-runtime controllers that talk to the cluster only through the API.
-//!
-//! Status: not built yet (the controller-manager issue).
