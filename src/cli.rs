@@ -94,6 +94,43 @@ pub struct ApiArgs {
     /// Events the watch cache keeps per resource; 0 serves every watch from the store.
     #[arg(long, default_value_t = 8192)]
     pub default_watch_cache_size: usize,
+    /// How long Events are kept, as a Go duration (1h0m0s, 90s, ...); 0 keeps them forever.
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_go_duration)]
+    pub event_ttl: std::time::Duration,
+    /// Seconds a pod tolerates a not-ready node before eviction, unless it says otherwise.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds a pod tolerates an unreachable node before eviction, unless it says otherwise.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
+}
+
+/// A Go-style duration as upstream flags take them: `1h0m0s`, `15s`, `500ms`, or `0`.
+pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 1h0m0s or 90s");
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    std::time::Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
 fn parse_port_range(s: &str) -> Result<(i64, i64), String> {
@@ -197,6 +234,9 @@ async fn up(args: UpArgs) -> Result<()> {
         service_cidr: args.api.service_cluster_ip_range,
         node_port_range: args.api.service_node_port_range,
         watch_cache_size: args.api.default_watch_cache_size,
+        event_ttl: args.api.event_ttl,
+        default_not_ready_toleration_seconds: args.api.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds: args.api.default_unreachable_toleration_seconds,
         ..apiserver::Config::default()
     };
     let state = apiserver::AppState::new(opened.dyn_store(), api_cfg);
@@ -259,5 +299,23 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term => {},
         _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1h0m0s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_go_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "h", "10", "1x", "-1s", "1h-"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
     }
 }

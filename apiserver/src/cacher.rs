@@ -235,7 +235,7 @@ async fn run_once(
     for kv in &list.items {
         objects.insert(kv.key.clone(), Arc::new(decode(res, kv).map_err(|e| e.message)?));
     }
-    let mut watch = store.watch(prefix, list.revision + 1).await.map_err(|e| e.to_string())?;
+    let mut watch = store.watch_latest(prefix, list.revision + 1).await.map_err(|e| e.to_string())?;
     {
         let Some(c) = cache.upgrade() else { return Ok(()) };
         let mut st = c.state.lock().map_err(|e| e.to_string())?;

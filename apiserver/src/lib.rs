@@ -8,7 +8,8 @@
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
 //! - `subresources.rs`: scale and pods/binding; `synthetic.rs`: componentstatuses.
-//! - `services.rs`: ClusterIP and node-port allocation.
+//! - `services.rs`: ClusterIP and node-port allocation. `admission.rs`: default-on mutating admission.
+//! - `ttl.rs`: store leases for objects that expire (Events, `--event-ttl`).
 //! - `objects.rs`, `meta.rs`: objects in and out of the store; metadata accessors.
 //! - `render.rs`: JSON or Table responses. `discovery.rs`: discovery and /version.
 //! - `error.rs`: `ApiError`, rendered as a `metav1.Status`.
@@ -16,6 +17,7 @@
 //!
 //! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
 
+mod admission;
 pub mod bench;
 mod cacher;
 mod discovery;
@@ -34,9 +36,10 @@ mod subresources;
 mod synthetic;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ttl;
 mod validation;
 mod watch;
 
 pub use error::{ApiError, Cause};
-pub use server::{bootstrap, router, serve, write_kubeconfig, AppState, ComponentHealth, Config, Health};
+pub use server::{bootstrap, router, serve, write_kubeconfig, AppState, Config};
 pub use services::Cidr;

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -32,6 +31,12 @@ pub struct Config {
     pub max_body: usize,
     /// Events the watch cache keeps per resource (`--default-watch-cache-size`); 0 turns it off.
     pub watch_cache_size: usize,
+    /// How long Events are kept (`--event-ttl`); zero keeps them forever.
+    pub event_ttl: std::time::Duration,
+    /// Seconds pods tolerate a not-ready node's NoExecute taint unless they say otherwise.
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds pods tolerate an unreachable node's NoExecute taint unless they say otherwise.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for Config {
@@ -42,6 +47,9 @@ impl Default for Config {
             node_port_range: (30000, 32767),
             max_body: 3 * 1024 * 1024,
             watch_cache_size: crate::cacher::DEFAULT_WINDOW,
+            event_ttl: std::time::Duration::from_secs(3600),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }
@@ -50,29 +58,6 @@ impl Config {
     pub fn node_port_range_text(&self) -> String {
         format!("{}-{}", self.node_port_range.0, self.node_port_range.1)
     }
-}
-
-/// Whether a component kplane runs is healthy: unknown until it reports.
-#[derive(Debug, Default)]
-pub struct ComponentHealth(AtomicU8);
-
-impl ComponentHealth {
-    pub fn set(&self, healthy: bool) {
-        self.0.store(if healthy { 2 } else { 1 }, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> Option<bool> {
-        match self.0.load(Ordering::Relaxed) {
-            0 => None,
-            v => Some(v == 2),
-        }
-    }
-}
-
-/// Health of the components `componentstatuses` reports on.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub controller_manager: ComponentHealth,
-    pub scheduler: ComponentHealth,
 }
 
 /// Request counts for `/metrics`, keyed by (verb, resource, code).
@@ -86,15 +71,15 @@ struct Metrics {
 pub struct AppState {
     pub store: DynStore,
     pub config: Arc<Config>,
-    pub health: Arc<Health>,
     pub(crate) cacher: Arc<crate::cacher::Cacher>,
     metrics: Arc<Metrics>,
+    pub(crate) leases: Arc<crate::ttl::LeaseManager>,
 }
 
 impl AppState {
     pub fn new(store: DynStore, config: Config) -> AppState {
         let cacher = Arc::new(crate::cacher::Cacher::new(config.watch_cache_size));
-        AppState { store, cacher, config: Arc::new(config), health: Arc::default(), metrics: Arc::default() }
+        AppState { store, cacher, config: Arc::new(config), metrics: Arc::default(), leases: Arc::default() }
     }
 }
 

@@ -19,19 +19,49 @@ fn component(name: &str, healthy: bool, message: &str, error: &str) -> Value {
     json!({"kind": "ComponentStatus", "apiVersion": "v1", "metadata": {"name": name}, "conditions": [cond]})
 }
 
+/// Lease a component's leader renews (its leader-election lock), so its health can be read from the
+/// store whichever process runs it.
+const COMPONENT_LEASES: [(&str, &str); 2] =
+    [("controller-manager", "kube-controller-manager"), ("scheduler", "kube-scheduler")];
+
+/// Healthy while some instance holds the component's Lease within its duration, as a leader would.
+fn lease_health(lease: Option<&Value>, now: jiff::Timestamp) -> Result<String, String> {
+    let Some(lease) = lease else { return Err("no instance has taken its leader lease".into()) };
+    let holder = lease.pointer("/spec/holderIdentity").and_then(Value::as_str).unwrap_or("");
+    if holder.is_empty() {
+        return Err("its leader lease has been released".into());
+    }
+    let duration = lease.pointer("/spec/leaseDurationSeconds").and_then(Value::as_i64).unwrap_or(15);
+    let renewed = lease
+        .pointer("/spec/renewTime")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .ok_or_else(|| format!("leader {holder} never renewed its lease"))?;
+    let age = now.duration_since(renewed).as_secs();
+    if age > duration {
+        return Err(format!("leader {holder} last renewed its lease {age}s ago (duration {duration}s)"));
+    }
+    Ok(format!("ok (leader {holder})"))
+}
+
 async fn components(st: &AppState) -> Vec<Value> {
     let etcd = match st.store.current_revision().await {
         Ok(_) => component("etcd-0", true, "{\"health\":\"true\"}", ""),
         Err(e) => component("etcd-0", false, "", &e.to_string()),
     };
     let mut out = vec![etcd];
-    for (name, health) in
-        [("controller-manager", &st.health.controller_manager), ("scheduler", &st.health.scheduler)]
-    {
-        out.push(match health.get() {
-            Some(true) => component(name, true, "ok", ""),
-            Some(false) => component(name, false, "", "not healthy"),
-            None => component(name, false, "", "not running in this kplane"),
+    let leases = api_types::resources::lookup("coordination.k8s.io", "v1", "leases");
+    for (name, lease_name) in COMPONENT_LEASES {
+        let lease = match leases {
+            Some(res) => match st.store.get(&res.key(Some("kube-system"), lease_name)).await {
+                Ok(kv) => crate::objects::decode(res, &kv).ok(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        out.push(match lease_health(lease.as_ref(), jiff::Timestamp::now()) {
+            Ok(msg) => component(name, true, &msg, ""),
+            Err(err) => component(name, false, "", &err),
         });
     }
     out
@@ -56,5 +86,21 @@ pub async fn serve(
             .find(|c| c.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
             .map(|c| crate::render::object(rp.res, c, rev, headers))
             .ok_or_else(|| ApiError::not_found(rp.res, name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_health_follows_renewals() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:30Z".parse().unwrap();
+        let lease = |holder: &str, renewed: &str| json!({"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed}});
+        assert!(lease_health(None, now).is_err());
+        assert!(lease_health(Some(&lease("a", "2026-01-01T00:00:20.000000Z")), now).is_ok());
+        let stale = lease_health(Some(&lease("a", "2026-01-01T00:00:10.000000Z")), now).unwrap_err();
+        assert!(stale.contains("20s ago"), "{stale}");
+        assert!(lease_health(Some(&lease("", "2026-01-01T00:00:29Z")), now).is_err());
     }
 }

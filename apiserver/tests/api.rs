@@ -402,3 +402,36 @@ async fn a_deleted_namespace_terminates_until_finalized() {
     let (code, _) = a.call(Method::GET, "/api/v1/namespaces/gone", Value::Null).await;
     assert_eq!(code, 404, "finalized and deleted");
 }
+
+#[tokio::test]
+async fn events_expire_by_lease_and_pods_get_default_tolerations() {
+    let a = api().await;
+    let event = |name: &str| json!({"metadata": {"name": name}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "Test", "message": "m", "type": "Normal"});
+    let (code, _) = a.call(Method::POST, "/api/v1/namespaces/default/events", event("e1")).await;
+    assert_eq!(code, 201);
+    let (code, _) = a.call(Method::POST, "/api/v1/namespaces/default/events", event("e2")).await;
+    assert_eq!(code, 201);
+    let e1 = a.store.get("/registry/events/default/e1").await.unwrap();
+    let e2 = a.store.get("/registry/events/default/e2").await.unwrap();
+    assert_ne!(e1.lease, 0, "an event carries a lease");
+    assert_eq!(e1.lease, e2.lease, "events written within a minute share one lease");
+    let ttl = a.store.keep_alive(e1.lease).await.unwrap();
+    assert!(ttl > 3600 && ttl <= 3660, "{ttl}");
+    // Revoking the lease (what its expiry does) removes the events.
+    a.store.revoke_lease(e1.lease).await.unwrap();
+    assert!(a.store.get("/registry/events/default/e1").await.is_err());
+    // Other kinds carry no lease.
+    let (code, _) = a.call(Method::POST, "/api/v1/namespaces/default/configmaps", cm("c1")).await;
+    assert_eq!(code, 201);
+    assert_eq!(a.store.get("/registry/configmaps/default/c1").await.unwrap().lease, 0);
+
+    let pod = json!({"metadata": {"name": "p1"}, "spec": {"containers": [{"name": "c", "image": "nginx"}],
+        "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+    let (code, body) = a.call(Method::POST, "/api/v1/namespaces/default/pods", pod).await;
+    assert_eq!(code, 201, "{body}");
+    let tolerations = body["spec"]["tolerations"].as_array().unwrap();
+    assert_eq!(tolerations.len(), 2, "{tolerations:?}");
+    assert_eq!(tolerations[0]["tolerationSeconds"], 5, "the pod's own toleration is kept");
+    assert_eq!(tolerations[1]["key"], "node.kubernetes.io/not-ready");
+    assert_eq!(tolerations[1]["tolerationSeconds"], 300);
+}

@@ -439,12 +439,12 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
-        let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
-        let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
-        let task = WatchTask { client: self.client.clone(), key, range_end, next_rev: start_rev, tx };
-        tokio::spawn(task.run());
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        self.watch_task(prefix, from_revision, true).await
+    }
+
+    /// Without prev_kv: etcd then skips a read of the previous revision for every event it sends.
+    async fn watch_latest(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        self.watch_task(prefix, from_revision, false).await
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -491,11 +491,24 @@ impl Store for EtcdStore {
     }
 }
 
+impl EtcdStore {
+    async fn watch_task(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<WatchStream> {
+        let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
+        let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
+        let task = WatchTask { client: self.client.clone(), key, range_end, prev_kv, next_rev: start_rev, tx };
+        tokio::spawn(task.run());
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
 /// The background half of [`EtcdStore::watch`].
 struct WatchTask {
     client: Client,
     key: Vec<u8>,
     range_end: Vec<u8>,
+    /// Whether events carry the previous value.
+    prev_kv: bool,
     /// The lowest revision not yet delivered; a (re)created etcd watch starts here.
     next_rev: i64,
     tx: mpsc::Sender<Result<Event>>,
@@ -513,11 +526,13 @@ impl WatchTask {
     async fn run(mut self) {
         let mut backoff = WATCH_BACKOFF_MIN;
         loop {
-            let options = WatchOptions::new()
+            let mut options = WatchOptions::new()
                 .with_range(self.range_end.clone())
                 .with_start_revision(self.next_rev)
-                .with_prev_key()
                 .with_progress_notify();
+            if self.prev_kv {
+                options = options.with_prev_key();
+            }
             let mut watch_client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE);
             let create =
                 tokio::time::timeout(WATCH_CREATE_TIMEOUT, watch_client.watch(self.key.clone(), Some(options)));

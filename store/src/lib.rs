@@ -149,6 +149,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every change under `prefix` from `from_revision` on (0: from the next write), in order.
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream>;
 
+    /// Like [`Store::watch`], but events need not carry `prev_kv`: for consumers that keep the previous
+    /// state themselves (the API server's watch cache). A backend may then do less work per event.
+    async fn watch_latest(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        self.watch(prefix, from_revision).await
+    }
+
     /// The store's current revision.
     async fn current_revision(&self) -> Result<i64>;
 

@@ -58,6 +58,7 @@ pub async fn run_all(store: DynStore) {
     check_future_revision(store, &unique_prefix("future-revision")).await;
     check_watch_order(store, &unique_prefix("watch-order")).await;
     check_watch_replay(store, &unique_prefix("watch-replay")).await;
+    check_watch_latest(store, &unique_prefix("watch-latest")).await;
     check_leases(store, &unique_prefix("leases")).await;
     check_limits(store, &unique_prefix("limits")).await;
     check_no_lost_update(store, &unique_prefix("no-lost-update")).await;
@@ -549,6 +550,27 @@ pub async fn check_watch_replay(store: &DynStore, prefix: &str) {
     let c = must_create(store, &format!("{prefix}c"), "c").await;
     let ev = next_event(&mut watch, "watch from 0").await;
     Expected::put(&c, None).assert_matches(&ev, "a watch from 0 starts at the next write, no replay");
+}
+
+/// `watch_latest` replays and follows the same events as `watch`, in order; prev_kv may be absent.
+pub async fn check_watch_latest(store: &DynStore, prefix: &str) {
+    let a1 = must_create(store, &format!("{prefix}a"), "a1").await;
+    let a2 = must_update(store, &a1, "a2").await;
+    let mut watch = must("watch_latest", store.watch_latest(prefix, a1.mod_revision)).await;
+    let del = must("delete a", store.delete(&a1.key, None)).await;
+    let events = next_events(&mut watch, 3, "watch_latest").await;
+    let seen: Vec<(EventKind, &str, i64)> =
+        events.iter().map(|e| (e.kind, e.kv.key.as_str(), e.revision())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (EventKind::Put, a1.key.as_str(), a1.mod_revision),
+            (EventKind::Put, a1.key.as_str(), a2.mod_revision),
+            (EventKind::Delete, a1.key.as_str(), del.revision),
+        ],
+        "watch_latest: replay then live, in order"
+    );
+    assert_eq!(events[1].kv.value, b"a2".to_vec(), "watch_latest: puts carry the new value");
 }
 
 /// Keys attached to a lease vanish (with a delete event) when it expires or is revoked; keep_alive

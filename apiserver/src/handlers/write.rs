@@ -77,6 +77,7 @@ pub(crate) async fn create(
     meta::set(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
     meta::set(&mut obj, "creationTimestamp", json!(meta::now_rfc3339()));
     strategy::prepare_create(res, &mut obj);
+    crate::admission::on_create(st, res, &mut obj);
     let name = meta::name(&obj).unwrap_or("").to_string();
     let causes = strategy::validate(res, &obj, None);
     if !causes.is_empty() {
@@ -97,7 +98,14 @@ pub(crate) async fn create(
         allocation.release(st).await;
         return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
     }
-    match st.store.create(&key(rp, &name), encode(res, &obj), 0).await {
+    let lease = match crate::ttl::lease_for(st, res).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            allocation.release(st).await;
+            return Err(e);
+        }
+    };
+    match st.store.create(&key(rp, &name), encode(res, &obj), lease).await {
         Ok(kv) => {
             // What was stored is `obj`: no need to parse it back from the store's bytes.
             let mut obj = obj;
@@ -168,7 +176,8 @@ pub async fn write_update(
             Err(e) => Err((ApiError::from_store(res, name, e), false)),
         };
     }
-    match st.store.update(&k, encode(res, &new), old_rev, 0).await {
+    let lease = crate::ttl::lease_for(st, res).await.map_err(|e| (e, false))?;
+    match st.store.update(&k, encode(res, &new), old_rev, lease).await {
         Ok(kv) => Ok((decode(res, &kv).map_err(|e| (e, false))?, kv.mod_revision)),
         Err(StoreError::Conflict { .. }) => Err((ApiError::modified(res, name), true)),
         Err(e) => Err((ApiError::from_store(res, name, e), false)),
