@@ -111,6 +111,9 @@ pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
     if s == "0" {
         return Ok(std::time::Duration::ZERO);
     }
+    if s.is_empty() {
+        return Err(bad());
+    }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
