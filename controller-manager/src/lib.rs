@@ -1,1 +1,222 @@
 //! kplane's controller-manager: kube-runtime controllers that talk to the cluster only through the API.
+//!
+//! Layout:
+//! - [`run`] (this file): leader election, then every enabled controller until shutdown or lost lease.
+//! - `leader`: Lease-based leader election (also used by the scheduler).
+//! - `informer`: one shared watch + cache per resource, fanned out to controllers (deletions included).
+//! - `expectations`: upstream's ControllerExpectations idea, so a lagging cache never double-creates.
+//! - `replicas`: the ReplicaSet and ReplicationController controllers (one mechanism, two kinds).
+//! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
+//! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
+//! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
+//! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
+//! - `events`: event recording off the reconcile path; `util`: pure helpers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+mod context;
+mod deployment;
+mod endpoints;
+mod endpointslice;
+mod events;
+mod expectations;
+mod gc;
+mod informer;
+pub mod leader;
+mod namespace;
+mod nodeipam;
+mod nodelifecycle;
+mod replicas;
+mod serviceaccount;
+mod util;
+
+use context::Ctx;
+
+/// The controller-manager's settings, named after kube-controller-manager's flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--controllers`: `*` enables all; `name` enables one; `-name` disables one.
+    pub controllers: Vec<String>,
+    /// `--leader-elect`.
+    pub leader_elect: bool,
+    /// `--leader-elect-lease-duration`.
+    pub leader_elect_lease_duration: Duration,
+    /// `--leader-elect-renew-deadline`.
+    pub leader_elect_renew_deadline: Duration,
+    /// `--leader-elect-retry-period`.
+    pub leader_elect_retry_period: Duration,
+    /// `--leader-elect-resource-namespace`.
+    pub leader_elect_resource_namespace: String,
+    /// `--leader-elect-resource-name`.
+    pub leader_elect_resource_name: String,
+    /// The holder identity; `None` means `<hostname>_<uuid>`.
+    pub identity: Option<String>,
+    /// `--concurrent-replicaset-syncs` (also used for replication controllers).
+    pub concurrent_replicaset_syncs: u16,
+    /// `--concurrent-deployment-syncs`.
+    pub concurrent_deployment_syncs: u16,
+    /// `--concurrent-endpoint-syncs`.
+    pub concurrent_endpoint_syncs: u16,
+    /// `--concurrent-service-endpoint-syncs` (EndpointSlices).
+    pub concurrent_service_endpoint_syncs: u16,
+    /// `--concurrent-gc-syncs`.
+    pub concurrent_gc_syncs: u16,
+    /// `--concurrent-namespace-syncs`.
+    pub concurrent_namespace_syncs: u16,
+    /// `--max-endpoints-per-slice`.
+    pub max_endpoints_per_slice: usize,
+    /// `--allocate-node-cidrs`.
+    pub allocate_node_cidrs: bool,
+    /// `--cluster-cidr`.
+    pub cluster_cidr: String,
+    /// `--node-cidr-mask-size`.
+    pub node_cidr_mask_size: u8,
+    /// `--node-monitor-grace-period`.
+    pub node_monitor_grace_period: Duration,
+    /// `--node-monitor-period`.
+    pub node_monitor_period: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            controllers: vec!["*".into()],
+            leader_elect: true,
+            leader_elect_lease_duration: Duration::from_secs(15),
+            leader_elect_renew_deadline: Duration::from_secs(10),
+            leader_elect_retry_period: Duration::from_secs(2),
+            leader_elect_resource_namespace: "kube-system".into(),
+            leader_elect_resource_name: "kube-controller-manager".into(),
+            identity: None,
+            concurrent_replicaset_syncs: 5,
+            concurrent_deployment_syncs: 5,
+            concurrent_endpoint_syncs: 5,
+            concurrent_service_endpoint_syncs: 5,
+            concurrent_gc_syncs: 20,
+            concurrent_namespace_syncs: 10,
+            max_endpoints_per_slice: 100,
+            allocate_node_cidrs: true,
+            cluster_cidr: "127.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Is the controller `name` enabled by `--controllers`?
+    pub fn enabled(&self, name: &str) -> bool {
+        let minus = format!("-{name}");
+        if self.controllers.iter().any(|c| *c == minus) {
+            return false;
+        }
+        self.controllers.iter().any(|c| c == "*" || c == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The leader lease was lost while the controllers ran (upstream exits the process).
+    #[error("leader election lost")]
+    LeaderElectionLost,
+    /// Leader election could not talk to the API.
+    #[error("leader election: {0}")]
+    LeaderElection(#[source] leader::Error),
+    /// A configuration value is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A cloneable "stop now" signal shared by every task of one controller-manager run.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    pub fn new() -> (watch::Sender<bool>, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    /// Resolves once stop has been signalled (or the sender is gone).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Runs the controller-manager: acquire the leader lease (if `leader_elect`), run every enabled
+/// controller while leading, and return when `shutdown` resolves (releasing the lease) or with
+/// [`Error::LeaderElectionLost`] once the controllers have stopped after a lost lease.
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let cidr = nodeipam::parse_cidr(&config.cluster_cidr, config.node_cidr_mask_size).map_err(Error::Config)?;
+    let (stop_tx, stop) = Stop::new();
+    let mut shutdown = Box::pin(shutdown);
+
+    let elector = if config.leader_elect {
+        let le = leader::LeaderElector::new(
+            client.clone(),
+            leader::LeaseConfig {
+                namespace: config.leader_elect_resource_namespace.clone(),
+                name: config.leader_elect_resource_name.clone(),
+                identity: config.identity.clone().unwrap_or_else(leader::default_identity),
+                lease_duration: config.leader_elect_lease_duration,
+                renew_deadline: config.leader_elect_renew_deadline,
+                retry_period: config.leader_elect_retry_period,
+            },
+        );
+        tokio::select! {
+            r = le.acquire() => r.map_err(Error::LeaderElection)?,
+            _ = &mut shutdown => return Ok(()),
+        }
+        Some(le)
+    } else {
+        None
+    };
+    let identity = elector
+        .as_ref()
+        .map(|e| e.identity().to_string())
+        .or(config.identity.clone())
+        .unwrap_or_else(leader::default_identity);
+    tracing::info!(%identity, "controller-manager leading; starting controllers");
+
+    let mut tasks = JoinSet::new();
+    let ctx = Arc::new(Ctx::new(client.clone(), config, identity, cidr, &stop, &mut tasks));
+    ctx.start_controllers(&stop, &mut tasks);
+
+    let lost = match &elector {
+        Some(le) => {
+            tokio::select! {
+                _ = &mut shutdown => false,
+                () = le.keep_renewing() => true,
+            }
+        }
+        None => {
+            shutdown.await;
+            false
+        }
+    };
+    let _ = stop_tx.send(true);
+    // Controllers finish their in-flight reconciles, then stop.
+    while tasks.join_next().await.is_some() {}
+    if let Some(le) = elector {
+        if lost {
+            tracing::error!("leader election lost; controllers stopped");
+            return Err(Error::LeaderElectionLost);
+        }
+        le.release().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! What all controllers of one run share: the client, the config, the event sink and the shared
+//! informers; and the wiring that starts each enabled controller as an owned task.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
+
+use crate::events::{self, EventSink};
+use crate::informer::Informer;
+use crate::nodeipam::ClusterCidr;
+use crate::{Config, Stop};
+
+/// Why one reconcile failed; it is retried after a short backoff (level-triggered: the retry
+/// recomputes everything from the current state).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// An API request failed.
+    #[error("api: {0}")]
+    Api(#[from] kube::Error),
+    /// Something we cannot act on until the object changes (already recorded as an event).
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct Informers {
+    pub pods: Arc<Informer<Pod>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub rcs: Arc<Informer<ReplicationController>>,
+    pub deployments: Arc<Informer<Deployment>>,
+    pub services: Arc<Informer<Service>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub namespaces: Arc<Informer<Namespace>>,
+}
+
+pub struct Ctx {
+    pub client: Client,
+    pub config: Config,
+    pub identity: String,
+    pub cidr: ClusterCidr,
+    pub events: EventSink,
+    pub inf: Informers,
+}
+
+impl Ctx {
+    pub fn new(
+        client: Client,
+        config: Config,
+        identity: String,
+        cidr: ClusterCidr,
+        stop: &Stop,
+        tasks: &mut JoinSet<()>,
+    ) -> Ctx {
+        let (events, publisher) = events::channel(client.clone(), identity.clone());
+        tasks.spawn(publisher.run(stop.clone()));
+        let inf = Informers {
+            pods: Informer::new(Api::all(client.clone())),
+            replicasets: Informer::new(Api::all(client.clone())),
+            rcs: Informer::new(Api::all(client.clone())),
+            deployments: Informer::new(Api::all(client.clone())),
+            services: Informer::new(Api::all(client.clone())),
+            nodes: Informer::new(Api::all(client.clone())),
+            namespaces: Informer::new(Api::all(client.clone())),
+        };
+        Ctx { client, config, identity, cidr, events, inf }
+    }
+
+    /// Builds every enabled controller (subscribing to the informers), then starts the informers.
+    pub fn start_controllers(self: &Arc<Self>, stop: &Stop, tasks: &mut JoinSet<()>) {
+        let c = &self.config;
+        if c.enabled("replicaset") {
+            tasks.spawn(crate::replicas::run::<ReplicaSet>(self.clone(), stop.clone()));
+        }
+        if c.enabled("replicationcontroller") {
+            tasks.spawn(crate::replicas::run::<ReplicationController>(self.clone(), stop.clone()));
+        }
+        if c.enabled("deployment") {
+            tasks.spawn(crate::deployment::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("endpoint") {
+            tasks.spawn(crate::endpoints::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("endpointslice") {
+            tasks.spawn(crate::endpointslice::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("garbagecollector") {
+            tasks.spawn(crate::gc::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("namespace") {
+            tasks.spawn(crate::namespace::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("serviceaccount") {
+            tasks.spawn(crate::serviceaccount::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("nodeipam") && c.allocate_node_cidrs {
+            tasks.spawn(crate::nodeipam::run(self.clone(), stop.clone()));
+        }
+        if c.enabled("nodelifecycle") {
+            tasks.spawn(crate::nodelifecycle::run(self.clone(), stop.clone()));
+        }
+        let i = &self.inf;
+        tasks.spawn(i.pods.clone().run(stop.clone()));
+        tasks.spawn(i.replicasets.clone().run(stop.clone()));
+        tasks.spawn(i.rcs.clone().run(stop.clone()));
+        tasks.spawn(i.deployments.clone().run(stop.clone()));
+        tasks.spawn(i.services.clone().run(stop.clone()));
+        tasks.spawn(i.nodes.clone().run(stop.clone()));
+        tasks.spawn(i.namespaces.clone().run(stop.clone()));
+    }
+}
+
+/// Runs a kube-runtime controller until `stop`: failed reconciles are retried after a short
+/// backoff (conflicts sooner), and in-flight reconciles finish before it returns.
+pub async fn drive<K, C, Fut>(
+    name: &'static str,
+    controller: Controller<K>,
+    stop: Stop,
+    concurrency: u16,
+    reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
+    ctx: Arc<C>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Debug + Unpin + Eq + Hash + Clone,
+    Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    let stopped = stop.clone();
+    controller
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(stop.wait())
+        .run(
+            reconcile,
+            move |_obj, err, _ctx| match err {
+                ReconcileError::Api(e) if crate::util::is_conflict(e) => {
+                    Action::requeue(Duration::from_millis(200))
+                }
+                _ => Action::requeue(Duration::from_secs(2)),
+            },
+            ctx,
+        )
+        .for_each(|r| {
+            if let Err(e) = r {
+                if !stopped.is_stopped() {
+                    tracing::debug!(controller = name, error = %e, "reconcile failed");
+                }
+            }
+            futures::future::ready(())
+        })
+        .await;
+}

@@ -1,0 +1,175 @@
+//! Shared test helpers: a TestCluster with a running controller-manager, a fake kubelet, polling.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use apiserver::testing::TestCluster;
+use controller_manager::Config;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Env {
+    pub cluster: TestCluster,
+    pub client: Client,
+    cms: Vec<(oneshot::Sender<()>, JoinHandle<Result<(), controller_manager::Error>>)>,
+}
+
+/// A config for tests: no leader election unless asked, everything else upstream defaults.
+pub fn test_config() -> Config {
+    Config { leader_elect: false, ..Config::default() }
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Env {
+        let mut env = Self::bare().await;
+        env.add_cm(config);
+        env
+    }
+
+    /// A cluster without a controller-manager.
+    pub async fn bare() -> Env {
+        let cluster = TestCluster::start().await;
+        let client = cluster.client.clone();
+        Env { cluster, client, cms: Vec::new() }
+    }
+
+    /// Starts one more controller-manager; returns its index.
+    pub fn add_cm(&mut self, config: Config) -> usize {
+        let (tx, rx) = oneshot::channel::<()>();
+        let client = self.client.clone();
+        let h = tokio::spawn(controller_manager::run(client, config, async move {
+            let _ = rx.await;
+        }));
+        self.cms.push((tx, h));
+        self.cms.len() - 1
+    }
+
+    /// Stops controller-manager `i` cleanly and returns its result.
+    pub async fn stop_cm(&mut self, i: usize) -> Result<(), controller_manager::Error> {
+        let (tx, h) = self.cms.remove(i);
+        let _ = tx.send(());
+        tokio::time::timeout(Duration::from_secs(30), h).await.expect("controller-manager stops").expect("join")
+    }
+
+    pub async fn shutdown(mut self) {
+        while !self.cms.is_empty() {
+            let r = self.stop_cm(0).await;
+            assert!(r.is_ok(), "{r:?}");
+        }
+        self.cluster.shutdown().await;
+    }
+}
+
+/// Polls `f` every 50ms until it returns Some, or panics after `secs` with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default().labels(selector)).await.expect("list pods").items
+}
+
+pub async fn active_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
+    pods(client, ns, selector).await.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+static NEXT_IP: AtomicU32 = AtomicU32::new(1);
+
+/// The fake kubelet: marks a pod Running and Ready with an IP from 127.244.x.y.
+pub async fn make_ready(client: &Client, ns: &str, name: &str) -> String {
+    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+    let ip = format!("127.244.{}.{}", (n / 250) % 250, n % 250 + 2);
+    set_status(client, ns, name, &ip, true).await;
+    ip
+}
+
+pub async fn set_status(client: &Client, ns: &str, name: &str, ip: &str, ready: bool) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let now = jiff::Timestamp::now().to_string();
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({"status": {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "conditions": [
+            {"type": "Ready", "status": status, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+        ],
+        "containerStatuses": [{"name": "c", "image": "img", "imageID": "", "ready": ready, "restartCount": 0,
+                               "started": true, "state": {"running": {"startedAt": now}}}],
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch pod status");
+}
+
+/// Marks every not-yet-ready active pod matching `selector` ready; returns how many.
+pub async fn make_all_ready(client: &Client, ns: &str, selector: &str) -> usize {
+    let mut n = 0;
+    for p in active_pods(client, ns, selector).await {
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if !ready {
+            make_ready(client, ns, &p.name_any()).await;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Binds a pod to a node through pods/binding, as the scheduler does.
+pub async fn bind(client: &Client, ns: &str, pod: &str, node: &str) {
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{pod}/binding"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}))
+            .unwrap(),
+        )
+        .unwrap();
+    let _: serde_json::Value = client.request(req).await.expect("binding");
+}
+
+pub async fn create_ns(client: &Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&Default::default(), &ns).await.expect("create namespace");
+}
+
+pub async fn apply<K>(client: &Client, ns: &str, v: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let obj: K = serde_json::from_value(v).expect("object");
+    api.create(&Default::default(), &obj).await.expect("create")
+}
