@@ -1,0 +1,4 @@
+//! The nodes crate against an in-process API server (`apiserver::testing::TestCluster`).
+
+mod helpers;
+mod registration;
