@@ -2,4 +2,5 @@
 
 mod helpers;
 mod registration;
+mod kubelet;
 mod scheduler;
