@@ -4,3 +4,4 @@ mod helpers;
 mod registration;
 mod kubelet;
 mod scheduler;
+mod traffic;
