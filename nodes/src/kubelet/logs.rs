@@ -1,0 +1,122 @@
+//! Container logs: per pod, per container, a bounded ring of timestamped lines plus a broadcast for
+//! followers. The kubelet's `/containerLogs` endpoint reads them; the pod's listeners and the
+//! simulated container lifecycle write them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use tokio::sync::broadcast;
+
+/// Lines kept per container.
+pub const RING_LINES: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub text: String,
+}
+
+/// One container's log.
+#[derive(Debug)]
+pub struct ContainerLog {
+    ring: Mutex<(VecDeque<Line>, u64)>,
+    tx: broadcast::Sender<Line>,
+}
+
+impl ContainerLog {
+    fn new() -> ContainerLog {
+        ContainerLog { ring: Mutex::new((VecDeque::new(), 0)), tx: broadcast::channel(256).0 }
+    }
+
+    pub fn push(&self, text: impl Into<String>) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let line = Line { seq: ring.1, time: Timestamp::now(), text: text.into() };
+        ring.1 += 1;
+        if ring.0.len() == RING_LINES {
+            ring.0.pop_front();
+        }
+        ring.0.push_back(line.clone());
+        // Sent under the lock, so a follower's snapshot and its subscription never miss a line.
+        let _ = self.tx.send(line);
+    }
+
+    /// The lines kept, and a subscription to every later line.
+    pub fn snapshot_and_subscribe(&self) -> (Vec<Line>, broadcast::Receiver<Line>) {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        (ring.0.iter().cloned().collect(), self.tx.subscribe())
+    }
+}
+
+/// One pod's containers, as the kubelet knows them.
+#[derive(Debug)]
+pub struct PodLogs {
+    pub uid: String,
+    /// Every container name in the spec (init containers included).
+    pub names: Vec<String>,
+    /// The containers that have started.
+    pub started: Mutex<HashMap<String, Arc<ContainerLog>>>,
+}
+
+impl PodLogs {
+    /// The container's log, created (as started) on first use.
+    pub fn start(&self, container: &str) -> Arc<ContainerLog> {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        started.entry(container.to_string()).or_insert_with(|| Arc::new(ContainerLog::new())).clone()
+    }
+
+    pub fn get(&self, container: &str) -> Option<Arc<ContainerLog>> {
+        self.started.lock().unwrap_or_else(|e| e.into_inner()).get(container).cloned()
+    }
+}
+
+/// Every pod's logs on one node, by "namespace/name".
+#[derive(Debug, Default)]
+pub struct LogStore {
+    pods: Mutex<HashMap<String, Arc<PodLogs>>>,
+}
+
+impl LogStore {
+    /// Registers a pod (replacing an older pod of the same name).
+    pub fn add(&self, key: &str, uid: &str, names: Vec<String>) -> Arc<PodLogs> {
+        let logs = Arc::new(PodLogs { uid: uid.to_string(), names, started: Mutex::new(HashMap::new()) });
+        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        match pods.get(key) {
+            Some(existing) if existing.uid == uid => existing.clone(),
+            _ => {
+                pods.insert(key.to_string(), logs.clone());
+                logs
+            }
+        }
+    }
+
+    /// Drops a pod's logs (only if they are still this uid's); followers' streams end.
+    pub fn remove(&self, key: &str, uid: &str) {
+        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        if pods.get(key).is_some_and(|p| p.uid == uid) {
+            pods.remove(key);
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<PodLogs>> {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_bounded_and_ordered() {
+        let log = ContainerLog::new();
+        for i in 0..(RING_LINES + 5) {
+            log.push(format!("line {i}"));
+        }
+        let (lines, _) = log.snapshot_and_subscribe();
+        assert_eq!(lines.len(), RING_LINES);
+        assert_eq!(lines[0].text, "line 5");
+        assert_eq!(lines.last().unwrap().text, format!("line {}", RING_LINES + 4));
+    }
+}

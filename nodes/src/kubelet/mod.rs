@@ -1,0 +1,247 @@
+//! A simulated kubelet: registers its Node, keeps its status and Lease fresh, runs the pods bound to
+//! it (one worker task each) and serves `/containerLogs` on `node_ip:kubelet_port`.
+//!
+//! Tasks, all owned by [`run_node`] and stopped through one `stop` channel: the kubelet server,
+//! the own-Node watch (podCIDR, latest Node), the status loop, the lease loop, and the pod manager
+//! (the `spec.nodeName=<name>` pod watch, which owns the workers).
+
+pub mod ipam;
+pub mod logs;
+pub mod node;
+pub mod server;
+pub mod status;
+pub mod traffic;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, ResourceExt};
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::{Error, NodeConfig};
+use ipam::{Cidr, Ipam};
+use logs::LogStore;
+
+/// What every task of one kubelet shares.
+pub(crate) struct Ctx {
+    pub cfg: NodeConfig,
+    pub client: Client,
+    pub recorder: Recorder,
+    pub ipam: Mutex<Ipam>,
+    pub logs: Arc<LogStore>,
+    /// The node's podCIDR, once set.
+    pub cidr: watch::Receiver<Option<Cidr>>,
+    /// Bounds the pod status writes and events in flight.
+    pub status_slots: Semaphore,
+    /// Signalled whenever an address is released (pods waiting for one retry).
+    pub ip_freed: Notify,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    pub fn release_ip(&self, uid: &str) {
+        self.ipam.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
+        self.ip_freed.notify_waiters();
+    }
+}
+
+pub(crate) fn random_hex(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
+}
+
+/// Runs one node until `shutdown` completes. Errors: the kubelet port cannot be bound, or the
+/// API server refuses the Node for good (e.g. an invalid name).
+pub async fn run_node(
+    client: Client,
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = SocketAddr::from((cfg.node_ip, cfg.kubelet_port));
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })?;
+    let port = listener.local_addr().map_err(|source| Error::Listen { addr, source })?.port();
+    let (stop_tx, mut stop) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let id = node::NodeIdentity::new(&cfg.name);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let Some(registered) = node::register_until_done(&nodes, &cfg, &id, port, &mut stop).await? else {
+        return Ok(());
+    };
+    tracing::info!(node = %cfg.name, %addr, port, "node registered");
+
+    let (cidr_tx, cidr_rx) = watch::channel(None);
+    let (latest_tx, latest_rx) = watch::channel(Some(registered.clone()));
+    let logs = Arc::new(LogStore::default());
+    let reporter = Reporter { controller: "kubelet".into(), instance: Some(cfg.name.clone()) };
+    let ctx = Arc::new(Ctx {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        ipam: Mutex::new(Ipam::default()),
+        logs: logs.clone(),
+        cidr: cidr_rx.clone(),
+        status_slots: Semaphore::new(cfg.status_concurrency.max(1)),
+        ip_freed: Notify::new(),
+        stop: stop.clone(),
+        cfg: cfg.clone(),
+    });
+
+    let server_stop = stop.clone();
+    tasks.spawn(async move {
+        let mut s = server_stop;
+        let serve = axum::serve(listener, server::router(logs)).with_graceful_shutdown(async move {
+            let _ = s.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "kubelet server stopped");
+        }
+    });
+    tasks.spawn(watch_own_node(ctx.clone(), nodes.clone(), cidr_tx, latest_tx, stop.clone()));
+    tasks.spawn(node::run_status(nodes, cfg.clone(), id, port, latest_rx, cidr_rx, stop.clone()));
+    tasks.spawn(node::run_lease(client, cfg.clone(), node::uid_of(&registered), stop.clone()));
+    let pods = tokio::spawn(run_pods(ctx, stop.clone()));
+
+    let _ = stop.changed().await;
+    // Workers end on `stop`; their listeners close and their logs' followers end with them.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pods).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} })
+        .await;
+    tracing::info!(node = %cfg.name, "node stopped");
+    Ok(())
+}
+
+/// Follows this node's own Node object: publishes it, and its podCIDR once set.
+async fn watch_own_node(
+    ctx: Arc<Ctx>,
+    api: Api<Node>,
+    cidr_tx: watch::Sender<Option<Cidr>>,
+    latest_tx: watch::Sender<Option<Node>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", ctx.cfg.name));
+    let mut events = watcher(api, cfg).default_backoff().boxed();
+    loop {
+        let ev = tokio::select! {
+            _ = stop.changed() => return,
+            ev = events.next() => ev,
+        };
+        match ev {
+            Some(Ok(Event::Apply(n) | Event::InitApply(n))) => {
+                let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(Cidr::parse);
+                if let Some(c) = cidr {
+                    if cidr_tx.borrow().as_ref() != Some(&c) {
+                        ctx.ipam.lock().unwrap_or_else(|e| e.into_inner()).set_cidr(c);
+                        tracing::info!(node = %ctx.cfg.name, cidr = %c, "pod CIDR set");
+                        cidr_tx.send_replace(Some(c));
+                    }
+                }
+                latest_tx.send_replace(Some(n));
+            }
+            Some(Ok(Event::Delete(_))) => {
+                latest_tx.send_replace(None);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => tracing::warn!(node = %ctx.cfg.name, error = %e, "node watch"),
+            None => return,
+        }
+    }
+}
+
+/// The pod manager: one worker per pod bound here, fed the pod as the watch shows it.
+async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.name));
+    let mut events = watcher(api, cfg).default_backoff().boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut tasks: JoinSet<String> = JoinSet::new();
+    let mut relist: Option<Vec<Pod>> = None;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.changed() => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(uid) = done {
+                    workers.remove(&uid);
+                }
+                continue;
+            }
+            ev = events.next() => ev,
+        };
+        match ev {
+            Some(Ok(Event::Init)) => relist = Some(Vec::new()),
+            Some(Ok(Event::InitApply(p))) => relist.get_or_insert_with(Vec::new).push(p),
+            Some(Ok(Event::InitDone)) => {
+                let pods = relist.take().unwrap_or_default();
+                // Before any worker allocates, the addresses running pods already report are theirs
+                // (this is how a restarted kubelet rebuilds its IPAM: nothing is persisted).
+                {
+                    let mut ipam = ctx.ipam.lock().unwrap_or_else(|e| e.into_inner());
+                    for p in &pods {
+                        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+                        let ip =
+                            p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|s| s.parse().ok());
+                        if let (Some(ip), false) = (ip, phase == "Succeeded" || phase == "Failed") {
+                            ipam.pre_reserve(&p.uid().unwrap_or_default(), ip);
+                        }
+                    }
+                }
+                let seen: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+                for (uid, tx) in &workers {
+                    if !seen.contains(uid) {
+                        tx.send_replace(None);
+                    }
+                }
+                for p in pods {
+                    apply(&ctx, &mut workers, &mut tasks, p);
+                }
+            }
+            Some(Ok(Event::Apply(p))) => apply(&ctx, &mut workers, &mut tasks, p),
+            Some(Ok(Event::Delete(p))) => {
+                if let Some(tx) = workers.get(&p.uid().unwrap_or_default()) {
+                    tx.send_replace(None);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(node = %ctx.cfg.name, error = %e, "pod watch"),
+            None => break,
+        }
+    }
+    // Workers see `stop` and end; give them a moment to close their sockets.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async { while tasks.join_next().await.is_some() {} })
+        .await;
+}
+
+fn apply(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+    tasks: &mut JoinSet<String>,
+    pod: Pod,
+) {
+    let uid = pod.uid().unwrap_or_default();
+    if let Some(tx) = workers.get(&uid) {
+        tx.send_replace(Some(pod));
+        return;
+    }
+    let (tx, rx) = watch::channel(Some(pod));
+    workers.insert(uid.clone(), tx);
+    let ctx = ctx.clone();
+    tasks.spawn(async move {
+        worker::run(ctx, rx).await;
+        uid
+    });
+}

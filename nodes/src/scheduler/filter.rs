@@ -1,0 +1,241 @@
+//! Feasibility: can this pod go on this node? Each check is one of upstream's filter plugins, in
+//! upstream's order, and fails with upstream's reason text so that the "0/N nodes are available"
+//! message reads the same.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+
+use super::cache::{NodeInfo, Resources};
+
+pub const REASON_UNSCHEDULABLE: &str = "node(s) were unschedulable";
+pub const REASON_AFFINITY: &str = "node(s) didn't match Pod's node affinity/selector";
+pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// The reasons this node cannot take the pod; empty when it can. `req` is the pod's requests.
+pub fn check(pod: &Pod, info: &NodeInfo, req: &Resources) -> Vec<String> {
+    let Some(node) = info.node.as_ref() else { return vec!["node(s) not found".into()] };
+    let tolerations: &[Toleration] =
+        pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
+    // NodeUnschedulable.
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        let taint =
+            Taint { key: TAINT_UNSCHEDULABLE.into(), effect: "NoSchedule".into(), ..Default::default() };
+        if !tolerations.iter().any(|t| tolerates(t, &taint)) {
+            return vec![REASON_UNSCHEDULABLE.into()];
+        }
+    }
+    // TaintToleration (PreferNoSchedule only matters to scoring).
+    for taint in effective_taints(node) {
+        if (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+            && !tolerations.iter().any(|t| tolerates(t, &taint))
+        {
+            return vec![format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or_default()
+            )];
+        }
+    }
+    // NodeAffinity (nodeSelector and required node affinity).
+    if !matches_node_affinity(pod, node) {
+        return vec![REASON_AFFINITY.into()];
+    }
+    // NodeResourcesFit.
+    let mut reasons = Vec::new();
+    if info.pods.len() as i64 + 1 > info.allocatable_pods {
+        reasons.push("Too many pods".to_string());
+    }
+    let free = |alloc: i64, used: i64| alloc - used;
+    if req.milli_cpu > 0 && req.milli_cpu > free(info.allocatable.milli_cpu, info.requested.milli_cpu) {
+        reasons.push("Insufficient cpu".into());
+    }
+    if req.memory > 0 && req.memory > free(info.allocatable.memory, info.requested.memory) {
+        reasons.push("Insufficient memory".into());
+    }
+    if req.ephemeral_storage > 0
+        && req.ephemeral_storage > free(info.allocatable.ephemeral_storage, info.requested.ephemeral_storage)
+    {
+        reasons.push("Insufficient ephemeral-storage".into());
+    }
+    reasons
+}
+
+/// The node's taints, plus the not-ready (or unreachable) NoSchedule taint implied by a Ready
+/// condition that is not True, when the node lifecycle controller has not put it there yet.
+pub fn effective_taints(node: &Node) -> Vec<Taint> {
+    let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str());
+    let implied = match ready {
+        Some("True") => None,
+        Some("Unknown") => Some(TAINT_UNREACHABLE),
+        _ => Some(TAINT_NOT_READY),
+    };
+    if let Some(key) = implied {
+        if !taints.iter().any(|t| t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE) {
+            taints.push(Taint { key: key.into(), effect: "NoSchedule".into(), ..Default::default() });
+        }
+    }
+    taints
+}
+
+/// Upstream's `Toleration.ToleratesTaint`.
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
+        if effect != taint.effect {
+            return false;
+        }
+    }
+    let key = t.key.as_deref().unwrap_or_default();
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            !key.is_empty()
+                && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
+
+/// `spec.nodeSelector` (every pair must be a node label) and required node affinity (any term).
+pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let Some(spec) = pod.spec.as_ref() else { return true };
+    if let Some(sel) = spec.node_selector.as_ref() {
+        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+    match required {
+        None => true,
+        Some(sel) => {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            sel.node_selector_terms.iter().any(|t| term_matches(t, labels, name))
+        }
+    }
+}
+
+/// One node selector term: all its expressions and fields must match; an empty term matches nothing.
+fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or_default();
+    let fields = term.match_fields.as_deref().unwrap_or_default();
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
+}
+
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    let int = |s: &str| s.parse::<i64>().ok();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (value.and_then(int), values.first().and_then(|s| int(s))) else {
+                return false;
+            };
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Upstream's FitError message: "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't
+/// match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not
+/// helpful for scheduling." (kplane does not preempt).
+pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
+    if num_nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!(
+        "0/{num_nodes} nodes are available: {}. preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful for scheduling.",
+        parts.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).unwrap()
+    }
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn affinity_operators() {
+        let n = node(json!({"metadata": {"name": "w1", "labels": {"zone": "a", "gen": "5"}}}));
+        let with = |exprs: serde_json::Value, fields: serde_json::Value| {
+            pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": exprs, "matchFields": fields}]}}}}}))
+        };
+        let ok = |e, f| matches_node_affinity(&with(e, f), &n);
+        assert!(ok(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}]), json!([])));
+        assert!(!ok(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}]), json!([])));
+        assert!(ok(json!([{"key": "zone", "operator": "Exists"}]), json!([])));
+        assert!(ok(json!([{"key": "disk", "operator": "DoesNotExist"}]), json!([])));
+        assert!(ok(json!([{"key": "gen", "operator": "Gt", "values": ["4"]}]), json!([])));
+        assert!(!ok(json!([{"key": "gen", "operator": "Lt", "values": ["5"]}]), json!([])));
+        assert!(ok(json!([]), json!([{"key": "metadata.name", "operator": "In", "values": ["w1"]}])));
+        assert!(!ok(json!([]), json!([{"key": "metadata.name", "operator": "In", "values": ["w2"]}])));
+        assert!(!ok(json!([]), json!([])), "an empty term matches nothing");
+    }
+
+    #[test]
+    fn toleration_rules() {
+        let taint = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        let t = |v: serde_json::Value| serde_json::from_value::<Toleration>(v).unwrap();
+        assert!(tolerates(&t(json!({"key": "k", "operator": "Equal", "value": "v"})), &taint));
+        assert!(!tolerates(&t(json!({"key": "k", "operator": "Equal", "value": "w"})), &taint));
+        assert!(tolerates(&t(json!({"key": "k", "operator": "Exists"})), &taint));
+        assert!(tolerates(&t(json!({"operator": "Exists"})), &taint));
+        assert!(!tolerates(&t(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
+    }
+
+    #[test]
+    fn fit_error_message_matches_upstream() {
+        let mut r = BTreeMap::new();
+        r.insert(REASON_AFFINITY.to_string(), 2);
+        r.insert("Insufficient cpu".to_string(), 1);
+        assert_eq!(
+            fit_error(3, &r),
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector. \
+             preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
+    }
+}

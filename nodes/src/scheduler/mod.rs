@@ -1,0 +1,435 @@
+//! The `default-scheduler`: assigns each unbound pod it is responsible for to a node.
+//!
+//! One task owns all the state (no locks): it reads the node and pod watches into the [`Cache`],
+//! keeps a FIFO of pods to schedule, and for each runs the filters and scores over the cache. The
+//! chosen node is *assumed* at once (the pod's requests count against it) and the binding is POSTed
+//! in a spawned task, up to `bind_concurrency` at a time, so a thousand pending pods bind in seconds
+//! without ever re-listing. A failed binding un-assumes. Pods that fit nowhere get upstream's
+//! PodScheduled=False/Unschedulable condition and a FailedScheduling event, and are retried when a
+//! node changes in a way the filters read, when an assigned pod goes away, and every
+//! `retry_interval`.
+
+pub mod cache;
+pub mod filter;
+pub mod score;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::{Error, SchedulerConfig};
+use cache::{Cache, PodUsage};
+
+/// Runs the scheduler until `shutdown` completes. Returns an error only if it cannot start.
+pub async fn run_scheduler(
+    client: Client,
+    cfg: SchedulerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let mut nodes = nodes.boxed();
+    let mut pods = pods.boxed();
+    let reporter = Reporter { controller: cfg.name.clone(), instance: None };
+    let mut s = Scheduler {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        report_slots: Arc::new(Semaphore::new(cfg.bind_concurrency.max(1))),
+        cfg,
+        cache: Cache::default(),
+        pending: HashMap::new(),
+        active: VecDeque::new(),
+        queued: HashSet::new(),
+        unschedulable: HashSet::new(),
+        in_flight: HashSet::new(),
+        assumed: HashSet::new(),
+        tasks: JoinSet::new(),
+        nodes_synced: false,
+        pods_synced: false,
+        node_relist: None,
+        pod_relist: None,
+    };
+    let mut retry = tokio::time::interval(s.cfg.retry_interval);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        if s.nodes_synced && s.pods_synced {
+            s.schedule_ready();
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            ev = nodes.next() => match ev {
+                Some(Ok(ev)) => s.on_node_event(ev),
+                Some(Err(e)) => tracing::warn!(error = %e, "scheduler: node watch"),
+                None => break,
+            },
+            ev = pods.next() => match ev {
+                Some(Ok(ev)) => s.on_pod_event(ev),
+                Some(Err(e)) => tracing::warn!(error = %e, "scheduler: pod watch"),
+                None => break,
+            },
+            Some(done) = s.tasks.join_next(), if !s.tasks.is_empty() => {
+                if let Ok(outcome) = done {
+                    s.on_outcome(outcome);
+                }
+            }
+            _ = retry.tick() => s.flush_unschedulable(),
+        }
+    }
+    s.tasks.shutdown().await;
+    Ok(())
+}
+
+/// What a spawned task reports back to the loop.
+enum Outcome {
+    Bound { key: String },
+    BindFailed { key: String, uid: String, retry: bool },
+    Reported,
+}
+
+struct Scheduler {
+    cfg: SchedulerConfig,
+    client: Client,
+    recorder: Recorder,
+    /// Bounds the status patches and events in flight.
+    report_slots: Arc<Semaphore>,
+    cache: Cache,
+    /// Unbound pods this scheduler is responsible for, by "namespace/name".
+    pending: HashMap<String, Pod>,
+    /// Keys to try, in order; `queued` mirrors it for de-duplication.
+    active: VecDeque<String>,
+    queued: HashSet<String>,
+    /// Keys that fit nowhere at their last attempt.
+    unschedulable: HashSet<String>,
+    /// Keys whose binding is in flight.
+    in_flight: HashSet<String>,
+    /// Pod uids assigned in the cache by us, not yet seen bound by the watch.
+    assumed: HashSet<String>,
+    tasks: JoinSet<Outcome>,
+    nodes_synced: bool,
+    pods_synced: bool,
+    node_relist: Option<HashSet<String>>,
+    pod_relist: Option<HashSet<String>>,
+}
+
+fn key_of(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+impl Scheduler {
+    fn responsible(&self, pod: &Pod) -> bool {
+        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or_default();
+        name == self.cfg.name || (name.is_empty() && self.cfg.name == "default-scheduler")
+    }
+
+    fn on_node_event(&mut self, ev: Event<Node>) {
+        match ev {
+            Event::Init => self.node_relist = Some(HashSet::new()),
+            Event::InitApply(node) => {
+                if let Some(seen) = self.node_relist.as_mut() {
+                    seen.insert(node.name_any());
+                }
+                self.cache.set_node(node);
+            }
+            Event::InitDone => {
+                let seen = self.node_relist.take().unwrap_or_default();
+                let gone: Vec<String> = self
+                    .cache
+                    .nodes
+                    .iter()
+                    .filter(|(n, i)| i.node.is_some() && !seen.contains(*n))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in gone {
+                    self.cache.remove_node(&n);
+                }
+                self.nodes_synced = true;
+                self.flush_unschedulable();
+            }
+            Event::Apply(node) => {
+                if self.cache.set_node(node) {
+                    self.flush_unschedulable();
+                }
+            }
+            Event::Delete(node) => self.cache.remove_node(&node.name_any()),
+        }
+    }
+
+    fn on_pod_event(&mut self, ev: Event<Pod>) {
+        match ev {
+            Event::Init => self.pod_relist = Some(HashSet::new()),
+            Event::InitApply(pod) => {
+                if let Some(seen) = self.pod_relist.as_mut() {
+                    seen.insert(pod.uid().unwrap_or_default());
+                }
+                self.on_pod(pod);
+            }
+            Event::InitDone => {
+                let seen = self.pod_relist.take().unwrap_or_default();
+                for uid in self.cache.pod_uids() {
+                    if !seen.contains(&uid) && !self.assumed.contains(&uid) {
+                        self.cache.remove_pod(&uid);
+                    }
+                }
+                let gone: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| !seen.contains(&p.uid().unwrap_or_default()))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in gone {
+                    self.forget(&k);
+                }
+                self.pods_synced = true;
+            }
+            Event::Apply(pod) => self.on_pod(pod),
+            Event::Delete(pod) => {
+                self.forget(&key_of(&pod));
+                let uid = pod.uid().unwrap_or_default();
+                self.assumed.remove(&uid);
+                if self.cache.remove_pod(&uid) {
+                    self.flush_unschedulable();
+                }
+            }
+        }
+    }
+
+    fn on_pod(&mut self, pod: Pod) {
+        let key = key_of(&pod);
+        let uid = pod.uid().unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+        if let Some(node) = node {
+            // Bound (by us or anyone): it counts against its node until it ends.
+            self.forget(&key);
+            self.assumed.remove(&uid);
+            if terminal {
+                if self.cache.remove_pod(&uid) {
+                    self.flush_unschedulable();
+                }
+            } else {
+                self.cache.add_pod(&uid, &node, PodUsage::of(&pod));
+            }
+            return;
+        }
+        if !self.responsible(&pod) || pod.metadata.deletion_timestamp.is_some() || terminal {
+            self.forget(&key);
+            return;
+        }
+        self.pending.insert(key.clone(), pod);
+        if !self.in_flight.contains(&key) && !self.unschedulable.contains(&key) {
+            self.enqueue(key);
+        }
+    }
+
+    fn enqueue(&mut self, key: String) {
+        if self.queued.insert(key.clone()) {
+            self.active.push_back(key);
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.pending.remove(key);
+        self.unschedulable.remove(key);
+        self.queued.remove(key);
+    }
+
+    fn flush_unschedulable(&mut self) {
+        for key in std::mem::take(&mut self.unschedulable) {
+            self.enqueue(key);
+        }
+    }
+
+    /// Schedules queued pods while binding slots are free.
+    fn schedule_ready(&mut self) {
+        while self.in_flight.len() < self.cfg.bind_concurrency.max(1) {
+            let Some(key) = self.active.pop_front() else { break };
+            if !self.queued.remove(&key) || self.in_flight.contains(&key) {
+                continue;
+            }
+            let Some(pod) = self.pending.get(&key).cloned() else { continue };
+            self.schedule_one(key, pod);
+        }
+    }
+
+    fn schedule_one(&mut self, key: String, pod: Pod) {
+        let usage = PodUsage::of(&pod);
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut feasible = Vec::new();
+        let mut num_nodes = 0;
+        for (name, info) in &self.cache.nodes {
+            if info.node.is_none() {
+                continue;
+            }
+            num_nodes += 1;
+            let failed = filter::check(&pod, info, &usage.requests);
+            if failed.is_empty() {
+                feasible.push(name.as_str());
+            }
+            for r in failed {
+                *reasons.entry(r).or_default() += 1;
+            }
+        }
+        if feasible.is_empty() {
+            let message = filter::fit_error(num_nodes, &reasons);
+            self.unschedulable.insert(key);
+            self.report_unschedulable(pod, message);
+            return;
+        }
+        let spread = usage.spread_key.as_deref();
+        let max_same = feasible
+            .iter()
+            .map(|n| spread.and_then(|k| self.cache.nodes[*n].spread.get(k)).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let best = feasible
+            .iter()
+            .map(|n| {
+                let info = &self.cache.nodes[*n];
+                let s = score::score(&usage.nonzero, spread, info, max_same);
+                // Ties go to the node with fewer pods, then by name, so equal nodes fill evenly.
+                ((s, std::cmp::Reverse(info.pods.len()), std::cmp::Reverse(*n)), *n)
+            })
+            .max()
+            .map(|(_, n)| n.to_string())
+            .expect("feasible is not empty");
+        let uid = pod.uid().unwrap_or_default();
+        self.cache.add_pod(&uid, &best, usage);
+        self.assumed.insert(uid.clone());
+        self.in_flight.insert(key.clone());
+        let client = self.client.clone();
+        let recorder = self.recorder.clone();
+        let slots = self.report_slots.clone();
+        self.tasks.spawn(bind(client, recorder, slots, pod, key, uid, best));
+    }
+
+    fn report_unschedulable(&mut self, pod: Pod, message: String) {
+        let client = self.client.clone();
+        let recorder = self.recorder.clone();
+        let slots = self.report_slots.clone();
+        self.tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            report_unschedulable(&client, &recorder, &pod, &message).await;
+            Outcome::Reported
+        });
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Bound { key } => {
+                self.in_flight.remove(&key);
+            }
+            Outcome::BindFailed { key, uid, retry } => {
+                self.in_flight.remove(&key);
+                if self.assumed.remove(&uid) {
+                    self.cache.remove_pod(&uid);
+                }
+                if retry && self.pending.contains_key(&key) {
+                    self.unschedulable.insert(key);
+                } else if !retry {
+                    self.forget(&key);
+                }
+            }
+            Outcome::Reported => {}
+        }
+    }
+}
+
+/// POSTs the binding, then records the Scheduled event.
+async fn bind(
+    client: Client,
+    recorder: Recorder,
+    slots: Arc<Semaphore>,
+    pod: Pod,
+    key: String,
+    uid: String,
+    node: String,
+) -> Outcome {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns, "uid": uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    let res: Result<serde_json::Value, kube::Error> =
+        api.create_subresource("binding", &name, &PostParams::default(), &binding).await;
+    match res {
+        Ok(_) => {
+            let _slot = slots.acquire_owned().await;
+            let ev = KubeEvent {
+                type_: EventType::Normal,
+                reason: "Scheduled".into(),
+                note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
+                action: "Binding".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+                tracing::debug!(error = %e, pod = %key, "scheduler: Scheduled event");
+            }
+            Outcome::Bound { key }
+        }
+        Err(e) => {
+            // 404: the pod is gone; 409: it is already bound (the watch will show where) or being
+            // deleted. Anything else is worth another try.
+            let code = match &e {
+                kube::Error::Api(s) => s.code,
+                _ => 0,
+            };
+            tracing::warn!(error = %e, pod = %key, node = %node, "scheduler: binding failed");
+            Outcome::BindFailed { key, uid, retry: code != 404 && code != 409 }
+        }
+    }
+}
+
+/// Sets PodScheduled=False/Unschedulable (when it says something new) and records FailedScheduling.
+async fn report_unschedulable(client: &Client, recorder: &Recorder, pod: &Pod, message: &str) {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let conds: Vec<PodCondition> = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let current = conds.iter().find(|c| c.type_ == "PodScheduled");
+    let same = current.is_some_and(|c| {
+        c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+            && c.message.as_deref() == Some(message)
+    });
+    if !same {
+        let mut conds: Vec<serde_json::Value> = conds
+            .iter()
+            .filter(|c| c.type_ != "PodScheduled")
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .collect();
+        conds.push(json!({
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": null, "lastTransitionTime": jiff::Timestamp::now().to_string(),
+        }));
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"status": {"conditions": conds}});
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            tracing::debug!(error = %e, pod = %name, "scheduler: unschedulable status");
+        }
+    }
+    let ev = KubeEvent {
+        type_: EventType::Warning,
+        reason: "FailedScheduling".into(),
+        note: Some(message.to_string()),
+        action: "Scheduling".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+        tracing::debug!(error = %e, pod = %name, "scheduler: FailedScheduling event");
+    }
+}

@@ -1,0 +1,224 @@
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::registration::http_get;
+
+/// A node with a podCIDR, and pods placed on it directly (spec.nodeName, no scheduler).
+async fn ready_node(client: &kube::Client, name: &str, index: usize, cidr: &str) -> RunningNode {
+    let node = start_node(client, node_config(name, nodes::default_node_ip(index)));
+    set_pod_cidr(client, name, cidr).await;
+    node
+}
+
+fn on(node: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    let mut p = pod(name, spec);
+    p["spec"]["nodeName"] = json!(node);
+    p
+}
+
+async fn running(client: &kube::Client, name: &str) -> Pod {
+    eventually(&format!("{name} Running"), || async {
+        get_pod(client, "default", name).await.filter(|p| phase_of(p) == "Running")
+    })
+    .await
+}
+
+pub fn pod_ip(p: &Pod) -> Ipv4Addr {
+    p.status.as_ref().unwrap().pod_ip.as_deref().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_pod_runs_with_an_ip_from_the_pod_cidr_and_every_condition() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.10.0/24").await;
+    create_pod(&client, "default", on("worker0", "web", json!({}))).await;
+    let p = running(&client, "web").await;
+    let st = p.status.clone().unwrap();
+    let ip = pod_ip(&p);
+    assert_eq!(&ip.octets()[..3], &[127, 250, 10], "{ip}");
+    assert_eq!(st.host_ip.as_deref(), Some(nodes::default_node_ip(0).to_string().as_str()));
+    assert_eq!(st.pod_ips.unwrap()[0].ip, ip.to_string());
+    assert!(st.start_time.is_some());
+    assert_eq!(st.qos_class.as_deref(), Some("BestEffort"));
+    for t in ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+        assert_eq!(condition(&p, t).map(|c| c.0), Some("True".to_string()), "{t}");
+    }
+    let cs = &st.container_statuses.unwrap()[0];
+    assert!(cs.ready && cs.started == Some(true) && cs.restart_count == 0);
+    assert!(cs.container_id.as_deref().unwrap().starts_with("kplane-sim://"));
+    assert_eq!(cs.image, "nginx:1.27");
+    assert!(!cs.image_id.is_empty());
+    assert!(cs.state.as_ref().unwrap().running.as_ref().unwrap().started_at.is_some());
+    let started = eventually("Started event", || async { events_for(&client, "default", "web", "Started").await.pop() }).await;
+    assert_eq!(started.message.as_deref(), Some("Started container app"));
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_initial_delay_holds_ready_back() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.11.0/24").await;
+    let spec = json!({"containers": [{"name": "app", "image": "nginx",
+        "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "initialDelaySeconds": 2}}]});
+    create_pod(&client, "default", on("worker0", "slow", spec)).await;
+    let p = running(&client, "slow").await;
+    let created = Instant::now();
+    assert_eq!(condition(&p, "Ready").map(|c| (c.0, c.1)), Some(("False".into(), Some("ContainersNotReady".into()))));
+    eventually("Ready", || async {
+        let p = get_pod(&client, "default", "slow").await?;
+        (condition(&p, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    assert!(created.elapsed() > Duration::from_millis(1000), "Ready came too early: {:?}", created.elapsed());
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_deletion_removes_the_pod_after_the_capped_grace_and_frees_ip_and_port() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.12.0/24").await;
+    let spec = json!({"terminationGracePeriodSeconds": 30,
+        "containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    create_pod(&client, "default", on("worker0", "old", spec.clone())).await;
+    let ip = pod_ip(&running(&client, "old").await);
+    assert!(http_get(ip, 8080, "/").await.starts_with("HTTP/1.1 200"));
+
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let asked = Instant::now();
+    api.delete("old", &DeleteParams::default()).await.unwrap();
+    // Terminating: listeners closed, containers terminated, the object still there.
+    let p = eventually("containers terminated", || async {
+        get_pod(&client, "default", "old").await.filter(|p| {
+            let terminated = || p.status.as_ref()?.container_statuses.as_ref()?[0].state.as_ref()?.terminated.as_ref();
+            terminated().is_some()
+        })
+    })
+    .await;
+    assert!(p.metadata.deletion_timestamp.is_some());
+    assert!(tokio::net::TcpStream::connect((ip, 8080)).await.is_err(), "the listener must be closed");
+    eventually("the pod to be gone", || async { get_pod(&client, "default", "old").await.is_none().then_some(()) }).await;
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(10), "grace capped at 300ms: {took:?}");
+
+    // The address and the port are free again: the next pod gets them and answers.
+    create_pod(&client, "default", on("worker0", "new", spec)).await;
+    let new_ip = pod_ip(&running(&client, "new").await);
+    assert_eq!(new_ip, ip);
+    let resp = http_get(ip, 8080, "/").await;
+    assert!(resp.contains("pod: default/new"), "{resp}");
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pods_run_quickly_and_never_share_an_ip() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let mut cfg = node_config("worker0", nodes::default_node_ip(0));
+    cfg.max_pods = 2000;
+    let node = start_node(&client, cfg);
+    set_pod_cidr(&client, "worker0", "127.250.16.0/22").await;
+    let creates = (0..1000).map(|i| {
+        let client = client.clone();
+        async move { create_pod(&client, "default", on("worker0", &format!("many-{i}"), json!({}))).await }
+    });
+    futures::stream::iter(creates).buffer_unordered(32).collect::<Vec<_>>().await;
+    let started = Instant::now();
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods = eventually_within("1000 pods Running", Duration::from_secs(90), || async {
+        let pods = api.list(&ListParams::default()).await.unwrap().items;
+        (pods.iter().filter(|p| phase_of(p) == "Running").count() == 1000).then_some(pods)
+    })
+    .await;
+    eprintln!("1000 pods running in {:?}", started.elapsed());
+    let ips: HashSet<Ipv4Addr> = pods.iter().map(pod_ip).collect();
+    assert_eq!(ips.len(), 1000, "every pod has its own IP");
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kubelet_keeps_its_pods_addresses() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.13.0/24").await;
+    let spec = json!({"containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    create_pod(&client, "default", on("worker0", "a", spec.clone())).await;
+    let ip_a = pod_ip(&running(&client, "a").await);
+    node.stop().await;
+    assert!(tokio::net::TcpStream::connect((ip_a, 8080)).await.is_err(), "a stopped node's pods stop answering");
+
+    let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
+    create_pod(&client, "default", on("worker0", "b", spec)).await;
+    let ip_b = pod_ip(&running(&client, "b").await);
+    assert_ne!(ip_a, ip_b, "nothing is persisted, yet a's address is not handed out again");
+    eventually("a answers again", || async {
+        tokio::net::TcpStream::connect((ip_a, 8080)).await.ok().map(|_| ())
+    })
+    .await;
+    assert_eq!(pod_ip(&get_pod(&client, "default", "a").await.unwrap()), ip_a);
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_never_pods_with_simple_commands_complete() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.14.0/24").await;
+    let ok = json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox", "command": ["echo", "hello"]}]});
+    let bad = json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": "busybox", "command": ["sh", "-c", "exit 3"]}]});
+    create_pod(&client, "default", on("worker0", "ok", ok)).await;
+    create_pod(&client, "default", on("worker0", "bad", bad)).await;
+    let done = |name: &'static str, phase: &'static str| {
+        let client = client.clone();
+        async move {
+            eventually(name, || async { get_pod(&client, "default", name).await.filter(|p| phase_of(p) == phase) }).await
+        }
+    };
+    let p = done("ok", "Succeeded").await;
+    let t = p.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    let p = done("bad", "Failed").await;
+    let t = p.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    // A completed pod is deleted at once when asked.
+    Api::<Pod>::namespaced(client.clone(), "default").delete("ok", &DeleteParams::default()).await.unwrap();
+    eventually("ok gone", || async { get_pod(&client, "default", "ok").await.is_none().then_some(()) }).await;
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_cannot_be_bound_is_reported_and_the_pod_still_runs() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.15.0/24").await;
+    // Two containers of one pod share its IP; the same port twice cannot both be bound.
+    let spec = json!({"containers": [
+        {"name": "a", "image": "nginx", "ports": [{"containerPort": 8080}]},
+        {"name": "b", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    create_pod(&client, "default", on("worker0", "clash", spec)).await;
+    let p = running(&client, "clash").await;
+    let ev = eventually("FailedToListen", || async {
+        events_for(&client, "default", "clash", "FailedToListen").await.pop()
+    })
+    .await;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert!(ev.message.as_deref().unwrap().contains(&format!("{}:8080/TCP", pod_ip(&p))), "{ev:?}");
+    assert!(http_get(pod_ip(&p), 8080, "/").await.starts_with("HTTP/1.1 200"));
+    node.stop().await;
+    cluster.shutdown().await;
+}
