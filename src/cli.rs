@@ -22,11 +22,17 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the control plane: the store (embedded unless --etcd-servers), its etcd endpoint, and the
-    /// API server.
+    /// Run the whole cluster: the store (embedded unless --etcd-servers) and its etcd endpoint, the
+    /// API server, the controller-manager, the scheduler and simulated nodes.
     Up(UpArgs),
     /// Run the API server alone (with its store), without the other components.
-    Apiserver(UpArgs),
+    Apiserver(ServerArgs),
+    /// Run the controller-manager alone against a cluster.
+    ControllerManager(crate::components::ControllerManagerCmd),
+    /// Run the scheduler alone against a cluster.
+    Scheduler(crate::components::SchedulerCmd),
+    /// Run one simulated node (a kubelet) against a cluster.
+    Node(crate::components::NodeCmd),
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -40,6 +46,8 @@ pub enum BenchCommand {
     Store(store::bench::BenchArgs),
     /// The API over HTTP on a real etcd: creates, GETs, a big LIST, watch fan-out, idle memory.
     Api(apiserver::bench::BenchApiArgs),
+    /// A big Deployment on simulated nodes: time to available pods and Endpoints, memory per pod.
+    Cluster(crate::bench::BenchClusterArgs),
 }
 
 /// Where the cluster's state lives.
@@ -64,6 +72,15 @@ pub struct StoreArgs {
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub components: crate::components::UpComponents,
+}
+
+/// The store and the API server.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Address of the embedded store's etcd v3 endpoint (loopback only).
@@ -159,10 +176,22 @@ pub fn init_tracing(verbose: u8) {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up(args) | Command::Apiserver(args) => up(args).await,
+        Command::Up(args) => up(args.server, Some(args.components)).await,
+        Command::Apiserver(args) => up(args, None).await,
+        Command::ControllerManager(cmd) => {
+            crate::components::controller_manager_cmd(cmd, shutdown_signal()).await
+        }
+        Command::Scheduler(cmd) => crate::components::scheduler_cmd(cmd, shutdown_signal()).await,
+        Command::Node(cmd) => crate::components::node_cmd(cmd, shutdown_signal()).await,
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench { what: BenchCommand::Cluster(args) } => {
+            let exe = std::env::current_exe().context("finding the kplane binary")?;
+            let report = crate::bench::run(args, exe).await?;
             println!("{report}");
             Ok(())
         }
@@ -206,7 +235,7 @@ async fn open_store(args: &StoreArgs) -> Result<Opened> {
     Ok(Opened::Etcd(Arc::new(store)))
 }
 
-async fn up(args: UpArgs) -> Result<()> {
+async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
     let opened = open_store(&args.store).await?;
     let mut endpoint = None;
     match &opened {
@@ -246,7 +275,7 @@ async fn up(args: UpArgs) -> Result<()> {
     let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let api = tokio::spawn(apiserver::serve(
-        state,
+        state.clone(),
         async {
             let _ = stop_api_rx.await;
         },
@@ -266,10 +295,39 @@ async fn up(args: UpArgs) -> Result<()> {
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     let kubeconfig = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
     println!("kplane: API server at http://{addr}");
+    // The in-process components reach the API through its router, with no socket.
+    let (stop_components, stopping) = crate::components::Shutdown::new();
+    let mut running = tokio::task::JoinSet::new();
+    if let Some(components) = &components {
+        let client = kube::Client::new(apiserver::router(state), "default");
+        crate::components::spawn_up(&mut running, &client, components, &stopping);
+    }
     println!("export KUBECONFIG={}", kubeconfig.display());
     println!("kplane: ready");
-    shutdown_signal().await;
+    let mut failed = None;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(done) = running.join_next() => {
+            // A component stopped by itself: report it and bring the rest down.
+            failed = Some(match done {
+                Ok(Ok(())) => anyhow::anyhow!("a component stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a component task failed: {e}"),
+            });
+        }
+    }
     tracing::info!("shutting down");
+    let _ = stop_components.send(true);
+    let drained = async {
+        while let Some(done) = running.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "a component stopped with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), drained).await.is_err() {
+        tracing::warn!("components did not stop within 10 s");
+    }
     let _ = stop_api.send(());
     match api.await {
         Ok(Ok(())) => {}
@@ -283,11 +341,14 @@ async fn up(args: UpArgs) -> Result<()> {
     if let Opened::Embedded(store) = opened {
         store.shutdown().await;
     }
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

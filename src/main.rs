@@ -1,7 +1,9 @@
 //! The `kplane` binary: command-line parsing and wiring, nothing more. Every behaviour lives in the
 //! library crates.
 
+mod bench;
 mod cli;
+mod components;
 
 use anyhow::Result;
 use clap::Parser;

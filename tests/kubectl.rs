@@ -1,4 +1,5 @@
-//! The real `kubectl` against kplane, on the embedded store and on a real etcd. After each step the
+//! The real `kubectl` against kplane's API server (`kplane apiserver`, no controllers, so each step's
+//! stored result is exactly what the API made of it), on the embedded store and on a real etcd. After each step the
 //! matching `/registry` key is checked with the real `etcdctl`.
 
 mod common;
@@ -18,7 +19,7 @@ struct Cluster {
 impl Cluster {
     fn embedded() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let kp = Kplane::start(dir.path(), free_port());
+        let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
         let etcd = kp.endpoint();
         Cluster { kp, etcd, _real: None, _dir: dir }
     }
@@ -28,7 +29,7 @@ impl Cluster {
         let real = rt.block_on(EtcdProcess::start()).expect("start a real etcd (install etcd-server)");
         let dir = tempfile::tempdir().unwrap();
         let etcd = real.endpoint();
-        let kp = Kplane::start_with(dir.path(), free_port(), &["--etcd-servers", &etcd]);
+        let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &["--etcd-servers", &etcd]);
         Cluster { kp, etcd, _real: Some(real), _dir: dir }
     }
 

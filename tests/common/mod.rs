@@ -31,10 +31,26 @@ impl Kplane {
 
     /// Like [`Kplane::start`], with extra flags (e.g. `--etcd-servers`).
     pub fn start_with(data_dir: &Path, etcd_port: u16, extra: &[&str]) -> Kplane {
+        Kplane::start_cmd("up", data_dir, etcd_port, extra)
+    }
+
+    /// Starts `kplane <cmd>` (`up`, or `apiserver` for the API alone). Each instance gets its own pod
+    /// range (a /16 of loopback), so that pods of tests running side by side never share an address.
+    pub fn start_cmd(cmd: &str, data_dir: &Path, etcd_port: u16, extra: &[&str]) -> Kplane {
+        static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut args: Vec<String> = vec![cmd.into(), "--data-dir".into(), data_dir.display().to_string()];
+        args.extend([
+            "--etcd-listen".into(),
+            format!("127.0.0.1:{etcd_port}"),
+            "--secure-port".into(),
+            "0".into(),
+        ]);
+        if cmd == "up" && !extra.contains(&"--cluster-cidr") {
+            args.extend(["--cluster-cidr".into(), format!("127.{}.0.0/16", 200 + n % 40)]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_kplane"))
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args(["--etcd-listen", &format!("127.0.0.1:{etcd_port}"), "--secure-port", "0"])
+            .args(&args)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,300 @@
+//! `kplane bench cluster`: a Deployment of N replicas on simulated nodes, from `kubectl create` to
+//! `availableReplicas = N` and N addresses in its Service's Endpoints, beside its anchor in the same
+//! run: the bare store writes those pods need (create, bind, status: 3 per pod), made directly at
+//! concurrency 16 on the same kind of store, with no API, controllers or nodes in between.
+//!
+//! The cluster runs as a separate `kplane up` process so that its memory can be read: memory per
+//! simulated pod is the RSS growth from idle to N Running pods, divided by N.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+/// Flags of `kplane bench cluster`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchClusterArgs {
+    /// Replicas of the measured Deployment.
+    #[arg(long, default_value_t = 1000)]
+    pub replicas: usize,
+    /// Simulated nodes (110 pods each).
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Run the cluster on this etcd instead of the embedded store (the anchor then writes to it too).
+    #[arg(long)]
+    pub etcd_servers: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+struct Cluster {
+    child: Child,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "up",
+        "--no-etcd-listen",
+        "--secure-port",
+        "0",
+        "--nodes",
+        &args.nodes.to_string(),
+        "--data-dir",
+    ])
+    .arg(dir)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if let Some(etcd) = &args.etcd_servers {
+        cmd.args(["--etcd-servers", etcd]);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut kubeconfig = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(path) = line.strip_prefix("export KUBECONFIG=") {
+            kubeconfig = Some(PathBuf::from(path));
+        }
+        if line == "kplane: ready" {
+            break;
+        }
+    }
+    let kubeconfig = kubeconfig.context("kplane up did not become ready")?;
+    Ok(Cluster { child, kubeconfig })
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        && p.metadata.deletion_timestamp.is_none()
+}
+
+/// Everything one run measured.
+pub struct Report {
+    args: BenchClusterArgs,
+    /// Seconds from the create to each further 100 Ready pods.
+    per_hundred: Vec<(usize, f64)>,
+    available: f64,
+    endpoints: f64,
+    anchor: f64,
+    idle_rss: f64,
+    busy_rss: f64,
+}
+
+pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
+    let tmp = tempfile::Builder::new().prefix("kplane-bench-cluster-").tempdir()?;
+    let cluster = start(&exe, &tmp.path().join("cluster"), &args)?;
+    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig).await?;
+    let n = args.replicas;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+
+    // Wait for the nodes, then let the idle cluster settle before reading its memory.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    loop {
+        let ready = nodes
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some())
+            .count();
+        if ready >= args.nodes {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {} nodes came up", args.nodes);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_mib(cluster.child.id());
+
+    let ns = "default";
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = json!({"metadata": {"name": "bench"}, "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]}});
+    services.create(&PostParams::default(), &serde_json::from_value(svc)?).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut pod_events = watcher(pods, watcher::Config::default().labels("app=bench")).boxed();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    let deployment = json!({
+        "metadata": {"name": "bench"},
+        "spec": {"replicas": n, "selector": {"matchLabels": {"app": "bench"}}, "template": {
+            "metadata": {"labels": {"app": "bench"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}}},
+    });
+
+    let start = Instant::now();
+    deployments.create(&PostParams::default(), &serde_json::from_value(deployment)?).await?;
+    let mut ready: HashMap<String, bool> = HashMap::new();
+    let mut per_hundred = Vec::new();
+    let (mut available, mut endpoints_at) = (None, None);
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    while available.is_none() || endpoints_at.is_none() {
+        if Instant::now() > deadline {
+            bail!(
+                "timed out: {} pods Ready after {:?}",
+                ready.values().filter(|r| **r).count(),
+                start.elapsed()
+            );
+        }
+        tokio::select! {
+            ev = pod_events.next() => {
+                match ev {
+                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                        ready.insert(p.metadata.name.clone().unwrap_or_default(), is_ready(&p));
+                    }
+                    Some(Ok(watcher::Event::Delete(p))) => {
+                        ready.remove(&p.metadata.name.clone().unwrap_or_default());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::debug!(error = %e, "pod watch"),
+                    None => bail!("the pod watch ended"),
+                }
+                let count = ready.values().filter(|r| **r).count();
+                while per_hundred.len() < count / 100 {
+                    per_hundred.push(((per_hundred.len() + 1) * 100, start.elapsed().as_secs_f64()));
+                }
+            }
+            _ = poll.tick() => {
+                if available.is_none() {
+                    let d = deployments.get("bench").await?;
+                    if d.status.and_then(|s| s.available_replicas).unwrap_or(0) as usize == n {
+                        available = Some(start.elapsed().as_secs_f64());
+                    }
+                }
+                if endpoints_at.is_none() {
+                    if let Some(ep) = endpoints.get_opt("bench").await? {
+                        let count: usize = ep.subsets.unwrap_or_default().iter().map(|s| s.addresses.as_ref().map_or(0, Vec::len)).sum();
+                        if count == n {
+                            endpoints_at = Some(start.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let busy_rss = rss_mib(cluster.child.id());
+    drop(cluster);
+
+    let anchor = anchor_writes(&args, tmp.path()).await?;
+    Ok(Report {
+        args,
+        per_hundred,
+        available: available.unwrap_or_default(),
+        endpoints: endpoints_at.unwrap_or_default(),
+        anchor,
+        idle_rss,
+        busy_rss,
+    })
+}
+
+/// The store writes N pods need, made directly: create, then two updates (bind, status), per pod, 16
+/// pods at a time. Returns seconds.
+async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
+    let mut embedded = None;
+    let store: store::DynStore = match &args.etcd_servers {
+        Some(url) => {
+            Arc::new(store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![url.clone()])).await?)
+        }
+        None => {
+            let s =
+                store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(dir.join("anchor")))
+                    .await?;
+            embedded = Some(s.clone());
+            Arc::new(s)
+        }
+    };
+    let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}});
+    let value = pod.to_string().into_bytes();
+    let prefix = format!("/registry/bench-anchor-{}/", uuid::Uuid::new_v4());
+    let started = Instant::now();
+    store::bench::drive(args.replicas, 16, move |i| {
+        let (store, value, key) = (store.clone(), value.clone(), format!("{prefix}{i}"));
+        async move {
+            let kv = store.create(&key, value.clone(), 0).await?;
+            let kv = store.update(&key, value.clone(), kv.mod_revision, 0).await?;
+            store.update(&key, value, kv.mod_revision, 0).await.map(|_| ())
+        }
+    })
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(s) = embedded {
+        s.shutdown().await;
+    }
+    Ok(secs)
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.args.replicas;
+        let store = if self.args.etcd_servers.is_some() { "real etcd" } else { "embedded store" };
+        writeln!(
+            f,
+            "kplane bench cluster: Deployment of {n} replicas on {} simulated nodes, {store}",
+            self.args.nodes
+        )?;
+        writeln!(f, "{:<52} {:>10} {:>12} {:>8}   goal", "", "kplane", "anchor", "ratio")?;
+        writeln!(
+            f,
+            "{:<52} {:>9.2}s {:>11.2}s {:>7.1}x   < 10 s (kwok's CI gate: 120 s)",
+            format!("create -> availableReplicas={n}"),
+            self.available,
+            self.anchor,
+            self.available / self.anchor.max(1e-9)
+        )?;
+        writeln!(
+            f,
+            "{:<52} {:>9.2}s",
+            format!("create -> {n} addresses in the Service's Endpoints"),
+            self.endpoints
+        )?;
+        writeln!(f, "  (anchor: the {} bare store writes those pods need, at concurrency 16)", 3 * n)?;
+        let mut last = 0.0;
+        for (count, at) in &self.per_hundred {
+            writeln!(f, "  {count:>6} pods Ready at {at:>6.2}s   (+{:.2}s for these 100)", at - last)?;
+            last = *at;
+        }
+        let per_pod = (self.busy_rss - self.idle_rss) * 1024.0 / n.max(1) as f64;
+        writeln!(
+            f,
+            "memory: idle {:.1} MiB, with {n} pods {:.1} MiB: {per_pod:.1} KiB per simulated pod",
+            self.idle_rss, self.busy_rss
+        )
+    }
+}

@@ -1,0 +1,209 @@
+//! The components beside the API server: the controller-manager, the scheduler and the simulated
+//! nodes. `kplane up` runs them in-process on a kube client whose transport is the API server's
+//! router; `kplane controller-manager|scheduler|node --kubeconfig FILE` runs one alone over HTTP.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cli::parse_go_duration;
+
+/// kube-controller-manager's flags that kplane honours.
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Run the controllers only while holding the kube-system/kube-controller-manager Lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "15s", value_parser = parse_go_duration)]
+    pub leader_elect_lease_duration: Duration,
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_go_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// The pod range each node's /24 (spec.podCIDR) is cut from.
+    #[arg(long, default_value = "127.244.0.0/16")]
+    pub cluster_cidr: String,
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// A node whose kubelet has not reported for this long is marked NotReady (Unknown) and tainted.
+    #[arg(long, default_value = "40s", value_parser = parse_go_duration)]
+    pub node_monitor_grace_period: Duration,
+}
+
+impl ControllerArgs {
+    fn config(&self) -> controller_manager::Config {
+        controller_manager::Config {
+            controllers: self.controllers.clone(),
+            leader_elect: self.leader_elect,
+            leader_elect_lease_duration: self.leader_elect_lease_duration,
+            leader_elect_renew_deadline: self.leader_elect_renew_deadline,
+            leader_elect_retry_period: self.leader_elect_retry_period,
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_cidr_mask_size: self.node_cidr_mask_size,
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            ..controller_manager::Config::default()
+        }
+    }
+}
+
+/// The simulated kubelets' flags.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// The node's Lease duration; the kubelet renews it every quarter of that, as upstream does.
+    #[arg(long, default_value_t = 40)]
+    pub node_lease_duration_seconds: i32,
+    /// Longest grace period a deleted pod is given on a simulated node (the pod's own if shorter).
+    #[arg(long, default_value = "2s", value_parser = parse_go_duration)]
+    pub max_pod_grace_period: Duration,
+}
+
+impl NodeArgs {
+    fn config(&self, name: String, ip: Ipv4Addr, kubelet_port: u16) -> nodes::NodeConfig {
+        let mut cfg = nodes::NodeConfig::new(name, ip);
+        cfg.kubelet_port = kubelet_port;
+        cfg.lease_duration_seconds = self.node_lease_duration_seconds;
+        cfg.lease_renew_interval =
+            Duration::from_secs_f64(f64::from(self.node_lease_duration_seconds.max(1)) / 4.0);
+        cfg.max_grace = self.max_pod_grace_period;
+        cfg
+    }
+}
+
+/// What `kplane up` runs beside the API server.
+#[derive(Args, Debug, Clone)]
+pub struct UpComponents {
+    /// Simulated nodes to run (worker0, worker1, ...); 0 runs none.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Run the controller-manager and the scheduler (`--no-controllers` for the API and nodes only).
+    #[arg(long)]
+    pub no_controllers: bool,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `kplane controller-manager --kubeconfig FILE`.
+#[derive(Args, Debug)]
+pub struct ControllerManagerCmd {
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+}
+
+/// `kplane scheduler --kubeconfig FILE`.
+#[derive(Args, Debug)]
+pub struct SchedulerCmd {
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+}
+
+/// `kplane node --kubeconfig FILE --name X`.
+#[derive(Args, Debug)]
+pub struct NodeCmd {
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// The Node's name.
+    #[arg(long)]
+    pub name: String,
+    /// The node's InternalIP, where its kubelet listens (loopback).
+    #[arg(long)]
+    pub node_ip: Ipv4Addr,
+    /// The kubelet's port on --node-ip (0 picks a free one).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// A kube client for a kubeconfig file, as kubectl would use it.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("using kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("building a client")
+}
+
+/// A shutdown signal that many tasks can wait on.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Starts the controller-manager, the scheduler and `--nodes` nodes on `client`, as tasks in `set`.
+pub fn spawn_up(set: &mut JoinSet<Result<()>>, client: &kube::Client, args: &UpComponents, stop: &Shutdown) {
+    if !args.no_controllers {
+        set.spawn(run_controller_manager(client.clone(), args.controller.clone(), stop.wait()));
+        set.spawn(run_scheduler(client.clone(), stop.wait()));
+    }
+    for i in 0..args.nodes {
+        let cfg = args.node.config(format!("worker{i}"), nodes::default_node_ip(i), 0);
+        let (client, stop) = (client.clone(), stop.wait());
+        set.spawn(async move { nodes::run_node(client, cfg, stop).await.context("node") });
+    }
+}
+
+pub async fn run_controller_manager(
+    client: kube::Client,
+    args: ControllerArgs,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    controller_manager::run(client, args.config(), stop).await.context("controller-manager")
+}
+
+pub async fn run_scheduler(
+    client: kube::Client,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    nodes::run_scheduler(client, nodes::SchedulerConfig::default(), stop).await.context("scheduler")
+}
+
+pub async fn controller_manager_cmd(
+    cmd: ControllerManagerCmd,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    run_controller_manager(client, cmd.controller, stop).await
+}
+
+pub async fn scheduler_cmd(cmd: SchedulerCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    run_scheduler(client, stop).await
+}
+
+pub async fn node_cmd(cmd: NodeCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    if !cmd.node_ip.is_loopback() {
+        anyhow::bail!(
+            "--node-ip {} is not a loopback address; simulated nodes serve loopback only",
+            cmd.node_ip
+        );
+    }
+    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let cfg = cmd.node.config(cmd.name, cmd.node_ip, cmd.kubelet_port);
+    nodes::run_node(client, cfg, stop).await.context("node")
+}
