@@ -120,6 +120,13 @@ pub struct ApiArgs {
     /// Seconds a pod tolerates an unreachable node before eviction, unless it says otherwise.
     #[arg(long, default_value_t = 300)]
     pub default_unreachable_toleration_seconds: i64,
+    /// Serve plain HTTP with no authentication: anyone who can connect is an administrator. Only
+    /// on a loopback --bind-address.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Static bearer tokens, in upstream's CSV format: token,user,uid,"group1,group2".
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
 }
 
 /// A Go-style duration as upstream flags take them: `1h0m0s`, `15s`, `500ms`, or `0`.
@@ -261,7 +268,51 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
             println!("kplane: using etcd at {} (revision {revision})", args.store.etcd_servers.join(","));
         }
     }
+    let pki = if args.api.insecure_http {
+        if !args.api.bind_address.is_loopback() {
+            bail!("--insecure-http serves without authentication, so only on a loopback --bind-address");
+        }
+        eprintln!("kplane: WARNING: --insecure-http: plain HTTP with NO authentication; anyone who can connect to {} is a cluster administrator", args.api.bind_address);
+        None
+    } else {
+        Some(
+            apiserver::pki::Pki::load_or_create(&args.store.data_dir.join("tls"))
+                .context("preparing certificates")?,
+        )
+    };
+    let tls = match &pki {
+        Some(pki) => {
+            let cidr = args.api.service_cluster_ip_range;
+            let mut names: Vec<String> = vec!["127.0.0.1".into(), "localhost".into(), cidr.nth(1).to_string()];
+            names.extend(
+                [
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ]
+                .map(String::from),
+            );
+            if !args.api.bind_address.is_unspecified() {
+                names.push(args.api.bind_address.to_string());
+            }
+            names.dedup();
+            let serving = pki.serving("apiserver", &names).context("the API server's certificate")?;
+            Some(apiserver::tls::TlsServing {
+                cert_pem: serving.cert_pem,
+                key_pem: serving.key_pem,
+                client_ca_pem: pki.ca.cert_pem.clone(),
+            })
+        }
+        None => None,
+    };
+    let tokens = match &args.api.token_auth_file {
+        Some(path) => apiserver::auth::read_token_file(path)?,
+        None => Default::default(),
+    };
     let api_cfg = apiserver::Config {
+        auth: apiserver::auth::AuthConfig { insecure: pki.is_none(), tokens },
+        tls,
         bind: SocketAddr::new(args.api.bind_address, args.api.secure_port),
         service_cidr: args.api.service_cluster_ip_range,
         node_port_range: args.api.service_node_port_range,
@@ -290,17 +341,31 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
             other => bail!("the API server did not start: {other:?}"),
         },
     };
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let server = format!("{scheme}://{addr}");
+    // The admin's kubeconfig, and one per component for running it as a separate process.
     let kubeconfig = args.store.data_dir.join("kubeconfig");
-    apiserver::write_kubeconfig(&kubeconfig, &format!("http://{addr}"))
-        .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    for (file, user, cn, groups) in [
+        ("kubeconfig", "admin", "kubernetes-admin", &["system:masters"][..]),
+        ("controller-manager.kubeconfig", "controller-manager", "system:kube-controller-manager", &[][..]),
+        ("scheduler.kubeconfig", "scheduler", "system:kube-scheduler", &[][..]),
+    ] {
+        let path = args.store.data_dir.join(file);
+        let creds = match &pki {
+            Some(pki) => Some(pki.client(user, cn, groups).with_context(|| format!("the {user} certificate"))?),
+            None => None,
+        };
+        let tls = pki.as_ref().zip(creds.as_ref()).map(|(pki, c)| (pki.ca.cert_pem.as_str(), c));
+        apiserver::write_kubeconfig(&path, &server, tls, user)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let kubeconfig = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
-    println!("kplane: API server at http://{addr}");
+    println!("kplane: API server at {server}");
     // The in-process components reach the API through its router, with no socket.
     let (stop_components, stopping) = crate::components::Shutdown::new();
     let mut running = tokio::task::JoinSet::new();
     if let Some(components) = &components {
-        let client = kube::Client::new(apiserver::router(state), "default");
-        crate::components::spawn_up(&mut running, &client, components, &stopping);
+        crate::components::spawn_up(&mut running, &state, components, &stopping);
     }
     println!("export KUBECONFIG={}", kubeconfig.display());
     println!("kplane: ready");

@@ -155,15 +155,37 @@ impl Shutdown {
     }
 }
 
-/// Starts the controller-manager, the scheduler and `--nodes` nodes on `client`, as tasks in `set`.
-pub fn spawn_up(set: &mut JoinSet<Result<()>>, client: &kube::Client, args: &UpComponents, stop: &Shutdown) {
+/// A kube client whose requests go straight into the API server's router, with no socket, as
+/// `user`: the in-process transport vouches for the identity the way a client certificate would.
+pub fn in_process_client(state: &apiserver::AppState, user: &str, groups: &[&str]) -> kube::Client {
+    let identity = apiserver::auth::Authenticated(apiserver::auth::UserInfo::new(user, groups));
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |mut req: http::Request<kube::client::Body>| {
+            req.extensions_mut().insert(identity.clone());
+            req
+        })
+        .service(apiserver::router(state.clone()));
+    kube::Client::new(service, "default")
+}
+
+/// Starts the controller-manager, the scheduler and `--nodes` nodes in-process, each with its own
+/// identity, as tasks in `set`.
+pub fn spawn_up(
+    set: &mut JoinSet<Result<()>>,
+    state: &apiserver::AppState,
+    args: &UpComponents,
+    stop: &Shutdown,
+) {
     if !args.no_controllers {
-        set.spawn(run_controller_manager(client.clone(), args.controller.clone(), stop.wait()));
-        set.spawn(run_scheduler(client.clone(), stop.wait()));
+        let cm = in_process_client(state, "system:kube-controller-manager", &[]);
+        set.spawn(run_controller_manager(cm, args.controller.clone(), stop.wait()));
+        let scheduler = in_process_client(state, "system:kube-scheduler", &[]);
+        set.spawn(run_scheduler(scheduler, stop.wait()));
     }
     for i in 0..args.nodes {
-        let cfg = args.node.config(format!("worker{i}"), nodes::default_node_ip(i), 0);
-        let (client, stop) = (client.clone(), stop.wait());
+        let name = format!("worker{i}");
+        let client = in_process_client(state, &format!("system:node:{name}"), &["system:nodes"]);
+        let (cfg, stop) = (args.node.config(name, nodes::default_node_ip(i), 0), stop.wait());
         set.spawn(async move { nodes::run_node(client, cfg, stop).await.context("node") });
     }
 }

@@ -11,7 +11,7 @@ use common::{etcdctl, free_port, stderr, stdout, Kplane};
 #[test]
 fn etcdctl_put_get_keys_only_json_and_del() {
     let dir = tempfile::tempdir().unwrap();
-    let kp = Kplane::start(dir.path(), free_port());
+    let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
     let ep = kp.endpoint();
 
     let put = etcdctl(&ep, &["put", "/registry/t/services/specs/default/nginx-svc", r#"{"kind":"Service"}"#]);
@@ -55,7 +55,7 @@ fn etcdctl_put_get_keys_only_json_and_del() {
 #[test]
 fn etcdctl_watch_sees_puts_and_deletes_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let kp = Kplane::start(dir.path(), free_port());
+    let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
     let ep = kp.endpoint();
     let mut watch = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -123,7 +123,7 @@ fn etcdctl_watch_sees_puts_and_deletes_in_order() {
 #[test]
 fn bad_writes_get_clear_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let kp = Kplane::start(dir.path(), free_port());
+    let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
     let ep = kp.endpoint();
     let revision = || -> i64 {
         let o = etcdctl(&ep, &["get", "/registry/none", "-w", "json"]);

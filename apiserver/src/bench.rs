@@ -70,7 +70,16 @@ impl Drop for Server {
 
 fn start_server(exe: &PathBuf, etcd: &str, dir: &std::path::Path) -> store::Result<Server> {
     let mut child = Command::new(exe)
-        .args(["apiserver", "--no-etcd-listen", "--secure-port", "0", "--etcd-servers", etcd, "--data-dir"])
+        .args([
+            "apiserver",
+            "--insecure-http",
+            "--no-etcd-listen",
+            "--secure-port",
+            "0",
+            "--etcd-servers",
+            etcd,
+            "--data-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

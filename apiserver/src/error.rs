@@ -160,6 +160,10 @@ impl ApiError {
     }
 
     /// A path that names no resource: upstream answers 404 with reason NotFound and this message.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
     pub fn no_route() -> ApiError {
         ApiError::new(404, "NotFound", "the server could not find the requested resource")
     }

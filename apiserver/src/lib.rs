@@ -18,6 +18,7 @@
 //! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
 
 mod admission;
+pub mod auth;
 pub mod bench;
 mod cacher;
 mod discovery;
@@ -27,6 +28,7 @@ mod meta;
 mod objects;
 mod params;
 mod patching;
+pub mod pki;
 mod render;
 mod route;
 mod server;
@@ -36,6 +38,7 @@ mod subresources;
 mod synthetic;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 mod ttl;
 mod validation;
 mod watch;

@@ -37,6 +37,11 @@ pub struct Config {
     pub default_not_ready_toleration_seconds: i64,
     /// Seconds pods tolerate an unreachable node's NoExecute taint unless they say otherwise.
     pub default_unreachable_toleration_seconds: i64,
+    /// How requests are authenticated. The default (for in-process use and tests) authenticates no
+    /// one and lets everyone act as an administrator; the binary turns it on unless --insecure-http.
+    pub auth: crate::auth::AuthConfig,
+    /// Serve HTTPS with these certificates; None serves plain HTTP.
+    pub tls: Option<crate::tls::TlsServing>,
 }
 
 impl Default for Config {
@@ -50,6 +55,8 @@ impl Default for Config {
             event_ttl: std::time::Duration::from_secs(3600),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            auth: crate::auth::AuthConfig { insecure: true, ..Default::default() },
+            tls: None,
         }
     }
 }
@@ -101,6 +108,7 @@ pub fn router(st: AppState) -> Router {
         .route("/api/{*rest}", any(core))
         .route("/apis/{*rest}", any(named))
         .fallback(|| async { ApiError::no_route() })
+        .layer(axum::middleware::from_fn_with_state(st.clone(), crate::auth::middleware))
         .with_state(st)
 }
 
@@ -232,12 +240,17 @@ fn verb_of(method: &Method, rp: &route::ResourcePath, params: &Params) -> &'stat
 /// Sends one request through the router in-process (bootstrap, tests).
 async fn call(st: &AppState, method: Method, uri: &str, body: Value) -> Result<(u16, Value), String> {
     use tower::ServiceExt;
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .map_err(|e| e.to_string())?;
+    // The API server's own writes, as upstream's loopback client makes them.
+    req.extensions_mut().insert(crate::auth::Authenticated(crate::auth::UserInfo::new(
+        "system:apiserver",
+        &["system:masters"],
+    )));
     let resp = router(st.clone()).oneshot(req).await.map_err(|e| e.to_string())?;
     let code = resp.status().as_u16();
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.map_err(|e| e.to_string())?;
@@ -285,17 +298,31 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
     Ok(())
 }
 
-/// Writes a kubeconfig for `server` at `path` (plain HTTP on loopback until TLS lands).
-pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
+/// Writes a kubeconfig for `server` at `path`, mode 0600: with `tls`, the CA to trust and the
+/// client certificate to present, embedded; without, plain HTTP with no credentials.
+pub fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    tls: Option<(&str, &crate::pki::CertPair)>,
+    user: &str,
+) -> Result<(), crate::pki::PkiError> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let (cluster_extra, user_body) = match tls {
+        Some((ca_pem, client)) => (
+            format!("\n    certificate-authority-data: {}", b64(ca_pem)),
+            format!(
+                "\n    client-certificate-data: {}\n    client-key-data: {}",
+                b64(&client.cert_pem),
+                b64(&client.key_pem)
+            ),
+        ),
+        None => (String::new(), " {}".to_string()),
+    };
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kplane\n  cluster:\n    server: {server}\ncontexts:\n- name: kplane\n  context:\n    cluster: kplane\n    user: admin\n    namespace: default\ncurrent-context: kplane\nusers:\n- name: admin\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kplane\n  cluster:\n    server: {server}{cluster_extra}\ncontexts:\n- name: kplane\n  context:\n    cluster: kplane\n    user: {user}\n    namespace: default\ncurrent-context: kplane\nusers:\n- name: {user}\n  user:{user_body}\n"
     );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
+    crate::pki::write_private(path, text.as_bytes())
 }
 
 /// Binds, bootstraps and serves until `shutdown` resolves. Calls `ready` with the bound address once
@@ -310,8 +337,18 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on {} for the API server: {e}", st.config.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     bootstrap(&st, addr).await?;
+    let tls = st.config.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let app = router(st);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    ready(addr);
-    server.await.map_err(|e| format!("API server stopped: {e}"))
+    match tls {
+        Some(config) => {
+            ready(addr);
+            crate::tls::serve(listener, config, app, shutdown).await;
+            Ok(())
+        }
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+            ready(addr);
+            server.await.map_err(|e| format!("API server stopped: {e}"))
+        }
+    }
 }

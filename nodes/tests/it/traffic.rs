@@ -18,8 +18,10 @@ async fn running_pod(client: &kube::Client, name: &str, spec: serde_json::Value)
     let mut p = pod(name, spec);
     p["spec"]["nodeName"] = json!("worker0");
     create_pod(client, "default", p).await;
-    eventually("Running", || async { get_pod(client, "default", name).await.filter(|p| phase_of(p) == "Running") })
-        .await
+    eventually("Running", || async {
+        get_pod(client, "default", name).await.filter(|p| phase_of(p) == "Running")
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +66,9 @@ async fn pods_answer_http_and_udp_and_the_kubelet_serves_their_logs() {
     // Errors.
     assert!(http_get(kubelet, port, "/containerLogs/default/nope/web").await.starts_with("HTTP/1.1 404"));
     assert!(http_get(kubelet, port, "/containerLogs/default/echo/nope").await.starts_with("HTTP/1.1 404"));
-    assert!(http_get(kubelet, port, "/containerLogs/default/echo/web?tailLines=x").await.starts_with("HTTP/1.1 400"));
+    assert!(http_get(kubelet, port, "/containerLogs/default/echo/web?tailLines=x")
+        .await
+        .starts_with("HTTP/1.1 400"));
     node.stop().await;
     cluster.shutdown().await;
 }
@@ -80,7 +84,9 @@ async fn follow_streams_new_lines_and_ends_when_the_pod_goes() {
     let port = kubelet_port(&client, "worker0").await;
 
     let mut s = tokio::net::TcpStream::connect((nodes::default_node_ip(0), port)).await.unwrap();
-    s.write_all(b"GET /containerLogs/default/tailed/web?follow=true HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /containerLogs/default/tailed/web?follow=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut r = BufReader::new(s);
     let mut seen = String::new();
     let mut line = String::new();
@@ -107,7 +113,10 @@ async fn follow_streams_new_lines_and_ends_when_the_pod_goes() {
     tokio::time::timeout(Duration::from_secs(10), async {
         while !rest.ends_with("0\r\n\r\n") {
             line.clear();
-            assert!(r.read_line(&mut line).await.unwrap() > 0, "connection closed without terminator: {rest:?}");
+            assert!(
+                r.read_line(&mut line).await.unwrap() > 0,
+                "connection closed without terminator: {rest:?}"
+            );
             rest.push_str(&line);
         }
     })
