@@ -70,9 +70,10 @@ fn https_by_default_anonymous_401_tokens_and_private_files() {
         assert_eq!(curl(path).0, "200", "{path} stays open");
     }
 
-    // A static token authenticates; a wrong one does not.
+    // A static token authenticates (alice, with no role yet, is then forbidden rather than
+    // unauthorized); a wrong one does not.
     let good = kubectl_as(&kp, &["--token", "s3cret-token"], &["get", "configmaps"]);
-    assert!(good.status.success(), "{}", stderr(&good));
+    assert!(stderr(&good).contains("User \"alice\" cannot list"), "{}", stderr(&good));
     let bad = kubectl_as(&kp, &["--token", "nope"], &["get", "configmaps"]);
     assert!(stderr(&bad).contains("Unauthorized"), "{}", stderr(&bad));
 
@@ -109,4 +110,60 @@ fn insecure_http_is_explicit_and_loopback_only() {
     let ns = kp.kubectl_ok(&["get", "namespaces", "-o", "name"]);
     assert!(stdout(&kp.kubectl(&["get", "ns", "default", "-o", "name"])).contains("namespace/default"), "{ns}");
     assert!(!dir.path().join("tls").exists(), "no certificates in insecure mode");
+}
+
+#[test]
+fn rbac_denies_until_a_binding_allows_and_can_i_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "alice-token,alice,1001\n").unwrap();
+    let kp = Kplane::start_cmd(
+        "apiserver",
+        &dir.path().join("data"),
+        free_port(),
+        &["--token-auth-file", tokens.to_str().unwrap()],
+    );
+    let alice = ["--token", "alice-token"];
+
+    let denied = kubectl_as(&kp, &alice, &["get", "pods", "-n", "default"]);
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{}",
+        stderr(&denied)
+    );
+    let no = kubectl_as(&kp, &alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
+    assert_eq!(stdout(&no).trim(), "no", "{}", stderr(&no));
+    // Discovery is open to every authenticated user (system:discovery), so kubectl works at all.
+    let discovery = kubectl_as(&kp, &alice, &["get", "--raw", "/apis"]);
+    assert!(discovery.status.success(), "{}", stderr(&discovery));
+
+    // The admin grants view in default.
+    kp.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+        "-n",
+        "default",
+    ]);
+    kp.kubectl_ok(&["create", "configmap", "c", "--from-literal=a=b"]);
+    let allowed = kubectl_as(&kp, &alice, &["get", "configmaps", "-n", "default", "-o", "name"]);
+    assert!(stdout(&allowed).contains("configmap/c"), "{}", stderr(&allowed));
+    let yes = kubectl_as(&kp, &alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
+    assert_eq!(stdout(&yes).trim(), "yes", "{}", stderr(&yes));
+    let elsewhere = kubectl_as(&kp, &alice, &["get", "pods", "-n", "kube-system"]);
+    assert!(stderr(&elsewhere).contains("in the namespace \"kube-system\""), "{}", stderr(&elsewhere));
+    let write = kubectl_as(&kp, &alice, &["create", "configmap", "d", "-n", "default"]);
+    assert!(stderr(&write).contains("cannot create resource \"configmaps\""), "{}", stderr(&write));
+    assert!(kp.etcd_get(&kp.endpoint(), "/registry/configmaps/default/d").is_none(), "nothing written");
+    // The bootstrap roles are there, as upstream's.
+    let roles = kp.kubectl_ok(&["get", "clusterroles", "-o", "name"]);
+    for r in ["cluster-admin", "admin", "edit", "view", "system:kube-controller-manager", "system:node"] {
+        assert!(roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{r}\n")), "{r}: {roles}");
+    }
+    let key =
+        kp.etcd_get(&kp.endpoint(), "/registry/clusterrolebindings/cluster-admin").expect("stored binding");
+    assert_eq!(key["subjects"][0]["name"], "system:masters");
 }

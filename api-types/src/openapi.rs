@@ -423,6 +423,19 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
     let list_responses = responses(&[("200", "OK")], &schema_ref(list_def));
     let list_what = format!("list or watch objects of kind {}", r.kind);
 
+    // A review is only created: POST to the collection answers it.
+    if r.is_review() {
+        let mut coll = Map::new();
+        coll.insert("parameters".into(), scope_params(false));
+        let created = responses(&[("200", "OK"), ("201", "Created"), ("202", "Accepted")], &obj);
+        let params = vec![dry_run(), field_manager(), field_validation()];
+        let what = format!("create a {}", r.kind);
+        let create = op(id("create", ""), what, "post", gvk, params, Some(body(content(obj.clone()))), created);
+        coll.insert("post".into(), create);
+        paths.insert(collection, Value::Object(coll));
+        return;
+    }
+
     // The collection: list, and for stored resources create and deletecollection.
     let mut coll = Map::new();
     coll.insert("parameters".into(), scope_params(false));
@@ -636,7 +649,9 @@ mod tests {
                     assert!(op.get(GVK_EXTENSION).is_some() && op.get("x-kubernetes-action").is_some());
                 }
             }
-            assert!(patches > 0, "{g}/{v}");
+            let only_reviews =
+                resources::RESOURCES.iter().filter(|r| (r.group, r.version) == (g, v)).all(|r| r.is_review());
+            assert!(patches > 0 || only_reviews, "{g}/{v}");
         }
     }
 
@@ -657,7 +672,8 @@ mod tests {
             // What explain does: the GVK from the resource's list path, then the schema holding it.
             for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
                 let list_path = format!("/{}/{}", gv_path(g, v), r.plural);
-                let gvk = &doc["paths"][&list_path]["get"][GVK_EXTENSION];
+                let method = if r.is_review() { "post" } else { "get" };
+                let gvk = &doc["paths"][&list_path][method][GVK_EXTENSION];
                 assert_eq!(gvk["kind"], r.kind, "{list_path}");
                 let found = schemas
                     .values()

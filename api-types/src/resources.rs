@@ -89,9 +89,16 @@ impl ResourceDef {
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.stored {
             &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        } else if self.is_review() {
+            &["create"]
         } else {
             &["get", "list"]
         }
+    }
+
+    /// A review (SelfSubjectAccessReview, ...): created, answered, never stored or read back.
+    pub fn is_review(&self) -> bool {
+        !self.stored && self.kind.ends_with("Review")
     }
 }
 
@@ -174,6 +181,29 @@ pub static RESOURCES: &[ResourceDef] = &[
         "/registry/ingressclasses", short: NONE, cat: NONE, sub: &[], fields: NONE),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, "/registry/leases",
         short: NONE, cat: NONE, sub: &[], fields: NONE),
+    res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, "/registry/roles",
+        short: NONE, cat: NONE, sub: &[], fields: NONE),
+    res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true,
+        "/registry/rolebindings", short: NONE, cat: NONE, sub: &[], fields: NONE),
+    res!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false,
+        "/registry/clusterroles", short: NONE, cat: NONE, sub: &[], fields: NONE),
+    res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding",
+        false, "/registry/clusterrolebindings", short: NONE, cat: NONE, sub: &[], fields: NONE),
+    // Computed per request, never stored: what the caller may do (`kubectl auth can-i`).
+    ResourceDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectAccessReview",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        namespaced: false,
+        etcd_prefix: "",
+        short_names: NONE,
+        categories: NONE,
+        subresources: &[],
+        stored: false,
+        field_selectors: NONE,
+    },
     // events.k8s.io/v1 Events share the core Events' storage, as upstream.
     res!("events.k8s.io", "v1", "Event", "events", "event", true, "/registry/events",
         short: &["ev"], cat: NONE, sub: &[],

@@ -14,7 +14,9 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, autoscaling, coordination, core, discovery, events, networking};
+use k8s_openapi::api::{
+    apps, authorization, autoscaling, coordination, core, discovery, events, networking, rbac,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use k8s_openapi::schemars::JsonSchema;
@@ -80,6 +82,13 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("networking.k8s.io", "v1", "IngressClass") => add::<networking::v1::IngressClass>(gen),
         ("coordination.k8s.io", "v1", "Lease") => add::<coordination::v1::Lease>(gen),
         ("events.k8s.io", "v1", "Event") => add::<events::v1::Event>(gen),
+        ("rbac.authorization.k8s.io", "v1", "Role") => add::<rbac::v1::Role>(gen),
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding") => add::<rbac::v1::RoleBinding>(gen),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRole") => add::<rbac::v1::ClusterRole>(gen),
+        ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => add::<rbac::v1::ClusterRoleBinding>(gen),
+        ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {
+            add::<authorization::v1::SelfSubjectAccessReview>(gen)
+        }
         _ => return None,
     };
     Some(name)

@@ -146,6 +146,16 @@ impl ResourceCache {
         st.objects.get(key).cloned()
     }
 
+    /// Every current object whose key starts with `prefix`, if the cache is ready.
+    pub fn under(&self, prefix: &str) -> Option<Vec<Arc<Value>>> {
+        let st = self.state.lock().ok()?;
+        if !st.ready {
+            return None;
+        }
+        let range = st.objects.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded));
+        Some(range.take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect())
+    }
+
     /// Whether the cache is serving.
     pub fn ready(&self) -> bool {
         self.state.lock().map(|s| s.ready).unwrap_or(false)

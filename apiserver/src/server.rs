@@ -201,7 +201,8 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
             Target::Resource(rp) => {
                 let resource = rp.res.plural;
                 let verb = verb_of(&method, &rp, &params);
-                let r = crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body).await;
+                let user = parts.extensions.get::<crate::auth::UserInfo>();
+                let r = crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body, user).await;
                 let code = match &r {
                     Ok(resp) => resp.status().as_u16(),
                     Err(e) => e.code,
@@ -265,6 +266,13 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
             call(st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await?;
         if code != 201 && code != 409 {
             return Err(format!("creating namespace {ns}: {code} {body}"));
+        }
+    }
+    for (plural, obj) in crate::auth::rbac::bootstrap_policy() {
+        let uri = format!("/apis/rbac.authorization.k8s.io/v1/{plural}");
+        let (code, body) = call(st, Method::POST, &uri, obj).await?;
+        if code != 201 && code != 409 {
+            return Err(format!("creating bootstrap RBAC policy in {plural}: {code} {body}"));
         }
     }
     let cidr = st.config.service_cidr;

@@ -314,7 +314,7 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         let check: fn(&str) -> Vec<String> = match res.kind {
             "Namespace" => validation::dns1123_label,
             "Service" => validation::dns1035_label,
-            "Event" => validation::path_segment,
+            "Event" | "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => validation::path_segment,
             _ => validation::dns1123_subdomain,
         };
         causes.extend(validation::name_causes("metadata.name", name, check));

@@ -73,7 +73,12 @@ pub async fn serve(
     rp: &ResourcePath,
     params: &Params,
     headers: &HeaderMap,
+    body: &bytes::Bytes,
+    user: Option<&crate::auth::UserInfo>,
 ) -> ApiResult<Response> {
+    if rp.res.is_review() {
+        return review(st, method, rp, headers, body, user).await;
+    }
     if method != Method::GET || rp.subresource.is_some() {
         return Err(ApiError::method_not_allowed());
     }
@@ -87,6 +92,43 @@ pub async fn serve(
             .map(|c| crate::render::object(rp.res, c, rev, headers))
             .ok_or_else(|| ApiError::not_found(rp.res, name)),
     }
+}
+
+/// `POST selfsubjectaccessreviews`: may the caller do what the spec describes? (`kubectl auth can-i`)
+async fn review(
+    st: &AppState,
+    method: &Method,
+    rp: &ResourcePath,
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+    user: Option<&crate::auth::UserInfo>,
+) -> ApiResult<Response> {
+    if method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
+        return Err(ApiError::method_not_allowed());
+    }
+    let mut obj = crate::handlers::body::decode_body(rp.res, headers, body)?;
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let Some(attrs) = crate::auth::rbac::Attributes::of_review(&spec) else {
+        let cause = crate::error::Cause::required_because(
+            "spec.resourceAttributes",
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        );
+        return Err(ApiError::invalid(rp.res, "", vec![cause]));
+    };
+    let status = match user {
+        _ if st.config.auth.insecure => {
+            json!({"allowed": true, "reason": "no authorization in --insecure-http mode"})
+        }
+        None => json!({"allowed": false}),
+        Some(user) => match crate::auth::rbac::allowed(st, user, &attrs).await {
+            Some(reason) => json!({"allowed": true, "reason": reason}),
+            None => json!({"allowed": false}),
+        },
+    };
+    obj["status"] = status;
+    obj["apiVersion"] = json!("authorization.k8s.io/v1");
+    obj["kind"] = json!("SelfSubjectAccessReview");
+    Ok(crate::handlers::json_response(axum::http::StatusCode::CREATED, &obj))
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("networking.k8s.io", "v1", "Ingress", &API_NETWORKING_V1_INGRESS),
     ("networking.k8s.io", "v1", "IngressClass", &API_NETWORKING_V1_INGRESS_CLASS),
     ("coordination.k8s.io", "v1", "Lease", &API_COORDINATION_V1_LEASE),
+    ("rbac.authorization.k8s.io", "v1", "Role", &API_RBAC_V1_ROLE),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", &API_RBAC_V1_ROLE_BINDING),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", &API_RBAC_V1_CLUSTER_ROLE),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", &API_RBAC_V1_CLUSTER_ROLE_BINDING),
+    ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", &API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW),
     ("events.k8s.io", "v1", "Event", &API_EVENTS_V1_EVENT),
     ("", "v1", "Binding", &API_CORE_V1_BINDING),
     ("autoscaling", "v1", "Scale", &API_AUTOSCALING_V1_SCALE),
@@ -140,6 +145,72 @@ pub(crate) static API_APPS_V1_ROLLING_UPDATE_DEPLOYMENT: Message = Message {
     fields: &[
         F { tag: 1, json: "maxUnavailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
         F { tag: 2, json: "maxSurge", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES: Message = Message {
+    name: "api.authorization.v1.FieldSelectorAttributes",
+    fields: &[
+        F { tag: 1, json: "rawSelector", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "requirements", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_FIELD_SELECTOR_REQUIREMENT), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES: Message = Message {
+    name: "api.authorization.v1.LabelSelectorAttributes",
+    fields: &[
+        F { tag: 1, json: "rawSelector", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "requirements", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR_REQUIREMENT), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES: Message = Message {
+    name: "api.authorization.v1.NonResourceAttributes",
+    fields: &[
+        F { tag: 1, json: "path", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "verb", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Message = Message {
+    name: "api.authorization.v1.ResourceAttributes",
+    fields: &[
+        F { tag: 1, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "verb", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "group", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "version", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "resource", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "subresource", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 8, json: "fieldSelector", kind: K::Message(&API_AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES), label: L::One, keep_zero: false },
+        F { tag: 9, json: "labelSelector", kind: K::Message(&API_AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW: Message = Message {
+    name: "api.authorization.v1.SelfSubjectAccessReview",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
+    name: "api.authorization.v1.SelfSubjectAccessReviewSpec",
+    fields: &[
+        F { tag: 1, json: "resourceAttributes", kind: K::Message(&API_AUTHORIZATION_V1_RESOURCE_ATTRIBUTES), label: L::One, keep_zero: false },
+        F { tag: 2, json: "nonResourceAttributes", kind: K::Message(&API_AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Message = Message {
+    name: "api.authorization.v1.SubjectAccessReviewStatus",
+    fields: &[
+        F { tag: 1, json: "allowed", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 2, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "evaluationError", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "denied", kind: K::Bool, label: L::One, keep_zero: false },
     ],
 };
 
@@ -2172,6 +2243,78 @@ pub(crate) static API_POLICY_V1_EVICTION: Message = Message {
     ],
 };
 
+pub(crate) static API_RBAC_V1_AGGREGATION_RULE: Message = Message {
+    name: "api.rbac.v1.AggregationRule",
+    fields: &[
+        F { tag: 1, json: "clusterRoleSelectors", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_CLUSTER_ROLE: Message = Message {
+    name: "api.rbac.v1.ClusterRole",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "rules", kind: K::Message(&API_RBAC_V1_POLICY_RULE), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "aggregationRule", kind: K::Message(&API_RBAC_V1_AGGREGATION_RULE), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_CLUSTER_ROLE_BINDING: Message = Message {
+    name: "api.rbac.v1.ClusterRoleBinding",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "subjects", kind: K::Message(&API_RBAC_V1_SUBJECT), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "roleRef", kind: K::Message(&API_RBAC_V1_ROLE_REF), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_POLICY_RULE: Message = Message {
+    name: "api.rbac.v1.PolicyRule",
+    fields: &[
+        F { tag: 1, json: "verbs", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "apiGroups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "resources", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "resourceNames", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 5, json: "nonResourceURLs", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_ROLE: Message = Message {
+    name: "api.rbac.v1.Role",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "rules", kind: K::Message(&API_RBAC_V1_POLICY_RULE), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_ROLE_BINDING: Message = Message {
+    name: "api.rbac.v1.RoleBinding",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "subjects", kind: K::Message(&API_RBAC_V1_SUBJECT), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "roleRef", kind: K::Message(&API_RBAC_V1_ROLE_REF), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_ROLE_REF: Message = Message {
+    name: "api.rbac.v1.RoleRef",
+    fields: &[
+        F { tag: 1, json: "apiGroup", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_RBAC_V1_SUBJECT: Message = Message {
+    name: "api.rbac.v1.Subject",
+    fields: &[
+        F { tag: 1, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "apiGroup", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static APIMACHINERY_PKG_APIS_META_V1_CONDITION: Message = Message {
     name: "apimachinery.pkg.apis.meta.v1.Condition",
     fields: &[
@@ -2193,6 +2336,15 @@ pub(crate) static APIMACHINERY_PKG_APIS_META_V1_DELETE_OPTIONS: Message = Messag
         F { tag: 4, json: "propagationPolicy", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 5, json: "dryRun", kind: K::String, label: L::Repeated, keep_zero: false },
         F { tag: 6, json: "ignoreStoreReadErrorWithClusterBreakingPotential", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static APIMACHINERY_PKG_APIS_META_V1_FIELD_SELECTOR_REQUIREMENT: Message = Message {
+    name: "apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement",
+    fields: &[
+        F { tag: 1, json: "key", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "operator", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "values", kind: K::String, label: L::Repeated, keep_zero: false },
     ],
 };
 

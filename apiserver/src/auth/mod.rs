@@ -16,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use crate::error::ApiError;
 use crate::AppState;
 
+pub mod rbac;
+
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserInfo {
@@ -79,16 +81,24 @@ pub fn authenticate(auth: &AuthConfig, req: &Request) -> Option<UserInfo> {
     None
 }
 
-/// Middleware: attaches the request's [`UserInfo`], or answers 401.
+/// Middleware: authenticates (401 if no one), authorizes with RBAC (403 with upstream's message),
+/// and attaches the request's [`UserInfo`] for the handlers.
 pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    match authenticate(&st.config.auth, &req) {
-        Some(user) => {
-            req.extensions_mut().insert(user);
-            next.run(req).await
+    let Some(user) = authenticate(&st.config.auth, &req) else {
+        if open_path(req.uri().path()) {
+            return next.run(req).await;
         }
-        None if open_path(req.uri().path()) => next.run(req).await,
-        None => ApiError::unauthorized().into_response(),
+        return ApiError::unauthorized().into_response();
+    };
+    if !st.config.auth.insecure {
+        let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
+        if rbac::allowed(&st, &user, &attrs).await.is_none() {
+            tracing::debug!(user = %user.name, ?attrs, "forbidden");
+            return attrs.forbidden(&user).into_response();
+        }
     }
+    req.extensions_mut().insert(user);
+    next.run(req).await
 }
 
 #[derive(Debug, thiserror::Error)]

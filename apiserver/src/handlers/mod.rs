@@ -8,7 +8,7 @@
 //!   object takes.
 //! - `delete.rs`: delete with DeleteOptions, and deletecollection.
 
-mod body;
+pub(crate) mod body;
 mod delete;
 mod list;
 mod write;
@@ -46,6 +46,7 @@ pub async fn dispatch(
     params: Params,
     headers: &HeaderMap,
     body: Bytes,
+    user: Option<&crate::auth::UserInfo>,
 ) -> ApiResult<Response> {
     let res = rp.res;
     if res.namespaced && rp.name.is_some() && rp.namespace.is_none() {
@@ -53,7 +54,7 @@ pub async fn dispatch(
         return Err(ApiError::no_route());
     }
     if !res.stored {
-        return crate::synthetic::serve(st, method, &rp, &params, headers).await;
+        return crate::synthetic::serve(st, method, &rp, &params, headers, &body, user).await;
     }
     match (method.as_str(), rp.name.as_deref(), rp.subresource.as_deref()) {
         ("GET", None, None) if params.bool("watch")? => crate::watch::serve(st, &rp, &params, headers).await,

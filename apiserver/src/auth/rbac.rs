@@ -1,0 +1,534 @@
+//! Authorization: RBAC, as upstream's authorizer evaluates it. A request is allowed when some rule
+//! of a role bound to the user (ClusterRoleBindings anywhere, RoleBindings in the request's
+//! namespace) covers its verb, API group, resource (with subresource), name, or non-resource path.
+//! `system:masters` may do everything. Bindings and roles are read from the watch cache (the store
+//! while the cache warms up), so a new binding applies as soon as it is written.
+
+use std::sync::Arc;
+
+use api_types::ResourceDef;
+use axum::http::Method;
+use serde_json::{json, Value};
+
+use super::UserInfo;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// What a request asks to do, in RBAC's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attributes {
+    Resource {
+        verb: String,
+        group: String,
+        resource: String,
+        subresource: String,
+        namespace: String,
+        name: String,
+    },
+    NonResource {
+        verb: String,
+        path: String,
+    },
+}
+
+impl Attributes {
+    /// The attributes of an HTTP request, as upstream's request-info resolver derives them.
+    pub fn of_request(method: &Method, path: &str, query: Option<&str>) -> Attributes {
+        let watch =
+            query.is_some_and(|q| q.split('&').any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True")));
+        let resource = |core: bool, rest: &str| match crate::route::parse(core, rest) {
+            Ok(crate::route::Target::Resource(rp)) => Some(rp),
+            _ => None,
+        };
+        let rp = if let Some(rest) = path.strip_prefix("/api/") {
+            resource(true, rest)
+        } else if let Some(rest) = path.strip_prefix("/apis/") {
+            resource(false, rest)
+        } else {
+            None
+        };
+        let Some(rp) = rp else {
+            let verb = match *method {
+                Method::GET | Method::HEAD => "get",
+                Method::POST => "post",
+                Method::PUT => "put",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                _ => "options",
+            };
+            return Attributes::NonResource { verb: verb.into(), path: path.to_string() };
+        };
+        let named = rp.name.is_some();
+        let verb = match (method.as_str(), named) {
+            ("GET" | "HEAD", false) if watch => "watch",
+            ("GET" | "HEAD", false) => "list",
+            ("GET" | "HEAD", true) if watch => "watch",
+            ("GET" | "HEAD", true) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", false) => "deletecollection",
+            ("DELETE", true) => "delete",
+            _ => "",
+        };
+        // A namespace is its own namespace, for RoleBindings inside it.
+        let namespace = match (&rp.namespace, rp.res.plural, &rp.name) {
+            (Some(ns), _, _) => ns.clone(),
+            (None, "namespaces", Some(name)) => name.clone(),
+            _ => String::new(),
+        };
+        Attributes::Resource {
+            verb: verb.into(),
+            group: rp.res.group.into(),
+            resource: rp.res.plural.into(),
+            subresource: rp.subresource.unwrap_or_default(),
+            namespace,
+            name: rp.name.unwrap_or_default(),
+        }
+    }
+
+    /// Attributes from a SubjectAccessReview spec (`resourceAttributes` or `nonResourceAttributes`).
+    pub fn of_review(spec: &Value) -> Option<Attributes> {
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+            return Some(Attributes::Resource {
+                verb: s(r, "verb"),
+                group: s(r, "group"),
+                resource: s(r, "resource"),
+                subresource: s(r, "subresource"),
+                namespace: s(r, "namespace"),
+                name: s(r, "name"),
+            });
+        }
+        let n = spec.get("nonResourceAttributes").filter(|v| v.is_object())?;
+        Some(Attributes::NonResource { verb: s(n, "verb"), path: s(n, "path") })
+    }
+
+    fn namespace(&self) -> &str {
+        match self {
+            Attributes::Resource { namespace, .. } => namespace,
+            Attributes::NonResource { .. } => "",
+        }
+    }
+
+    /// Upstream's forbidden message for `user`.
+    fn forbidden_message(&self, user: &str) -> String {
+        match self {
+            Attributes::NonResource { verb, path } => format!("User {user:?} cannot {verb} path {path:?}"),
+            Attributes::Resource { verb, group, resource, subresource, namespace, .. } => {
+                let resource =
+                    if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
+                if namespace.is_empty() {
+                    format!("User {user:?} cannot {verb} resource {resource:?} in API group {group:?} at the cluster scope")
+                } else {
+                    format!("User {user:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {namespace:?}")
+                }
+            }
+        }
+    }
+
+    /// The 403 a denied request gets, worded as upstream's.
+    pub fn forbidden(&self, user: &UserInfo) -> ApiError {
+        let why = self.forbidden_message(&user.name);
+        match self {
+            Attributes::NonResource { .. } => ApiError::new(403, "Forbidden", format!("forbidden: {why}")),
+            Attributes::Resource { group, resource, name, .. } => {
+                let qualified = if group.is_empty() { resource.clone() } else { format!("{resource}.{group}") };
+                let message = if name.is_empty() {
+                    format!("{qualified} is forbidden: {why}")
+                } else {
+                    format!("{qualified} {name:?} is forbidden: {why}")
+                };
+                ApiError {
+                    details: Some(json!({"name": name, "group": group, "kind": resource})),
+                    ..ApiError::new(403, "Forbidden", message)
+                }
+            }
+        }
+    }
+}
+
+fn strs(v: &Value, k: &str) -> Vec<String> {
+    v.get(k)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Whether one PolicyRule covers the request.
+pub fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
+    let verbs = strs(rule, "verbs");
+    let verb_ok = |verb: &str| verbs.iter().any(|v| v == "*" || v == verb);
+    match attrs {
+        Attributes::NonResource { verb, path } => {
+            verb_ok(verb)
+                && strs(rule, "nonResourceURLs").iter().any(|u| {
+                    u == "*" || u == path || u.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
+                })
+        }
+        Attributes::Resource { verb, group, resource, subresource, name, .. } => {
+            let combined =
+                if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
+            verb_ok(verb)
+                && strs(rule, "apiGroups").iter().any(|g| g == "*" || g == group)
+                && strs(rule, "resources").iter().any(|r| {
+                    r == "*" || *r == combined || (!subresource.is_empty() && *r == format!("*/{subresource}"))
+                })
+                && {
+                    let names = strs(rule, "resourceNames");
+                    names.is_empty() || names.iter().any(|n| n == name)
+                }
+        }
+    }
+}
+
+fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
+    let field = |k: &str| subject.get(k).and_then(Value::as_str).unwrap_or("");
+    match field("kind") {
+        "User" => field("name") == user.name,
+        "Group" => user.groups.iter().any(|g| g == field("name")),
+        "ServiceAccount" => {
+            let ns = if field("namespace").is_empty() { binding_ns } else { field("namespace") };
+            user.name == format!("system:serviceaccount:{ns}:{}", field("name"))
+        }
+        _ => false,
+    }
+}
+
+fn rbac_resource(plural: &str) -> Option<&'static ResourceDef> {
+    api_types::resources::lookup("rbac.authorization.k8s.io", "v1", plural)
+}
+
+/// Objects of an RBAC resource (in `namespace`, or all), from the watch cache or the store.
+async fn objects(st: &AppState, plural: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+    let Some(res) = rbac_resource(plural) else { return Vec::new() };
+    let prefix = match namespace {
+        Some(ns) => format!("{}/{ns}/", res.etcd_prefix),
+        None => format!("{}/", res.etcd_prefix),
+    };
+    if let Some(found) = st.cacher.cache(&st.store, res).and_then(|c| c.under(&prefix)) {
+        return found;
+    }
+    let opts = store::ListOptions { prefix, ..Default::default() };
+    match st.store.list(opts).await {
+        Ok(list) => {
+            list.items.iter().filter_map(|kv| crate::objects::decode(res, kv).ok()).map(Arc::new).collect()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, plural, "cannot read RBAC objects; denying");
+            Vec::new()
+        }
+    }
+}
+
+async fn role(st: &AppState, kind: &str, name: &str, namespace: &str) -> Option<Arc<Value>> {
+    let (plural, ns) = match kind {
+        "ClusterRole" => ("clusterroles", None),
+        "Role" => ("roles", Some(namespace)),
+        _ => return None,
+    };
+    let res = rbac_resource(plural)?;
+    let key = res.key(ns, name);
+    if let Some(hit) = st.cacher.cache(&st.store, res).and_then(|c| c.get(&key)) {
+        return Some(hit);
+    }
+    let kv = st.store.get(&key).await.ok()?;
+    crate::objects::decode(res, &kv).ok().map(Arc::new)
+}
+
+/// Why a request is allowed (upstream's RBAC reason), or None if it is not.
+pub async fn allowed(st: &AppState, user: &UserInfo, attrs: &Attributes) -> Option<String> {
+    if user.groups.iter().any(|g| g == "system:masters") {
+        return Some(format!("User {:?} is in group \"system:masters\"", user.name));
+    }
+    let mut bindings: Vec<(Arc<Value>, &str)> =
+        objects(st, "clusterrolebindings", None).await.into_iter().map(|b| (b, "ClusterRoleBinding")).collect();
+    let ns = attrs.namespace().to_string();
+    if !ns.is_empty() {
+        bindings.extend(objects(st, "rolebindings", Some(&ns)).await.into_iter().map(|b| (b, "RoleBinding")));
+    }
+    for (binding, binding_kind) in bindings {
+        let binding_ns = binding.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+        let subjects = binding.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
+        if !subjects.iter().any(|s| subject_matches(s, user, binding_ns)) {
+            continue;
+        }
+        let role_kind = binding.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or("");
+        let role_name = binding.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");
+        let Some(role) = role(st, role_kind, role_name, binding_ns).await else { continue };
+        let rules = role.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+        if rules.iter().any(|r| rule_allows(r, attrs)) {
+            let binding_name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            return Some(format!(
+                "RBAC: allowed by {binding_kind} {binding_name:?} of {role_kind} {role_name:?} to User {:?}",
+                user.name
+            ));
+        }
+    }
+    None
+}
+
+/// The bootstrap policy: upstream's default ClusterRoles (cluster-admin, admin, edit, view, the
+/// discovery and basic-user roles) and one role per kplane component, each bound as upstream binds
+/// them. Returned as (plural, object) in creation order.
+pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
+    let meta = |name: &str| {
+        json!({"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+               "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
+    };
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
+    let urls = |paths: &[&str], verbs: &[&str]| json!({"nonResourceURLs": paths, "verbs": verbs});
+    let read = ["get", "list", "watch"];
+    let write = ["create", "delete", "deletecollection", "patch", "update"];
+    let rw: Vec<&str> = read.iter().chain(write.iter()).copied().collect();
+    let workloads_core = [
+        "pods",
+        "pods/log",
+        "pods/status",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "persistentvolumeclaims",
+        "serviceaccounts",
+        "events",
+    ];
+    let workloads_apps = [
+        "deployments",
+        "deployments/scale",
+        "deployments/status",
+        "replicasets",
+        "replicasets/scale",
+        "replicasets/status",
+        "statefulsets",
+        "daemonsets",
+    ];
+    let view_rules = vec![
+        rule(&[""], &workloads_core, &read),
+        rule(&[""], &["namespaces", "namespaces/status", "resourcequotas", "limitranges"], &read),
+        rule(&["apps"], &workloads_apps, &read),
+        rule(&["networking.k8s.io"], &["ingresses", "ingresses/status"], &read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        rule(&["events.k8s.io"], &["events"], &read),
+        rule(&["coordination.k8s.io"], &["leases"], &read),
+    ];
+    let mut edit_rules = vec![
+        rule(&[""], &workloads_core, &rw),
+        rule(&[""], &["secrets"], &rw),
+        rule(&["apps"], &workloads_apps, &rw),
+        rule(&["networking.k8s.io"], &["ingresses"], &rw),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
+        rule(&["coordination.k8s.io"], &["leases"], &rw),
+    ];
+    edit_rules.extend(view_rules.iter().cloned());
+    let mut admin_rules = edit_rules.clone();
+    admin_rules.push(rule(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &rw));
+    admin_rules.push(rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]));
+
+    let events = rule(&["", "events.k8s.io"], &["events"], &["create", "patch", "update"]);
+    let leases =
+        rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "list", "watch", "update", "patch"]);
+    let controller_manager = vec![
+        // The garbage collector and the namespace controller read and delete anything.
+        rule(&["*"], &["*"], &["get", "list", "watch", "delete", "deletecollection"]),
+        rule(&[""], &["pods", "endpoints", "serviceaccounts", "events", "secrets", "configmaps"], &rw),
+        rule(
+            &[""],
+            &[
+                "pods/status",
+                "nodes",
+                "nodes/status",
+                "namespaces",
+                "namespaces/status",
+                "namespaces/finalize",
+                "replicationcontrollers",
+                "replicationcontrollers/status",
+                "replicationcontrollers/scale",
+                "services",
+                "services/status",
+            ],
+            &["update", "patch"],
+        ),
+        rule(
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/status",
+                "deployments/scale",
+                "replicasets",
+                "replicasets/status",
+                "replicasets/scale",
+            ],
+            &rw,
+        ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
+        rule(&["*"], &["*"], &["update", "patch"]),
+        events.clone(),
+        leases.clone(),
+    ];
+    let scheduler = vec![
+        rule(&[""], &["pods", "nodes", "namespaces", "services", "replicationcontrollers"], &read),
+        rule(&["apps"], &["replicasets", "statefulsets"], &read),
+        rule(&[""], &["pods/binding"], &["create"]),
+        rule(&[""], &["pods/status"], &["update", "patch"]),
+        rule(&[""], &["pods"], &["delete"]),
+        events.clone(),
+        leases.clone(),
+    ];
+    let node = vec![
+        rule(&[""], &["nodes"], &["create", "get", "list", "watch", "update", "patch", "delete"]),
+        rule(&[""], &["nodes/status"], &["update", "patch"]),
+        rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
+        rule(&[""], &["pods/status"], &["update", "patch"]),
+        rule(&[""], &["services", "endpoints", "configmaps", "secrets"], &read),
+        events.clone(),
+        leases.clone(),
+    ];
+    let proxier = vec![
+        rule(&[""], &["services", "endpoints", "nodes", "pods", "secrets", "namespaces"], &read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        rule(&["networking.k8s.io"], &["ingresses", "ingressclasses"], &read),
+        rule(&["networking.k8s.io"], &["ingresses/status"], &["update", "patch"]),
+        rule(&["networking.k8s.io"], &["ingressclasses"], &["create"]),
+        events.clone(),
+    ];
+    let cluster_roles: Vec<(&str, Vec<Value>)> = vec![
+        ("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])]),
+        ("admin", admin_rules),
+        ("edit", edit_rules),
+        ("view", view_rules),
+        (
+            "system:discovery",
+            vec![urls(
+                &[
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/openapi",
+                    "/openapi/*",
+                    "/version",
+                    "/version/",
+                    "/healthz",
+                    "/livez",
+                    "/readyz",
+                ],
+                &["get"],
+            )],
+        ),
+        (
+            "system:basic-user",
+            vec![rule(
+                &["authorization.k8s.io"],
+                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                &["create"],
+            )],
+        ),
+        (
+            "system:public-info-viewer",
+            vec![urls(&["/healthz", "/livez", "/readyz", "/version", "/version/"], &["get"])],
+        ),
+        ("system:kube-controller-manager", controller_manager),
+        ("system:kube-scheduler", scheduler),
+        ("system:node", node),
+        ("system:node-proxier", proxier),
+    ];
+    let bindings: Vec<(&str, &str, Value)> = vec![
+        ("cluster-admin", "cluster-admin", json!([{"kind": "Group", "name": "system:masters"}])),
+        ("system:discovery", "system:discovery", json!([{"kind": "Group", "name": "system:authenticated"}])),
+        ("system:basic-user", "system:basic-user", json!([{"kind": "Group", "name": "system:authenticated"}])),
+        (
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            json!([
+            {"kind": "Group", "name": "system:authenticated"}, {"kind": "Group", "name": "system:unauthenticated"}]),
+        ),
+        (
+            "system:kube-controller-manager",
+            "system:kube-controller-manager",
+            json!([{"kind": "User", "name": "system:kube-controller-manager"}]),
+        ),
+        (
+            "system:kube-scheduler",
+            "system:kube-scheduler",
+            json!([{"kind": "User", "name": "system:kube-scheduler"}]),
+        ),
+        ("system:node", "system:node", json!([{"kind": "Group", "name": "system:nodes"}])),
+        ("system:node-proxier", "system:node-proxier", json!([{"kind": "User", "name": "system:kube-proxy"}])),
+    ];
+    let mut out: Vec<(&'static str, Value)> = Vec::new();
+    for (name, rules) in cluster_roles {
+        out.push(("clusterroles", json!({"metadata": meta(name), "rules": rules})));
+    }
+    for (name, role, subjects) in bindings {
+        out.push((
+            "clusterrolebindings",
+            json!({"metadata": meta(name), "subjects": subjects,
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}}),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attributes {
+        Attributes::Resource {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn request_attributes_as_upstream_resolves_them() {
+        let a = Attributes::of_request(&Method::GET, "/api/v1/namespaces/default/pods", Some("watch=true"));
+        assert_eq!(a, res("watch", "", "pods", "", "default", ""));
+        let a = Attributes::of_request(&Method::PUT, "/apis/apps/v1/namespaces/x/deployments/d/scale", None);
+        assert_eq!(a, res("update", "apps", "deployments", "scale", "x", "d"));
+        let a = Attributes::of_request(&Method::DELETE, "/api/v1/namespaces/team", None);
+        assert_eq!(a, res("delete", "", "namespaces", "", "team", "team"));
+        let a = Attributes::of_request(&Method::GET, "/apis/apps/v1", None);
+        assert_eq!(a, Attributes::NonResource { verb: "get".into(), path: "/apis/apps/v1".into() });
+    }
+
+    #[test]
+    fn rules_match_verbs_groups_resources_subresources_names_and_urls() {
+        let r = json!({"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]});
+        assert!(rule_allows(&r, &res("get", "", "pods", "", "d", "p")));
+        assert!(rule_allows(&r, &res("get", "", "pods", "log", "d", "p")));
+        assert!(!rule_allows(&r, &res("get", "", "pods", "status", "d", "p")));
+        assert!(!rule_allows(&r, &res("delete", "", "pods", "", "d", "p")));
+        assert!(!rule_allows(&r, &res("get", "apps", "pods", "", "d", "p")));
+        let named =
+            json!({"apiGroups": ["*"], "resources": ["*/scale"], "verbs": ["*"], "resourceNames": ["web"]});
+        assert!(rule_allows(&named, &res("patch", "apps", "deployments", "scale", "d", "web")));
+        assert!(!rule_allows(&named, &res("patch", "apps", "deployments", "scale", "d", "db")));
+        assert!(!rule_allows(&named, &res("patch", "apps", "deployments", "", "d", "web")));
+        let url = json!({"nonResourceURLs": ["/apis/*", "/version"], "verbs": ["get"]});
+        let path = |p: &str| Attributes::NonResource { verb: "get".into(), path: p.into() };
+        assert!(rule_allows(&url, &path("/apis/apps/v1")));
+        assert!(rule_allows(&url, &path("/version")));
+        assert!(!rule_allows(&url, &path("/metrics")));
+        assert!(!rule_allows(&r, &path("/version")), "resource rules never cover paths");
+    }
+
+    #[test]
+    fn forbidden_messages_are_upstreams() {
+        let alice = UserInfo::new("alice", &[]);
+        let e = res("list", "", "pods", "", "default", "").forbidden(&alice);
+        assert_eq!(e.message, "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
+        let e = res("get", "apps", "deployments", "", "", "d").forbidden(&alice);
+        assert_eq!(e.message, "deployments.apps \"d\" is forbidden: User \"alice\" cannot get resource \"deployments\" in API group \"apps\" at the cluster scope");
+        let e = Attributes::NonResource { verb: "get".into(), path: "/metrics".into() }.forbidden(&alice);
+        assert_eq!(e.message, "forbidden: User \"alice\" cannot get path \"/metrics\"");
+    }
+}
