@@ -7,7 +7,8 @@
 //! - `handlers/`: get, list, create, update, patch, delete, deletecollection for every resource.
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
-//! - `subresources.rs`: scale and pods/binding; `synthetic.rs`: componentstatuses.
+//! - `subresources.rs`: scale and pods/binding; `podlog.rs`: pods/log, proxied to the pod's kubelet;
+//!   `synthetic.rs`: componentstatuses.
 //! - `services.rs`: ClusterIP and node-port allocation.
 //! - `objects.rs`, `meta.rs`: objects in and out of the store; metadata accessors.
 //! - `render.rs`: JSON or Table responses. `discovery.rs`: discovery and /version.
@@ -25,6 +26,7 @@ mod meta;
 mod objects;
 mod params;
 mod patching;
+mod podlog;
 mod render;
 mod route;
 mod server;

@@ -91,6 +91,13 @@ async fn container_logs(
     if !pod_logs.names.iter().any(|n| n == &container) {
         return text(StatusCode::NOT_FOUND, format!("container \"{container}\" not found in pod \"{pod}\""));
     }
+    if q.get("previous").is_some_and(|v| v == "true" || v == "1") {
+        // Simulated containers never restart, so there is no previous instance.
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+        );
+    }
     let Some(log) = pod_logs.get(&container) else {
         return text(
             StatusCode::BAD_REQUEST,
