@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 /// A running `run_node`, stopped with [`RunningNode::stop`].
 pub struct RunningNode {
-    pub name: String,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), nodes::Error>>,
 }
@@ -44,11 +43,10 @@ pub fn node_config(name: &str, ip: Ipv4Addr) -> NodeConfig {
 
 pub fn start_node(client: &Client, cfg: NodeConfig) -> RunningNode {
     let (tx, rx) = oneshot::channel::<()>();
-    let name = cfg.name.clone();
     let handle = tokio::spawn(nodes::run_node(client.clone(), cfg, async move {
         let _ = rx.await;
     }));
-    RunningNode { name, stop: Some(tx), handle }
+    RunningNode { stop: Some(tx), handle }
 }
 
 /// A running scheduler; dropped with the test.

@@ -57,7 +57,9 @@ async fn bound_pod_runs_with_an_ip_from_the_pod_cidr_and_every_condition() {
     assert_eq!(cs.image, "nginx:1.27");
     assert!(!cs.image_id.is_empty());
     assert!(cs.state.as_ref().unwrap().running.as_ref().unwrap().started_at.is_some());
-    let started = eventually("Started event", || async { events_for(&client, "default", "web", "Started").await.pop() }).await;
+    let started =
+        eventually("Started event", || async { events_for(&client, "default", "web", "Started").await.pop() })
+            .await;
     assert_eq!(started.message.as_deref(), Some("Started container app"));
     node.stop().await;
     cluster.shutdown().await;
@@ -73,7 +75,10 @@ async fn readiness_initial_delay_holds_ready_back() {
     create_pod(&client, "default", on("worker0", "slow", spec)).await;
     let p = running(&client, "slow").await;
     let created = Instant::now();
-    assert_eq!(condition(&p, "Ready").map(|c| (c.0, c.1)), Some(("False".into(), Some("ContainersNotReady".into()))));
+    assert_eq!(
+        condition(&p, "Ready").map(|c| (c.0, c.1)),
+        Some(("False".into(), Some("ContainersNotReady".into())))
+    );
     eventually("Ready", || async {
         let p = get_pod(&client, "default", "slow").await?;
         (condition(&p, "Ready")?.0 == "True").then_some(())
@@ -101,16 +106,23 @@ async fn graceful_deletion_removes_the_pod_after_the_capped_grace_and_frees_ip_a
     // Terminating: listeners closed, containers terminated, the object still there.
     let p = eventually("containers terminated", || async {
         get_pod(&client, "default", "old").await.filter(|p| {
-            let terminated = || p.status.as_ref()?.container_statuses.as_ref()?[0].state.as_ref()?.terminated.as_ref();
+            let terminated =
+                || p.status.as_ref()?.container_statuses.as_ref()?[0].state.as_ref()?.terminated.as_ref();
             terminated().is_some()
         })
     })
     .await;
     assert!(p.metadata.deletion_timestamp.is_some());
     assert!(tokio::net::TcpStream::connect((ip, 8080)).await.is_err(), "the listener must be closed");
-    eventually("the pod to be gone", || async { get_pod(&client, "default", "old").await.is_none().then_some(()) }).await;
+    eventually("the pod to be gone", || async {
+        get_pod(&client, "default", "old").await.is_none().then_some(())
+    })
+    .await;
     let took = asked.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(10), "grace capped at 300ms: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "grace capped at 300ms: {took:?}"
+    );
 
     // The address and the port are free again: the next pod gets them and answers.
     create_pod(&client, "default", on("worker0", "new", spec)).await;
@@ -158,7 +170,10 @@ async fn a_restarted_kubelet_keeps_its_pods_addresses() {
     create_pod(&client, "default", on("worker0", "a", spec.clone())).await;
     let ip_a = pod_ip(&running(&client, "a").await);
     node.stop().await;
-    assert!(tokio::net::TcpStream::connect((ip_a, 8080)).await.is_err(), "a stopped node's pods stop answering");
+    assert!(
+        tokio::net::TcpStream::connect((ip_a, 8080)).await.is_err(),
+        "a stopped node's pods stop answering"
+    );
 
     let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
     create_pod(&client, "default", on("worker0", "b", spec)).await;
@@ -185,7 +200,10 @@ async fn restart_never_pods_with_simple_commands_complete() {
     let done = |name: &'static str, phase: &'static str| {
         let client = client.clone();
         async move {
-            eventually(name, || async { get_pod(&client, "default", name).await.filter(|p| phase_of(p) == phase) }).await
+            eventually(name, || async {
+                get_pod(&client, "default", name).await.filter(|p| phase_of(p) == phase)
+            })
+            .await
         }
     };
     let p = done("ok", "Succeeded").await;

@@ -1,7 +1,7 @@
 //! The nodes crate against an in-process API server (`apiserver::testing::TestCluster`).
 
 mod helpers;
-mod registration;
 mod kubelet;
+mod registration;
 mod scheduler;
 mod traffic;

@@ -34,7 +34,8 @@ async fn pods_of_one_owner_spread_across_nodes_and_get_a_scheduled_event() {
     }
     let sched = start_scheduler(&client);
     for i in 0..6 {
-        create_pod(&client, "default", pod(&format!("web-{i}"), json!({})).tap_labels(json!({"app": "web"}))).await;
+        create_pod(&client, "default", pod(&format!("web-{i}"), json!({})).tap_labels(json!({"app": "web"})))
+            .await;
     }
     let counts = eventually("all bound", || async {
         let c = pods_by_node(&client, "web-").await;
@@ -168,7 +169,8 @@ async fn not_ready_nodes_are_skipped_and_other_schedulers_pods_left_alone() {
     let client = cluster.client.clone();
     let nodes: Api<Node> = Api::all(client.clone());
     fake_node(&client, "down", json!({}), "4", "8Gi", "110").await;
-    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}});
+    let not_ready =
+        json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}});
     nodes.patch_status("down", &PatchParams::default(), &Patch::Merge(&not_ready)).await.unwrap();
     fake_node(&client, "up", json!({}), "4", "8Gi", "110").await;
     let sched = start_scheduler(&client);
@@ -199,7 +201,12 @@ async fn a_thousand_pending_pods_bind_in_seconds() {
     let creates = (0..1000).map(|i| {
         let client = client.clone();
         async move {
-            create_pod(&client, "default", pod(&format!("bulk-{i}"), json!({})).tap_labels(json!({"app": "bulk"}))).await
+            create_pod(
+                &client,
+                "default",
+                pod(&format!("bulk-{i}"), json!({})).tap_labels(json!({"app": "bulk"})),
+            )
+            .await
         }
     });
     futures::stream::iter(creates).buffer_unordered(32).collect::<Vec<_>>().await;

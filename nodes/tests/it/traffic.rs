@@ -18,8 +18,10 @@ async fn running_pod(client: &kube::Client, name: &str, spec: serde_json::Value)
     let mut p = pod(name, spec);
     p["spec"]["nodeName"] = json!("worker0");
     create_pod(client, "default", p).await;
-    eventually("Running", || async { get_pod(client, "default", name).await.filter(|p| phase_of(p) == "Running") })
-        .await
+    eventually("Running", || async {
+        get_pod(client, "default", name).await.filter(|p| phase_of(p) == "Running")
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +66,9 @@ async fn pods_answer_http_and_udp_and_the_kubelet_serves_their_logs() {
     // Errors.
     assert!(http_get(kubelet, port, "/containerLogs/default/nope/web").await.starts_with("HTTP/1.1 404"));
     assert!(http_get(kubelet, port, "/containerLogs/default/echo/nope").await.starts_with("HTTP/1.1 404"));
-    assert!(http_get(kubelet, port, "/containerLogs/default/echo/web?tailLines=x").await.starts_with("HTTP/1.1 400"));
+    assert!(http_get(kubelet, port, "/containerLogs/default/echo/web?tailLines=x")
+        .await
+        .starts_with("HTTP/1.1 400"));
     node.stop().await;
     cluster.shutdown().await;
 }
@@ -80,7 +84,9 @@ async fn follow_streams_new_lines_and_ends_when_the_pod_goes() {
     let port = kubelet_port(&client, "worker0").await;
 
     let mut s = tokio::net::TcpStream::connect((nodes::default_node_ip(0), port)).await.unwrap();
-    s.write_all(b"GET /containerLogs/default/tailed/web?follow=true HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /containerLogs/default/tailed/web?follow=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut r = BufReader::new(s);
     let mut seen = String::new();
     let mut line = String::new();
@@ -107,13 +113,64 @@ async fn follow_streams_new_lines_and_ends_when_the_pod_goes() {
     tokio::time::timeout(Duration::from_secs(10), async {
         while !rest.ends_with("0\r\n\r\n") {
             line.clear();
-            assert!(r.read_line(&mut line).await.unwrap() > 0, "connection closed without terminator: {rest:?}");
+            assert!(
+                r.read_line(&mut line).await.unwrap() > 0,
+                "connection closed without terminator: {rest:?}"
+            );
             rest.push_str(&line);
         }
     })
     .await
     .unwrap_or_else(|_| panic!("the stream ends when the pod goes; got {rest:?}"));
     assert!(rest.contains("container web stopping"), "{rest:?}");
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_log_through_the_api_server_reaches_the_kubelet() {
+    use futures::{AsyncBufReadExt as _, StreamExt as _};
+    use kube::api::LogParams;
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
+    set_pod_cidr(&client, "worker0", "127.250.22.0/24").await;
+    let spec = json!({"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    let ip = pod_ip(&running_pod(&client, "logged", spec).await);
+    assert!(http_get(ip, 8080, "/via-api").await.starts_with("HTTP/1.1 200"));
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let log = api.logs("logged", &LogParams::default()).await.unwrap();
+    assert!(log.contains("\"GET /via-api HTTP/1.1\" 200"), "{log}");
+
+    // Follow through the API server: a later request shows up on the open stream.
+    let params = LogParams { follow: true, ..Default::default() };
+    let mut lines = api.log_stream("logged", &params).await.unwrap().lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next()).await.unwrap().unwrap().unwrap();
+    assert!(first.contains("started"), "{first}");
+    assert!(http_get(ip, 8080, "/while-following").await.starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(l) = lines.next().await {
+            if l.unwrap().contains("GET /while-following") {
+                return;
+            }
+        }
+        panic!("stream ended before the line came");
+    })
+    .await
+    .expect("the followed line");
+
+    // A second container makes the name mandatory.
+    let two = json!({"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x"}]});
+    running_pod(&client, "pair", two).await;
+    match api.logs("pair", &LogParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 400);
+            assert_eq!(s.message, "a container name must be specified for pod pair, choose one of: [a b]");
+        }
+        other => panic!("{other:?}"),
+    }
+    let log = api.logs("pair", &LogParams { container: Some("b".into()), ..Default::default() }).await.unwrap();
+    assert!(log.contains("container b started"), "{log}");
     node.stop().await;
     cluster.shutdown().await;
 }
