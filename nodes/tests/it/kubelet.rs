@@ -240,3 +240,42 @@ async fn a_port_that_cannot_be_bound_is_reported_and_the_pod_still_runs() {
     node.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pod_cidr_is_reported_and_the_pod_starts_when_an_address_frees() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    // A /30 has one assignable address (.2): network .0, gateway .1, broadcast .3.
+    let node = ready_node(&client, "worker0", 0, "127.250.17.0/30").await;
+    create_pod(&client, "default", on("worker0", "first", json!({}))).await;
+    assert_eq!(pod_ip(&running(&client, "first").await), Ipv4Addr::new(127, 250, 17, 2));
+    create_pod(&client, "default", on("worker0", "second", json!({}))).await;
+    let ev = eventually("FailedCreatePodSandBox", || async {
+        events_for(&client, "default", "second", "FailedCreatePodSandBox").await.pop()
+    })
+    .await;
+    assert!(ev.message.as_deref().unwrap().contains("no IP addresses available in range set: 127.250.17.0/30"));
+    assert_ne!(phase_of(&get_pod(&client, "default", "second").await.unwrap()), "Running");
+    Api::<Pod>::namespaced(client.clone(), "default").delete("first", &DeleteParams::default()).await.unwrap();
+    assert_eq!(pod_ip(&running(&client, "second").await), Ipv4Addr::new(127, 250, 17, 2));
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_object_is_registered_again() {
+    use k8s_openapi::api::core::v1::Node;
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
+    let api: Api<Node> = Api::all(client.clone());
+    let first = eventually("registration", || async { api.get_opt("worker0").await.unwrap() }).await;
+    api.delete("worker0", &DeleteParams::default()).await.unwrap();
+    let again = eventually("re-registration", || async {
+        api.get_opt("worker0").await.unwrap().filter(|n| n.metadata.uid != first.metadata.uid)
+    })
+    .await;
+    assert_eq!(again.metadata.labels.unwrap()["kubernetes.io/hostname"], "worker0");
+    node.stop().await;
+    cluster.shutdown().await;
+}

@@ -63,6 +63,16 @@ async fn pods_answer_http_and_udp_and_the_kubelet_serves_their_logs() {
     let lines: Vec<&str> = body.lines().filter(|l| l.contains(' ')).collect();
     assert_eq!(lines.len(), 1, "{body:?}");
     assert!(lines[0].starts_with("20") && lines[0].contains("udp echo"), "{body:?}");
+    // limitBytes cuts the body; sinceSeconds keeps recent lines only.
+    let cut = http_get(kubelet, port, "/containerLogs/default/echo/web?limitBytes=10").await;
+    assert!(
+        cut.ends_with("\r\n\r\nA\r\nkplane-sim\r\n0\r\n\r\n"),
+        "one chunk of 10 bytes, then the end: {cut:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(http_get(ip, 8080, "/recent").await.starts_with("HTTP/1.1 200"));
+    let recent = http_get(kubelet, port, "/containerLogs/default/echo/web?sinceSeconds=1").await;
+    assert!(recent.contains("GET /recent") && !recent.contains("GET /hello"), "{recent}");
     // Errors.
     assert!(http_get(kubelet, port, "/containerLogs/default/nope/web").await.starts_with("HTTP/1.1 404"));
     assert!(http_get(kubelet, port, "/containerLogs/default/echo/nope").await.starts_with("HTTP/1.1 404"));
