@@ -6,8 +6,8 @@
 //! in a spawned task, up to `bind_concurrency` at a time, so a thousand pending pods bind in seconds
 //! without ever re-listing. A failed binding un-assumes. Pods that fit nowhere get upstream's
 //! PodScheduled=False/Unschedulable condition and a FailedScheduling event, and are retried when a
-//! node changes in a way the filters read, when an assigned pod goes away, and every
-//! `retry_interval`.
+//! node changes in a way the filters read, when an assigned pod goes away, when their own spec
+//! changes, and every `retry_interval`.
 
 pub mod cache;
 pub mod filter;
@@ -228,7 +228,13 @@ impl Scheduler {
             self.forget(&key);
             return;
         }
+        // A pod whose spec changed (a toleration added, a selector relaxed) is worth another try
+        // now; our own status writes do not change the spec.
+        let spec_changed = self.pending.get(&key).is_some_and(|old| old.spec != pod.spec);
         self.pending.insert(key.clone(), pod);
+        if spec_changed {
+            self.unschedulable.remove(&key);
+        }
         if !self.in_flight.contains(&key) && !self.unschedulable.contains(&key) {
             self.enqueue(key);
         }

@@ -65,7 +65,11 @@ impl RunningScheduler {
 }
 
 pub fn start_scheduler(client: &Client) -> RunningScheduler {
-    let cfg = SchedulerConfig { retry_interval: Duration::from_millis(500), ..Default::default() };
+    start_scheduler_retrying_every(client, Duration::from_millis(500))
+}
+
+pub fn start_scheduler_retrying_every(client: &Client, retry_interval: Duration) -> RunningScheduler {
+    let cfg = SchedulerConfig { retry_interval, ..Default::default() };
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(nodes::run_scheduler(client.clone(), cfg, async move {
         let _ = rx.await;

@@ -239,3 +239,28 @@ impl TapLabels for serde_json::Value {
 }
 
 use futures::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unschedulable_pod_is_retried_at_once_when_its_spec_gains_a_toleration() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    fake_node(&client, "gpu", json!({}), "4", "8Gi", "110").await;
+    let taint = json!({"spec": {"taints": [{"key": "gpu", "effect": "NoSchedule"}]}});
+    nodes.patch("gpu", &PatchParams::default(), &Patch::Merge(&taint)).await.unwrap();
+    // No periodic retry within the test: only the spec change can trigger it.
+    let sched = start_scheduler_retrying_every(&client, Duration::from_secs(3600));
+    create_pod(&client, "default", pod("job", json!({}))).await;
+    eventually("unschedulable", || async {
+        let p = get_pod(&client, "default", "job").await?;
+        condition(&p, "PodScheduled").filter(|c| c.0 == "False")
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let toleration =
+        json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}});
+    pods.patch("job", &PatchParams::default(), &Patch::Merge(&toleration)).await.unwrap();
+    assert_eq!(bound_to(&client, "job").await, "gpu");
+    sched.stop().await;
+    cluster.shutdown().await;
+}
