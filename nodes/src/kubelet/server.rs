@@ -1,6 +1,6 @@
 //! The kubelet's HTTP endpoint on `node_ip:kubelet_port`: `/healthz` and
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with upstream's query parameters (`follow`,
-//! `tailLines`, `timestamps`, `sinceSeconds`, `limitBytes`). The API server's `pods/log` proxies here.
+//! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`; `previous` has nothing to show). The API server's `pods/log` proxies here.
 //! Plain HTTP: everything is on loopback.
 
 use std::collections::HashMap;
@@ -32,6 +32,8 @@ pub struct LogOptions {
     pub timestamps: bool,
     pub tail_lines: Option<i64>,
     pub since_seconds: Option<i64>,
+    /// RFC 3339; `sinceSeconds` wins when both are given.
+    pub since_time: Option<jiff::Timestamp>,
     pub limit_bytes: Option<i64>,
 }
 
@@ -53,6 +55,11 @@ impl LogOptions {
             timestamps: flag("timestamps"),
             tail_lines: int("tailLines")?,
             since_seconds: int("sinceSeconds")?,
+            since_time: q
+                .get("sinceTime")
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse::<jiff::Timestamp>().map_err(|_| format!("invalid sinceTime: {v:?}")))
+                .transpose()?,
             limit_bytes: int("limitBytes")?,
         };
         if o.tail_lines.is_some_and(|n| n < 0) {
@@ -109,8 +116,11 @@ async fn container_logs(
     // Only the follower's receiver may keep the stream open: when the pod goes, the log (and with it
     // the broadcast sender) is dropped and the stream ends.
     drop(log);
-    if let Some(s) = opts.since_seconds {
-        let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s);
+    let since = match (opts.since_seconds, opts.since_time) {
+        (Some(s), _) => Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)),
+        (None, t) => t,
+    };
+    if let Some(since) = since {
         lines.retain(|l| l.time >= since);
     }
     if let Some(n) = opts.tail_lines {

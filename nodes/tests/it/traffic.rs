@@ -73,6 +73,15 @@ async fn pods_answer_http_and_udp_and_the_kubelet_serves_their_logs() {
     assert!(http_get(ip, 8080, "/recent").await.starts_with("HTTP/1.1 200"));
     let recent = http_get(kubelet, port, "/containerLogs/default/echo/web?sinceSeconds=1").await;
     assert!(recent.contains("GET /recent") && !recent.contains("GET /hello"), "{recent}");
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_millis(900)).to_string();
+    let recent = http_get(kubelet, port, &format!("/containerLogs/default/echo/web?sinceTime={since}")).await;
+    assert!(recent.contains("GET /recent") && !recent.contains("GET /hello"), "{recent}");
+    let previous = http_get(kubelet, port, "/containerLogs/default/echo/web?previous=true").await;
+    assert!(previous.starts_with("HTTP/1.1 400"), "{previous}");
+    assert!(
+        previous.ends_with("previous terminated container \"web\" in pod \"echo\" not found"),
+        "{previous}"
+    );
     // Errors.
     assert!(http_get(kubelet, port, "/containerLogs/default/nope/web").await.starts_with("HTTP/1.1 404"));
     assert!(http_get(kubelet, port, "/containerLogs/default/echo/nope").await.starts_with("HTTP/1.1 404"));
