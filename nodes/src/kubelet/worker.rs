@@ -160,30 +160,24 @@ impl Worker {
                 self.event(&pod, EventType::Warning, "FailedToListen", "Starting", f).await;
             }
         }
-        if !already_running {
-            for c in &spec.containers {
-                let image = c.image.as_deref().unwrap_or_default();
-                let msgs = [
-                    ("Pulled", format!("Container image \"{image}\" already present on machine")),
-                    ("Created", format!("Created container: {}", c.name)),
-                    ("Started", format!("Started container {}", c.name)),
-                ];
-                for (reason, msg) in msgs {
-                    self.event(&pod, EventType::Normal, reason, "Starting", msg).await;
-                }
-            }
-        }
         if completes {
             let ok = runs.values().all(|r| r.exit.is_some_and(|(c, _)| c == 0));
             let phase = if ok { "Succeeded" } else { "Failed" };
             let st = status::started(&pod, node_ip, Some(ip), &runs, Some(phase), Timestamp::now());
             self.write(&pod, st).await?;
+            if !already_running {
+                self.start_events(&pod).await;
+            }
             // A finished pod's sandbox is gone: its address is free again (its status keeps it).
             self.ctx.release_ip(&self.uid);
             self.ip = None;
             return Ok(());
         }
         self.write(&pod, status::started(&pod, node_ip, Some(ip), &runs, None, Timestamp::now())).await?;
+        // The events come after the status write, so that a pod is Running as early as possible.
+        if !already_running {
+            self.start_events(&pod).await;
+        }
         // Readiness: write again once the last readiness delay has passed.
         if let Some(last) = runs.values().filter_map(|r| r.ready_at).max() {
             let wait = last.duration_since(Timestamp::now());
@@ -365,6 +359,21 @@ impl Worker {
         }
         // The next transition writes the whole status again.
         Ok(())
+    }
+
+    /// Upstream's events for a started container.
+    async fn start_events(&self, pod: &Pod) {
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            let image = c.image.as_deref().unwrap_or_default();
+            let msgs = [
+                ("Pulled", format!("Container image \"{image}\" already present on machine")),
+                ("Created", format!("Created container: {}", c.name)),
+                ("Started", format!("Started container {}", c.name)),
+            ];
+            for (reason, msg) in msgs {
+                self.event(pod, EventType::Normal, reason, "Starting", msg).await;
+            }
+        }
     }
 
     async fn event(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {

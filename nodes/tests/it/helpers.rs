@@ -125,6 +125,10 @@ pub async fn get_pod(client: &Client, ns: &str, name: &str) -> Option<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns).get_opt(name).await.expect("get pod")
 }
 
+/// The two thousand-pod tests take this so that they do not run at the same time (each measures
+/// its own throughput on a small machine).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Polls `f` until it returns Some, or fails the test after 20 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
