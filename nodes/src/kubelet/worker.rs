@@ -59,6 +59,10 @@ fn current(rx: &PodRx) -> Option<Pod> {
     rx.borrow().clone()
 }
 
+fn pod_host_network(rx: &PodRx) -> bool {
+    rx.borrow().as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.host_network).unwrap_or(false)
+}
+
 fn terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
@@ -86,7 +90,10 @@ impl Worker {
 
     /// Runs the pod until it is deleted (Err(Terminating)), gone, or completed (Ok).
     async fn start_and_run(&mut self, rx: &mut PodRx) -> Result<(), Stop> {
-        let ip = self.wait_for_ip(rx).await?;
+        // hostNetwork pods use the node's address and need no pod network (they start before the
+        // node has a podCIDR, as upstream's do before the CNI is ready).
+        let host_network = pod_host_network(rx);
+        let ip = if host_network { self.ctx.cfg.node_ip } else { self.wait_for_ip(rx).await? };
         let pod = current(rx).ok_or(Stop::Gone)?;
         let node_ip = self.ctx.cfg.node_ip;
         let already_running = phase(&pod) == "Running";

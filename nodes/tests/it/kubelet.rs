@@ -283,3 +283,19 @@ async fn a_deleted_node_object_is_registered_again() {
     node.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pods_use_the_node_ip_and_start_before_the_pod_cidr() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    // A node IP of its own: this pod binds on it.
+    let node_ip = nodes::default_node_ip(40);
+    let node = start_node(&client, node_config("worker40", node_ip));
+    let spec = json!({"hostNetwork": true, "containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    create_pod(&client, "default", on("worker40", "hostnet", spec)).await;
+    let p = running(&client, "hostnet").await;
+    assert_eq!(pod_ip(&p), node_ip);
+    assert!(http_get(node_ip, 8080, "/").await.contains("pod: default/hostnet"));
+    node.stop().await;
+    cluster.shutdown().await;
+}
