@@ -142,7 +142,7 @@ async fn container_logs(
                         Ok(line) if last.is_some_and(|s| line.seq <= s) => continue,
                         Ok(line) => return Some((vec![line.clone()], (rx, Some(line.seq)))),
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let Some(log) = weak.upgrade() else { return None };
+                            let log = weak.upgrade()?;
                             let (ring, _) = log.snapshot_and_subscribe();
                             let missed: Vec<Line> =
                                 ring.into_iter().filter(|l| last.is_none_or(|s| l.seq > s)).collect();
