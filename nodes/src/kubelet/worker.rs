@@ -120,6 +120,13 @@ impl Worker {
         let may_complete = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
         let exits: Vec<_> = spec.containers.iter().map(status::simulated_exit).collect();
         let completes = may_complete && !exits.is_empty() && exits.iter().all(Option::is_some);
+        // Init containers are simulated as having run to completion before the others start.
+        for c in spec.init_containers.iter().flatten() {
+            let log = self.logs.start(&c.name);
+            if !already_running {
+                log.push(format!("kplane-sim: init container {} completed (simulated, nothing ran)", c.name));
+            }
+        }
         let mut runs = HashMap::new();
         let mut ports = Vec::new();
         for (c, exit) in spec.containers.iter().zip(&exits) {

@@ -299,3 +299,24 @@ async fn host_network_pods_use_the_node_ip_and_start_before_the_pod_cidr() {
     node.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_complete_before_the_pod_runs() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.18.0/24").await;
+    let spec = json!({"initContainers": [{"name": "setup", "image": "busybox", "command": ["sh", "-c", "true"]}],
+                      "containers": [{"name": "app", "image": "nginx"}]});
+    create_pod(&client, "default", on("worker0", "inited", spec)).await;
+    let p = running(&client, "inited").await;
+    assert_eq!(condition(&p, "Initialized").map(|c| c.0), Some("True".into()));
+    let init = &p.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    let t = init.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((init.name.as_str(), t.exit_code, t.reason.as_deref()), ("setup", 0, Some("Completed")));
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let params = kube::api::LogParams { container: Some("setup".into()), ..Default::default() };
+    let log = api.logs("inited", &params).await.unwrap();
+    assert!(log.contains("init container setup completed"), "{log}");
+    node.stop().await;
+    cluster.shutdown().await;
+}
