@@ -266,3 +266,32 @@ async fn an_unschedulable_pod_is_retried_at_once_when_its_spec_gains_a_toleratio
     sched.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_is_no_longer_a_candidate() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    fake_node(&client, "stays", json!({}), "4", "8Gi", "110").await;
+    fake_node(&client, "goes", json!({}), "4", "8Gi", "110").await;
+    let sched = start_scheduler(&client);
+    create_pod(&client, "default", pod("before", json!({}))).await;
+    bound_to(&client, "before").await;
+    Api::<Node>::all(client.clone()).delete("goes", &Default::default()).await.unwrap();
+    // A probe shows when the scheduler has seen the deletion: it counts one node.
+    create_pod(&client, "default", pod("probe", json!({"nodeSelector": {"none": "x"}}))).await;
+    eventually("the scheduler to count one node", || async {
+        let p = get_pod(&client, "default", "probe").await?;
+        condition(&p, "PodScheduled")?.2.filter(|m| m.starts_with("0/1 nodes are available"))
+    })
+    .await;
+    // Every new pod must land on "stays" (spreading alone would put some on the emptier node).
+    for i in 0..4 {
+        create_pod(&client, "default", pod(&format!("after-{i}"), json!({})).tap_labels(json!({"app": "a"})))
+            .await;
+    }
+    for i in 0..4 {
+        assert_eq!(bound_to(&client, &format!("after-{i}")).await, "stays");
+    }
+    sched.stop().await;
+    cluster.shutdown().await;
+}
