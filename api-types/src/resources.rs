@@ -132,7 +132,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
         short: &["ns"], cat: NONE, sub: &[Status, Finalize], fields: &["status.phase"]),
     res!("", "v1", "Pod", "pods", "pod", true, "/registry/pods",
-        short: &["po"], cat: ALL, sub: &[Status, Binding],
+        short: &["po"], cat: ALL, sub: &[Status, Binding, Log],
         fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
                   "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"]),
     res!("", "v1", "Service", "services", "service", true, "/registry/services/specs",

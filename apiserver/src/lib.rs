@@ -7,9 +7,11 @@
 //! - `handlers/`: get, list, create, update, patch, delete, deletecollection for every resource.
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
-//! - `subresources.rs`: scale and pods/binding; `synthetic.rs`: componentstatuses.
+//! - `subresources.rs`: scale and pods/binding; `podlog.rs`: pods/log, proxied to the pod's kubelet;
+//!   `synthetic.rs`: componentstatuses and selfsubjectaccessreviews.
 //! - `services.rs`: ClusterIP and node-port allocation. `admission.rs`: default-on mutating admission.
 //! - `ttl.rs`: store leases for objects that expire (Events, `--event-ttl`).
+//! - `pki.rs`, `tls.rs`: certificates and HTTPS serving; `auth/`: authentication and RBAC.
 //! - `objects.rs`, `meta.rs`: objects in and out of the store; metadata accessors.
 //! - `render.rs`: JSON or Table responses. `discovery.rs`: discovery and /version.
 //! - `error.rs`: `ApiError`, rendered as a `metav1.Status`.
@@ -29,6 +31,7 @@ mod objects;
 mod params;
 mod patching;
 pub mod pki;
+mod podlog;
 mod render;
 mod route;
 mod server;

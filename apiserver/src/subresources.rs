@@ -1,6 +1,6 @@
 //! Subresources other than status: `scale` (an `autoscaling/v1` Scale view of `spec.replicas`) and
 //! `pods/binding` (the scheduler's assignment of a pod to a node). Both write through the same
-//! update path as everything else.
+//! update path as everything else. `pods/log` is proxied to the pod's kubelet (`podlog.rs`).
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -22,7 +22,7 @@ pub async fn serve(
     rp: &ResourcePath,
     name: &str,
     sub: &str,
-    _params: &Params,
+    params: &Params,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
@@ -70,6 +70,9 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
+        ("GET", "log") if res.has(api_types::Subresource::Log) => {
+            crate::podlog::serve(st, rp, name, params).await
+        }
         ("PUT", "finalize") if res.has(api_types::Subresource::Finalize) => {
             let new = crate::handlers::decode_body(res, headers, body)?;
             let precondition = precondition_of(&new)?;

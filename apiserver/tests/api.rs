@@ -435,3 +435,121 @@ async fn events_expire_by_lease_and_pods_get_default_tolerations() {
     assert_eq!(tolerations[1]["key"], "node.kubernetes.io/not-ready");
     assert_eq!(tolerations[1]["tolerationSeconds"], 300);
 }
+
+/// A stand-in kubelet on loopback: answers `/containerLogs` with the path and query it was asked for,
+/// and 400 for container "waiting".
+async fn fake_kubelet() -> u16 {
+    use axum::extract::{Path, RawQuery};
+    let app = axum::Router::new().route(
+        "/containerLogs/{ns}/{pod}/{c}",
+        axum::routing::get(
+            |Path((ns, pod, c)): Path<(String, String, String)>, RawQuery(q): RawQuery| async move {
+                if c == "waiting" {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        format!("container \"{c}\" in pod \"{pod}\" is waiting to start: ContainerCreating"),
+                    );
+                }
+                (axum::http::StatusCode::OK, format!("log of {ns}/{pod}/{c} query={}\n", q.unwrap_or_default()))
+            },
+        ),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_log_picks_the_container_and_proxies_to_the_nodes_kubelet() {
+    let a = api().await;
+    let port = fake_kubelet().await;
+    let node = |name: &str, port: u16| {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}})
+    };
+    assert_eq!(a.call(Method::POST, "/api/v1/nodes", node("w1", port)).await.0, 201);
+    // A closed port: bind one, note it, drop it.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    assert_eq!(a.call(Method::POST, "/api/v1/nodes", node("down", closed)).await.0, 201);
+    let pod = |name: &str, node: Option<&str>, containers: &[&str]| {
+        let cs: Vec<Value> = containers.iter().map(|c| json!({"name": c, "image": "nginx"})).collect();
+        let mut p =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": cs}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    };
+    for p in [
+        pod("one", Some("w1"), &["web"]),
+        pod("two", Some("w1"), &["a", "b"]),
+        pod("pending", None, &["web"]),
+        pod("orphan", Some("gone"), &["web"]),
+        pod("unreachable", Some("down"), &["web"]),
+        pod("slow", Some("w1"), &["waiting"]),
+    ] {
+        assert_eq!(a.call(Method::POST, "/api/v1/namespaces/default/pods", p).await.0, 201);
+    }
+    let st = a.st.clone();
+    let get = |uri: String| {
+        let st = st.clone();
+        async move {
+            let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let resp = apiserver::router(st).oneshot(req).await.unwrap();
+            let code = resp.status().as_u16();
+            let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (code, ct, String::from_utf8_lossy(&bytes).to_string())
+        }
+    };
+
+    // The only container, and the query passed through.
+    let (code, ct, body) =
+        get("/api/v1/namespaces/default/pods/one/log?tailLines=5&timestamps=true".into()).await;
+    assert_eq!((code, ct.as_deref()), (200, Some("text/plain")), "{body}");
+    assert_eq!(body, "log of default/one/web query=tailLines=5&timestamps=true\n");
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/two/log?container=b&follow=true".into()).await;
+    assert_eq!((code, body.as_str()), (200, "log of default/two/b query=follow=true\n"));
+    // Upstream's errors.
+    let status = |body: &str| serde_json::from_str::<Value>(body).unwrap();
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/two/log".into()).await;
+    assert_eq!(code, 400);
+    assert_eq!(status(&body)["reason"], "BadRequest");
+    assert_eq!(
+        status(&body)["message"],
+        "a container name must be specified for pod two, choose one of: [a b]"
+    );
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/one/log?container=nope".into()).await;
+    assert_eq!(
+        (code, status(&body)["message"].as_str()),
+        (400, Some("container nope is not valid for pod one"))
+    );
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/missing/log".into()).await;
+    assert_eq!((code, status(&body)["message"].as_str()), (404, Some("pods \"missing\" not found")));
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/pending/log".into()).await;
+    assert_eq!((code, body.as_str()), (200, ""), "an unscheduled pod has an empty log");
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/orphan/log".into()).await;
+    assert_eq!((code, status(&body)["message"].as_str()), (404, Some("nodes \"gone\" not found")));
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/unreachable/log".into()).await;
+    assert_eq!(code, 500);
+    let msg = status(&body)["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with(&format!("Get \"http://127.0.0.1:{closed}/containerLogs/default/unreachable/web\"")),
+        "{msg}"
+    );
+    // The kubelet's 400 comes back as a BadRequest with its words.
+    let (code, _, body) = get("/api/v1/namespaces/default/pods/slow/log".into()).await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        status(&body)["message"],
+        "container \"waiting\" in pod \"slow\" is waiting to start: ContainerCreating"
+    );
+    let (code, _, _) = get("/api/v1/namespaces/default/pods/one/log?tailLines=x".into()).await;
+    assert_eq!(code, 400);
+    // Discovery lists pods/log.
+    let (_, disc) = a.call(Method::GET, "/api/v1", Value::Null).await;
+    let log = disc["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods/log").cloned();
+    assert_eq!(log.map(|l| l["verbs"].clone()), Some(json!(["get"])));
+}

@@ -74,7 +74,8 @@ pub struct SchedulerConfig {
     pub name: String,
     /// How many bindings may be in flight at once.
     pub bind_concurrency: usize,
-    /// How often unschedulable pods are retried even when no node changed.
+    /// How often unschedulable pods are retried even when nothing they depend on changed (upstream
+    /// waits up to 5 min; node, pod and spec changes retry them at once either way).
     pub retry_interval: Duration,
 }
 
@@ -83,7 +84,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             name: "default-scheduler".into(),
             bind_concurrency: 64,
-            retry_interval: Duration::from_secs(10),
+            retry_interval: Duration::from_secs(30),
         }
     }
 }

@@ -116,11 +116,13 @@ pub async fn run_node(
     tasks.spawn(watch_own_node(ctx.clone(), nodes.clone(), cidr_tx, latest_tx, stop.clone()));
     tasks.spawn(node::run_status(nodes, cfg.clone(), id, port, latest_rx, cidr_rx, stop.clone()));
     tasks.spawn(node::run_lease(client, cfg.clone(), node::uid_of(&registered), stop.clone()));
-    let pods = tokio::spawn(run_pods(ctx, stop.clone()));
+    let mut pods = tokio::spawn(run_pods(ctx, stop.clone()));
 
     let _ = stop.changed().await;
     // Workers end on `stop`; their listeners close and their logs' followers end with them.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pods).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut pods).await.is_err() {
+        pods.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} })
         .await;
     tracing::info!(node = %cfg.name, "node stopped");

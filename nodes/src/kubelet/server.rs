@@ -1,6 +1,6 @@
 //! The kubelet's HTTP endpoint on `node_ip:kubelet_port`: `/healthz` and
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with upstream's query parameters (`follow`,
-//! `tailLines`, `timestamps`, `sinceSeconds`, `limitBytes`). The API server's `pods/log` proxies here.
+//! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`; `previous` has nothing to show). The API server's `pods/log` proxies here.
 //! Plain HTTP: everything is on loopback.
 
 use std::collections::HashMap;
@@ -32,6 +32,8 @@ pub struct LogOptions {
     pub timestamps: bool,
     pub tail_lines: Option<i64>,
     pub since_seconds: Option<i64>,
+    /// RFC 3339; `sinceSeconds` wins when both are given.
+    pub since_time: Option<jiff::Timestamp>,
     pub limit_bytes: Option<i64>,
 }
 
@@ -53,6 +55,11 @@ impl LogOptions {
             timestamps: flag("timestamps"),
             tail_lines: int("tailLines")?,
             since_seconds: int("sinceSeconds")?,
+            since_time: q
+                .get("sinceTime")
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse::<jiff::Timestamp>().map_err(|_| format!("invalid sinceTime: {v:?}")))
+                .transpose()?,
             limit_bytes: int("limitBytes")?,
         };
         if o.tail_lines.is_some_and(|n| n < 0) {
@@ -65,14 +72,6 @@ impl LogOptions {
             return Err("limitBytes must be greater than 0".into());
         }
         Ok(o)
-    }
-
-    fn format(&self, line: &Line) -> String {
-        if self.timestamps {
-            format!("{} {}\n", line.time, line.text)
-        } else {
-            format!("{}\n", line.text)
-        }
     }
 }
 
@@ -91,6 +90,13 @@ async fn container_logs(
     if !pod_logs.names.iter().any(|n| n == &container) {
         return text(StatusCode::NOT_FOUND, format!("container \"{container}\" not found in pod \"{pod}\""));
     }
+    if q.get("previous").is_some_and(|v| v == "true" || v == "1") {
+        // Simulated containers never restart, so there is no previous instance.
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+        );
+    }
     let Some(log) = pod_logs.get(&container) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -100,10 +106,15 @@ async fn container_logs(
     drop(pod_logs);
     let (mut lines, rx) = log.snapshot_and_subscribe();
     // Only the follower's receiver may keep the stream open: when the pod goes, the log (and with it
-    // the broadcast sender) is dropped and the stream ends.
+    // the broadcast sender) is dropped and the stream ends. A weak handle lets a follower that fell
+    // behind catch up from the ring instead of skipping lines.
+    let weak = Arc::downgrade(&log);
     drop(log);
-    if let Some(s) = opts.since_seconds {
-        let since = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s);
+    let since = match (opts.since_seconds, opts.since_time) {
+        (Some(s), _) => Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)),
+        (None, t) => t,
+    };
+    if let Some(since) = since {
         lines.retain(|l| l.time >= since);
     }
     if let Some(n) = opts.tail_lines {
@@ -112,33 +123,45 @@ async fn container_logs(
             lines.drain(..lines.len() - n);
         }
     }
+    let timestamps = opts.timestamps;
+    let render = move |lines: &[Line]| -> Bytes {
+        lines
+            .iter()
+            .map(|l| if timestamps { format!("{} {}\n", l.time, l.text) } else { format!("{}\n", l.text) })
+            .collect::<String>()
+            .into()
+    };
     let last_seq = lines.last().map(|l| l.seq);
-    let first: String = lines.iter().map(|l| opts.format(l)).collect();
-    let head = futures::stream::iter([Bytes::from(first)]);
+    let head = futures::stream::iter([render(&lines)]);
     let body = if opts.follow {
-        let follow = futures::stream::unfold((rx, last_seq), move |(mut rx, last)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(line) if last.is_some_and(|s| line.seq <= s) => continue,
-                    Ok(line) => return Some((line.clone(), (rx, Some(line.seq)))),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
+        let follow = futures::stream::unfold((rx, last_seq), move |(mut rx, last)| {
+            let weak = weak.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(line) if last.is_some_and(|s| line.seq <= s) => continue,
+                        Ok(line) => return Some((vec![line.clone()], (rx, Some(line.seq)))),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let log = weak.upgrade()?;
+                            let (ring, _) = log.snapshot_and_subscribe();
+                            let missed: Vec<Line> =
+                                ring.into_iter().filter(|l| last.is_none_or(|s| l.seq > s)).collect();
+                            if let Some(end) = missed.last().map(|l| l.seq) {
+                                return Some((missed, (rx, Some(end))));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
                 }
             }
         })
-        .map(move |l| {
-            Bytes::from(if opts.timestamps {
-                format!("{} {}\n", l.time, l.text)
-            } else {
-                format!("{}\n", l.text)
-            })
-        });
+        .map(move |batch| render(&batch));
         head.chain(follow).boxed()
     } else {
         head.boxed()
     };
-    let body = match opts_limit(&q) {
-        Some(limit) => limit_bytes(body, limit).boxed(),
+    let body = match opts.limit_bytes {
+        Some(limit) => limit_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).boxed(),
         None => body,
     };
     let body = body.filter(|b| futures::future::ready(!b.is_empty())).map(Ok::<_, std::io::Error>);
@@ -147,10 +170,6 @@ async fn container_logs(
         .header("Content-Type", "text/plain")
         .body(Body::from_stream(body))
         .unwrap_or_default()
-}
-
-fn opts_limit(q: &HashMap<String, String>) -> Option<usize> {
-    q.get("limitBytes").and_then(|v| v.parse::<usize>().ok())
 }
 
 /// Ends the stream after `limit` bytes.
@@ -169,4 +188,39 @@ fn limit_bytes(
         let left = left - chunk.len();
         Some((chunk, (s, left)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_catches_up_from_the_ring_without_gaps() {
+        let logs = Arc::new(LogStore::default());
+        let pod = logs.add("default/p", "uid-1", vec!["c".into()]);
+        let log = pod.start("c");
+        let req =
+            axum::http::Request::get("/containerLogs/default/p/c?follow=true").body(Body::empty()).unwrap();
+        let resp = router(logs.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // More lines than the broadcast holds, before the follower reads anything.
+        for i in 0..600 {
+            log.push(format!("line {i}"));
+        }
+        drop((log, pod));
+        let mut body = resp.into_body();
+        let mut text = String::new();
+        while text.lines().count() < 600 {
+            let frame = body.frame().await.expect("more lines").unwrap();
+            text.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        }
+        let got: Vec<&str> = text.lines().collect();
+        let want: Vec<String> = (0..600).map(|i| format!("line {i}")).collect();
+        assert_eq!(got, want);
+        // The pod goes: the stream ends.
+        logs.remove("default/p", "uid-1");
+        assert!(body.frame().await.is_none());
+    }
 }

@@ -180,12 +180,16 @@ pub fn started(
 
 /// The exit a container's command simulates, when the pod may complete (restartPolicy Never or
 /// OnFailure) — see ARCHITECTURE.md: `true` → 0, `false` → 1, `echo …` → 0 printing its
-/// arguments, `sh|bash|ash -c "<script>"` where the script is one of those or `exit N` → N.
-/// Anything else (including no `command`: the image's entrypoint) runs until the pod is deleted.
+/// arguments, `sh|bash|ash -c "<script>"` where the script is one of those or `exit N` → N. The
+/// command line is `command` + `args` (or `args` alone). Anything else (including neither: the
+/// image's entrypoint) runs until the pod is deleted.
 /// Returns (exit code, output line).
 pub fn simulated_exit(c: &Container) -> Option<(i32, Option<String>)> {
+    // With no `command`, `args` replace the image's CMD; for the shell-style images these commands
+    // come from (busybox, alpine, …) that is what runs, so `kubectl run --restart=Never -- echo hi`
+    // completes.
     let argv: Vec<String> = c.command.iter().flatten().chain(c.args.iter().flatten()).cloned().collect();
-    if c.command.as_ref().is_none_or(|v| v.is_empty()) {
+    if argv.is_empty() {
         return None;
     }
     let prog = argv[0].rsplit('/').next().unwrap_or_default();
@@ -232,6 +236,8 @@ mod tests {
         assert_eq!(simulated_exit(&c(&["/bin/sh"], &["-c", "echo hi"])), Some((0, Some("hi".into()))));
         assert_eq!(simulated_exit(&c(&["sh", "-c", "sleep 3600"], &[])), None);
         assert_eq!(simulated_exit(&c(&["nginx"], &[])), None);
-        assert_eq!(simulated_exit(&c(&[], &["true"])), None, "args alone run the image's entrypoint");
+        assert_eq!(simulated_exit(&c(&[], &["echo", "hi"])), Some((0, Some("hi".into()))), "args replace CMD");
+        assert_eq!(simulated_exit(&c(&[], &["-g", "daemon off;"])), None);
+        assert_eq!(simulated_exit(&c(&[], &[])), None, "the image's entrypoint runs");
     }
 }

@@ -59,6 +59,10 @@ fn current(rx: &PodRx) -> Option<Pod> {
     rx.borrow().clone()
 }
 
+fn pod_host_network(rx: &PodRx) -> bool {
+    rx.borrow().as_ref().and_then(|p| p.spec.as_ref()).and_then(|s| s.host_network).unwrap_or(false)
+}
+
 fn terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
@@ -86,7 +90,10 @@ impl Worker {
 
     /// Runs the pod until it is deleted (Err(Terminating)), gone, or completed (Ok).
     async fn start_and_run(&mut self, rx: &mut PodRx) -> Result<(), Stop> {
-        let ip = self.wait_for_ip(rx).await?;
+        // hostNetwork pods use the node's address and need no pod network (they start before the
+        // node has a podCIDR, as upstream's do before the CNI is ready).
+        let host_network = pod_host_network(rx);
+        let ip = if host_network { self.ctx.cfg.node_ip } else { self.wait_for_ip(rx).await? };
         let pod = current(rx).ok_or(Stop::Gone)?;
         let node_ip = self.ctx.cfg.node_ip;
         let already_running = phase(&pod) == "Running";
@@ -113,6 +120,13 @@ impl Worker {
         let may_complete = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
         let exits: Vec<_> = spec.containers.iter().map(status::simulated_exit).collect();
         let completes = may_complete && !exits.is_empty() && exits.iter().all(Option::is_some);
+        // Init containers are simulated as having run to completion before the others start.
+        for c in spec.init_containers.iter().flatten() {
+            let log = self.logs.start(&c.name);
+            if !already_running {
+                log.push(format!("kplane-sim: init container {} completed (simulated, nothing ran)", c.name));
+            }
+        }
         let mut runs = HashMap::new();
         let mut ports = Vec::new();
         for (c, exit) in spec.containers.iter().zip(&exits) {
@@ -160,30 +174,24 @@ impl Worker {
                 self.event(&pod, EventType::Warning, "FailedToListen", "Starting", f).await;
             }
         }
-        if !already_running {
-            for c in &spec.containers {
-                let image = c.image.as_deref().unwrap_or_default();
-                let msgs = [
-                    ("Pulled", format!("Container image \"{image}\" already present on machine")),
-                    ("Created", format!("Created container: {}", c.name)),
-                    ("Started", format!("Started container {}", c.name)),
-                ];
-                for (reason, msg) in msgs {
-                    self.event(&pod, EventType::Normal, reason, "Starting", msg).await;
-                }
-            }
-        }
         if completes {
             let ok = runs.values().all(|r| r.exit.is_some_and(|(c, _)| c == 0));
             let phase = if ok { "Succeeded" } else { "Failed" };
             let st = status::started(&pod, node_ip, Some(ip), &runs, Some(phase), Timestamp::now());
             self.write(&pod, st).await?;
+            if !already_running {
+                self.start_events(&pod).await;
+            }
             // A finished pod's sandbox is gone: its address is free again (its status keeps it).
             self.ctx.release_ip(&self.uid);
             self.ip = None;
             return Ok(());
         }
         self.write(&pod, status::started(&pod, node_ip, Some(ip), &runs, None, Timestamp::now())).await?;
+        // The events come after the status write, so that a pod is Running as early as possible.
+        if !already_running {
+            self.start_events(&pod).await;
+        }
         // Readiness: write again once the last readiness delay has passed.
         if let Some(last) = runs.values().filter_map(|r| r.ready_at).max() {
             let wait = last.duration_since(Timestamp::now());
@@ -365,6 +373,21 @@ impl Worker {
         }
         // The next transition writes the whole status again.
         Ok(())
+    }
+
+    /// Upstream's events for a started container.
+    async fn start_events(&self, pod: &Pod) {
+        for c in pod.spec.iter().flat_map(|s| &s.containers) {
+            let image = c.image.as_deref().unwrap_or_default();
+            let msgs = [
+                ("Pulled", format!("Container image \"{image}\" already present on machine")),
+                ("Created", format!("Created container: {}", c.name)),
+                ("Started", format!("Started container {}", c.name)),
+            ];
+            for (reason, msg) in msgs {
+                self.event(pod, EventType::Normal, reason, "Starting", msg).await;
+            }
+        }
     }
 
     async fn event(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {

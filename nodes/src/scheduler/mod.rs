@@ -6,8 +6,8 @@
 //! in a spawned task, up to `bind_concurrency` at a time, so a thousand pending pods bind in seconds
 //! without ever re-listing. A failed binding un-assumes. Pods that fit nowhere get upstream's
 //! PodScheduled=False/Unschedulable condition and a FailedScheduling event, and are retried when a
-//! node changes in a way the filters read, when an assigned pod goes away, and every
-//! `retry_interval`.
+//! node changes in a way the filters read, when an assigned pod goes away, when their own spec
+//! changes, and every `retry_interval`.
 
 pub mod cache;
 pub mod filter;
@@ -93,7 +93,7 @@ pub async fn run_scheduler(
 
 /// What a spawned task reports back to the loop.
 enum Outcome {
-    Bound { key: String },
+    Bound { key: String, pod: Box<Pod>, node: String },
     BindFailed { key: String, uid: String, retry: bool },
     Reported,
 }
@@ -228,7 +228,13 @@ impl Scheduler {
             self.forget(&key);
             return;
         }
+        // A pod whose spec changed (a toleration added, a selector relaxed) is worth another try
+        // now; our own status writes do not change the spec.
+        let spec_changed = self.pending.get(&key).is_some_and(|old| old.spec != pod.spec);
         self.pending.insert(key.clone(), pod);
+        if spec_changed {
+            self.unschedulable.remove(&key);
+        }
         if !self.in_flight.contains(&key) && !self.unschedulable.contains(&key) {
             self.enqueue(key);
         }
@@ -309,10 +315,7 @@ impl Scheduler {
         self.cache.add_pod(&uid, &best, usage);
         self.assumed.insert(uid.clone());
         self.in_flight.insert(key.clone());
-        let client = self.client.clone();
-        let recorder = self.recorder.clone();
-        let slots = self.report_slots.clone();
-        self.tasks.spawn(bind(client, recorder, slots, pod, key, uid, best));
+        self.tasks.spawn(bind(self.client.clone(), pod, key, uid, best));
     }
 
     fn report_unschedulable(&mut self, pod: Pod, message: String) {
@@ -328,8 +331,24 @@ impl Scheduler {
 
     fn on_outcome(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Bound { key } => {
+            Outcome::Bound { key, pod, node } => {
                 self.in_flight.remove(&key);
+                let (recorder, slots) = (self.recorder.clone(), self.report_slots.clone());
+                self.tasks.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let ns = pod.namespace().unwrap_or_default();
+                    let ev = KubeEvent {
+                        type_: EventType::Normal,
+                        reason: "Scheduled".into(),
+                        note: Some(format!("Successfully assigned {ns}/{} to {node}", pod.name_any())),
+                        action: "Binding".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+                        tracing::debug!(error = %e, pod = %key, "scheduler: Scheduled event");
+                    }
+                    Outcome::Reported
+                });
             }
             Outcome::BindFailed { key, uid, retry } => {
                 self.in_flight.remove(&key);
@@ -347,16 +366,8 @@ impl Scheduler {
     }
 }
 
-/// POSTs the binding, then records the Scheduled event.
-async fn bind(
-    client: Client,
-    recorder: Recorder,
-    slots: Arc<Semaphore>,
-    pod: Pod,
-    key: String,
-    uid: String,
-    node: String,
-) -> Outcome {
+/// POSTs the binding.
+async fn bind(client: Client, pod: Pod, key: String, uid: String, node: String) -> Outcome {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client, &ns);
@@ -368,20 +379,8 @@ async fn bind(
     let res: Result<serde_json::Value, kube::Error> =
         api.create_subresource("binding", &name, &PostParams::default(), &binding).await;
     match res {
-        Ok(_) => {
-            let _slot = slots.acquire_owned().await;
-            let ev = KubeEvent {
-                type_: EventType::Normal,
-                reason: "Scheduled".into(),
-                note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
-                action: "Binding".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
-                tracing::debug!(error = %e, pod = %key, "scheduler: Scheduled event");
-            }
-            Outcome::Bound { key }
-        }
+        // The event is recorded by a task of its own, so that the binding slot frees at once.
+        Ok(_) => Outcome::Bound { key, pod: Box::new(pod), node },
         Err(e) => {
             // 404: the pod is gone; 409: it is already bound (the watch will show where) or being
             // deleted. Anything else is worth another try.

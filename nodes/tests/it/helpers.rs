@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 
 /// A running `run_node`, stopped with [`RunningNode::stop`].
 pub struct RunningNode {
-    pub name: String,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), nodes::Error>>,
 }
@@ -44,11 +43,10 @@ pub fn node_config(name: &str, ip: Ipv4Addr) -> NodeConfig {
 
 pub fn start_node(client: &Client, cfg: NodeConfig) -> RunningNode {
     let (tx, rx) = oneshot::channel::<()>();
-    let name = cfg.name.clone();
     let handle = tokio::spawn(nodes::run_node(client.clone(), cfg, async move {
         let _ = rx.await;
     }));
-    RunningNode { name, stop: Some(tx), handle }
+    RunningNode { stop: Some(tx), handle }
 }
 
 /// A running scheduler; dropped with the test.
@@ -67,7 +65,11 @@ impl RunningScheduler {
 }
 
 pub fn start_scheduler(client: &Client) -> RunningScheduler {
-    let cfg = SchedulerConfig { retry_interval: Duration::from_millis(500), ..Default::default() };
+    start_scheduler_retrying_every(client, Duration::from_millis(500))
+}
+
+pub fn start_scheduler_retrying_every(client: &Client, retry_interval: Duration) -> RunningScheduler {
+    let cfg = SchedulerConfig { retry_interval, ..Default::default() };
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(nodes::run_scheduler(client.clone(), cfg, async move {
         let _ = rx.await;
@@ -122,6 +124,10 @@ pub fn pod(name: &str, spec: Value) -> Value {
 pub async fn get_pod(client: &Client, ns: &str, name: &str) -> Option<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns).get_opt(name).await.expect("get pod")
 }
+
+/// The two thousand-pod tests take this so that they do not run at the same time (each measures
+/// its own throughput on a small machine).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Polls `f` until it returns Some, or fails the test after 20 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T

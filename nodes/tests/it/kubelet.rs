@@ -136,6 +136,7 @@ async fn graceful_deletion_removes_the_pod_after_the_capped_grace_and_frees_ip_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_pods_run_quickly_and_never_share_an_ip() {
+    let _heavy = HEAVY.lock().await;
     let cluster = apiserver::testing::TestCluster::start().await;
     let client = cluster.client.clone();
     let mut cfg = node_config("worker0", nodes::default_node_ip(0));
@@ -149,12 +150,15 @@ async fn a_thousand_pods_run_quickly_and_never_share_an_ip() {
     futures::stream::iter(creates).buffer_unordered(32).collect::<Vec<_>>().await;
     let started = Instant::now();
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pods = eventually_within("1000 pods Running", Duration::from_secs(90), || async {
-        let pods = api.list(&ListParams::default()).await.unwrap().items;
-        (pods.iter().filter(|p| phase_of(p) == "Running").count() == 1000).then_some(pods)
+    // Polls only the pods not yet Running (a field selector), so that polling costs little.
+    let not_running = ListParams::default().fields("status.phase!=Running");
+    eventually_within("1000 pods Running", Duration::from_secs(90), || async {
+        api.list_metadata(&not_running).await.unwrap().items.is_empty().then_some(())
     })
     .await;
     eprintln!("1000 pods running in {:?}", started.elapsed());
+    let pods = api.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(pods.len(), 1000);
     let ips: HashSet<Ipv4Addr> = pods.iter().map(pod_ip).collect();
     assert_eq!(ips.len(), 1000, "every pod has its own IP");
     node.stop().await;
@@ -237,6 +241,82 @@ async fn a_port_that_cannot_be_bound_is_reported_and_the_pod_still_runs() {
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
     assert!(ev.message.as_deref().unwrap().contains(&format!("{}:8080/TCP", pod_ip(&p))), "{ev:?}");
     assert!(http_get(pod_ip(&p), 8080, "/").await.starts_with("HTTP/1.1 200"));
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pod_cidr_is_reported_and_the_pod_starts_when_an_address_frees() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    // A /30 has one assignable address (.2): network .0, gateway .1, broadcast .3.
+    let node = ready_node(&client, "worker0", 0, "127.250.17.0/30").await;
+    create_pod(&client, "default", on("worker0", "first", json!({}))).await;
+    assert_eq!(pod_ip(&running(&client, "first").await), Ipv4Addr::new(127, 250, 17, 2));
+    create_pod(&client, "default", on("worker0", "second", json!({}))).await;
+    let ev = eventually("FailedCreatePodSandBox", || async {
+        events_for(&client, "default", "second", "FailedCreatePodSandBox").await.pop()
+    })
+    .await;
+    assert!(ev.message.as_deref().unwrap().contains("no IP addresses available in range set: 127.250.17.0/30"));
+    assert_ne!(phase_of(&get_pod(&client, "default", "second").await.unwrap()), "Running");
+    Api::<Pod>::namespaced(client.clone(), "default").delete("first", &DeleteParams::default()).await.unwrap();
+    assert_eq!(pod_ip(&running(&client, "second").await), Ipv4Addr::new(127, 250, 17, 2));
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_object_is_registered_again() {
+    use k8s_openapi::api::core::v1::Node;
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
+    let api: Api<Node> = Api::all(client.clone());
+    let first = eventually("registration", || async { api.get_opt("worker0").await.unwrap() }).await;
+    api.delete("worker0", &DeleteParams::default()).await.unwrap();
+    let again = eventually("re-registration", || async {
+        api.get_opt("worker0").await.unwrap().filter(|n| n.metadata.uid != first.metadata.uid)
+    })
+    .await;
+    assert_eq!(again.metadata.labels.unwrap()["kubernetes.io/hostname"], "worker0");
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pods_use_the_node_ip_and_start_before_the_pod_cidr() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    // A node IP of its own: this pod binds on it.
+    let node_ip = nodes::default_node_ip(40);
+    let node = start_node(&client, node_config("worker40", node_ip));
+    let spec = json!({"hostNetwork": true, "containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    create_pod(&client, "default", on("worker40", "hostnet", spec)).await;
+    let p = running(&client, "hostnet").await;
+    assert_eq!(pod_ip(&p), node_ip);
+    assert!(http_get(node_ip, 8080, "/").await.contains("pod: default/hostnet"));
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_complete_before_the_pod_runs() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.18.0/24").await;
+    let spec = json!({"initContainers": [{"name": "setup", "image": "busybox", "command": ["sh", "-c", "true"]}],
+                      "containers": [{"name": "app", "image": "nginx"}]});
+    create_pod(&client, "default", on("worker0", "inited", spec)).await;
+    let p = running(&client, "inited").await;
+    assert_eq!(condition(&p, "Initialized").map(|c| c.0), Some("True".into()));
+    let init = &p.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    let t = init.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!((init.name.as_str(), t.exit_code, t.reason.as_deref()), ("setup", 0, Some("Completed")));
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let params = kube::api::LogParams { container: Some("setup".into()), ..Default::default() };
+    let log = api.logs("inited", &params).await.unwrap();
+    assert!(log.contains("init container setup completed"), "{log}");
     node.stop().await;
     cluster.shutdown().await;
 }

@@ -104,3 +104,44 @@ pub async fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_kubelet_port_or_an_invalid_node_name_is_an_error_not_a_hang() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let taken = tokio::net::TcpListener::bind((nodes::default_node_ip(3), 0)).await.unwrap();
+    let mut cfg = node_config("worker3", nodes::default_node_ip(3));
+    cfg.kubelet_port = taken.local_addr().unwrap().port();
+    let err = nodes::run_node(client.clone(), cfg, std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, nodes::Error::Listen { .. }), "{err:?}");
+
+    let cfg = node_config("Not_A_Valid_Name", nodes::default_node_ip(3));
+    let res =
+        tokio::time::timeout(Duration::from_secs(10), nodes::run_node(client, cfg, std::future::pending()))
+            .await
+            .expect("a refused registration must end run_node");
+    assert!(matches!(res, Err(nodes::Error::Api { .. })), "{res:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_condition_changed_by_someone_else_is_corrected_at_the_next_status_update() {
+    use kube::api::{Patch, PatchParams};
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
+    set_pod_cidr(&client, "worker0", "127.250.30.0/24").await;
+    let api: Api<Node> = Api::all(client.clone());
+    let is_ready =
+        || async { api.get("worker0").await.ok().filter(|n| ready(n).is_some_and(|r| r.0 == "True")) };
+    eventually("Ready", is_ready).await;
+    // What the node lifecycle controller writes when it misses heartbeats.
+    let unknown = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
+        "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]}});
+    let patched =
+        api.patch_status("worker0", &PatchParams::default(), &Patch::Strategic(&unknown)).await.unwrap();
+    assert_eq!(ready(&patched).map(|r| r.0), Some("Unknown".into()));
+    eventually("the kubelet to restore Ready", is_ready).await;
+    node.stop().await;
+    cluster.shutdown().await;
+}

@@ -63,6 +63,25 @@ async fn pods_answer_http_and_udp_and_the_kubelet_serves_their_logs() {
     let lines: Vec<&str> = body.lines().filter(|l| l.contains(' ')).collect();
     assert_eq!(lines.len(), 1, "{body:?}");
     assert!(lines[0].starts_with("20") && lines[0].contains("udp echo"), "{body:?}");
+    // limitBytes cuts the body; sinceSeconds keeps recent lines only.
+    let cut = http_get(kubelet, port, "/containerLogs/default/echo/web?limitBytes=10").await;
+    assert!(
+        cut.ends_with("\r\n\r\nA\r\nkplane-sim\r\n0\r\n\r\n"),
+        "one chunk of 10 bytes, then the end: {cut:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(http_get(ip, 8080, "/recent").await.starts_with("HTTP/1.1 200"));
+    let recent = http_get(kubelet, port, "/containerLogs/default/echo/web?sinceSeconds=1").await;
+    assert!(recent.contains("GET /recent") && !recent.contains("GET /hello"), "{recent}");
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_millis(900)).to_string();
+    let recent = http_get(kubelet, port, &format!("/containerLogs/default/echo/web?sinceTime={since}")).await;
+    assert!(recent.contains("GET /recent") && !recent.contains("GET /hello"), "{recent}");
+    let previous = http_get(kubelet, port, "/containerLogs/default/echo/web?previous=true").await;
+    assert!(previous.starts_with("HTTP/1.1 400"), "{previous}");
+    assert!(
+        previous.ends_with("previous terminated container \"web\" in pod \"echo\" not found"),
+        "{previous}"
+    );
     // Errors.
     assert!(http_get(kubelet, port, "/containerLogs/default/nope/web").await.starts_with("HTTP/1.1 404"));
     assert!(http_get(kubelet, port, "/containerLogs/default/echo/nope").await.starts_with("HTTP/1.1 404"));
@@ -123,6 +142,54 @@ async fn follow_streams_new_lines_and_ends_when_the_pod_goes() {
     .await
     .unwrap_or_else(|_| panic!("the stream ends when the pod goes; got {rest:?}"));
     assert!(rest.contains("container web stopping"), "{rest:?}");
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_log_through_the_api_server_reaches_the_kubelet() {
+    use futures::{AsyncBufReadExt as _, StreamExt as _};
+    use kube::api::LogParams;
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = start_node(&client, node_config("worker0", nodes::default_node_ip(0)));
+    set_pod_cidr(&client, "worker0", "127.250.22.0/24").await;
+    let spec = json!({"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
+    let ip = pod_ip(&running_pod(&client, "logged", spec).await);
+    assert!(http_get(ip, 8080, "/via-api").await.starts_with("HTTP/1.1 200"));
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let log = api.logs("logged", &LogParams::default()).await.unwrap();
+    assert!(log.contains("\"GET /via-api HTTP/1.1\" 200"), "{log}");
+
+    // Follow through the API server: a later request shows up on the open stream.
+    let params = LogParams { follow: true, ..Default::default() };
+    let mut lines = api.log_stream("logged", &params).await.unwrap().lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next()).await.unwrap().unwrap().unwrap();
+    assert!(first.contains("started"), "{first}");
+    assert!(http_get(ip, 8080, "/while-following").await.starts_with("HTTP/1.1 200"));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(l) = lines.next().await {
+            if l.unwrap().contains("GET /while-following") {
+                return;
+            }
+        }
+        panic!("stream ended before the line came");
+    })
+    .await
+    .expect("the followed line");
+
+    // A second container makes the name mandatory.
+    let two = json!({"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x"}]});
+    running_pod(&client, "pair", two).await;
+    match api.logs("pair", &LogParams::default()).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 400);
+            assert_eq!(s.message, "a container name must be specified for pod pair, choose one of: [a b]");
+        }
+        other => panic!("{other:?}"),
+    }
+    let log = api.logs("pair", &LogParams { container: Some("b".into()), ..Default::default() }).await.unwrap();
+    assert!(log.contains("container b started"), "{log}");
     node.stop().await;
     cluster.shutdown().await;
 }
