@@ -189,6 +189,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
         .watches(ep_api, watcher::Config::default(), |ep: Endpoints| {
             Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace().unwrap_or_default()))
         });
+    // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
     let deletions = delete_endpoints_of_deleted_services(ctx.clone(), services, stop.clone());
     let concurrency = ctx.config.concurrent_endpoint_syncs;
     let ectx = Arc::new(EpCtx { pods: ctx.inf.pods.store(), ctx });

@@ -20,7 +20,7 @@ use kube::ResourceExt;
 
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::endpoints::{self, PodEndpoint, PodServiceMapper, ResolvedPort};
-use crate::informer::Informer;
+use crate::informer::{wait_ready, Informer};
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "endpointslice-controller";
@@ -86,14 +86,29 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
                 .then(|| ObjectRef::new(&svc).within(&s.namespace().unwrap_or_default()))
         });
     let concurrency = ctx.config.concurrent_service_endpoint_syncs;
+    let ready = {
+        let (ctx, slices, stop) = (ctx.clone(), slices_inf.store(), stop.clone());
+        // Controllers start once the caches have listed (see `Ctx::informers_ready`).
+        async move {
+            tokio::select! {
+                _ = stop.clone().wait() => false,
+                ok = async { ctx.informers_ready(&stop).await && { wait_ready(&slices).await; true } } => ok,
+            }
+        }
+    };
     let sctx = Arc::new(SliceCtx {
         pods: ctx.inf.pods.store(),
         slices: slices_inf.store(),
         tracker: Tracker::default(),
         ctx,
     });
+    let stop2 = stop.clone();
     tokio::join!(
-        drive(CONTROLLER, controller, stop.clone(), concurrency, reconcile, sctx),
+        async move {
+            if ready.await {
+                drive(CONTROLLER, controller, stop2, concurrency, reconcile, sctx).await;
+            }
+        },
         slices_inf.clone().run(stop)
     );
 }

@@ -75,10 +75,6 @@ impl Expectations {
         false
     }
 
-    pub fn forget(&self, owner: &str) {
-        self.lock().remove(owner);
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
         self.by_owner.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -25,6 +25,10 @@ const FINALIZER: &str = "kubernetes";
 
 pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     let controller = Controller::for_shared_stream(ctx.inf.namespaces.subscribe(), ctx.inf.namespaces.store());
+    // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
     let concurrency = ctx.config.concurrent_namespace_syncs;
     drive(CONTROLLER, controller, stop, concurrency, reconcile, ctx).await;
 }

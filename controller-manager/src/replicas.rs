@@ -150,6 +150,10 @@ pub async fn run<K: ReplicaKind>(ctx: Arc<Ctx>, stop: Stop) {
     };
     let controller = Controller::for_shared_stream(inf.subscribe(), owners.clone())
         .watches_shared_stream(ctx.inf.pods.subscribe(), mapper);
+    // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
     let concurrency = ctx.config.concurrent_replicaset_syncs;
     let rctx = Arc::new(ReplicaCtx { ctx, pods, owners, exp });
     drive(K::CONTROLLER, controller, stop, concurrency, reconcile::<K>, rctx).await;

@@ -23,6 +23,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
         .watches(sa_api, watcher::Config::default().fields("metadata.name=default"), |sa: ServiceAccount| {
             sa.namespace().map(|ns| ObjectRef::new(&ns))
         });
+    // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
     drive(CONTROLLER, controller, stop, 5, reconcile, ctx).await;
 }
 

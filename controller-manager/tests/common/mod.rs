@@ -61,6 +61,12 @@ impl Env {
         tokio::time::timeout(Duration::from_secs(30), h).await.expect("controller-manager stops").expect("join")
     }
 
+    /// Aborts controller-manager `i` without a clean stop (a crash: no lease release).
+    pub fn abort_cm(&mut self, i: usize) {
+        let (_tx, h) = self.cms.remove(i);
+        h.abort();
+    }
+
     pub async fn shutdown(mut self) {
         while !self.cms.is_empty() {
             let r = self.stop_cm(0).await;
