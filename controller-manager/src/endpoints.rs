@@ -137,9 +137,12 @@ pub fn target_ref(pod: &Pod) -> ObjectReference {
 
 /// Maps pod events to the services that select the pod now or selected it at its previous event
 /// (so a relabelled pod also leaves the old service). Shared by both endpoint controllers.
+/// (namespace, name) of a pod.
+type PodKey = (String, String);
+
 pub struct PodServiceMapper {
     services: Store<Service>,
-    last: Mutex<HashMap<(String, String), Vec<ObjectRef<Service>>>>,
+    last: Mutex<HashMap<PodKey, Vec<ObjectRef<Service>>>>,
 }
 
 impl PodServiceMapper {

@@ -38,9 +38,12 @@ struct SliceCtx {
 /// Upstream's endpointSliceTracker idea: what each sync wrote (slice name → resourceVersion, or
 /// `None` for deleted), so the next sync of that service waits until the slice cache has caught up
 /// instead of creating duplicate slices from a stale view.
+/// Slice name → the resourceVersion we wrote (`None`: we deleted it).
+type Written = HashMap<String, Option<u64>>;
+
 #[derive(Default)]
 struct Tracker {
-    written: Mutex<HashMap<String, (Instant, HashMap<String, Option<u64>>)>>,
+    written: Mutex<HashMap<String, (Instant, Written)>>,
 }
 
 impl Tracker {

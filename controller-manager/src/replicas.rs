@@ -451,7 +451,7 @@ fn pod_from_template<K: ReplicaKind>(owner: &K, uid: &str) -> Option<Pod> {
 /// before longer, more restarts before fewer, newer before older.
 pub fn pods_to_delete(pods: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
     let mut v: Vec<Arc<Pod>> = pods.to_vec();
-    v.sort_by(|a, b| rank(a).cmp(&rank(b)));
+    v.sort_by_key(|p| rank(p));
     v.truncate(n);
     v
 }

@@ -70,9 +70,9 @@ async fn endpoints_ready_not_ready_named_ports_and_no_churn() {
     for s in &subsets {
         let port = s.ports.as_ref().unwrap()[0].clone();
         assert_eq!(port.name.as_deref(), Some("web"));
-        if s.addresses.is_some() {
+        if let Some(addrs) = &s.addresses {
             assert_eq!(port.port, 8080);
-            let a = &s.addresses.as_ref().unwrap()[0];
+            let a = &addrs[0];
             let r = a.target_ref.as_ref().unwrap();
             assert_eq!((r.kind.as_deref(), r.name.as_deref()), (Some("Pod"), Some("a")));
             assert!(r.uid.is_some());

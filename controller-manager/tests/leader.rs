@@ -23,7 +23,10 @@ fn elected(identity: &str) -> Config {
 }
 
 async fn holder(client: &Client) -> Option<(String, i32)> {
-    let l = Api::<Lease>::namespaced(client.clone(), "kube-system").get_opt("kube-controller-manager").await.unwrap()?;
+    let l = Api::<Lease>::namespaced(client.clone(), "kube-system")
+        .get_opt("kube-controller-manager")
+        .await
+        .unwrap()?;
     let s = l.spec?;
     Some((s.holder_identity.filter(|h| !h.is_empty())?, s.lease_transitions.unwrap_or(0)))
 }
@@ -52,10 +55,8 @@ async fn one_leader_runs_the_controllers_and_the_standby_takes_over() {
     // The leader stops cleanly (releases); the standby leads and its controllers act.
     let idx = if first == "cm-a" { 0 } else { 1 };
     env.stop_cm(idx).await.unwrap();
-    let (second, t2) = eventually(10, "the standby leads", || async {
-        holder(&c).await.filter(|(h, _)| *h != first)
-    })
-    .await;
+    let (second, t2) =
+        eventually(10, "the standby leads", || async { holder(&c).await.filter(|(h, _)| *h != first) }).await;
     assert!(t2 > transitions, "leaseTransitions bumped on takeover");
     Api::<ReplicaSet>::namespaced(c.clone(), "default")
         .patch("le", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 7}})))

@@ -14,10 +14,13 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A running controller-manager: its stop signal and its task.
+type RunningCm = (oneshot::Sender<()>, JoinHandle<Result<(), controller_manager::Error>>);
+
 pub struct Env {
     pub cluster: TestCluster,
     pub client: Client,
-    cms: Vec<(oneshot::Sender<()>, JoinHandle<Result<(), controller_manager::Error>>)>,
+    cms: Vec<RunningCm>,
 }
 
 /// A config for tests: no leader election unless asked, everything else upstream defaults.
