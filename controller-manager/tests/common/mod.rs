@@ -48,8 +48,13 @@ impl Env {
 
     /// Starts one more controller-manager; returns its index.
     pub fn add_cm(&mut self, config: Config) -> usize {
-        let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
+        self.add_cm_with(client, config)
+    }
+
+    /// Starts a controller-manager that talks through `client` (e.g. one that injects faults).
+    pub fn add_cm_with(&mut self, client: Client, config: Config) -> usize {
+        let (tx, rx) = oneshot::channel::<()>();
         let h = tokio::spawn(controller_manager::run(client, config, async move {
             let _ = rx.await;
         }));
@@ -181,4 +186,32 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let obj: K = serde_json::from_value(v).expect("object");
     api.create(&Default::default(), &obj).await.expect("create")
+}
+
+/// A client over the cluster's router that answers 500 to pod creates in `default` while `fail`
+/// is set: the fault injection for create-failure tests.
+pub fn pod_create_failing_client(env: &Env, fail: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Client {
+    use tower::ServiceExt;
+    let router = apiserver::router(env.cluster.state.clone());
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let router = router.clone();
+        let fail = fail.clone();
+        async move {
+            if req.method() == http::Method::POST
+                && req.uri().path() == "/api/v1/namespaces/default/pods"
+                && fail.load(Ordering::SeqCst)
+            {
+                let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+                                  "reason": "InternalError", "message": "injected fault"});
+                let resp = http::Response::builder()
+                    .status(500)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .expect("response");
+                return Ok::<_, std::convert::Infallible>(resp);
+            }
+            router.oneshot(req).await
+        }
+    });
+    Client::new(svc, "default")
 }
