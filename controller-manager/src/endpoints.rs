@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -205,6 +205,25 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
 /// A deleted Service takes its Endpoints with it (Endpoints carry no ownerReference upstream).
 async fn delete_endpoints_of_deleted_services(ctx: Arc<Ctx>, services: Store<Service>, stop: Stop) {
     let mut events = Box::pin(ctx.inf.services.subscribe());
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
+    // Upstream's checkLeftoverEndpoints: Endpoints we wrote (they carry our trigger-time
+    // annotation) whose Service went away while no controller-manager was running.
+    match Api::<Endpoints>::all(ctx.client.clone()).list(&ListParams::default()).await {
+        Ok(list) => {
+            for ep in list.items.iter().filter(|e| e.annotations().contains_key(TRIGGER_TIME)) {
+                let ns = ep.namespace().unwrap_or_default();
+                if services.get(&ObjectRef::new(&ep.name_any()).within(&ns)).is_none() {
+                    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
+                    if let Err(e) = api.delete(&ep.name_any(), &DeleteParams::default()).await {
+                        tracing::debug!(endpoints = %ep.name_any(), error = %e, "deleting leftover endpoints failed");
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing endpoints for leftovers failed"),
+    }
     loop {
         let svc = tokio::select! {
             _ = stop.clone().wait() => return,

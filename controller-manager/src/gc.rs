@@ -109,7 +109,9 @@ struct Gc {
 enum Msg {
     Apply(usize, DynamicObject),
     Delete(DynamicObject),
-    Synced(usize),
+    /// A (re)list of resource `.0` finished; `.1` holds every uid it listed, so nodes of that
+    /// resource missing from it were deleted while we were not watching.
+    Synced(usize, HashSet<String>),
 }
 
 pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
@@ -148,6 +150,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
         let stop = stop.clone();
         watchers.spawn(async move {
             let mut s = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+            let mut listed: HashSet<String> = HashSet::new();
             loop {
                 let ev = tokio::select! {
                     _ = stop.clone().wait() => return,
@@ -156,10 +159,17 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
                 let msg = match ev {
                     None => return,
                     Some(Err(_)) => continue,
-                    Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => Msg::Apply(i, o),
+                    Some(Ok(watcher::Event::Apply(o))) => Msg::Apply(i, o),
+                    Some(Ok(watcher::Event::InitApply(o))) => {
+                        listed.extend(o.uid());
+                        Msg::Apply(i, o)
+                    }
                     Some(Ok(watcher::Event::Delete(o))) => Msg::Delete(o),
-                    Some(Ok(watcher::Event::InitDone)) => Msg::Synced(i),
-                    Some(Ok(watcher::Event::Init)) => continue,
+                    Some(Ok(watcher::Event::InitDone)) => Msg::Synced(i, std::mem::take(&mut listed)),
+                    Some(Ok(watcher::Event::Init)) => {
+                        listed.clear();
+                        continue;
+                    }
                 };
                 if tx.send(msg).is_err() {
                     return;
@@ -216,7 +226,13 @@ async fn process(gc: Arc<Gc>, mut rx: mpsc::UnboundedReceiver<Msg>, stop: Stop, 
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 let touched = match msg {
-                    Msg::Synced(i) => { synced.insert(i); Vec::new() }
+                    Msg::Synced(i, listed) => {
+                        synced.insert(i);
+                        let mut g = gc.graph.lock().unwrap_or_else(|p| p.into_inner());
+                        let gone: Vec<String> =
+                            g.nodes.values().filter(|n| n.res == i && !listed.contains(&n.uid)).map(|n| n.uid.clone()).collect();
+                        gone.iter().flat_map(|uid| g.remove(uid)).collect()
+                    }
                     Msg::Apply(i, o) => gc.apply(i, &o),
                     Msg::Delete(o) => {
                         let uid = o.uid().unwrap_or_default();

@@ -264,3 +264,41 @@ async fn endpointslices_respect_max_endpoints_per_slice() {
     .await;
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn leftover_endpoints_of_services_deleted_while_down_are_removed() {
+    let mut env = Env::bare().await;
+    let c = env.client.clone();
+    let _: Endpoints = apply(
+        &c,
+        "default",
+        json!({"metadata": {"name": "stale", "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-01-01T00:00:00Z"}}}),
+    )
+    .await;
+    let _: Endpoints = apply(&c, "default", json!({"metadata": {"name": "handmade"}})).await;
+    env.add_cm(test_config());
+    eventually(10, "stale endpoints removed", || async {
+        endpoints(&c, "stale").await.is_none().then_some(())
+    })
+    .await;
+    assert!(endpoints(&c, "handmade").await.is_some(), "endpoints the controller never wrote stay");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn unresolvable_named_port_gives_empty_endpoints_not_a_crash() {
+    let env = Env::start().await;
+    let c = &env.client;
+    pod(c, "p", "odd", "http", 8080, json!({})).await;
+    make_ready(c, "default", "p").await;
+    service(c, svc("odd", "odd", json!("nope"))).await;
+    let ep = eventually(10, "endpoints exist", || async { endpoints(c, "odd").await }).await;
+    assert!(ep.subsets.unwrap_or_default().is_empty());
+    // The controller still serves other services.
+    service(c, svc("fine", "odd", json!("http"))).await;
+    eventually(10, "fine endpoints", || async {
+        endpoints(c, "fine").await?.subsets?.first()?.addresses.as_ref().map(|_| ())
+    })
+    .await;
+    env.shutdown().await;
+}

@@ -124,3 +124,24 @@ async fn object_with_a_dangling_owner_is_collected() {
     .await;
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn pod_claiming_a_missing_replicaset_is_collected_and_nothing_crashes() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let _: k8s_openapi::api::core::v1::Pod = apply(
+        c,
+        "default",
+        json!({"metadata": {"name": "stray", "labels": {"app": "stray"}, "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "nowhere",
+                 "uid": "00000000-0000-0000-0000-000000000002", "controller": true, "blockOwnerDeletion": true}]},
+               "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+    )
+    .await;
+    eventually(20, "stray pod collected", || async {
+        pods(c, "default", "app=stray").await.is_empty().then_some(())
+    })
+    .await;
+    deploy(c, "after").await;
+    env.shutdown().await;
+}

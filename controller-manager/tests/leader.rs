@@ -84,3 +84,28 @@ async fn a_crashed_leader_is_replaced_within_the_lease_duration() {
     .await;
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn losing_the_lease_stops_the_controllers_and_returns_an_error() {
+    let mut env = Env::bare().await;
+    let c = env.client.clone();
+    env.add_cm(elected("cm-a"));
+    eventually(10, "cm-a leads", || async { holder(&c).await.filter(|(h, _)| h == "cm-a") }).await;
+    // Someone else takes the lease (as a partitioned leader would experience it).
+    let renew = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    Api::<Lease>::namespaced(c.clone(), "kube-system")
+        .patch(
+            "kube-controller-manager",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"holderIdentity": "intruder", "renewTime": renew, "leaseDurationSeconds": 60}})),
+        )
+        .await
+        .unwrap();
+    let r = env.wait_cm_exit(0, 10).await;
+    assert!(matches!(r, Err(controller_manager::Error::LeaderElectionLost)), "{r:?}");
+    // Its controllers are gone: a new ReplicaSet gets no pods.
+    let _: ReplicaSet = apply(&c, "default", rs(2)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(pods(&c, "default", "app=le").await.is_empty());
+    env.shutdown().await;
+}

@@ -69,6 +69,15 @@ impl Env {
         tokio::time::timeout(Duration::from_secs(30), h).await.expect("controller-manager stops").expect("join")
     }
 
+    /// Waits (up to `secs`) for controller-manager `i` to return on its own.
+    pub async fn wait_cm_exit(&mut self, i: usize, secs: u64) -> Result<(), controller_manager::Error> {
+        let (_tx, h) = self.cms.remove(i);
+        tokio::time::timeout(Duration::from_secs(secs), h)
+            .await
+            .expect("controller-manager returns")
+            .expect("join")
+    }
+
     /// Aborts controller-manager `i` without a clean stop (a crash: no lease release).
     pub fn abort_cm(&mut self, i: usize) {
         let (_tx, h) = self.cms.remove(i);
