@@ -369,11 +369,13 @@ async fn manage<K: ReplicaKind>(
                     Ok(p) => {
                         let pname = p.name_any();
                         rc.exp.expect_created(key, pname.clone());
-                        events.normal(
+                        let related = p.object_ref(&());
+                        events.normal_related(
                             K::CONTROLLER,
                             owner.as_ref(),
                             "SuccessfulCreate",
                             format!("Created pod: {pname}"),
+                            related,
                         );
                     }
                     Err(e) => failed = Some(e),
@@ -395,17 +397,18 @@ async fn manage<K: ReplicaKind>(
         let results = join_all(victims.iter().map(|p| async move {
             let name = p.name_any();
             let dp = DeleteParams { preconditions: None, ..Default::default() };
-            (name.clone(), pod_api.delete(&name, &dp).await)
+            (name.clone(), p.object_ref(&()), pod_api.delete(&name, &dp).await)
         }))
         .await;
         let mut failed = None;
-        for (pname, r) in results {
+        for (pname, related, r) in results {
             match r {
-                Ok(_) => events.normal(
+                Ok(_) => events.normal_related(
                     K::CONTROLLER,
                     owner.as_ref(),
                     "SuccessfulDelete",
                     format!("Deleted pod: {pname}"),
+                    related,
                 ),
                 Err(e) if util::is_not_found(&e) => rc.exp.observe_gone(key, &pname),
                 Err(e) => {
