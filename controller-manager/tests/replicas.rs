@@ -91,7 +91,9 @@ async fn replicaset_scales_up_and_down_with_owned_pods_and_status() {
     let evs = events.list(&ListParams::default()).await.unwrap().items;
     let created: Vec<String> = evs
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate") && e.involved_object.name.as_deref() == Some("web"))
+        .filter(|e| {
+            e.reason.as_deref() == Some("SuccessfulCreate") && e.involved_object.name.as_deref() == Some("web")
+        })
         .filter_map(|e| e.related.as_ref().and_then(|r| r.name.clone()))
         .collect();
     assert_eq!(created.len(), 3, "{created:?}");

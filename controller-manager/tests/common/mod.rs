@@ -131,6 +131,17 @@ pub async fn make_ready(client: &Client, ns: &str, name: &str) -> String {
 }
 
 pub async fn set_status(client: &Client, ns: &str, name: &str, ip: &str, ready: bool) {
+    try_set_status(client, ns, name, ip, ready).await.expect("patch pod status");
+}
+
+/// Like [`set_status`], but a pod deleted meanwhile is an error to return, not a panic.
+pub async fn try_set_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    ip: &str,
+    ready: bool,
+) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let now = jiff::Timestamp::now().to_string();
     let status = if ready { "True" } else { "False" };
@@ -145,7 +156,7 @@ pub async fn set_status(client: &Client, ns: &str, name: &str, ip: &str, ready: 
         "containerStatuses": [{"name": "c", "image": "img", "imageID": "", "ready": ready, "restartCount": 0,
                                "started": true, "state": {"running": {"startedAt": now}}}],
     }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch pod status");
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
 }
 
 /// Marks every not-yet-ready active pod matching `selector` ready; returns how many.
@@ -158,8 +169,14 @@ pub async fn make_all_ready(client: &Client, ns: &str, selector: &str) -> usize 
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if !ready {
-            make_ready(client, ns, &p.name_any()).await;
-            n += 1;
+            // The controller may delete the pod between the list and the patch: skip it then.
+            let k = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+            let ip = format!("127.244.{}.{}", (k / 250) % 250, k % 250 + 2);
+            match try_set_status(client, ns, &p.name_any(), &ip, true).await {
+                Ok(()) => n += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => panic!("patch pod status: {e}"),
+            }
         }
     }
     n
