@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
 use crate::events::{self, EventSink};
-use crate::informer::Informer;
+use crate::informer::{wait_ready, Informer};
 use crate::nodeipam::ClusterCidr;
 use crate::{Config, Stop};
 
@@ -45,7 +45,6 @@ pub struct Informers {
 pub struct Ctx {
     pub client: Client,
     pub config: Config,
-    pub identity: String,
     pub cidr: ClusterCidr,
     pub events: EventSink,
     pub inf: Informers,
@@ -60,7 +59,7 @@ impl Ctx {
         stop: &Stop,
         tasks: &mut JoinSet<()>,
     ) -> Ctx {
-        let (events, publisher) = events::channel(client.clone(), identity.clone());
+        let (events, publisher) = events::channel(client.clone(), identity);
         tasks.spawn(publisher.run(stop.clone()));
         let inf = Informers {
             pods: Informer::new(Api::all(client.clone())),
@@ -71,7 +70,27 @@ impl Ctx {
             nodes: Informer::new(Api::all(client.clone())),
             namespaces: Informer::new(Api::all(client.clone())),
         };
-        Ctx { client, config, identity, cidr, events, inf }
+        Ctx { client, config, cidr, events, inf }
+    }
+
+    /// Waits until every shared informer has its first list; false if stopped first. Controllers
+    /// start only then: kube-runtime's store readiness wakes just one waiter (see
+    /// `informer::wait_ready`), so a controller must not be the one waiting on it.
+    pub async fn informers_ready(&self, stop: &Stop) -> bool {
+        let i = &self.inf;
+        let all = async {
+            wait_ready(&i.pods.store()).await;
+            wait_ready(&i.replicasets.store()).await;
+            wait_ready(&i.rcs.store()).await;
+            wait_ready(&i.deployments.store()).await;
+            wait_ready(&i.services.store()).await;
+            wait_ready(&i.nodes.store()).await;
+            wait_ready(&i.namespaces.store()).await;
+        };
+        tokio::select! {
+            _ = stop.clone().wait() => false,
+            _ = all => true,
+        }
     }
 
     /// Builds every enabled controller (subscribing to the informers), then starts the informers.

@@ -44,6 +44,19 @@ impl EventSink {
         self.push(controller, obj, EventType::Normal, reason, note);
     }
 
+    /// A Normal event that also names a related object (e.g. the pod a ReplicaSet created), which
+    /// keeps one event per related object instead of folding them into one series.
+    pub fn normal_related<K: Resource<DynamicType = ()>>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        reason: &str,
+        note: String,
+        related: ObjectReference,
+    ) {
+        self.push_full(controller, obj, EventType::Normal, reason, note, Some(related));
+    }
+
     pub fn warning<K: Resource<DynamicType = ()>>(
         &self,
         controller: &'static str,
@@ -62,13 +75,25 @@ impl EventSink {
         reason: &str,
         note: String,
     ) {
+        self.push_full(controller, obj, type_, reason, note, None);
+    }
+
+    fn push_full<K: Resource<DynamicType = ()>>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
         let regarding = obj.object_ref(&());
         let event = Event {
             type_,
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
-            secondary: None,
+            secondary,
         };
         if self.tx.try_send(Pending { controller, regarding, event }).is_err() {
             tracing::warn!(controller, reason, "event queue full or closed; event dropped");

@@ -108,3 +108,15 @@ where
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Waits until `store` has its first list. kube-runtime's `wait_until_ready` keeps only the last
+/// waiter's waker (a futures oneshot underneath), so with several waiters on one store — the
+/// `Controller`s sharing it wait too — an early waiter may never wake: poll with a short timeout.
+pub async fn wait_ready<K>(store: &Store<K>)
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    while tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await.is_err() {
+    }
+}

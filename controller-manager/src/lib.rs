@@ -113,7 +113,7 @@ impl Config {
     /// Is the controller `name` enabled by `--controllers`?
     pub fn enabled(&self, name: &str) -> bool {
         let minus = format!("-{name}");
-        if self.controllers.iter().any(|c| *c == minus) {
+        if self.controllers.contains(&minus) {
             return false;
         }
         self.controllers.iter().any(|c| c == "*" || c == name)

@@ -150,6 +150,10 @@ pub async fn run<K: ReplicaKind>(ctx: Arc<Ctx>, stop: Stop) {
     };
     let controller = Controller::for_shared_stream(inf.subscribe(), owners.clone())
         .watches_shared_stream(ctx.inf.pods.subscribe(), mapper);
+    // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
     let concurrency = ctx.config.concurrent_replicaset_syncs;
     let rctx = Arc::new(ReplicaCtx { ctx, pods, owners, exp });
     drive(K::CONTROLLER, controller, stop, concurrency, reconcile::<K>, rctx).await;
@@ -365,11 +369,13 @@ async fn manage<K: ReplicaKind>(
                     Ok(p) => {
                         let pname = p.name_any();
                         rc.exp.expect_created(key, pname.clone());
-                        events.normal(
+                        let related = p.object_ref(&());
+                        events.normal_related(
                             K::CONTROLLER,
                             owner.as_ref(),
                             "SuccessfulCreate",
                             format!("Created pod: {pname}"),
+                            related,
                         );
                     }
                     Err(e) => failed = Some(e),
@@ -391,17 +397,18 @@ async fn manage<K: ReplicaKind>(
         let results = join_all(victims.iter().map(|p| async move {
             let name = p.name_any();
             let dp = DeleteParams { preconditions: None, ..Default::default() };
-            (name.clone(), pod_api.delete(&name, &dp).await)
+            (name.clone(), p.object_ref(&()), pod_api.delete(&name, &dp).await)
         }))
         .await;
         let mut failed = None;
-        for (pname, r) in results {
+        for (pname, related, r) in results {
             match r {
-                Ok(_) => events.normal(
+                Ok(_) => events.normal_related(
                     K::CONTROLLER,
                     owner.as_ref(),
                     "SuccessfulDelete",
                     format!("Deleted pod: {pname}"),
+                    related,
                 ),
                 Err(e) if util::is_not_found(&e) => rc.exp.observe_gone(key, &pname),
                 Err(e) => {
@@ -447,7 +454,7 @@ fn pod_from_template<K: ReplicaKind>(owner: &K, uid: &str) -> Option<Pod> {
 /// before longer, more restarts before fewer, newer before older.
 pub fn pods_to_delete(pods: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
     let mut v: Vec<Arc<Pod>> = pods.to_vec();
-    v.sort_by(|a, b| rank(a).cmp(&rank(b)));
+    v.sort_by_key(|p| rank(p));
     v.truncate(n);
     v
 }

@@ -54,11 +54,6 @@ pub fn map_selector_matches(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// The label-selector query string for a map selector.
-pub fn map_selector_string(selector: &BTreeMap<String, String>) -> String {
-    selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
-
 /// The owner reference with `controller: true`, if any.
 pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))

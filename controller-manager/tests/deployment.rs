@@ -264,3 +264,33 @@ async fn progress_deadline_exceeded_and_minimum_unavailable() {
     .await;
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn scaling_mid_rollout_is_proportional_within_the_surge() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let _: Deployment = apply(c, "default", deployment("mid", 4, "nginx:1", rolling(json!(1), json!(0)))).await;
+    drive_rollout(c, "mid", 4, 0, 5).await;
+    // New image, but nobody makes new pods ready: the rollout stalls at old 4 + new 1.
+    set_image(c, "mid", "nginx:2").await;
+    eventually(20, "stalled rollout: old 4, new 1", || async {
+        let sets = rsets(c, "mid").await;
+        let by = |img: &str| sets.iter().find(|r| image_of(r) == img).and_then(|r| r.spec.as_ref()?.replicas);
+        (by("nginx:1") == Some(4) && by("nginx:2") == Some(1)).then_some(())
+    })
+    .await;
+    let api: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    api.patch("mid", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 8}}))).await.unwrap();
+    eventually(20, "both RSes scaled, total = 8 + maxSurge", || async {
+        let sets = rsets(c, "mid").await;
+        let by = |img: &str| {
+            sets.iter().find(|r| image_of(r) == img).and_then(|r| r.spec.as_ref()?.replicas).unwrap_or(0)
+        };
+        let (old, new) = (by("nginx:1"), by("nginx:2"));
+        (old + new == 9 && old > 4 && new >= 1).then_some(())
+    })
+    .await;
+    // (Freshly scaled-up pods start unready, so no availability floor is asserted here.)
+    drive_rollout(c, "mid", 8, 0, 9).await;
+    env.shutdown().await;
+}

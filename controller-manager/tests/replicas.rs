@@ -87,6 +87,16 @@ async fn replicaset_scales_up_and_down_with_owned_pods_and_status() {
         (has("SuccessfulCreate") && has("SuccessfulDelete")).then_some(())
     })
     .await;
+    // One SuccessfulCreate per pod, each naming its pod, not one folded series.
+    let evs = events.list(&ListParams::default()).await.unwrap().items;
+    let created: Vec<String> = evs
+        .iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("SuccessfulCreate") && e.involved_object.name.as_deref() == Some("web")
+        })
+        .filter_map(|e| e.related.as_ref().and_then(|r| r.name.clone()))
+        .collect();
+    assert_eq!(created.len(), 3, "{created:?}");
     env.shutdown().await;
 }
 
@@ -177,30 +187,28 @@ async fn terminating_pods_do_not_count_as_replicas() {
 }
 
 #[tokio::test]
-async fn invalid_template_records_failedcreate_and_does_not_crash() {
-    let env = Env::start().await;
-    // A template the API server refuses for pods (no containers is rejected at pod create).
-    let bad = json!({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "bad"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "bad"}},
-                 "template": {"metadata": {"labels": {"app": "bad"}},
-                              "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 70000}]}]}}}
-    });
-    let api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), "default");
-    let created = api.create(&Default::default(), &serde_json::from_value(bad).unwrap()).await;
-    if created.is_ok() {
-        let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
-        eventually(10, "FailedCreate warning", || async {
-            let evs = events.list(&ListParams::default()).await.unwrap().items;
-            evs.iter()
-                .any(|e| e.reason.as_deref() == Some("FailedCreate") && e.type_.as_deref() == Some("Warning"))
-                .then_some(())
-        })
-        .await;
-    }
-    // The controller still works for others.
-    let _: ReplicaSet = apply(&env.client, "default", rs("good", 1)).await;
-    wait_active(&env, "app=good", 1).await;
+async fn failed_creates_record_failedcreate_and_recover() {
+    let mut env = Env::bare().await;
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let faulty = pod_create_failing_client(&env, fail.clone());
+    env.add_cm_with(faulty, test_config());
+    let _: ReplicaSet = apply(&env.client, "default", rs("flaky", 3)).await;
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+    eventually(10, "FailedCreate warning", || async {
+        let evs = events.list(&ListParams::default()).await.unwrap().items;
+        evs.iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("FailedCreate")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.involved_object.name.as_deref() == Some("flaky")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(pods(&env.client, "default", "app=flaky").await.is_empty());
+    // The fault clears: the controller retries and converges.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_active(&env, "app=flaky", 3).await;
     env.shutdown().await;
 }
 
@@ -244,5 +252,28 @@ async fn a_thousand_replica_replicaset_reaches_a_thousand_pods() {
     })
     .await;
     assert_eq!(pods(&env.client, "default", "app=big").await.len(), 1000);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn available_replicas_wait_for_min_ready_seconds() {
+    let env = Env::start().await;
+    let mut v = rs("mr", 1);
+    v["spec"]["minReadySeconds"] = json!(2);
+    let _: ReplicaSet = apply(&env.client, "default", v).await;
+    wait_active(&env, "app=mr", 1).await;
+    let p = active_pods(&env.client, "default", "app=mr").await[0].name_any();
+    make_ready(&env.client, "default", &p).await;
+    let api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), "default");
+    eventually(10, "ready but not yet available", || async {
+        let s = api.get("mr").await.unwrap().status.unwrap_or_default();
+        (s.ready_replicas == Some(1) && s.available_replicas.unwrap_or(0) == 0).then_some(())
+    })
+    .await;
+    // Nothing else changes: the controller must come back by itself once minReadySeconds pass.
+    eventually(10, "available after minReadySeconds", || async {
+        (api.get("mr").await.unwrap().status.unwrap_or_default().available_replicas == Some(1)).then_some(())
+    })
+    .await;
     env.shutdown().await;
 }

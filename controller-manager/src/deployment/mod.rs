@@ -58,6 +58,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     let controller = Controller::for_shared_stream(ctx.inf.deployments.subscribe(), deployments.clone())
         .watches_shared_stream(ctx.inf.replicasets.subscribe(), rs_mapper)
         .watches_shared_stream(ctx.inf.pods.subscribe(), pod_mapper);
+    // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
+    if !ctx.informers_ready(&stop).await {
+        return;
+    }
     let concurrency = ctx.config.concurrent_deployment_syncs;
     let dctx = Arc::new(DeployCtx { ctx, deployments, rsets, pods });
     drive(CONTROLLER, controller, stop, concurrency, reconcile, dctx).await;

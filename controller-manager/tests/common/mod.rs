@@ -14,10 +14,13 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A running controller-manager: its stop signal and its task.
+type RunningCm = (oneshot::Sender<()>, JoinHandle<Result<(), controller_manager::Error>>);
+
 pub struct Env {
     pub cluster: TestCluster,
     pub client: Client,
-    cms: Vec<(oneshot::Sender<()>, JoinHandle<Result<(), controller_manager::Error>>)>,
+    cms: Vec<RunningCm>,
 }
 
 /// A config for tests: no leader election unless asked, everything else upstream defaults.
@@ -45,8 +48,13 @@ impl Env {
 
     /// Starts one more controller-manager; returns its index.
     pub fn add_cm(&mut self, config: Config) -> usize {
-        let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
+        self.add_cm_with(client, config)
+    }
+
+    /// Starts a controller-manager that talks through `client` (e.g. one that injects faults).
+    pub fn add_cm_with(&mut self, client: Client, config: Config) -> usize {
+        let (tx, rx) = oneshot::channel::<()>();
         let h = tokio::spawn(controller_manager::run(client, config, async move {
             let _ = rx.await;
         }));
@@ -59,6 +67,21 @@ impl Env {
         let (tx, h) = self.cms.remove(i);
         let _ = tx.send(());
         tokio::time::timeout(Duration::from_secs(30), h).await.expect("controller-manager stops").expect("join")
+    }
+
+    /// Waits (up to `secs`) for controller-manager `i` to return on its own.
+    pub async fn wait_cm_exit(&mut self, i: usize, secs: u64) -> Result<(), controller_manager::Error> {
+        let (_tx, h) = self.cms.remove(i);
+        tokio::time::timeout(Duration::from_secs(secs), h)
+            .await
+            .expect("controller-manager returns")
+            .expect("join")
+    }
+
+    /// Aborts controller-manager `i` without a clean stop (a crash: no lease release).
+    pub fn abort_cm(&mut self, i: usize) {
+        let (_tx, h) = self.cms.remove(i);
+        h.abort();
     }
 
     pub async fn shutdown(mut self) {
@@ -108,6 +131,17 @@ pub async fn make_ready(client: &Client, ns: &str, name: &str) -> String {
 }
 
 pub async fn set_status(client: &Client, ns: &str, name: &str, ip: &str, ready: bool) {
+    try_set_status(client, ns, name, ip, ready).await.expect("patch pod status");
+}
+
+/// Like [`set_status`], but a pod deleted meanwhile is an error to return, not a panic.
+pub async fn try_set_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    ip: &str,
+    ready: bool,
+) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let now = jiff::Timestamp::now().to_string();
     let status = if ready { "True" } else { "False" };
@@ -122,7 +156,7 @@ pub async fn set_status(client: &Client, ns: &str, name: &str, ip: &str, ready: 
         "containerStatuses": [{"name": "c", "image": "img", "imageID": "", "ready": ready, "restartCount": 0,
                                "started": true, "state": {"running": {"startedAt": now}}}],
     }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch pod status");
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
 }
 
 /// Marks every not-yet-ready active pod matching `selector` ready; returns how many.
@@ -135,8 +169,14 @@ pub async fn make_all_ready(client: &Client, ns: &str, selector: &str) -> usize 
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if !ready {
-            make_ready(client, ns, &p.name_any()).await;
-            n += 1;
+            // The controller may delete the pod between the list and the patch: skip it then.
+            let k = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+            let ip = format!("127.244.{}.{}", (k / 250) % 250, k % 250 + 2);
+            match try_set_status(client, ns, &p.name_any(), &ip, true).await {
+                Ok(()) => n += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => panic!("patch pod status: {e}"),
+            }
         }
     }
     n
@@ -172,4 +212,32 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let obj: K = serde_json::from_value(v).expect("object");
     api.create(&Default::default(), &obj).await.expect("create")
+}
+
+/// A client over the cluster's router that answers 500 to pod creates in `default` while `fail`
+/// is set: the fault injection for create-failure tests.
+pub fn pod_create_failing_client(env: &Env, fail: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Client {
+    use tower::ServiceExt;
+    let router = apiserver::router(env.cluster.state.clone());
+    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let router = router.clone();
+        let fail = fail.clone();
+        async move {
+            if req.method() == http::Method::POST
+                && req.uri().path() == "/api/v1/namespaces/default/pods"
+                && fail.load(Ordering::SeqCst)
+            {
+                let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+                                  "reason": "InternalError", "message": "injected fault"});
+                let resp = http::Response::builder()
+                    .status(500)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string()))
+                    .expect("response");
+                return Ok::<_, std::convert::Infallible>(resp);
+            }
+            router.oneshot(req).await
+        }
+    });
+    Client::new(svc, "default")
 }
