@@ -366,6 +366,13 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     let mut running = tokio::task::JoinSet::new();
     if let Some(components) = &components {
         crate::components::spawn_up(&mut running, &state, components, &stopping);
+        if components.nodes > 0 && !components.no_controllers {
+            let wait = std::time::Duration::from_secs(30);
+            let ready = crate::components::wait_nodes_ready(&state, components.nodes, wait).await;
+            if ready < components.nodes {
+                tracing::warn!(ready, wanted = components.nodes, "not every node became Ready within {wait:?}");
+            }
+        }
     }
     println!("export KUBECONFIG={}", kubeconfig.display());
     println!("kplane: ready");

@@ -198,11 +198,45 @@ pub async fn run_controller_manager(
     controller_manager::run(client, args.config(), stop).await.context("controller-manager")
 }
 
+/// The scheduler, while it holds the `kube-system/kube-scheduler` Lease (as kube-scheduler's
+/// leader election does), so that two kplanes on one store never bind a pod twice.
 pub async fn run_scheduler(
     client: kube::Client,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    nodes::run_scheduler(client, nodes::SchedulerConfig::default(), stop).await.context("scheduler")
+    use controller_manager::leader::{default_identity, LeaderElector, LeaseConfig};
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseConfig {
+            namespace: "kube-system".into(),
+            name: "kube-scheduler".into(),
+            identity: default_identity(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        },
+    );
+    let mut stop = Box::pin(stop);
+    tokio::select! {
+        acquired = elector.acquire() => acquired.context("scheduler leader election")?,
+        _ = &mut stop => return Ok(()),
+    }
+    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut scheduler = tokio::spawn(nodes::run_scheduler(client, nodes::SchedulerConfig::default(), async {
+        let _ = end_rx.await;
+    }));
+    let lost = tokio::select! {
+        _ = &mut stop => false,
+        () = elector.keep_renewing() => true,
+        done = &mut scheduler => return done.context("scheduler task")?.context("scheduler"),
+    };
+    let _ = end_tx.send(());
+    scheduler.await.context("scheduler task")?.context("scheduler")?;
+    if lost {
+        anyhow::bail!("the scheduler lost its leader lease");
+    }
+    elector.release().await;
+    Ok(())
 }
 
 pub async fn controller_manager_cmd(
@@ -228,4 +262,31 @@ pub async fn node_cmd(cmd: NodeCmd, stop: impl Future<Output = ()> + Send + 'sta
     let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
     let cfg = cmd.node.config(cmd.name, cmd.node_ip, cmd.kubelet_port);
     nodes::run_node(client, cfg, stop).await.context("node")
+}
+
+/// Waits (at most `timeout`) until `count` nodes report Ready, so that `kplane up` says "ready" only
+/// once pods can be scheduled. Returns how many were Ready.
+pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout: Duration) -> usize {
+    let client = in_process_client(state, "system:apiserver", &["system:masters"]);
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let ready = match nodes.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .count(),
+            Err(_) => 0,
+        };
+        if ready >= count || tokio::time::Instant::now() >= deadline {
+            return ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

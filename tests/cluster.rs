@@ -352,11 +352,23 @@ fn a_stopped_node_loses_its_pods_to_the_others() {
         "--default-not-ready-toleration-seconds",
         "2",
     ]);
-    let _a = Proc::start(&["node", "--name", "node-a", "--node-ip", "127.0.20.1"], &kp.kubeconfig);
-    let mut b = Proc::start(
-        &["node", "--name", "node-b", "--node-ip", "127.0.20.2", "--node-lease-renew-interval", "1s"],
-        &kp.kubeconfig,
-    );
+    // Leases of 2 s, renewed every 0.5 s: well inside the 3 s grace period while the node lives.
+    let node = |name: &str, ip: &str| {
+        let args = [
+            "node",
+            "--name",
+            name,
+            "--node-ip",
+            ip,
+            "--kubelet-port",
+            "0",
+            "--node-lease-duration-seconds",
+            "2",
+        ];
+        Proc::start(&args, &kp.kubeconfig)
+    };
+    let _a = node("node-a", "127.0.20.1");
+    let mut b = node("node-b", "127.0.20.2");
     eventually(30, "2 Ready nodes", || {
         (items(&kp, &["get", "nodes"]).iter().filter(|n| ready(n)).count() == 2).then_some(())
     });

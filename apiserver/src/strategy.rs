@@ -30,7 +30,24 @@ fn has_status(res: &ResourceDef) -> bool {
 }
 
 /// What create does before validation: upstream's PrepareForCreate plus defaulting.
+/// Upstream's metadata lists and maps are `omitempty`: an empty one is stored (and served) as absent.
+fn drop_empty_metadata(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.retain(|k, v| {
+            let listy = matches!(
+                k.as_str(),
+                "ownerReferences" | "finalizers" | "labels" | "annotations" | "managedFields"
+            );
+            !(listy
+                && (v.is_null()
+                    || v.as_array().is_some_and(Vec::is_empty)
+                    || v.as_object().is_some_and(|o| o.is_empty())))
+        });
+    }
+}
+
 pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
+    drop_empty_metadata(obj);
     if has_status(res) && !matches!(res.kind, "Node") {
         if let Some(map) = obj.as_object_mut() {
             map.remove("status");
@@ -50,6 +67,7 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
 
 /// What an update does: upstream's PrepareForUpdate. `new` becomes what will be stored.
 pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Value) {
+    drop_empty_metadata(new);
     // Fields no update may change.
     for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
         match meta::meta(old).and_then(|m| m.get(field)) {

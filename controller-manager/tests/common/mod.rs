@@ -41,7 +41,14 @@ impl Env {
 
     /// A cluster without a controller-manager.
     pub async fn bare() -> Env {
-        let cluster = TestCluster::start().await;
+        // Pods get the API server's default NoExecute tolerations (DefaultTolerationSeconds); 1 s
+        // here, as --default-unreachable-toleration-seconds=1 would set it, keeps eviction tests fast.
+        let config = apiserver::Config {
+            default_not_ready_toleration_seconds: 1,
+            default_unreachable_toleration_seconds: 1,
+            ..apiserver::Config::default()
+        };
+        let cluster = TestCluster::start_with(config).await;
         let client = cluster.client.clone();
         Env { cluster, client, cms: Vec::new() }
     }
