@@ -1,0 +1,20 @@
+//! kplane's service networking: the hops a request takes from outside the cluster to a pod, as in
+//! upstream Kubernetes — each a client of the API that learns everything from watches.
+//!
+//! - [`proxy`]: the service proxy, kube-proxy's userspace mode. It listens on every Service's
+//!   `ClusterIP:port` (and NodePorts on the node addresses) and copies bytes to a ready endpoint.
+//!
+//! Shared pieces: `informer` (a reflector store plus a change signal), `endpoints` (the ready
+//! endpoints of each Service from EndpointSlices, or Endpoints when a Service has no slice), and
+//! `events` (Warning Events on the objects a component could not serve).
+//!
+//! Everything here reaches the cluster only through a `kube::Client`.
+
+mod endpoints;
+mod error;
+mod events;
+mod informer;
+
+pub mod proxy;
+
+pub use error::Error;
