@@ -28,7 +28,6 @@ pub(crate) struct EndpointPort {
 #[derive(Clone, Debug)]
 pub(crate) struct Endpoint {
     pub ip: Ipv4Addr,
-    #[allow(dead_code)] // read by DNS (next commit)
     pub hostname: Option<String>,
     pub ready: bool,
     /// The ports of the slice (or Endpoints subset) this address came from.

@@ -3,6 +3,8 @@
 //!
 //! - [`proxy`]: the service proxy, kube-proxy's userspace mode. It listens on every Service's
 //!   `ClusterIP:port` (and NodePorts on the node addresses) and copies bytes to a ready endpoint.
+//! - [`dns`]: cluster DNS, the kube-dns/CoreDNS `kubernetes` plugin's records for services and
+//!   pods, from a watch-driven in-memory zone. Answers only the cluster domain; never recurses.
 //!
 //! Shared pieces: `informer` (a reflector store plus a change signal), `endpoints` (the ready
 //! endpoints of each Service from EndpointSlices, or Endpoints when a Service has no slice), and
@@ -15,6 +17,7 @@ mod error;
 mod events;
 mod informer;
 
+pub mod dns;
 pub mod proxy;
 
 pub use error::Error;
