@@ -5,6 +5,8 @@
 //!   `ClusterIP:port` (and NodePorts on the node addresses) and copies bytes to a ready endpoint.
 //! - [`dns`]: cluster DNS, the kube-dns/CoreDNS `kubernetes` plugin's records for services and
 //!   pods, from a watch-driven in-memory zone. Answers only the cluster domain; never recurses.
+//! - [`ingress`]: an ingress controller for the `kplane` IngressClass that routes HTTP(S) by host
+//!   and path straight to the backend Service's ready endpoints.
 //!
 //! Shared pieces: `informer` (a reflector store plus a change signal), `endpoints` (the ready
 //! endpoints of each Service from EndpointSlices, or Endpoints when a Service has no slice), and
@@ -18,6 +20,7 @@ mod events;
 mod informer;
 
 pub mod dns;
+pub mod ingress;
 pub mod proxy;
 
 pub use error::Error;
