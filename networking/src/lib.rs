@@ -7,6 +7,7 @@
 //!   pods, from a watch-driven in-memory zone. Answers only the cluster domain; never recurses.
 //! - [`ingress`]: an ingress controller for the `kplane` IngressClass that routes HTTP(S) by host
 //!   and path straight to the backend Service's ready endpoints.
+//! - [`bench`]: direct vs ClusterIP proxy vs ingress throughput and latency, in one run.
 //!
 //! Shared pieces: `informer` (a reflector store plus a change signal), `endpoints` (the ready
 //! endpoints of each Service from EndpointSlices, or Endpoints when a Service has no slice), and
@@ -19,6 +20,7 @@ mod error;
 mod events;
 mod informer;
 
+pub mod bench;
 pub mod dns;
 pub mod ingress;
 pub mod proxy;
