@@ -333,7 +333,11 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
     service(c, "a", "127.96.3.11", "127.244.37.1").await;
     let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
     let mut roots = rustls::RootCertStore::empty();
-    for (name, host) in [("one-tls", "one.test"), ("two-tls", "two.test")] {
+    for (name, host, ty) in [
+        ("one-tls", "one.test", "kubernetes.io/tls"),
+        ("two-tls", "two.test", "kubernetes.io/tls"),
+        ("three-tls", "three.test", "Opaque"),
+    ] {
         let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
         roots.add(ck.cert.der().clone()).unwrap();
         // `data`, not `stringData`: kplane's API server does not fold stringData into data yet.
@@ -343,7 +347,7 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
             .collect();
         let s = Secret {
             metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
-            type_: Some("kubernetes.io/tls".into()),
+            type_: Some(ty.into()),
             data: Some(data),
             ..Default::default()
         };
@@ -351,7 +355,8 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
     }
     ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "tls"},
         "spec": {"ingressClassName": "kplane",
-                 "tls": [{"hosts": ["one.test"], "secretName": "one-tls"}, {"hosts": ["two.test"], "secretName": "two-tls"}],
+                 "tls": [{"hosts": ["one.test"], "secretName": "one-tls"}, {"hosts": ["two.test"], "secretName": "two-tls"},
+                         {"hosts": ["three.test"], "secretName": "three-tls"}],
                  "rules": [{"host": "one.test", "http": {"paths": [path("/", "Prefix", "a")]}},
                            {"host": "two.test", "http": {"paths": [path("/", "Prefix", "a")]}}]}})).await;
     let (ing, http, https) = start(&cluster, 7);
@@ -381,10 +386,12 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
         assert!(body.contains("xfp=https"), "{body}");
         assert_eq!(certs.len(), 1);
     }
-    // An unknown name gets no certificate.
-    let tcp = TcpStream::connect(https).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("three.test".to_string()).unwrap();
-    assert!(connector.connect(name, tcp).await.is_err());
+    // A name whose Secret is not of type kubernetes.io/tls, and an unknown name: no certificate.
+    for host in ["three.test", "four.test"] {
+        let tcp = TcpStream::connect(https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+        assert!(connector.connect(name, tcp).await.is_err(), "{host}");
+    }
     ing.stop().await;
     cluster.shutdown().await;
 }

@@ -319,3 +319,48 @@ async fn port_conflict_gives_a_warning_event_and_no_crash() {
     proxy.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn udp_association_sticks_until_idle_then_rebalances() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    for (ip, id) in [("127.244.12.1", "a"), ("127.244.12.2", "b")] {
+        let sock = UdpSocket::bind(sa(ip, 9053)).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+                let _ = sock.send_to(id.as_bytes(), from).await;
+            }
+        });
+    }
+    create_service(
+        c,
+        "default",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udp2"},
+               "spec": {"clusterIP": "127.96.1.13", "ports": [{"port": 5300, "protocol": "UDP", "targetPort": 9053}]}}),
+    )
+    .await;
+    set_slice(c, "default", "udp2", &[ep("127.244.12.1"), ep("127.244.12.2")], &[("", 9053, "UDP")]).await;
+    let idle = Duration::from_millis(300);
+    let proxy = start(&cluster, ProxyConfig { udp_idle_timeout: idle, ..config() });
+
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let vip = sa("127.96.1.13", 5300);
+    let ask = || async {
+        client.send_to(b"?", vip).await.ok()?;
+        let mut buf = [0u8; 8];
+        let (n, _) =
+            tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buf)).await.ok()?.ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let first = eventually(Duration::from_secs(2), "a UDP reply", ask).await;
+    for _ in 0..4 {
+        assert_eq!(ask().await.as_ref(), Some(&first), "one association per client while it is active");
+    }
+    // Silence is the behaviour under test, so this one waits: past the idle timeout the
+    // association is gone and the next datagram opens a new one on the next endpoint.
+    tokio::time::sleep(idle * 2).await;
+    assert_ne!(ask().await.expect("a reply on a new association"), first);
+    proxy.stop().await;
+    cluster.shutdown().await;
+}

@@ -61,6 +61,17 @@ pub(crate) struct Routes {
     pub wildcard_certs: HashMap<String, Arc<CertifiedKey>>,
 }
 
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("exact_hosts", &self.exact.keys().collect::<Vec<_>>())
+            .field("wildcard_hosts", &self.wildcard.keys().collect::<Vec<_>>())
+            .field("any_host_paths", &self.any_host.len())
+            .field("tls_hosts", &self.certs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 impl Routes {
     /// `ingresses` are ours, oldest first; `certs(ns, secret)` loads a TLS secret.
     pub fn build(

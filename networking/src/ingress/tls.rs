@@ -15,12 +15,6 @@ use super::Shared;
 #[derive(Debug)]
 struct SniResolver(Shared);
 
-impl std::fmt::Debug for super::routes::Routes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Routes")
-    }
-}
-
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // No SNI or no certificate for it: the handshake fails (ingress-nginx would serve a fake
@@ -43,6 +37,12 @@ pub(crate) fn server_config(routes: Shared) -> Result<Arc<ServerConfig>, rustls:
 
 /// The certificate and key of a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, PEM).
 pub(crate) fn certified_key(secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
+    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+        return Err(format!(
+            "type is {:?}, not kubernetes.io/tls",
+            secret.type_.as_deref().unwrap_or("Opaque")
+        ));
+    }
     let data = secret.data.as_ref().ok_or("secret has no data")?;
     let crt = data.get("tls.crt").ok_or("secret has no tls.crt")?;
     let key = data.get("tls.key").ok_or("secret has no tls.key")?;
