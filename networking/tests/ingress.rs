@@ -395,3 +395,24 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
     ing.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_for_requests_without_a_body() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.38.2", 8000), "live").await;
+    service(c, "half", "127.96.3.12", "").await;
+    // 127.244.38.1 is ready in the slice but nothing listens there.
+    set_slice(c, "default", "half", &[ep("127.244.38.1"), ep("127.244.38.2")], &[("http", 8000, "TCP")]).await;
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "half"},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": "half.com", "http": {"paths": [path("/", "Prefix", "half")]}}]}})).await;
+    let (ing, http, _) = start(&cluster, 8);
+    until(http, "half.com", "/", "id=live", Duration::from_secs(3)).await;
+    for _ in 0..6 {
+        let (status, body) = get(http, "half.com", "/").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("id=live"), "{body}");
+    }
+    ing.stop().await;
+    cluster.shutdown().await;
+}

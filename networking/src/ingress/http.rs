@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use super::Shared;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
-pub(crate) type UpstreamClient = Client<HttpConnector, Incoming>;
+pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward.
 const HOP_BY_HOP: [&str; 8] = [
@@ -73,10 +73,6 @@ pub(crate) async fn handle(
     };
 
     let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    match Uri::builder().scheme("http").authority(endpoint.to_string()).path_and_query(path).build() {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("400 Bad Request: {e}\n"))),
-    }
     let headers = req.headers_mut();
     // Also drop the headers named in Connection.
     let named: Vec<HeaderName> = headers
@@ -102,22 +98,59 @@ pub(crate) async fn handle(
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if https { "https" } else { "http" }));
 
-    match client.request(req).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            for h in HOP_BY_HOP {
-                parts.headers.remove(h);
+    // A request without a body can be replayed: on a connect failure it moves to the next
+    // endpoint (ingress-nginx's `proxy_next_upstream error`), up to 3 tries. A request with a body
+    // is streamed once and gets the 502.
+    let replayable = req.body().is_end_stream();
+    let tries = if replayable { backend.endpoints.len().min(3) } else { 1 };
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body.boxed());
+    let mut endpoint = endpoint;
+    let mut attempt = 1;
+    loop {
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(endpoint.to_string())
+            .path_and_query(path.as_str())
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("400 Bad Request: {e}\n"))),
+        };
+        let mut upstream = Request::new(body.take().unwrap_or_else(empty));
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = parts.version;
+        *upstream.headers_mut() = parts.headers.clone();
+        match client.request(upstream).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                for h in HOP_BY_HOP {
+                    parts.headers.remove(h);
+                }
+                return Ok(Response::from_parts(parts, body.boxed()));
             }
-            Ok(Response::from_parts(parts, body.boxed()))
-        }
-        Err(e) => {
-            tracing::info!(service = %backend.service, %endpoint, error = %e, "upstream request failed");
-            Ok(text(
-                StatusCode::BAD_GATEWAY,
-                format!("502 Bad Gateway: endpoint {endpoint} of service {} failed: {e}\n", backend.service),
-            ))
+            Err(e) if e.is_connect() && attempt < tries => {
+                tracing::info!(service = %backend.service, %endpoint, error = %e, "upstream connect failed; trying the next endpoint");
+                attempt += 1;
+                endpoint = backend.pick().unwrap_or(endpoint);
+            }
+            Err(e) => {
+                tracing::info!(service = %backend.service, %endpoint, error = %e, "upstream request failed");
+                return Ok(text(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "502 Bad Gateway: endpoint {endpoint} of service {} failed: {e}\n",
+                        backend.service
+                    ),
+                ));
+            }
         }
     }
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never: Infallible| match never {}).boxed()
 }
 
 fn host_without_port(host: &str) -> &str {
