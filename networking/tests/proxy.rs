@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Endpoints, Event};
 use kube::api::{Api, ListParams};
 use networking::proxy::{run_proxy, ProxyConfig};
 use serde_json::json;
@@ -361,6 +361,39 @@ async fn udp_association_sticks_until_idle_then_rebalances() {
     // association is gone and the next datagram opens a new one on the next endpoint.
     tokio::time::sleep(idle * 2).await;
     assert_ne!(ask().await.expect("a reply on a new association"), first);
+    proxy.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoints_are_used_when_a_service_has_no_slice() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let _a = id_backend(sa("127.244.13.1", 9000), "a").await;
+    let _b = id_backend(sa("127.244.13.2", 9000), "b").await;
+    create_service(c, "default", cluster_ip_service("legacy", "127.96.1.14", 8080)).await;
+    // Only a core/v1 Endpoints object, as older tools write: b is listed as not ready.
+    let eps: Api<Endpoints> = Api::namespaced(c.clone(), "default");
+    upsert(
+        &eps,
+        "legacy",
+        json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "legacy"},
+               "subsets": [{"addresses": [{"ip": "127.244.13.1"}], "notReadyAddresses": [{"ip": "127.244.13.2"}],
+                            "ports": [{"port": 9000, "protocol": "TCP"}]}]}),
+    )
+    .await;
+    let proxy = start(&cluster, config());
+    let vip = sa("127.96.1.14", 8080);
+    assert_eq!(first_id(vip).await, "a");
+    for _ in 0..4 {
+        assert_eq!(read_id(vip).await.as_deref(), Some("a"));
+    }
+    // Once a slice exists it wins over the Endpoints object.
+    set_slice(c, "default", "legacy", &[ep("127.244.13.2")], &[("", 9000, "TCP")]).await;
+    eventually(Duration::from_secs(1), "the slice takes over", || async {
+        (read_id(vip).await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
     proxy.stop().await;
     cluster.shutdown().await;
 }

@@ -288,3 +288,16 @@ fn dashed_ip(label: &str) -> Option<Ipv4Addr> {
     let parts: Vec<u8> = label.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
     <[u8; 4]>::try_from(parts).ok().map(Ipv4Addr::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dashed_ip;
+
+    #[test]
+    fn dashed_ip_parses_only_four_octets() {
+        assert_eq!(dashed_ip("127-244-0-1"), Some(std::net::Ipv4Addr::new(127, 244, 0, 1)));
+        for bad in ["127-244-0", "127-244-0-1-2", "127-244-0-256", "a-b-c-d", ""] {
+            assert_eq!(dashed_ip(bad), None, "{bad}");
+        }
+    }
+}

@@ -159,3 +159,15 @@ fn host_without_port(host: &str) -> &str {
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+
+    #[test]
+    fn host_header_port_is_stripped() {
+        assert_eq!(host_without_port("foobar.com:8080"), "foobar.com");
+        assert_eq!(host_without_port("foobar.com"), "foobar.com");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+    }
+}
