@@ -416,3 +416,79 @@ async fn a_dead_endpoint_is_skipped_for_requests_without_a_body() {
     ing.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use tokio::sync::{mpsc, Mutex};
+
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    // The pod: POST answers the received byte count; GET streams chunks as the test releases them.
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(4);
+    let chunks_rx = Arc::new(Mutex::new(Some(chunks_rx)));
+    let listener = TcpListener::bind(sa("127.244.39.1", 8000)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            let chunks_rx = chunks_rx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let chunks_rx = chunks_rx.clone();
+                    async move {
+                        type B = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+                        let body: B = if req.method() == hyper::Method::POST {
+                            let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                            Full::new(Bytes::from(format!("received={n}"))).boxed()
+                        } else {
+                            let rx = chunks_rx.lock().await.take().expect("one streaming request");
+                            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                                rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+                            });
+                            BodyExt::boxed(StreamBody::new(stream))
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    service(c, "stream", "127.96.3.13", "127.244.39.1").await;
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "stream"},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": "s.com", "http": {"paths": [path("/", "Prefix", "stream")]}}]}})).await;
+    let (ing, http, _) = start(&cluster, 9);
+
+    // Upload: 4 MiB through the ingress.
+    let upload = eventually(Duration::from_secs(3), "upload through the ingress", || async {
+        let mut send = connect(http).await?;
+        let req = Request::post("/up")
+            .header("host", "s.com")
+            .body(Full::new(Bytes::from(vec![7u8; 4 << 20])))
+            .unwrap();
+        let resp = send.send_request(req).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(String::from_utf8_lossy(&body).into_owned()).filter(|b| b.starts_with("received="))
+    })
+    .await;
+    assert_eq!(upload, format!("received={}", 4 << 20));
+
+    // Download: the first chunk arrives while the pod still holds back the second.
+    let mut send = connect(http).await.unwrap();
+    chunks_tx.send(Bytes::from_static(b"first")).await.unwrap();
+    let req = Request::get("/down").header("host", "s.com").body(Full::new(Bytes::new())).unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .expect("the first chunk is forwarded before the body ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"first"));
+    chunks_tx.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(chunks_tx);
+    let rest = tokio::time::timeout(Duration::from_secs(2), body.collect()).await.unwrap().unwrap().to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"second"));
+    ing.stop().await;
+    cluster.shutdown().await;
+}
