@@ -392,6 +392,22 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
         assert!(connector.connect(name, tcp).await.is_err(), "{host}");
     }
+    // The unusable Secret is reported once on the Ingress.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(c.clone(), "default");
+    let find = || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        let hits: Vec<_> = list
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("InvalidTLSSecret")
+                    && e.involved_object.name.as_deref() == Some("tls")
+            })
+            .collect();
+        (!hits.is_empty()).then_some(hits)
+    };
+    let hits = eventually(Duration::from_secs(2), "an InvalidTLSSecret event", find).await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].message.as_deref().unwrap_or_default().contains("default/three-tls"), "{hits:?}");
     ing.stop().await;
     cluster.shutdown().await;
 }

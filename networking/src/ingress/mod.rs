@@ -15,6 +15,7 @@ mod http;
 mod routes;
 mod tls;
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -22,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::endpoints;
+use crate::events::Events;
 use crate::informer::Informer;
 use crate::Error;
 use routes::Routes;
@@ -93,6 +95,9 @@ pub async fn run_ingress(
     tracing::info!(http = %cfg.http, https = %cfg.https, class = %cfg.class, "ingress controller started");
 
     let address = status_ip(cfg.http.ip());
+    let events = Events::new(client.clone(), "kplane-ingress");
+    // (ingress uid, secret, problem) already reported: an Event and a log line once, not per rebuild.
+    let mut reported: HashSet<(String, String, String)> = HashSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -109,16 +114,21 @@ pub async fn run_ingress(
             ))
         });
         let index = endpoints::index(&slices.store, &eps.store);
+        let mut bad_secrets: HashMap<(String, String), String> = HashMap::new();
         let next = Routes::build(&ours, &services.store, &index, |ns, name| {
-            let secret = secrets.store.get(&ObjectRef::new(name).within(ns))?;
+            let Some(secret) = secrets.store.get(&ObjectRef::new(name).within(ns)) else {
+                bad_secrets.insert((ns.into(), name.into()), "secret not found".into());
+                return None;
+            };
             match tls::certified_key(&secret) {
                 Ok(k) => Some(k),
                 Err(e) => {
-                    tracing::warn!(secret = %format!("{ns}/{name}"), "unusable TLS secret: {e}");
+                    bad_secrets.insert((ns.into(), name.into()), e);
                     None
                 }
             }
         });
+        report_bad_secrets(&ours, &bad_secrets, &events, &mut reported);
         *routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         for ing in &ours {
             update_status(&client, ing, address).await;
@@ -126,6 +136,41 @@ pub async fn run_ingress(
     }
     tracing::info!("ingress controller stopped");
     Ok(())
+}
+
+/// A Warning Event `InvalidTLSSecret` on each Ingress whose `spec.tls` names a missing or unusable
+/// Secret (its hosts then get no certificate), once per (Ingress, Secret, problem).
+fn report_bad_secrets(
+    ours: &[Arc<Ingress>],
+    bad: &HashMap<(String, String), String>,
+    events: &Events,
+    reported: &mut HashSet<(String, String, String)>,
+) {
+    if bad.is_empty() {
+        return;
+    }
+    for ing in ours {
+        let ns = ing.namespace().unwrap_or_default();
+        let uid = ing.uid().unwrap_or_default();
+        for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            let Some(secret) = &tls.secret_name else { continue };
+            let Some(problem) = bad.get(&(ns.clone(), secret.clone())) else { continue };
+            if !reported.insert((uid.clone(), secret.clone(), problem.clone())) {
+                continue;
+            }
+            let msg = format!("TLS secret {ns}/{secret} is unusable: {problem}");
+            tracing::warn!(ingress = %format!("{ns}/{}", ing.name_any()), "{msg}");
+            let reference = ObjectReference {
+                api_version: Some("networking.k8s.io/v1".into()),
+                kind: Some("Ingress".into()),
+                name: Some(ing.name_any()),
+                namespace: Some(ns.clone()),
+                uid: ing.uid(),
+                ..Default::default()
+            };
+            events.warn(reference, "InvalidTLSSecret", "LoadCertificate", msg);
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
