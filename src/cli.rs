@@ -24,7 +24,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole cluster: the store (embedded unless --etcd-servers) and its etcd endpoint, the
     /// API server, the controller-manager, the scheduler and simulated nodes.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the API server alone (with its store), without the other components.
     Apiserver(ServerArgs),
     /// Run the controller-manager alone against a cluster.
@@ -33,6 +33,12 @@ pub enum Command {
     Scheduler(crate::components::SchedulerCmd),
     /// Run one simulated node (a kubelet) against a cluster.
     Node(crate::components::NodeCmd),
+    /// Run the service proxy alone against a cluster.
+    Proxy(crate::components::ProxyCmd),
+    /// Run the cluster DNS alone against a cluster.
+    Dns(crate::components::DnsCmd),
+    /// Run the ingress controller alone against a cluster.
+    Ingress(crate::components::IngressCmd),
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -183,13 +189,19 @@ pub fn init_tracing(verbose: u8) {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Up(args) => up(args.server, Some(args.components)).await,
+        Command::Up(args) => {
+            let args = *args;
+            up(args.server, Some(args.components)).await
+        }
         Command::Apiserver(args) => up(args, None).await,
         Command::ControllerManager(cmd) => {
             crate::components::controller_manager_cmd(cmd, shutdown_signal()).await
         }
         Command::Scheduler(cmd) => crate::components::scheduler_cmd(cmd, shutdown_signal()).await,
         Command::Node(cmd) => crate::components::node_cmd(cmd, shutdown_signal()).await,
+        Command::Proxy(cmd) => crate::components::proxy_cmd(cmd, shutdown_signal()).await,
+        Command::Dns(cmd) => crate::components::dns_cmd(cmd, shutdown_signal()).await,
+        Command::Ingress(cmd) => crate::components::ingress_cmd(cmd, shutdown_signal()).await,
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;
@@ -349,6 +361,9 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
         ("kubeconfig", "admin", "kubernetes-admin", &["system:masters"][..]),
         ("controller-manager.kubeconfig", "controller-manager", "system:kube-controller-manager", &[][..]),
         ("scheduler.kubeconfig", "scheduler", "system:kube-scheduler", &[][..]),
+        ("proxy.kubeconfig", "proxy", "system:kube-proxy", &[][..]),
+        ("dns.kubeconfig", "dns", "system:kube-dns", &[][..]),
+        ("ingress.kubeconfig", "ingress", "system:kplane:ingress-controller", &[][..]),
     ] {
         let path = args.store.data_dir.join(file);
         let creds = match &pki {
@@ -365,7 +380,8 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     let (stop_components, stopping) = crate::components::Shutdown::new();
     let mut running = tokio::task::JoinSet::new();
     if let Some(components) = &components {
-        crate::components::spawn_up(&mut running, &state, components, &stopping);
+        let dns_ip = args.api.service_cluster_ip_range.nth(10);
+        crate::components::spawn_up(&mut running, &state, components, dns_ip, &stopping);
         if components.nodes > 0 && !components.no_controllers {
             let wait = std::time::Duration::from_secs(30);
             let ready = crate::components::wait_nodes_ready(&state, components.nodes, wait).await;

@@ -78,6 +78,45 @@ impl NodeArgs {
     }
 }
 
+/// The networking components' flags: cluster DNS and the ingress controller (the service proxy
+/// needs none: it listens on each Service's ClusterIP and on the nodes' addresses).
+#[derive(Args, Debug, Clone)]
+pub struct NetworkArgs {
+    /// Port the cluster DNS answers on, on the kube-dns ClusterIP (53 needs root or
+    /// CAP_NET_BIND_SERVICE).
+    #[arg(long, default_value_t = 53)]
+    pub cluster_dns_port: u16,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Where the ingress controller serves HTTP (loopback).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub ingress_http_address: std::net::SocketAddr,
+    /// Where the ingress controller serves HTTPS (loopback).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub ingress_https_address: std::net::SocketAddr,
+    /// Do not run the service proxy, cluster DNS and ingress controller.
+    #[arg(long)]
+    pub no_networking: bool,
+}
+
+impl NetworkArgs {
+    fn dns(&self, dns_ip: Ipv4Addr) -> networking::dns::DnsConfig {
+        networking::dns::DnsConfig {
+            listen: std::net::SocketAddr::from((dns_ip, self.cluster_dns_port)),
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
+
+    fn ingress(&self) -> networking::ingress::IngressConfig {
+        networking::ingress::IngressConfig {
+            http: self.ingress_http_address,
+            https: self.ingress_https_address,
+            ..Default::default()
+        }
+    }
+}
+
 /// What `kplane up` runs beside the API server.
 #[derive(Args, Debug, Clone)]
 pub struct UpComponents {
@@ -91,6 +130,8 @@ pub struct UpComponents {
     pub controller: ControllerArgs,
     #[command(flatten)]
     pub node: NodeArgs,
+    #[command(flatten)]
+    pub net: NetworkArgs,
 }
 
 /// `kplane controller-manager --kubeconfig FILE`.
@@ -125,6 +166,37 @@ pub struct NodeCmd {
     pub kubelet_port: u16,
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+/// `kplane proxy --kubeconfig FILE`.
+#[derive(Args, Debug)]
+pub struct ProxyCmd {
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// Node addresses to serve NodePorts on (comma-separated, loopback).
+    #[arg(long, value_delimiter = ',')]
+    pub node_ips: Vec<Ipv4Addr>,
+}
+
+/// `kplane dns --kubeconfig FILE`.
+#[derive(Args, Debug)]
+pub struct DnsCmd {
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// The address to answer on (the kube-dns ClusterIP, by default 127.96.0.10).
+    #[arg(long, default_value = "127.96.0.10")]
+    pub dns_ip: Ipv4Addr,
+    #[command(flatten)]
+    pub net: NetworkArgs,
+}
+
+/// `kplane ingress --kubeconfig FILE`.
+#[derive(Args, Debug)]
+pub struct IngressCmd {
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    #[command(flatten)]
+    pub net: NetworkArgs,
 }
 
 /// A kube client for a kubeconfig file, as kubectl would use it.
@@ -168,14 +240,34 @@ pub fn in_process_client(state: &apiserver::AppState, user: &str, groups: &[&str
     kube::Client::new(service, "default")
 }
 
-/// Starts the controller-manager, the scheduler and `--nodes` nodes in-process, each with its own
-/// identity, as tasks in `set`.
+/// Starts the controller-manager, the scheduler, `--nodes` nodes and the networking components
+/// in-process, each with its own identity, as tasks in `set`. `dns_ip` is the kube-dns ClusterIP.
 pub fn spawn_up(
     set: &mut JoinSet<Result<()>>,
     state: &apiserver::AppState,
     args: &UpComponents,
+    dns_ip: Ipv4Addr,
     stop: &Shutdown,
 ) {
+    if !args.net.no_networking {
+        let dns = args.net.dns(dns_ip);
+        let proxy = networking::proxy::ProxyConfig {
+            node_ips: (0..args.nodes).map(nodes::default_node_ip).collect(),
+            // The DNS server owns the kube-dns ClusterIP's port 53.
+            exclude: vec![dns.listen],
+            ..Default::default()
+        };
+        let client = in_process_client(state, "system:kube-proxy", &[]);
+        set.spawn(optional("service proxy", networking::proxy::run_proxy(client, proxy, stop.wait())));
+        let client = in_process_client(state, "system:kube-dns", &[]);
+        set.spawn(optional("cluster DNS", networking::dns::run_dns(client, dns, stop.wait())));
+        let client = in_process_client(state, "system:kplane:ingress-controller", &[]);
+        let ingress = args.net.ingress();
+        set.spawn(optional(
+            "ingress controller",
+            networking::ingress::run_ingress(client, ingress, stop.wait()),
+        ));
+    }
     if !args.no_controllers {
         let cm = in_process_client(state, "system:kube-controller-manager", &[]);
         set.spawn(run_controller_manager(cm, args.controller.clone(), stop.wait()));
@@ -188,6 +280,19 @@ pub fn spawn_up(
         let (cfg, stop) = (args.node.config(name, nodes::default_node_ip(i), 0), stop.wait());
         set.spawn(async move { nodes::run_node(client, cfg, stop).await.context("node") });
     }
+}
+
+/// A component the rest of the cluster works without: if it cannot run (a port it may not bind,
+/// say), it says so plainly and kplane goes on.
+async fn optional<E: std::fmt::Display>(
+    what: &'static str,
+    run: impl Future<Output = Result<(), E>>,
+) -> Result<()> {
+    if let Err(e) = run.await {
+        tracing::error!(error = %e, "the {what} stopped");
+        eprintln!("kplane: the {what} is not running: {e}");
+    }
+    Ok(())
 }
 
 pub async fn run_controller_manager(
@@ -289,4 +394,20 @@ pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+pub async fn proxy_cmd(cmd: ProxyCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let cfg = networking::proxy::ProxyConfig { node_ips: cmd.node_ips, ..Default::default() };
+    networking::proxy::run_proxy(client, cfg, stop).await.context("service proxy")
+}
+
+pub async fn dns_cmd(cmd: DnsCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    networking::dns::run_dns(client, cmd.net.dns(cmd.dns_ip), stop).await.context("cluster DNS")
+}
+
+pub async fn ingress_cmd(cmd: IngressCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    networking::ingress::run_ingress(client, cmd.net.ingress(), stop).await.context("ingress controller")
 }

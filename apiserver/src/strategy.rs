@@ -46,8 +46,30 @@ fn drop_empty_metadata(obj: &mut Value) {
     }
 }
 
+/// A Secret's `stringData` is write-only convenience: its entries are merged into `data`
+/// (base64, overriding) and the field is never stored, as upstream does.
+fn fold_string_data(res: &ResourceDef, obj: &mut Value) {
+    use base64::Engine;
+    if res.kind != "Secret" {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else { return };
+    let Some(Value::Object(strings)) = map.remove("stringData") else { return };
+    let data = map.entry("data").or_insert_with(|| Value::Object(Default::default()));
+    if !data.is_object() {
+        *data = Value::Object(Default::default());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in strings {
+            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            data.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
+    }
+}
+
 pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
     drop_empty_metadata(obj);
+    fold_string_data(res, obj);
     if has_status(res) && !matches!(res.kind, "Node") {
         if let Some(map) = obj.as_object_mut() {
             map.remove("status");
@@ -68,6 +90,7 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
 /// What an update does: upstream's PrepareForUpdate. `new` becomes what will be stored.
 pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Value) {
     drop_empty_metadata(new);
+    fold_string_data(res, new);
     // Fields no update may change.
     for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
         match meta::meta(old).and_then(|m| m.get(field)) {

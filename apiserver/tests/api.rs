@@ -553,3 +553,17 @@ async fn pods_log_picks_the_container_and_proxies_to_the_nodes_kubelet() {
     let log = disc["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods/log").cloned();
     assert_eq!(log.map(|l| l["verbs"].clone()), Some(json!(["get"])));
 }
+
+#[tokio::test]
+async fn secret_string_data_is_folded_into_data() {
+    let a = api().await;
+    let secret =
+        json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"b": "hello", "a": "over"}});
+    let (code, body) = a.call(Method::POST, "/api/v1/namespaces/default/secrets", secret).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["data"], json!({"a": "b3Zlcg==", "b": "aGVsbG8="}));
+    assert!(body.get("stringData").is_none());
+    let stored: Value =
+        serde_json::from_slice(&a.store.get("/registry/secrets/default/s").await.unwrap().value).unwrap();
+    assert!(stored.get("stringData").is_none(), "stringData is never stored");
+}

@@ -46,8 +46,18 @@ impl Kplane {
             "--secure-port".into(),
             "0".into(),
         ]);
-        if cmd == "up" && !extra.contains(&"--cluster-cidr") {
-            args.extend(["--cluster-cidr".into(), format!("127.{}.0.0/16", 200 + n % 40)]);
+        if cmd == "up" {
+            let k = n % 40;
+            for (flag, value) in [
+                ("--cluster-cidr", format!("127.{}.0.0/16", 200 + k)),
+                ("--service-cluster-ip-range", format!("127.{}.0.0/16", 120 + k)),
+                ("--ingress-http-address", format!("127.{}.0.1:80", 160 + k)),
+                ("--ingress-https-address", format!("127.{}.0.1:443", 160 + k)),
+            ] {
+                if !extra.contains(&flag) {
+                    args.extend([flag.to_string(), value]);
+                }
+            }
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_kplane"))
             .args(&args)

@@ -388,7 +388,16 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         leases.clone(),
     ];
     let proxier = vec![
-        rule(&[""], &["services", "endpoints", "nodes", "pods", "secrets", "namespaces"], &read),
+        rule(&[""], &["services", "endpoints", "nodes"], &read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        events.clone(),
+    ];
+    let dns = vec![
+        rule(&[""], &["services", "endpoints", "pods", "namespaces"], &read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+    ];
+    let ingress = vec![
+        rule(&[""], &["services", "endpoints", "secrets"], &read),
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
         rule(&["networking.k8s.io"], &["ingresses", "ingressclasses"], &read),
         rule(&["networking.k8s.io"], &["ingresses/status"], &["update", "patch"]),
@@ -435,6 +444,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         ("system:kube-scheduler", scheduler),
         ("system:node", node),
         ("system:node-proxier", proxier),
+        ("system:kube-dns", dns),
+        ("system:kplane:ingress-controller", ingress),
     ];
     let bindings: Vec<(&str, &str, Value)> = vec![
         ("cluster-admin", "cluster-admin", json!([{"kind": "Group", "name": "system:masters"}])),
@@ -458,6 +469,12 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         ),
         ("system:node", "system:node", json!([{"kind": "Group", "name": "system:nodes"}])),
         ("system:node-proxier", "system:node-proxier", json!([{"kind": "User", "name": "system:kube-proxy"}])),
+        ("system:kube-dns", "system:kube-dns", json!([{"kind": "User", "name": "system:kube-dns"}])),
+        (
+            "system:kplane:ingress-controller",
+            "system:kplane:ingress-controller",
+            json!([{"kind": "User", "name": "system:kplane:ingress-controller"}]),
+        ),
     ];
     let mut out: Vec<(&'static str, Value)> = Vec::new();
     for (name, rules) in cluster_roles {

@@ -1,0 +1,284 @@
+//! `networking::bench::run`: one HTTP backend on a pod IP, measured in the same run directly, through
+//! the service proxy's ClusterIP and through the ingress, with C keep-alive HTTP/1.1 connections
+//! each sending requests back to back for a fixed time. Reports throughput and p50/p99 latency,
+//! and each hop's throughput ratio and added p99 against direct.
+//!
+//! The proxy and ingress are started in-process here (on the addresses in [`BenchOptions`]), so
+//! the run needs only an API server; the bench objects (Service, EndpointSlice, Ingress) are
+//! created in the `default` namespace and deleted at the end.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::ingress::{run_ingress, IngressConfig};
+use crate::proxy::{run_proxy, ProxyConfig};
+use crate::Error;
+
+const NAME: &str = "kplane-net-bench";
+const HOST: &str = "bench.kplane.invalid";
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Where the simulated pod listens (a pod IP).
+    pub backend: SocketAddr,
+    /// The ingress listeners started for the run.
+    pub ingress_http: SocketAddr,
+    pub ingress_https: SocketAddr,
+    /// Keep-alive connections in parallel.
+    pub concurrency: usize,
+    /// How long each of the three measurements runs.
+    pub duration: Duration,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            backend: SocketAddr::from(([127, 244, 255, 1], 8000)),
+            ingress_http: SocketAddr::from(([127, 0, 81, 1], 8080)),
+            ingress_https: SocketAddr::from(([127, 0, 81, 1], 8443)),
+            concurrency: 32,
+            duration: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Figure {
+    pub requests: u64,
+    pub errors: u64,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub concurrency: usize,
+    pub direct: Figure,
+    pub proxy: Figure,
+    pub ingress: Figure,
+}
+
+impl BenchReport {
+    /// Throughput through `hop` as a fraction of direct.
+    pub fn ratio(&self, hop: &Figure) -> f64 {
+        hop.per_sec / self.direct.per_sec.max(f64::MIN_POSITIVE)
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "networking benchmark: {} keep-alive HTTP/1.1 connections", self.concurrency)?;
+        writeln!(
+            f,
+            "{:<10} {:>12} {:>8} {:>10} {:>10} {:>9} {:>13}",
+            "path", "req/s", "errors", "p50 ms", "p99 ms", "vs direct", "p99 added ms"
+        )?;
+        for (name, fig) in [("direct", &self.direct), ("clusterip", &self.proxy), ("ingress", &self.ingress)] {
+            writeln!(
+                f,
+                "{name:<10} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>8.0}% {:>13.3}",
+                fig.per_sec,
+                fig.errors,
+                fig.p50_ms,
+                fig.p99_ms,
+                self.ratio(fig) * 100.0,
+                fig.p99_ms - self.direct.p99_ms
+            )?;
+        }
+        write!(f, "goal: proxied >= 60% of direct, p99 added < 1 ms")
+    }
+}
+
+fn bench_err(e: impl fmt::Display) -> Error {
+    Error::Config(format!("benchmark: {e}"))
+}
+
+/// Runs the three measurements against the cluster behind `client`.
+pub async fn run(client: kube::Client, opts: BenchOptions) -> Result<BenchReport, Error> {
+    let backend =
+        TcpListener::bind(opts.backend).await.map_err(|source| Error::Bind { addr: opts.backend, source })?;
+    let backend_task = tokio::spawn(serve_backend(backend));
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    cleanup(&services, &slices, &ingresses).await;
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": NAME}, "spec": {"ports": [{"name": "http", "port": 80, "targetPort": opts.backend.port()}]}
+    }))
+    .map_err(bench_err)?;
+    let svc = services.create(&PostParams::default(), &svc).await?;
+    let cluster_ip = svc.spec.and_then(|s| s.cluster_ip).ok_or_else(|| bench_err("no clusterIP allocated"))?;
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": NAME, "labels": {"kubernetes.io/service-name": NAME}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [opts.backend.ip().to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": opts.backend.port(), "protocol": "TCP"}]
+    }))
+    .map_err(bench_err)?;
+    slices.create(&PostParams::default(), &slice).await?;
+    let ing: Ingress = serde_json::from_value(json!({
+        "metadata": {"name": NAME},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": HOST, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": NAME, "port": {"name": "http"}}}}]}}]}
+    }))
+    .map_err(bench_err)?;
+    ingresses.create(&PostParams::default(), &ing).await?;
+
+    let (stop_proxy, proxy_rx) = oneshot::channel::<()>();
+    let (stop_ingress, ingress_rx) = oneshot::channel::<()>();
+    let proxy = tokio::spawn(run_proxy(client.clone(), ProxyConfig::default(), async move {
+        let _ = proxy_rx.await;
+    }));
+    let ingress_cfg =
+        IngressConfig { http: opts.ingress_http, https: opts.ingress_https, class: "kplane".into() };
+    let ingress = tokio::spawn(run_ingress(client.clone(), ingress_cfg, async move {
+        let _ = ingress_rx.await;
+    }));
+
+    let vip: SocketAddr = format!("{cluster_ip}:80").parse().map_err(bench_err)?;
+    let result = async {
+        for target in [opts.backend, vip, opts.ingress_http] {
+            wait_ready(target).await?;
+        }
+        Ok::<_, Error>(BenchReport {
+            concurrency: opts.concurrency,
+            direct: measure(opts.backend, &opts).await?,
+            proxy: measure(vip, &opts).await?,
+            ingress: measure(opts.ingress_http, &opts).await?,
+        })
+    }
+    .await;
+
+    let _ = stop_proxy.send(());
+    let _ = stop_ingress.send(());
+    let _ = proxy.await;
+    let _ = ingress.await;
+    cleanup(&services, &slices, &ingresses).await;
+    backend_task.abort();
+    result
+}
+
+async fn cleanup(services: &Api<Service>, slices: &Api<EndpointSlice>, ingresses: &Api<Ingress>) {
+    let dp = DeleteParams::default();
+    let _ = ingresses.delete(NAME, &dp).await;
+    let _ = slices.delete(NAME, &dp).await;
+    let _ = services.delete(NAME, &dp).await;
+}
+
+/// The simulated pod: a small fixed answer, HTTP/1.1 keep-alive.
+async fn serve_backend(listener: TcpListener) {
+    loop {
+        let Ok((s, _)) = listener.accept().await else { continue };
+        let _ = s.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"hello from the pod\n",
+                ))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+        });
+    }
+}
+
+async fn one_request(addr: SocketAddr) -> Result<(), String> {
+    let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get("/").header("host", HOST).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    Ok(())
+}
+
+async fn wait_ready(addr: SocketAddr) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match one_request(addr).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(bench_err(format!("{addr} not ready: {e}"))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn measure(addr: SocketAddr, opts: &BenchOptions) -> Result<Figure, Error> {
+    let start = Instant::now();
+    let end = start + opts.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..opts.concurrency {
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut errors = 0u64;
+            let mut send = None;
+            while Instant::now() < end {
+                if send.is_none() {
+                    let Ok(s) = TcpStream::connect(addr).await else {
+                        errors += 1;
+                        continue;
+                    };
+                    let _ = s.set_nodelay(true);
+                    match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(s)).await {
+                        Ok((sr, conn)) => {
+                            tokio::spawn(conn);
+                            send = Some(sr);
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            continue;
+                        }
+                    }
+                }
+                let Some(sr) = send.as_mut() else { continue };
+                let req = Request::get("/").header("host", HOST).body(Empty::new()).expect("valid request");
+                let t = Instant::now();
+                let ok = match sr.send_request(req).await {
+                    Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+                } else {
+                    errors += 1;
+                    send = None;
+                }
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(bench_err)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.map_err(bench_err)?;
+        hist.add(h).map_err(bench_err)?;
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    Ok(Figure {
+        requests: hist.len(),
+        errors,
+        per_sec: hist.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}

@@ -1,0 +1,288 @@
+//! The ingress controller for the `kplane` IngressClass (`spec.controller:
+//! kplane.dev/ingress-controller`).
+//!
+//! - `mod.rs`: startup (the IngressClass, the listeners), which Ingresses are ours, the sync loop
+//!   that rebuilds the routing snapshot on every Ingress/IngressClass/Service/EndpointSlice/
+//!   Endpoints/Secret change, and `status.loadBalancer`.
+//! - `routes.rs`: the snapshot and host/path matching.
+//! - `http.rs`: the proxying handler; `tls.rs`: SNI certificate choice.
+//!
+//! Like the seed's nginx controller, traffic goes straight to the backend Service's ready
+//! endpoints (never to its ClusterIP), so a dead pod leaves the rotation as soon as its endpoint
+//! does.
+
+mod http;
+mod routes;
+mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::endpoints;
+use crate::events::Events;
+use crate::informer::Informer;
+use crate::Error;
+use routes::Routes;
+
+/// The `spec.controller` of IngressClasses this controller serves.
+pub const CONTROLLER: &str = "kplane.dev/ingress-controller";
+const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+#[derive(Clone, Debug)]
+pub struct IngressConfig {
+    /// Plain HTTP listener.
+    pub http: SocketAddr,
+    /// TLS listener (certificates from the Ingresses' `spec.tls` Secrets).
+    pub https: SocketAddr,
+    /// The IngressClass name (created at start if absent).
+    pub class: String,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            class: "kplane".into(),
+        }
+    }
+}
+
+pub(crate) type Shared = Arc<RwLock<Arc<Routes>>>;
+
+/// Runs the controller until `shutdown` completes. Fails if a listener cannot be bound or the
+/// IngressClass cannot be created.
+pub async fn run_ingress(
+    client: kube::Client,
+    cfg: IngressConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let http_listener =
+        TcpListener::bind(cfg.http).await.map_err(|source| Error::Bind { addr: cfg.http, source })?;
+    let https_listener =
+        TcpListener::bind(cfg.https).await.map_err(|source| Error::Bind { addr: cfg.https, source })?;
+    ensure_class(&client, &cfg.class).await?;
+
+    let routes: Shared = Arc::default();
+    let tls = tls::server_config(routes.clone()).map_err(|e| Error::Config(format!("TLS: {e}")))?;
+    let upstream = http::upstream_client();
+    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone(), upstream.clone())));
+    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone(), upstream)));
+
+    let changed = Arc::new(Notify::new());
+    let ingresses = Informer::start(Api::<Ingress>::all(client.clone()), changed.clone());
+    let classes = Informer::start(Api::<IngressClass>::all(client.clone()), changed.clone());
+    let services = Informer::start(Api::<Service>::all(client.clone()), changed.clone());
+    let slices = Informer::start(Api::<EndpointSlice>::all(client.clone()), changed.clone());
+    let eps = Informer::start(Api::<Endpoints>::all(client.clone()), changed.clone());
+    let secrets = Informer::start(Api::<Secret>::all(client.clone()), changed.clone());
+    tracing::info!(http = %cfg.http, https = %cfg.https, class = %cfg.class, "ingress controller started");
+
+    let address = status_ip(cfg.http.ip());
+    let events = Events::new(client.clone(), "kplane-ingress");
+    // (ingress uid, secret, problem) already reported: an Event and a log line once, not per rebuild.
+    let mut reported: HashSet<(String, String, String)> = HashSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = changed.notified() => {}
+        }
+        let mut ours: Vec<Arc<Ingress>> =
+            ingresses.store.state().into_iter().filter(|i| is_ours(i, &classes.store, &cfg.class)).collect();
+        ours.sort_by(|a, b| {
+            (a.creation_timestamp().map(|t| t.0), a.namespace(), a.name_any()).cmp(&(
+                b.creation_timestamp().map(|t| t.0),
+                b.namespace(),
+                b.name_any(),
+            ))
+        });
+        let index = endpoints::index(&slices.store, &eps.store);
+        let mut bad_secrets: HashMap<(String, String), String> = HashMap::new();
+        let next = Routes::build(&ours, &services.store, &index, |ns, name| {
+            let Some(secret) = secrets.store.get(&ObjectRef::new(name).within(ns)) else {
+                bad_secrets.insert((ns.into(), name.into()), "secret not found".into());
+                return None;
+            };
+            match tls::certified_key(&secret) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    bad_secrets.insert((ns.into(), name.into()), e);
+                    None
+                }
+            }
+        });
+        report_bad_secrets(&ours, &bad_secrets, &events, &mut reported);
+        *routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        for ing in &ours {
+            update_status(&client, ing, address).await;
+        }
+    }
+    tracing::info!("ingress controller stopped");
+    Ok(())
+}
+
+/// A Warning Event `InvalidTLSSecret` on each Ingress whose `spec.tls` names a missing or unusable
+/// Secret (its hosts then get no certificate), once per (Ingress, Secret, problem).
+fn report_bad_secrets(
+    ours: &[Arc<Ingress>],
+    bad: &HashMap<(String, String), String>,
+    events: &Events,
+    reported: &mut HashSet<(String, String, String)>,
+) {
+    if bad.is_empty() {
+        return;
+    }
+    for ing in ours {
+        let ns = ing.namespace().unwrap_or_default();
+        let uid = ing.uid().unwrap_or_default();
+        for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            let Some(secret) = &tls.secret_name else { continue };
+            let Some(problem) = bad.get(&(ns.clone(), secret.clone())) else { continue };
+            if !reported.insert((uid.clone(), secret.clone(), problem.clone())) {
+                continue;
+            }
+            let msg = format!("TLS secret {ns}/{secret} is unusable: {problem}");
+            tracing::warn!(ingress = %format!("{ns}/{}", ing.name_any()), "{msg}");
+            let reference = ObjectReference {
+                api_version: Some("networking.k8s.io/v1".into()),
+                kind: Some("Ingress".into()),
+                name: Some(ing.name_any()),
+                namespace: Some(ns.clone()),
+                uid: ing.uid(),
+                ..Default::default()
+            };
+            events.warn(reference, "InvalidTLSSecret", "LoadCertificate", msg);
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The address written into `status.loadBalancer.ingress`: the HTTP listener's IP (loopback for
+/// a wildcard bind).
+fn status_ip(ip: IpAddr) -> IpAddr {
+    if ip.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        ip
+    }
+}
+
+async fn ensure_class(client: &kube::Client, class: &str) -> Result<(), Error> {
+    let api: Api<IngressClass> = Api::all(client.clone());
+    if api.get_opt(class).await?.is_some() {
+        return Ok(());
+    }
+    let body: IngressClass = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class}, "spec": {"controller": CONTROLLER}
+    }))
+    .map_err(|e| Error::Config(e.to_string()))?;
+    match api.create(&PostParams::default(), &body).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()), // created concurrently
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Ours: the deprecated annotation names our class; or `spec.ingressClassName` names our class or
+/// an IngressClass with our controller; or neither is set and the default IngressClass is ours.
+fn is_ours(ing: &Ingress, classes: &Store<IngressClass>, class: &str) -> bool {
+    let ours = |name: &str| {
+        name == class
+            || classes
+                .get(&ObjectRef::new(name))
+                .is_some_and(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER))
+    };
+    if let Some(a) = ing.annotations().get(CLASS_ANNOTATION) {
+        return ours(a);
+    }
+    if let Some(name) = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
+        return ours(name);
+    }
+    classes.state().iter().any(|c| {
+        c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true")
+            && c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER)
+    })
+}
+
+async fn update_status(client: &kube::Client, ing: &Ingress, ip: IpAddr) {
+    let current = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|v| v.iter().filter_map(|i| i.ip.clone()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if current == [ip.to_string()] {
+        return;
+    }
+    let api: Api<Ingress> = Api::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
+    let patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
+    if let Err(e) = api.patch_status(&ing.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::warn!(ingress = %ing.name_any(), error = %e, "cannot update ingress status");
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    routes: Shared,
+    upstream: http::UpstreamClient,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingress accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (routes, upstream, acceptor) = (routes.clone(), upstream.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let https = acceptor.is_some();
+            let svc = service_fn(move |req| http::handle(req, peer, https, routes.clone(), upstream.clone()));
+            let mut conn = http1::Builder::new();
+            conn.keep_alive(true);
+            let result = match acceptor {
+                None => conn.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => conn.serve_connection(TokioIo::new(tls), svc).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "ingress connection ended with an error");
+            }
+        });
+    }
+}

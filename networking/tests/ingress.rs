@@ -1,0 +1,510 @@
+//! The ingress controller against an in-process API server, with hyper backends as pods.
+//! Each test has its own listener IP (127.0.80.N) and pod addresses (127.244.(30+N).x).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::ByteString;
+use kube::api::{Api, PostParams};
+use networking::ingress::{run_ingress, IngressConfig};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+fn start(cluster: &TestCluster, n: u8) -> (Running, SocketAddr, SocketAddr) {
+    let http = sa(&format!("127.0.80.{n}"), 8080);
+    let https = sa(&format!("127.0.80.{n}"), 8443);
+    let client = cluster.client.clone();
+    let cfg = IngressConfig { http, https, class: "kplane".into() };
+    (spawn_component(move |sd| run_ingress(client, cfg, sd)), http, https)
+}
+
+/// An HTTP "pod" answering `id=<id> path=<path>` plus the X-Forwarded-* headers it received, and
+/// counting the connections it accepted.
+async fn http_backend(addr: SocketAddr, id: &'static str) -> Arc<AtomicUsize> {
+    let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                    let h =
+                        |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                    let text = format!(
+                        "id={id} path={} xff={} xfh={} xfp={}",
+                        req.uri().path(),
+                        h("x-forwarded-for"),
+                        h("x-forwarded-host"),
+                        h("x-forwarded-proto")
+                    );
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    conns
+}
+
+async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
+    let s = TcpStream::connect(addr).await.ok()?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.ok()?;
+    tokio::spawn(conn);
+    Some(send)
+}
+
+/// One request on `send`: (status, body).
+async fn get_on(send: &mut SendRequest<Full<Bytes>>, host: &str, path: &str) -> Option<(u16, String)> {
+    let req = Request::get(path).header("host", host).body(Full::new(Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    get_on(&mut connect(addr).await?, host, path).await
+}
+
+/// Polls until `host path` gives a body starting with `want` (within `limit`).
+async fn until(addr: SocketAddr, host: &str, path: &str, want: &str, limit: Duration) -> String {
+    eventually(limit, &format!("{host}{path} -> {want}"), || async {
+        get(addr, host, path).await.filter(|(_, b)| b.starts_with(want)).map(|(_, b)| b)
+    })
+    .await
+}
+
+async fn service(c: &kube::Client, name: &str, ip: &str, pod: &str) {
+    create_service(
+        c,
+        "default",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]}}),
+    )
+    .await;
+    if !pod.is_empty() {
+        set_slice(c, "default", name, &[ep(pod)], &[("http", 8000, "TCP")]).await;
+    }
+}
+
+async fn ingress(c: &kube::Client, body: serde_json::Value) {
+    let api: Api<Ingress> = Api::namespaced(c.clone(), "default");
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
+}
+
+fn path(p: &str, ty: &str, svc: &str) -> serde_json::Value {
+    json!({"path": p, "pathType": ty, "backend": {"service": {"name": svc, "port": {"number": 80}}}})
+}
+
+#[tokio::test]
+async fn routes_by_host_and_path_with_upstream_precedence() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    for (name, ip, pod) in [
+        ("a", "127.96.3.1", "127.244.31.1"),
+        ("b", "127.96.3.2", "127.244.31.2"),
+        ("x", "127.96.3.3", "127.244.31.3"),
+    ] {
+        http_backend(sa(pod, 8000), name).await;
+        service(c, name, ip, pod).await;
+    }
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "foobar"},
+               "spec": {"ingressClassName": "kplane", "rules": [{"host": "foobar.com", "http": {"paths": [
+                   path("/", "Prefix", "a"), path("/api", "Prefix", "b"), path("/api/exact", "Exact", "x")]}}]}}),
+    )
+    .await;
+    let (ing, http, _) = start(&cluster, 1);
+    until(http, "foobar.com", "/", "id=a", Duration::from_secs(3)).await;
+    for (p, want) in [
+        ("/index.html", "id=a"),
+        ("/api", "id=b"),
+        ("/api/v1", "id=b"),
+        ("/apiary", "id=a"), // element-wise prefix
+        ("/api/exact", "id=x"),
+        ("/api/exact/more", "id=b"),
+    ] {
+        let (status, body) = get(http, "foobar.com:8080", p).await.unwrap();
+        assert_eq!(status, 200, "{p}");
+        assert!(body.starts_with(want), "{p}: {body}");
+        assert!(body.contains(&format!("path={p}")), "path is passed unchanged: {body}");
+    }
+    // Any other host: the built-in default backend.
+    assert_eq!(get(http, "other.com", "/").await.unwrap(), (404, "default backend - 404".to_string()));
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn wildcard_host_and_exact_host_wins() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.32.1", 8000), "wild").await;
+    http_backend(sa("127.244.32.2", 8000), "exact").await;
+    service(c, "wild", "127.96.3.4", "127.244.32.1").await;
+    service(c, "exact", "127.96.3.5", "127.244.32.2").await;
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "w"},
+               "spec": {"ingressClassName": "kplane", "rules": [
+                   {"host": "*.bar.com", "http": {"paths": [path("/", "Prefix", "wild")]}},
+                   {"host": "exact.bar.com", "http": {"paths": [path("/", "Prefix", "exact")]}}]}}),
+    )
+    .await;
+    let (ing, http, _) = start(&cluster, 2);
+    until(http, "x.bar.com", "/", "id=wild", Duration::from_secs(3)).await;
+    assert!(get(http, "exact.bar.com", "/").await.unwrap().1.starts_with("id=exact"));
+    assert!(get(http, "EXACT.bar.com", "/").await.unwrap().1.starts_with("id=exact"));
+    assert_eq!(get(http, "a.b.bar.com", "/").await.unwrap().0, 404, "a wildcard covers one label");
+    assert_eq!(get(http, "bar.com", "/").await.unwrap().0, 404);
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_backend_and_forwarded_headers() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.33.1", 8000), "fallback").await;
+    service(c, "default-http-backend", "127.96.3.6", "127.244.33.1").await;
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "d"},
+               "spec": {"ingressClassName": "kplane",
+                        "defaultBackend": {"service": {"name": "default-http-backend", "port": {"name": "http"}}}}}),
+    )
+    .await;
+    let (ing, http, _) = start(&cluster, 3);
+    let body = until(http, "anything.com:8080", "/x", "id=fallback", Duration::from_secs(3)).await;
+    assert!(body.contains("xff=127.0.0.1"), "{body}");
+    assert!(body.contains("xfh=anything.com:8080"), "{body}");
+    assert!(body.contains("xfp=http"), "{body}");
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_endpoints_is_503_and_dead_backend_is_502() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    service(c, "empty", "127.96.3.7", "").await;
+    service(c, "dead", "127.96.3.8", "127.244.34.1").await; // nothing listens there
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "e"},
+               "spec": {"ingressClassName": "kplane", "rules": [{"host": "e.com", "http": {"paths": [
+                   path("/empty", "Prefix", "empty"), path("/dead", "Prefix", "dead")]}}]}}),
+    )
+    .await;
+    let (ing, http, _) = start(&cluster, 4);
+    let body = until(http, "e.com", "/empty", "503", Duration::from_secs(3)).await;
+    assert!(body.contains("default/empty has no ready endpoints"), "{body}");
+    let (status, body) = until_status(http, "e.com", "/dead", 502).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("127.244.34.1:8000") && body.contains("default/dead"), "{body}");
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+async fn until_status(addr: SocketAddr, host: &str, p: &str, want: u16) -> (u16, String) {
+    eventually(Duration::from_secs(3), &format!("{host}{p} -> {want}"), || async {
+        get(addr, host, p).await.filter(|(s, _)| *s == want)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn status_load_balancer_and_class_filtering() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.35.1", 8000), "a").await;
+    service(c, "a", "127.96.3.9", "127.244.35.1").await;
+    let rule = |host: &str| json!([{"host": host, "http": {"paths": [path("/", "Prefix", "a")]}}]);
+    let (ing, http, _) = start(&cluster, 5);
+    // Ours by class name, by the old annotation; not ours: another class, or no class while no
+    // default class exists.
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "mine"},
+        "spec": {"ingressClassName": "kplane", "rules": rule("mine.com")}}),
+    )
+    .await;
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "annotated", "annotations": {"kubernetes.io/ingress.class": "kplane"}},
+        "spec": {"rules": rule("annotated.com")}}),
+    )
+    .await;
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "theirs"},
+        "spec": {"ingressClassName": "nginx", "rules": rule("theirs.com")}}),
+    )
+    .await;
+    ingress(
+        c,
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "classless"},
+        "spec": {"rules": rule("classless.com")}}),
+    )
+    .await;
+
+    until(http, "mine.com", "/", "id=a", Duration::from_secs(3)).await;
+    until(http, "annotated.com", "/", "id=a", Duration::from_secs(1)).await;
+    assert_eq!(get(http, "theirs.com", "/").await.unwrap().0, 404);
+    assert_eq!(get(http, "classless.com", "/").await.unwrap().0, 404);
+
+    let api: Api<Ingress> = Api::namespaced(c.clone(), "default");
+    let ip = |i: &Ingress| i.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?.ip.clone();
+    eventually(Duration::from_secs(2), "status.loadBalancer", || async {
+        (ip(&api.get("mine").await.ok()?).as_deref() == Some("127.0.80.5")).then_some(())
+    })
+    .await;
+    assert_eq!(ip(&api.get("theirs").await.unwrap()), None, "another class's status is left alone");
+    // The controller created its IngressClass; marking it default adopts class-less Ingresses.
+    let classes: Api<IngressClass> = Api::all(c.clone());
+    let mut class = classes.get("kplane").await.unwrap();
+    assert_eq!(class.spec.as_ref().unwrap().controller.as_deref(), Some("kplane.dev/ingress-controller"));
+    class.metadata.annotations =
+        Some([("ingressclass.kubernetes.io/is-default-class".to_string(), "true".to_string())].into());
+    classes.replace("kplane", &PostParams::default(), &class).await.unwrap();
+    until(http, "classless.com", "/", "id=a", Duration::from_secs(1)).await;
+    assert_eq!(get(http, "theirs.com", "/").await.unwrap().0, 404);
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_and_changes_within_one_second() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let conns_a = http_backend(sa("127.244.36.1", 8000), "a").await;
+    http_backend(sa("127.244.36.2", 8000), "b").await;
+    service(c, "ka", "127.96.3.10", "127.244.36.1").await;
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ka"},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": "ka.com", "http": {"paths": [path("/", "Prefix", "ka")]}}]}})).await;
+    let (ing, http, _) = start(&cluster, 6);
+    until(http, "ka.com", "/", "id=a", Duration::from_secs(3)).await;
+
+    let mut send = connect(http).await.unwrap();
+    let before = conns_a.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let (status, body) = get_on(&mut send, "ka.com", "/").await.expect("request on the same connection");
+        assert_eq!((status, &body[..4]), (200, "id=a"));
+    }
+    assert!(conns_a.load(Ordering::SeqCst) - before <= 1, "upstream connections are reused");
+
+    // The endpoint moves: the ingress follows within 1 s, on the same client connection.
+    set_slice(c, "default", "ka", &[ep("127.244.36.2")], &[("http", 8000, "TCP")]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let (_, body) = get_on(&mut send, "ka.com", "/").await.expect("the connection stays usable");
+        if body.starts_with("id=b") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "traffic did not move to b within 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_terminates_with_the_certificate_chosen_by_sni() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.37.1", 8000), "a").await;
+    service(c, "a", "127.96.3.11", "127.244.37.1").await;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let mut roots = rustls::RootCertStore::empty();
+    for (name, host, ty) in [
+        ("one-tls", "one.test", "kubernetes.io/tls"),
+        ("two-tls", "two.test", "kubernetes.io/tls"),
+        ("three-tls", "three.test", "Opaque"),
+    ] {
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        roots.add(ck.cert.der().clone()).unwrap();
+        // `data`, not `stringData`: kplane's API server does not fold stringData into data yet.
+        let data = [("tls.crt", ck.cert.pem()), ("tls.key", ck.signing_key.serialize_pem())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+            .collect();
+        let s = Secret {
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+            type_: Some(ty.into()),
+            data: Some(data),
+            ..Default::default()
+        };
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "tls"},
+        "spec": {"ingressClassName": "kplane",
+                 "tls": [{"hosts": ["one.test"], "secretName": "one-tls"}, {"hosts": ["two.test"], "secretName": "two-tls"},
+                         {"hosts": ["three.test"], "secretName": "three-tls"}],
+                 "rules": [{"host": "one.test", "http": {"paths": [path("/", "Prefix", "a")]}},
+                           {"host": "two.test", "http": {"paths": [path("/", "Prefix", "a")]}}]}})).await;
+    let (ing, http, https) = start(&cluster, 7);
+    until(http, "one.test", "/", "id=a", Duration::from_secs(3)).await;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    for host in ["one.test", "two.test"] {
+        // Verification against the one root that signed `host` proves which certificate was served.
+        let tls = eventually(Duration::from_secs(2), "TLS handshake", || async {
+            let tcp = TcpStream::connect(https).await.ok()?;
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+            connector.connect(name, tcp).await.ok()
+        })
+        .await;
+        let certs = tls.get_ref().1.peer_certificates().unwrap().to_vec();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let mut send: SendRequest<Full<Bytes>> = send;
+        let (status, body) = get_on(&mut send, host, "/").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("xfp=https"), "{body}");
+        assert_eq!(certs.len(), 1);
+    }
+    // A name whose Secret is not of type kubernetes.io/tls, and an unknown name: no certificate.
+    for host in ["three.test", "four.test"] {
+        let tcp = TcpStream::connect(https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+        assert!(connector.connect(name, tcp).await.is_err(), "{host}");
+    }
+    // The unusable Secret is reported once on the Ingress.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(c.clone(), "default");
+    let find = || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        let hits: Vec<_> = list
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("InvalidTLSSecret")
+                    && e.involved_object.name.as_deref() == Some("tls")
+            })
+            .collect();
+        (!hits.is_empty()).then_some(hits)
+    };
+    let hits = eventually(Duration::from_secs(2), "an InvalidTLSSecret event", find).await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(hits[0].message.as_deref().unwrap_or_default().contains("default/three-tls"), "{hits:?}");
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_for_requests_without_a_body() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.38.2", 8000), "live").await;
+    service(c, "half", "127.96.3.12", "").await;
+    // 127.244.38.1 is ready in the slice but nothing listens there.
+    set_slice(c, "default", "half", &[ep("127.244.38.1"), ep("127.244.38.2")], &[("http", 8000, "TCP")]).await;
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "half"},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": "half.com", "http": {"paths": [path("/", "Prefix", "half")]}}]}})).await;
+    let (ing, http, _) = start(&cluster, 8);
+    until(http, "half.com", "/", "id=live", Duration::from_secs(3)).await;
+    for _ in 0..6 {
+        let (status, body) = get(http, "half.com", "/").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("id=live"), "{body}");
+    }
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use tokio::sync::{mpsc, Mutex};
+
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    // The pod: POST answers the received byte count; GET streams chunks as the test releases them.
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(4);
+    let chunks_rx = Arc::new(Mutex::new(Some(chunks_rx)));
+    let listener = TcpListener::bind(sa("127.244.39.1", 8000)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            let chunks_rx = chunks_rx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let chunks_rx = chunks_rx.clone();
+                    async move {
+                        type B = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+                        let body: B = if req.method() == hyper::Method::POST {
+                            let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                            Full::new(Bytes::from(format!("received={n}"))).boxed()
+                        } else {
+                            let rx = chunks_rx.lock().await.take().expect("one streaming request");
+                            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                                rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
+                            });
+                            BodyExt::boxed(StreamBody::new(stream))
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    service(c, "stream", "127.96.3.13", "127.244.39.1").await;
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "stream"},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": "s.com", "http": {"paths": [path("/", "Prefix", "stream")]}}]}})).await;
+    let (ing, http, _) = start(&cluster, 9);
+
+    // Upload: 4 MiB through the ingress.
+    let upload = eventually(Duration::from_secs(3), "upload through the ingress", || async {
+        let mut send = connect(http).await?;
+        let req = Request::post("/up")
+            .header("host", "s.com")
+            .body(Full::new(Bytes::from(vec![7u8; 4 << 20])))
+            .unwrap();
+        let resp = send.send_request(req).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(String::from_utf8_lossy(&body).into_owned()).filter(|b| b.starts_with("received="))
+    })
+    .await;
+    assert_eq!(upload, format!("received={}", 4 << 20));
+
+    // Download: the first chunk arrives while the pod still holds back the second.
+    let mut send = connect(http).await.unwrap();
+    chunks_tx.send(Bytes::from_static(b"first")).await.unwrap();
+    let req = Request::get("/down").header("host", "s.com").body(Full::new(Bytes::new())).unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .expect("the first chunk is forwarded before the body ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"first"));
+    chunks_tx.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(chunks_tx);
+    let rest = tokio::time::timeout(Duration::from_secs(2), body.collect()).await.unwrap().unwrap().to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"second"));
+    ing.stop().await;
+    cluster.shutdown().await;
+}

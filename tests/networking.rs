@@ -1,0 +1,175 @@
+//! The seed's request path on kplane, with the real kubectl, a plain HTTP client and the real `dig`:
+//! a ClusterIP service reaches both pods through the service proxy, NodePorts answer on every node,
+//! the cluster DNS resolves services (A, headless, SRV), and the ingress routes foobar.com to nginx
+//! and everything else to its default backend. Traffic follows a deleted pod within a second.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{eventually, free_port, stderr, stdout, Kplane};
+use serde_json::Value;
+
+fn json(kp: &Kplane, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&kp.kubectl_ok(&all)).unwrap()
+}
+
+/// One HTTP/1.1 request over a plain socket (loopback only); the whole response text.
+fn http(addr: &str, host: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn pod_name_in(answer: &str) -> Option<String> {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Pod-Name: ").or_else(|| l.strip_prefix("x-pod-name: ")))
+        .map(|s| s.trim().to_string())
+}
+
+fn dig(server: &str, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args([&format!("@{server}"), "+short", "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("dig could not run ({e}); install dnsutils: these tests must not be skipped")
+        });
+    assert!(out.status.success(), "dig {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn up() -> (Kplane, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start_with(dir.path(), free_port(), &[]);
+    (kp, dir)
+}
+
+#[test]
+fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
+    let (kp, _dir) = up();
+    kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
+    let pods: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=8080", "--target-port=80", "--name=nginx-svc"]);
+    let vip = json(&kp, &["get", "svc", "nginx-svc"])["spec"]["clusterIP"].as_str().unwrap().to_string();
+
+    // ClusterIP: repeated requests reach both pods.
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(10, "the VIP answering from both pods", || {
+        if let Ok(answer) = http(&format!("{vip}:8080"), "nginx-svc", "/") {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            seen.extend(pod_name_in(&answer));
+        }
+        (seen.len() == 2).then_some(())
+    });
+    assert_eq!(seen.iter().cloned().collect::<Vec<_>>(), {
+        let mut p = pods.clone();
+        p.sort();
+        p
+    });
+
+    // NodePort: on every node's address.
+    kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=80", "--type=NodePort", "--name=nginx-np"]);
+    let np = json(&kp, &["get", "svc", "nginx-np"]);
+    let node_port = np["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    for node in json(&kp, &["get", "nodes"])["items"].as_array().unwrap() {
+        let ip = node["status"]["addresses"][0]["address"].as_str().unwrap().to_string();
+        let answer =
+            eventually(10, "the NodePort answering", || http(&format!("{ip}:{node_port}"), "np", "/").ok());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{ip}:{node_port}: {answer}");
+    }
+
+    // DNS: the service's A record, a headless service's pod IPs, an SRV record for a named port.
+    let dns = json(&kp, &["get", "svc", "-n", "kube-system", "kube-dns"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = eventually(10, "an A record", || {
+        let a = dig(&dns, &["nginx-svc.default.svc.cluster.local"]);
+        (a.trim() == vip).then_some(a)
+    });
+    assert_eq!(a.trim(), vip);
+    let headless = "apiVersion: v1\nkind: Service\nmetadata:\n  name: nginx-headless\nspec:\n  clusterIP: None\n  selector: {app: nginx}\n  ports:\n  - {name: http, port: 80, protocol: TCP}\n";
+    assert!(kp.kubectl_stdin(&["apply", "-f", "-"], headless).status.success());
+    let pod_ips: Vec<String> = {
+        let mut ips: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+            .collect();
+        ips.sort();
+        ips
+    };
+    eventually(10, "headless A records", || {
+        let mut got: Vec<String> =
+            dig(&dns, &["nginx-headless.default.svc.cluster.local"]).lines().map(str::to_string).collect();
+        got.sort();
+        (got == pod_ips).then_some(())
+    });
+    let srv = dig(&dns, &["SRV", "_http._tcp.nginx-headless.default.svc.cluster.local"]);
+    assert!(srv.contains(" 80 "), "{srv}");
+    let nx = Command::new("dig")
+        .args([&format!("@{dns}"), "+time=2", "+tries=1", "nope.default.svc.cluster.local"])
+        .output()
+        .unwrap();
+    assert!(stdout(&nx).contains("NXDOMAIN"), "{}", stdout(&nx));
+
+    // Ingress, as in the seed: foobar.com goes to nginx; other hosts get the default backend's 404.
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: foobar\n  annotations:\n    kubernetes.io/ingress.class: kplane\nspec:\n  rules:\n  - host: foobar.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: nginx-svc\n            port: {number: 8080}\n";
+    let out = kp.kubectl_stdin(&["apply", "-f", "-"], ingress);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let address = eventually(10, "the ingress address in its status", || {
+        let ing = json(&kp, &["get", "ingress", "foobar"]);
+        ing["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().map(str::to_string)
+    });
+    let listen = format!("{address}:80");
+    let answer = eventually(10, "foobar.com through the ingress", || {
+        http(&listen, "foobar.com", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    let by = pod_name_in(&answer).expect("an nginx pod answered");
+    assert!(pods.contains(&by), "{by} is not one of {pods:?}");
+    let other = http(&listen, "other.example", "/").unwrap();
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    assert!(other.contains("default backend - 404"), "{other}");
+
+    // Kill a pod: once its endpoint is gone, every request reaches the other pod.
+    let victim = pods[0].clone();
+    kp.kubectl_ok(&["delete", "pod", &victim, "--wait=false"]);
+    eventually(10, "the victim's endpoint removed", || {
+        let ep = json(&kp, &["get", "endpoints", "nginx-svc"]);
+        let names: Vec<&str> = ep["subsets"][0]["addresses"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["targetRef"]["name"].as_str()).collect())
+            .unwrap_or_default();
+        (!names.contains(&victim.as_str())).then_some(())
+    });
+    let removed = Instant::now();
+    let mut after = Vec::new();
+    while removed.elapsed() < Duration::from_secs(3) {
+        match http(&format!("{vip}:8080"), "nginx-svc", "/") {
+            Ok(a) => after.push((removed.elapsed(), pod_name_in(&a))),
+            Err(e) => panic!("a request failed after the endpoint went: {e}"),
+        }
+    }
+    let late: Vec<_> = after
+        .iter()
+        .filter(|(t, who)| *t > Duration::from_secs(1) && who.as_deref() == Some(victim.as_str()))
+        .collect();
+    assert!(late.is_empty(), "the deleted pod still got traffic a second later: {late:?}");
+}
