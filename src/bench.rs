@@ -298,3 +298,34 @@ impl std::fmt::Display for Report {
         )
     }
 }
+
+/// Flags of `kplane bench net`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchNetArgs {
+    /// Keep-alive connections in parallel.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds each of the three paths is measured.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+/// `kplane bench net`: a simulated pod measured directly, through the ClusterIP proxy and through
+/// the ingress, in one run, on an in-process API server over a fresh embedded store.
+pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchReport> {
+    let tmp = tempfile::Builder::new().prefix("kplane-bench-net-").tempdir()?;
+    let store = store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(tmp.path())).await?;
+    let config = apiserver::Config::default();
+    let advertise = config.bind;
+    let state = apiserver::AppState::new(Arc::new(store.clone()), config);
+    apiserver::bootstrap(&state, advertise).await.map_err(anyhow::Error::msg)?;
+    let client = crate::components::in_process_client(&state, "system:admin", &["system:masters"]);
+    let opts = networking::bench::BenchOptions {
+        concurrency: args.concurrency,
+        duration: Duration::from_secs(args.seconds),
+        ..Default::default()
+    };
+    let report = networking::bench::run(client, opts).await?;
+    store.shutdown().await;
+    Ok(report)
+}

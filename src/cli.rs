@@ -54,6 +54,8 @@ pub enum BenchCommand {
     Api(apiserver::bench::BenchApiArgs),
     /// A big Deployment on simulated nodes: time to available pods and Endpoints, memory per pod.
     Cluster(crate::bench::BenchClusterArgs),
+    /// HTTP to a simulated pod: direct, through the ClusterIP proxy, through the ingress.
+    Net(crate::bench::BenchNetArgs),
 }
 
 /// Where the cluster's state lives.
@@ -212,6 +214,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = crate::bench::run(args, exe).await?;
             println!("{report}");
+            Ok(())
+        }
+        Command::Bench { what: BenchCommand::Net(args) } => {
+            println!("{}", crate::bench::run_net(args).await?);
             Ok(())
         }
         Command::Bench { what: BenchCommand::Store(args) } => {

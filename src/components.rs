@@ -369,8 +369,8 @@ pub async fn node_cmd(cmd: NodeCmd, stop: impl Future<Output = ()> + Send + 'sta
     nodes::run_node(client, cfg, stop).await.context("node")
 }
 
-/// Waits (at most `timeout`) until `count` nodes report Ready, so that `kplane up` says "ready" only
-/// once pods can be scheduled. Returns how many were Ready.
+/// Waits (at most `timeout`) until `count` nodes report Ready and carry no node-condition taint,
+/// so that `kplane up` says "ready" only once pods can be scheduled on all of them. Returns how many were Ready.
 pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout: Duration) -> usize {
     let client = in_process_client(state, "system:apiserver", &["system:masters"]);
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
@@ -381,10 +381,18 @@ pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout
                 .items
                 .iter()
                 .filter(|n| {
-                    n.status
+                    let ready = n
+                        .status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    // Schedulable too: the node lifecycle controller has lifted its not-ready taint.
+                    let tainted = n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|ts| ts.iter().any(|t| t.key.starts_with("node.kubernetes.io/")));
+                    ready && !tainted
                 })
                 .count(),
             Err(_) => 0,

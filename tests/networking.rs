@@ -173,3 +173,57 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
         .collect();
     assert!(late.is_empty(), "the deleted pod still got traffic a second later: {late:?}");
 }
+
+#[test]
+fn a_rolling_update_with_max_unavailable_zero_loses_no_request() {
+    let (kp, _dir) = up();
+    kp.kubectl_ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2", "--port=80"]);
+    kp.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"strategy":{"rollingUpdate":{"maxUnavailable":0,"maxSurge":1}}}}"#,
+    ]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    kp.kubectl_ok(&["expose", "deployment", "web", "--port=8080", "--target-port=80"]);
+    let vip = json(&kp, &["get", "svc", "web"])["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let target = format!("{vip}:8080");
+    eventually(10, "the VIP answering", || http(&target, "web", "/").ok());
+
+    // Steady requests while the image changes; every one must be answered by some pod.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, target) = (stop.clone(), target.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http(&target, "web", "/") {
+                    Ok(a) if a.starts_with("HTTP/1.1 200") => ok += 1,
+                    Ok(a) => failed.push(a.lines().next().unwrap_or("").to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        })
+    };
+    kp.kubectl_ok(&["set", "image", "deployment/web", "nginx=nginx:1.27"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    // Let the old pods finish terminating under load too.
+    eventually(30, "only the new pods left", || {
+        let pods = json(&kp, &["get", "pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2 && items.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.27"))
+            .then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 50, "too few requests made it through the test ({ok})");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollout: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+}
