@@ -6,7 +6,6 @@
 //! The cluster runs as a separate `kplane up` process so that its memory can be read: memory per
 //! simulated pod is the RSS growth from idle to N Running pods, divided by N.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,11 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
 use serde_json::json;
 
 /// Flags of `kplane bench cluster`.
@@ -95,18 +92,10 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        && p.metadata.deletion_timestamp.is_none()
-}
-
 /// Everything one run measured.
 pub struct Report {
     args: BenchClusterArgs,
-    /// Seconds from the create to each further 100 Ready pods.
+    /// Seconds from the create until the Deployment counted each further 100 Ready pods.
     per_hundred: Vec<(usize, f64)>,
     available: f64,
     endpoints: f64,
@@ -147,8 +136,6 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let svc = json!({"metadata": {"name": "bench"}, "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]}});
     services.create(&PostParams::default(), &serde_json::from_value(svc)?).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let mut pod_events = watcher(pods, watcher::Config::default().labels("app=bench")).boxed();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
     let deployment = json!({
@@ -160,50 +147,35 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
 
     let start = Instant::now();
     deployments.create(&PostParams::default(), &serde_json::from_value(deployment)?).await?;
-    let mut ready: HashMap<String, bool> = HashMap::new();
     let mut per_hundred = Vec::new();
     let (mut available, mut endpoints_at) = (None, None);
     let mut poll = tokio::time::interval(Duration::from_millis(50));
     while available.is_none() || endpoints_at.is_none() {
+        poll.tick().await;
         if Instant::now() > deadline {
-            bail!(
-                "timed out: {} pods Ready after {:?}",
-                ready.values().filter(|r| **r).count(),
-                start.elapsed()
-            );
+            bail!("timed out after {:?}", start.elapsed());
         }
-        tokio::select! {
-            ev = pod_events.next() => {
-                match ev {
-                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                        ready.insert(p.metadata.name.clone().unwrap_or_default(), is_ready(&p));
-                    }
-                    Some(Ok(watcher::Event::Delete(p))) => {
-                        ready.remove(&p.metadata.name.clone().unwrap_or_default());
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::debug!(error = %e, "pod watch"),
-                    None => bail!("the pod watch ended"),
-                }
-                let count = ready.values().filter(|r| **r).count();
-                while per_hundred.len() < count / 100 {
-                    per_hundred.push(((per_hundred.len() + 1) * 100, start.elapsed().as_secs_f64()));
-                }
+        if available.is_none() {
+            let status = deployments.get("bench").await?.status.unwrap_or_default();
+            // Ready pods as the deployment controller counts them, for the time per 100 pods.
+            let ready = status.ready_replicas.unwrap_or(0).max(0) as usize;
+            while per_hundred.len() < ready / 100 {
+                per_hundred.push(((per_hundred.len() + 1) * 100, start.elapsed().as_secs_f64()));
             }
-            _ = poll.tick() => {
-                if available.is_none() {
-                    let d = deployments.get("bench").await?;
-                    if d.status.and_then(|s| s.available_replicas).unwrap_or(0) as usize == n {
-                        available = Some(start.elapsed().as_secs_f64());
-                    }
-                }
-                if endpoints_at.is_none() {
-                    if let Some(ep) = endpoints.get_opt("bench").await? {
-                        let count: usize = ep.subsets.unwrap_or_default().iter().map(|s| s.addresses.as_ref().map_or(0, Vec::len)).sum();
-                        if count == n {
-                            endpoints_at = Some(start.elapsed().as_secs_f64());
-                        }
-                    }
+            if status.available_replicas.unwrap_or(0) as usize == n {
+                available = Some(start.elapsed().as_secs_f64());
+            }
+        }
+        if endpoints_at.is_none() {
+            if let Some(ep) = endpoints.get_opt("bench").await? {
+                let count: usize = ep
+                    .subsets
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+                    .sum();
+                if count == n {
+                    endpoints_at = Some(start.elapsed().as_secs_f64());
                 }
             }
         }
