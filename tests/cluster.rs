@@ -35,6 +35,15 @@ fn ready(p: &Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
+/// Ready, and without the node-condition taints the lifecycle controller lifts once it sees Ready:
+/// a node the scheduler will use.
+fn schedulable(n: &Value) -> bool {
+    let tainted = n["spec"]["taints"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| t["key"].as_str().is_some_and(|k| k.starts_with("node.kubernetes.io/")))
+    });
+    ready(n) && !tainted
+}
+
 fn name(o: &Value) -> String {
     o["metadata"]["name"].as_str().unwrap_or_default().to_string()
 }
@@ -369,8 +378,8 @@ fn a_stopped_node_loses_its_pods_to_the_others() {
     };
     let _a = node("node-a", "127.0.20.1");
     let mut b = node("node-b", "127.0.20.2");
-    eventually(30, "2 Ready nodes", || {
-        (items(&kp, &["get", "nodes"]).iter().filter(|n| ready(n)).count() == 2).then_some(())
+    eventually(30, "2 schedulable nodes", || {
+        (items(&kp, &["get", "nodes"]).iter().filter(|n| schedulable(n)).count() == 2).then_some(())
     });
     kp.kubectl_ok(&["create", "deployment", "mover", "--image=nginx", "--replicas=2", "--port=80"]);
     kp.kubectl_ok(&["rollout", "status", "deployment/mover", "--timeout=60s"]);
