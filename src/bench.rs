@@ -80,18 +80,6 @@ fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
     Ok(Cluster { child, kubeconfig })
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Everything one run measured.
 pub struct Report {
     args: BenchClusterArgs,
@@ -130,7 +118,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_rss = rss_mib(cluster.child.id());
+    let idle_rss = apiserver::bench::rss_mib(cluster.child.id());
 
     let ns = "default";
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -180,7 +168,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
             }
         }
     }
-    let busy_rss = rss_mib(cluster.child.id());
+    let busy_rss = apiserver::bench::rss_mib(cluster.child.id());
     drop(cluster);
 
     let anchor = anchor_writes(&args, tmp.path()).await?;

@@ -401,6 +401,14 @@ fn a_stopped_node_loses_its_pods_to_the_others() {
     });
 }
 
+/// The controller-manager Lease's holder, if it has one.
+fn lease_holder(kp: &Kplane) -> Option<String> {
+    let jsonpath = "jsonpath={.spec.holderIdentity}";
+    let out = kp.kubectl(&["get", "lease", "-n", "kube-system", "kube-controller-manager", "-o", jsonpath]);
+    let holder = stdout(&out);
+    (out.status.success() && !holder.is_empty()).then_some(holder)
+}
+
 #[test]
 fn leadership_fails_over_between_two_controller_managers() {
     let dir = tempfile::tempdir().unwrap();
@@ -415,19 +423,7 @@ fn leadership_fails_over_between_two_controller_managers() {
         "500ms",
     ];
     let mut first = Some(Proc::start(&flags, &kp.kubeconfig));
-    let holder = eventually(20, "a leader", || {
-        let l = kp.kubectl(&[
-            "get",
-            "lease",
-            "-n",
-            "kube-system",
-            "kube-controller-manager",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
-        let h = stdout(&l);
-        (l.status.success() && !h.is_empty()).then_some(h)
-    });
+    let holder = eventually(20, "a leader", || lease_holder(&kp));
     let _second = Proc::start(&flags, &kp.kubeconfig);
     // Exactly one controller-manager acts: a replica set gets exactly its replicas.
     let rs = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: once\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: once}\n  template:\n    metadata:\n      labels: {app: once}\n    spec:\n      containers: [{name: c, image: nginx}]\n";
@@ -437,18 +433,7 @@ fn leadership_fails_over_between_two_controller_managers() {
     assert_eq!(items(&kp, &["get", "pods", "-l", "app=once"]).len(), 3, "never more than the replicas");
     // The leader dies; the other takes over within the lease duration and acts.
     drop(first.take());
-    let next = eventually(20, "a new leader", || {
-        let h = kp.kubectl_ok(&[
-            "get",
-            "lease",
-            "-n",
-            "kube-system",
-            "kube-controller-manager",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ]);
-        (!h.is_empty() && h != holder).then_some(h)
-    });
+    let next = eventually(20, "a new leader", || lease_holder(&kp).filter(|h| *h != holder));
     assert_ne!(next, holder);
     kp.kubectl_ok(&["scale", "rs", "once", "--replicas=4"]);
     eventually(20, "4 pods", || (items(&kp, &["get", "pods", "-l", "app=once"]).len() == 4).then_some(()));

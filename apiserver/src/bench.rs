@@ -100,7 +100,8 @@ fn start_server(exe: &PathBuf, etcd: &str, dir: &std::path::Path) -> store::Resu
     Ok(Server { child, base })
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// Resident memory of process `pid` in MiB (0 if it cannot be read). Shared with `kplane bench cluster`.
+pub fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
