@@ -1,0 +1,1 @@
+//! `kplane xray etcd`: the `/registry` tree and a live stream of writes. (Being written.)

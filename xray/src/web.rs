@@ -1,0 +1,1 @@
+//! The X-ray web page that `kplane up` serves. (Being written.)
