@@ -95,7 +95,7 @@ pub struct Report {
 pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     let tmp = tempfile::Builder::new().prefix("kplane-bench-cluster-").tempdir()?;
     let cluster = start(&exe, &tmp.path().join("cluster"), &args)?;
-    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig).await?;
+    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
     let n = args.replicas;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
 
@@ -279,7 +279,8 @@ pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchRepor
     let advertise = config.bind;
     let state = apiserver::AppState::new(Arc::new(store.clone()), config);
     apiserver::bootstrap(&state, advertise).await.map_err(anyhow::Error::msg)?;
-    let client = crate::components::in_process_client(&state, "system:admin", &["system:masters"]);
+    let client =
+        crate::components::in_process_client(&state, "kplane-bench", "system:admin", &["system:masters"]);
     let opts = networking::bench::BenchOptions {
         concurrency: args.concurrency,
         duration: Duration::from_secs(args.seconds),

@@ -39,6 +39,11 @@ pub enum Command {
     Dns(crate::components::DnsCmd),
     /// Run the ingress controller alone against a cluster.
     Ingress(crate::components::IngressCmd),
+    /// See where a request goes through the cluster, and where every object lives in the store.
+    Xray {
+        #[command(subcommand)]
+        what: crate::xray_cmd::XrayCommand,
+    },
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -204,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Proxy(cmd) => crate::components::proxy_cmd(cmd, shutdown_signal()).await,
         Command::Dns(cmd) => crate::components::dns_cmd(cmd, shutdown_signal()).await,
         Command::Ingress(cmd) => crate::components::ingress_cmd(cmd, shutdown_signal()).await,
+        Command::Xray { what } => crate::xray_cmd::run(what).await,
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;

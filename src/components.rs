@@ -200,13 +200,23 @@ pub struct IngressCmd {
 }
 
 /// A kube client for a kubeconfig file, as kubectl would use it.
-pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client> {
+/// It names itself `agent` in its User-Agent, which is who `managedFields` says wrote what.
+pub async fn client_from_kubeconfig(path: &Path, agent: &str) -> Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("using kubeconfig {}", path.display()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("using kubeconfig {}", path.display()))?;
+    config.headers.push((http::header::USER_AGENT, user_agent(agent)));
     kube::Client::try_from(config).context("building a client")
+}
+
+/// `<component>/<kplane version>`, the shape of upstream's user agents, whose first part becomes
+/// the field manager.
+pub fn user_agent(agent: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("{agent}/v{}", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("kplane"))
 }
 
 /// A shutdown signal that many tasks can wait on.
@@ -229,11 +239,19 @@ impl Shutdown {
 
 /// A kube client whose requests go straight into the API server's router, with no socket, as
 /// `user`: the in-process transport vouches for the identity the way a client certificate would.
-pub fn in_process_client(state: &apiserver::AppState, user: &str, groups: &[&str]) -> kube::Client {
+/// It names itself `agent` in its User-Agent.
+pub fn in_process_client(
+    state: &apiserver::AppState,
+    agent: &str,
+    user: &str,
+    groups: &[&str],
+) -> kube::Client {
     let identity = apiserver::auth::Authenticated(apiserver::auth::UserInfo::new(user, groups));
+    let agent = user_agent(agent);
     let service = tower::ServiceBuilder::new()
         .map_request(move |mut req: http::Request<kube::client::Body>| {
             req.extensions_mut().insert(identity.clone());
+            req.headers_mut().entry(http::header::USER_AGENT).or_insert_with(|| agent.clone());
             req
         })
         .service(apiserver::router(state.clone()));
@@ -257,11 +275,12 @@ pub fn spawn_up(
             exclude: vec![dns.listen],
             ..Default::default()
         };
-        let client = in_process_client(state, "system:kube-proxy", &[]);
+        let client = in_process_client(state, "kube-proxy", "system:kube-proxy", &[]);
         set.spawn(optional("service proxy", networking::proxy::run_proxy(client, proxy, stop.wait())));
-        let client = in_process_client(state, "system:kube-dns", &[]);
+        let client = in_process_client(state, "kube-dns", "system:kube-dns", &[]);
         set.spawn(optional("cluster DNS", networking::dns::run_dns(client, dns, stop.wait())));
-        let client = in_process_client(state, "system:kplane:ingress-controller", &[]);
+        let client =
+            in_process_client(state, "kplane-ingress-controller", "system:kplane:ingress-controller", &[]);
         let ingress = args.net.ingress();
         set.spawn(optional(
             "ingress controller",
@@ -269,14 +288,14 @@ pub fn spawn_up(
         ));
     }
     if !args.no_controllers {
-        let cm = in_process_client(state, "system:kube-controller-manager", &[]);
+        let cm = in_process_client(state, "kube-controller-manager", "system:kube-controller-manager", &[]);
         set.spawn(run_controller_manager(cm, args.controller.clone(), stop.wait()));
-        let scheduler = in_process_client(state, "system:kube-scheduler", &[]);
+        let scheduler = in_process_client(state, "kube-scheduler", "system:kube-scheduler", &[]);
         set.spawn(run_scheduler(scheduler, stop.wait()));
     }
     for i in 0..args.nodes {
         let name = format!("worker{i}");
-        let client = in_process_client(state, &format!("system:node:{name}"), &["system:nodes"]);
+        let client = in_process_client(state, "kubelet", &format!("system:node:{name}"), &["system:nodes"]);
         let (cfg, stop) = (args.node.config(name, nodes::default_node_ip(i), 0), stop.wait());
         set.spawn(async move { nodes::run_node(client, cfg, stop).await.context("node") });
     }
@@ -348,12 +367,12 @@ pub async fn controller_manager_cmd(
     cmd: ControllerManagerCmd,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-controller-manager").await?;
     run_controller_manager(client, cmd.controller, stop).await
 }
 
 pub async fn scheduler_cmd(cmd: SchedulerCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-scheduler").await?;
     run_scheduler(client, stop).await
 }
 
@@ -364,7 +383,7 @@ pub async fn node_cmd(cmd: NodeCmd, stop: impl Future<Output = ()> + Send + 'sta
             cmd.node_ip
         );
     }
-    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let client = client_from_kubeconfig(&cmd.kubeconfig, "kubelet").await?;
     let cfg = cmd.node.config(cmd.name, cmd.node_ip, cmd.kubelet_port);
     nodes::run_node(client, cfg, stop).await.context("node")
 }
@@ -372,7 +391,7 @@ pub async fn node_cmd(cmd: NodeCmd, stop: impl Future<Output = ()> + Send + 'sta
 /// Waits (at most `timeout`) until `count` nodes report Ready and carry no node-condition taint,
 /// so that `kplane up` says "ready" only once pods can be scheduled on all of them. Returns how many were Ready.
 pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout: Duration) -> usize {
-    let client = in_process_client(state, "system:apiserver", &["system:masters"]);
+    let client = in_process_client(state, "kplane", "system:apiserver", &["system:masters"]);
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -405,17 +424,17 @@ pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout
 }
 
 pub async fn proxy_cmd(cmd: ProxyCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-proxy").await?;
     let cfg = networking::proxy::ProxyConfig { node_ips: cmd.node_ips, ..Default::default() };
     networking::proxy::run_proxy(client, cfg, stop).await.context("service proxy")
 }
 
 pub async fn dns_cmd(cmd: DnsCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-dns").await?;
     networking::dns::run_dns(client, cmd.net.dns(cmd.dns_ip), stop).await.context("cluster DNS")
 }
 
 pub async fn ingress_cmd(cmd: IngressCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let client = client_from_kubeconfig(&cmd.kubeconfig).await?;
+    let client = client_from_kubeconfig(&cmd.kubeconfig, "kplane-ingress-controller").await?;
     networking::ingress::run_ingress(client, cmd.net.ingress(), stop).await.context("ingress controller")
 }

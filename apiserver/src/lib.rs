@@ -26,6 +26,7 @@ mod cacher;
 mod discovery;
 mod error;
 mod handlers;
+mod managed;
 mod meta;
 mod objects;
 mod params;

@@ -245,6 +245,7 @@ async fn call(st: &AppState, method: Method, uri: &str, body: Value) -> Result<(
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
+        .header("user-agent", concat!("kube-apiserver/v", env!("CARGO_PKG_VERSION")))
         .body(Body::from(body.to_string()))
         .map_err(|e| e.to_string())?;
     // The API server's own writes, as upstream's loopback client makes them.

@@ -20,6 +20,17 @@ pub enum Half {
     Finalize,
 }
 
+impl Half {
+    /// The subresource a write of this half goes through, as `managedFields` names it.
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Half::Main => None,
+            Half::Status => Some("status"),
+            Half::Finalize => Some("finalize"),
+        }
+    }
+}
+
 /// Resources whose generation counts spec changes (upstream's strategies that set it).
 fn tracks_generation(res: &ResourceDef) -> bool {
     matches!(res.kind, "Deployment" | "ReplicaSet" | "ReplicationController" | "Ingress" | "Pod" | "Service")

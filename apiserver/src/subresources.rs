@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::{json_response, precondition_of, read, update_loop};
+use crate::managed::Manager;
 use crate::objects::parse_rv;
 use crate::params::Params;
 use crate::route::ResourcePath;
@@ -35,7 +36,8 @@ pub async fn serve(
         ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
             let patch_type =
                 if method == Method::PATCH { Some(crate::handlers::patch_type(headers)?) } else { None };
-            let (updated, _) = update_loop(st, rp, name, Half::Main, |obj| {
+            let manager = Manager::of(params, headers, Some("scale"))?;
+            let (updated, _) = update_loop(st, rp, name, Half::Main, &manager, |obj| {
                 let scale = match patch_type {
                     Some(pt) => crate::patching::apply_plain(pt, &scale_of(obj), body)?,
                     None => serde_json::from_slice::<Value>(body).map_err(|e| {
@@ -76,8 +78,10 @@ pub async fn serve(
         ("PUT", "finalize") if res.has(api_types::Subresource::Finalize) => {
             let new = crate::handlers::decode_body(res, headers, body)?;
             let precondition = precondition_of(&new)?;
+            let manager = Manager::of(params, headers, Some("finalize"))?;
             let (obj, rev) =
-                update_loop(st, rp, name, Half::Finalize, |_| Ok((new.clone(), precondition))).await?;
+                update_loop(st, rp, name, Half::Finalize, &manager, |_| Ok((new.clone(), precondition)))
+                    .await?;
             Ok(crate::render::object(res, obj, rev, headers))
         }
         _ => Err(ApiError::no_route()),

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 /// Where one object lives: its `/registry` key, the revision that last wrote it, and who wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stored {
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,6 +38,7 @@ pub struct Stored {
 
 /// One `managedFields` entry, reduced to who did what when.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Writer {
     pub manager: String,
     pub operation: String,

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::error::{ApiError, ApiResult};
+use crate::managed::{self, Manager};
 use crate::objects::{decode, encode, parse_rv, set_kind};
 use crate::params::Params;
 use crate::route::ResourcePath;
@@ -61,6 +62,7 @@ pub(crate) async fn create(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let res = rp.res;
+    let manager = Manager::of(params, headers, None)?;
     let mut obj = decode_body(res, headers, body)?;
     let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
     check_namespace(rp, &mut obj)?;
@@ -79,10 +81,12 @@ pub(crate) async fn create(
     strategy::prepare_create(res, &mut obj);
     crate::admission::on_create(st, res, &mut obj);
     let name = meta::name(&obj).unwrap_or("").to_string();
-    let causes = strategy::validate(res, &obj, None);
+    let mut causes = strategy::validate(res, &obj, None);
+    causes.extend(managed::validate(&obj));
     if !causes.is_empty() {
         return Err(ApiError::invalid(res, &name, causes));
     }
+    managed::record(&res.api_version(), &manager, &mut obj, None);
     check_namespace_accepts(st, rp).await?;
     // An existing Service is AlreadyExists before its allocation could fail for its sake (the create
     // below still guards the race; other kinds allocate nothing, so they skip the extra read).
@@ -137,13 +141,15 @@ pub(crate) fn truncate_prefix(prefix: &str) -> &str {
 }
 
 /// The update path every write of an existing object goes through (PUT, PATCH, status, scale,
-/// finalizer removal): prepare, validate, write at `old_rev`, or delete when the last finalizer of a
-/// deleting object is gone.
+/// finalizer removal): prepare, validate, record the change in `managedFields` under `manager`,
+/// write at `old_rev`, or delete when the last finalizer of a deleting object is gone.
+#[allow(clippy::too_many_arguments)]
 pub async fn write_update(
     st: &AppState,
     rp: &ResourcePath,
     name: &str,
     half: Half,
+    manager: &Manager,
     mut new: Value,
     old: &Value,
     old_rev: i64,
@@ -151,10 +157,12 @@ pub async fn write_update(
     let res = rp.res;
     strategy::prepare_update(res, half, &mut new, old);
     meta::set(&mut new, "name", json!(name));
-    let causes = strategy::validate(res, &new, Some(old));
+    let mut causes = strategy::validate(res, &new, Some(old));
+    causes.extend(managed::validate(&new));
     if !causes.is_empty() {
         return Err((ApiError::invalid(res, name, causes), false));
     }
+    managed::record(&res.api_version(), manager, &mut new, Some(old));
     let mut unchanged_new = new.clone();
     meta::remove(&mut unchanged_new, "resourceVersion");
     let mut unchanged_old = old.clone();
@@ -208,6 +216,7 @@ pub(crate) async fn update_loop<F>(
     rp: &ResourcePath,
     name: &str,
     half: Half,
+    manager: &Manager,
     mut transform: F,
 ) -> ApiResult<(Value, i64)>
 where
@@ -219,7 +228,7 @@ where
         if precondition.is_some_and(|p| p != old_rev) {
             return Err(ApiError::modified(rp.res, name));
         }
-        match write_update(st, rp, name, half, new, &old, old_rev).await {
+        match write_update(st, rp, name, half, manager, new, &old, old_rev).await {
             Ok(done) => return Ok(done),
             Err((e, true)) if precondition.is_none() => {
                 tracing::debug!(error = %e.message, "update conflict, retrying");
@@ -254,7 +263,8 @@ pub(crate) async fn update(
         }
     }
     let precondition = precondition_of(&new)?;
-    match update_loop(st, rp, name, half, |_| Ok((new.clone(), precondition))).await {
+    let manager = Manager::of(params, headers, half.subresource())?;
+    match update_loop(st, rp, name, half, &manager, |_| Ok((new.clone(), precondition))).await {
         Ok((obj, rev)) => Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings)),
         Err(e) if e.code == 404 && allow_create_on_update(res) && half == Half::Main => {
             create(st, rp, params, headers, body).await
@@ -281,7 +291,8 @@ pub(crate) async fn patch(
     let patch_type = patch_type(headers)?;
     // Patch is an update transform: the same validation and conflict retry as PUT.
     let mut warnings = Vec::new();
-    let (obj, rev) = update_loop(st, rp, name, half, |old| {
+    let manager = Manager::of(params, headers, half.subresource())?;
+    let (obj, rev) = update_loop(st, rp, name, half, &manager, |old| {
         let mut patched = crate::patching::apply(res, patch_type, old, body)?;
         set_kind(res, &mut patched);
         check_namespace(rp, &mut patched)?;

@@ -12,7 +12,7 @@
 //! does.
 
 mod http;
-mod routes;
+pub mod routes;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -95,6 +95,11 @@ pub async fn run_ingress(
     tracing::info!(http = %cfg.http, https = %cfg.https, class = %cfg.class, "ingress controller started");
 
     let address = status_ip(cfg.http.ip());
+    // HTTP's port first, then HTTPS's when it shares the address.
+    let mut ports = vec![cfg.http.port()];
+    if status_ip(cfg.https.ip()) == address {
+        ports.push(cfg.https.port());
+    }
     let events = Events::new(client.clone(), "kplane-ingress");
     // (ingress uid, secret, problem) already reported: an Event and a log line once, not per rebuild.
     let mut reported: HashSet<(String, String, String)> = HashSet::new();
@@ -104,8 +109,9 @@ pub async fn run_ingress(
             _ = &mut shutdown => break,
             _ = changed.notified() => {}
         }
+        let class_list = classes.store.state();
         let mut ours: Vec<Arc<Ingress>> =
-            ingresses.store.state().into_iter().filter(|i| is_ours(i, &classes.store, &cfg.class)).collect();
+            ingresses.store.state().into_iter().filter(|i| is_ours(i, &class_list, &cfg.class)).collect();
         ours.sort_by(|a, b| {
             (a.creation_timestamp().map(|t| t.0), a.namespace(), a.name_any()).cmp(&(
                 b.creation_timestamp().map(|t| t.0),
@@ -131,7 +137,7 @@ pub async fn run_ingress(
         report_bad_secrets(&ours, &bad_secrets, &events, &mut reported);
         *routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         for ing in &ours {
-            update_status(&client, ing, address).await;
+            update_status(&client, ing, address, &ports).await;
         }
     }
     tracing::info!("ingress controller stopped");
@@ -210,38 +216,41 @@ async fn ensure_class(client: &kube::Client, class: &str) -> Result<(), Error> {
 
 /// Ours: the deprecated annotation names our class; or `spec.ingressClassName` names our class or
 /// an IngressClass with our controller; or neither is set and the default IngressClass is ours.
-fn is_ours(ing: &Ingress, classes: &Store<IngressClass>, class: &str) -> bool {
-    let ours = |name: &str| {
-        name == class
-            || classes
-                .get(&ObjectRef::new(name))
-                .is_some_and(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER))
-    };
+/// Whether this controller serves `ing`: its `kubernetes.io/ingress.class` annotation or
+/// `spec.ingressClassName` names our class (or any class whose controller is ours), or it names
+/// none and a default IngressClass of ours exists.
+pub fn is_ours(ing: &Ingress, classes: &[Arc<IngressClass>], class: &str) -> bool {
+    let mine = |c: &IngressClass| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER);
+    let ours = |name: &str| name == class || classes.iter().any(|c| c.name_any() == name && mine(c));
     if let Some(a) = ing.annotations().get(CLASS_ANNOTATION) {
         return ours(a);
     }
     if let Some(name) = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
         return ours(name);
     }
-    classes.state().iter().any(|c| {
-        c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true")
-            && c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER)
-    })
+    classes
+        .iter()
+        .any(|c| c.annotations().get(DEFAULT_CLASS_ANNOTATION).map(String::as_str) == Some("true") && mine(c))
 }
 
-async fn update_status(client: &kube::Client, ing: &Ingress, ip: IpAddr) {
+/// Writes our address into `status.loadBalancer.ingress`: the IP, and the listeners' ports
+/// (HTTP first, then HTTPS) so that tools such as `kplane xray` know where to send a request.
+async fn update_status(client: &kube::Client, ing: &Ingress, ip: IpAddr, ports: &[u16]) {
+    let entry = json!({
+        "ip": ip.to_string(),
+        "ports": ports.iter().map(|p| json!({"port": p, "protocol": "TCP"})).collect::<Vec<_>>(),
+    });
     let current = ing
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
-        .map(|v| v.iter().filter_map(|i| i.ip.clone()).collect::<Vec<_>>())
-        .unwrap_or_default();
-    if current == [ip.to_string()] {
+        .map(|v| serde_json::to_value(v).unwrap_or_default());
+    if current == Some(json!([entry.clone()])) {
         return;
     }
     let api: Api<Ingress> = Api::namespaced(client.clone(), &ing.namespace().unwrap_or_default());
-    let patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
+    let patch = json!({"status": {"loadBalancer": {"ingress": [entry]}}});
     if let Err(e) = api.patch_status(&ing.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         tracing::warn!(ingress = %ing.name_any(), error = %e, "cannot update ingress status");
     }

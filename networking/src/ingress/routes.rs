@@ -37,25 +37,182 @@ impl Backend {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PathKind {
-    Exact,
-    Prefix,
+/// Where a path rule came from, for explaining a match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub namespace: String,
+    pub ingress: String,
+    /// The rule's host as written (`""` for a rule without one).
+    pub host: String,
+    /// The path as written (`/` when none was given).
+    pub path: String,
+    /// `Exact`, `Prefix` or `ImplementationSpecific`.
+    pub path_type: String,
 }
 
-struct PathRule {
+struct PathRule<T> {
+    /// Normalised: a Prefix path without its trailing slash.
     path: String,
-    kind: PathKind,
-    backend: Arc<Backend>,
+    exact: bool,
+    origin: Origin,
+    target: T,
 }
 
+/// How a request's host picked its rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact,
+    Wildcard,
+    AnyHost,
+}
+
+/// The outcome of a lookup.
+#[derive(Debug)]
+pub enum Hit<'a, T> {
+    /// A path rule matched.
+    Rule { target: &'a T, origin: &'a Origin, host: HostMatch },
+    /// No rule matched: the first `spec.defaultBackend`, from this Ingress.
+    Default { target: &'a T, ingress: &'a Origin },
+}
+
+impl<T> Hit<'_, T> {
+    pub fn target(&self) -> &T {
+        match self {
+            Hit::Rule { target, .. } | Hit::Default { target, .. } => target,
+        }
+    }
+
+    /// Why this rule and not another, in upstream's precedence terms.
+    pub fn reason(&self) -> String {
+        match self {
+            Hit::Rule { origin, host, .. } => {
+                let host = match host {
+                    HostMatch::Exact => format!("host {} matched exactly", origin.host),
+                    HostMatch::Wildcard => format!("wildcard host {} matched (no exact host rule)", origin.host),
+                    HostMatch::AnyHost => "no rule names this host, so the rules without a host apply".into(),
+                };
+                let path = if origin.path_type == "Exact" {
+                    format!("path {} matched exactly", origin.path)
+                } else {
+                    format!("{} is the longest matching {} path", origin.path, origin.path_type)
+                };
+                format!("{host}; {path}")
+            }
+            Hit::Default { ingress, .. } => format!(
+                "no rule matched this host and path: spec.defaultBackend of Ingress {}/{} (the oldest with one)",
+                ingress.namespace, ingress.ingress
+            ),
+        }
+    }
+}
+
+/// Every rule of a set of Ingresses, indexed by host, with upstream's precedence; `T` is what a
+/// backend resolves to (the controller's ready endpoints, X-ray's explanation).
+pub struct RuleTable<T> {
+    exact: HashMap<String, Vec<PathRule<T>>>,
+    /// "*.foo.com" stored as "foo.com".
+    wildcard: HashMap<String, Vec<PathRule<T>>>,
+    any_host: Vec<PathRule<T>>,
+    default_backend: Option<(Origin, T)>,
+}
+
+impl<T> Default for RuleTable<T> {
+    fn default() -> Self {
+        RuleTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any_host: Vec::new(),
+            default_backend: None,
+        }
+    }
+}
+
+impl<T> RuleTable<T> {
+    /// `ingresses` oldest first (the oldest wins a duplicate host/path/type and gives the default
+    /// backend, as ingress-nginx); `resolve(namespace, backend)` gives a backend's target, and a
+    /// rule whose backend does not resolve is left out.
+    pub fn build<'a>(
+        ingresses: impl IntoIterator<Item = &'a Ingress>,
+        mut resolve: impl FnMut(&str, &IngressBackend) -> Option<T>,
+    ) -> RuleTable<T> {
+        let mut r = RuleTable::default();
+        for ing in ingresses {
+            let ns = ing.namespace().unwrap_or_default();
+            let Some(spec) = &ing.spec else { continue };
+            let origin = |host: &str, path: &str, path_type: &str| Origin {
+                namespace: ns.clone(),
+                ingress: ing.name_any(),
+                host: host.to_string(),
+                path: path.to_string(),
+                path_type: path_type.to_string(),
+            };
+            if r.default_backend.is_none() {
+                if let Some(b) = &spec.default_backend {
+                    r.default_backend = resolve(&ns, b).map(|t| (origin("", "", ""), t));
+                }
+            }
+            for rule in spec.rules.iter().flatten() {
+                let host = rule.host.clone().unwrap_or_default().to_ascii_lowercase();
+                let list = if host.is_empty() {
+                    &mut r.any_host
+                } else if let Some(parent) = host.strip_prefix("*.") {
+                    r.wildcard.entry(parent.to_string()).or_default()
+                } else {
+                    r.exact.entry(host.clone()).or_default()
+                };
+                for p in rule.http.iter().flat_map(|h| &h.paths) {
+                    let exact = p.path_type == "Exact";
+                    let written = p.path.clone().unwrap_or_else(|| "/".into());
+                    let mut path = written.clone();
+                    if !exact && path.len() > 1 {
+                        path = path.trim_end_matches('/').to_string();
+                    }
+                    if list.iter().any(|x| x.path == path && x.exact == exact) {
+                        continue;
+                    }
+                    let Some(target) = resolve(&ns, &p.backend) else { continue };
+                    list.push(PathRule { path, exact, origin: origin(&host, &written, &p.path_type), target });
+                }
+            }
+        }
+        let order = |v: &mut Vec<PathRule<T>>| {
+            // Longest first; Exact before Prefix at equal length.
+            v.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(b.exact.cmp(&a.exact)))
+        };
+        r.exact.values_mut().for_each(order);
+        r.wildcard.values_mut().for_each(order);
+        order(&mut r.any_host);
+        r
+    }
+
+    /// The rule for a request, or `None` for the built-in default backend.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<Hit<'_, T>> {
+        let host = host.to_ascii_lowercase();
+        let rules = if let Some(v) = self.exact.get(&host) {
+            Some((v, HostMatch::Exact))
+        } else if let Some(v) = host.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)) {
+            Some((v, HostMatch::Wildcard))
+        } else if !self.any_host.is_empty() {
+            Some((&self.any_host, HostMatch::AnyHost))
+        } else {
+            None
+        };
+        let hit = rules.and_then(|(rules, how)| {
+            rules.iter().find(|r| matches(r, path)).map(|r| Hit::Rule {
+                target: &r.target,
+                origin: &r.origin,
+                host: how,
+            })
+        });
+        hit.or_else(|| self.default_backend.as_ref().map(|(o, t)| Hit::Default { target: t, ingress: o }))
+    }
+}
+
+/// The controller's snapshot: the rule table with each backend's ready endpoints, and the TLS
+/// certificates by host.
 #[derive(Default)]
 pub(crate) struct Routes {
-    exact: HashMap<String, Vec<PathRule>>,
-    /// "*.foo.com" stored as "foo.com".
-    wildcard: HashMap<String, Vec<PathRule>>,
-    any_host: Vec<PathRule>,
-    default_backend: Option<Arc<Backend>>,
+    table: RuleTable<Arc<Backend>>,
     /// TLS: exact host → cert, and wildcard parent domain → cert.
     pub certs: HashMap<String, Arc<CertifiedKey>>,
     pub wildcard_certs: HashMap<String, Arc<CertifiedKey>>,
@@ -64,9 +221,9 @@ pub(crate) struct Routes {
 impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Routes")
-            .field("exact_hosts", &self.exact.keys().collect::<Vec<_>>())
-            .field("wildcard_hosts", &self.wildcard.keys().collect::<Vec<_>>())
-            .field("any_host_paths", &self.any_host.len())
+            .field("exact_hosts", &self.table.exact.keys().collect::<Vec<_>>())
+            .field("wildcard_hosts", &self.table.wildcard.keys().collect::<Vec<_>>())
+            .field("any_host_paths", &self.table.any_host.len())
             .field("tls_hosts", &self.certs.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -80,39 +237,15 @@ impl Routes {
         eps: &EndpointIndex,
         mut cert: impl FnMut(&str, &str) -> Option<Arc<CertifiedKey>>,
     ) -> Routes {
-        let mut r = Routes::default();
+        let mut r = Routes {
+            table: RuleTable::build(ingresses.iter().map(|i| i.as_ref()), |ns, b| {
+                resolve(ns, b, services, eps)
+            }),
+            ..Routes::default()
+        };
         for ing in ingresses {
             let ns = ing.namespace().unwrap_or_default();
-            let Some(spec) = &ing.spec else { continue };
-            if r.default_backend.is_none() {
-                if let Some(b) = &spec.default_backend {
-                    r.default_backend = resolve(&ns, b, services, eps);
-                }
-            }
-            for rule in spec.rules.iter().flatten() {
-                let host = rule.host.clone().unwrap_or_default().to_ascii_lowercase();
-                let list = if host.is_empty() {
-                    &mut r.any_host
-                } else if let Some(parent) = host.strip_prefix("*.") {
-                    r.wildcard.entry(parent.to_string()).or_default()
-                } else {
-                    r.exact.entry(host).or_default()
-                };
-                for p in rule.http.iter().flat_map(|h| &h.paths) {
-                    let kind = if p.path_type == "Exact" { PathKind::Exact } else { PathKind::Prefix };
-                    let mut path = p.path.clone().unwrap_or_else(|| "/".into());
-                    if kind == PathKind::Prefix && path.len() > 1 {
-                        path = path.trim_end_matches('/').to_string();
-                    }
-                    // The oldest Ingress wins a duplicate (host, path, type), as ingress-nginx.
-                    if list.iter().any(|x| x.path == path && x.kind == kind) {
-                        continue;
-                    }
-                    let Some(backend) = resolve(&ns, &p.backend, services, eps) else { continue };
-                    list.push(PathRule { path, kind, backend });
-                }
-            }
-            for tls in spec.tls.iter().flatten() {
+            for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
                 let Some(secret) = &tls.secret_name else { continue };
                 let Some(key) = cert(&ns, secret) else { continue };
                 for h in tls.hosts.iter().flatten() {
@@ -124,37 +257,14 @@ impl Routes {
                 }
             }
         }
-        let order = |v: &mut Vec<PathRule>| {
-            // Longest first; Exact before Prefix at equal length.
-            v.sort_by(|a, b| {
-                b.path
-                    .len()
-                    .cmp(&a.path.len())
-                    .then((a.kind == PathKind::Prefix).cmp(&(b.kind == PathKind::Prefix)))
-            })
-        };
-        r.exact.values_mut().for_each(order);
-        r.wildcard.values_mut().for_each(order);
-        order(&mut r.any_host);
         r
     }
 
     /// The backend for a request, or `None` for the built-in default backend.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Backend>> {
-        let host = host.to_ascii_lowercase();
-        let rules = if let Some(v) = self.exact.get(&host) {
-            Some(v)
-        } else if let Some(v) = host.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)) {
-            Some(v)
-        } else if !self.any_host.is_empty() {
-            Some(&self.any_host)
-        } else {
-            None
-        };
-        rules
-            .and_then(|rules| rules.iter().find(|r| matches(r, path)))
-            .map(|r| &r.backend)
-            .or(self.default_backend.as_ref())
+        self.table.lookup(host, path).map(|hit| match hit {
+            Hit::Rule { target, .. } | Hit::Default { target, .. } => target,
+        })
     }
 
     pub fn cert_for(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
@@ -166,16 +276,12 @@ impl Routes {
     }
 }
 
-fn matches(rule: &PathRule, path: &str) -> bool {
-    match rule.kind {
-        PathKind::Exact => path == rule.path,
-        PathKind::Prefix => {
-            rule.path == "/"
-                || path
-                    .strip_prefix(rule.path.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        }
+fn matches<T>(rule: &PathRule<T>, path: &str) -> bool {
+    if rule.exact {
+        return path == rule.path;
     }
+    rule.path == "/"
+        || path.strip_prefix(rule.path.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The ready endpoints of `backend`'s service port: the service port (by number or name) gives the
