@@ -200,6 +200,19 @@ async fn node_port_listens_on_every_node_ip() {
         assert_eq!(first_id(sa(node, node_port)).await, "a", "node {node}");
     }
     assert_eq!(first_id(sa("127.96.1.7", 8080)).await, "a");
+
+    // A node that registers later (a `kplane node` process, say) gets the NodePort too, from its
+    // Node object's InternalIP; one whose address is not loopback is another machine's business.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    for (name, ip) in [("late", "127.0.10.73"), ("remote", "192.0.2.1")] {
+        nodes
+            .create(&Default::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap())
+            .await
+            .unwrap();
+        let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}});
+        nodes.patch_status(name, &Default::default(), &kube::api::Patch::Merge(&status)).await.unwrap();
+    }
+    assert_eq!(first_id(sa("127.0.10.73", node_port)).await, "a", "the late node");
     proxy.stop().await;
     cluster.shutdown().await;
 }

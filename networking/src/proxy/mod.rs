@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, ResourceExt};
 use tokio::sync::Notify;
@@ -43,7 +43,8 @@ const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10_800);
 
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// The node addresses NodePorts listen on (upstream: every node address of the machine).
+    /// Node addresses NodePorts listen on, besides the loopback InternalIPs of every Node object
+    /// (upstream: every address of the proxy's own machine; here every node shares the machine).
     pub node_ips: Vec<Ipv4Addr>,
     /// How long a UDP association lives without traffic (upstream's `--udp-timeout`).
     pub udp_idle_timeout: Duration,
@@ -77,17 +78,24 @@ pub async fn run_proxy(
     let services = Informer::start(Api::<Service>::all(client.clone()), changed.clone());
     let slices = Informer::start(Api::<EndpointSlice>::all(client.clone()), changed.clone());
     let endpoints = Informer::start(Api::<Endpoints>::all(client.clone()), changed.clone());
+    let nodes = Informer::start(Api::<Node>::all(client.clone()), changed.clone());
     let mut proxier = Proxier::new(cfg.clone(), Events::new(client, "kplane-proxy"));
 
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        _ = async { services.ready().await; slices.ready().await; endpoints.ready().await } => {}
+        _ = async {
+            services.ready().await;
+            slices.ready().await;
+            endpoints.ready().await;
+            nodes.ready().await;
+        } => {}
     }
     tracing::info!(node_ips = ?cfg.node_ips, "service proxy started");
     loop {
         let index = endpoints::index(&slices.store, &endpoints.store);
-        proxier.sync(&services.store.state(), &index).await;
+        let node_ips = node_addresses(&cfg.node_ips, &nodes.store.state());
+        proxier.sync(&services.store.state(), &index, &node_ips).await;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = changed.notified() => {}
@@ -96,6 +104,23 @@ pub async fn run_proxy(
     }
     tracing::info!("service proxy stopping");
     Ok(())
+}
+
+/// Where NodePorts listen: the configured addresses and every Node's loopback InternalIP (a node
+/// with an address elsewhere is on another machine, whose own proxy serves it).
+fn node_addresses(configured: &[Ipv4Addr], nodes: &[Arc<Node>]) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = configured.to_vec();
+    ips.extend(
+        nodes
+            .iter()
+            .flat_map(|n| n.status.iter().flat_map(|s| s.addresses.iter().flatten()))
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse::<Ipv4Addr>().ok())
+            .filter(Ipv4Addr::is_loopback),
+    );
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,8 +178,8 @@ impl Proxier {
         Proxier { cfg, events, balancers: HashMap::new(), listeners: HashMap::new(), failed: HashMap::new() }
     }
 
-    async fn sync(&mut self, services: &[Arc<Service>], index: &EndpointIndex) {
-        let wanted: Vec<Wanted> = services.iter().flat_map(|s| self.wanted(s, index)).collect();
+    async fn sync(&mut self, services: &[Arc<Service>], index: &EndpointIndex, node_ips: &[Ipv4Addr]) {
+        let wanted: Vec<Wanted> = services.iter().flat_map(|s| self.wanted(s, index, node_ips)).collect();
 
         // Balancers: one per service port, shared by its ClusterIP and NodePort listeners.
         let mut balancers = HashMap::new();
@@ -225,7 +250,7 @@ impl Proxier {
         })
     }
 
-    fn wanted(&self, svc: &Service, index: &EndpointIndex) -> Vec<Wanted> {
+    fn wanted(&self, svc: &Service, index: &EndpointIndex, node_ips: &[Ipv4Addr]) -> Vec<Wanted> {
         let Some(spec) = &svc.spec else { return vec![] };
         let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
         let namespace = svc.namespace().unwrap_or_default();
@@ -259,7 +284,7 @@ impl Proxier {
             let mut addrs = vec![(proto, SocketAddr::from((cluster_ip, port_num)))];
             if node_ports {
                 if let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
-                    addrs.extend(self.cfg.node_ips.iter().map(|ip| (proto, SocketAddr::from((*ip, np)))));
+                    addrs.extend(node_ips.iter().map(|ip| (proto, SocketAddr::from((*ip, np)))));
                 }
             }
             let proto_name = port.protocol.as_deref().unwrap_or("TCP");
