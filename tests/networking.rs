@@ -174,6 +174,70 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
     assert!(late.is_empty(), "the deleted pod still got traffic a second later: {late:?}");
 }
 
+/// `curl` over HTTPS to the ingress for `host`, trusting only `ca`: (exit code, output).
+fn curl_https(ingress_ip: &str, host: &str, ca: &std::path::Path) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:443:{ingress_ip}"), &format!("https://{host}/")])
+        .output()
+        .expect("curl runs (install curl: these tests must not be skipped)");
+    (out.status.code().unwrap_or(-1), format!("{}{}", stdout(&out), stderr(&out)))
+}
+
+#[test]
+fn ingress_terminates_tls_with_the_secret_chosen_by_sni() {
+    let (kp, dir) = up();
+    kp.kubectl_ok(&["create", "deployment", "web", "--image=nginx", "--replicas=1", "--port=80"]);
+    kp.kubectl_ok(&["expose", "deployment", "web", "--port=80"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    // Two hosts, each with its own self-signed certificate in a kubernetes.io/tls Secret made by
+    // `kubectl create secret tls`.
+    let mut cas = Vec::new();
+    for host in ["foobar.com", "bar.example"] {
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let (crt, key) = (dir.path().join(format!("{host}.crt")), dir.path().join(format!("{host}.key")));
+        std::fs::write(&crt, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let secret = format!("{}-tls", host.replace('.', "-"));
+        kp.kubectl_ok(&[
+            "create",
+            "secret",
+            "tls",
+            &secret,
+            &format!("--cert={}", crt.display()),
+            &format!("--key={}", key.display()),
+        ]);
+        let name = host.replace('.', "-");
+        kp.kubectl_ok(&[
+            "create",
+            "ingress",
+            &name,
+            "--class=kplane",
+            &format!("--rule={host}/*=web:80,tls={secret}"),
+        ]);
+        cas.push((host, crt));
+    }
+    let ingress_ip = eventually(10, "the ingress address", || {
+        json(&kp, &["get", "ingress", "foobar-com"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(str::to_string)
+    });
+    for (host, ca) in &cas {
+        // The right certificate for each name: curl trusts only that host's own.
+        let (code, out) = eventually(10, "HTTPS through the ingress", || {
+            let (code, out) = curl_https(&ingress_ip, host, ca);
+            (code == 0).then_some((code, out))
+        });
+        assert_eq!(code, 0, "{out}");
+        assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
+        assert!(pod_name_in(&out).is_some_and(|p| p.starts_with("web-")), "a web pod answers: {out}");
+    }
+    // The other host's certificate does not verify: the server chose by SNI.
+    let (code, out) = curl_https(&ingress_ip, "bar.example", &cas[0].1);
+    assert_ne!(code, 0, "bar.example verified with foobar.com's certificate: {out}");
+}
+
 #[test]
 fn a_rolling_update_with_max_unavailable_zero_loses_no_request() {
     let (kp, _dir) = up();
