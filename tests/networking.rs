@@ -148,6 +148,36 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     assert!(other.contains("default backend - 404"), "{other}");
 
+    // The seed's default-http-backend: an RC created from YAML, exposed, and named as the
+    // Ingress's default backend. Other hosts now reach its pod, which answers the seed's 404.
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: default-http-backend\nspec:\n  replicas: 1\n  selector:\n    app: default-http-backend\n  template:\n    metadata:\n      labels:\n        app: default-http-backend\n    spec:\n      containers:\n      - name: default-http-backend\n        image: gcr.io/google_containers/defaultbackend:1.0\n        ports:\n        - containerPort: 8080\n";
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], rc);
+    assert!(out.status.success(), "{}", stderr(&out));
+    kp.kubectl_ok(&[
+        "expose",
+        "rc",
+        "default-http-backend",
+        "--port=80",
+        "--target-port=8080",
+        "--name=default-http-backend",
+    ]);
+    kp.kubectl_ok(&[
+        "patch",
+        "ingress",
+        "foobar",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"defaultBackend":{"service":{"name":"default-http-backend","port":{"number":80}}}}}"#,
+    ]);
+    let backend_pod = eventually(30, "the default backend's pod answering for other hosts", || {
+        let a = http(&listen, "other.example", "/").ok()?;
+        pod_name_in(&a).filter(|p| p.starts_with("default-http-backend-")).map(|p| (p, a))
+    });
+    assert!(backend_pod.1.starts_with("HTTP/1.1 404"), "{}", backend_pod.1);
+    assert!(backend_pod.1.contains("default backend - 404"), "{}", backend_pod.1);
+    let ok = http(&listen, "foobar.com", "/").unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "foobar.com still reaches nginx: {ok}");
+
     // Kill a pod: once its endpoint is gone, every request reaches the other pod.
     let victim = pods[0].clone();
     kp.kubectl_ok(&["delete", "pod", &victim, "--wait=false"]);

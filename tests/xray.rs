@@ -194,6 +194,7 @@ fn route_follows_the_seeds_request_and_says_why_it_fails() {
     assert_eq!(other["route"]["service"]["object"]["name"], "default-http-backend");
     let backend_pod = pods(&kp, "app=default-http-backend")[0].0.clone();
     assert_eq!(other["probe"]["answeredBy"], backend_pod.as_str());
+    assert_eq!(other["probe"]["hops"][0]["status"], 404, "the seed's default backend answers 404: {other}");
 
     // The ClusterIP and NodePort as URLs.
     let svc: Value = serde_json::from_str(&kp.kubectl_ok(&["get", "svc", "nginx-svc", "-o", "json"])).unwrap();

@@ -1,5 +1,7 @@
 //! A running pod's listeners: for each container port, `podIP:containerPort` — HTTP/1.1 on TCP ports
 //! (any method and path answer 200 with a body and headers naming the pod), an echo on UDP ports.
+//! One image behaves as its real self because the seed relies on it: the ingress default backend
+//! (`defaultbackend` images) answers `default backend - 404` with 404, and 200 on `/healthz`.
 //! Every request is logged to the container's log. Dropping [`Listeners`] closes every socket and
 //! every open connection (they are tasks of one `JoinSet`).
 
@@ -30,6 +32,8 @@ pub struct PodIdentity {
 /// One port to open.
 pub struct PortSpec {
     pub container: String,
+    /// The container's image, which picks how it answers (see the module).
+    pub image: String,
     pub port: u16,
     pub udp: bool,
     pub log: Arc<ContainerLog>,
@@ -56,7 +60,8 @@ impl Listeners {
                 })
             } else {
                 TcpListener::bind(addr).await.map(|s| {
-                    l.tasks.spawn(serve_tcp(s, id.clone(), p.container.clone(), p.log.clone()));
+                    let behaviour = Behaviour::of(&p.image);
+                    l.tasks.spawn(serve_tcp(s, id.clone(), p.container.clone(), behaviour, p.log.clone()));
                 })
             };
             match bound {
@@ -72,7 +77,34 @@ impl Listeners {
     }
 }
 
-async fn serve_tcp(listener: TcpListener, id: PodIdentity, container: String, log: Arc<ContainerLog>) {
+/// How a container's HTTP port answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    /// 200 naming the pod, for any request.
+    Echo,
+    /// The seed's `default-http-backend`: 404 `default backend - 404`, but 200 on `/healthz`.
+    DefaultBackend,
+}
+
+impl Behaviour {
+    fn of(image: &str) -> Behaviour {
+        let name = image.rsplit('/').next().unwrap_or(image);
+        let name = name.split([':', '@']).next().unwrap_or(name);
+        if name == "defaultbackend" || name.starts_with("defaultbackend-") {
+            Behaviour::DefaultBackend
+        } else {
+            Behaviour::Echo
+        }
+    }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    id: PodIdentity,
+    container: String,
+    behaviour: Behaviour,
+    log: Arc<ContainerLog>,
+) {
     let mut conns = JoinSet::new();
     let id = Arc::new(id);
     let container: Arc<str> = container.into();
@@ -87,7 +119,7 @@ async fn serve_tcp(listener: TcpListener, id: PodIdentity, container: String, lo
                 let (id, container, log) = (id.clone(), container.clone(), log.clone());
                 conns.spawn(async move {
                     let svc = service_fn(move |req| {
-                        let resp = answer(&id, &container, &log, peer, &req);
+                        let resp = answer(&id, &container, behaviour, &log, peer, &req);
                         async move { Ok::<_, Infallible>(resp) }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
@@ -101,19 +133,27 @@ async fn serve_tcp(listener: TcpListener, id: PodIdentity, container: String, lo
 fn answer<B>(
     id: &PodIdentity,
     container: &str,
+    behaviour: Behaviour,
     log: &ContainerLog,
     peer: SocketAddr,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let line = format!("{} {} {:?}", req.method(), target, req.version());
-    let body = format!(
-        "pod: {}/{}\npod-ip: {}\nnode: {}\ncontainer: {}\nrequest: {}\n",
-        id.namespace, id.name, id.ip, id.node, container, line
-    );
-    log.push(format!("{peer} \"{line}\" 200 {}", body.len()));
+    let (status, body) = match behaviour {
+        Behaviour::DefaultBackend if req.uri().path() == "/healthz" => (200, "ok".to_string()),
+        Behaviour::DefaultBackend => (404, "default backend - 404".to_string()),
+        Behaviour::Echo => (
+            200,
+            format!(
+                "pod: {}/{}\npod-ip: {}\nnode: {}\ncontainer: {}\nrequest: {}\n",
+                id.namespace, id.name, id.ip, id.node, container, line
+            ),
+        ),
+    };
+    log.push(format!("{peer} \"{line}\" {status} {}", body.len()));
     Response::builder()
-        .status(200)
+        .status(status)
         .header("Content-Type", "text/plain; charset=utf-8")
         .header("X-Pod-Name", id.name.as_str())
         .header("X-Pod-Namespace", id.namespace.as_str())
@@ -132,5 +172,24 @@ async fn serve_udp(socket: UdpSocket, log: Arc<ContainerLog>) {
         };
         let _ = socket.send_to(&buf[..n], peer).await;
         log.push(format!("{peer} udp echo {n} bytes"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Behaviour;
+
+    #[test]
+    fn the_default_backend_image_is_recognised() {
+        for image in [
+            "gcr.io/google_containers/defaultbackend:1.0",
+            "registry.k8s.io/defaultbackend-amd64:1.5",
+            "defaultbackend",
+        ] {
+            assert_eq!(Behaviour::of(image), Behaviour::DefaultBackend, "{image}");
+        }
+        for image in ["nginx", "nginx:1.27", "example.com/defaultbackendish:1", ""] {
+            assert_eq!(Behaviour::of(image), Behaviour::Echo, "{image}");
+        }
     }
 }

@@ -154,7 +154,13 @@ impl Worker {
                     let udp = p.protocol.as_deref() == Some("UDP");
                     // SCTP is not simulated.
                     if p.protocol.as_deref().is_none_or(|pr| pr == "TCP" || pr == "UDP") {
-                        ports.push(PortSpec { container: c.name.clone(), port, udp, log: log.clone() });
+                        ports.push(PortSpec {
+                            container: c.name.clone(),
+                            image: c.image.clone().unwrap_or_default(),
+                            port,
+                            udp,
+                            log: log.clone(),
+                        });
                     }
                 }
             }
