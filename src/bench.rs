@@ -268,6 +268,13 @@ pub struct BenchNetArgs {
     /// Seconds each of the three paths is measured.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// The load generator: `wrk` (a separate process; `apt-get install wrk`) or `builtin` (hyper
+    /// clients inside kplane, sharing its CPU).
+    #[arg(long, default_value = "wrk")]
+    pub load: String,
+    /// wrk's threads.
+    #[arg(long, default_value_t = 1)]
+    pub wrk_threads: usize,
 }
 
 /// `kplane bench net`: a simulated pod measured directly, through the ClusterIP proxy and through
@@ -281,9 +288,15 @@ pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchRepor
     apiserver::bootstrap(&state, advertise).await.map_err(anyhow::Error::msg)?;
     let client =
         crate::components::in_process_client(&state, "kplane-bench", "system:admin", &["system:masters"]);
+    let load = match args.load.as_str() {
+        "builtin" => networking::bench::Load::Builtin,
+        "wrk" => networking::bench::Load::Wrk { program: "wrk".into(), threads: args.wrk_threads },
+        other => anyhow::bail!("--load {other:?}: say wrk or builtin"),
+    };
     let opts = networking::bench::BenchOptions {
         concurrency: args.concurrency,
         duration: Duration::from_secs(args.seconds),
+        load,
         ..Default::default()
     };
     let report = networking::bench::run(client, opts).await?;

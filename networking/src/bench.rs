@@ -3,6 +3,9 @@
 //! each sending requests back to back for a fixed time. Reports throughput and p50/p99 latency,
 //! and each hop's throughput ratio and added p99 against direct.
 //!
+//! The load comes from `wrk` (a separate process, as the issue asks; [`Load::Wrk`]) or from a
+//! built-in hyper client in this process ([`Load::Builtin`], for machines without wrk).
+//!
 //! The proxy and ingress are started in-process here (on the addresses in [`BenchOptions`]), so
 //! the run needs only an API server; the bench objects (Service, EndpointSlice, Ingress) are
 //! created in the `default` namespace and deleted at the end.
@@ -43,6 +46,17 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// How long each of the three measurements runs.
     pub duration: Duration,
+    /// Who generates the load.
+    pub load: Load,
+}
+
+/// The load generator.
+#[derive(Clone, Debug)]
+pub enum Load {
+    /// Tokio/hyper clients inside this process (they share its CPU with the hops measured).
+    Builtin,
+    /// The `wrk` program at this path, with this many threads.
+    Wrk { program: std::path::PathBuf, threads: usize },
 }
 
 impl Default for BenchOptions {
@@ -53,6 +67,7 @@ impl Default for BenchOptions {
             ingress_https: SocketAddr::from(([127, 0, 81, 1], 8443)),
             concurrency: 32,
             duration: Duration::from_secs(3),
+            load: Load::Builtin,
         }
     }
 }
@@ -69,6 +84,8 @@ pub struct Figure {
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     pub concurrency: usize,
+    /// `wrk` or `built-in`.
+    pub load: &'static str,
     pub direct: Figure,
     pub proxy: Figure,
     pub ingress: Figure,
@@ -83,7 +100,11 @@ impl BenchReport {
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "networking benchmark: {} keep-alive HTTP/1.1 connections", self.concurrency)?;
+        writeln!(
+            f,
+            "networking benchmark: {} keep-alive HTTP/1.1 connections, load from {}",
+            self.concurrency, self.load
+        )?;
         writeln!(
             f,
             "{:<10} {:>12} {:>8} {:>10} {:>10} {:>9} {:>13}",
@@ -159,6 +180,10 @@ pub async fn run(client: kube::Client, opts: BenchOptions) -> Result<BenchReport
         }
         Ok::<_, Error>(BenchReport {
             concurrency: opts.concurrency,
+            load: match opts.load {
+                Load::Builtin => "built-in clients",
+                Load::Wrk { .. } => "wrk",
+            },
             direct: measure(opts.backend, &opts).await?,
             proxy: measure(vip, &opts).await?,
             ingress: measure(opts.ingress_http, &opts).await?,
@@ -223,6 +248,71 @@ async fn wait_ready(addr: SocketAddr) -> Result<(), Error> {
 }
 
 async fn measure(addr: SocketAddr, opts: &BenchOptions) -> Result<Figure, Error> {
+    match &opts.load {
+        Load::Builtin => measure_builtin(addr, opts).await,
+        Load::Wrk { program, threads } => measure_wrk(program, *threads, addr, opts).await,
+    }
+}
+
+/// Runs `wrk --latency` against `addr` and reads its report.
+async fn measure_wrk(
+    program: &std::path::Path,
+    threads: usize,
+    addr: SocketAddr,
+    opts: &BenchOptions,
+) -> Result<Figure, Error> {
+    let secs = opts.duration.as_secs().max(1);
+    let out = tokio::process::Command::new(program)
+        .arg(format!("-t{}", threads.clamp(1, opts.concurrency.max(1))))
+        .arg(format!("-c{}", opts.concurrency.max(1)))
+        .arg(format!("-d{secs}s"))
+        .args(["--latency", "-H", &format!("Host: {HOST}")])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .await
+        .map_err(|e| {
+            bench_err(format!("cannot run {}: {e} (install wrk, or use the built-in load)", program.display()))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(bench_err(format!("wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr))));
+    }
+    parse_wrk(&text).ok_or_else(|| bench_err(format!("cannot read wrk's report:\n{text}")))
+}
+
+/// Reads wrk's `--latency` report: requests, errors, Requests/sec, and the 50%/99% latencies.
+fn parse_wrk(text: &str) -> Option<Figure> {
+    let duration_ms = |v: &str| -> Option<f64> {
+        let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+        let n: f64 = v[..split].parse().ok()?;
+        Some(match &v[split..] {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let mut fig = Figure { requests: 0, errors: 0, per_sec: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN };
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", v] => fig.p50_ms = duration_ms(v)?,
+            ["99%", v] => fig.p99_ms = duration_ms(v)?,
+            [n, "requests", "in", ..] => fig.requests = n.parse().ok()?,
+            ["Requests/sec:", v] => fig.per_sec = v.parse().ok()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => fig.errors += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                fig.errors +=
+                    rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
+            }
+            _ => {}
+        }
+    }
+    (fig.per_sec > 0.0 && fig.p50_ms.is_finite() && fig.p99_ms.is_finite()).then_some(fig)
+}
+
+async fn measure_builtin(addr: SocketAddr, opts: &BenchOptions) -> Result<Figure, Error> {
     let start = Instant::now();
     let end = start + opts.duration;
     let mut tasks = Vec::new();
@@ -281,4 +371,37 @@ async fn measure(addr: SocketAddr, opts: &BenchOptions) -> Result<Figure, Error>
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_wrk;
+
+    #[test]
+    fn reads_wrks_report() {
+        let report = "Running 3s test @ http://127.0.0.1:8000/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   512.33us  100.21us   4.00ms   90.00%
+    Req/Sec    60.01k     1.20k   62.00k    70.00%
+  Latency Distribution
+     50%  498.00us
+     75%  550.00us
+     90%  600.00us
+     99%    1.20ms
+  180030 requests in 3.00s, 20.60MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  60010.00
+Transfer/sec:      6.87MB
+";
+        let f = parse_wrk(report).unwrap();
+        assert_eq!(f.requests, 180030);
+        assert_eq!(f.errors, 7);
+        assert!((f.per_sec - 60010.0).abs() < 1e-6);
+        assert!((f.p50_ms - 0.498).abs() < 1e-9);
+        assert!((f.p99_ms - 1.2).abs() < 1e-9);
+        assert!(parse_wrk("").is_none());
+        assert!(parse_wrk("Requests/sec: x").is_none());
+    }
 }

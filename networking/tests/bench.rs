@@ -14,12 +14,37 @@ async fn bench_measures_direct_proxy_and_ingress() {
         ingress_https: "127.0.82.1:8443".parse().unwrap(),
         concurrency: 4,
         duration: Duration::from_millis(300),
+        load: networking::bench::Load::Builtin,
     };
     let report = run(cluster.client.clone(), opts).await.expect("benchmark runs");
     println!("{report}");
     for fig in [report.direct, report.proxy, report.ingress] {
         assert!(fig.requests > 10, "{report}");
         assert_eq!(fig.errors, 0, "{report}");
+    }
+    cluster.shutdown().await;
+}
+
+/// The same through `wrk`, the load generator the issue names (a separate process). CI installs
+/// it; without it this fails rather than skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_wrk_reads_its_report() {
+    let cluster = TestCluster::start().await;
+    let opts = BenchOptions {
+        backend: "127.244.250.2:8000".parse().unwrap(),
+        ingress_http: "127.0.83.1:8080".parse().unwrap(),
+        ingress_https: "127.0.83.1:8443".parse().unwrap(),
+        concurrency: 4,
+        duration: Duration::from_secs(1),
+        load: networking::bench::Load::Wrk { program: "wrk".into(), threads: 1 },
+    };
+    let report = run(cluster.client.clone(), opts).await.expect("benchmark runs (is wrk installed?)");
+    println!("{report}");
+    assert!(report.to_string().contains("load from wrk"), "{report}");
+    for fig in [report.direct, report.proxy, report.ingress] {
+        assert!(fig.requests > 10, "{report}");
+        assert_eq!(fig.errors, 0, "{report}");
+        assert!(fig.p99_ms >= fig.p50_ms, "{report}");
     }
     cluster.shutdown().await;
 }
