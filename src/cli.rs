@@ -39,6 +39,11 @@ pub enum Command {
     Dns(crate::components::DnsCmd),
     /// Run the ingress controller alone against a cluster.
     Ingress(crate::components::IngressCmd),
+    /// X-ray: where every object lives in the store, and where a request goes.
+    Xray {
+        #[command(subcommand)]
+        what: XrayCommand,
+    },
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -56,6 +61,51 @@ pub enum BenchCommand {
     Cluster(crate::bench::BenchClusterArgs),
     /// HTTP to a simulated pod: direct, through the ClusterIP proxy, through the ingress.
     Net(crate::bench::BenchNetArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum XrayCommand {
+    /// The /registry tree (folders with key counts, sizes and newest revisions), or with --watch
+    /// every write live: key, revision, verb, who.
+    Etcd(XrayEtcdArgs),
+}
+
+/// `kplane xray etcd [PREFIX]`, with etcdctl's connection flags.
+#[derive(Args, Debug)]
+pub struct XrayEtcdArgs {
+    /// Folder (or key) to show, inside /registry.
+    #[arg(default_value = "/registry")]
+    pub prefix: String,
+    /// etcd endpoints (comma-separated); the default is `kplane up`'s embedded store.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub endpoints: Vec<String>,
+    /// CA bundle to verify etcd's certificate.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Folder levels to open below PREFIX (default: all).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Keys listed per folder before the rest fold into one count line (0: all).
+    #[arg(long, default_value_t = 20)]
+    pub max_keys: usize,
+    /// Stream every write under PREFIX instead: key, revision, verb (create/update/delete), who.
+    #[arg(long)]
+    pub watch: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: XrayOutput,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XrayOutput {
+    Text,
+    Json,
 }
 
 /// Where the cluster's state lives.
@@ -204,6 +254,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Proxy(cmd) => crate::components::proxy_cmd(cmd, shutdown_signal()).await,
         Command::Dns(cmd) => crate::components::dns_cmd(cmd, shutdown_signal()).await,
         Command::Ingress(cmd) => crate::components::ingress_cmd(cmd, shutdown_signal()).await,
+        Command::Xray { what: XrayCommand::Etcd(args) } => xray_etcd(args).await,
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;
@@ -226,6 +277,41 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `kplane xray etcd`: the tree, or the live stream of writes.
+async fn xray_etcd(args: XrayEtcdArgs) -> Result<()> {
+    use futures::StreamExt;
+    // Refuse a bad prefix before connecting anywhere.
+    let folder = xray::etcd::folder_prefix(&args.prefix)?;
+    let mut connect = xray::etcd::Connect::new(args.endpoints);
+    connect.ca_file = args.cacert;
+    connect.cert_file = args.cert;
+    connect.key_file = args.key;
+    let store = xray::etcd::connect(&connect).await?;
+    let json = args.output == XrayOutput::Json;
+    if args.watch {
+        let (after, writes) = xray::etcd::watch(&store, &args.prefix).await?;
+        eprintln!("kplane: watching {folder} after revision {after}: key revision verb who (Ctrl-C stops)");
+        let mut writes = std::pin::pin!(writes);
+        while let Some(write) = writes.next().await {
+            let write = write?;
+            if json {
+                println!("{}", serde_json::to_string(&write)?);
+            } else {
+                println!("{write}");
+            }
+        }
+        bail!("the watch on {folder} ended");
+    }
+    let tree = xray::etcd::read_tree(&store, &args.prefix).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tree)?);
+    } else {
+        let view = xray::etcd::TreeView { depth: args.depth, max_keys: args.max_keys };
+        print!("{}", xray::etcd::render_tree(&tree, view));
+    }
+    Ok(())
 }
 
 /// The two backends `up` can run on.
