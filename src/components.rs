@@ -117,6 +117,53 @@ impl NetworkArgs {
     }
 }
 
+/// The X-ray page's flags.
+#[derive(Args, Debug, Clone)]
+pub struct XrayArgs {
+    /// Where `kplane up` serves the X-ray page (plain HTTP, loopback only; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub xray_address: std::net::SocketAddr,
+    /// Do not serve the X-ray page.
+    #[arg(long)]
+    pub no_xray: bool,
+}
+
+impl XrayArgs {
+    /// Refuses a non-loopback address before anything starts.
+    pub fn check(&self) -> Result<()> {
+        if !self.no_xray && !self.xray_address.ip().is_loopback() {
+            anyhow::bail!(xray::web::Error::NotLoopback(self.xray_address));
+        }
+        Ok(())
+    }
+}
+
+/// Serves the X-ray page as a task in `set`, reading the cluster as `system:kplane:xray` and
+/// stored values from the store. Returns its address, or None when it is off or cannot bind
+/// (said on stderr: kplane goes on without it).
+pub async fn start_xray(
+    set: &mut JoinSet<Result<()>>,
+    state: &apiserver::AppState,
+    args: &XrayArgs,
+    stop: &Shutdown,
+) -> Result<Option<std::net::SocketAddr>> {
+    args.check()?;
+    if args.no_xray {
+        return Ok(None);
+    }
+    let listener = match xray::web::bind(args.xray_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("kplane: the X-ray page is not running: {e}");
+            return Ok(None);
+        }
+    };
+    let addr = listener.local_addr().context("the X-ray page's address")?;
+    let client = in_process_client(state, xray::web::USER, &[]);
+    set.spawn(optional("X-ray page", xray::web::serve(listener, client, state.store.clone(), stop.wait())));
+    Ok(Some(addr))
+}
+
 /// What `kplane up` runs beside the API server.
 #[derive(Args, Debug, Clone)]
 pub struct UpComponents {
@@ -132,6 +179,8 @@ pub struct UpComponents {
     pub node: NodeArgs,
     #[command(flatten)]
     pub net: NetworkArgs,
+    #[command(flatten)]
+    pub xray: XrayArgs,
 }
 
 /// `kplane controller-manager --kubeconfig FILE`.
