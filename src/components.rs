@@ -160,7 +160,13 @@ pub async fn start_xray(
     };
     let addr = listener.local_addr().context("the X-ray page's address")?;
     let client = in_process_client(state, xray::web::USER, &[]);
-    set.spawn(optional("X-ray page", xray::web::serve(listener, client, state.store.clone(), stop.wait())));
+    let (serve, stopped) = (xray::web::serve(listener, client, state.store.clone(), stop.wait()), stop.wait());
+    set.spawn(async move {
+        // A page that stops on its own is reported; it never takes the cluster down with it.
+        optional("X-ray page", serve).await?;
+        stopped.await;
+        Ok(())
+    });
     Ok(Some(addr))
 }
 

@@ -282,6 +282,14 @@ fn the_seeds_topology_streams_into_a_real_browser() {
     }
     browser.screenshot("xray-route.png");
 
+    // The namespace filter narrows the topology (nodes stay).
+    browser.eval("(() => { const s = document.getElementById('ns'); s.value = 'kube-system'; s.dispatchEvent(new Event('change')); })()");
+    let services = browser.wait_text("#services", &["kube-system/kube-dns"], "the kube-system filter");
+    assert!(!services.contains("nginx-svc"), "{services}");
+    browser.wait_text("#nodes", &["worker0"], "nodes under a namespace filter");
+    browser.eval("(() => { const s = document.getElementById('ns'); s.value = ''; s.dispatchEvent(new Event('change')); })()");
+    browser.wait_text("#services", &["nginx-svc"], "all namespaces again");
+
     // 1,000 pods behind one service on three nodes: the page folds them and renders quickly.
     let report = browser.eval(
         r#"(() => {
