@@ -247,6 +247,15 @@ fn the_seeds_topology_streams_into_a_real_browser() {
     assert!(page.contains("NodePort"), "{page}");
     browser.wait_text("#status", &["live"], "the event stream connected");
 
+    // Show nginx-svc's EndpointSlice in the side panel; it is re-read when the slice changes.
+    let slice = browser.eval(r#"(() => { const a = [...document.querySelectorAll('a.obj[data-kind="endpointslices"]')].find(a => a.dataset.name.startsWith('nginx-svc-')); if (a) a.click(); return a ? a.dataset.name : null; })()"#);
+    let slice = slice.as_str().unwrap_or_else(|| panic!("no nginx-svc slice link")).to_string();
+    browser.wait_text(
+        "#detail",
+        &[&format!("/registry/endpointslices/default/{slice}")],
+        "the slice's stored JSON",
+    );
+
     // A change streams in: a third replica appears without a reload.
     kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=3"]);
     let third = eventually(60, "a third nginx pod", || {
@@ -254,6 +263,7 @@ fn the_seeds_topology_streams_into_a_real_browser() {
         (pods.len() == 3).then(|| pods.into_iter().find(|p| !nginx.contains(p)).unwrap())
     });
     browser.wait_text("#services", &[third.as_str()], "the scaled-up pod streamed into the page");
+    browser.wait_text("#detail", &[third.as_str()], "the open slice re-read with the new endpoint");
     browser.wait_text("#counts", &["3 nodes"], "the header counts");
 
     // Click an object: its stored JSON, etcd key and revision.

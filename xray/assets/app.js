@@ -20,10 +20,21 @@ function applySnapshot(s) {
   state.seq = s.seq || 0;
 }
 
+// The object shown in the side panel, re-read when its summary changes.
+let selected = null;
+let rereadTimer = null;
+// Bumped by every click: a slow answer for an earlier click never overwrites a later one.
+let panelToken = 0;
+
 function applyBatch(b) {
   for (const o of b.upsert || []) state.objects.set(o.id, o);
   for (const id of b.delete || []) state.objects.delete(id);
   state.seq = b.seq;
+  if (selected && [...(b.upsert || []).map((o) => o.id), ...(b.delete || [])].includes(selected.id)) {
+    clearTimeout(rereadTimer);
+    const s = selected;
+    rereadTimer = setTimeout(() => showObject(s.kind, s.ns, s.name), 300);
+  }
 }
 
 function schedule() {
@@ -256,14 +267,20 @@ function setStatus(text, cls) {
 }
 
 async function showObject(kind, ns, name) {
+  selected = { id: `${kind}/${ns}/${name}`, kind, ns, name };
+  const token = ++panelToken;
   const detail = document.getElementById('detail');
   const title = `${KIND_LABEL[kind] || kind} ${ns ? ns + '/' : ''}${name}`;
-  detail.innerHTML = `<h3>${esc(title)}</h3><p class="meta">reading the store…</p>`;
+  if (!detail.querySelector('pre.json') || detail.dataset.id !== selected.id) {
+    detail.innerHTML = `<h3>${esc(title)}</h3><p class="meta">reading the store…</p>`;
+  }
+  detail.dataset.id = selected.id;
   const q = new URLSearchParams({ kind, namespace: ns, name });
   try {
     const resp = await fetch('/xray/api/object?' + q);
     if (!resp.ok) throw new Error(await resp.text());
     const o = await resp.json();
+    if (token !== panelToken) return;
     detail.innerHTML = `<h3>${esc(title)}</h3>
 <dl><dt>etcd key</dt><dd><code>${esc(o.key)}</code></dd>
 <dt>mod_revision</dt><dd>${esc(o.mod_revision)} <span class="meta">(its resourceVersion)</span></dd>
@@ -272,12 +289,16 @@ async function showObject(kind, ns, name) {
 <button class="reload" data-kind="${esc(kind)}" data-ns="${esc(ns)}" data-name="${esc(name)}">read again</button>
 <pre class="json">${esc(JSON.stringify(o.value, null, 2))}</pre>`;
   } catch (e) {
+    if (token !== panelToken) return;
     detail.innerHTML = `<h3>${esc(title)}</h3><pre class="error">${esc(e.message)}</pre>`;
   }
 }
 
 async function showRoute(params) {
+  selected = null;
+  const token = ++panelToken;
   const detail = document.getElementById('detail');
+  detail.dataset.id = '';
   const q = new URLSearchParams(params);
   const what = q.get('host') ? `${q.get('host')}${q.get('path') || '/'}` : `service ${q.get('namespace')}/${q.get('service')}${q.get('port') ? ':' + q.get('port') : ''}`;
   detail.innerHTML = `<h3>Route ${esc(what)}</h3><p class="meta">tracing and probing…</p>`;
@@ -285,8 +306,10 @@ async function showRoute(params) {
     const resp = await fetch('/xray/api/route?' + q);
     if (!resp.ok) throw new Error(await resp.text());
     const r = await resp.json();
+    if (token !== panelToken) return;
     detail.innerHTML = `<h3>Route ${esc(what)}</h3><pre class="route">${esc(r.text)}</pre><h4>Probe</h4><pre class="route">${esc(r.probe)}</pre>`;
   } catch (e) {
+    if (token !== panelToken) return;
     detail.innerHTML = `<h3>Route ${esc(what)}</h3><pre class="error">${esc(e.message)}</pre>`;
   }
 }

@@ -671,6 +671,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hub_batches_changes_and_a_relist_drops_what_it_no_longer_lists() {
+        let hub = Hub::new();
+        let mut rx = hub.batches.subscribe();
+        let pod = |name: &str, ready: bool| json!({"id": format!("pods/default/{name}"), "kind": "pods", "ready": ready});
+        hub.relist_start("pods");
+        hub.upsert("pods", pod("a", false));
+        hub.upsert("pods", pod("b", true));
+        hub.relist_done("pods");
+        hub.upsert("pods", pod("a", true));
+        hub.upsert("pods", pod("b", true)); // unchanged: no news
+        hub.flush();
+        let batch: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(batch["seq"], 1);
+        assert_eq!(batch["upsert"], json!([pod("a", true), pod("b", true)]));
+        hub.flush();
+        assert!(rx.try_recv().is_err(), "nothing pending, no batch");
+
+        // A relist that no longer lists b (deleted while the watch was down) drops it.
+        hub.relist_start("pods");
+        hub.upsert("pods", pod("a", true));
+        hub.relist_done("pods");
+        hub.flush();
+        let batch: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(batch["delete"], json!(["pods/default/b"]));
+        assert_eq!(batch["upsert"], json!([]));
+        let (snapshot, _) = hub.subscribe();
+        let snapshot: Value = serde_json::from_str(&snapshot).unwrap();
+        assert_eq!(snapshot["objects"], json!([pod("a", true)]));
+        assert_eq!(snapshot["ready"], json!(["pods"]));
+        hub.remove("pods/default/a");
+        hub.remove("pods/default/nothing");
+        hub.flush();
+        let batch: Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(batch["delete"], json!(["pods/default/a"]));
+    }
+
+    #[test]
     fn only_loopback_hosts() {
         for ok in ["127.0.0.1:6444", "127.0.0.1", "localhost:6444", "LOCALHOST", "[::1]:6444", "127.9.9.9:1"] {
             assert!(loopback_host(ok), "{ok}");
