@@ -52,6 +52,7 @@ fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
     cmd.args([
         "up",
         "--no-etcd-listen",
+        "--no-xray",
         "--secure-port",
         "0",
         "--nodes",

@@ -267,6 +267,9 @@ async fn open_store(args: &StoreArgs) -> Result<Opened> {
 }
 
 async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
+    if let Some(components) = &components {
+        components.xray.check()?;
+    }
     let opened = open_store(&args.store).await?;
     let mut endpoint = None;
     match &opened {
@@ -394,6 +397,11 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     if let Some(components) = &components {
         let dns_ip = args.api.service_cluster_ip_range.nth(10);
         crate::components::spawn_up(&mut running, &state, components, dns_ip, &stopping);
+        if let Some(addr) =
+            crate::components::start_xray(&mut running, &state, &components.xray, &stopping).await?
+        {
+            println!("kplane: X-ray at http://{addr}/xray");
+        }
         if components.nodes > 0 && !components.no_controllers {
             let wait = std::time::Duration::from_secs(30);
             let ready = crate::components::wait_nodes_ready(&state, components.nodes, wait).await;

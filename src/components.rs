@@ -117,6 +117,55 @@ impl NetworkArgs {
     }
 }
 
+/// The X-ray page's flags.
+#[derive(Args, Debug, Clone)]
+pub struct XrayArgs {
+    /// Where `kplane up` serves the X-ray page (plain HTTP, loopback only; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub xray_address: std::net::SocketAddr,
+    /// Do not serve the X-ray page.
+    #[arg(long)]
+    pub no_xray: bool,
+}
+
+impl XrayArgs {
+    /// Refuses a non-loopback address before anything starts.
+    pub fn check(&self) -> Result<()> {
+        if !self.no_xray && !self.xray_address.ip().is_loopback() {
+            anyhow::bail!(xray::web::Error::NotLoopback(self.xray_address));
+        }
+        Ok(())
+    }
+}
+
+/// Serves the X-ray page as a task in `set`, reading the cluster as `system:kplane:xray` and
+/// stored values from the store. Returns its address, or None when it is off or cannot bind
+/// (said on stderr: kplane goes on without it).
+pub async fn start_xray(
+    set: &mut JoinSet<Result<()>>,
+    state: &apiserver::AppState,
+    args: &XrayArgs,
+    stop: &Shutdown,
+) -> Result<Option<std::net::SocketAddr>> {
+    args.check()?;
+    if args.no_xray {
+        return Ok(None);
+    }
+    let listener = match xray::web::bind(args.xray_address).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("kplane: the X-ray page is not running: {e}");
+            return Ok(None);
+        }
+    };
+    let addr = listener.local_addr().context("the X-ray page's address")?;
+    let client = in_process_client(state, "kplane-xray", xray::web::USER, &[]);
+    let (serve, stopped) = (xray::web::serve(listener, client, state.store.clone(), stop.wait()), stop.wait());
+    // A page that stops on its own is reported; it never takes the cluster down with it.
+    set.spawn(optional("X-ray page", serve, stopped));
+    Ok(Some(addr))
+}
+
 /// What `kplane up` runs beside the API server.
 #[derive(Args, Debug, Clone)]
 pub struct UpComponents {
@@ -132,6 +181,8 @@ pub struct UpComponents {
     pub node: NodeArgs,
     #[command(flatten)]
     pub net: NetworkArgs,
+    #[command(flatten)]
+    pub xray: XrayArgs,
 }
 
 /// `kplane controller-manager --kubeconfig FILE`.
@@ -276,15 +327,20 @@ pub fn spawn_up(
             ..Default::default()
         };
         let client = in_process_client(state, "kube-proxy", "system:kube-proxy", &[]);
-        set.spawn(optional("service proxy", networking::proxy::run_proxy(client, proxy, stop.wait())));
+        set.spawn(optional(
+            "service proxy",
+            networking::proxy::run_proxy(client, proxy, stop.wait()),
+            stop.wait(),
+        ));
         let client = in_process_client(state, "kube-dns", "system:kube-dns", &[]);
-        set.spawn(optional("cluster DNS", networking::dns::run_dns(client, dns, stop.wait())));
+        set.spawn(optional("cluster DNS", networking::dns::run_dns(client, dns, stop.wait()), stop.wait()));
         let client =
             in_process_client(state, "kplane-ingress-controller", "system:kplane:ingress-controller", &[]);
         let ingress = args.net.ingress();
         set.spawn(optional(
             "ingress controller",
             networking::ingress::run_ingress(client, ingress, stop.wait()),
+            stop.wait(),
         ));
     }
     if !args.no_controllers {
@@ -302,15 +358,18 @@ pub fn spawn_up(
 }
 
 /// A component the rest of the cluster works without: if it cannot run (a port it may not bind,
-/// say), it says so plainly and kplane goes on.
+/// say), it says so plainly and kplane goes on. Its task then waits for `stop`, because `up` treats
+/// any component task that ends early as a failure of the whole cluster.
 async fn optional<E: std::fmt::Display>(
     what: &'static str,
     run: impl Future<Output = Result<(), E>>,
+    stop: impl Future<Output = ()>,
 ) -> Result<()> {
     if let Err(e) = run.await {
         tracing::error!(error = %e, "the {what} stopped");
         eprintln!("kplane: the {what} is not running: {e}");
     }
+    stop.await;
     Ok(())
 }
 

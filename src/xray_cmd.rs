@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Subcommand, Debug)]
@@ -11,9 +11,44 @@ pub enum XrayCommand {
     /// The path a request takes: listener, Ingress rule, Service, EndpointSlices, Endpoints, Pods,
     /// each with its /registry key, revision and last writer, and why traffic would fail.
     Route(RouteArgs),
+    /// The /registry tree (folders with key counts, sizes and newest revisions), or with --watch
+    /// every write live: key, revision, verb, who.
+    Etcd(EtcdArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+/// `kplane xray etcd [PREFIX]`, with etcdctl's connection flags.
+#[derive(Args, Debug)]
+pub struct EtcdArgs {
+    /// Folder (or key) to show, inside /registry.
+    #[arg(default_value = "/registry")]
+    pub prefix: String,
+    /// etcd endpoints (comma-separated); the default is `kplane up`'s embedded store.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub endpoints: Vec<String>,
+    /// CA bundle to verify etcd's certificate.
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Folder levels to open below PREFIX (default: all).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Keys listed per folder before the rest fold into one count line (0: all).
+    #[arg(long, default_value_t = 20)]
+    pub max_keys: usize,
+    /// Stream every write under PREFIX instead: key, revision, verb (create/update/delete), who.
+    #[arg(long)]
+    pub watch: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
     Json,
@@ -70,6 +105,7 @@ pub struct RouteArgs {
 pub async fn run(cmd: XrayCommand) -> Result<()> {
     match cmd {
         XrayCommand::Route(args) => route(args).await,
+        XrayCommand::Etcd(args) => etcd(args).await,
     }
 }
 
@@ -118,6 +154,41 @@ async fn route(args: RouteArgs) -> Result<()> {
                 print!("{}", xray::render::probe_text(probe, color));
             }
         }
+    }
+    Ok(())
+}
+
+/// `kplane xray etcd`: the tree, or the live stream of writes.
+async fn etcd(args: EtcdArgs) -> Result<()> {
+    use futures::StreamExt;
+    // Refuse a bad prefix before connecting anywhere.
+    let folder = xray::etcd::folder_prefix(&args.prefix)?;
+    let mut connect = xray::etcd::Connect::new(args.endpoints);
+    connect.ca_file = args.cacert;
+    connect.cert_file = args.cert;
+    connect.key_file = args.key;
+    let store = xray::etcd::connect(&connect).await?;
+    let json = args.output == Output::Json;
+    if args.watch {
+        let (after, writes) = xray::etcd::watch(&store, &args.prefix).await?;
+        eprintln!("kplane: watching {folder} after revision {after}: key revision verb who (Ctrl-C stops)");
+        let mut writes = std::pin::pin!(writes);
+        while let Some(write) = writes.next().await {
+            let write = write?;
+            if json {
+                println!("{}", serde_json::to_string(&write)?);
+            } else {
+                println!("{write}");
+            }
+        }
+        bail!("the watch on {folder} ended");
+    }
+    let tree = xray::etcd::read_tree(&store, &args.prefix).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tree)?);
+    } else {
+        let view = xray::etcd::TreeView { depth: args.depth, max_keys: args.max_keys };
+        print!("{}", xray::etcd::render_tree(&tree, view));
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct Kplane {
     pub stdout_lines: Vec<String>,
     /// `http://127.0.0.1:<port>` of the API server.
     pub api: String,
+    /// `http://127.0.0.1:<port>/xray`, the X-ray page (`up` only).
+    pub xray: Option<String>,
     pub kubeconfig: PathBuf,
 }
 
@@ -53,8 +55,10 @@ impl Kplane {
                 ("--service-cluster-ip-range", format!("127.{}.0.0/16", 120 + k)),
                 ("--ingress-http-address", format!("127.{}.0.1:80", 160 + k)),
                 ("--ingress-https-address", format!("127.{}.0.1:443", 160 + k)),
+                ("--xray-address", "127.0.0.1:0".to_string()),
             ] {
-                if !extra.contains(&flag) {
+                let off = flag == "--xray-address" && extra.contains(&"--no-xray");
+                if !extra.contains(&flag) && !off {
                     args.extend([flag.to_string(), value]);
                 }
             }
@@ -100,7 +104,16 @@ impl Kplane {
             .find_map(|l| l.strip_prefix("export KUBECONFIG="))
             .map(PathBuf::from)
             .unwrap_or_else(|| panic!("no KUBECONFIG line in {lines:?}"));
-        Kplane { child, data_dir: data_dir.to_path_buf(), etcd_port, stdout_lines: lines, api, kubeconfig }
+        let xray = lines.iter().find_map(|l| l.strip_prefix("kplane: X-ray at ")).map(str::to_string);
+        Kplane {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            etcd_port,
+            stdout_lines: lines,
+            api,
+            kubeconfig,
+            xray,
+        }
     }
 
     /// Runs the real `kubectl` against this kplane.

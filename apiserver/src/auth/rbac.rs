@@ -404,6 +404,12 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["networking.k8s.io"], &["ingressclasses"], &["create"]),
         events.clone(),
     ];
+    // The X-ray page: reads the request path's objects, nothing else (no secrets), never writes.
+    let xray = vec![
+        rule(&[""], &["services", "endpoints", "pods", "nodes", "namespaces"], &read),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        rule(&["networking.k8s.io"], &["ingresses", "ingressclasses"], &read),
+    ];
     let cluster_roles: Vec<(&str, Vec<Value>)> = vec![
         ("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])]),
         ("admin", admin_rules),
@@ -446,6 +452,7 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         ("system:node-proxier", proxier),
         ("system:kube-dns", dns),
         ("system:kplane:ingress-controller", ingress),
+        ("system:kplane:xray", xray),
     ];
     let bindings: Vec<(&str, &str, Value)> = vec![
         ("cluster-admin", "cluster-admin", json!([{"kind": "Group", "name": "system:masters"}])),
@@ -475,6 +482,7 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
             "system:kplane:ingress-controller",
             json!([{"kind": "User", "name": "system:kplane:ingress-controller"}]),
         ),
+        ("system:kplane:xray", "system:kplane:xray", json!([{"kind": "User", "name": "system:kplane:xray"}])),
     ];
     let mut out: Vec<(&'static str, Value)> = Vec::new();
     for (name, rules) in cluster_roles {
@@ -536,6 +544,50 @@ mod tests {
         assert!(rule_allows(&url, &path("/version")));
         assert!(!rule_allows(&url, &path("/metrics")));
         assert!(!rule_allows(&r, &path("/version")), "resource rules never cover paths");
+    }
+
+    #[test]
+    fn xray_reads_the_request_path_and_nothing_else() {
+        let policy = bootstrap_policy();
+        let named = |plural: &str| {
+            policy
+                .iter()
+                .find(|(p, o)| *p == plural && o["metadata"]["name"] == "system:kplane:xray")
+                .map(|(_, o)| o.clone())
+                .unwrap()
+        };
+        let binding = named("clusterrolebindings");
+        assert_eq!(binding["subjects"], json!([{"kind": "User", "name": "system:kplane:xray"}]));
+        assert_eq!(binding["roleRef"]["name"], "system:kplane:xray");
+        let role = named("clusterroles");
+        let rules = role["rules"].as_array().unwrap();
+        let allows = |a: &Attributes| rules.iter().any(|r| rule_allows(r, a));
+        for (group, plural) in [
+            ("", "pods"),
+            ("", "services"),
+            ("", "endpoints"),
+            ("", "nodes"),
+            ("", "namespaces"),
+            ("discovery.k8s.io", "endpointslices"),
+            ("networking.k8s.io", "ingresses"),
+            ("networking.k8s.io", "ingressclasses"),
+        ] {
+            for verb in ["get", "list", "watch"] {
+                assert!(allows(&res(verb, group, plural, "", "default", "")), "{verb} {plural}");
+            }
+            for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+                assert!(!allows(&res(verb, group, plural, "", "default", "")), "{verb} {plural}");
+            }
+        }
+        for (group, plural) in [
+            ("", "secrets"),
+            ("", "configmaps"),
+            ("apps", "deployments"),
+            ("rbac.authorization.k8s.io", "roles"),
+        ] {
+            assert!(!allows(&res("get", group, plural, "", "default", "")), "{plural}");
+        }
+        assert!(!allows(&res("get", "", "pods", "log", "default", "p")), "no pod logs");
     }
 
     #[test]
