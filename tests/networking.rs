@@ -321,3 +321,20 @@ fn a_rolling_update_with_max_unavailable_zero_loses_no_request() {
         ok + failed.len()
     );
 }
+
+#[test]
+fn a_component_that_cannot_bind_does_not_take_the_cluster_down() {
+    // Another process holds the ingress port: the ingress controller cannot start, says so, and
+    // the rest of the cluster keeps serving.
+    let taken = std::net::TcpListener::bind("127.0.99.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut kp = Kplane::start_with(dir.path(), free_port(), &["--ingress-http-address", &addr]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(kp.child.try_wait().unwrap().is_none(), "kplane exited because the ingress could not bind");
+    let nodes = kp.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    kp.kubectl_ok(&["create", "deployment", "still", "--image=nginx"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/still", "--timeout=60s"]);
+    drop(taken);
+}
