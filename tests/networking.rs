@@ -150,17 +150,7 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
 
     // The seed's default-http-backend: an RC created from YAML, exposed, and named as the
     // Ingress's default backend. Other hosts now reach its pod, which answers the seed's 404.
-    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: default-http-backend\nspec:\n  replicas: 1\n  selector:\n    app: default-http-backend\n  template:\n    metadata:\n      labels:\n        app: default-http-backend\n    spec:\n      containers:\n      - name: default-http-backend\n        image: gcr.io/google_containers/defaultbackend:1.0\n        ports:\n        - containerPort: 8080\n";
-    let out = kp.kubectl_stdin(&["create", "-f", "-"], rc);
-    assert!(out.status.success(), "{}", stderr(&out));
-    kp.kubectl_ok(&[
-        "expose",
-        "rc",
-        "default-http-backend",
-        "--port=80",
-        "--target-port=8080",
-        "--name=default-http-backend",
-    ]);
+    kp.seed_default_backend();
     kp.kubectl_ok(&[
         "patch",
         "ingress",

@@ -10,45 +10,6 @@ use std::process::{Command, Output};
 use common::{eventually, free_port, stderr, stdout, Kplane};
 use serde_json::Value;
 
-const RC: &str = "apiVersion: v1
-kind: ReplicationController
-metadata:
-  name: default-http-backend
-spec:
-  replicas: 1
-  selector:
-    app: default-http-backend
-  template:
-    metadata:
-      labels:
-        app: default-http-backend
-    spec:
-      containers:
-      - name: default-http-backend
-        image: gcr.io/google_containers/defaultbackend:1.0
-        ports:
-        - containerPort: 8080
-";
-
-const INGRESS: &str = "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: my-nginx-ingress
-  annotations:
-    kubernetes.io/ingress.class: kplane
-spec:
-  defaultBackend:
-    service: {name: default-http-backend, port: {number: 80}}
-  rules:
-  - host: foobar.com
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service: {name: nginx-svc, port: {number: 8080}}
-";
-
 fn xray(kp: &Kplane, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kplane"))
         .arg("xray")
@@ -88,29 +49,10 @@ fn pods(kp: &Kplane, selector: &str) -> Vec<(String, String)> {
 fn route_follows_the_seeds_request_and_says_why_it_fails() {
     let dir = tempfile::tempdir().unwrap();
     let kp = Kplane::start(dir.path(), free_port());
-    kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
-    kp.kubectl_ok(&[
-        "expose",
-        "deployment",
-        "nginx",
-        "--port=8080",
-        "--target-port=80",
-        "--name=nginx-svc",
-        "--type=NodePort",
-    ]);
-    let rc = kp.kubectl_stdin(&["create", "-f", "-"], RC);
-    assert!(rc.status.success(), "{}", stderr(&rc));
-    kp.kubectl_ok(&[
-        "expose",
-        "rc",
-        "default-http-backend",
-        "--port=80",
-        "--target-port=8080",
-        "--name=default-http-backend",
-    ]);
-    let ing = kp.kubectl_stdin(&["create", "-f", "-"], INGRESS);
+    kp.seed_nginx();
+    kp.seed_default_backend();
+    let ing = kp.kubectl_stdin(&["create", "-f", "-"], common::SEED_INGRESS);
     assert!(ing.status.success(), "{}", stderr(&ing));
-    kp.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
     let nginx = pods(&kp, "app=nginx");
     assert_eq!(nginx.len(), 2);
     eventually(20, "the default backend's pod running", || {

@@ -187,9 +187,6 @@ fn get(base: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-const RC: &str = "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: default-http-backend\nspec:\n  replicas: 1\n  selector:\n    app: default-http-backend\n  template:\n    metadata:\n      labels:\n        app: default-http-backend\n    spec:\n      containers:\n      - name: default-http-backend\n        image: gcr.io/google_containers/defaultbackend:1.0\n        ports:\n        - containerPort: 8080\n";
-const INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: my-nginx-ingress\n  annotations:\n    kubernetes.io/ingress.class: kplane\nspec:\n  defaultBackend:\n    service: {name: default-http-backend, port: {number: 80}}\n  rules:\n  - host: foobar.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service: {name: nginx-svc, port: {number: 8080}}\n";
-
 fn pod_names(kp: &Kplane, selector: &str) -> Vec<String> {
     let out = kp.kubectl_ok(&["get", "pods", "-l", selector, "-o", "jsonpath={.items[*].metadata.name}"]);
     out.split_whitespace().map(str::to_string).collect()
@@ -203,20 +200,9 @@ fn the_seeds_topology_streams_into_a_real_browser() {
     assert!(xray.starts_with("http://127.0.0.1:") && xray.ends_with("/xray"), "{xray}");
 
     // The seed's scenario.
-    kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
-    kp.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
-    kp.kubectl_ok(&[
-        "expose",
-        "deployment",
-        "nginx",
-        "--port=8080",
-        "--target-port=80",
-        "--name=nginx-svc",
-        "--type=NodePort",
-    ]);
-    assert!(kp.kubectl_stdin(&["create", "-f", "-"], RC).status.success());
-    kp.kubectl_ok(&["expose", "rc", "default-http-backend", "--port=80", "--target-port=8080"]);
-    assert!(kp.kubectl_stdin(&["create", "-f", "-"], INGRESS).status.success());
+    kp.seed_nginx();
+    kp.seed_default_backend();
+    assert!(kp.kubectl_stdin(&["create", "-f", "-"], common::SEED_INGRESS).status.success());
     let nginx = pod_names(&kp, "app=nginx");
     assert_eq!(nginx.len(), 2);
     let backend = pod_names(&kp, "app=default-http-backend");

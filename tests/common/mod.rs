@@ -240,3 +240,77 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The seed's `default-http-backend` ReplicationController, from YAML as the post creates it.
+pub const SEED_DEFAULT_BACKEND_RC: &str = "apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: default-http-backend
+spec:
+  replicas: 1
+  selector:
+    app: default-http-backend
+  template:
+    metadata:
+      labels:
+        app: default-http-backend
+    spec:
+      containers:
+      - name: default-http-backend
+        image: gcr.io/google_containers/defaultbackend:1.0
+        ports:
+        - containerPort: 8080
+";
+
+/// The seed's foobar.com Ingress in `networking.k8s.io/v1` form, with the RC's service as its
+/// default backend.
+pub const SEED_INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: my-nginx-ingress
+  annotations:
+    kubernetes.io/ingress.class: kplane
+spec:
+  defaultBackend:
+    service: {name: default-http-backend, port: {number: 80}}
+  rules:
+  - host: foobar.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service: {name: nginx-svc, port: {number: 8080}}
+";
+
+impl Kplane {
+    /// The seed's nginx: a 2-replica deployment behind the NodePort service `nginx-svc`
+    /// (8080 → 80), rolled out.
+    pub fn seed_nginx(&self) {
+        self.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
+        self.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
+        self.kubectl_ok(&[
+            "expose",
+            "deployment",
+            "nginx",
+            "--port=8080",
+            "--target-port=80",
+            "--name=nginx-svc",
+            "--type=NodePort",
+        ]);
+    }
+
+    /// The seed's default backend: the RC from YAML, exposed as `default-http-backend` (80 → 8080).
+    pub fn seed_default_backend(&self) {
+        let out = self.kubectl_stdin(&["create", "-f", "-"], SEED_DEFAULT_BACKEND_RC);
+        assert!(out.status.success(), "{}", stderr(&out));
+        self.kubectl_ok(&[
+            "expose",
+            "rc",
+            "default-http-backend",
+            "--port=80",
+            "--target-port=8080",
+            "--name=default-http-backend",
+        ]);
+    }
+}

@@ -26,7 +26,7 @@ pub struct ContainerLog {
 }
 
 impl ContainerLog {
-    fn new() -> ContainerLog {
+    pub(crate) fn new() -> ContainerLog {
         ContainerLog { ring: Mutex::new((VecDeque::new(), 0)), tx: broadcast::channel(256).0 }
     }
 

@@ -2,8 +2,9 @@
 //! (any method and path answer 200 with a body and headers naming the pod), an echo on UDP ports.
 //! One image behaves as its real self because the seed relies on it: the ingress default backend
 //! (`defaultbackend` images) answers `default backend - 404` with 404, and 200 on `/healthz`.
-//! Every request is logged to the container's log. Dropping [`Listeners`] closes every socket and
-//! every open connection (they are tasks of one `JoinSet`).
+//! Every request is logged to the container's log. Dropping [`Listeners`] closes every listening
+//! socket at once and shuts open HTTP connections down gracefully, as a server on SIGTERM does: a
+//! request in flight is answered, then its connection closes (within [`DRAIN`]).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,10 +40,26 @@ pub struct PortSpec {
     pub log: Arc<ContainerLog>,
 }
 
+/// How long open connections may take to finish once their pod stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The pod's open sockets; dropped, they close.
-#[derive(Default)]
 pub struct Listeners {
     tasks: JoinSet<()>,
+    /// Set to true on drop: open connections finish their request and close.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners { tasks: JoinSet::new(), stopping: tokio::sync::watch::channel(false).0 }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        let _ = self.stopping.send(true);
+    }
 }
 
 impl Listeners {
@@ -61,7 +78,15 @@ impl Listeners {
             } else {
                 TcpListener::bind(addr).await.map(|s| {
                     let behaviour = Behaviour::of(&p.image);
-                    l.tasks.spawn(serve_tcp(s, id.clone(), p.container.clone(), behaviour, p.log.clone()));
+                    let stopping = l.stopping.subscribe();
+                    l.tasks.spawn(serve_tcp(
+                        s,
+                        id.clone(),
+                        p.container.clone(),
+                        behaviour,
+                        p.log.clone(),
+                        stopping,
+                    ));
                 })
             };
             match bound {
@@ -104,29 +129,33 @@ async fn serve_tcp(
     container: String,
     behaviour: Behaviour,
     log: Arc<ContainerLog>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut conns = JoinSet::new();
     let id = Arc::new(id);
     let container: Arc<str> = container.into();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else {
-                    // Out of descriptors or the like: back off rather than spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                };
-                let (id, container, log) = (id.clone(), container.clone(), log.clone());
-                conns.spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let resp = answer(&id, &container, behaviour, &log, peer, &req);
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                });
+        let Ok((stream, peer)) = listener.accept().await else {
+            // Out of descriptors or the like: back off rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let (id, container, log) = (id.clone(), container.clone(), log.clone());
+        let mut stopping = stopping.clone();
+        // Connections outlive the accept loop (aborted when the pod stops) so that they can drain.
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let resp = answer(&id, &container, behaviour, &log, peer, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopping.wait_for(|s| *s) => {}
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, conn).await;
+        });
     }
 }
 
@@ -177,7 +206,40 @@ async fn serve_udp(socket: UdpSocket, log: Arc<ContainerLog>) {
 
 #[cfg(test)]
 mod tests {
-    use super::Behaviour;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_stopping_pod_answers_the_request_in_flight_then_closes() {
+        let id = PodIdentity {
+            namespace: "default".into(),
+            name: "drain".into(),
+            ip: Ipv4Addr::new(127, 244, 254, 1),
+            node: "n".into(),
+        };
+        let log = Arc::new(ContainerLog::new());
+        let port = PortSpec { container: "c".into(), image: "nginx".into(), port: 18080, udp: false, log };
+        let (listeners, failed) = Listeners::start(&id, vec![port]).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        let addr = SocketAddr::from((id.ip, 18080));
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Half a request is in flight when the pod stops.
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(listeners);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // New connections are refused at once...
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener should be closed");
+        // ...but the request in flight is answered, and its connection then closes.
+        conn.write_all(b"\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_string(&mut answer))
+            .await
+            .expect("the connection closes after answering")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("x-pod-name: drain"), "{answer}");
+    }
 
     #[test]
     fn the_default_backend_image_is_recognised() {
