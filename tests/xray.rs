@@ -188,6 +188,18 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // A Service whose named targetPort no pod declares: the route says so, naming the pod.
+    let objects = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lonely\n  labels: {app: lonely}\nspec:\n  containers:\n  - name: c\n    image: nginx\n    ports:\n    - {name: http, containerPort: 80}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: lonely\nspec:\n  selector: {app: lonely}\n  ports:\n  - {port: 80, targetPort: web}\n";
+    let out = kp.kubectl_stdin(&["apply", "-f", "-"], objects);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let route = xray_json(&kp, &["route", "--service", "lonely"]);
+    let problems = route["route"]["problems"].to_string();
+    assert!(
+        problems.contains(r#"targets the container port named \"web\", which pod lonely does not declare"#),
+        "{problems}"
+    );
+    assert!(problems.contains("is ready"), "an unscheduled pod is not ready: {problems}");
+
     // A kubeconfig that points nowhere: an error, not a hang or a panic.
     let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
         .args(["xray", "route", "--service", "x", "--kubeconfig", "/nonexistent/kubeconfig"])
