@@ -328,8 +328,20 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
         Some(path) => apiserver::auth::read_token_file(path)?,
         None => Default::default(),
     };
+    // ServiceAccount tokens are signed by a key beside the certificates (none with --insecure-http).
+    let service_accounts = match &pki {
+        Some(pki) => Some(Arc::new(
+            apiserver::auth::serviceaccount::TokenKeys::load_or_create(
+                pki.dir(),
+                apiserver::auth::serviceaccount::DEFAULT_ISSUER,
+                Vec::new(),
+            )
+            .context("the service account signing key")?,
+        )),
+        None => None,
+    };
     let api_cfg = apiserver::Config {
-        auth: apiserver::auth::AuthConfig { insecure: pki.is_none(), tokens },
+        auth: apiserver::auth::AuthConfig { insecure: pki.is_none(), tokens, service_accounts },
         tls,
         bind: SocketAddr::new(args.api.bind_address, args.api.secure_port),
         service_cidr: args.api.service_cluster_ip_range,

@@ -167,3 +167,508 @@ fn rbac_denies_until_a_binding_allows_and_can_i_agrees() {
         kp.etcd_get(&kp.endpoint(), "/registry/clusterrolebindings/cluster-admin").expect("stored binding");
     assert_eq!(key["subjects"][0]["name"], "system:masters");
 }
+
+/// `curl` with `args` against `url`: (HTTP code, body).
+fn curl(args: &[&str], url: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs (install curl)");
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+/// Asserts upstream's 401 Status.
+fn assert_401(what: &str, (code, body): (String, String)) {
+    assert_eq!(code, "401", "{what}: {body}");
+    let status: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not a Status ({e}): {body}"));
+    assert_eq!(status["kind"], "Status", "{what}");
+    assert_eq!(status["reason"], "Unauthorized", "{what}");
+    assert_eq!(status["code"], 401, "{what}");
+}
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn unb64url(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()
+}
+
+/// An ES256 JWT over `header` and `claims`, signed by the PKCS#8 PEM key `key_pem`.
+fn sign_jwt(key_pem: &str, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let der = rcgen::KeyPair::from_pem(key_pem).unwrap().serialize_der();
+    let rng = ring::rand::SystemRandom::new();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &der,
+        &rng,
+    )
+    .unwrap();
+    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let sig = key.sign(&rng, input.as_bytes()).unwrap();
+    format!("{input}.{}", b64url(sig.as_ref()))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn server_of(kp: &Kplane) -> String {
+    kp.stdout_lines.iter().find_map(|l| l.strip_prefix("kplane: API server at ")).unwrap().to_string()
+}
+
+#[test]
+fn service_account_tokens_from_kubectl_create_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "alice-token,alice,1001\n").unwrap();
+    let data = dir.path().join("data");
+    let token_flags = ["--token-auth-file", tokens.to_str().unwrap()];
+    let kp = Kplane::start_cmd("apiserver", &data, free_port(), &token_flags);
+    kp.kubectl_ok(&["create", "serviceaccount", "robot"]);
+
+    // kubectl create token: an ES256 JWT with upstream's claims, one hour by default.
+    let token = kp.kubectl_ok(&["create", "token", "robot"]).trim().to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    let header: serde_json::Value = serde_json::from_slice(&unb64url(parts[0])).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let claims: serde_json::Value = serde_json::from_slice(&unb64url(parts[1])).unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:default:robot");
+    assert_eq!(claims["iss"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(claims["aud"][0], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+    let sa_uid = kp.kubectl_ok(&["get", "sa", "robot", "-o", "jsonpath={.metadata.uid}"]);
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["uid"], sa_uid.as_str());
+    let robot = ["--token", token.as_str()];
+
+    // It authenticates as the ServiceAccount, in upstream's groups.
+    let who = kubectl_as(&kp, &robot, &["auth", "whoami", "-o", "json"]);
+    assert!(who.status.success(), "{}", stderr(&who));
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "system:serviceaccount:default:robot");
+    let groups = who["status"]["userInfo"]["groups"].to_string();
+    for g in ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"] {
+        assert!(groups.contains(&format!("\"{g}\"")), "{g} in {groups}");
+    }
+    // RBAC applies to it: nothing until a binding names the ServiceAccount.
+    let denied = kubectl_as(&kp, &robot, &["get", "pods"]);
+    assert!(
+        stderr(&denied).contains("User \"system:serviceaccount:default:robot\" cannot list resource \"pods\""),
+        "{}",
+        stderr(&denied)
+    );
+    kp.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:robot",
+    ]);
+    let allowed = kubectl_as(&kp, &robot, &["get", "pods"]);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    let no = kubectl_as(&kp, &robot, &["auth", "can-i", "delete", "pods"]);
+    assert_eq!(stdout(&no).trim(), "no");
+
+    // expirationSeconds and audiences, with upstream's defaults and limits.
+    let short = kp.kubectl(&["create", "token", "robot", "--duration", "5m"]);
+    assert!(
+        stderr(&short).contains(
+            "spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 10 minutes"
+        ),
+        "{}",
+        stderr(&short)
+    );
+    let long = kp.kubectl_ok(&["create", "token", "robot", "--duration", "2h"]);
+    let claims: serde_json::Value =
+        serde_json::from_slice(&unb64url(long.trim().split('.').nth(1).unwrap())).unwrap();
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 7200);
+    let vault = kp.kubectl_ok(&["create", "token", "robot", "--audience", "vault"]);
+    let claims: serde_json::Value =
+        serde_json::from_slice(&unb64url(vault.trim().split('.').nth(1).unwrap())).unwrap();
+    assert_eq!(claims["aud"], serde_json::json!(["vault"]));
+    let other_audience = kubectl_as(&kp, &["--token", vault.trim()], &["get", "pods"]);
+    assert!(
+        stderr(&other_audience).contains("Unauthorized"),
+        "a token for another audience: {}",
+        stderr(&other_audience)
+    );
+    let missing = kp.kubectl(&["create", "token", "nobody"]);
+    assert!(stderr(&missing).contains("serviceaccounts \"nobody\" not found"), "{}", stderr(&missing));
+
+    // Who may create tokens: edit (and admin) may, view may not.
+    let alice = ["--token", "alice-token"];
+    kp.kubectl_ok(&["create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice"]);
+    let viewer = kubectl_as(&kp, &alice, &["create", "token", "robot"]);
+    assert!(
+        stderr(&viewer).contains(
+            "cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"default\""
+        ),
+        "{}",
+        stderr(&viewer)
+    );
+    kp.kubectl_ok(&["create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice"]);
+    let editor = kubectl_as(&kp, &alice, &["create", "token", "robot"]);
+    assert!(editor.status.success(), "{}", stderr(&editor));
+
+    // The signing key is private and survives a restart, so issued tokens stay valid.
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = data.join("tls").join("sa.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let key_pem = std::fs::read_to_string(&key_file).unwrap();
+    drop(kp);
+    let kp = Kplane::start_cmd("apiserver", &data, free_port(), &token_flags);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key_pem, "the key is reused");
+    let again = kubectl_as(&kp, &robot, &["get", "pods"]);
+    assert!(again.status.success(), "after a restart: {}", stderr(&again));
+
+    // Deleting the ServiceAccount revokes its tokens; a new one of the same name (new uid) does not
+    // bring them back.
+    kp.kubectl_ok(&["delete", "serviceaccount", "robot"]);
+    common::eventually(10, "the deleted ServiceAccount's token to be refused", || {
+        let out = kubectl_as(&kp, &robot, &["get", "pods"]);
+        stderr(&out).contains("Unauthorized").then_some(())
+    });
+    kp.kubectl_ok(&["create", "serviceaccount", "robot"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let recreated = kubectl_as(&kp, &robot, &["get", "pods"]);
+    assert!(stderr(&recreated).contains("Unauthorized"), "{}", stderr(&recreated));
+    let fresh = kp.kubectl_ok(&["create", "token", "robot"]);
+    let fresh = kubectl_as(&kp, &["--token", fresh.trim()], &["auth", "whoami"]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+}
+
+/// A client certificate signed by `issuer` (cert PEM, key PEM), valid from `from` to `until`.
+fn client_cert(
+    issuer: (&str, &str),
+    cn: &str,
+    org: &str,
+    from: (i32, u8, u8),
+    until: (i32, u8, u8),
+) -> (String, String) {
+    let ca_key = rcgen::KeyPair::from_pem(issuer.1).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(issuer.0, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn self_signed_ca(cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn bad_certificates_and_tokens_get_401_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
+    let server = server_of(&kp);
+    let url = format!("{server}/api/v1/namespaces/default/pods");
+    let tls = data.join("tls");
+    let ca_crt = tls.join("ca.crt");
+    let ca = (std::fs::read_to_string(&ca_crt).unwrap(), std::fs::read_to_string(tls.join("ca.key")).unwrap());
+    let cacert = ["--cacert", ca_crt.to_str().unwrap()];
+    let write = |name: &str, (cert, key): (String, String)| {
+        let (c, k) = (dir.path().join(format!("{name}.crt")), dir.path().join(format!("{name}.key")));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    };
+
+    // A valid certificate from the cluster CA, made here, works: the forging below is sound.
+    let good = write(
+        "good",
+        client_cert((&ca.0, &ca.1), "kubernetes-admin", "system:masters", (2024, 1, 1), (2035, 1, 1)),
+    );
+    let (code, body) = curl(&[&cacert[..], &["--cert", &good.0, "--key", &good.1]].concat(), &url);
+    assert_eq!(code, "200", "{body}");
+    // Expired (same CA, same subject), not yet valid, and from another CA: 401 with upstream's Status,
+    // from curl and from kubectl alike.
+    let expired = write(
+        "expired",
+        client_cert((&ca.0, &ca.1), "kubernetes-admin", "system:masters", (2020, 1, 1), (2021, 1, 1)),
+    );
+    let future = write(
+        "future",
+        client_cert((&ca.0, &ca.1), "kubernetes-admin", "system:masters", (2090, 1, 1), (2091, 1, 1)),
+    );
+    let other_ca = self_signed_ca("kplane-ca");
+    let foreign = write(
+        "foreign",
+        client_cert(
+            (&other_ca.0, &other_ca.1),
+            "kubernetes-admin",
+            "system:masters",
+            (2024, 1, 1),
+            (2035, 1, 1),
+        ),
+    );
+    for (what, (cert, key)) in [("expired", &expired), ("not yet valid", &future), ("another CA", &foreign)] {
+        assert_401(what, curl(&[&cacert[..], &["--cert", cert, "--key", key]].concat(), &url));
+        let out = kubectl_as(&kp, &["--client-certificate", cert, "--client-key", key], &["get", "pods"]);
+        // kubectl words a 401 to a client-certificate user as upstream's does.
+        assert!(
+            stderr(&out).contains("the server has asked for the client to provide credentials"),
+            "{what}: {}",
+            stderr(&out)
+        );
+    }
+
+    // Malformed bearer tokens and other schemes.
+    for header in [
+        "Bearer",
+        "Bearer ",
+        "Bearer    ",
+        "bearer nope",
+        "Bearer a.b.c",
+        "Bearer ...",
+        "Bearer e30.e30.e30",
+        "Bearer eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.AAAA",
+        "Basic a3ViZXJuZXRlcy1hZG1pbjpwYXNzd29yZA==",
+        "Negotiate YIIB",
+        "Bearer \u{00e9}t\u{00e9}",
+    ] {
+        assert_401(header, curl(&["-k", "-H", &format!("Authorization: {header}")], &url));
+    }
+
+    // JWTs: a real one from the API, then forged variants of it.
+    kp.kubectl_ok(&["create", "serviceaccount", "robot"]);
+    let token = kp.kubectl_ok(&["create", "token", "robot"]).trim().to_string();
+    kp.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:robot",
+    ]);
+    let bearer = |t: &str| curl(&["-k", "-H", &format!("Authorization: Bearer {t}")], &url);
+    assert_eq!(bearer(&token).0, "200", "the real token works");
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: serde_json::Value = serde_json::from_slice(&unb64url(parts[0])).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&unb64url(parts[1])).unwrap();
+    let key_pem = std::fs::read_to_string(tls.join("sa.key")).unwrap();
+    // Signed here with the cluster's key, claims unchanged: accepted (the forging is sound).
+    assert_eq!(bearer(&sign_jwt(&key_pem, &header, &claims)).0, "200");
+
+    // Tampered: the payload now names a cluster-admin ServiceAccount; the signature is the old one.
+    let mut evil = claims.clone();
+    evil["sub"] = serde_json::json!("system:serviceaccount:kube-system:robot");
+    evil["kubernetes.io"]["namespace"] = serde_json::json!("kube-system");
+    let tampered = format!("{}.{}.{}", parts[0], b64url(evil.to_string().as_bytes()), parts[2]);
+    assert_401("tampered payload", bearer(&tampered));
+    // Signed by another key.
+    let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem();
+    assert_401("another key", bearer(&sign_jwt(&other_key, &header, &claims)));
+    // alg none, with no signature and with the real one.
+    let none = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    assert_401("alg none", bearer(&format!("{none}.{}.", parts[1])));
+    assert_401("alg none, signature kept", bearer(&format!("{none}.{}.{}", parts[1], parts[2])));
+    // HS256 with the public key as the secret would need the key; any HS256 is refused by alg.
+    let hs = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    assert_401("alg HS256", bearer(&format!("{hs}.{}.{}", parts[1], parts[2])));
+    // Expired (beyond the one-minute leeway) and not yet valid, signed with the real key.
+    let mut old = claims.clone();
+    old["iat"] = serde_json::json!(now_secs() - 7200);
+    old["nbf"] = serde_json::json!(now_secs() - 7200);
+    old["exp"] = serde_json::json!(now_secs() - 120);
+    assert_401("expired JWT", bearer(&sign_jwt(&key_pem, &header, &old)));
+    let mut later = claims.clone();
+    later["nbf"] = serde_json::json!(now_secs() + 600);
+    assert_401("not yet valid JWT", bearer(&sign_jwt(&key_pem, &header, &later)));
+    // Another issuer, another audience, another ServiceAccount uid: all signed with the real key.
+    let mut iss = claims.clone();
+    iss["iss"] = serde_json::json!("https://evil.example");
+    assert_401("other issuer", bearer(&sign_jwt(&key_pem, &header, &iss)));
+    let mut aud = claims.clone();
+    aud["aud"] = serde_json::json!(["https://evil.example"]);
+    assert_401("other audience", bearer(&sign_jwt(&key_pem, &header, &aud)));
+    let mut uid = claims.clone();
+    uid["kubernetes.io"]["serviceaccount"]["uid"] = serde_json::json!("00000000-0000-0000-0000-000000000000");
+    assert_401("stale uid", bearer(&sign_jwt(&key_pem, &header, &uid)));
+
+    // Still alive and well.
+    assert_eq!(curl(&["-k"], &format!("{server}/healthz")).0, "200");
+    kp.kubectl_ok(&["get", "pods"]);
+    assert!(kp.child.try_wait().unwrap().is_none(), "kplane is still running");
+    assert!(kp.terminate().success());
+}
+
+/// xorshift64*: a reproducible stream of junk without a dependency.
+struct Junk(u64);
+
+impl Junk {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, len: usize, pick: impl Fn(u8) -> u8) -> Vec<u8> {
+        (0..len).map(|_| pick(self.next() as u8)).collect()
+    }
+
+    /// One Authorization value: printable junk, raw high bytes, random schemes, JWT-shaped junk,
+    /// and now and then a huge one.
+    fn authorization(&mut self) -> Vec<u8> {
+        let len = match self.below(100) {
+            0..=1 => 64 * 1024 + self.below(256 * 1024) as usize,
+            2..=9 => 1024 + self.below(8192) as usize,
+            _ => self.below(200) as usize,
+        };
+        let printable = |b: u8| b' ' + b % 95;
+        let any_allowed = |b: u8| if b < b' ' || b == 0x7f { b'\t' } else { b };
+        let scheme: &[u8] = match self.below(8) {
+            0 => b"Bearer ",
+            1 => b"bearer ",
+            2 => b"BEARER\t",
+            3 => b"Basic ",
+            4 => b"Digest ",
+            5 => b"",
+            6 => b"Bearer  ",
+            _ => b"X-Whatever ",
+        };
+        let mut v = scheme.to_vec();
+        match self.below(4) {
+            0 => v.extend(self.bytes(len, printable)),
+            1 => v.extend(self.bytes(len, any_allowed)),
+            2 => {
+                let b64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                for i in 0..3 {
+                    if i > 0 {
+                        v.push(b'.');
+                    }
+                    let part = len / 3;
+                    v.extend(self.bytes(part, |b| b64[(b % 64) as usize]));
+                }
+            }
+            _ => {
+                // A JWT-looking prefix with junk JSON inside.
+                let header_len = self.below(40) as usize;
+                let header = self.bytes(header_len, printable);
+                let payload = self.bytes(len, any_allowed);
+                v.extend(b64url(&header).bytes());
+                v.push(b'.');
+                v.extend(b64url(&payload).bytes());
+                v.extend(b".c2ln");
+            }
+        }
+        v
+    }
+}
+
+#[test]
+fn ten_thousand_random_authorization_headers_cause_no_5xx() {
+    use http_body_util::BodyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
+    let server = server_of(&kp);
+    let addr: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+    let ca = std::fs::read(data.join("tls").join("ca.crt")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let counts = rt.block_on(async move {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let connect = move || {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let tls = connector.connect(name, tcp).await.unwrap();
+                let (send, conn) = hyper::client::conn::http1::handshake::<
+                    _,
+                    http_body_util::Empty<hyper::body::Bytes>,
+                >(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                send
+            }
+        };
+        // Four connections in parallel, 2,500 requests each, reconnecting whenever the server
+        // closes one (it does after an oversized header).
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..4u64 {
+            let connect = connect.clone();
+            tasks.spawn(async move {
+                let mut junk = Junk(0x9E37_79B9_7F4A_7C15 ^ (worker + 1));
+                let mut counts = std::collections::BTreeMap::<u16, u32>::new();
+                let mut send = connect().await;
+                for _ in 0..2500 {
+                    let value = junk.authorization();
+                    let Ok(value) = http::HeaderValue::from_bytes(&value) else {
+                        panic!("the generator made an invalid header value");
+                    };
+                    if send.ready().await.is_err() {
+                        send = connect().await;
+                    }
+                    let req = http::Request::get("/api/v1/namespaces/default/pods")
+                        .header(http::header::HOST, "127.0.0.1")
+                        .header(http::header::AUTHORIZATION, value)
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    let code = match send.send_request(req).await {
+                        Ok(resp) => {
+                            let code = resp.status().as_u16();
+                            let body =
+                                resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            assert!(code < 500, "{code}: {}", String::from_utf8_lossy(&body));
+                            code
+                        }
+                        // The server may close the connection on a header too big to read.
+                        Err(_) => 0,
+                    };
+                    *counts.entry(code).or_default() += 1;
+                }
+                counts
+            });
+        }
+        let mut all = std::collections::BTreeMap::<u16, u32>::new();
+        while let Some(done) = tasks.join_next().await {
+            for (code, n) in done.unwrap() {
+                *all.entry(code).or_default() += n;
+            }
+        }
+        all
+    });
+    let total: u32 = counts.values().sum();
+    assert_eq!(total, 10_000, "{counts:?}");
+    assert!(counts.keys().all(|c| *c < 500), "{counts:?}");
+    assert!(counts.get(&401).copied().unwrap_or(0) > 9_000, "almost all are plain 401s: {counts:?}");
+    // Still serving, for real clients too.
+    assert_eq!(curl(&["-k"], &format!("{server}/healthz")).0, "200");
+    kp.kubectl_ok(&["get", "namespaces"]);
+}

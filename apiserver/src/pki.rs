@@ -19,10 +19,17 @@ pub enum PkiError {
 }
 
 /// A PEM certificate and its PEM private key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CertPair {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertPair {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertPair").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
 }
 
 /// The CA and where its files live.

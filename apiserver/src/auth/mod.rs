@@ -1,7 +1,9 @@
 //! Authentication, as upstream's authenticator chain does it: an x509 client certificate (CN is
-//! the user, O the groups), a static bearer token (`--token-auth-file`), or an identity the
-//! transport vouches for (the in-process components). Without one, a request is anonymous and gets
-//! 401, except `/healthz`, `/livez`, `/readyz` and `/version`, which stay open as upstream allows.
+//! the user, O the groups), a static bearer token (`--token-auth-file`), a ServiceAccount JWT
+//! (`serviceaccount.rs`), or an identity the transport vouches for (the in-process components).
+//! Without one, a request is anonymous and gets 401, except `/healthz`, `/livez`, `/readyz` and
+//! `/version`, which stay open as upstream allows. A bearer token that no authenticator accepts is
+//! 401 on every path (upstream fails on a bad credential rather than falling back to anonymous).
 //!
 //! With `--insecure-http` there is no authentication at all (upstream's old insecure port): every
 //! request acts as a cluster administrator, which is why that mode binds loopback only.
@@ -17,6 +19,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 pub mod rbac;
+pub mod serviceaccount;
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,13 +47,32 @@ impl UserInfo {
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub UserInfo);
 
+/// Set by the TLS layer when a client presented a certificate that does not verify (expired,
+/// another CA): the request is refused with 401 whatever else it carries, as upstream does.
+#[derive(Clone, Copy, Debug)]
+pub struct BadClientCertificate;
+
 /// How the server authenticates.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// No authentication (plain HTTP with `--insecure-http`).
     pub insecure: bool,
     /// Static bearer tokens (`--token-auth-file`).
     pub tokens: HashMap<String, UserInfo>,
+    /// ServiceAccount token signing and verification; None serves no TokenRequest and accepts no
+    /// JWTs.
+    pub service_accounts: Option<std::sync::Arc<serviceaccount::TokenKeys>>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // The tokens are credentials: only their number is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("insecure", &self.insecure)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("service_accounts", &self.service_accounts)
+            .finish()
+    }
 }
 
 /// Paths anyone may read, authenticated or not.
@@ -61,34 +83,111 @@ fn open_path(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The user behind `req`, if any authenticator accepts it.
-pub fn authenticate(auth: &AuthConfig, req: &Request) -> Option<UserInfo> {
-    if let Some(Authenticated(user)) = req.extensions().get::<Authenticated>() {
-        return Some(user.clone().authenticated());
+/// The outcome of authentication.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Authn {
+    User(UserInfo),
+    /// No credential at all.
+    Anonymous,
+    /// A credential no authenticator accepts.
+    Rejected,
+}
+
+/// The user behind a request with `headers`, if any authenticator accepts it. `transport` is the
+/// identity the TLS handshake or the in-process transport established, if any.
+pub async fn authenticate(
+    st: &AppState,
+    headers: &http::HeaderMap,
+    transport: Option<&Authenticated>,
+) -> Authn {
+    let auth = &st.config.auth;
+    if let Some(Authenticated(user)) = transport {
+        return Authn::User(user.clone().authenticated());
     }
-    if let Some(token) = bearer(req) {
-        return auth.tokens.get(token).cloned().map(UserInfo::authenticated);
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        let Some(token) = bearer(headers) else {
+            // Basic auth or some other scheme: upstream has no authenticator for it.
+            return if auth.insecure { Authn::Anonymous } else { Authn::Rejected };
+        };
+        if let Some(user) = auth.tokens.get(token) {
+            return Authn::User(user.clone().authenticated());
+        }
+        if let Some(keys) = &auth.service_accounts {
+            match service_account(st, keys, token).await {
+                Ok(user) => return Authn::User(user),
+                Err(why) => tracing::debug!(%why, "bearer token rejected"),
+            }
+        }
+        if !auth.insecure {
+            return Authn::Rejected;
+        }
     }
     if auth.insecure {
-        return Some(UserInfo::new("system:admin", &["system:masters"]).authenticated());
+        return Authn::User(UserInfo::new("system:admin", &["system:masters"]).authenticated());
     }
-    None
+    Authn::Anonymous
+}
+
+/// A ServiceAccount JWT's user, once its signature and claims hold and its ServiceAccount (and the
+/// object it is bound to) still exist with the uids it names.
+async fn service_account(
+    st: &AppState,
+    keys: &serviceaccount::TokenKeys,
+    token: &str,
+) -> Result<UserInfo, String> {
+    if !serviceaccount::looks_like_jwt(token) {
+        return Err("not a JWT".into());
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let claims = keys.verify(token, now).map_err(|e| e.to_string())?;
+    let live_uid = |kind: &str, name: &str| {
+        let plural = match kind {
+            "ServiceAccount" => "serviceaccounts",
+            "Pod" => "pods",
+            _ => "secrets",
+        };
+        let ns = claims.namespace.clone();
+        let name = name.to_string();
+        async move {
+            let res = api_types::resources::lookup("", "v1", plural)?;
+            let obj = crate::objects::read_cached(st, res, &res.key(Some(&ns), &name)).await?;
+            Some(obj.pointer("/metadata/uid").and_then(serde_json::Value::as_str).unwrap_or("").to_string())
+        }
+    };
+    match live_uid("ServiceAccount", &claims.name).await {
+        None => return Err(format!("service account {}/{} not found", claims.namespace, claims.name)),
+        Some(uid) if !claims.uid.is_empty() && uid != claims.uid => {
+            return Err(format!("service account {}/{} uid mismatch", claims.namespace, claims.name))
+        }
+        Some(_) => {}
+    }
+    if let Some((kind, name, uid)) = &claims.bound {
+        match live_uid(kind, name).await {
+            Some(live) if live == *uid => {}
+            _ => return Err(format!("the {kind} {name} the token is bound to is gone")),
+        }
+    }
+    let ns_group = format!("system:serviceaccounts:{}", claims.namespace);
+    Ok(UserInfo::new(claims.username(), &["system:serviceaccounts", &ns_group]).authenticated())
 }
 
 /// Middleware: authenticates (401 if no one), authorizes with RBAC (403 with upstream's message),
 /// and attaches the request's [`UserInfo`] for the handlers.
 pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(user) = authenticate(&st.config.auth, &req) else {
-        if open_path(req.uri().path()) {
-            return next.run(req).await;
-        }
+    if req.extensions().get::<BadClientCertificate>().is_some() {
         return ApiError::unauthorized().into_response();
+    }
+    let transport = req.extensions().get::<Authenticated>().cloned();
+    let user = match authenticate(&st, req.headers(), transport.as_ref()).await {
+        Authn::User(user) => user,
+        Authn::Anonymous if open_path(req.uri().path()) => return next.run(req).await,
+        Authn::Anonymous | Authn::Rejected => return ApiError::unauthorized().into_response(),
     };
     if !st.config.auth.insecure {
         let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
