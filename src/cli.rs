@@ -39,6 +39,9 @@ pub enum Command {
     Dns(crate::components::DnsCmd),
     /// Run the ingress controller alone against a cluster.
     Ingress(crate::components::IngressCmd),
+    /// Write a client-certificate kubeconfig signed by the cluster CA (e.g. for a split node:
+    /// --user system:node:NAME --group system:nodes).
+    Kubeconfig(crate::kubeconfig::KubeconfigCmd),
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -214,6 +217,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Proxy(cmd) => crate::components::proxy_cmd(cmd, shutdown_signal()).await,
         Command::Dns(cmd) => crate::components::dns_cmd(cmd, shutdown_signal()).await,
         Command::Ingress(cmd) => crate::components::ingress_cmd(cmd, shutdown_signal()).await,
+        Command::Kubeconfig(cmd) => crate::kubeconfig::run(cmd),
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;

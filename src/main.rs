@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod components;
+mod kubeconfig;
 
 use anyhow::Result;
 use clap::Parser;

@@ -672,3 +672,271 @@ fn ten_thousand_random_authorization_headers_cause_no_5xx() {
     assert_eq!(curl(&["-k"], &format!("{server}/healthz")).0, "200");
     kp.kubectl_ok(&["get", "namespaces"]);
 }
+
+fn node_ready(kp: &Kplane, name: &str) -> bool {
+    let out = kp.kubectl(&["get", "node", name, "-o", "json"]);
+    let Ok(n) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return false };
+    n["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn kubectl_with(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("kubectl")
+        .env_remove("KUBECONFIG")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_split_node_runs_as_system_node_with_a_minted_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kp = Kplane::start_with(&data, free_port(), &["--nodes", "1"]);
+    let node_kubeconfig = dir.path().join("worker7.kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["kubeconfig", "--data-dir", data.to_str().unwrap(), "--user", "system:node:worker7"])
+        .args(["--group", "system:nodes", "--out", node_kubeconfig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&node_kubeconfig).unwrap().permissions().mode() & 0o777, 0o600);
+    let who = kubectl_with(&node_kubeconfig, &["auth", "whoami", "-o", "json"]);
+    assert!(who.status.success(), "{}", stderr(&who));
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "system:node:worker7");
+    assert!(who["status"]["userInfo"]["groups"].to_string().contains("\"system:nodes\""), "{who}");
+
+    // The node registers, heartbeats and becomes Ready under that identity alone.
+    let mut node = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["node", "--name", "worker7", "--node-ip", "127.0.21.7", "--kubelet-port", "0", "--kubeconfig"])
+        .arg(&node_kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    common::eventually(60, "worker7 Ready", || node_ready(&kp, "worker7").then_some(()));
+    let lease = kp.kubectl_ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "worker7",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, "worker7");
+
+    // It may change itself, not another node (upstream's NodeRestriction).
+    let own = kubectl_with(&node_kubeconfig, &["label", "node", "worker7", "kplane.test/mine=yes"]);
+    assert!(own.status.success(), "{}", stderr(&own));
+    let other = kubectl_with(&node_kubeconfig, &["label", "node", "worker0", "kplane.test/theirs=yes"]);
+    assert!(
+        stderr(&other).contains(
+            "nodes \"worker0\" is forbidden: node \"worker7\" is not allowed to modify node \"worker0\""
+        ),
+        "{}",
+        stderr(&other)
+    );
+    let delete = kubectl_with(&node_kubeconfig, &["delete", "node", "worker0"]);
+    assert!(stderr(&delete).contains("is forbidden"), "{}", stderr(&delete));
+    let lease =
+        kubectl_with(&node_kubeconfig, &["annotate", "lease", "-n", "kube-node-lease", "worker0", "x=y"]);
+    assert!(stderr(&lease).contains("can only access node lease with the same name"), "{}", stderr(&lease));
+    // Nor is a node an administrator.
+    let secrets = kubectl_with(&node_kubeconfig, &["create", "secret", "generic", "s", "--from-literal=a=b"]);
+    assert!(
+        stderr(&secrets).contains("User \"system:node:worker7\" cannot create resource \"secrets\""),
+        "{}",
+        stderr(&secrets)
+    );
+    assert!(node_ready(&kp, "worker0"), "worker0 untouched");
+    let _ = node.kill();
+    let _ = node.wait();
+
+    // Without a cluster CA there is nothing to mint from.
+    let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args([
+            "kubeconfig",
+            "--data-dir",
+            dir.path().join("nothing").to_str().unwrap(),
+            "--user",
+            "x",
+            "--out",
+        ])
+        .arg(dir.path().join("x.kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no cluster CA"), "{}", stderr(&out));
+}
+
+#[test]
+fn components_get_403_once_their_role_binding_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kp = Kplane::start_with(&data, free_port(), &["--nodes", "1", "--no-networking"]);
+    let scheduler = data.join("scheduler.kubeconfig");
+    let can_bind = || {
+        stdout(&kubectl_with(&scheduler, &["auth", "can-i", "create", "pods", "--subresource=binding", "-A"]))
+            .trim()
+            .to_string()
+    };
+    let node_of = |pod: &str| kp.kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"]);
+
+    // With its binding, the scheduler (in-process, and with its kubeconfig) does its job.
+    assert_eq!(can_bind(), "yes");
+    assert!(kubectl_with(&scheduler, &["get", "pods", "-A"]).status.success());
+    kp.kubectl_ok(&["run", "before", "--image=nginx"]);
+    common::eventually(30, "the pod scheduled", || (node_of("before") == "worker0").then_some(()));
+
+    // Without it: 403 for the scheduler's identity, and new pods stay unscheduled.
+    kp.kubectl_ok(&["delete", "clusterrolebinding", "system:kube-scheduler"]);
+    common::eventually(10, "the scheduler denied", || (can_bind() == "no").then_some(()));
+    let list = kubectl_with(&scheduler, &["get", "pods", "-A"]);
+    assert!(
+        stderr(&list).contains("User \"system:kube-scheduler\" cannot list resource \"pods\" in API group \"\" at the cluster scope"),
+        "{}",
+        stderr(&list)
+    );
+    kp.kubectl_ok(&["run", "during", "--image=nginx"]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(node_of("during"), "", "no binding without the role");
+
+    // Restored (within the leader lease's renew deadline), it works again: the pending pod gets
+    // scheduled.
+    kp.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "system:kube-scheduler",
+        "--clusterrole=system:kube-scheduler",
+        "--user=system:kube-scheduler",
+    ]);
+    assert_eq!(can_bind(), "yes");
+    common::eventually(90, "the pending pod scheduled", || (node_of("during") == "worker0").then_some(()));
+
+    // The controller-manager likewise gets 403s; left without its role it cannot renew its leader
+    // lease and stops, taking kplane down with an error, as a kube-controller-manager exits.
+    let cm = data.join("controller-manager.kubeconfig");
+    assert!(kubectl_with(&cm, &["get", "replicasets", "-A"]).status.success());
+    kp.kubectl_ok(&["delete", "clusterrolebinding", "system:kube-controller-manager"]);
+    common::eventually(10, "the controller-manager denied", || {
+        let out = kubectl_with(&cm, &["get", "replicasets", "-A"]);
+        stderr(&out).contains("User \"system:kube-controller-manager\" cannot list").then_some(())
+    });
+    let mut kp = kp;
+    let status = common::eventually(60, "kplane to stop", || kp.child.try_wait().unwrap());
+    assert!(!status.success(), "a component without its role is a failure");
+}
+
+/// Lines of a PEM file's body long enough to identify it (the base64 of the key itself).
+fn pem_body_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn secrets_tokens_and_keys_stay_out_of_trace_logs() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let static_token = "static-tok-4f1d9c2e8b7a6350";
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, format!("{static_token},carol,1003,\"system:masters\"\n")).unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["-vv", "up", "--nodes", "1", "--data-dir", data.to_str().unwrap()])
+        .args(["--etcd-listen", &format!("127.0.0.1:{}", free_port()), "--secure-port", "0"])
+        .args(["--token-auth-file", tokens.to_str().unwrap()])
+        .args(["--cluster-cidr", "127.239.0.0/16", "--service-cluster-ip-range", "127.119.0.0/16"])
+        .args(["--ingress-http-address", "127.159.0.1:80", "--ingress-https-address", "127.159.0.1:443"])
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = common::eventually(60, "kplane ready", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kplane exited ({status}): {}", std::fs::read_to_string(&err_path).unwrap_or_default());
+        }
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        out.contains("kplane: ready").then_some(out)
+    });
+    let server = ready.lines().find_map(|l| l.strip_prefix("kplane: API server at ")).unwrap().to_string();
+    let kubeconfig = data.join("kubeconfig");
+    let kubectl = |extra: &[&str], args: &[&str]| -> std::process::Output {
+        Command::new("kubectl")
+            .env_remove("KUBECONFIG")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(extra)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+
+    // A Secret (plus one the ingress controller watches), a static token, a ServiceAccount JWT.
+    let secret_value = "s3cr3t-v4lue-8d0b1f7e2c";
+    ok(kubectl(
+        &[],
+        &["create", "secret", "generic", "creds", &format!("--from-literal=password={secret_value}")],
+    ));
+    ok(kubectl(&[], &["get", "secret", "creds", "-o", "yaml"]));
+    // A watch over Secrets, ended by its request timeout.
+    let _ = kubectl(&[], &["get", "secrets", "-A", "--watch-only", "--request-timeout=2s"]);
+    ok(kubectl(
+        &["--token", static_token, "--server", &server, "--insecure-skip-tls-verify"],
+        &["get", "secrets"],
+    ));
+    ok(kubectl(&[], &["create", "serviceaccount", "robot"]));
+    ok(kubectl(
+        &[],
+        &["create", "rolebinding", "robot-edit", "--clusterrole=edit", "--serviceaccount=default:robot"],
+    ));
+    let jwt = ok(kubectl(&[], &["create", "token", "robot"])).trim().to_string();
+    ok(kubectl(
+        &["--token", &jwt, "--server", &server, "--insecure-skip-tls-verify"],
+        &["get", "secret", "creds", "-o", "json"],
+    ));
+    // A rejected JWT and a rejected static-looking token are logged as rejected, not printed.
+    let forged = format!("{}x", jwt);
+    let _ = kubectl(&["--token", &forged, "--server", &server, "--insecure-skip-tls-verify"], &["get", "pods"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+
+    let logs = std::fs::read_to_string(&out_path).unwrap() + &std::fs::read_to_string(&err_path).unwrap();
+    assert!(logs.lines().count() > 1000, "trace logging is on: {} lines", logs.lines().count());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret_value);
+    let mut needles: Vec<(String, String)> = vec![
+        ("the Secret's value".into(), secret_value.into()),
+        ("the Secret's value in base64".into(), b64),
+        ("the static token".into(), static_token.into()),
+        ("the JWT".into(), jwt.clone()),
+        ("the JWT's signature".into(), jwt.rsplit('.').next().unwrap().to_string()),
+        ("the forged JWT".into(), forged),
+    ];
+    for key in ["ca.key", "sa.key", "apiserver.key", "admin.key", "scheduler.key", "controller-manager.key"] {
+        for line in pem_body_lines(&data.join("tls").join(key)) {
+            needles.push((format!("a line of {key}"), line));
+        }
+    }
+    for (what, needle) in &needles {
+        if let Some(at) = logs.find(needle.as_str()) {
+            let line = logs[..at].rsplit('\n').next().unwrap_or("");
+            panic!("{what} appears in kplane's output: …{}", &line[line.len().saturating_sub(300)..]);
+        }
+    }
+}

@@ -195,9 +195,38 @@ pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next
             tracing::debug!(user = %user.name, ?attrs, "forbidden");
             return attrs.forbidden(&user).into_response();
         }
+        if let Some(refused) = node_restriction(&user, &attrs) {
+            return refused.into_response();
+        }
     }
     req.extensions_mut().insert(user);
     next.run(req).await
+}
+
+/// Upstream's NodeRestriction admission, for what the request path shows: a node identity
+/// (`system:node:<name>` in `system:nodes`) may change or delete only its own Node (and its status)
+/// and its own Lease in `kube-node-lease`. (Creates, whose name is in the body, are not checked.)
+fn node_restriction(user: &UserInfo, attrs: &rbac::Attributes) -> Option<ApiError> {
+    let own = user.name.strip_prefix("system:node:")?;
+    if !user.groups.iter().any(|g| g == "system:nodes") {
+        return None;
+    }
+    let rbac::Attributes::Resource { verb, group, resource, namespace, name, .. } = attrs else { return None };
+    if !matches!(verb.as_str(), "update" | "patch" | "delete") || name == own {
+        return None;
+    }
+    let (qualified, why) = match (group.as_str(), resource.as_str(), namespace.as_str()) {
+        ("", "nodes", _) => ("nodes", format!("node {own:?} is not allowed to modify node {name:?}")),
+        ("coordination.k8s.io", "leases", "kube-node-lease") => (
+            "leases.coordination.k8s.io",
+            "can only access node lease with the same name as the requesting node".to_string(),
+        ),
+        _ => return None,
+    };
+    Some(ApiError {
+        details: Some(serde_json::json!({"name": name, "group": group, "kind": resource})),
+        ..ApiError::new(403, "Forbidden", format!("{qualified} {name:?} is forbidden: {why}"))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -279,6 +308,32 @@ mod tests {
         assert_eq!(read_token_file(&path).unwrap_err().line, 1);
         std::fs::write(&path, "t1,alice,1,\"dev\n").unwrap();
         assert!(read_token_file(&path).is_err());
+    }
+
+    #[test]
+    fn nodes_may_change_only_themselves() {
+        let node = UserInfo::new("system:node:worker7", &["system:nodes"]);
+        let attrs =
+            |verb: &str, group: &str, resource: &str, ns: &str, name: &str| rbac::Attributes::Resource {
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+                subresource: String::new(),
+                namespace: ns.into(),
+                name: name.into(),
+            };
+        assert!(node_restriction(&node, &attrs("patch", "", "nodes", "", "worker7")).is_none());
+        assert!(node_restriction(&node, &attrs("get", "", "nodes", "", "worker0")).is_none());
+        let e = node_restriction(&node, &attrs("patch", "", "nodes", "", "worker0")).unwrap();
+        assert_eq!(
+            e.message,
+            "nodes \"worker0\" is forbidden: node \"worker7\" is not allowed to modify node \"worker0\""
+        );
+        assert!(node_restriction(&node, &attrs("delete", "", "nodes", "", "worker0")).is_some());
+        let lease = attrs("update", "coordination.k8s.io", "leases", "kube-node-lease", "worker0");
+        assert!(node_restriction(&node, &lease).is_some());
+        let admin = UserInfo::new("kubernetes-admin", &["system:masters"]);
+        assert!(node_restriction(&admin, &attrs("patch", "", "nodes", "", "worker0")).is_none());
     }
 
     #[test]
