@@ -166,6 +166,36 @@ fn rbac_denies_until_a_binding_allows_and_can_i_agrees() {
     let key =
         kp.etcd_get(&kp.endpoint(), "/registry/clusterrolebindings/cluster-admin").expect("stored binding");
     assert_eq!(key["subjects"][0]["name"], "system:masters");
+
+    // Impersonation: the admin may act as alice (`--as`), and sees what alice may do; alice may not
+    // impersonate anyone.
+    let as_alice = kp.kubectl(&["auth", "can-i", "list", "configmaps", "-n", "default", "--as", "alice"]);
+    assert_eq!(stdout(&as_alice).trim(), "yes", "{}", stderr(&as_alice));
+    let as_alice = kp.kubectl(&["auth", "can-i", "delete", "configmaps", "-n", "default", "--as", "alice"]);
+    assert_eq!(stdout(&as_alice).trim(), "no", "{}", stderr(&as_alice));
+    let denied = kp.kubectl(&["delete", "configmap", "c", "-n", "default", "--as", "alice"]);
+    assert!(
+        stderr(&denied).contains("User \"alice\" cannot delete resource \"configmaps\""),
+        "{}",
+        stderr(&denied)
+    );
+    let who = kp.kubectl_ok(&["auth", "whoami", "--as", "system:serviceaccount:default:robot", "-o", "json"]);
+    let who: serde_json::Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "system:serviceaccount:default:robot");
+    assert!(
+        who["status"]["userInfo"]["groups"].to_string().contains("system:serviceaccounts:default"),
+        "{who}"
+    );
+    let escalate = kubectl_as(
+        &kp,
+        &alice,
+        &["get", "secrets", "--as", "kubernetes-admin", "--as-group", "system:masters"],
+    );
+    assert!(
+        stderr(&escalate).contains("users \"kubernetes-admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{}",
+        stderr(&escalate)
+    );
 }
 
 /// `curl` with `args` against `url`: (HTTP code, body).
@@ -744,6 +774,16 @@ fn a_split_node_runs_as_system_node_with_a_minted_kubeconfig() {
     );
     let delete = kubectl_with(&node_kubeconfig, &["delete", "node", "worker0"]);
     assert!(stderr(&delete).contains("is forbidden"), "{}", stderr(&delete));
+    let impostor = dir.path().join("worker9.yaml");
+    std::fs::write(&impostor, "apiVersion: v1\nkind: Node\nmetadata:\n  name: worker9\n").unwrap();
+    let create = kubectl_with(&node_kubeconfig, &["create", "-f", impostor.to_str().unwrap()]);
+    assert!(
+        stderr(&create).contains(
+            "nodes \"worker9\" is forbidden: node \"worker7\" is not allowed to modify node \"worker9\""
+        ),
+        "{}",
+        stderr(&create)
+    );
     let lease =
         kubectl_with(&node_kubeconfig, &["annotate", "lease", "-n", "kube-node-lease", "worker0", "x=y"]);
     assert!(stderr(&lease).contains("can only access node lease with the same name"), "{}", stderr(&lease));
@@ -788,8 +828,22 @@ fn components_get_403_once_their_role_binding_is_gone() {
     };
     let node_of = |pod: &str| kp.kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"]);
 
+    let can_bind_as = || {
+        let out = kp.kubectl(&[
+            "auth",
+            "can-i",
+            "create",
+            "pods",
+            "--subresource=binding",
+            "-A",
+            "--as",
+            "system:kube-scheduler",
+        ]);
+        stdout(&out).trim().to_string()
+    };
     // With its binding, the scheduler (in-process, and with its kubeconfig) does its job.
     assert_eq!(can_bind(), "yes");
+    assert_eq!(can_bind_as(), "yes");
     assert!(kubectl_with(&scheduler, &["get", "pods", "-A"]).status.success());
     kp.kubectl_ok(&["run", "before", "--image=nginx"]);
     common::eventually(30, "the pod scheduled", || (node_of("before") == "worker0").then_some(()));
@@ -797,6 +851,7 @@ fn components_get_403_once_their_role_binding_is_gone() {
     // Without it: 403 for the scheduler's identity, and new pods stay unscheduled.
     kp.kubectl_ok(&["delete", "clusterrolebinding", "system:kube-scheduler"]);
     common::eventually(10, "the scheduler denied", || (can_bind() == "no").then_some(()));
+    assert_eq!(can_bind_as(), "no", "kubectl auth can-i --as agrees");
     let list = kubectl_with(&scheduler, &["get", "pods", "-A"]);
     assert!(
         stderr(&list).contains("User \"system:kube-scheduler\" cannot list resource \"pods\" in API group \"\" at the cluster scope"),

@@ -184,12 +184,19 @@ pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next
         return ApiError::unauthorized().into_response();
     }
     let transport = req.extensions().get::<Authenticated>().cloned();
-    let user = match authenticate(&st, req.headers(), transport.as_ref()).await {
+    let mut user = match authenticate(&st, req.headers(), transport.as_ref()).await {
         Authn::User(user) => user,
         Authn::Anonymous if open_path(req.uri().path()) => return next.run(req).await,
         Authn::Anonymous | Authn::Rejected => return ApiError::unauthorized().into_response(),
     };
     if !st.config.auth.insecure {
+        user = match impersonate(&st, user, req.headers()).await {
+            Ok(user) => user,
+            Err(refused) => return refused.into_response(),
+        };
+        for h in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID] {
+            req.headers_mut().remove(h);
+        }
         let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
         if rbac::allowed(&st, &user, &attrs).await.is_none() {
             tracing::debug!(user = %user.name, ?attrs, "forbidden");
@@ -203,19 +210,100 @@ pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next
     next.run(req).await
 }
 
-/// Upstream's NodeRestriction admission, for what the request path shows: a node identity
-/// (`system:node:<name>` in `system:nodes`) may change or delete only its own Node (and its status)
-/// and its own Lease in `kube-node-lease`. (Creates, whose name is in the body, are not checked.)
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+
+/// Upstream's impersonation (`kubectl --as`, `--as-group`): the caller must be allowed the
+/// `impersonate` verb on each `users`/`serviceaccounts`/`groups` it names; the request then acts as
+/// that user, in those groups (plus `system:authenticated`, and a ServiceAccount's own groups).
+/// `Impersonate-Extra-*` headers are not supported and refused.
+async fn impersonate(st: &AppState, user: UserInfo, headers: &http::HeaderMap) -> Result<UserInfo, ApiError> {
+    let text = |v: &http::HeaderValue| {
+        v.to_str().map(str::to_string).map_err(|_| ApiError::bad_request("impersonation headers must be ASCII"))
+    };
+    let as_user = headers.get(IMPERSONATE_USER).map(text).transpose()?;
+    let groups: Vec<String> = headers.get_all(IMPERSONATE_GROUP).iter().map(text).collect::<Result<_, _>>()?;
+    let extras = headers.keys().any(|k| k.as_str().starts_with("impersonate-extra-"));
+    let uid = headers.contains_key(IMPERSONATE_UID);
+    let Some(as_user) = as_user else {
+        if !groups.is_empty() || extras || uid {
+            return Err(ApiError::bad_request(
+                "requested [Impersonate-Group or Impersonate-Extra or Impersonate-Uid] without impersonating a user",
+            ));
+        }
+        return Ok(user);
+    };
+    if extras || uid {
+        return Err(ApiError::bad_request("kplane does not support Impersonate-Extra-* or Impersonate-Uid"));
+    }
+    let check = |resource: &str, namespace: &str, name: &str| rbac::Attributes::Resource {
+        verb: "impersonate".into(),
+        group: String::new(),
+        resource: resource.into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let sa = as_user.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':'));
+    let mut wanted = vec![match sa {
+        Some((ns, name)) => check("serviceaccounts", ns, name),
+        None => check("users", "", &as_user),
+    }];
+    wanted.extend(groups.iter().map(|g| check("groups", "", g)));
+    for attrs in &wanted {
+        if rbac::allowed(st, &user, attrs).await.is_none() {
+            tracing::debug!(user = %user.name, ?attrs, "impersonation forbidden");
+            return Err(attrs.forbidden(&user));
+        }
+    }
+    let mut as_groups = groups;
+    if let Some((ns, _)) = sa {
+        for g in ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")] {
+            if !as_groups.contains(&g) {
+                as_groups.push(g);
+            }
+        }
+    }
+    let impersonated = UserInfo { name: as_user, groups: as_groups };
+    Ok(if impersonated.name == "system:anonymous" { impersonated } else { impersonated.authenticated() })
+}
+
+/// Upstream's NodeRestriction admission: a node identity (`system:node:<name>` in `system:nodes`)
+/// may create, change or delete only its own Node (and its status) and its own Lease in
+/// `kube-node-lease`. Checked here for what the request path names; creates, whose name is in the
+/// body, are checked by the create handler through [`node_restriction_create`].
 fn node_restriction(user: &UserInfo, attrs: &rbac::Attributes) -> Option<ApiError> {
-    let own = user.name.strip_prefix("system:node:")?;
-    if !user.groups.iter().any(|g| g == "system:nodes") {
-        return None;
-    }
     let rbac::Attributes::Resource { verb, group, resource, namespace, name, .. } = attrs else { return None };
-    if !matches!(verb.as_str(), "update" | "patch" | "delete") || name == own {
+    if !matches!(verb.as_str(), "update" | "patch" | "delete") {
         return None;
     }
-    let (qualified, why) = match (group.as_str(), resource.as_str(), namespace.as_str()) {
+    node_restriction_on(user, group, resource, namespace, name)
+}
+
+/// [`node_restriction`] for a create of `obj` (a Node, or a Lease in `namespace`).
+pub(crate) fn node_restriction_create(
+    user: Option<&UserInfo>,
+    res: &api_types::ResourceDef,
+    namespace: Option<&str>,
+    obj: &serde_json::Value,
+) -> Option<ApiError> {
+    let name = obj.pointer("/metadata/name").and_then(serde_json::Value::as_str).unwrap_or("");
+    node_restriction_on(user?, res.group, res.plural, namespace.unwrap_or(""), name)
+}
+
+fn node_restriction_on(
+    user: &UserInfo,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<ApiError> {
+    let own = user.name.strip_prefix("system:node:")?;
+    if !user.groups.iter().any(|g| g == "system:nodes") || name == own {
+        return None;
+    }
+    let (qualified, why) = match (group, resource, namespace) {
         ("", "nodes", _) => ("nodes", format!("node {own:?} is not allowed to modify node {name:?}")),
         ("coordination.k8s.io", "leases", "kube-node-lease") => (
             "leases.coordination.k8s.io",

@@ -320,6 +320,7 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&[""], &["secrets"], &rw),
         // As upstream's edit role: workloads may be given a ServiceAccount's token.
         rule(&[""], &["serviceaccounts/token"], &["create"]),
+        rule(&[""], &["serviceaccounts"], &["impersonate"]),
         rule(&["apps"], &workloads_apps, &rw),
         rule(&["networking.k8s.io"], &["ingresses"], &rw),
         rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
