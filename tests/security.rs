@@ -110,6 +110,11 @@ fn insecure_http_is_explicit_and_loopback_only() {
     let ns = kp.kubectl_ok(&["get", "namespaces", "-o", "name"]);
     assert!(stdout(&kp.kubectl(&["get", "ns", "default", "-o", "name"])).contains("namespace/default"), "{ns}");
     assert!(!dir.path().join("tls").exists(), "no certificates in insecure mode");
+    // Credentials mean nothing there: whatever a client sends, it is the administrator.
+    for header in ["Authorization: Basic YWRtaW46YWRtaW4=", "Authorization: Bearer whatever"] {
+        let (code, body) = curl(&["-H", header], &format!("{}/api/v1/namespaces", kp.api));
+        assert_eq!(code, "200", "{header}: {body}");
+    }
 }
 
 #[test]
@@ -263,6 +268,11 @@ fn service_account_tokens_from_kubectl_create_token() {
     let token_flags = ["--token-auth-file", tokens.to_str().unwrap()];
     let kp = Kplane::start_cmd("apiserver", &data, free_port(), &token_flags);
     kp.kubectl_ok(&["create", "serviceaccount", "robot"]);
+    // `kplane apiserver` runs no ServiceAccount controller, so `default` is made here.
+    kp.kubectl_ok(&["create", "serviceaccount", "default"]);
+    let default_token = kp.kubectl_ok(&["create", "token", "default"]);
+    let who = kubectl_as(&kp, &["--token", default_token.trim()], &["auth", "whoami"]);
+    assert!(stdout(&who).contains("system:serviceaccount:default:default"), "{}", stderr(&who));
 
     // kubectl create token: an ES256 JWT with upstream's claims, one hour by default.
     let token = kp.kubectl_ok(&["create", "token", "robot"]).trim().to_string();

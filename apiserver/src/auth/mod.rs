@@ -4,6 +4,8 @@
 //! Without one, a request is anonymous and gets 401, except `/healthz`, `/livez`, `/readyz` and
 //! `/version`, which stay open as upstream allows. A bearer token that no authenticator accepts is
 //! 401 on every path (upstream fails on a bad credential rather than falling back to anonymous).
+//! Then impersonation (`Impersonate-User`/`-Group`), RBAC (`rbac.rs`) and the path half of
+//! upstream's NodeRestriction.
 //!
 //! With `--insecure-http` there is no authentication at all (upstream's old insecure port): every
 //! request acts as a cluster administrator, which is why that mode binds loopback only.
@@ -111,17 +113,16 @@ pub async fn authenticate(
         return Authn::User(user.clone().authenticated());
     }
     if headers.contains_key(http::header::AUTHORIZATION) {
-        let Some(token) = bearer(headers) else {
-            // Basic auth or some other scheme: upstream has no authenticator for it.
-            return if auth.insecure { Authn::Anonymous } else { Authn::Rejected };
-        };
-        if let Some(user) = auth.tokens.get(token) {
-            return Authn::User(user.clone().authenticated());
-        }
-        if let Some(keys) = &auth.service_accounts {
-            match service_account(st, keys, token).await {
-                Ok(user) => return Authn::User(user),
-                Err(why) => tracing::debug!(%why, "bearer token rejected"),
+        // Basic auth or another scheme has no authenticator, as upstream.
+        if let Some(token) = bearer(headers) {
+            if let Some(user) = auth.tokens.get(token) {
+                return Authn::User(user.clone().authenticated());
+            }
+            if let Some(keys) = &auth.service_accounts {
+                match service_account(st, keys, token).await {
+                    Ok(user) => return Authn::User(user),
+                    Err(why) => tracing::debug!(%why, "bearer token rejected"),
+                }
             }
         }
         if !auth.insecure {
