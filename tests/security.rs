@@ -1005,3 +1005,74 @@ fn secrets_tokens_and_keys_stay_out_of_trace_logs() {
         }
     }
 }
+
+#[test]
+fn a_connection_stops_authenticating_when_its_certificate_expires() {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
+    let addr: std::net::SocketAddr = server_of(&kp).trim_start_matches("https://").parse().unwrap();
+    let tls = data.join("tls");
+    let (ca_cert, ca_key) = (
+        std::fs::read_to_string(tls.join("ca.crt")).unwrap(),
+        std::fs::read_to_string(tls.join("ca.key")).unwrap(),
+    );
+    // Valid for four more seconds.
+    let ca_issuer =
+        rcgen::Issuer::from_ca_cert_pem(&ca_cert, rcgen::KeyPair::from_pem(&ca_key).unwrap()).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "short-lived");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(now_secs() as u64 + 4);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca_issuer).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let codes = rt.block_on(async move {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca_cert.as_bytes()).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let stream =
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Empty<hyper::body::Bytes>,
+        >(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut codes = Vec::new();
+        for wait in [0, 6] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            send.ready().await.expect("the same connection stays open");
+            let req = http::Request::get("/api/v1/namespaces")
+                .header(http::header::HOST, "127.0.0.1")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            let code = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            codes.push((code, String::from_utf8_lossy(&body).into_owned()));
+        }
+        codes
+    });
+    assert_eq!(codes[0].0, 200, "{}", codes[0].1);
+    assert_eq!(codes[1].0, 401, "after expiry, on the same connection: {}", codes[1].1);
+    assert!(codes[1].1.contains("\"reason\":\"Unauthorized\""), "{}", codes[1].1);
+}

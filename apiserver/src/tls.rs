@@ -95,14 +95,19 @@ pub struct Served {
 }
 
 impl Served {
-    /// The identity a presented certificate chain establishes: Ok(None) without a certificate,
-    /// Err when the chain does not verify against the CA at this moment (expired, another CA).
-    fn client_identity(&self, certs: Option<&[CertificateDer<'static>]>) -> Result<Option<UserInfo>, String> {
+    /// The identity a presented certificate chain establishes, and until when (the leaf's notAfter,
+    /// Unix seconds): Ok(None) without a certificate, Err when the chain does not verify against
+    /// the CA at this moment (expired, another CA).
+    fn client_identity(
+        &self,
+        certs: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Option<(UserInfo, i64)>, String> {
         let Some((leaf, intermediates)) = certs.and_then(|c| c.split_first()) else { return Ok(None) };
         self.verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).map_err(|e| e.to_string())?;
         let (name, groups) =
             crate::pki::subject_of_der(leaf).ok_or_else(|| "the certificate names no user".to_string())?;
-        Ok(Some(UserInfo { name, groups }))
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+        Ok(Some((UserInfo { name, groups }, cert.validity().not_after.timestamp())))
     }
 }
 
@@ -178,11 +183,13 @@ pub async fn serve(
             }
             let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 match &identity {
-                    Ok(Some(user)) => {
+                    // A connection outliving its certificate (a long watch) stops authenticating,
+                    // as upstream verifies the certificate on every request.
+                    Ok(Some((user, not_after))) if jiff::Timestamp::now().as_second() <= *not_after => {
                         req.extensions_mut().insert(Authenticated(user.clone()));
                     }
                     Ok(None) => {}
-                    Err(_) => {
+                    Ok(Some(_)) | Err(_) => {
                         req.extensions_mut().insert(BadClientCertificate);
                     }
                 }
