@@ -751,6 +751,15 @@ fn a_split_node_runs_as_system_node_with_a_minted_kubeconfig() {
     assert_eq!(who["status"]["userInfo"]["username"], "system:node:worker7");
     assert!(who["status"]["userInfo"]["groups"].to_string().contains("\"system:nodes\""), "{who}");
 
+    // In a whole cluster the ServiceAccount controller makes `default`, so `kubectl create token
+    // default` works as upstream's.
+    let token = common::eventually(20, "a token for the default ServiceAccount", || {
+        let out = kp.kubectl(&["create", "token", "default"]);
+        out.status.success().then(|| stdout(&out).trim().to_string())
+    });
+    let who = kubectl_as(&kp, &["--token", &token], &["auth", "whoami"]);
+    assert!(stdout(&who).contains("system:serviceaccount:default:default"), "{}", stderr(&who));
+
     // The node registers, heartbeats and becomes Ready under that identity alone.
     let mut node = Command::new(env!("CARGO_BIN_EXE_kplane"))
         .args(["node", "--name", "worker7", "--node-ip", "127.0.21.7", "--kubelet-port", "0", "--kubeconfig"])
