@@ -44,6 +44,9 @@ pub enum Command {
         #[command(subcommand)]
         what: crate::xray_cmd::XrayCommand,
     },
+    /// Write a client-certificate kubeconfig signed by the cluster CA (e.g. for a split node:
+    /// --user system:node:NAME --group system:nodes).
+    Kubeconfig(crate::kubeconfig::KubeconfigCmd),
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -102,6 +105,16 @@ pub struct ServerArgs {
     /// Do not serve the embedded store's etcd endpoint.
     #[arg(long)]
     pub no_etcd_listen: bool,
+    /// Serve the embedded store's etcd endpoint over TLS with this certificate (PEM).
+    #[arg(long, requires = "etcd_listen_keyfile")]
+    pub etcd_listen_certfile: Option<PathBuf>,
+    /// The key of --etcd-listen-certfile (PEM).
+    #[arg(long, requires = "etcd_listen_certfile")]
+    pub etcd_listen_keyfile: Option<PathBuf>,
+    /// Require etcd clients to present a certificate signed by this CA (PEM), as etcd's
+    /// --trusted-ca-file with --client-cert-auth.
+    #[arg(long, requires = "etcd_listen_certfile")]
+    pub etcd_listen_cafile: Option<PathBuf>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -210,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dns(cmd) => crate::components::dns_cmd(cmd, shutdown_signal()).await,
         Command::Ingress(cmd) => crate::components::ingress_cmd(cmd, shutdown_signal()).await,
         Command::Xray { what } => crate::xray_cmd::run(what).await,
+        Command::Kubeconfig(cmd) => crate::kubeconfig::run(cmd),
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;
@@ -266,6 +280,18 @@ async fn open_store(args: &StoreArgs) -> Result<Opened> {
     Ok(Opened::Etcd(Arc::new(store)))
 }
 
+/// The embedded endpoint's TLS files (`--etcd-listen-certfile` and friends), if given.
+fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (Some(cert), Some(key)) = (&args.etcd_listen_certfile, &args.etcd_listen_keyfile) else {
+        return Ok(None);
+    };
+    let client_ca_pem = args.etcd_listen_cafile.as_ref().map(read).transpose()?;
+    let tls = store::server::EndpointTls { cert_pem: read(cert)?, key_pem: read(key)?, client_ca_pem };
+    tls.check()?;
+    Ok(Some(tls))
+}
+
 async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
     if let Some(components) = &components {
         components.xray.check()?;
@@ -277,14 +303,16 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
             if !args.etcd_listen.ip().is_loopback() {
                 bail!("--etcd-listen {} is not a loopback address; the embedded etcd endpoint only serves loopback", args.etcd_listen);
             }
+            let tls = endpoint_tls(&args)?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let listener = store::server::bind(args.etcd_listen).await?;
             let addr = listener.local_addr()?;
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let served = tokio::spawn(store::server::serve(store.clone(), listener, async {
+            let served = tokio::spawn(store::server::serve_with_tls(store.clone(), listener, tls, async {
                 let _ = stop_rx.await;
             }));
             println!(
-                "kplane: embedded store in {}, etcd endpoint http://{addr}",
+                "kplane: embedded store in {}, etcd endpoint {scheme}://{addr}",
                 args.store.data_dir.display()
             );
             endpoint = Some((stop_tx, served));
@@ -337,8 +365,20 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
         Some(path) => apiserver::auth::read_token_file(path)?,
         None => Default::default(),
     };
+    // ServiceAccount tokens are signed by a key beside the certificates (none with --insecure-http).
+    let service_accounts = match &pki {
+        Some(pki) => Some(Arc::new(
+            apiserver::auth::serviceaccount::TokenKeys::load_or_create(
+                pki.dir(),
+                apiserver::auth::serviceaccount::DEFAULT_ISSUER,
+                Vec::new(),
+            )
+            .context("the service account signing key")?,
+        )),
+        None => None,
+    };
     let api_cfg = apiserver::Config {
-        auth: apiserver::auth::AuthConfig { insecure: pki.is_none(), tokens },
+        auth: apiserver::auth::AuthConfig { insecure: pki.is_none(), tokens, service_accounts },
         tls,
         bind: SocketAddr::new(args.api.bind_address, args.api.secure_port),
         service_cidr: args.api.service_cluster_ip_range,

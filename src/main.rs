@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod components;
+mod kubeconfig;
 mod xray_cmd;
 
 use anyhow::Result;

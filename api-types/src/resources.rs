@@ -15,6 +15,8 @@ pub enum Subresource {
     Log,
     /// `namespaces/finalize`: the namespace controller's removal of `spec.finalizers`.
     Finalize,
+    /// `serviceaccounts/token`: a TokenRequest, answered with a signed token.
+    Token,
 }
 
 impl Subresource {
@@ -25,6 +27,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
+            Subresource::Token => "token",
         }
     }
 }
@@ -151,7 +154,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Secret", "secrets", "secret", true, "/registry/secrets",
         short: NONE, cat: NONE, sub: &[], fields: &["type"]),
     res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, "/registry/serviceaccounts",
-        short: &["sa"], cat: NONE, sub: &[], fields: NONE),
+        short: &["sa"], cat: NONE, sub: &[Token], fields: NONE),
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true,
         "/registry/controllers",
         short: &["rc"], cat: ALL, sub: &[Status, Scale], fields: &["status.replicas"]),
@@ -196,6 +199,21 @@ pub static RESOURCES: &[ResourceDef] = &[
         kind: "SelfSubjectAccessReview",
         plural: "selfsubjectaccessreviews",
         singular: "selfsubjectaccessreview",
+        namespaced: false,
+        etcd_prefix: "",
+        short_names: NONE,
+        categories: NONE,
+        subresources: &[],
+        stored: false,
+        field_selectors: NONE,
+    },
+    // Computed per request: who the caller is (`kubectl auth whoami`).
+    ResourceDef {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "SelfSubjectReview",
+        plural: "selfsubjectreviews",
+        singular: "selfsubjectreview",
         namespaced: false,
         etcd_prefix: "",
         short_names: NONE,

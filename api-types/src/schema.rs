@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{
-    apps, authorization, autoscaling, coordination, core, discovery, events, networking, rbac,
+    apps, authentication, authorization, autoscaling, coordination, core, discovery, events, networking, rbac,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -88,6 +88,9 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => add::<rbac::v1::ClusterRoleBinding>(gen),
         ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {
             add::<authorization::v1::SelfSubjectAccessReview>(gen)
+        }
+        ("authentication.k8s.io", "v1", "SelfSubjectReview") => {
+            add::<authentication::v1::SelfSubjectReview>(gen)
         }
         _ => return None,
     };

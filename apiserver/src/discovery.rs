@@ -78,6 +78,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Value {
                 Subresource::Binding => ("Binding", &["create"], None),
                 Subresource::Log => ("Pod", &["get"], None),
                 Subresource::Finalize => (r.kind, &["update"], None),
+                Subresource::Token => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
             };
             let mut e = json!({
                 "name": format!("{}/{}", r.plural, sub.name()),

@@ -8,7 +8,8 @@
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
 //! - `subresources.rs`: scale and pods/binding; `podlog.rs`: pods/log, proxied to the pod's kubelet;
-//!   `synthetic.rs`: componentstatuses and selfsubjectaccessreviews.
+//!   `synthetic.rs`: componentstatuses and selfsubjectaccessreviews; `tokenrequest.rs`:
+//!   `serviceaccounts/token` (ServiceAccount JWTs, signed in `auth/serviceaccount.rs`).
 //! - `services.rs`: ClusterIP and node-port allocation. `admission.rs`: default-on mutating admission.
 //! - `ttl.rs`: store leases for objects that expire (Events, `--event-ttl`).
 //! - `pki.rs`, `tls.rs`: certificates and HTTPS serving; `auth/`: authentication and RBAC.
@@ -43,6 +44,7 @@ mod synthetic;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+mod tokenrequest;
 mod ttl;
 mod validation;
 mod watch;

@@ -34,6 +34,20 @@ pub fn decode(res: &ResourceDef, kv: &KeyValue) -> ApiResult<Value> {
     Ok(obj)
 }
 
+/// The object at `key`, from the watch cache when it holds it, else from the store (a cache miss
+/// may only mean the cache is warming up or behind). None if it does not exist or cannot be read.
+pub async fn read_cached(
+    st: &crate::AppState,
+    res: &'static ResourceDef,
+    key: &str,
+) -> Option<std::sync::Arc<Value>> {
+    if let Some(hit) = st.cacher.cache(&st.store, res).and_then(|c| c.get(key)) {
+        return Some(hit);
+    }
+    let kv = st.store.get(key).await.ok()?;
+    decode(res, &kv).ok().map(std::sync::Arc::new)
+}
+
 /// Sets `apiVersion` and `kind` to the resource's (objects read through a group-version are served
 /// in it; events.k8s.io events share core events' storage).
 pub fn set_kind(res: &ResourceDef, obj: &mut Value) {

@@ -19,10 +19,17 @@ pub enum PkiError {
 }
 
 /// A PEM certificate and its PEM private key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CertPair {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertPair {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertPair").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
 }
 
 /// The CA and where its files live.
@@ -60,6 +67,15 @@ fn read(path: &Path) -> Option<String> {
 }
 
 impl Pki {
+    /// Loads the existing CA from `dir`.
+    pub fn load(dir: &Path) -> Result<Pki, PkiError> {
+        let io = |path: PathBuf| move |source| PkiError::Io { path, source };
+        let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(cert_path))?;
+        let key_pem = std::fs::read_to_string(&key_path).map_err(io(key_path))?;
+        Ok(Pki { dir: dir.to_path_buf(), ca: CertPair { cert_pem, key_pem } })
+    }
+
     /// Loads the CA from `dir`, creating it on first use.
     pub fn load_or_create(dir: &Path) -> Result<Pki, PkiError> {
         let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));

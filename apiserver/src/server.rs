@@ -259,6 +259,40 @@ async fn call(st: &AppState, method: Method, uri: &str, body: Value) -> Result<(
     Ok((code, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }
 
+/// Adds a bootstrap ClusterRole's missing rules to the stored one, as upstream's RBAC reconciliation
+/// does on start, unless the role is annotated `rbac.authorization.kubernetes.io/autoupdate: "false"`.
+/// Rules an administrator added are kept.
+async fn reconcile_role(st: &AppState, collection: &str, want: &Value) -> Result<(), String> {
+    let name = want.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let uri = format!("{collection}/{name}");
+    let (code, mut have) = call(st, Method::GET, &uri, Value::Null).await?;
+    if code != 200 {
+        return Err(format!("reading ClusterRole {name}: {code} {have}"));
+    }
+    let autoupdate = have
+        .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+        .and_then(Value::as_str);
+    if autoupdate == Some("false") {
+        return Ok(());
+    }
+    let mut rules = have.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+    let before = rules.len();
+    for rule in want.get("rules").and_then(Value::as_array).into_iter().flatten() {
+        if !rules.contains(rule) {
+            rules.push(rule.clone());
+        }
+    }
+    if rules.len() == before {
+        return Ok(());
+    }
+    have["rules"] = Value::Array(rules);
+    let (code, body) = call(st, Method::PUT, &uri, have).await?;
+    if code != 200 {
+        return Err(format!("updating ClusterRole {name}: {code} {body}"));
+    }
+    Ok(())
+}
+
 /// Creates what every cluster starts with, if missing: the four namespaces, the `kubernetes` service
 /// (first service IP) with Endpoints at the API server, and the `kube-dns` service (tenth IP).
 pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), String> {
@@ -271,8 +305,10 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
     }
     for (plural, obj) in crate::auth::rbac::bootstrap_policy() {
         let uri = format!("/apis/rbac.authorization.k8s.io/v1/{plural}");
-        let (code, body) = call(st, Method::POST, &uri, obj).await?;
-        if code != 201 && code != 409 {
+        let (code, body) = call(st, Method::POST, &uri, obj.clone()).await?;
+        if code == 409 && plural == "clusterroles" {
+            reconcile_role(st, &uri, &obj).await?;
+        } else if code != 201 && code != 409 {
             return Err(format!("creating bootstrap RBAC policy in {plural}: {code} {body}"));
         }
     }

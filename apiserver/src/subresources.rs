@@ -72,6 +72,9 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
+        ("POST", "token") if res.has(api_types::Subresource::Token) => {
+            crate::tokenrequest::create(st, rp, name, headers, body).await
+        }
         ("GET", "log") if res.has(api_types::Subresource::Log) => {
             crate::podlog::serve(st, rp, name, params).await
         }

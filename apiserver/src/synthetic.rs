@@ -95,6 +95,7 @@ pub async fn serve(
 }
 
 /// `POST selfsubjectaccessreviews`: may the caller do what the spec describes? (`kubectl auth can-i`)
+/// `POST selfsubjectreviews`: who is the caller? (`kubectl auth whoami`)
 async fn review(
     st: &AppState,
     method: &Method,
@@ -105,6 +106,16 @@ async fn review(
 ) -> ApiResult<Response> {
     if method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
         return Err(ApiError::method_not_allowed());
+    }
+    if rp.res.kind == "SelfSubjectReview" {
+        // Who the caller is, as authentication found it. The body carries nothing to read.
+        let user = match user {
+            Some(u) => json!({"username": u.name, "groups": u.groups}),
+            None => json!({"username": "system:admin", "groups": ["system:masters", "system:authenticated"]}),
+        };
+        let obj = json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                         "metadata": {"creationTimestamp": null}, "status": {"userInfo": user}});
+        return Ok(crate::handlers::json_response(axum::http::StatusCode::CREATED, &obj));
     }
     let mut obj = crate::handlers::body::decode_body(rp.res, headers, body)?;
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);

@@ -46,10 +46,21 @@ where
         self.store.clone()
     }
 
-    /// Every object the watch applies or deletes from now on (and every object of each (re)list).
+    /// Every object in the cache now, then every object the watch applies or deletes from now on
+    /// (and every object of each (re)list). The replay matters for a controller whose task first
+    /// runs after the informer's first list was published (task start order is not guaranteed):
+    /// without it, objects that existed at startup (the bootstrap namespaces) would never trigger
+    /// it. A repeat is harmless, reconciles being level-triggered.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.subscribers).push(tx);
+        {
+            // Under the subscribers' lock, so nothing published meanwhile is missed or reordered.
+            let mut subscribers = lock(&self.subscribers);
+            for o in self.store.state() {
+                let _ = tx.send(o);
+            }
+            subscribers.push(tx);
+        }
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) })
     }
 

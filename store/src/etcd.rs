@@ -136,10 +136,16 @@ impl EtcdStore {
         if let Some(tls) = tls_options(&cfg).await? {
             options = options.with_tls(tls);
         }
+        let tls = cfg.ca_file.is_some() || cfg.cert_file.is_some();
         let client = Client::connect(&cfg.endpoints, Some(options)).await.map_err(map_err)?;
         let store = EtcdStore { client, limits: cfg.limits };
         match tokio::time::timeout(cfg.connect_timeout, store.current_revision()).await {
             Ok(Ok(_)) => Ok(store),
+            // etcd with --client-cert-auth ends the handshake of a client without a certificate,
+            // which gRPC reports only as "cancelled": say what is likely missing.
+            Ok(Err(Error::Unavailable(msg))) if tls && cfg.cert_file.is_none() => Err(Error::Unavailable(
+                format!("{msg} (no client certificate was configured; etcd may require one)"),
+            )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Unavailable(format!(
                 "etcd at {:?} did not answer within {:?}",

@@ -36,6 +36,7 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("", "v1", "Binding", &API_CORE_V1_BINDING),
     ("autoscaling", "v1", "Scale", &API_AUTOSCALING_V1_SCALE),
     ("policy", "v1", "Eviction", &API_POLICY_V1_EVICTION),
+    ("authentication.k8s.io", "v1", "TokenRequest", &API_AUTHENTICATION_V1_TOKEN_REQUEST),
     ("meta.k8s.io", "v1", "DeleteOptions", &APIMACHINERY_PKG_APIS_META_V1_DELETE_OPTIONS),
 ];
 
@@ -145,6 +146,42 @@ pub(crate) static API_APPS_V1_ROLLING_UPDATE_DEPLOYMENT: Message = Message {
     fields: &[
         F { tag: 1, json: "maxUnavailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
         F { tag: 2, json: "maxSurge", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: Message = Message {
+    name: "api.authentication.v1.BoundObjectReference",
+    fields: &[
+        F { tag: 1, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "apiVersion", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "uid", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_TOKEN_REQUEST: Message = Message {
+    name: "api.authentication.v1.TokenRequest",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTHENTICATION_V1_TOKEN_REQUEST_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTHENTICATION_V1_TOKEN_REQUEST_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: Message = Message {
+    name: "api.authentication.v1.TokenRequestSpec",
+    fields: &[
+        F { tag: 1, json: "audiences", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "boundObjectRef", kind: K::Message(&API_AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 4, json: "expirationSeconds", kind: K::Int64, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Message = Message {
+    name: "api.authentication.v1.TokenRequestStatus",
+    fields: &[
+        F { tag: 1, json: "token", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "expirationTimestamp", kind: K::Special(S::Time), label: L::One, keep_zero: false },
     ],
 };
 

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
+use api_types::k8s_openapi::api::authentication::v1::TokenRequest;
 use api_types::k8s_openapi::api::policy::v1::Eviction;
 use api_types::k8s_openapi::schemars::generate::SchemaSettings;
 use api_types::{schema, RESOURCES};
@@ -23,8 +24,13 @@ const EXTRA_KINDS: &[(&str, &str, &str)] = &[
     ("", "v1", "Binding"),
     ("autoscaling", "v1", "Scale"),
     ("policy", "v1", "Eviction"),
+    ("authentication.k8s.io", "v1", "TokenRequest"),
     ("meta.k8s.io", "v1", "DeleteOptions"),
 ];
+
+/// Served kinds whose request bodies are never decoded: a SelfSubjectReview carries nothing the
+/// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by).
+const NOT_DECODED: &[(&str, &str, &str)] = &[("authentication.k8s.io", "v1", "SelfSubjectReview")];
 
 /// A special message's fields: (tag, prost type).
 type Layout = &'static [(u32, &'static str)];
@@ -325,6 +331,9 @@ fn roots() -> Vec<(String, String, String, String)> {
     let served = RESOURCES.iter().map(|r| (r.group, r.version, r.kind));
     let mut out: Vec<(String, String, String, String)> = Vec::new();
     for (g, v, k) in served.chain(EXTRA_KINDS.iter().copied()) {
+        if NOT_DECODED.contains(&(g, v, k)) {
+            continue;
+        }
         let message = match g {
             "meta.k8s.io" => format!("apimachinery.pkg.apis.meta.{v}.{k}"),
             "" => format!("api.core.{v}.{k}"),
@@ -539,9 +548,11 @@ impl Definitions {
 }
 
 fn definitions() -> Result<Definitions, String> {
-    // policy/v1 Eviction is decoded but not served as a resource, so the registry lacks it.
+    // policy/v1 Eviction and authentication/v1 TokenRequest (the `serviceaccounts/token` body) are
+    // decoded but not served as resources, so the registry lacks them.
     let mut gen = SchemaSettings::openapi3().into_generator();
     gen.subschema_for::<Eviction>();
+    gen.subschema_for::<TokenRequest>();
     let extra = gen.take_definitions(true);
     let mut out = BTreeMap::new();
     for (name, def) in schema::definitions().iter().chain(extra.iter()) {

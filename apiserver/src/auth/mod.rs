@@ -1,7 +1,11 @@
 //! Authentication, as upstream's authenticator chain does it: an x509 client certificate (CN is
-//! the user, O the groups), a static bearer token (`--token-auth-file`), or an identity the
-//! transport vouches for (the in-process components). Without one, a request is anonymous and gets
-//! 401, except `/healthz`, `/livez`, `/readyz` and `/version`, which stay open as upstream allows.
+//! the user, O the groups), a static bearer token (`--token-auth-file`), a ServiceAccount JWT
+//! (`serviceaccount.rs`), or an identity the transport vouches for (the in-process components).
+//! Without one, a request is anonymous and gets 401, except `/healthz`, `/livez`, `/readyz` and
+//! `/version`, which stay open as upstream allows. A bearer token that no authenticator accepts is
+//! 401 on every path (upstream fails on a bad credential rather than falling back to anonymous).
+//! Then impersonation (`Impersonate-User`/`-Group`), RBAC (`rbac.rs`) and the path half of
+//! upstream's NodeRestriction.
 //!
 //! With `--insecure-http` there is no authentication at all (upstream's old insecure port): every
 //! request acts as a cluster administrator, which is why that mode binds loopback only.
@@ -17,6 +21,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 pub mod rbac;
+pub mod serviceaccount;
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,13 +49,32 @@ impl UserInfo {
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub UserInfo);
 
+/// Set by the TLS layer when a client presented a certificate that does not verify (expired,
+/// another CA): the request is refused with 401 whatever else it carries, as upstream does.
+#[derive(Clone, Copy, Debug)]
+pub struct BadClientCertificate;
+
 /// How the server authenticates.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// No authentication (plain HTTP with `--insecure-http`).
     pub insecure: bool,
     /// Static bearer tokens (`--token-auth-file`).
     pub tokens: HashMap<String, UserInfo>,
+    /// ServiceAccount token signing and verification; None serves no TokenRequest and accepts no
+    /// JWTs.
+    pub service_accounts: Option<std::sync::Arc<serviceaccount::TokenKeys>>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // The tokens are credentials: only their number is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("insecure", &self.insecure)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("service_accounts", &self.service_accounts)
+            .finish()
+    }
 }
 
 /// Paths anyone may read, authenticated or not.
@@ -61,44 +85,237 @@ fn open_path(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The user behind `req`, if any authenticator accepts it.
-pub fn authenticate(auth: &AuthConfig, req: &Request) -> Option<UserInfo> {
-    if let Some(Authenticated(user)) = req.extensions().get::<Authenticated>() {
-        return Some(user.clone().authenticated());
+/// The outcome of authentication.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Authn {
+    User(UserInfo),
+    /// No credential at all.
+    Anonymous,
+    /// A credential no authenticator accepts.
+    Rejected,
+}
+
+/// The user behind a request with `headers`, if any authenticator accepts it. `transport` is the
+/// identity the TLS handshake or the in-process transport established, if any.
+pub async fn authenticate(
+    st: &AppState,
+    headers: &http::HeaderMap,
+    transport: Option<&Authenticated>,
+) -> Authn {
+    let auth = &st.config.auth;
+    if let Some(Authenticated(user)) = transport {
+        return Authn::User(user.clone().authenticated());
     }
-    if let Some(token) = bearer(req) {
-        return auth.tokens.get(token).cloned().map(UserInfo::authenticated);
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        // Basic auth or another scheme has no authenticator, as upstream.
+        if let Some(token) = bearer(headers) {
+            if let Some(user) = auth.tokens.get(token) {
+                return Authn::User(user.clone().authenticated());
+            }
+            if let Some(keys) = &auth.service_accounts {
+                match service_account(st, keys, token).await {
+                    Ok(user) => return Authn::User(user),
+                    Err(why) => tracing::debug!(%why, "bearer token rejected"),
+                }
+            }
+        }
+        if !auth.insecure {
+            return Authn::Rejected;
+        }
     }
     if auth.insecure {
-        return Some(UserInfo::new("system:admin", &["system:masters"]).authenticated());
+        return Authn::User(UserInfo::new("system:admin", &["system:masters"]).authenticated());
     }
-    None
+    Authn::Anonymous
+}
+
+/// A ServiceAccount JWT's user, once its signature and claims hold and its ServiceAccount (and the
+/// object it is bound to) still exist with the uids it names.
+async fn service_account(
+    st: &AppState,
+    keys: &serviceaccount::TokenKeys,
+    token: &str,
+) -> Result<UserInfo, String> {
+    if !serviceaccount::looks_like_jwt(token) {
+        return Err("not a JWT".into());
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let claims = keys.verify(token, now).map_err(|e| e.to_string())?;
+    let live_uid = |kind: &str, name: &str| {
+        let plural = match kind {
+            "ServiceAccount" => "serviceaccounts",
+            "Pod" => "pods",
+            _ => "secrets",
+        };
+        let ns = claims.namespace.clone();
+        let name = name.to_string();
+        async move {
+            let res = api_types::resources::lookup("", "v1", plural)?;
+            let obj = crate::objects::read_cached(st, res, &res.key(Some(&ns), &name)).await?;
+            Some(obj.pointer("/metadata/uid").and_then(serde_json::Value::as_str).unwrap_or("").to_string())
+        }
+    };
+    match live_uid("ServiceAccount", &claims.name).await {
+        None => return Err(format!("service account {}/{} not found", claims.namespace, claims.name)),
+        Some(uid) if !claims.uid.is_empty() && uid != claims.uid => {
+            return Err(format!("service account {}/{} uid mismatch", claims.namespace, claims.name))
+        }
+        Some(_) => {}
+    }
+    if let Some((kind, name, uid)) = &claims.bound {
+        match live_uid(kind, name).await {
+            Some(live) if live == *uid => {}
+            _ => return Err(format!("the {kind} {name} the token is bound to is gone")),
+        }
+    }
+    let ns_group = format!("system:serviceaccounts:{}", claims.namespace);
+    Ok(UserInfo::new(claims.username(), &["system:serviceaccounts", &ns_group]).authenticated())
 }
 
 /// Middleware: authenticates (401 if no one), authorizes with RBAC (403 with upstream's message),
 /// and attaches the request's [`UserInfo`] for the handlers.
 pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(user) = authenticate(&st.config.auth, &req) else {
-        if open_path(req.uri().path()) {
-            return next.run(req).await;
-        }
+    if req.extensions().get::<BadClientCertificate>().is_some() {
         return ApiError::unauthorized().into_response();
+    }
+    let transport = req.extensions().get::<Authenticated>().cloned();
+    let mut user = match authenticate(&st, req.headers(), transport.as_ref()).await {
+        Authn::User(user) => user,
+        Authn::Anonymous if open_path(req.uri().path()) => return next.run(req).await,
+        Authn::Anonymous | Authn::Rejected => return ApiError::unauthorized().into_response(),
     };
     if !st.config.auth.insecure {
+        user = match impersonate(&st, user, req.headers()).await {
+            Ok(user) => user,
+            Err(refused) => return refused.into_response(),
+        };
+        for h in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID] {
+            req.headers_mut().remove(h);
+        }
         let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
         if rbac::allowed(&st, &user, &attrs).await.is_none() {
             tracing::debug!(user = %user.name, ?attrs, "forbidden");
             return attrs.forbidden(&user).into_response();
         }
+        if let Some(refused) = node_restriction(&user, &attrs) {
+            return refused.into_response();
+        }
     }
     req.extensions_mut().insert(user);
     next.run(req).await
+}
+
+const IMPERSONATE_USER: &str = "impersonate-user";
+const IMPERSONATE_GROUP: &str = "impersonate-group";
+const IMPERSONATE_UID: &str = "impersonate-uid";
+
+/// Upstream's impersonation (`kubectl --as`, `--as-group`): the caller must be allowed the
+/// `impersonate` verb on each `users`/`serviceaccounts`/`groups` it names; the request then acts as
+/// that user, in those groups (plus `system:authenticated`, and a ServiceAccount's own groups).
+/// `Impersonate-Extra-*` headers are not supported and refused.
+async fn impersonate(st: &AppState, user: UserInfo, headers: &http::HeaderMap) -> Result<UserInfo, ApiError> {
+    let text = |v: &http::HeaderValue| {
+        v.to_str().map(str::to_string).map_err(|_| ApiError::bad_request("impersonation headers must be ASCII"))
+    };
+    let as_user = headers.get(IMPERSONATE_USER).map(text).transpose()?;
+    let groups: Vec<String> = headers.get_all(IMPERSONATE_GROUP).iter().map(text).collect::<Result<_, _>>()?;
+    let extras = headers.keys().any(|k| k.as_str().starts_with("impersonate-extra-"));
+    let uid = headers.contains_key(IMPERSONATE_UID);
+    let Some(as_user) = as_user else {
+        if !groups.is_empty() || extras || uid {
+            return Err(ApiError::bad_request(
+                "requested [Impersonate-Group or Impersonate-Extra or Impersonate-Uid] without impersonating a user",
+            ));
+        }
+        return Ok(user);
+    };
+    if extras || uid {
+        return Err(ApiError::bad_request("kplane does not support Impersonate-Extra-* or Impersonate-Uid"));
+    }
+    let check = |resource: &str, namespace: &str, name: &str| rbac::Attributes::Resource {
+        verb: "impersonate".into(),
+        group: String::new(),
+        resource: resource.into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let sa = as_user.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':'));
+    let mut wanted = vec![match sa {
+        Some((ns, name)) => check("serviceaccounts", ns, name),
+        None => check("users", "", &as_user),
+    }];
+    wanted.extend(groups.iter().map(|g| check("groups", "", g)));
+    for attrs in &wanted {
+        if rbac::allowed(st, &user, attrs).await.is_none() {
+            tracing::debug!(user = %user.name, ?attrs, "impersonation forbidden");
+            return Err(attrs.forbidden(&user));
+        }
+    }
+    let mut as_groups = groups;
+    if let Some((ns, _)) = sa {
+        for g in ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")] {
+            if !as_groups.contains(&g) {
+                as_groups.push(g);
+            }
+        }
+    }
+    let impersonated = UserInfo { name: as_user, groups: as_groups };
+    Ok(if impersonated.name == "system:anonymous" { impersonated } else { impersonated.authenticated() })
+}
+
+/// Upstream's NodeRestriction admission: a node identity (`system:node:<name>` in `system:nodes`)
+/// may create, change or delete only its own Node (and its status) and its own Lease in
+/// `kube-node-lease`. Checked here for what the request path names; creates, whose name is in the
+/// body, are checked by the create handler through [`node_restriction_create`].
+fn node_restriction(user: &UserInfo, attrs: &rbac::Attributes) -> Option<ApiError> {
+    let rbac::Attributes::Resource { verb, group, resource, namespace, name, .. } = attrs else { return None };
+    if !matches!(verb.as_str(), "update" | "patch" | "delete") {
+        return None;
+    }
+    node_restriction_on(user, group, resource, namespace, name)
+}
+
+/// [`node_restriction`] for a create of `obj` (a Node, or a Lease in `namespace`).
+pub(crate) fn node_restriction_create(
+    user: Option<&UserInfo>,
+    res: &api_types::ResourceDef,
+    namespace: Option<&str>,
+    obj: &serde_json::Value,
+) -> Option<ApiError> {
+    let name = obj.pointer("/metadata/name").and_then(serde_json::Value::as_str).unwrap_or("");
+    node_restriction_on(user?, res.group, res.plural, namespace.unwrap_or(""), name)
+}
+
+fn node_restriction_on(
+    user: &UserInfo,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<ApiError> {
+    let own = user.name.strip_prefix("system:node:")?;
+    if !user.groups.iter().any(|g| g == "system:nodes") || name == own {
+        return None;
+    }
+    let (qualified, why) = match (group, resource, namespace) {
+        ("", "nodes", _) => ("nodes", format!("node {own:?} is not allowed to modify node {name:?}")),
+        ("coordination.k8s.io", "leases", "kube-node-lease") => (
+            "leases.coordination.k8s.io",
+            "can only access node lease with the same name as the requesting node".to_string(),
+        ),
+        _ => return None,
+    };
+    Some(ApiError {
+        details: Some(serde_json::json!({"name": name, "group": group, "kind": resource})),
+        ..ApiError::new(403, "Forbidden", format!("{qualified} {name:?} is forbidden: {why}"))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +397,32 @@ mod tests {
         assert_eq!(read_token_file(&path).unwrap_err().line, 1);
         std::fs::write(&path, "t1,alice,1,\"dev\n").unwrap();
         assert!(read_token_file(&path).is_err());
+    }
+
+    #[test]
+    fn nodes_may_change_only_themselves() {
+        let node = UserInfo::new("system:node:worker7", &["system:nodes"]);
+        let attrs =
+            |verb: &str, group: &str, resource: &str, ns: &str, name: &str| rbac::Attributes::Resource {
+                verb: verb.into(),
+                group: group.into(),
+                resource: resource.into(),
+                subresource: String::new(),
+                namespace: ns.into(),
+                name: name.into(),
+            };
+        assert!(node_restriction(&node, &attrs("patch", "", "nodes", "", "worker7")).is_none());
+        assert!(node_restriction(&node, &attrs("get", "", "nodes", "", "worker0")).is_none());
+        let e = node_restriction(&node, &attrs("patch", "", "nodes", "", "worker0")).unwrap();
+        assert_eq!(
+            e.message,
+            "nodes \"worker0\" is forbidden: node \"worker7\" is not allowed to modify node \"worker0\""
+        );
+        assert!(node_restriction(&node, &attrs("delete", "", "nodes", "", "worker0")).is_some());
+        let lease = attrs("update", "coordination.k8s.io", "leases", "kube-node-lease", "worker0");
+        assert!(node_restriction(&node, &lease).is_some());
+        let admin = UserInfo::new("kubernetes-admin", &["system:masters"]);
+        assert!(node_restriction(&admin, &attrs("patch", "", "nodes", "", "worker0")).is_none());
     }
 
     #[test]

@@ -318,6 +318,9 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
     let mut edit_rules = vec![
         rule(&[""], &workloads_core, &rw),
         rule(&[""], &["secrets"], &rw),
+        // As upstream's edit role: workloads may be given a ServiceAccount's token.
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
+        rule(&[""], &["serviceaccounts"], &["impersonate"]),
         rule(&["apps"], &workloads_apps, &rw),
         rule(&["networking.k8s.io"], &["ingresses"], &rw),
         rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
@@ -436,11 +439,14 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         ),
         (
             "system:basic-user",
-            vec![rule(
-                &["authorization.k8s.io"],
-                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-                &["create"],
-            )],
+            vec![
+                rule(
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                    &["create"],
+                ),
+                rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
+            ],
         ),
         (
             "system:public-info-viewer",

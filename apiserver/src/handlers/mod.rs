@@ -60,6 +60,14 @@ pub async fn dispatch(
         ("GET", None, None) if params.bool("watch")? => crate::watch::serve(st, &rp, &params, headers).await,
         ("GET", None, None) => list(st, &rp, &params, headers).await,
         ("POST", None, None) if rp.namespace.is_some() || !res.namespaced => {
+            if matches!(res.plural, "nodes" | "leases") {
+                let obj = decode_body(res, headers, &body)?;
+                if let Some(refused) =
+                    crate::auth::node_restriction_create(user, res, rp.namespace.as_deref(), &obj)
+                {
+                    return Err(refused);
+                }
+            }
             create(st, &rp, &params, headers, &body).await
         }
         ("DELETE", None, None) => delete_collection(st, &rp, &params, headers, &body).await,

@@ -12,6 +12,10 @@
 //!
 //! Writes go through the same checks as every other write: keys must be UTF-8 and under the store's
 //! prefix, values within the size limit.
+//!
+//! Plain gRPC by default (the endpoint is loopback-only); with [`EndpointTls`] it serves TLS like
+//! etcd's `--cert-file`/`--key-file`, and with a client CA it requires client certificates signed by
+//! it, like `--trusted-ca-file` with `--client-cert-auth`.
 
 mod kv;
 mod lease;
@@ -55,17 +59,81 @@ impl Endpoint {
     }
 }
 
-/// Serves the endpoint on `listener` until `shutdown` resolves.
+/// PEM certificates for serving the endpoint over TLS.
+#[derive(Clone)]
+pub struct EndpointTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Require client certificates signed by this CA.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for EndpointTls {
+    // Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointTls")
+            .field("client_auth", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndpointTls {
+    fn config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(self.cert_pem.clone(), self.key_pem.clone()));
+        if let Some(ca) = &self.client_ca_pem {
+            config = config.client_ca_root(Certificate::from_pem(ca.clone()));
+        }
+        config
+    }
+
+    /// Whether the certificate, key and CA parse and fit together, so a bad file fails at startup.
+    pub fn check(&self) -> Result<(), Error> {
+        tonic::transport::Server::builder()
+            .tls_config(self.config())
+            .map(|_| ())
+            .map_err(|e| Error::Unavailable(format!("etcd endpoint TLS configuration: {}", source_chain(&e))))
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// Serves the endpoint on `listener` (plain gRPC) until `shutdown` resolves.
 pub async fn serve(
     store: EmbeddedStore,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve_with_tls(store, listener, None, shutdown).await
+}
+
+/// Serves the endpoint on `listener`, over TLS when `tls` is given, until `shutdown` resolves.
+pub async fn serve_with_tls(
+    store: EmbeddedStore,
+    listener: TcpListener,
+    tls: Option<EndpointTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let ep = Endpoint { store };
     // Without TCP_NODELAY, small responses wait on Nagle's algorithm and the client's delayed ACK:
     // tens of milliseconds per request.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.config()).map_err(|e| {
+            Error::Unavailable(format!("etcd endpoint TLS configuration: {}", source_chain(&e)))
+        })?;
+    }
+    builder
         .add_service(PbKvServer::new(ep.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(PbWatchServer::new(ep.clone()))
         .add_service(PbLeaseServer::new(ep.clone()))

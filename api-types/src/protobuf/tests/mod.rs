@@ -79,9 +79,18 @@ fn k8s_pb_src() -> Option<PathBuf> {
 #[test]
 fn every_table_kind_is_supported_and_served_kinds_are_covered() {
     for r in crate::RESOURCES {
+        // The server never decodes a SelfSubjectReview's body (see the generator's NOT_DECODED).
+        if r.kind == "SelfSubjectReview" {
+            continue;
+        }
         assert!(super::supports(r.group, r.version, r.kind), "{}", r.kind);
     }
-    for (g, v, k) in [("", "v1", "Binding"), ("autoscaling", "v1", "Scale"), ("policy", "v1", "Eviction")] {
+    for (g, v, k) in [
+        ("", "v1", "Binding"),
+        ("autoscaling", "v1", "Scale"),
+        ("policy", "v1", "Eviction"),
+        ("authentication.k8s.io", "v1", "TokenRequest"),
+    ] {
         assert!(super::supports(g, v, k), "{k}");
     }
     assert!(super::supports("apps", "v1", "DeleteOptions"));
