@@ -103,7 +103,7 @@ pub fn record(api_version: &str, manager: &Manager, new: &mut Value, old: Option
     };
     let mut changed = BTreeSet::new();
     let mut removed = BTreeSet::new();
-    diff(old.map(strip), Some(&strip(new)), &mut Vec::new(), &mut changed, &mut removed);
+    diff(old, Some(&*new), &mut Vec::new(), &mut changed, &mut removed);
     if changed.is_empty() && removed.is_empty() {
         set_entries(new, entries);
         return;
@@ -157,48 +157,45 @@ fn set_entries(obj: &mut Value, entries: Vec<Value>) {
     }
 }
 
-/// The object as field sets see it: no apiVersion/kind and no server-owned metadata.
-fn strip(obj: &Value) -> Value {
-    let mut out = obj.clone();
-    if let Some(m) = out.as_object_mut() {
-        m.remove("apiVersion");
-        m.remove("kind");
+/// Whether a top-level field (`at` empty) or a metadata field (`at` = `[f:metadata]`) is one that
+/// field sets leave out: apiVersion, kind, and the metadata the server owns.
+fn skipped(at: &Path, key: &str) -> bool {
+    match at.as_slice() {
+        [] => key == "apiVersion" || key == "kind",
+        [m] if m == "f:metadata" => SERVER_FIELDS.contains(&key),
+        _ => false,
     }
-    if let Some(m) = meta::meta_mut(&mut out) {
-        for f in SERVER_FIELDS {
-            m.remove(*f);
-        }
-        if m.is_empty() {
-            out.as_object_mut().map(|o| o.remove("metadata"));
-        }
-    }
-    out
 }
 
 /// Collects the leaf paths whose value differs between `old` and `new` (present in `new`) into
 /// `changed`, and the paths that exist in `old` only (or changed shape) into `removed`.
 fn diff(
-    old: Option<Value>,
+    old: Option<&Value>,
     new: Option<&Value>,
     at: &mut Path,
     changed: &mut BTreeSet<Path>,
     removed: &mut BTreeSet<Path>,
 ) {
     match (old, new) {
-        (Some(Value::Object(o)), Some(Value::Object(n))) if !o.is_empty() && !n.is_empty() => {
-            let mut o = o;
+        (Some(Value::Object(o)), Some(Value::Object(n))) if (!o.is_empty() && !n.is_empty()) || at.len() < 2 => {
             for (k, nv) in n {
+                if skipped(at, k) {
+                    continue;
+                }
                 at.push(format!("f:{k}"));
-                diff(o.remove(k), Some(nv), at, changed, removed);
+                diff(o.get(k), Some(nv), at, changed, removed);
                 at.pop();
             }
             for k in o.keys() {
+                if n.contains_key(k) || skipped(at, k) {
+                    continue;
+                }
                 at.push(format!("f:{k}"));
                 removed.insert(at.clone());
                 at.pop();
             }
         }
-        (Some(o), Some(n)) if &o == n => {}
+        (Some(o), Some(n)) if o == n => {}
         (old, Some(n)) => {
             if old.is_some() {
                 removed.insert(at.clone());
@@ -215,8 +212,11 @@ fn diff(
 /// Every leaf path of `v` under `at`: scalars, lists and empty maps are leaves.
 fn leaves(v: &Value, at: &mut Path, out: &mut BTreeSet<Path>) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() || at.len() < 2 => {
             for (k, child) in m {
+                if skipped(at, k) {
+                    continue;
+                }
                 at.push(format!("f:{k}"));
                 leaves(child, at, out);
                 at.pop();
