@@ -8,8 +8,7 @@ use std::process::Command;
 use common::{free_port, stderr, stdout, Kplane};
 
 fn kubectl_as(kp: &Kplane, extra: &[&str], args: &[&str]) -> std::process::Output {
-    let server =
-        kp.stdout_lines.iter().find_map(|l| l.strip_prefix("kplane: API server at ")).unwrap().to_string();
+    let server = kp.api.clone();
     // An empty kubeconfig: no credentials at all.
     let empty = kp.data_dir.join("empty.kubeconfig");
     std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
@@ -49,8 +48,7 @@ fn https_by_default_anonymous_401_tokens_and_private_files() {
 
     // Anonymous (curl with no credentials; kubectl would prompt for a password): 401 with upstream's
     // Status for the API, while health and version stay open.
-    let server =
-        kp.stdout_lines.iter().find_map(|l| l.strip_prefix("kplane: API server at ")).unwrap().to_string();
+    let server = kp.api.clone();
     let curl = |path: &str| -> (String, String) {
         let out = Command::new("curl")
             .args(["-sk", "-o", "-", "-w", "\n%{http_code}", &format!("{server}{path}")])
@@ -255,10 +253,6 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-fn server_of(kp: &Kplane) -> String {
-    kp.stdout_lines.iter().find_map(|l| l.strip_prefix("kplane: API server at ")).unwrap().to_string()
-}
-
 #[test]
 fn service_account_tokens_from_kubectl_create_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -420,7 +414,7 @@ fn bad_certificates_and_tokens_get_401_status() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
-    let server = server_of(&kp);
+    let server = kp.api.clone();
     let url = format!("{server}/api/v1/namespaces/default/pods");
     let tls = data.join("tls");
     let ca_crt = tls.join("ca.crt");
@@ -623,7 +617,7 @@ fn ten_thousand_random_authorization_headers_cause_no_5xx() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
-    let server = server_of(&kp);
+    let server = kp.api.clone();
     let addr: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
     let ca = std::fs::read(data.join("tls").join("ca.crt")).unwrap();
 
@@ -1022,7 +1016,7 @@ fn a_connection_stops_authenticating_when_its_certificate_expires() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
-    let addr: std::net::SocketAddr = server_of(&kp).trim_start_matches("https://").parse().unwrap();
+    let addr: std::net::SocketAddr = kp.api.clone().trim_start_matches("https://").parse().unwrap();
     let tls = data.join("tls");
     let (ca_cert, ca_key) = (
         std::fs::read_to_string(tls.join("ca.crt")).unwrap(),

@@ -177,7 +177,9 @@ fn diff(
     removed: &mut BTreeSet<Path>,
 ) {
     match (old, new) {
-        (Some(Value::Object(o)), Some(Value::Object(n))) if (!o.is_empty() && !n.is_empty()) || at.len() < 2 => {
+        (Some(Value::Object(o)), Some(Value::Object(n)))
+            if (!o.is_empty() && !n.is_empty()) || at.len() < 2 =>
+        {
             for (k, nv) in n {
                 if skipped(at, k) {
                     continue;
