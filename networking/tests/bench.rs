@@ -5,8 +5,13 @@ use std::time::Duration;
 use apiserver::testing::TestCluster;
 use networking::bench::{run, BenchOptions};
 
+/// Each test cluster gives the bench Service the same first free ClusterIP, and each run's proxy
+/// binds it: the runs must not overlap.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_direct_proxy_and_ingress() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = TestCluster::start().await;
     let opts = BenchOptions {
         backend: "127.244.250.1:8000".parse().unwrap(),
@@ -29,6 +34,7 @@ async fn bench_measures_direct_proxy_and_ingress() {
 /// it; without it this fails rather than skips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_with_wrk_reads_its_report() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = TestCluster::start().await;
     let opts = BenchOptions {
         backend: "127.244.250.2:8000".parse().unwrap(),
