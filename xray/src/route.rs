@@ -6,7 +6,6 @@
 //! The Ingress match is the ingress controller's own rule table
 //! ([`networking::ingress::routes::RuleTable`]), so X-ray and the controller cannot disagree.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service, ServicePort};
@@ -584,14 +583,15 @@ async fn service_route(
         .await?
         .items;
     let endpoints = Api::<Endpoints>::namespaced(client.clone(), &ns).get_opt(&name).await?;
-    let selector = spec.selector.clone().filter(|s| !s.is_empty());
+    // `k=v,...`, as a label selector query and as the hop shows it.
+    let selector = spec
+        .selector
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
     let pods = match &selector {
         Some(sel) => {
-            let labels: Vec<String> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            Api::<Pod>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels(&labels.join(",")))
-                .await?
-                .items
+            Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default().labels(sel)).await?.items
         }
         None => Vec::new(),
     };
@@ -683,10 +683,7 @@ async fn service_route(
                 }
             }
             Some(sel) if pods.is_empty() => {
-                let labels: Vec<String> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                route
-                    .problems
-                    .push(format!("the selector {} of Service {ns}/{name} matches no pods", labels.join(",")));
+                route.problems.push(format!("the selector {sel} of Service {ns}/{name} matches no pods"));
             }
             Some(_) => {
                 if !pod_hops.iter().any(|p| p.ready) {
@@ -726,7 +723,7 @@ async fn service_route(
         type_,
         cluster_ip: spec.cluster_ip.clone().filter(|ip| !ip.is_empty()),
         external_name: spec.external_name.clone(),
-        selector: selector.map(|s| s.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")),
+        selector,
         dns,
         ports: port_hops,
         slices: slice_hops,
@@ -741,14 +738,12 @@ fn resolve_target_port(pod: &Pod, target: &str) -> Option<i32> {
     if let Ok(n) = target.parse::<i32>() {
         return Some(n);
     }
-    let by_name: BTreeMap<&str, i32> = pod
-        .spec
+    pod.spec
         .iter()
         .flat_map(|s| s.containers.iter())
         .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| Some((p.name.as_deref()?, p.container_port)))
-        .collect();
-    by_name.get(target).copied()
+        .find(|p| p.name.as_deref() == Some(target))
+        .map(|p| p.container_port)
 }
 
 #[cfg(test)]
