@@ -255,17 +255,21 @@ pub struct IngressCmd {
 pub async fn client_from_kubeconfig(path: &Path, agent: &str) -> Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .with_context(|| format!("using kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("using kubeconfig {}", path.display()))?;
+    client_for(config, agent)
+}
+
+/// A kube client for `config` that names itself `agent` in its User-Agent.
+pub fn client_for(mut config: kube::Config, agent: &str) -> Result<kube::Client> {
     config.headers.push((http::header::USER_AGENT, user_agent(agent)));
     kube::Client::try_from(config).context("building a client")
 }
 
 /// `<component>/<kplane version>`, the shape of upstream's user agents, whose first part becomes
 /// the field manager.
-pub fn user_agent(agent: &str) -> http::HeaderValue {
+fn user_agent(agent: &str) -> http::HeaderValue {
     http::HeaderValue::from_str(&format!("{agent}/v{}", env!("CARGO_PKG_VERSION")))
         .unwrap_or_else(|_| http::HeaderValue::from_static("kplane"))
 }

@@ -114,11 +114,10 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
     match kubeconfig {
         Some(path) => crate::components::client_from_kubeconfig(path, AGENT).await,
         None => {
-            let mut config = kube::Config::infer()
+            let config = kube::Config::infer()
                 .await
                 .context("finding a kubeconfig (--kubeconfig, $KUBECONFIG or ~/.kube/config)")?;
-            config.headers.push((http::header::USER_AGENT, crate::components::user_agent(AGENT)));
-            kube::Client::try_from(config).context("building a client")
+            crate::components::client_for(config, AGENT)
         }
     }
 }
