@@ -276,6 +276,19 @@ pub struct BenchNetArgs {
     /// wrk's threads.
     #[arg(long, default_value_t = 1)]
     pub wrk_threads: usize,
+    /// Also measure nginx in front of the same pod, as a reference L7 proxy: `auto` (when
+    /// `nginx` is on PATH), `off`, or a path to the nginx binary.
+    #[arg(long, default_value = "auto")]
+    pub nginx: String,
+}
+
+/// `name` in one of `$PATH`'s folders, or in /usr/sbin (where Debian puts nginx).
+fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// `kplane bench net`: a simulated pod measured directly, through the ClusterIP proxy and through
@@ -294,10 +307,20 @@ pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchRepor
         "wrk" => networking::bench::Load::Wrk { program: "wrk".into(), threads: args.wrk_threads },
         other => anyhow::bail!("--load {other:?}: say wrk or builtin"),
     };
+    let nginx = match args.nginx.as_str() {
+        "off" => None,
+        "auto" => find_on_path("nginx"),
+        path => Some(std::path::PathBuf::from(path)),
+    }
+    .map(|program| networking::bench::NginxReference {
+        program,
+        listen: "127.0.81.2:8080".parse().expect("valid"),
+    });
     let opts = networking::bench::BenchOptions {
         concurrency: args.concurrency,
         duration: Duration::from_secs(args.seconds),
         load,
+        nginx,
         ..Default::default()
     };
     let report = networking::bench::run(client, opts).await?;

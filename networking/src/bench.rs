@@ -48,6 +48,17 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Who generates the load.
     pub load: Load,
+    /// Also measure nginx as a reference L7 proxy (the data plane of ingress-nginx, the seed's
+    /// controller) in front of the same pod, when set.
+    pub nginx: Option<NginxReference>,
+}
+
+/// nginx as a reference reverse proxy: `program`, listening on `listen`, with one worker and
+/// keep-alive upstream connections, setting the same forwarded headers as our ingress.
+#[derive(Clone, Debug)]
+pub struct NginxReference {
+    pub program: std::path::PathBuf,
+    pub listen: SocketAddr,
 }
 
 /// The load generator.
@@ -68,6 +79,7 @@ impl Default for BenchOptions {
             concurrency: 32,
             duration: Duration::from_secs(3),
             load: Load::Builtin,
+            nginx: None,
         }
     }
 }
@@ -89,6 +101,8 @@ pub struct BenchReport {
     pub direct: Figure,
     pub proxy: Figure,
     pub ingress: Figure,
+    /// nginx in front of the same pod, when asked for.
+    pub nginx: Option<Figure>,
 }
 
 impl BenchReport {
@@ -107,13 +121,15 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<10} {:>12} {:>8} {:>10} {:>10} {:>9} {:>13}",
+            "{:<12} {:>12} {:>8} {:>10} {:>10} {:>9} {:>13}",
             "path", "req/s", "errors", "p50 ms", "p99 ms", "vs direct", "p99 added ms"
         )?;
-        for (name, fig) in [("direct", &self.direct), ("clusterip", &self.proxy), ("ingress", &self.ingress)] {
+        let rows = [("direct", &self.direct), ("clusterip", &self.proxy), ("ingress", &self.ingress)];
+        let reference = self.nginx.as_ref().map(|fig| ("nginx (ref)", fig));
+        for (name, fig) in rows.into_iter().chain(reference) {
             writeln!(
                 f,
-                "{name:<10} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>8.0}% {:>13.3}",
+                "{name:<12} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>8.0}% {:>13.3}",
                 fig.per_sec,
                 fig.errors,
                 fig.p50_ms,
@@ -121,6 +137,9 @@ impl fmt::Display for BenchReport {
                 self.ratio(fig) * 100.0,
                 fig.p99_ms - self.direct.p99_ms
             )?;
+        }
+        if self.nginx.is_some() {
+            writeln!(f, "nginx (ref): nginx, one worker, keep-alive upstream, in front of the same pod")?;
         }
         write!(f, "goal: proxied >= 60% of direct, p99 added < 1 ms")
     }
@@ -187,6 +206,10 @@ pub async fn run(client: kube::Client, opts: BenchOptions) -> Result<BenchReport
             direct: measure(opts.backend, &opts).await?,
             proxy: measure(vip, &opts).await?,
             ingress: measure(opts.ingress_http, &opts).await?,
+            nginx: match &opts.nginx {
+                Some(nginx) => Some(measure_nginx(nginx, &opts).await?),
+                None => None,
+            },
         })
     }
     .await;
@@ -197,6 +220,47 @@ pub async fn run(client: kube::Client, opts: BenchOptions) -> Result<BenchReport
     let _ = ingress.await;
     cleanup(&services, &slices, &ingresses).await;
     backend_task.abort();
+    result
+}
+
+/// Runs nginx (see [`NginxReference`]) in a scratch directory for one measurement.
+async fn measure_nginx(nginx: &NginxReference, opts: &BenchOptions) -> Result<Figure, Error> {
+    let dir = std::env::temp_dir().join(format!("kplane-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(bench_err)?;
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream pod {{ server {backend}; keepalive 64; }}\n\
+         server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://pod;\n\
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n\
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Host $host;\n\
+         proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Real-IP $remote_addr;\n    }}\n  }}\n}}\n",
+        backend = opts.backend,
+        listen = nginx.listen,
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).map_err(bench_err)?;
+    let mut child = tokio::process::Command::new(&nginx.program)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| bench_err(format!("cannot run {}: {e}", nginx.program.display())))?;
+    let result = async {
+        wait_ready(nginx.listen).await?;
+        measure(nginx.listen, opts).await
+    }
+    .await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
     result
 }
 

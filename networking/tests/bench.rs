@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use apiserver::testing::TestCluster;
-use networking::bench::{run, BenchOptions};
+use networking::bench::{run, BenchOptions, NginxReference};
 
 /// Each test cluster gives the bench Service the same first free ClusterIP, and each run's proxy
 /// binds it: the runs must not overlap.
@@ -20,6 +20,7 @@ async fn bench_measures_direct_proxy_and_ingress() {
         concurrency: 4,
         duration: Duration::from_millis(300),
         load: networking::bench::Load::Builtin,
+        nginx: None,
     };
     let report = run(cluster.client.clone(), opts).await.expect("benchmark runs");
     println!("{report}");
@@ -30,8 +31,8 @@ async fn bench_measures_direct_proxy_and_ingress() {
     cluster.shutdown().await;
 }
 
-/// The same through `wrk`, the load generator the issue names (a separate process). CI installs
-/// it; without it this fails rather than skips.
+/// The same through `wrk`, the load generator the issue names (a separate process), with nginx
+/// measured as the reference proxy. CI installs both; without them this fails rather than skips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_with_wrk_reads_its_report() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -43,11 +44,17 @@ async fn bench_with_wrk_reads_its_report() {
         concurrency: 4,
         duration: Duration::from_secs(1),
         load: networking::bench::Load::Wrk { program: "wrk".into(), threads: 1 },
+        nginx: Some(NginxReference {
+            program: "/usr/sbin/nginx".into(),
+            listen: "127.0.83.2:8080".parse().unwrap(),
+        }),
     };
     let report = run(cluster.client.clone(), opts).await.expect("benchmark runs (is wrk installed?)");
     println!("{report}");
     assert!(report.to_string().contains("load from wrk"), "{report}");
-    for fig in [report.direct, report.proxy, report.ingress] {
+    assert!(report.to_string().contains("nginx (ref)"), "{report}");
+    let nginx = report.nginx.expect("nginx was measured");
+    for fig in [report.direct, report.proxy, report.ingress, nginx] {
         assert!(fig.requests > 10, "{report}");
         assert_eq!(fig.errors, 0, "{report}");
         assert!(fig.p99_ms >= fig.p50_ms, "{report}");

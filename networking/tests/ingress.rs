@@ -412,6 +412,65 @@ async fn tls_terminates_with_the_certificate_chosen_by_sni() {
     cluster.shutdown().await;
 }
 
+/// A backend that answers one request per connection and then closes it without saying so
+/// (no `Connection: close`), as a pod with a short keep-alive timeout does: every kept-alive
+/// upstream connection of the ingress goes stale. Answers `n=<connection number>`.
+async fn one_shot_backend(addr: SocketAddr) -> Arc<AtomicUsize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let body = format!("n={n}");
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+            });
+        }
+    });
+    conns
+}
+
+#[tokio::test]
+async fn backends_closing_kept_alive_connections_lose_no_request() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let conns = one_shot_backend(sa("127.244.40.1", 8000)).await;
+    service(c, "oneshot", "127.96.3.14", "127.244.40.1").await;
+    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "oneshot"},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": "oneshot.com", "http": {"paths": [path("/", "Prefix", "oneshot")]}}]}})).await;
+    let (ing, http, _) = start(&cluster, 10);
+    until(http, "oneshot.com", "/", "n=", Duration::from_secs(3)).await;
+
+    // Back to back and with pauses, on one client connection: each request gets its own fresh
+    // upstream connection, and none fails.
+    let mut send = connect(http).await.unwrap();
+    let before = conns.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let (status, body) =
+            get_on(&mut send, "oneshot.com", "/").await.expect("request on the same connection");
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert!(body.starts_with("n="), "request {i}: {body}");
+        if i % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    assert_eq!(conns.load(Ordering::SeqCst) - before, 20, "one upstream connection per request");
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_dead_endpoint_is_skipped_for_requests_without_a_body() {
     let cluster = TestCluster::start().await;

@@ -1,41 +1,145 @@
-//! The HTTP data path: match the route, forward to one endpoint over a pooled keep-alive client,
-//! stream bodies both ways.
+//! The HTTP data path: match the route, forward to one endpoint over a keep-alive upstream
+//! connection, stream bodies both ways.
+//!
+//! Each downstream connection owns its upstream connections ([`Upstreams`]) and drives them in its
+//! own task ([`serve_connection`]), so a request and its response never hop between tasks or
+//! worker threads: with many small requests, those hand-offs (and a shared pool's lock) cost more
+//! than the proxying itself. A downstream connection keeps at most [`MAX_IDLE`] idle upstream
+//! connections, one per endpoint it has used recently; they close with it.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderName, HeaderValue, HOST};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper::rt::{Read, Write};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use super::Shared;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
-pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Idle upstream connections kept per downstream connection.
+const MAX_IDLE: usize = 8;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-pub(crate) fn upstream_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector)
+type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The upstream connections of one downstream connection.
+pub(crate) struct Upstreams {
+    idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
+    /// Hands a new connection's I/O future to the downstream connection's task.
+    drive: mpsc::UnboundedSender<Driven>,
+}
+
+/// An upstream connection checked out for one request.
+struct Checkout {
+    send: SendRequest<Body>,
+    /// It had served an earlier request (it may have been closed by the backend meanwhile).
+    reused: bool,
+}
+
+impl Upstreams {
+    /// An idle connection to `addr` (unless `fresh`), or a new one.
+    async fn checkout(&self, addr: SocketAddr, fresh: bool) -> Result<Checkout, std::io::Error> {
+        let idle = if fresh {
+            None
+        } else {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|(_, s)| !s.is_closed());
+            idle.iter().position(|(a, _)| *a == addr).map(|i| idle.swap_remove(i).1)
+        };
+        if let Some(mut send) = idle {
+            if send.ready().await.is_ok() {
+                return Ok(Checkout { send, reused: true });
+            }
+        }
+        self.connect(addr).await.map(|send| Checkout { send, reused: false })
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, std::io::Error> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        let _ = stream.set_nodelay(true);
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        self.drive
+            .send(Box::pin(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
+                }
+            }))
+            .map_err(|_| std::io::Error::other("the downstream connection has ended"))?;
+        Ok(send)
+    }
+
+    fn checkin(&self, addr: SocketAddr, send: SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((addr, send));
+    }
+}
+
+/// Serves one downstream HTTP/1.1 connection until it closes, driving its upstream connections
+/// in the same task.
+pub(crate) async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    routes: Shared,
+) -> hyper::Result<()>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let (drive, mut driven) = mpsc::unbounded_channel::<Driven>();
+    let upstreams = Arc::new(Upstreams { idle: Mutex::new(Vec::new()), drive });
+    let svc = service_fn(move |req| handle(req, peer, https, routes.clone(), upstreams.clone()));
+    let mut server = pin!(http1::Builder::new().keep_alive(true).writev(false).serve_connection(io, svc));
+    let mut conns = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            result = &mut server => return result,
+            Some(conn) = driven.recv() => conns.push(conn),
+            Some(()) = conns.next(), if !conns.is_empty() => {}
+        }
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
@@ -45,112 +149,122 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-pub(crate) async fn handle(
+async fn handle(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     https: bool,
     routes: Shared,
-    client: UpstreamClient,
+    upstreams: Arc<Upstreams>,
 ) -> Result<Response<Body>, Infallible> {
-    let host_header = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let host = host_without_port(&host_header);
-    let routes = routes.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(backend) = routes.route(host, req.uri().path()).cloned() else {
+    let host_header = match req.headers().get(HOST) {
+        Some(h) => h.clone(),
+        None => match req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            Some(a) => a,
+            None => HeaderValue::from_static(""),
+        },
+    };
+    let host = host_without_port(host_header.to_str().unwrap_or(""));
+    let backend = {
+        let routes = routes.read().unwrap_or_else(|e| e.into_inner());
+        routes.route(host, req.uri().path()).cloned()
+    };
+    let Some(backend) = backend else {
         // The seed's default-http-backend.
         return Ok(text(StatusCode::NOT_FOUND, "default backend - 404".into()));
     };
-    let Some(endpoint) = backend.pick() else {
+    let Some(mut endpoint) = backend.pick() else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("503 Service Unavailable: service {} has no ready endpoints\n", backend.service),
         ));
     };
 
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    // Origin-form: the upstream connection is already to the endpoint, and Host is kept.
+    if req.uri().scheme().is_some() {
+        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+    }
+    strip_hop_by_hop(req.headers_mut());
     let headers = req.headers_mut();
-    // Also drop the headers named in Connection.
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
-        .collect();
-    for h in HOP_BY_HOP.iter().copied().map(HeaderName::from_static).chain(named) {
-        headers.remove(h);
-    }
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+    let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a valid header");
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::try_from(format!("{prev}, {}", peer.ip())).ok(),
+        None => Some(ip.clone()),
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-real-ip", HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a valid header"));
-    if let Ok(v) = HeaderValue::try_from(host_header.as_str()) {
-        headers.insert("x-forwarded-host", v);
+    headers.insert(X_REAL_IP, ip);
+    if !host_header.is_empty() {
+        headers.insert(X_FORWARDED_HOST, host_header);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if https { "https" } else { "http" }));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
 
     // A request without a body can be replayed: on a connect failure it moves to the next
     // endpoint (ingress-nginx's `proxy_next_upstream error`), up to 3 tries. A request with a body
     // is streamed once and gets the 502.
     let replayable = req.body().is_end_stream();
     let tries = if replayable { backend.endpoints.len().min(3) } else { 1 };
-    let (parts, body) = req.into_parts();
-    let mut body = Some(body.boxed());
-    let mut endpoint = endpoint;
+    let mut req = req.map(|b| b.boxed());
     let mut attempt = 1;
+    let mut fresh = false;
     loop {
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(endpoint.to_string())
-            .path_and_query(path.as_str())
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(e) => return Ok(text(StatusCode::BAD_REQUEST, format!("400 Bad Request: {e}\n"))),
-        };
-        let mut upstream = Request::new(body.take().unwrap_or_else(empty));
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = parts.version;
-        *upstream.headers_mut() = parts.headers.clone();
-        match client.request(upstream).await {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                for h in HOP_BY_HOP {
-                    parts.headers.remove(h);
+        let failure = match upstreams.checkout(endpoint, fresh).await {
+            Ok(mut conn) => match conn.send.try_send_request(req).await {
+                Ok(resp) => {
+                    upstreams.checkin(endpoint, conn.send);
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    return Ok(Response::from_parts(parts, body.boxed()));
                 }
-                return Ok(Response::from_parts(parts, body.boxed()));
-            }
-            Err(e) if e.is_connect() && attempt < tries => {
-                tracing::info!(service = %backend.service, %endpoint, error = %e, "upstream connect failed; trying the next endpoint");
-                attempt += 1;
-                endpoint = backend.pick().unwrap_or(endpoint);
-            }
-            Err(e) => {
-                tracing::info!(service = %backend.service, %endpoint, error = %e, "upstream request failed");
-                return Ok(text(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "502 Bad Gateway: endpoint {endpoint} of service {} failed: {e}\n",
-                        backend.service
-                    ),
-                ));
-            }
+                // Not sent: a kept-alive connection the backend had closed. Again on a new one.
+                Err(mut e) if conn.reused && e.message().is_some() => {
+                    req = e.take_message().expect("checked above");
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => {
+                    let error = e.into_error();
+                    tracing::info!(service = %backend.service, %endpoint, %error, "upstream request failed");
+                    return Ok(bad_gateway(endpoint, &backend.service, &error));
+                }
+            },
+            Err(e) => e.to_string(),
+        };
+        if attempt >= tries {
+            tracing::info!(service = %backend.service, %endpoint, error = %failure, "upstream connect failed");
+            return Ok(bad_gateway(endpoint, &backend.service, &failure));
         }
+        tracing::info!(service = %backend.service, %endpoint, error = %failure, "upstream connect failed; trying the next endpoint");
+        attempt += 1;
+        endpoint = backend.pick().unwrap_or(endpoint);
     }
 }
 
-fn empty() -> Body {
-    Empty::new().map_err(|never: Infallible| match never {}).boxed()
+fn bad_gateway(endpoint: SocketAddr, service: &str, error: &dyn std::fmt::Display) -> Response<Body> {
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!("502 Bad Gateway: endpoint {endpoint} of service {service} failed: {error}\n"),
+    )
+}
+
+/// Drops the hop-by-hop headers, and those that `Connection` names.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.contains_key(http::header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+            .collect();
+        for h in named {
+            headers.remove(h);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
 }
 
 fn host_without_port(host: &str) -> &str {

@@ -20,8 +20,6 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -81,9 +79,8 @@ pub async fn run_ingress(
 
     let routes: Shared = Arc::default();
     let tls = tls::server_config(routes.clone()).map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let upstream = http::upstream_client();
-    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone(), upstream.clone())));
-    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone(), upstream)));
+    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone())));
+    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone())));
 
     let changed = Arc::new(Notify::new());
     let ingresses = Informer::start(Api::<Ingress>::all(client.clone()), changed.clone());
@@ -256,12 +253,7 @@ async fn update_status(client: &kube::Client, ing: &Ingress, ip: IpAddr, ports: 
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    routes: Shared,
-    upstream: http::UpstreamClient,
-) {
+async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, routes: Shared) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -273,16 +265,12 @@ async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (routes, upstream, acceptor) = (routes.clone(), upstream.clone(), acceptor.clone());
+        let (routes, acceptor) = (routes.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let https = acceptor.is_some();
-            let svc = service_fn(move |req| http::handle(req, peer, https, routes.clone(), upstream.clone()));
-            let mut conn = http1::Builder::new();
-            conn.keep_alive(true);
             let result = match acceptor {
-                None => conn.serve_connection(TokioIo::new(stream), svc).await,
+                None => http::serve_connection(TokioIo::new(stream), peer, false, routes).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => conn.serve_connection(TokioIo::new(tls), svc).await,
+                    Ok(tls) => http::serve_connection(TokioIo::new(tls), peer, true, routes).await,
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;
