@@ -104,6 +104,27 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
         (a.trim() == vip).then_some(a)
     });
     assert_eq!(a.trim(), vip);
+    // kube-dns has no selector (no pod serves DNS): the DNS component, as system:kube-dns,
+    // publishes its own address as the Service's Endpoints and EndpointSlice.
+    assert!(json(&kp, &["get", "svc", "-n", "kube-system", "kube-dns"])["spec"]["selector"].is_null());
+    let published = eventually(10, "the kube-dns endpoints", || {
+        let ep = json(&kp, &["get", "endpoints", "-n", "kube-system", "kube-dns"]);
+        (ep["subsets"][0]["addresses"][0]["ip"] == dns.as_str()).then_some(ep)
+    });
+    let ports: Vec<i64> = published["subsets"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, [53, 53], "{published}");
+    let stored =
+        kp.etcd_get(&kp.endpoint(), "/registry/services/endpoints/kube-system/kube-dns").expect("stored");
+    assert_eq!(stored["subsets"][0]["addresses"][0]["ip"], dns.as_str(), "{stored}");
+    let slice = kp
+        .etcd_get(&kp.endpoint(), "/registry/endpointslices/kube-system/kube-dns")
+        .expect("the kube-dns EndpointSlice is stored");
+    assert_eq!(slice["endpoints"][0]["addresses"][0], dns.as_str(), "{slice}");
     let headless = "apiVersion: v1\nkind: Service\nmetadata:\n  name: nginx-headless\nspec:\n  clusterIP: None\n  selector: {app: nginx}\n  ports:\n  - {name: http, port: 80, protocol: TCP}\n";
     assert!(kp.kubectl_stdin(&["apply", "-f", "-"], headless).status.success());
     let pod_ips: Vec<String> = {

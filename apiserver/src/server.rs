@@ -294,7 +294,8 @@ async fn reconcile_role(st: &AppState, collection: &str, want: &Value) -> Result
 }
 
 /// Creates what every cluster starts with, if missing: the four namespaces, the `kubernetes` service
-/// (first service IP) with Endpoints at the API server, and the `kube-dns` service (tenth IP).
+/// (first service IP) with Endpoints at the API server, and the `kube-dns` service (tenth IP, no
+/// selector: the DNS component publishes its endpoints).
 pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), String> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let (code, body) =
@@ -319,7 +320,7 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
     });
     let kube_dns = json!({
         "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
-        "spec": {"clusterIP": cidr.nth(10).to_string(), "selector": {"k8s-app": "kube-dns"}, "ports": [
+        "spec": {"clusterIP": cidr.nth(10).to_string(), "ports": [
             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
         ]},
@@ -328,6 +329,19 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
         let (code, body) = call(st, Method::POST, &format!("/api/v1/namespaces/{ns}/services"), svc).await?;
         if code != 201 && code != 409 {
             return Err(format!("creating a bootstrap service in {ns}: {code} {body}"));
+        }
+    }
+    // Earlier kplane versions gave kube-dns CoreDNS's selector, which no pod matches (the DNS server
+    // publishes its own endpoints): drop it from a Service that still has exactly that selector.
+    let uri = "/api/v1/namespaces/kube-system/services/kube-dns";
+    let (code, mut svc) = call(st, Method::GET, uri, Value::Null).await?;
+    if code == 200 && svc.pointer("/spec/selector") == Some(&json!({"k8s-app": "kube-dns"})) {
+        if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("selector");
+        }
+        let (code, body) = call(st, Method::PUT, uri, svc).await?;
+        if code != 200 {
+            return Err(format!("updating the kube-dns service: {code} {body}"));
         }
     }
     // The `kubernetes` Endpoints point at this API server, kept current on every start.

@@ -567,3 +567,32 @@ async fn secret_string_data_is_folded_into_data() {
         serde_json::from_slice(&a.store.get("/registry/secrets/default/s").await.unwrap().value).unwrap();
     assert!(stored.get("stringData").is_none(), "stringData is never stored");
 }
+
+/// kube-dns is bootstrapped without a selector (the DNS component publishes its endpoints); a
+/// Service left with the old CoreDNS selector by an earlier kplane loses it on the next start,
+/// and a selector an administrator chose is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_leaves_kube_dns_without_the_old_selector() {
+    let a = api().await;
+    let uri = "/api/v1/namespaces/kube-system/services/kube-dns";
+    let (_, svc) = a.call(Method::GET, uri, Value::Null).await;
+    assert!(svc["spec"]["selector"].is_null(), "{svc}");
+    assert_eq!(svc["spec"]["ports"].as_array().map(Vec::len), Some(2), "{svc}");
+
+    let with_selector = |mut svc: Value, sel: Value| {
+        svc["spec"]["selector"] = sel;
+        svc
+    };
+    let (code, old) = a.call(Method::PUT, uri, with_selector(svc, json!({"k8s-app": "kube-dns"}))).await;
+    assert_eq!(code, 200, "{old}");
+    apiserver::bootstrap(&a.st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let (_, svc) = a.call(Method::GET, uri, Value::Null).await;
+    assert!(svc["spec"]["selector"].is_null(), "the old selector is dropped: {svc}");
+
+    let (code, mine) = a.call(Method::PUT, uri, with_selector(svc, json!({"app": "my-dns"}))).await;
+    assert_eq!(code, 200, "{mine}");
+    apiserver::bootstrap(&a.st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let (_, svc) = a.call(Method::GET, uri, Value::Null).await;
+    assert_eq!(svc["spec"]["selector"], json!({"app": "my-dns"}), "{svc}");
+    a.store.shutdown().await;
+}

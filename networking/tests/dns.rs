@@ -305,3 +305,39 @@ async fn tcp_queries_are_answered() {
     server.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_kube_dns_service_gets_this_servers_address_while_it_serves() {
+    use k8s_openapi::api::core::v1::Endpoints;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::Api;
+
+    let cluster = TestCluster::start().await;
+    let dns = sa("127.96.53.9", 10053);
+    let server = start(&cluster, dns);
+    let eps: Api<Endpoints> = Api::namespaced(cluster.client.clone(), "kube-system");
+    let slices: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), "kube-system");
+    let published = eventually(Duration::from_secs(3), "kube-dns endpoints", || async {
+        let ep = eps.get_opt("kube-dns").await.ok().flatten()?;
+        let subset = ep.subsets?.into_iter().next()?;
+        (subset.addresses?.first()?.ip == "127.96.53.9").then_some(subset.ports.unwrap_or_default())
+    })
+    .await;
+    let mut ports: Vec<_> = published.iter().map(|p| (p.name.clone().unwrap_or_default(), p.port)).collect();
+    ports.sort();
+    assert_eq!(ports, [("dns".to_string(), 10053), ("dns-tcp".to_string(), 10053)]);
+    let slice = eventually(Duration::from_secs(3), "kube-dns slice", || async {
+        slices.get_opt("kube-dns").await.ok().flatten()
+    })
+    .await;
+    let labels = slice.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("kubernetes.io/service-name").map(String::as_str), Some("kube-dns"));
+    assert_eq!(slice.endpoints[0].addresses, ["127.96.53.9"]);
+    assert_eq!(slice.endpoints[0].conditions.as_ref().and_then(|c| c.ready), Some(true));
+    // A clean stop withdraws the address.
+    server.stop().await;
+    let ep = eps.get("kube-dns").await.unwrap();
+    assert!(ep.subsets.unwrap_or_default().is_empty(), "withdrawn from Endpoints");
+    assert!(slices.get("kube-dns").await.unwrap().endpoints.is_empty(), "withdrawn from the slice");
+    cluster.shutdown().await;
+}

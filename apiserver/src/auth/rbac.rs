@@ -395,9 +395,13 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
         events.clone(),
     ];
+    // kplane's DNS is a component, not a pod: it publishes the kube-dns endpoints itself.
     let dns = vec![
         rule(&[""], &["services", "endpoints", "pods", "namespaces"], &read),
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
+        rule(&["", "discovery.k8s.io"], &["endpoints", "endpointslices"], &["create"]),
+        json!({"apiGroups": ["", "discovery.k8s.io"], "resources": ["endpoints", "endpointslices"],
+               "resourceNames": ["kube-dns"], "verbs": ["update"]}),
     ];
     let ingress = vec![
         rule(&[""], &["services", "endpoints", "secrets"], &read),

@@ -3,11 +3,13 @@
 //! - `mod.rs`: the UDP and TCP servers and the sync loop that rebuilds the zone snapshot on every
 //!   Service/EndpointSlice/Endpoints change (queries read the current `Arc<Zone>`, never the stores).
 //! - `zone.rs`: the snapshot and the lookup rules.
+//! - `publish.rs`: the `kube-dns` Service's Endpoints and EndpointSlice, pointing at this server.
 //!
 //! Only the cluster domain is served: any other name is REFUSED. This server never recurses or
 //! forwards (upstream forwards to the node's resolvers; kplane must never send traffic off loopback).
 //! Packets that do not parse, and responses, are dropped without an answer.
 
+mod publish;
 mod zone;
 
 use std::future::Future;
@@ -69,7 +71,7 @@ pub async fn run_dns(
     let changed = Arc::new(Notify::new());
     let services = Informer::start(Api::<Service>::all(client.clone()), changed.clone());
     let slices = Informer::start(Api::<EndpointSlice>::all(client.clone()), changed.clone());
-    let eps = Informer::start(Api::<Endpoints>::all(client), changed.clone());
+    let eps = Informer::start(Api::<Endpoints>::all(client.clone()), changed.clone());
     let zone: Shared = Arc::new(RwLock::new(Arc::new(Zone::build(&domain, 0, &[], &Default::default()))));
 
     // Serve from the start (with an empty zone until the first lists arrive), so a client never
@@ -77,6 +79,7 @@ pub async fn run_dns(
     let udp_task = AbortOnDrop(tokio::spawn(serve_udp(udp, zone.clone())));
     let tcp_task = AbortOnDrop(tokio::spawn(serve_tcp(tcp, zone.clone())));
     tracing::info!(listen = %cfg.listen, domain = %domain, "cluster DNS started");
+    let publish_task = AbortOnDrop(tokio::spawn(publish::publish(client.clone(), cfg.listen)));
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut serial: u32 = 1;
@@ -90,7 +93,13 @@ pub async fn run_dns(
         *zone.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         serial = serial.wrapping_add(1);
     }
-    drop((udp_task, tcp_task));
+    drop((udp_task, tcp_task, publish_task));
+    // Withdraw the address (best effort: on `kplane up` the API server may be stopping too).
+    match tokio::time::timeout(Duration::from_secs(1), publish::write(&client, cfg.listen, false)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::info!(error = %e, "could not withdraw the kube-dns endpoints"),
+        Err(_) => tracing::info!("could not withdraw the kube-dns endpoints in time"),
+    }
     tracing::info!("cluster DNS stopped");
     Ok(())
 }
