@@ -38,6 +38,20 @@ impl Cluster {
     }
 }
 
+/// `kubectl.<version>`: on PATH, beside `kubectl`, or in the Cloud SDK's folder where this
+/// machine keeps them. Missing is a failure (these tests must not skip).
+fn versioned_kubectl(version: &str) -> String {
+    let name = format!("kubectl.{version}");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/lib/google-cloud-sdk/bin")])
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is missing: the version-skew checks need it"))
+        .to_string_lossy()
+        .into_owned()
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -64,6 +78,33 @@ fn api_resources_and_bootstrap_objects(c: &Cluster) {
     let out = c.kp.kubectl_ok(&["api-resources"]);
     for line in ["pods", "po", "deployments", "deploy", "services", "svc", "ingresses", "endpointslices"] {
         assert!(out.contains(line), "api-resources lacks {line}:\n{out}");
+    }
+    // Aggregated discovery: kubectl 1.32 (v2), 1.27 (v2beta1) and 1.33 each read /api and /apis
+    // once, never a group-version's resource list, and know the same resources as before.
+    for kubectl in ["kubectl".to_string(), versioned_kubectl("1.27"), versioned_kubectl("1.33")] {
+        let cache = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&c.kp.kubeconfig)
+            .args(["api-resources", "-v=6", "--cache-dir"])
+            .arg(cache.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{kubectl} could not run: {e}"));
+        assert!(out.status.success(), "{kubectl}: {}", stderr(&out));
+        let log = stderr(&out);
+        let gets: Vec<&str> = log.lines().filter(|l| l.contains("GET")).collect();
+        assert!(
+            gets.iter().any(|l| l.contains("/api?")) && gets.iter().any(|l| l.contains("/apis?")),
+            "{kubectl}: {log}"
+        );
+        assert!(
+            !gets.iter().any(|l| l.contains("/api/v1?") || l.contains("/apis/apps/v1?")),
+            "{kubectl} fell back to legacy discovery: {log}"
+        );
+        let listed = stdout(&out);
+        for line in ["deployments", "deploy", "apps/v1", "endpointslices", "discovery.k8s.io/v1", "leases"] {
+            assert!(listed.contains(line), "{kubectl} api-resources lacks {line}:\n{listed}");
+        }
     }
     let ns = c.kp.kubectl_ok(&["get", "namespaces", "-o", "name"]);
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {

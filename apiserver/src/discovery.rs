@@ -1,7 +1,7 @@
 //! Discovery: `/api`, `/api/v1`, `/apis`, `/apis/<group>/<version>`, `/version`, and the health
 //! endpoints. Built from the resource table, so what is served is what is advertised.
 
-use api_types::{resources, Subresource, RESOURCES};
+use api_types::{resources, ResourceDef, Subresource, RESOURCES};
 use serde_json::{json, Value};
 
 /// The server's version: Kubernetes v1.33 semantics (k8s-openapi's `v1_33`), kplane's build.
@@ -72,14 +72,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Value {
         }
         list.push(entry);
         for sub in r.subresources {
-            let (kind, verbs, group_override): (&str, &[&str], Option<(&str, &str)>) = match sub {
-                Subresource::Status => (r.kind, &["get", "patch", "update"], None),
-                Subresource::Scale => ("Scale", &["get", "patch", "update"], Some(("autoscaling", "v1"))),
-                Subresource::Binding => ("Binding", &["create"], None),
-                Subresource::Log => ("Pod", &["get"], None),
-                Subresource::Finalize => (r.kind, &["update"], None),
-                Subresource::Token => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
-            };
+            let (kind, verbs, group_override) = subresource(r, sub);
             let mut e = json!({
                 "name": format!("{}/{}", r.plural, sub.name()),
                 "singularName": "",
@@ -96,6 +89,119 @@ pub fn api_resource_list(group: &str, version: &str) -> Value {
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+}
+
+/// A subresource's kind, verbs, and group/version when it is not its parent's.
+fn subresource(
+    r: &ResourceDef,
+    sub: &Subresource,
+) -> (&'static str, &'static [&'static str], Option<(&'static str, &'static str)>) {
+    match sub {
+        Subresource::Status => (r.kind, &["get", "patch", "update"], None),
+        Subresource::Scale => ("Scale", &["get", "patch", "update"], Some(("autoscaling", "v1"))),
+        Subresource::Binding => ("Binding", &["create"], None),
+        Subresource::Log => ("Pod", &["get"], None),
+        Subresource::Finalize => (r.kind, &["update"], None),
+        Subresource::Token => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
+    }
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io`): what a client asks for by `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregated {
+    V2,
+    V2beta1,
+}
+
+impl Aggregated {
+    /// The first aggregated form `accept` lists (kubectl lists v2, then v2beta1, then plain JSON),
+    /// or `None` for the legacy documents.
+    pub fn negotiate(accept: &str) -> Option<Aggregated> {
+        accept.split(',').find_map(|media| {
+            let mut params = media.split(';').map(str::trim);
+            if params.next() != Some("application/json") {
+                return None;
+            }
+            let (mut g, mut v, mut as_) = (None, None, None);
+            for p in params {
+                match p.split_once('=') {
+                    Some(("g", x)) => g = Some(x),
+                    Some(("v", x)) => v = Some(x),
+                    Some(("as", x)) => as_ = Some(x),
+                    _ => {}
+                }
+            }
+            if g != Some("apidiscovery.k8s.io") || as_ != Some("APIGroupDiscoveryList") {
+                return None;
+            }
+            match v {
+                Some("v2") => Some(Aggregated::V2),
+                Some("v2beta1") => Some(Aggregated::V2beta1),
+                _ => None,
+            }
+        })
+    }
+
+    fn version(self) -> &'static str {
+        match self {
+            Aggregated::V2 => "v2",
+            Aggregated::V2beta1 => "v2beta1",
+        }
+    }
+
+    /// The response's Content-Type.
+    pub fn content_type(self) -> String {
+        format!("application/json;g=apidiscovery.k8s.io;v={};as=APIGroupDiscoveryList", self.version())
+    }
+
+    /// `/api` (`legacy`: the core group) or `/apis` (every named group) as an
+    /// APIGroupDiscoveryList: each group's versions with their resources, scope, verbs, short
+    /// names, categories and subresources, from the same table as the legacy documents.
+    pub fn document(self, legacy: bool) -> Value {
+        let items: Vec<Value> = resources::group_versions()
+            .into_iter()
+            .filter(|(g, _)| g.is_empty() == legacy)
+            .map(|(g, v)| {
+                let resources: Vec<Value> = RESOURCES
+                    .iter()
+                    .filter(|r| r.group == g && r.version == v)
+                    .map(|r| {
+                        let subresources: Vec<Value> = r
+                            .subresources
+                            .iter()
+                            .map(|sub| {
+                                let (kind, verbs, gv) = subresource(r, sub);
+                                let (group, version) = gv.unwrap_or((r.group, r.version));
+                                json!({"subresource": sub.name(), "verbs": verbs,
+                                       "responseKind": {"group": group, "version": version, "kind": kind}})
+                            })
+                            .collect();
+                        let mut e = json!({
+                            "resource": r.plural,
+                            "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                            "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                            "singularResource": r.singular,
+                            "verbs": r.verbs(),
+                        });
+                        if !r.short_names.is_empty() {
+                            e["shortNames"] = json!(r.short_names);
+                        }
+                        if !r.categories.is_empty() {
+                            e["categories"] = json!(r.categories);
+                        }
+                        if !subresources.is_empty() {
+                            e["subresources"] = json!(subresources);
+                        }
+                        e
+                    })
+                    .collect();
+                json!({"metadata": {"name": g, "creationTimestamp": null},
+                       "versions": [{"version": v, "resources": resources, "freshness": "Current"}]})
+            })
+            .collect();
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{}", self.version()),
+               "metadata": {}, "items": items})
+    }
 }
 
 /// Upstream's storageVersionHash: a short stable digest of group/version/kind (kubectl only compares

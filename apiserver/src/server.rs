@@ -104,7 +104,7 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api", get(api_root))
-        .route("/apis", get(|| async { json_response(StatusCode::OK, &crate::discovery::api_group_list()) }))
+        .route("/apis", get(apis_root))
         .route("/api/{*rest}", any(core))
         .route("/apis/{*rest}", any(named))
         .fallback(|| async { ApiError::no_route() })
@@ -112,8 +112,29 @@ pub fn router(st: AppState) -> Router {
         .with_state(st)
 }
 
-async fn api_root(State(st): State<AppState>) -> Response {
-    json_response(StatusCode::OK, &crate::discovery::api_versions(&st.config.bind.to_string()))
+async fn api_root(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    aggregated_discovery(&headers, true).unwrap_or_else(|| {
+        json_response(StatusCode::OK, &crate::discovery::api_versions(&st.config.bind.to_string()))
+    })
+}
+
+async fn apis_root(headers: axum::http::HeaderMap) -> Response {
+    aggregated_discovery(&headers, false)
+        .unwrap_or_else(|| json_response(StatusCode::OK, &crate::discovery::api_group_list()))
+}
+
+/// The aggregated discovery document when `Accept` asks for one (`legacy`: `/api`), with
+/// upstream's Content-Type and `Vary: Accept` (the same URL serves two documents).
+fn aggregated_discovery(headers: &axum::http::HeaderMap, legacy: bool) -> Option<Response> {
+    let accept = headers.get(axum::http::header::ACCEPT)?.to_str().ok()?;
+    let form = crate::discovery::Aggregated::negotiate(accept)?;
+    let mut resp = json_response(StatusCode::OK, &form.document(legacy));
+    let h = resp.headers_mut();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&form.content_type()) {
+        h.insert(axum::http::header::CONTENT_TYPE, v);
+    }
+    h.insert(axum::http::header::VARY, axum::http::HeaderValue::from_static("Accept"));
+    Some(resp)
 }
 
 /// One group-version's OpenAPI v3 document (`/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`).

@@ -596,3 +596,107 @@ async fn bootstrap_leaves_kube_dns_without_the_old_selector() {
     assert_eq!(svc["spec"]["selector"], json!({"app": "my-dns"}), "{svc}");
     a.store.shutdown().await;
 }
+
+/// Aggregated discovery (`Accept: ...;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`) says
+/// exactly what the legacy per-group-version lists say; without that Accept the legacy
+/// documents are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_discovery_matches_the_legacy_documents() {
+    let a = api().await;
+    let get = |uri: &'static str, accept: &'static str| {
+        let st = a.st.clone();
+        async move {
+            let req = Request::builder().uri(uri).header("accept", accept).body(Body::empty()).unwrap();
+            let resp = apiserver::router(st).oneshot(req).await.unwrap();
+            let ct = resp.headers().get("content-type").unwrap().to_str().unwrap().to_string();
+            let vary = resp.headers().get("vary").map(|v| v.to_str().unwrap().to_string());
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (ct, vary, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    const KUBECTL: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+
+    // Legacy when not asked for.
+    let (_, _, legacy) = get("/apis", "application/json").await;
+    assert_eq!(legacy["kind"], "APIGroupList");
+    let (_, _, legacy) = get("/api", "application/json, */*").await;
+    assert_eq!(legacy["kind"], "APIVersions");
+
+    // v2beta1 only when it is the first aggregated form listed.
+    let (ct, _, beta) =
+        get("/apis", "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList").await;
+    assert_eq!(ct, "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList");
+    assert_eq!(beta["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+
+    let mut seen = 0;
+    for (uri, legacy_root) in [("/api", true), ("/apis", false)] {
+        let (ct, vary, doc) = get(uri, KUBECTL).await;
+        assert_eq!(ct, "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList", "{uri}");
+        assert_eq!(vary.as_deref(), Some("Accept"));
+        assert_eq!(
+            (doc["kind"].as_str(), doc["apiVersion"].as_str()),
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io/v2"))
+        );
+        for group in doc["items"].as_array().unwrap() {
+            let name = group["metadata"]["name"].as_str().unwrap();
+            assert_eq!(name.is_empty(), legacy_root, "{uri}: {name}");
+            for version in group["versions"].as_array().unwrap() {
+                let v = version["version"].as_str().unwrap();
+                let list_uri = if name.is_empty() { format!("/api/{v}") } else { format!("/apis/{name}/{v}") };
+                let (_, list) = a.call(Method::GET, &list_uri, Value::Null).await;
+                let legacy: Vec<&Value> = list["resources"].as_array().unwrap().iter().collect();
+                let aggregated = version["resources"].as_array().unwrap();
+                let top: Vec<&&Value> =
+                    legacy.iter().filter(|r| !r["name"].as_str().unwrap().contains('/')).collect();
+                assert_eq!(aggregated.len(), top.len(), "{list_uri}");
+                for r in aggregated {
+                    let plural = r["resource"].as_str().unwrap();
+                    let l = top
+                        .iter()
+                        .find(|l| l["name"] == plural)
+                        .unwrap_or_else(|| panic!("{list_uri}: {plural}"));
+                    assert_eq!(r["verbs"], l["verbs"], "{plural}");
+                    assert_eq!(r["singularResource"], l["singularName"], "{plural}");
+                    assert_eq!(r["responseKind"]["kind"], l["kind"], "{plural}");
+                    assert_eq!(r["scope"] == "Namespaced", l["namespaced"] == true, "{plural}");
+                    assert_eq!(r.get("shortNames"), l.get("shortNames"), "{plural}");
+                    assert_eq!(r.get("categories"), l.get("categories"), "{plural}");
+                    let subs: Vec<String> = legacy
+                        .iter()
+                        .filter_map(|s| {
+                            s["name"].as_str()?.strip_prefix(&format!("{plural}/")).map(str::to_string)
+                        })
+                        .collect();
+                    let agg_subs: Vec<String> = r["subresources"]
+                        .as_array()
+                        .map(|v| v.iter().map(|s| s["subresource"].as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default();
+                    assert_eq!(agg_subs, subs, "{plural}");
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert!(seen >= 20, "only {seen} resources");
+    // Spot checks: a Deployment's scale is an autoscaling/v1 Scale; pods are in the `all` category.
+    let (_, _, apis) = get("/apis", KUBECTL).await;
+    let apps = apis["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
+    let deploy = apps["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "deployments")
+        .unwrap();
+    let scale =
+        deploy["subresources"].as_array().unwrap().iter().find(|s| s["subresource"] == "scale").unwrap();
+    assert_eq!(scale["responseKind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+    let (_, _, core) = get("/api", KUBECTL).await;
+    let pods = core["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "pods")
+        .unwrap();
+    assert!(pods["categories"].as_array().unwrap().contains(&json!("all")), "{pods}");
+    a.store.shutdown().await;
+}
