@@ -61,12 +61,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Value {
             "kind": r.kind,
             "verbs": r.verbs(),
         });
-        if !r.short_names.is_empty() {
-            entry["shortNames"] = json!(r.short_names);
-        }
-        if !r.categories.is_empty() {
-            entry["categories"] = json!(r.categories);
-        }
+        short_names_and_categories(&mut entry, r);
         if r.stored {
             entry["storageVersionHash"] = json!(storage_version_hash(r.group, r.version, r.kind));
         }
@@ -89,6 +84,16 @@ pub fn api_resource_list(group: &str, version: &str) -> Value {
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+}
+
+/// `shortNames` and `categories`, when the resource has any (both discovery forms omit empty ones).
+fn short_names_and_categories(entry: &mut Value, r: &ResourceDef) {
+    if !r.short_names.is_empty() {
+        entry["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        entry["categories"] = json!(r.categories);
+    }
 }
 
 /// A subresource's kind, verbs, and group/version when it is not its parent's.
@@ -183,12 +188,7 @@ impl Aggregated {
                             "singularResource": r.singular,
                             "verbs": r.verbs(),
                         });
-                        if !r.short_names.is_empty() {
-                            e["shortNames"] = json!(r.short_names);
-                        }
-                        if !r.categories.is_empty() {
-                            e["categories"] = json!(r.categories);
-                        }
+                        short_names_and_categories(&mut e, r);
                         if !subresources.is_empty() {
                             e["subresources"] = json!(subresources);
                         }

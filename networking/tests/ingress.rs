@@ -106,6 +106,12 @@ async fn ingress(c: &kube::Client, body: serde_json::Value) {
     api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
 }
 
+/// An Ingress of class `kplane` sending every path of `host` to port 80 of `svc`.
+fn one_host(name: &str, host: &str, svc: &str) -> serde_json::Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+        "spec": {"ingressClassName": "kplane", "rules": [{"host": host, "http": {"paths": [path("/", "Prefix", svc)]}}]}})
+}
+
 fn path(p: &str, ty: &str, svc: &str) -> serde_json::Value {
     json!({"path": p, "pathType": ty, "backend": {"service": {"name": svc, "port": {"number": 80}}}})
 }
@@ -297,8 +303,7 @@ async fn keep_alive_and_changes_within_one_second() {
     let conns_a = http_backend(sa("127.244.36.1", 8000), "a").await;
     http_backend(sa("127.244.36.2", 8000), "b").await;
     service(c, "ka", "127.96.3.10", "127.244.36.1").await;
-    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ka"},
-        "spec": {"ingressClassName": "kplane", "rules": [{"host": "ka.com", "http": {"paths": [path("/", "Prefix", "ka")]}}]}})).await;
+    ingress(c, one_host("ka", "ka.com", "ka")).await;
     let (ing, http, _) = start(&cluster, 6);
     until(http, "ka.com", "/", "id=a", Duration::from_secs(3)).await;
 
@@ -448,8 +453,7 @@ async fn backends_closing_kept_alive_connections_lose_no_request() {
     let c = &cluster.client;
     let conns = one_shot_backend(sa("127.244.40.1", 8000)).await;
     service(c, "oneshot", "127.96.3.14", "127.244.40.1").await;
-    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "oneshot"},
-        "spec": {"ingressClassName": "kplane", "rules": [{"host": "oneshot.com", "http": {"paths": [path("/", "Prefix", "oneshot")]}}]}})).await;
+    ingress(c, one_host("oneshot", "oneshot.com", "oneshot")).await;
     let (ing, http, _) = start(&cluster, 10);
     until(http, "oneshot.com", "/", "n=", Duration::from_secs(3)).await;
 
@@ -479,8 +483,7 @@ async fn a_dead_endpoint_is_skipped_for_requests_without_a_body() {
     service(c, "half", "127.96.3.12", "").await;
     // 127.244.38.1 is ready in the slice but nothing listens there.
     set_slice(c, "default", "half", &[ep("127.244.38.1"), ep("127.244.38.2")], &[("http", 8000, "TCP")]).await;
-    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "half"},
-        "spec": {"ingressClassName": "kplane", "rules": [{"host": "half.com", "http": {"paths": [path("/", "Prefix", "half")]}}]}})).await;
+    ingress(c, one_host("half", "half.com", "half")).await;
     let (ing, http, _) = start(&cluster, 8);
     until(http, "half.com", "/", "id=live", Duration::from_secs(3)).await;
     for _ in 0..6 {
@@ -531,8 +534,7 @@ async fn bodies_stream_both_ways() {
         }
     });
     service(c, "stream", "127.96.3.13", "127.244.39.1").await;
-    ingress(c, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "stream"},
-        "spec": {"ingressClassName": "kplane", "rules": [{"host": "s.com", "http": {"paths": [path("/", "Prefix", "stream")]}}]}})).await;
+    ingress(c, one_host("stream", "s.com", "stream")).await;
     let (ing, http, _) = start(&cluster, 9);
 
     // Upload: 4 MiB through the ingress.
