@@ -19,8 +19,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::rt::{Read, Write};
@@ -32,7 +31,8 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+/// What the ingress answers: the upstream's streamed body, or its own short text.
+type Body = Either<Incoming, Full<Bytes>>;
 
 /// Idle upstream connections kept per downstream connection.
 const MAX_IDLE: usize = 8;
@@ -58,14 +58,14 @@ type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The upstream connections of one downstream connection.
 pub(crate) struct Upstreams {
-    idle: Mutex<Vec<(SocketAddr, SendRequest<Body>)>>,
+    idle: Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>,
     /// Hands a new connection's I/O future to the downstream connection's task.
     drive: mpsc::UnboundedSender<Driven>,
 }
 
 /// An upstream connection checked out for one request.
 struct Checkout {
-    send: SendRequest<Body>,
+    send: SendRequest<Incoming>,
     /// It had served an earlier request (it may have been closed by the backend meanwhile).
     reused: bool,
 }
@@ -88,16 +88,13 @@ impl Upstreams {
         self.connect(addr).await.map(|send| Checkout { send, reused: false })
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, std::io::Error> {
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, std::io::Error> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         self.drive
             .send(Box::pin(async move {
                 if let Err(e) = conn.await {
@@ -108,13 +105,24 @@ impl Upstreams {
         Ok(send)
     }
 
-    fn checkin(&self, addr: SocketAddr, send: SendRequest<Body>) {
+    fn checkin(&self, addr: SocketAddr, send: SendRequest<Incoming>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
         idle.push((addr, send));
     }
+}
+
+/// One downstream connection: who is on the other end, and its upstream connections.
+struct Downstream {
+    peer: SocketAddr,
+    /// `peer`'s IP as a header value (X-Real-IP, X-Forwarded-For), built once.
+    peer_ip: HeaderValue,
+    /// X-Forwarded-Proto.
+    proto: HeaderValue,
+    routes: Shared,
+    upstreams: Upstreams,
 }
 
 /// Serves one downstream HTTP/1.1 connection until it closes, driving its upstream connections
@@ -129,9 +137,15 @@ where
     I: Read + Write + Unpin + Send + 'static,
 {
     let (drive, mut driven) = mpsc::unbounded_channel::<Driven>();
-    let upstreams = Arc::new(Upstreams { idle: Mutex::new(Vec::new()), drive });
-    let svc = service_fn(move |req| handle(req, peer, https, routes.clone(), upstreams.clone()));
-    let mut server = pin!(http1::Builder::new().keep_alive(true).writev(false).serve_connection(io, svc));
+    let conn = Arc::new(Downstream {
+        peer,
+        peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a valid header"),
+        proto: HeaderValue::from_static(if https { "https" } else { "http" }),
+        routes,
+        upstreams: Upstreams { idle: Mutex::new(Vec::new()), drive },
+    });
+    let svc = service_fn(move |req| handle(req, conn.clone()));
+    let mut server = pin!(http1::Builder::new().keep_alive(true).serve_connection(io, svc));
     let mut conns = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -143,19 +157,14 @@ where
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never: Infallible| match never {}).boxed());
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
-async fn handle(
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    https: bool,
-    routes: Shared,
-    upstreams: Arc<Upstreams>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(mut req: Request<Incoming>, conn: Arc<Downstream>) -> Result<Response<Body>, Infallible> {
+    let (peer, upstreams) = (conn.peer, &conn.upstreams);
     let host_header = match req.headers().get(HOST) {
         Some(h) => h.clone(),
         None => match req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
@@ -165,7 +174,7 @@ async fn handle(
     };
     let host = host_without_port(host_header.to_str().unwrap_or(""));
     let backend = {
-        let routes = routes.read().unwrap_or_else(|e| e.into_inner());
+        let routes = conn.routes.read().unwrap_or_else(|e| e.into_inner());
         routes.route(host, req.uri().path()).cloned()
     };
     let Some(backend) = backend else {
@@ -186,26 +195,24 @@ async fn handle(
     }
     strip_hop_by_hop(req.headers_mut());
     let headers = req.headers_mut();
-    let ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a valid header");
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::try_from(format!("{prev}, {}", peer.ip())).ok(),
-        None => Some(ip.clone()),
+        None => Some(conn.peer_ip.clone()),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_REAL_IP, ip);
+    headers.insert(X_REAL_IP, conn.peer_ip.clone());
     if !host_header.is_empty() {
         headers.insert(X_FORWARDED_HOST, host_header);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
+    headers.insert(X_FORWARDED_PROTO, conn.proto.clone());
 
     // A request without a body can be replayed: on a connect failure it moves to the next
     // endpoint (ingress-nginx's `proxy_next_upstream error`), up to 3 tries. A request with a body
     // is streamed once and gets the 502.
     let replayable = req.body().is_end_stream();
     let tries = if replayable { backend.endpoints.len().min(3) } else { 1 };
-    let mut req = req.map(|b| b.boxed());
     let mut attempt = 1;
     let mut fresh = false;
     loop {
@@ -215,7 +222,7 @@ async fn handle(
                     upstreams.checkin(endpoint, conn.send);
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    return Ok(Response::from_parts(parts, body.boxed()));
+                    return Ok(Response::from_parts(parts, Either::Left(body)));
                 }
                 // Not sent: a kept-alive connection the backend had closed. Again on a new one.
                 Err(mut e) if conn.reused && e.message().is_some() => {

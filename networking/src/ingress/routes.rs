@@ -187,8 +187,13 @@ impl<T> RuleTable<T> {
 
     /// The rule for a request, or `None` for the built-in default backend.
     pub fn lookup(&self, host: &str, path: &str) -> Option<Hit<'_, T>> {
-        let host = host.to_ascii_lowercase();
-        let rules = if let Some(v) = self.exact.get(&host) {
+        // Hosts are stored lowercase; most requests already send them so.
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
+        let rules = if let Some(v) = self.exact.get(host.as_ref()) {
             Some((v, HostMatch::Exact))
         } else if let Some(v) = host.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)) {
             Some((v, HostMatch::Wildcard))
