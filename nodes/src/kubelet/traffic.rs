@@ -43,23 +43,58 @@ pub struct PortSpec {
 /// How long open connections may take to finish once their pod stops.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a connection accepted before its pod stopped may take to send its first request.
+const FIRST_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The pod's open sockets; dropped, they close.
 pub struct Listeners {
     tasks: JoinSet<()>,
     /// Set to true on drop: open connections finish their request and close.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// A second handle on each TCP listening socket, to take the connections the kernel has
+    /// already completed (a proxy's dial succeeded) but the accept loop has not yet taken, so that
+    /// closing the listener does not reset them.
+    backlogs: Vec<(std::net::TcpListener, Arc<Port>)>,
 }
 
 impl Default for Listeners {
     fn default() -> Self {
-        Listeners { tasks: JoinSet::new(), stopping: tokio::sync::watch::channel(false).0 }
+        Listeners {
+            tasks: JoinSet::new(),
+            stopping: tokio::sync::watch::channel(false).0,
+            backlogs: Vec::new(),
+        }
     }
 }
 
 impl Drop for Listeners {
     fn drop(&mut self) {
         let _ = self.stopping.send(true);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let _entered = runtime.enter();
+        for (listener, port) in &self.backlogs {
+            // Non-blocking (the flag is shared with the accept loop's socket): stops at WouldBlock.
+            while let Ok((stream, peer)) = listener.accept() {
+                // An accepted socket does not inherit O_NONBLOCK; tokio needs it.
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                    runtime.spawn(serve_connection(stream, peer, port.clone(), self.stopping.subscribe()));
+                }
+            }
+        }
+        // Both handles close now (the accept loops are aborted with `tasks`): new connections are
+        // refused at once.
     }
+}
+
+/// What one TCP port of a pod answers as.
+struct Port {
+    id: PodIdentity,
+    container: String,
+    behaviour: Behaviour,
+    log: Arc<ContainerLog>,
 }
 
 impl Listeners {
@@ -76,17 +111,18 @@ impl Listeners {
                     l.tasks.spawn(serve_udp(s, p.log.clone()));
                 })
             } else {
-                TcpListener::bind(addr).await.map(|s| {
-                    let behaviour = Behaviour::of(&p.image);
-                    let stopping = l.stopping.subscribe();
-                    l.tasks.spawn(serve_tcp(
-                        s,
-                        id.clone(),
-                        p.container.clone(),
-                        behaviour,
-                        p.log.clone(),
-                        stopping,
-                    ));
+                TcpListener::bind(addr).await.and_then(|s| {
+                    let port = Arc::new(Port {
+                        id: id.clone(),
+                        container: p.container.clone(),
+                        behaviour: Behaviour::of(&p.image),
+                        log: p.log.clone(),
+                    });
+                    let backlog = s.into_std()?;
+                    let s = TcpListener::from_std(backlog.try_clone()?)?;
+                    l.backlogs.push((backlog, port.clone()));
+                    l.tasks.spawn(serve_tcp(s, port, l.stopping.subscribe()));
+                    Ok(())
                 })
             };
             match bound {
@@ -123,40 +159,50 @@ impl Behaviour {
     }
 }
 
-async fn serve_tcp(
-    listener: TcpListener,
-    id: PodIdentity,
-    container: String,
-    behaviour: Behaviour,
-    log: Arc<ContainerLog>,
-    stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    let id = Arc::new(id);
-    let container: Arc<str> = container.into();
+async fn serve_tcp(listener: TcpListener, port: Arc<Port>, stopping: tokio::sync::watch::Receiver<bool>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             // Out of descriptors or the like: back off rather than spin.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
         };
-        let (id, container, log) = (id.clone(), container.clone(), log.clone());
-        let mut stopping = stopping.clone();
         // Connections outlive the accept loop (aborted when the pod stops) so that they can drain.
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let resp = answer(&id, &container, behaviour, &log, peer, &req);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stopping.wait_for(|s| *s) => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN, conn).await;
-        });
+        tokio::spawn(serve_connection(stream, peer, port.clone(), stopping.clone()));
     }
+}
+
+/// One HTTP/1.1 connection. When the pod stops, a request in flight is answered and the connection
+/// then closes; as Go's `http.Server.Shutdown` does, a connection that has not sent its first
+/// request yet (one a proxy has just dialed) first gets [`FIRST_REQUEST`] to send it.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    port: Arc<Port>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let svc = service_fn({
+        let started = started.clone();
+        move |req| {
+            started.notify_one();
+            let resp = answer(&port.id, &port.container, port.behaviour, &port.log, peer, &req);
+            async move { Ok::<_, Infallible>(resp) }
+        }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+    // A permit is stored if a request already started, so this returns at once then.
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = started.notified() => {}
+        _ = tokio::time::sleep(FIRST_REQUEST) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(DRAIN, conn).await;
 }
 
 fn answer<B>(
@@ -239,6 +285,53 @@ mod tests {
             .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("x-pod-name: drain"), "{answer}");
+    }
+
+    fn pod(name: &str, ip: Ipv4Addr, port: u16) -> (PodIdentity, PortSpec, SocketAddr) {
+        let id = PodIdentity { namespace: "default".into(), name: name.into(), ip, node: "n".into() };
+        let log = Arc::new(ContainerLog::new());
+        let spec = PortSpec { container: "c".into(), image: "nginx".into(), port, udp: false, log };
+        (id, spec, SocketAddr::from((ip, port)))
+    }
+
+    /// Reads one whole answer (the pod closes the connection after it, as it is stopping).
+    async fn answer_of(mut conn: tokio::net::TcpStream) -> String {
+        let mut answer = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_string(&mut answer))
+            .await
+            .expect("the connection closes after answering")
+            .unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_kernel_completed_before_the_stop_is_answered_not_reset() {
+        let (id, spec, addr) = pod("backlog", Ipv4Addr::new(127, 244, 254, 2), 18080);
+        let (listeners, failed) = Listeners::start(&id, vec![spec]).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        // A blocking connect and write never yield to the accept loop (this test's runtime has one
+        // thread): the connection sits in the listen backlog when the pod stops.
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut raw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        drop(listeners);
+        raw.set_nonblocking(true).unwrap();
+        let answer = answer_of(tokio::net::TcpStream::from_std(raw).unwrap()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener should be closed");
+    }
+
+    #[tokio::test]
+    async fn a_connection_accepted_before_the_stop_may_still_send_its_first_request() {
+        let (id, spec, addr) = pod("first", Ipv4Addr::new(127, 244, 254, 3), 18080);
+        let (listeners, _) = Listeners::start(&id, vec![spec]).await;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await; // accepted, nothing sent
+        drop(listeners);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = answer_of(conn).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.contains("x-pod-name: first"), "{answer}");
     }
 
     #[test]
