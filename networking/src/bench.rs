@@ -242,24 +242,34 @@ async fn measure_nginx(nginx: &NginxReference, opts: &BenchOptions) -> Result<Fi
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(bench_err)?;
-    let mut child = tokio::process::Command::new(&nginx.program)
-        .arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(&conf_path)
-        .args(["-g", "daemon off;"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+    // The address must be free: otherwise the numbers would be some other server's.
+    drop(TcpListener::bind(nginx.listen).await.map_err(|source| Error::Bind { addr: nginx.listen, source })?);
+    let nginx_cmd = |extra: &[&str]| {
+        let mut cmd = tokio::process::Command::new(&nginx.program);
+        cmd.arg("-p").arg(&dir).arg("-c").arg(&conf_path).args(extra);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        cmd
+    };
+    let mut child = nginx_cmd(&["-g", "daemon off;"])
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| bench_err(format!("cannot run {}: {e}", nginx.program.display())))?;
     let result = async {
         wait_ready(nginx.listen).await?;
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            return Err(bench_err(format!("nginx exited ({status}): {log}")));
+        }
         measure(nginx.listen, opts).await
     }
     .await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    // `-s stop` signals the master (from its pid file), which stops its workers; killing the
+    // master alone would leave them serving.
+    let _ = nginx_cmd(&["-s", "stop"]).status().await;
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

@@ -53,6 +53,8 @@ async fn bench_with_wrk_reads_its_report() {
     println!("{report}");
     assert!(report.to_string().contains("load from wrk"), "{report}");
     assert!(report.to_string().contains("nginx (ref)"), "{report}");
+    // nginx stopped with its workers: its address is free again.
+    std::net::TcpListener::bind("127.0.83.2:8080").expect("nginx's workers still hold their address");
     let nginx = report.nginx.expect("nginx was measured");
     for fig in [report.direct, report.proxy, report.ingress, nginx] {
         assert!(fig.requests > 10, "{report}");
