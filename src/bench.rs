@@ -282,15 +282,6 @@ pub struct BenchNetArgs {
     pub nginx: String,
 }
 
-/// `name` in one of `$PATH`'s folders, or in /usr/sbin (where Debian puts nginx).
-fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([std::path::PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
 /// `kplane bench net`: a simulated pod measured directly, through the ClusterIP proxy and through
 /// the ingress, in one run, on an in-process API server over a fresh embedded store.
 pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchReport> {
@@ -309,7 +300,8 @@ pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchRepor
     };
     let nginx = match args.nginx.as_str() {
         "off" => None,
-        "auto" => find_on_path("nginx"),
+        // Debian puts nginx in /usr/sbin.
+        "auto" => store::etcd_process::find_program("nginx", &["/usr/sbin"]),
         path => Some(std::path::PathBuf::from(path)),
     }
     .map(|program| networking::bench::NginxReference {

@@ -38,15 +38,11 @@ impl Cluster {
     }
 }
 
-/// `kubectl.<version>`: on PATH, beside `kubectl`, or in the Cloud SDK's folder where this
-/// machine keeps them. Missing is a failure (these tests must not skip).
+/// `kubectl.<version>`: on PATH, or in the Cloud SDK's folder where this machine keeps them.
+/// Missing is a failure (these tests must not skip).
 fn versioned_kubectl(version: &str) -> String {
     let name = format!("kubectl.{version}");
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([std::path::PathBuf::from("/usr/lib/google-cloud-sdk/bin")])
-        .map(|d| d.join(&name))
-        .find(|p| p.is_file())
+    store::etcd_process::find_program(&name, &["/usr/lib/google-cloud-sdk/bin"])
         .unwrap_or_else(|| panic!("{name} is missing: the version-skew checks need it"))
         .to_string_lossy()
         .into_owned()
@@ -83,13 +79,8 @@ fn api_resources_and_bootstrap_objects(c: &Cluster) {
     // once, never a group-version's resource list, and know the same resources as before.
     for kubectl in ["kubectl".to_string(), versioned_kubectl("1.27"), versioned_kubectl("1.33")] {
         let cache = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&c.kp.kubeconfig)
-            .args(["api-resources", "-v=6", "--cache-dir"])
-            .arg(cache.path())
-            .output()
-            .unwrap_or_else(|e| panic!("{kubectl} could not run: {e}"));
+        let cache_dir = cache.path().to_str().unwrap();
+        let out = c.kp.kubectl_program(&kubectl, &["api-resources", "-v=6", "--cache-dir", cache_dir]);
         assert!(out.status.success(), "{kubectl}: {}", stderr(&out));
         let log = stderr(&out);
         let gets: Vec<&str> = log.lines().filter(|l| l.contains("GET")).collect();

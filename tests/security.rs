@@ -1016,7 +1016,7 @@ fn a_connection_stops_authenticating_when_its_certificate_expires() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let kp = Kplane::start_cmd("apiserver", &data, free_port(), &[]);
-    let addr: std::net::SocketAddr = kp.api.clone().trim_start_matches("https://").parse().unwrap();
+    let addr: std::net::SocketAddr = kp.api.trim_start_matches("https://").parse().unwrap();
     let tls = data.join("tls");
     let (ca_cert, ca_key) = (
         std::fs::read_to_string(tls.join("ca.crt")).unwrap(),

@@ -30,7 +30,7 @@ impl EtcdProcess {
     /// [`ETCD_MISSING`] when there is no etcd binary.
     pub async fn start() -> io::Result<EtcdProcess> {
         let binary =
-            find_on_path("etcd").ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ETCD_MISSING))?;
+            find_program("etcd", &[]).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ETCD_MISSING))?;
         let dir = tempfile::Builder::new().prefix("kplane-etcd-").tempdir()?;
         // Both listeners are held until both ports are known, so the two ports differ.
         let client = TcpListener::bind("127.0.0.1:0")?;
@@ -150,7 +150,13 @@ impl Drop for EtcdProcess {
     }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+/// The program `name` in one of `$PATH`'s folders, else in one of `also` (folders a distribution
+/// keeps off a user's PATH, such as Debian's /usr/sbin). Shared by the benchmarks and tests that
+/// start other programs (etcd, nginx, versioned kubectls).
+pub fn find_program(name: &str, also: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(also.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }

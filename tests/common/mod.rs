@@ -118,12 +118,17 @@ impl Kplane {
 
     /// Runs the real `kubectl` against this kplane.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
+        self.kubectl_program("kubectl", args)
+    }
+
+    /// Runs `program` (a kubectl binary, such as a versioned `kubectl.1.27`) against this kplane.
+    pub fn kubectl_program(&self, program: &str, args: &[&str]) -> Output {
+        Command::new(program)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("kubectl could not run ({e}); these tests must not be skipped"))
+            .unwrap_or_else(|e| panic!("{program} could not run ({e}); these tests must not be skipped"))
     }
 
     /// Runs kubectl and fails the test unless it succeeds; returns stdout.

@@ -15,10 +15,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-pub(crate) const NAMESPACE: &str = "kube-system";
-pub(crate) const SERVICE: &str = "kube-dns";
+const NAMESPACE: &str = "kube-system";
+const SERVICE: &str = "kube-dns";
 /// `endpointslice.kubernetes.io/managed-by` of the slice written here.
-pub(crate) const MANAGED_BY: &str = "dns.kplane.dev";
+const MANAGED_BY: &str = "dns.kplane.dev";
 
 /// The Endpoints and EndpointSlice for `listen`; with `ready` false, without any address.
 fn objects(listen: SocketAddr, ready: bool) -> serde_json::Result<(Endpoints, EndpointSlice)> {

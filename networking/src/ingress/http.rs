@@ -116,8 +116,7 @@ impl Upstreams {
 
 /// One downstream connection: who is on the other end, and its upstream connections.
 struct Downstream {
-    peer: SocketAddr,
-    /// `peer`'s IP as a header value (X-Real-IP, X-Forwarded-For), built once.
+    /// The peer's IP as a header value (X-Real-IP, X-Forwarded-For), built once.
     peer_ip: HeaderValue,
     /// X-Forwarded-Proto.
     proto: HeaderValue,
@@ -138,7 +137,6 @@ where
 {
     let (drive, mut driven) = mpsc::unbounded_channel::<Driven>();
     let conn = Arc::new(Downstream {
-        peer,
         peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a valid header"),
         proto: HeaderValue::from_static(if https { "https" } else { "http" }),
         routes,
@@ -164,7 +162,7 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 async fn handle(mut req: Request<Incoming>, conn: Arc<Downstream>) -> Result<Response<Body>, Infallible> {
-    let (peer, upstreams) = (conn.peer, &conn.upstreams);
+    let upstreams = &conn.upstreams;
     let host_header = match req.headers().get(HOST) {
         Some(h) => h.clone(),
         None => match req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
@@ -196,7 +194,9 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Downstream>) -> Result<Res
     strip_hop_by_hop(req.headers_mut());
     let headers = req.headers_mut();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::try_from(format!("{prev}, {}", peer.ip())).ok(),
+        Some(prev) => {
+            HeaderValue::try_from(format!("{prev}, {}", conn.peer_ip.to_str().unwrap_or_default())).ok()
+        }
         None => Some(conn.peer_ip.clone()),
     };
     if let Some(v) = xff {

@@ -185,7 +185,7 @@ async fn serve_connection(
         let started = started.clone();
         move |req| {
             started.notify_one();
-            let resp = answer(&port.id, &port.container, port.behaviour, &port.log, peer, &req);
+            let resp = answer(&port, peer, &req);
             async move { Ok::<_, Infallible>(resp) }
         }
     });
@@ -205,14 +205,8 @@ async fn serve_connection(
     let _ = tokio::time::timeout(DRAIN, conn).await;
 }
 
-fn answer<B>(
-    id: &PodIdentity,
-    container: &str,
-    behaviour: Behaviour,
-    log: &ContainerLog,
-    peer: SocketAddr,
-    req: &Request<B>,
-) -> Response<Full<Bytes>> {
+fn answer<B>(port: &Port, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
+    let Port { id, container, behaviour, log } = port;
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let line = format!("{} {} {:?}", req.method(), target, req.version());
     let (status, body) = match behaviour {
@@ -257,17 +251,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopping_pod_answers_the_request_in_flight_then_closes() {
-        let id = PodIdentity {
-            namespace: "default".into(),
-            name: "drain".into(),
-            ip: Ipv4Addr::new(127, 244, 254, 1),
-            node: "n".into(),
-        };
-        let log = Arc::new(ContainerLog::new());
-        let port = PortSpec { container: "c".into(), image: "nginx".into(), port: 18080, udp: false, log };
-        let (listeners, failed) = Listeners::start(&id, vec![port]).await;
+        let (id, spec, addr) = pod("drain", Ipv4Addr::new(127, 244, 254, 1), 18080);
+        let (listeners, failed) = Listeners::start(&id, vec![spec]).await;
         assert!(failed.is_empty(), "{failed:?}");
-        let addr = SocketAddr::from((id.ip, 18080));
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         // Half a request is in flight when the pod stops.
         conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -278,11 +264,7 @@ mod tests {
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener should be closed");
         // ...but the request in flight is answered, and its connection then closes.
         conn.write_all(b"\r\n").await.unwrap();
-        let mut answer = String::new();
-        tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_string(&mut answer))
-            .await
-            .expect("the connection closes after answering")
-            .unwrap();
+        let answer = answer_of(conn).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("x-pod-name: drain"), "{answer}");
     }
