@@ -188,3 +188,52 @@ async fn etcdctl_defrag_shrinks_the_file_and_hashkv_is_stable_until_data_changes
     assert!(put.status.success());
     assert_ne!(hashkv(), h, "a write changes the hash");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_snapshot_during_writes_is_the_store_at_one_revision() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start_cmd("apiserver", &dir.path().join("a"), free_port(), &[]);
+    let ep = kp.endpoint();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (ep, stop) = (ep.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut c = etcd_client::Client::connect([ep], None).await.unwrap();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                c.put(format!("/registry/w/{w}"), n.to_string(), None).await.unwrap();
+                c.put(format!("/registry/w/{w}/{n}"), vec![b'x'; 2048], None).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut c = etcd_client::Client::connect([ep.clone()], None).await.unwrap();
+    let current = |r: etcd_client::GetResponse| r.header().map(|h| h.revision()).unwrap_or(0);
+    let start = current(c.get("/registry/none", None).await.unwrap());
+    // The writers are under way before the snapshot starts.
+    while current(c.get("/registry/none", None).await.unwrap()) < start + 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let file = dir.path().join("during.db");
+    let (ep2, f2) = (ep.clone(), file.clone());
+    tokio::task::spawn_blocking(move || snapshot_save(&ep2, &f2)).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        assert!(w.await.unwrap() > 0, "the writers ran");
+    }
+    let revision = status_json(&file)["revision"].as_i64().unwrap();
+    assert!(revision > start + 30);
+    let end = current(c.get("/registry/none", None).await.unwrap());
+    assert!(end > revision, "writes went on past the snapshot ({revision} → {end})");
+    let expected = registry_at(&ep, revision);
+    assert!(expected.iter().any(|kv| kv["key"] == serde_json::json!(b64("/registry/w/0"))));
+
+    let target = dir.path().join("b");
+    let out = kplane(&["snapshot", "restore", file.to_str().unwrap(), "--data-dir", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = Kplane::start_cmd("apiserver", &target, free_port(), &[]);
+    assert_eq!(registry_at(&restored.endpoint(), revision), expected);
+}
