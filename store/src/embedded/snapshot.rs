@@ -237,6 +237,10 @@ fn dump(rtx: &ReadTransaction, out: &mut impl Write) -> io::Result<()> {
         out.write_all(&(b.len() as u32).to_le_bytes())?;
         out.write_all(b)
     }
+    fn pos(out: &mut impl Write, (rev, sub): Pos) -> io::Result<()> {
+        out.write_all(&rev.to_le_bytes())?;
+        out.write_all(&sub.to_le_bytes())
+    }
     let table_err = |e: redb::TableError| io::Error::other(e.to_string());
     let storage_err = |e: redb::StorageError| io::Error::other(e.to_string());
     out.write_all(MAGIC)?;
@@ -250,21 +254,17 @@ fn dump(rtx: &ReadTransaction, out: &mut impl Write) -> io::Result<()> {
         entries += 1;
     }
     for entry in rtx.open_table(LOG).map_err(table_err)?.iter().map_err(storage_err)? {
-        let (pos, record) = entry.map_err(storage_err)?;
-        let (rev, sub) = pos.value();
+        let (at, record) = entry.map_err(storage_err)?;
         out.write_all(&[TAG_LOG])?;
-        out.write_all(&rev.to_le_bytes())?;
-        out.write_all(&sub.to_le_bytes())?;
+        pos(out, at.value())?;
         bytes(out, record.value())?;
         entries += 1;
     }
     for entry in rtx.open_table(LATEST).map_err(table_err)?.iter().map_err(storage_err)? {
-        let (key, pos) = entry.map_err(storage_err)?;
-        let (rev, sub) = pos.value();
+        let (key, at) = entry.map_err(storage_err)?;
         out.write_all(&[TAG_LATEST])?;
         bytes(out, key.value())?;
-        out.write_all(&rev.to_le_bytes())?;
-        out.write_all(&sub.to_le_bytes())?;
+        pos(out, at.value())?;
         entries += 1;
     }
     for entry in rtx.open_table(LEASES).map_err(table_err)?.iter().map_err(storage_err)? {
@@ -517,11 +517,12 @@ pub fn restore(snapshot: &Path, data_dir: &Path) -> std::result::Result<Snapshot
         _ => Ok(()),
     };
     remove_partial()?;
-    let built = build(snapshot, &partial);
-    let status = match built {
+    let status = match build(snapshot, &partial) {
         Ok(status) => status,
         Err(e) => {
-            remove_partial()?;
+            // The restore's own error matters more than one removing its partial file (which the
+            // next restore removes anyway).
+            let _ = remove_partial();
             return Err(e);
         }
     };
