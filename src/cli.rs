@@ -47,6 +47,11 @@ pub enum Command {
     /// Write a client-certificate kubeconfig signed by the cluster CA (e.g. for a split node:
     /// --user system:node:NAME --group system:nodes).
     Kubeconfig(crate::kubeconfig::KubeconfigCmd),
+    /// Restore or inspect a backup of the embedded store taken with `etcdctl snapshot save`.
+    Snapshot {
+        #[command(subcommand)]
+        what: SnapshotCommand,
+    },
     /// Benchmarks, each measured beside its anchor in the same run.
     Bench {
         #[command(subcommand)]
@@ -64,6 +69,26 @@ pub enum BenchCommand {
     Cluster(crate::bench::BenchClusterArgs),
     /// HTTP to a simulated pod: direct, through the ClusterIP proxy, through the ingress.
     Net(crate::bench::BenchNetArgs),
+}
+
+/// `kplane snapshot`, the counterpart of etcdutl's for the embedded store's snapshots.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Restore a snapshot into a data directory that holds no store yet (then start kplane on it).
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
+        /// The data directory to restore into (created if absent; must not hold a store).
+        #[arg(long, default_value = "./kplane-data")]
+        data_dir: PathBuf,
+    },
+    /// Check a snapshot whole and print its hash, revision, keys and size.
+    Status {
+        file: PathBuf,
+        /// Output format: simple or json.
+        #[arg(short = 'w', long = "write-out", default_value = "simple", value_parser = ["simple", "json"])]
+        write_out: String,
+    },
 }
 
 /// Where the cluster's state lives.
@@ -224,6 +249,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingress(cmd) => crate::components::ingress_cmd(cmd, shutdown_signal()).await,
         Command::Xray { what } => crate::xray_cmd::run(what).await,
         Command::Kubeconfig(cmd) => crate::kubeconfig::run(cmd),
+        Command::Snapshot { what } => snapshot_cmd(what),
         Command::Bench { what: BenchCommand::Api(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = apiserver::bench::run(args, exe).await?;
@@ -246,6 +272,42 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn snapshot_cmd(what: SnapshotCommand) -> Result<()> {
+    match what {
+        SnapshotCommand::Restore { file, data_dir } => {
+            let s = store::embedded::restore(&file, &data_dir)
+                .with_context(|| format!("restoring {} into {}", file.display(), data_dir.display()))?;
+            println!(
+                "kplane: restored {} into {}: revision {}, {} keys, compacted at {}",
+                file.display(),
+                data_dir.join(store::embedded::DB_FILE).display(),
+                s.revision,
+                s.keys,
+                s.compact_revision
+            );
+        }
+        SnapshotCommand::Status { file, write_out } => {
+            let s = store::embedded::snapshot_status(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if write_out == "json" {
+                let v = serde_json::json!({
+                    "hash": s.hash,
+                    "revision": s.revision,
+                    "compactRevision": s.compact_revision,
+                    "totalKey": s.keys,
+                    "totalSize": s.size,
+                    "logEntries": s.log_entries,
+                    "leases": s.leases,
+                });
+                println!("{v}");
+            } else {
+                println!("{:x}, {}, {}, {} B", s.hash, s.revision, s.keys, s.size);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The two backends `up` can run on.

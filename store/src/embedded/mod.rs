@@ -11,8 +11,10 @@
 //! tasks, owned by the store and aborted when its last handle goes, expire leases and compact
 //! history (upstream's default: every 5 minutes, to the revision seen 5 minutes before).
 
+mod db;
 mod mvcc;
 mod record;
+mod snapshot;
 pub mod txn;
 mod watch;
 mod writer;
@@ -22,16 +24,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use self::db::Db;
 use self::mvcc::{internal, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use self::txn::{OpResult, RangeRequest, RangeResult, Txn, TxnOp, TxnResult};
 use self::writer::{Batch, Request};
 use crate::{
     prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, Store, StoreLimits, WatchStream,
 };
+
+pub use self::snapshot::{restore, snapshot_status, Snapshot, SnapshotError, SnapshotStatus};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "store.redb";
@@ -66,7 +71,7 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<Db>,
     requests: mpsc::Sender<Request>,
     hub: broadcast::Sender<Arc<Batch>>,
     limits: StoreLimits,
@@ -113,7 +118,7 @@ impl EmbeddedStore {
         let db = tokio::task::spawn_blocking(move || init(&p))
             .await
             .map_err(|e| Error::Internal(format!("opening the store panicked: {e}")))??;
-        let db = Arc::new(db);
+        let db = Arc::new(Db::new(db));
         let (requests, rx) = mpsc::channel(4096);
         let (hub, _) = broadcast::channel(1024);
         {
@@ -293,7 +298,7 @@ async fn lease_ticker(requests: mpsc::Sender<Request>, every: Duration) {
 
 /// Upstream kube-apiserver's compactor: every interval, compact to the revision it saw at the
 /// previous tick, so one interval of history always stays.
-async fn compaction_ticker(db: Arc<Database>, requests: mpsc::Sender<Request>, every: Duration) {
+async fn compaction_ticker(db: Arc<Db>, requests: mpsc::Sender<Request>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

@@ -12,10 +12,10 @@
 
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::db::Db;
 use super::mvcc::{self, internal, LOG, META};
 use super::writer::Batch;
 use crate::{Error, Event, Result, WatchStream};
@@ -26,14 +26,14 @@ const CATCH_UP_CHUNK: usize = 1024;
 const CHANNEL: usize = 256;
 
 /// Reads the store's current and compacted revisions in one snapshot.
-pub(crate) fn revisions(db: &Database) -> Result<(u64, u64)> {
+pub(crate) fn revisions(db: &Db) -> Result<(u64, u64)> {
     let rtx = db.begin_read().map_err(internal)?;
     mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)
 }
 
 /// Starts a watch of [`start`, `end`) from revision `from` (must be > 0).
 pub(crate) fn start(
-    db: Arc<Database>,
+    db: Arc<Db>,
     hub: &broadcast::Sender<Arc<Batch>>,
     start: Vec<u8>,
     end: Vec<u8>,
@@ -56,7 +56,7 @@ struct Step {
     current: u64,
 }
 
-fn read_step(db: &Database, start: &[u8], end: &[u8], from: u64) -> Result<Step> {
+fn read_step(db: &Db, start: &[u8], end: &[u8], from: u64) -> Result<Step> {
     let rtx = db.begin_read().map_err(internal)?;
     let (current, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
     if from < compact {
@@ -68,7 +68,7 @@ fn read_step(db: &Database, start: &[u8], end: &[u8], from: u64) -> Result<Step>
 }
 
 async fn run(
-    db: Arc<Database>,
+    db: Arc<Db>,
     mut rx: broadcast::Receiver<Arc<Batch>>,
     start: Vec<u8>,
     end: Vec<u8>,

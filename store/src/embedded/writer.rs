@@ -12,15 +12,19 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableTable};
+use redb::ReadableTable;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::db::Db;
 use super::mvcc::{self, internal, Writer, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use super::txn::{Txn, TxnResult};
 use crate::{Error, Event, Result};
 
 /// Most requests committed in one group.
 const MAX_GROUP: usize = 512;
+
+/// How long a defragmentation waits for open read transactions to end.
+const DEFRAG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One commit's events, published to watchers after the commit is durable.
 #[derive(Debug)]
@@ -42,6 +46,9 @@ pub(crate) enum Request {
     LeaseKeepAlive(i64, oneshot::Sender<Result<i64>>),
     /// Revoke every lease whose expiry has passed. Sent by the lease ticker; no answer.
     ExpireLeases,
+    /// Finish pending physical compaction, then defragment the file (etcd's Defragment). Answers
+    /// whether redb moved anything.
+    Defragment(oneshot::Sender<Result<bool>>),
     /// Finish what is queued, close the database, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -78,7 +85,7 @@ impl Pending {
 }
 
 /// Runs the writer until every sender is gone or a shutdown request arrives.
-pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, hub: broadcast::Sender<Arc<Batch>>) {
+pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::Sender<Arc<Batch>>) {
     let mut compaction_pending = true;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     loop {
@@ -109,11 +116,27 @@ pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, hub: broad
                 }
             }
         }
-        match commit_group(&db, group, &hub) {
-            Ok(pending) => compaction_pending = pending,
-            Err(e) => {
-                tracing::error!(error = %e, "embedded store: commit failed");
-                compaction_pending = false;
+        // Defragmenting is not a write: it runs between commits, after the group's writes.
+        let (defrags, group): (Vec<Request>, Vec<Request>) =
+            group.into_iter().partition(|r| matches!(r, Request::Defragment(_)));
+        compaction_pending = commit_logged(&db, group, &hub);
+        if !defrags.is_empty() {
+            // What compaction has logically dropped must be physically gone before the file can
+            // shrink: finish it first, one bounded step per commit as usual.
+            while compaction_pending {
+                compaction_pending = commit_logged(&db, Vec::new(), &hub);
+            }
+            let started = std::time::Instant::now();
+            let result = db.defragment(DEFRAG_WAIT);
+            tracing::info!(elapsed = ?started.elapsed(), ok = result.is_ok(), "embedded store: defragmented");
+            for r in defrags {
+                if let Request::Defragment(tx) = r {
+                    let _ = tx.send(match &result {
+                        Ok(changed) => Ok(*changed),
+                        Err(Error::Unavailable(m)) => Err(Error::Unavailable(m.clone())),
+                        Err(e) => Err(Error::Internal(e.to_string())),
+                    });
+                }
             }
         }
         if shutdown.is_some() {
@@ -128,6 +151,18 @@ pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, hub: broad
     }
 }
 
+/// Commits a group; logs a failed commit (every request in it has had its answer). Returns whether
+/// physical compaction still has work.
+fn commit_logged(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> bool {
+    match commit_group(db, group, hub) {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::error!(error = %e, "embedded store: commit failed");
+            false
+        }
+    }
+}
+
 /// Answers a request that arrived after shutdown.
 fn reject(r: Request) {
     let closed = || Error::Unavailable("embedded store is shutting down".into());
@@ -137,13 +172,14 @@ fn reject(r: Request) {
         Request::LeaseGrant { reply, .. } => drop(reply.send(Err(closed()))),
         Request::LeaseKeepAlive(_, tx) => drop(tx.send(Err(closed()))),
         Request::ExpireLeases => {}
+        Request::Defragment(tx) => drop(tx.send(Err(closed()))),
         Request::Shutdown(tx) => drop(tx.send(())),
     }
 }
 
 /// Applies a group in one redb transaction and commits it. Returns whether physical compaction
 /// still has work.
-fn commit_group(db: &Database, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> Result<bool> {
+fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> Result<bool> {
     let wtx = db.begin_write().map_err(internal)?;
     let mut replies = Vec::with_capacity(group.len());
     let outcome = {
@@ -262,6 +298,10 @@ fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>) -> Result
                 tracing::debug!(lease = id, "embedded store: lease expired");
                 w.revoke_lease(id)?;
             }
+        }
+        // Taken out of the group by `run`; answered here only if that ever changes.
+        Request::Defragment(tx) => {
+            drop(tx.send(Err(Error::Internal("defragment inside a write group".into()))))
         }
         Request::Shutdown(tx) => drop(tx.send(())),
     }

@@ -1,5 +1,6 @@
-//! The Maintenance service: Status (for `etcdctl endpoint status`) and an empty alarm list; the
-//! rest is not implemented.
+//! The Maintenance service: Status (`etcdctl endpoint status`), an empty alarm list, Snapshot
+//! (`etcdctl snapshot save`), Defragment (`etcdctl defrag`), Hash and HashKV (`etcdctl endpoint
+//! hashkv`). MoveLeader and Downgrade have no meaning for one member and are not implemented.
 
 use etcd_client::proto::{
     PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
@@ -7,12 +8,19 @@ use etcd_client::proto::{
     PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest, PbSnapshotResponse,
     PbStatusRequest, PbStatusResponse,
 };
+use std::io::Read;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{status, unimplemented, Endpoint, MEMBER_ID};
 
 /// The etcd API level this endpoint speaks.
 const VERSION: &str = "3.4.0";
+
+/// Bytes per Snapshot message, etcd's own chunk size.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 #[tonic::async_trait]
 impl PbMaintenanceService for Endpoint {
@@ -40,21 +48,60 @@ impl PbMaintenanceService for Endpoint {
         &self,
         _: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        self.store.defragment().await.map_err(status)?;
+        Ok(Response::new(PbDefragmentResponse { header: self.current_header()? }))
     }
 
     async fn hash(&self, _: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        Err(unimplemented("Hash"))
+        let (hash, revision) = self.store.hash().await.map_err(status)?;
+        Ok(Response::new(PbHashResponse { header: self.header(revision), hash }))
     }
 
-    async fn hash_kv(&self, _: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+    async fn hash_kv(&self, req: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
+        let h = self.store.hash_kv(req.into_inner().revision).await.map_err(status)?;
+        Ok(Response::new(PbHashKvResponse {
+            header: self.header(h.revision),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
     }
 
-    type SnapshotStream = futures::stream::Empty<Result<PbSnapshotResponse, Status>>;
+    type SnapshotStream = ReceiverStream<Result<PbSnapshotResponse, Status>>;
 
+    /// The snapshot is taken whole first (one read transaction, so one revision), then sent in
+    /// chunks with the bytes still to come, as etcd sends its bbolt file; its last 32 bytes are a
+    /// SHA-256 of the rest, as on etcd.
     async fn snapshot(&self, _: Request<PbSnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        let snap = self.store.snapshot().await.map_err(status)?;
+        tracing::info!(revision = snap.revision, bytes = snap.size, "embedded store: sending a snapshot");
+        let header = self.header(snap.revision);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut file = snap.file;
+            let mut remaining = snap.size;
+            loop {
+                let mut blob = vec![0u8; SNAPSHOT_CHUNK.min(remaining as usize)];
+                let msg = match file.read_exact(&mut blob) {
+                    Ok(()) => {
+                        remaining -= blob.len() as u64;
+                        Ok(PbSnapshotResponse {
+                            header,
+                            remaining_bytes: remaining,
+                            blob,
+                            ..Default::default()
+                        })
+                    }
+                    Err(e) => Err(Status::internal(format!("kplane: reading the snapshot: {e}"))),
+                };
+                let last = remaining == 0 || msg.is_err();
+                // The client went away: stop reading.
+                if tx.blocking_send(msg).is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn move_leader(

@@ -4,10 +4,9 @@
 //! - `kv.rs`: KV (Range, Put, DeleteRange, Txn, Compact).
 //! - `watch.rs`: Watch (create from a revision, cancel, progress).
 //! - `lease.rs`: Lease (grant, revoke, keep-alive, time-to-live, list).
-//! - `maintenance.rs`: Maintenance Status and an empty alarm list.
+//! - `maintenance.rs`: Maintenance Status, an empty alarm list, Snapshot, Defragment, Hash, HashKV.
 //!
-//! Everything else (Cluster, Auth, snapshots, defragment, …) answers `unimplemented` with a message
-//! saying so. Errors carry etcd's own messages ("etcdserver: mvcc: required revision has been
+//! Everything else (Cluster, Auth, MoveLeader, …) answers `unimplemented` with a message saying so. Errors carry etcd's own messages ("etcdserver: mvcc: required revision has been
 //! compacted", …) and codes, because clients match on them.
 //!
 //! Writes go through the same checks as every other write: keys must be UTF-8 and under the store's
