@@ -70,6 +70,7 @@ both_backends!(
     watch_edit_wait_and_explain,
     server_dry_runs_store_nothing,
     delete_namespace_all_spares_the_system_ones,
+    health_endpoints_with_curl,
 );
 
 fn api_resources_and_bootstrap_objects(c: &Cluster) {
@@ -404,4 +405,29 @@ fn delete_namespace_all_spares_the_system_ones(c: &Cluster) {
     let out = c.kp.kubectl_ok(&["get", "ns", "-o", "name"]);
     assert!(out.contains("namespace/default") && out.contains("namespace/kube-system"), "{out}");
     c.kp.kubectl_ok(&["create", "configmap", "still", "-n", "default", "--from-literal=a=b"]);
+}
+
+/// `/healthz`, `/livez`, `/readyz` with the real curl, anonymous over HTTPS as a load balancer would
+/// probe them: `ok`, the verbose check list, and one check alone.
+fn health_endpoints_with_curl(c: &Cluster) {
+    let ca = c.kp.data_dir.join("tls").join("ca.crt");
+    let curl = |path: &str| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\\n%{http_code}", "--cacert"])
+            .arg(&ca)
+            .arg(format!("{}{path}", c.kp.api))
+            .output()
+            .expect("curl runs (install curl: these tests must not be skipped)");
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap_or_else(|| panic!("curl {path}: {}", stderr(&out)));
+        (code.to_string(), body.to_string())
+    };
+    for probe in ["healthz", "livez", "readyz"] {
+        assert_eq!(curl(&format!("/{probe}")), ("200".to_string(), "ok".to_string()));
+        let (code, body) = curl(&format!("/{probe}?verbose"));
+        assert_eq!(code, "200");
+        assert!(body.starts_with("[+]ping ok\n[+]log ok\n[+]etcd ok\n"), "{body}");
+        assert!(body.ends_with(&format!("{probe} check passed\n")), "{body}");
+        assert_eq!(curl(&format!("/{probe}/etcd")), ("200".to_string(), "ok".to_string()));
+    }
 }

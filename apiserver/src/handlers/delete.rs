@@ -71,7 +71,7 @@ pub fn delete_opts(
             Some(other) => {
                 return Err(invalid(&format!(
                     "json: cannot unmarshal {} into Go struct field DeleteOptions.dryRun of type []string",
-                    json_kind(other)
+                    api_types::patch::json_kind(other)
                 )))
             }
         }
@@ -88,18 +88,6 @@ pub fn delete_opts(
         o.grace = Some(0);
     }
     Ok(o)
-}
-
-/// How Go's encoding/json names a JSON value's type in an unmarshal error.
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// Upstream's NamespaceLifecycle admission keeps these namespaces forever.
