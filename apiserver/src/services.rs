@@ -212,13 +212,13 @@ impl Bitmap {
     /// The inverse of [`Bitmap::to_bytes`]; bits beyond `size` are dropped.
     pub(crate) fn from_bytes(size: u32, bytes: &[u8]) -> Bitmap {
         let mut map = Bitmap::new(size);
-        for (k, byte) in bytes.iter().rev().enumerate() {
-            for bit in 0..8 {
-                if byte & (1 << bit) != 0 {
-                    if let Ok(i) = u32::try_from(k * 8 + bit) {
-                        map.set(i);
-                    }
-                }
+        let words = map.words.len();
+        for (k, byte) in bytes.iter().rev().enumerate().take(words * 8) {
+            map.words[k / 8] |= u64::from(*byte) << ((k % 8) * 8);
+        }
+        if !size.is_multiple_of(64) {
+            if let Some(last) = map.words.last_mut() {
+                *last &= (1u64 << (size % 64)) - 1;
             }
         }
         map
