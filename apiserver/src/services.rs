@@ -4,10 +4,14 @@
 //! `/registry/ranges/servicenodeports`): the range and a bitmap of taken offsets (`data`, the
 //! big-endian bytes of an integer whose bit i is offset i, base64 in JSON, as Go's `big.Int.Bytes`).
 //! Every change is one `guaranteed_update` (a write at the revision read), so concurrent creates
-//! never get the same value. A dynamic pick starts at a random offset of the upper band and scans
-//! the bitmap a word at a time (upstream's random-scan strategy with offset: the lower band is
-//! left to values asked for by value, and used only when the upper one is full). A create that
-//! fails after allocating releases what it took; a dry run checks and picks but writes nothing.
+//! never get the same value. The lower band of a range (upstream's range offset) is left to values
+//! asked for by value and used only when the upper one is full. A dynamic pick rotates through the
+//! upper band: the first free offset above the highest taken one, wrapping to the band's start when
+//! the top is reached, scanning a word at a time — so a freed value is not handed out again at
+//! once, and the stored bitmap stays as short as the highest taken offset (upstream starts each
+//! scan at a random offset, which makes a /12's `data` ~175 KB from the first Service on, written
+//! on every create). A create that fails after allocating releases what it took; a dry run checks
+//! and picks but writes nothing.
 
 use std::net::Ipv4Addr;
 
@@ -190,12 +194,17 @@ impl Bitmap {
         None
     }
 
-    /// A free offset: from `start` (in the upper band `[offset, size)`) to the band's end, then
-    /// from the band's start, then in the lower band.
-    pub(crate) fn pick(&self, offset: u32, start: u32) -> Option<u32> {
+    /// The highest taken offset.
+    fn highest(&self) -> Option<u32> {
+        let (i, w) = self.words.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
+        Some(u32::try_from(i).ok()? * 64 + 63 - w.leading_zeros())
+    }
+
+    /// A free offset, rotating through the upper band `[offset, size)`: the first free one above
+    /// the highest taken, else (wrapped) the first free one in the band, else one in the lower band.
+    pub(crate) fn pick(&self, offset: u32) -> Option<u32> {
         let offset = offset.min(self.size);
-        let upper = self.size - offset;
-        let start = if upper == 0 { offset } else { offset + start % upper };
+        let start = self.highest().map_or(offset, |h| (h + 1).max(offset)).min(self.size);
         self.free_in(start, self.size)
             .or_else(|| self.free_in(offset, start))
             .or_else(|| self.free_in(0, offset))
@@ -281,13 +290,12 @@ enum NotTaken {
 /// dry run). Returns the offset taken.
 async fn take(st: &AppState, pool: Pool, want: Option<u32>, dry_run: bool) -> ApiResult<Result<u32, NotTaken>> {
     let range = pool.range(st);
-    let start = rand::random::<u32>();
     let mut chosen = Err(NotTaken::Full);
     let written = store::guaranteed_update(st.store.as_ref(), pool.key(), |cur| {
         let mut map = bitmap_of(st, pool, cur);
         let pick = match want {
             Some(i) => Some(i).filter(|i| !map.has(*i)).ok_or(NotTaken::Allocated),
-            None => map.pick(band_offset(map.size), start).ok_or(NotTaken::Full),
+            None => map.pick(band_offset(map.size)).ok_or(NotTaken::Full),
         };
         chosen = pick;
         match pick {
@@ -502,23 +510,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bitmap_picks_from_the_upper_band_first_and_fills_up() {
+    fn bitmap_rotates_through_the_upper_band_then_fills_up() {
         let mut map = Bitmap::new(300);
         let offset = band_offset(300);
         assert_eq!(offset, 18);
-        for n in 0..(300 - offset) {
-            let i = map.pick(offset, n * 7919).unwrap();
-            assert!(i >= offset, "the lower band is used only when the upper one is full");
+        assert!(map.set(9), "a static value in the lower band");
+        for want in offset..100 {
+            assert_eq!(map.pick(offset), Some(want));
+            assert!(map.set(want));
+        }
+        // A freed value is not reused at once: the pick goes on above the highest taken.
+        assert!(map.clear(50));
+        assert_eq!(map.pick(offset), Some(100));
+        for _ in 100..300 {
+            let i = map.pick(offset).unwrap();
             assert!(map.set(i));
         }
-        for _ in 0..offset {
-            let i = map.pick(offset, 12345).unwrap();
+        // At the top it wraps to the band's start, then takes the lower band.
+        assert_eq!(map.pick(offset), Some(50));
+        assert!(map.set(50));
+        for _ in 0..offset - 1 {
+            let i = map.pick(offset).unwrap();
             assert!(i < offset);
             assert!(map.set(i));
         }
-        assert_eq!((map.count(), map.pick(offset, 0)), (300, None));
+        assert_eq!((map.count(), map.pick(offset)), (300, None));
         assert!(map.clear(140) && !map.clear(140));
-        assert_eq!(map.pick(offset, 999), Some(140));
+        assert_eq!(map.pick(offset), Some(140));
         assert!(!map.set(300) && !map.has(300), "outside the range");
     }
 
