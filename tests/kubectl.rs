@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{eventually, free_port, stderr, stdout, Kplane};
+use common::{etcdctl, eventually, free_port, stderr, stdout, Kplane};
 use serde_json::Value;
 use store::etcd_process::EtcdProcess;
 
@@ -68,6 +68,9 @@ both_backends!(
     delete_and_namespaces,
     bad_input_gets_upstream_errors,
     watch_edit_wait_and_explain,
+    server_dry_runs_store_nothing,
+    delete_namespace_all_spares_the_system_ones,
+    health_endpoints_with_curl,
 );
 
 fn api_resources_and_bootstrap_objects(c: &Cluster) {
@@ -144,6 +147,16 @@ fn create_get_describe_and_registry_keys(c: &Cluster) {
     assert!(describe.contains("Replicas:") && describe.contains("nginx"), "{describe}");
 }
 
+/// Whether a stored `RangeAllocation` of 127.96.0.0/12 has `ip`'s bit set: `data` is base64 of the
+/// big-endian integer whose bit i is the range's (i+1)-th address, as upstream stores it.
+fn ip_allocated(range: &Value, ip: &str) -> bool {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(range["data"].as_str().unwrap_or("")).unwrap();
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let bit = (u32::from(ip) - u32::from(std::net::Ipv4Addr::new(127, 96, 0, 0)) - 1) as usize;
+    bytes.len() > bit / 8 && bytes[bytes.len() - 1 - bit / 8] & (1 << (bit % 8)) != 0
+}
+
 fn expose_allocates_a_loopback_cluster_ip(c: &Cluster) {
     c.kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
     c.kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=8080", "--target-port=80", "--name=nginx-svc"]);
@@ -151,7 +164,8 @@ fn expose_allocates_a_loopback_cluster_ip(c: &Cluster) {
     let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("127.9") || ip.starts_with("127.10") || ip.starts_with("127.11"), "{ip}");
     let ips = c.key("/registry/ranges/serviceips").expect("allocator persisted");
-    assert!(ips["allocated"].as_array().unwrap().iter().any(|v| v == &Value::String(ip.clone())));
+    assert_eq!((ips["kind"].as_str(), ips["range"].as_str()), (Some("RangeAllocation"), Some("127.96.0.0/12")));
+    assert!(ip_allocated(&ips, &ip), "{ips}");
     c.kp.kubectl_ok(&[
         "expose",
         "deployment",
@@ -168,10 +182,7 @@ fn expose_allocates_a_loopback_cluster_ip(c: &Cluster) {
     assert!(get.contains(&format!("8080:{port}/TCP")), "{get}");
     c.kp.kubectl_ok(&["delete", "svc", "nginx-svc"]);
     let ips = c.key("/registry/ranges/serviceips").unwrap();
-    assert!(
-        !ips["allocated"].as_array().unwrap().iter().any(|v| v == &Value::String(ip.clone())),
-        "IP released"
-    );
+    assert!(!ip_allocated(&ips, &ip), "IP released");
 }
 
 const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  a: \"1\"\n";
@@ -312,4 +323,111 @@ fn watch_edit_wait_and_explain(c: &Cluster) {
 
     let explain = c.kp.kubectl_ok(&["explain", "deployment.spec.strategy.rollingUpdate"]);
     assert!(explain.contains("maxSurge") && explain.contains("<IntOrString>"), "{explain}");
+}
+
+/// A key's mod_revision, read with etcdctl (0 when absent).
+fn mod_revision(c: &Cluster, key: &str) -> i64 {
+    let out = etcdctl(&c.etcd, &["get", key, "-w", "json"]);
+    let v: Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("etcdctl json ({e}): {}", stdout(&out)));
+    v["kvs"][0]["mod_revision"].as_i64().unwrap_or(0)
+}
+
+/// Every verb kubectl can run with `--dry-run=server` answers as if it wrote, and etcdctl shows no
+/// key changed.
+fn server_dry_runs_store_nothing(c: &Cluster) {
+    c.kp.kubectl_ok(&["create", "configmap", "dr", "--from-literal=a=1"]);
+    c.kp.kubectl_ok(&["create", "deployment", "web", "--image=nginx"]);
+    let keys = [
+        "/registry/configmaps/default/dr",
+        "/registry/deployments/default/web",
+        "/registry/configmaps/default/new",
+        "/registry/services/specs/default/s",
+        "/registry/ranges/serviceips",
+        "/registry/ranges/servicenodeports",
+    ];
+    let revisions = || keys.map(|k| mod_revision(c, k));
+    let before = revisions();
+    let dry = "--dry-run=server";
+    let json = |args: &[&str]| -> Value {
+        let out = c.kp.kubectl_ok(&[args, &[dry, "-o", "json"]].concat());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    assert_eq!(json(&["patch", "cm", "dr", "--type=merge", "-p", r#"{"data":{"a":"2"}}"#])["data"]["a"], "2");
+    let replaced = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dr\ndata: {a: \"3\"}\n";
+    let out = c.kp.kubectl_stdin(&["replace", "-f", "-", dry], replaced);
+    assert!(out.status.success() && stdout(&out).contains("(server dry run)"), "{}", stderr(&out));
+    let applied = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dr\ndata: {a: \"4\"}\n";
+    let out = c.kp.kubectl_stdin(&["apply", "-f", "-", dry], applied);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: new\ndata: {a: \"1\"}\n";
+    let out = c.kp.kubectl_stdin(&["apply", "-f", "-", dry], fresh);
+    assert!(out.status.success() && stdout(&out).contains("created (server dry run)"), "{}", stderr(&out));
+    assert_eq!(json(&["create", "configmap", "new", "--from-literal=x=y"])["data"]["x"], "y");
+    assert_eq!(json(&["label", "cm", "dr", "team=a"])["metadata"]["labels"]["team"], "a");
+    assert_eq!(json(&["annotate", "cm", "dr", "note=b"])["metadata"]["annotations"]["note"], "b");
+    let out = c.kp.kubectl_ok(&["scale", "deployment", "web", "--replicas=5", dry]);
+    assert!(out.contains("scaled (server dry run)"), "{out}");
+    let svc = json(&["create", "service", "nodeport", "s", "--tcp=80:80"]);
+    assert!(svc["spec"]["clusterIP"].is_string() && svc["spec"]["ports"][0]["nodePort"].is_i64(), "{svc}");
+    let out = c.kp.kubectl_ok(&["delete", "cm", "dr", dry]);
+    assert!(out.contains("deleted (server dry run)"), "{out}");
+    let out = c.kp.kubectl(&["patch", "cm", "dr", "-p", "{}", "--dry-run=bogus"]);
+    assert!(!out.status.success(), "kubectl refuses an unknown --dry-run value itself");
+
+    assert_eq!(revisions(), before, "a server dry run changed a key: {keys:?}");
+    assert_eq!(c.key("/registry/configmaps/default/dr").unwrap()["data"]["a"], "1");
+    assert_eq!(c.key("/registry/deployments/default/web").unwrap()["spec"]["replicas"], 1);
+    assert!(c.key("/registry/configmaps/default/new").is_none());
+    assert!(c.key("/registry/services/specs/default/s").is_none());
+}
+
+/// Upstream's test-cmd step: `kubectl delete namespace --all` deletes the user's namespaces, the
+/// four system ones refuse, and the server goes on serving.
+fn delete_namespace_all_spares_the_system_ones(c: &Cluster) {
+    c.kp.kubectl_ok(&["create", "namespace", "team-a"]);
+    c.kp.kubectl_ok(&["create", "namespace", "team-b"]);
+    let out = c.kp.kubectl(&["delete", "namespace", "--all", "--wait=false"]);
+    assert!(!out.status.success(), "the system namespaces must refuse");
+    let err = stderr(&out);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let want = format!("Error from server (Forbidden): namespaces \"{ns}\" is forbidden: this namespace may not be deleted");
+        assert!(err.contains(&want), "{err}");
+        let stored = c.key(&format!("/registry/namespaces/{ns}")).unwrap();
+        assert!(stored["metadata"].get("deletionTimestamp").is_none(), "{stored}");
+    }
+    for ns in ["team-a", "team-b"] {
+        assert!(stdout(&out).contains(&format!("namespace \"{ns}\" deleted")), "{}", stdout(&out));
+        // `kplane apiserver` runs no namespace controller: the namespace stays Terminating.
+        let stored = c.key(&format!("/registry/namespaces/{ns}")).unwrap();
+        assert_eq!(stored["status"]["phase"], "Terminating");
+    }
+    let out = c.kp.kubectl_ok(&["get", "ns", "-o", "name"]);
+    assert!(out.contains("namespace/default") && out.contains("namespace/kube-system"), "{out}");
+    c.kp.kubectl_ok(&["create", "configmap", "still", "-n", "default", "--from-literal=a=b"]);
+}
+
+/// `/healthz`, `/livez`, `/readyz` with the real curl, anonymous over HTTPS as a load balancer would
+/// probe them: `ok`, the verbose check list, and one check alone.
+fn health_endpoints_with_curl(c: &Cluster) {
+    let ca = c.kp.data_dir.join("tls").join("ca.crt");
+    let curl = |path: &str| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-w", "\\n%{http_code}", "--cacert"])
+            .arg(&ca)
+            .arg(format!("{}{path}", c.kp.api))
+            .output()
+            .expect("curl runs (install curl: these tests must not be skipped)");
+        let text = stdout(&out);
+        let (body, code) = text.rsplit_once('\n').unwrap_or_else(|| panic!("curl {path}: {}", stderr(&out)));
+        (code.to_string(), body.to_string())
+    };
+    for probe in ["healthz", "livez", "readyz"] {
+        assert_eq!(curl(&format!("/{probe}")), ("200".to_string(), "ok".to_string()));
+        let (code, body) = curl(&format!("/{probe}?verbose"));
+        assert_eq!(code, "200");
+        assert!(body.starts_with("[+]ping ok\n[+]log ok\n[+]etcd ok\n"), "{body}");
+        assert!(body.ends_with(&format!("{probe} check passed\n")), "{body}");
+        assert_eq!(curl(&format!("/{probe}/etcd")), ("200".to_string(), "ok".to_string()));
+    }
 }

@@ -142,6 +142,17 @@ impl ApiError {
         }
     }
 
+    /// Invalid request options (`CreateOptions`, `DeleteOptions`, …, group `meta.k8s.io`), as
+    /// upstream's handlers answer a failed `ValidateCreateOptions` and its siblings.
+    pub fn invalid_options(kind: &str, cause: Cause) -> ApiError {
+        let message = format!("{kind}.meta.k8s.io \"\" is invalid: {}: {}", cause.field, cause.message);
+        let details = json!({
+            "name": "", "group": "meta.k8s.io", "kind": kind,
+            "causes": [{"reason": cause.reason, "message": cause.message, "field": cause.field}],
+        });
+        ApiError { details: Some(details), ..ApiError::new(422, "Invalid", message) }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

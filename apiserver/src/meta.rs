@@ -66,3 +66,48 @@ pub fn deletion_timestamp(obj: &Value) -> Option<&str> {
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
+
+/// Sets `obj.<path>` to `value`, making `obj` and every object on the way one first: a field a
+/// client sent as something else (`"spec": 5`, a `status` string) is replaced, never indexed into.
+/// Server-side writes into client data go through here, so none can panic on its shape.
+pub fn set_path(obj: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        *obj = value;
+        return;
+    };
+    let mut cur = obj;
+    for key in parents {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Some(map) = cur.as_object_mut() else { return };
+        cur = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !cur.is_object() {
+        *cur = Value::Object(Map::new());
+    }
+    if let Some(map) = cur.as_object_mut() {
+        map.insert(last.to_string(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn set_path_replaces_what_is_not_an_object() {
+        let mut v = json!({"spec": 5, "status": "x"});
+        set_path(&mut v, &["spec", "finalizers"], json!(["kubernetes"]));
+        set_path(&mut v, &["status", "conditions"], json!([]));
+        assert_eq!(v, json!({"spec": {"finalizers": ["kubernetes"]}, "status": {"conditions": []}}));
+        let mut v = json!([1]);
+        set_path(&mut v, &["a", "b"], json!(1));
+        assert_eq!(v, json!({"a": {"b": 1}}));
+        let mut v = json!({"a": {"keep": true}});
+        set_path(&mut v, &["a", "b"], json!(1));
+        assert_eq!(v, json!({"a": {"keep": true, "b": 1}}));
+    }
+}

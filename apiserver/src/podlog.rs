@@ -1,7 +1,9 @@
 //! `pods/log`: the API server's half of `kubectl logs`, as upstream does it — pick and check the
 //! container, find the pod's node, read its InternalIP and `status.daemonEndpoints.kubeletEndpoint`,
 //! and stream the kubelet's `/containerLogs/{ns}/{pod}/{container}` response back as text/plain.
-//! The kubelet speaks plain HTTP on loopback (kplane's simulated nodes), so there is no TLS here.
+//! The kubelet speaks plain HTTP on loopback (kplane's simulated nodes), so there is no TLS here,
+//! and only loopback addresses are dialled: a Node naming any other address gets the error upstream
+//! gives for a kubelet it cannot reach, and no traffic leaves the machine.
 
 use std::sync::OnceLock;
 
@@ -41,7 +43,8 @@ pub async fn serve(st: &AppState, rp: &ResourcePath, name: &str, params: &Params
         // Not scheduled yet: upstream answers with an empty log.
         return Ok(text(StatusCode::OK, Body::empty()));
     };
-    let nodes = api_types::resources::lookup("", "v1", "nodes").expect("nodes are served");
+    let nodes = api_types::resources::lookup("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("the nodes resource is not served"))?;
     let node_rp =
         ResourcePath { res: nodes, namespace: None, name: Some(node_name.to_string()), subresource: None };
     let (node, _) = read(st, &node_rp, node_name).await?;
@@ -59,6 +62,7 @@ pub async fn serve(st: &AppState, rp: &ResourcePath, name: &str, params: &Params
         return Err(ApiError::internal(format!("node {node_name} reports no kubelet port")));
     }
     let ns = rp.namespace.as_deref().unwrap_or_default();
+    let loopback = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
     let mut query: Vec<String> =
         PASSED.iter().filter_map(|k| params.get(k).map(|v| format!("{k}={}", encode(v)))).collect();
     query.sort();
@@ -70,6 +74,13 @@ pub async fn serve(st: &AppState, rp: &ResourcePath, name: &str, params: &Params
         if query.is_empty() { "" } else { "?" },
         query.join("&")
     );
+    if !loopback {
+        return Err(ApiError::new(
+            500,
+            "",
+            format!("Get \"{url}\": dial tcp {ip}:{port}: not dialled: kplane reaches kubelets only on loopback addresses, and node {node_name} reports InternalIP {ip}"),
+        ));
+    }
     let uri: axum::http::Uri =
         url.parse().map_err(|e| ApiError::internal(format!("bad kubelet URL {url}: {e}")))?;
     let resp = client().get(uri).await.map_err(|e| {

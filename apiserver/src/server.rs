@@ -90,13 +90,17 @@ impl AppState {
     }
 }
 
-/// The whole API as one axum router (also usable in-process with `tower::ServiceExt::oneshot`).
+/// The whole API as one axum router (also usable in-process with `tower::ServiceExt::oneshot`, as
+/// the components' in-process transport does).
 pub fn router(st: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/version", get(|| async { json_response(StatusCode::OK, &crate::discovery::version()) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(|st, q| health(st, q, Probe::Healthz)))
+        .route("/healthz/{check}", get(|st, q, c| health_one(st, q, c, Probe::Healthz)))
+        .route("/livez", get(|st, q| health(st, q, Probe::Livez)))
+        .route("/livez/{check}", get(|st, q, c| health_one(st, q, c, Probe::Livez)))
+        .route("/readyz", get(|st, q| health(st, q, Probe::Readyz)))
+        .route("/readyz/{check}", get(|st, q, c| health_one(st, q, c, Probe::Readyz)))
         .route("/metrics", get(metrics))
         .route(
             "/openapi/v3",
@@ -109,7 +113,131 @@ pub fn router(st: AppState) -> Router {
         .route("/apis/{*rest}", any(named))
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn_with_state(st.clone(), crate::auth::middleware))
-        .with_state(st)
+        .with_state(st);
+    with_panic_recovery(routes)
+}
+
+/// The outermost layer: a handler (or middleware) that panics gets a 500 `Status` and a log line
+/// instead of taking its connection's task — or, in-process, the calling component's task — with
+/// it. Upstream's `WithPanicRecovery` answers the same message.
+fn with_panic_recovery(routes: Router) -> Router {
+    routes.layer(axum::middleware::from_fn(recover_panic))
+}
+
+async fn recover_panic(req: Request, next: axum::middleware::Next) -> Response {
+    use futures::FutureExt;
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%method, path, panic = what, "a request handler panicked");
+            ApiError::internal("This request caused apiserver to panic. Look in the logs for details.")
+                .into_response()
+        }
+    }
+}
+
+/// The three health endpoints. Each is a list of named checks, as upstream's healthz package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    Healthz,
+    Livez,
+    Readyz,
+}
+
+impl Probe {
+    fn name(self) -> &'static str {
+        match self {
+            Probe::Healthz => "healthz",
+            Probe::Livez => "livez",
+            Probe::Readyz => "readyz",
+        }
+    }
+
+    fn checks(self) -> &'static [&'static str] {
+        match self {
+            Probe::Healthz | Probe::Livez => &["ping", "log", "etcd"],
+            Probe::Readyz => &["ping", "log", "etcd", "etcd-readiness", "shutdown"],
+        }
+    }
+}
+
+/// How long the store may take to answer a health check (upstream's `--etcd-healthcheck-timeout`).
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs one named check: `ping`, `log` and `shutdown` pass while the server serves; `etcd` and
+/// `etcd-readiness` read the store's current revision within [`STORE_CHECK_TIMEOUT`].
+async fn run_check(st: &AppState, check: &str) -> Result<(), String> {
+    match check {
+        "etcd" | "etcd-readiness" => {
+            match tokio::time::timeout(STORE_CHECK_TIMEOUT, st.store.current_revision()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("the store did not answer within {STORE_CHECK_TIMEOUT:?}")),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn plain(code: StatusCode, text: String) -> Response {
+    (code, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// `/healthz`, `/livez`, `/readyz`: every check (less `?exclude=`), `ok` when all pass, the list
+/// with `?verbose`; on a failure 500 and the list, reasons withheld (they are logged).
+async fn health(
+    State(st): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    probe: Probe,
+) -> Response {
+    let params = Params::parse(query.as_deref()).unwrap_or_default();
+    let excluded = params.all("exclude");
+    let mut out = String::new();
+    let mut failed = false;
+    for check in probe.checks() {
+        if excluded.iter().any(|e| e == check) {
+            out.push_str(&format!("[+]{check} excluded: ok\n"));
+            continue;
+        }
+        match run_check(&st, check).await {
+            Ok(()) => out.push_str(&format!("[+]{check} ok\n")),
+            Err(reason) => {
+                tracing::warn!(probe = probe.name(), check, reason, "health check failed");
+                out.push_str(&format!("[-]{check} failed: reason withheld\n"));
+                failed = true;
+            }
+        }
+    }
+    let name = probe.name();
+    if failed {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{out}{name} check failed\n"));
+    }
+    if params.get("verbose").is_some() {
+        return plain(StatusCode::OK, format!("{out}{name} check passed\n"));
+    }
+    plain(StatusCode::OK, "ok".into())
+}
+
+/// `/<probe>/<check>`: one check, `ok` or 500 with the reason.
+async fn health_one(
+    State(st): State<AppState>,
+    _: axum::extract::RawQuery,
+    axum::extract::Path(check): axum::extract::Path<String>,
+    probe: Probe,
+) -> Response {
+    if !probe.checks().contains(&check.as_str()) {
+        return plain(StatusCode::NOT_FOUND, "404 page not found\n".into());
+    }
+    match run_check(&st, &check).await {
+        Ok(()) => plain(StatusCode::OK, "ok".into()),
+        Err(reason) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {reason}\n")),
+    }
 }
 
 async fn api_root(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
@@ -157,14 +285,6 @@ async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>
         )
             .into_response(),
         _ => ApiError::no_route().into_response(),
-    }
-}
-
-async fn readyz(State(st): State<AppState>) -> Response {
-    match st.store.current_revision().await {
-        Ok(_) => "ok".into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: {e}\nreadyz check failed\n"))
-            .into_response(),
     }
 }
 
@@ -431,4 +551,47 @@ pub async fn serve(
             server.await.map_err(|e| format!("API server stopped: {e}"))
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(app: &Router, uri: &str) -> (u16, Value) {
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        // `oneshot` on the router is exactly what the components' in-process transport does.
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_500_status_and_the_caller_lives_on() {
+        let app = with_panic_recovery(
+            Router::new().route("/boom", get_route(boom)).route("/fine", get_route(|| async { "fine" })),
+        );
+        for _ in 0..2 {
+            let (code, status) = get(&app, "/boom").await;
+            assert_eq!(code, 500);
+            assert_eq!(
+                (status["kind"].as_str(), status["reason"].as_str()),
+                (Some("Status"), Some("InternalError"))
+            );
+            assert_eq!(
+                status["message"],
+                "Internal error occurred: This request caused apiserver to panic. Look in the logs for details."
+            );
+        }
+        let req = Request::builder().uri("/fine").body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    use axum::routing::get as get_route;
 }

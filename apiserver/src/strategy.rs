@@ -91,10 +91,11 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
     }
     default(res, obj);
     if res.kind == "Namespace" {
-        obj["status"] = json!({"phase": "Active"});
+        meta::set_path(obj, &["status"], json!({"phase": "Active"}));
     }
     if res.kind == "Pod" {
-        obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+        let status = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+        meta::set_path(obj, &["status"], status);
     }
 }
 
@@ -115,7 +116,7 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
         Half::Main => {
             if has_status(res) {
                 match old.get("status") {
-                    Some(s) => new["status"] = s.clone(),
+                    Some(s) => meta::set_path(new, &["status"], s.clone()),
                     None => {
                         if let Some(m) = new.as_object_mut() {
                             m.remove("status");
@@ -126,7 +127,7 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
             if res.kind == "Namespace" {
                 // Only the namespace controller, through `finalize`, changes spec.finalizers.
                 match old.pointer("/spec/finalizers") {
-                    Some(f) => new["spec"]["finalizers"] = f.clone(),
+                    Some(f) => meta::set_path(new, &["spec", "finalizers"], f.clone()),
                     None => {
                         if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
                             spec.remove("finalizers");
@@ -144,7 +145,7 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
             let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
             let rv = meta::resource_version(new).map(str::to_string);
             *new = old.clone();
-            new["spec"]["finalizers"] = finalizers;
+            meta::set_path(new, &["spec", "finalizers"], finalizers);
             if let Some(rv) = rv {
                 meta::set(new, "resourceVersion", json!(rv));
             }
@@ -155,7 +156,7 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
             let rv = meta::resource_version(new).map(str::to_string);
             *new = old.clone();
             match status {
-                Some(s) => new["status"] = s,
+                Some(s) => meta::set_path(new, &["status"], s),
                 None => {
                     if let Some(m) = new.as_object_mut() {
                         m.remove("status");
@@ -243,7 +244,7 @@ pub fn default(res: &ResourceDef, obj: &mut Value) {
                 let empty =
                     obj.pointer("/spec/selector").and_then(Value::as_object).is_none_or(|m| m.is_empty());
                 if empty {
-                    obj["spec"]["selector"] = labels.clone();
+                    meta::set_path(obj, &["spec", "selector"], labels.clone());
                 }
                 let no_labels = meta::meta(obj)
                     .and_then(|m| m.get("labels"))

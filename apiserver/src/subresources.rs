@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::handlers::{json_response, precondition_of, read, update_loop};
+use crate::handlers::{json_response, precondition_of, read, update_loop, UpdateCtx};
 use crate::managed::Manager;
 use crate::objects::parse_rv;
 use crate::params::Params;
@@ -36,8 +36,11 @@ pub async fn serve(
         ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
             let patch_type =
                 if method == Method::PATCH { Some(crate::handlers::patch_type(headers)?) } else { None };
+            let options = if patch_type.is_some() { "PatchOptions" } else { "UpdateOptions" };
+            let dry_run = params.dry_run(options)?;
             let manager = Manager::of(params, headers, Some("scale"))?;
-            let (updated, _) = update_loop(st, rp, name, Half::Main, &manager, |obj| {
+            let ctx = UpdateCtx { half: Half::Main, manager: &manager, dry_run };
+            let (updated, _) = update_loop(st, rp, name, ctx, |obj| {
                 let scale = match patch_type {
                     Some(pt) => crate::patching::apply_plain(pt, &scale_of(obj), body)?,
                     None => serde_json::from_slice::<Value>(body).map_err(|e| {
@@ -56,7 +59,7 @@ pub async fn serve(
                     return Err(ApiError::invalid(res, name, vec![cause]));
                 }
                 let mut new = obj.clone();
-                new["spec"]["replicas"] = json!(replicas);
+                meta::set_path(&mut new, &["spec", "replicas"], json!(replicas));
                 // A PUT's resourceVersion is the client's precondition; a patch's only when the patch
                 // itself changed it (the rest came from the object just read).
                 let precondition = match patch_type {
@@ -71,20 +74,24 @@ pub async fn serve(
             .await?;
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
-        ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
+        ("POST", "binding") if res.kind == "Pod" => {
+            bind(st, rp, name, body, params.dry_run("CreateOptions")?).await
+        }
         ("POST", "token") if res.has(api_types::Subresource::Token) => {
+            // Not a storage write: the options are checked, and a token is minted either way.
+            params.dry_run("CreateOptions")?;
             crate::tokenrequest::create(st, rp, name, headers, body).await
         }
         ("GET", "log") if res.has(api_types::Subresource::Log) => {
             crate::podlog::serve(st, rp, name, params).await
         }
         ("PUT", "finalize") if res.has(api_types::Subresource::Finalize) => {
+            let dry_run = params.dry_run("UpdateOptions")?;
             let new = crate::handlers::decode_body(res, headers, body)?;
             let precondition = precondition_of(&new)?;
             let manager = Manager::of(params, headers, Some("finalize"))?;
-            let (obj, rev) =
-                update_loop(st, rp, name, Half::Finalize, &manager, |_| Ok((new.clone(), precondition)))
-                    .await?;
+            let ctx = UpdateCtx { half: Half::Finalize, manager: &manager, dry_run };
+            let (obj, rev) = update_loop(st, rp, name, ctx, |_| Ok((new.clone(), precondition))).await?;
             Ok(crate::render::object(res, obj, rev, headers))
         }
         _ => Err(ApiError::no_route()),
@@ -128,7 +135,13 @@ pub fn scale_of(obj: &Value) -> Value {
 }
 
 /// `pods/binding`: sets `spec.nodeName` once, as the scheduler's bind.
-async fn bind(st: &AppState, rp: &ResourcePath, name: &str, body: &Bytes) -> ApiResult<Response> {
+async fn bind(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    body: &Bytes,
+    dry_run: bool,
+) -> ApiResult<Response> {
     let res = rp.res;
     let binding: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("Binding in version \"v1\" cannot be handled as a Binding: json: {e}"))
@@ -154,21 +167,23 @@ async fn bind(st: &AppState, rp: &ResourcePath, name: &str, body: &Bytes) -> Api
             ));
         }
         let mut new = pod.clone();
-        new["spec"]["nodeName"] = json!(node);
+        meta::set_path(&mut new, &["spec", "nodeName"], json!(node));
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
-        let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let conds = new.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut conds: Vec<Value> =
             conds.into_iter().filter(|c| c.get("type") != Some(&json!("PodScheduled"))).collect();
         conds.push(cond);
-        new["status"]["conditions"] = json!(conds);
+        meta::set_path(&mut new, &["status", "conditions"], json!(conds));
         // Binding writes spec.nodeName and a status condition together, straight to the store at the
         // revision read: neither half's strategy would let both through.
+        let status =
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+        if dry_run {
+            return Ok(json_response(StatusCode::CREATED, &status));
+        }
         match st.store.update(&crate::handlers::key(rp, name), crate::objects::encode(res, &new), rev, 0).await
         {
-            Ok(_) => {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-                return Ok(json_response(StatusCode::CREATED, &status));
-            }
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &status)),
             Err(store::Error::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(res, name, e)),
         }

@@ -62,7 +62,8 @@ pub(super) fn apply(original: Value, patch: Value, schema: &dyn PatchSchema) -> 
     merge_map(original, patch, Some(schema)).map(Value::Object)
 }
 
-fn json_kind(v: &Value) -> &'static str {
+/// How Go's encoding/json names a JSON value's type in its unmarshal errors.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",

@@ -35,7 +35,8 @@ pub fn delete_opts(
     if params.bool("orphanDependents")? {
         o.propagation = Some("Orphan".into());
     }
-    o.dry_run = params.get("dryRun").is_some_and(|d| d == "All");
+    // The body's options, where given, replace the query's (upstream decodes the query, then the body).
+    let mut dry_run: Vec<String> = params.all("dryRun").to_vec();
     if !body.is_empty() {
         let invalid = |e: &dyn std::fmt::Display| {
             ApiError::bad_request(format!("the body of the request is not a valid DeleteOptions: {e}"))
@@ -59,10 +60,23 @@ pub fn delete_opts(
         o.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
         o.resource_version =
             v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-        if v.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All")) {
-            o.dry_run = true;
+        match v.get("dryRun") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                dry_run = list
+                    .iter()
+                    .map(|d| d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string()))
+                    .collect();
+            }
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "json: cannot unmarshal {} into Go struct field DeleteOptions.dryRun of type []string",
+                    api_types::patch::json_kind(other)
+                )))
+            }
         }
     }
+    o.dry_run = crate::params::dry_run_of("DeleteOptions", &dry_run)?;
     if let Some(p) = &o.propagation {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
             return Err(ApiError::bad_request(format!(
@@ -74,6 +88,13 @@ pub fn delete_opts(
         o.grace = Some(0);
     }
     Ok(o)
+}
+
+/// Upstream's NamespaceLifecycle admission keeps these namespaces forever.
+const IMMORTAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+fn is_immortal(res: &ResourceDef, name: &str) -> bool {
+    res.kind == "Namespace" && res.group.is_empty() && IMMORTAL_NAMESPACES.contains(&name)
 }
 
 pub(crate) async fn delete(
@@ -98,6 +119,9 @@ pub async fn delete_one(
     opts: &DeleteOpts,
 ) -> ApiResult<(StatusCode, Value)> {
     let res = rp.res;
+    if is_immortal(res, name) {
+        return Err(ApiError::forbidden(res, name, "this namespace may not be deleted"));
+    }
     for _ in 0..MAX_RETRIES {
         let (old, old_rev) = read(st, rp, name).await?;
         if let Some(uid) = &opts.uid {
@@ -143,9 +167,6 @@ pub async fn delete_one(
         let mut with_added = old.clone();
         meta::set(&mut with_added, "finalizers", json!(finalizers));
         let must_wait = strategy::holds_deletion(res, &with_added) || grace > 0;
-        if opts.dry_run {
-            return Ok((StatusCode::OK, old));
-        }
         if must_wait {
             if already && current_grace.is_none_or(|g| g <= grace) && finalizers == meta::finalizers(&old) {
                 // Already being deleted, and this request shortens nothing.
@@ -167,7 +188,10 @@ pub async fn delete_one(
                 meta::set(&mut marked, "finalizers", json!(finalizers));
             }
             if res.kind == "Namespace" {
-                marked["status"]["phase"] = json!("Terminating");
+                meta::set_path(&mut marked, &["status", "phase"], json!("Terminating"));
+            }
+            if opts.dry_run {
+                return Ok((StatusCode::OK, marked));
             }
             match st.store.update(&key(rp, name), encode(res, &marked), old_rev, 0).await {
                 Ok(kv) => return Ok((StatusCode::OK, decode(res, &kv)?)),
@@ -175,17 +199,19 @@ pub async fn delete_one(
                 Err(e) => return Err(ApiError::from_store(res, name, e)),
             }
         }
+        let mut details = json!({"name": name, "kind": res.plural, "uid": meta::uid(&old).unwrap_or("")});
+        if !res.group.is_empty() {
+            details["group"] = json!(res.group);
+        }
+        let status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details,
+        });
+        if opts.dry_run {
+            return Ok((StatusCode::OK, status));
+        }
         match st.store.delete(&key(rp, name), Some(old_rev)).await {
             Ok(_) => {
                 crate::services::after_delete(st, res, &old).await;
-                let mut details =
-                    json!({"name": name, "kind": res.plural, "uid": meta::uid(&old).unwrap_or("")});
-                if !res.group.is_empty() {
-                    details["group"] = json!(res.group);
-                }
-                let status = json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details,
-                });
                 return Ok((StatusCode::OK, status));
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -204,6 +230,11 @@ pub(crate) async fn delete_collection(
 ) -> ApiResult<Response> {
     let opts = delete_opts(rp.res, params, headers, body)?;
     let (items, list_meta, _) = list_items(st, rp, params).await?;
+    // A collection that holds a namespace which may not be deleted is refused whole, before anything
+    // is deleted.
+    if let Some(immortal) = items.iter().filter_map(meta::name).find(|n| is_immortal(rp.res, n)) {
+        return Err(ApiError::forbidden(rp.res, immortal, "this namespace may not be deleted"));
+    }
     let mut deleted = Vec::new();
     for obj in items {
         let Some(name) = meta::name(&obj).map(str::to_string) else { continue };

@@ -62,11 +62,11 @@ pub(crate) async fn create(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let res = rp.res;
+    let dry_run = params.dry_run("CreateOptions")?;
     let manager = Manager::of(params, headers, None)?;
     let mut obj = decode_body(res, headers, body)?;
     let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
     check_namespace(rp, &mut obj)?;
-    let dry_run = params.get("dryRun").is_some_and(|d| d == "All");
     for field in ["resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta::remove(&mut obj, field);
     }
@@ -97,10 +97,13 @@ pub(crate) async fn create(
             Err(e) => return Err(ApiError::from_store(res, &name, e)),
         }
     }
-    let allocation = crate::services::allocate(st, res, &mut obj, None).await?;
+    let allocation = crate::services::allocate(st, res, &mut obj, None, dry_run).await?;
     if dry_run {
-        allocation.release(st).await;
-        return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
+        // Everything ran but the write: the object as it would be, with no resourceVersion.
+        return Ok(with_warnings(
+            crate::render::object_with_code(res, obj, 0, headers, StatusCode::CREATED),
+            &warnings,
+        ));
     }
     let lease = match crate::ttl::lease_for(st, res).await {
         Ok(lease) => lease,
@@ -140,29 +143,38 @@ pub(crate) fn truncate_prefix(prefix: &str) -> &str {
     }
 }
 
+/// How one update-like request writes: the half it may change, who is writing (`managedFields`),
+/// and whether it is a dry run (`?dryRun=All`: everything runs, nothing is written).
+#[derive(Clone, Copy, Debug)]
+pub struct UpdateCtx<'a> {
+    pub half: Half,
+    pub manager: &'a Manager,
+    pub dry_run: bool,
+}
+
 /// The update path every write of an existing object goes through (PUT, PATCH, status, scale,
-/// finalizer removal): prepare, validate, record the change in `managedFields` under `manager`,
-/// write at `old_rev`, or delete when the last finalizer of a deleting object is gone.
+/// finalizer removal): prepare, validate, record the change in `managedFields` under the
+/// manager, write at `old_rev`, or delete when the last finalizer of a deleting object is gone.
+/// A dry run answers what would be stored (or deleted) and writes nothing.
 #[allow(clippy::too_many_arguments)]
 pub async fn write_update(
     st: &AppState,
     rp: &ResourcePath,
     name: &str,
-    half: Half,
-    manager: &Manager,
+    ctx: UpdateCtx<'_>,
     mut new: Value,
     old: &Value,
     old_rev: i64,
 ) -> Result<(Value, i64), (ApiError, bool)> {
     let res = rp.res;
-    strategy::prepare_update(res, half, &mut new, old);
+    strategy::prepare_update(res, ctx.half, &mut new, old);
     meta::set(&mut new, "name", json!(name));
     let mut causes = strategy::validate(res, &new, Some(old));
     causes.extend(managed::validate(&new));
     if !causes.is_empty() {
         return Err((ApiError::invalid(res, name, causes), false));
     }
-    managed::record(&res.api_version(), manager, &mut new, Some(old));
+    managed::record(&res.api_version(), ctx.manager, &mut new, Some(old));
     let mut unchanged_new = new.clone();
     meta::remove(&mut unchanged_new, "resourceVersion");
     let mut unchanged_old = old.clone();
@@ -175,6 +187,9 @@ pub async fn write_update(
         && !strategy::holds_deletion(res, &new)
         && !pod_awaiting_kubelet(res, &new)
     {
+        if ctx.dry_run {
+            return Ok((new, old_rev));
+        }
         return match st.store.delete(&k, Some(old_rev)).await {
             Ok(d) => {
                 crate::services::after_delete(st, res, old).await;
@@ -183,6 +198,10 @@ pub async fn write_update(
             Err(StoreError::Conflict { .. }) => Err((ApiError::modified(res, name), true)),
             Err(e) => Err((ApiError::from_store(res, name, e), false)),
         };
+    }
+    if ctx.dry_run {
+        meta::set(&mut new, "resourceVersion", json!(old_rev.to_string()));
+        return Ok((new, old_rev));
     }
     let lease = crate::ttl::lease_for(st, res).await.map_err(|e| (e, false))?;
     match st.store.update(&k, encode(res, &new), old_rev, lease).await {
@@ -215,8 +234,7 @@ pub(crate) async fn update_loop<F>(
     st: &AppState,
     rp: &ResourcePath,
     name: &str,
-    half: Half,
-    manager: &Manager,
+    ctx: UpdateCtx<'_>,
     mut transform: F,
 ) -> ApiResult<(Value, i64)>
 where
@@ -228,7 +246,7 @@ where
         if precondition.is_some_and(|p| p != old_rev) {
             return Err(ApiError::modified(rp.res, name));
         }
-        match write_update(st, rp, name, half, manager, new, &old, old_rev).await {
+        match write_update(st, rp, name, ctx, new, &old, old_rev).await {
             Ok(done) => return Ok(done),
             Err((e, true)) if precondition.is_none() => {
                 tracing::debug!(error = %e.message, "update conflict, retrying");
@@ -254,6 +272,7 @@ pub(crate) async fn update(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let res = rp.res;
+    let dry_run = params.dry_run("UpdateOptions")?;
     let mut new = decode_body(res, headers, body)?;
     let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
     check_namespace(rp, &mut new)?;
@@ -264,7 +283,8 @@ pub(crate) async fn update(
     }
     let precondition = precondition_of(&new)?;
     let manager = Manager::of(params, headers, half.subresource())?;
-    match update_loop(st, rp, name, half, &manager, |_| Ok((new.clone(), precondition))).await {
+    let ctx = UpdateCtx { half, manager: &manager, dry_run };
+    match update_loop(st, rp, name, ctx, |_| Ok((new.clone(), precondition))).await {
         Ok((obj, rev)) => Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings)),
         Err(e) if e.code == 404 && allow_create_on_update(res) && half == Half::Main => {
             create(st, rp, params, headers, body).await
@@ -288,11 +308,13 @@ pub(crate) async fn patch(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let res = rp.res;
+    let dry_run = params.dry_run("PatchOptions")?;
     let patch_type = patch_type(headers)?;
     // Patch is an update transform: the same validation and conflict retry as PUT.
     let mut warnings = Vec::new();
     let manager = Manager::of(params, headers, half.subresource())?;
-    let (obj, rev) = update_loop(st, rp, name, half, &manager, |old| {
+    let ctx = UpdateCtx { half, manager: &manager, dry_run };
+    let (obj, rev) = update_loop(st, rp, name, ctx, |old| {
         let mut patched = crate::patching::apply(res, patch_type, old, body)?;
         set_kind(res, &mut patched);
         check_namespace(rp, &mut patched)?;
