@@ -187,7 +187,7 @@ pub async fn run(client: kube::Client, opts: BenchOptions) -> Result<BenchReport
         let _ = proxy_rx.await;
     }));
     let ingress_cfg =
-        IngressConfig { http: opts.ingress_http, https: opts.ingress_https, class: "kplane".into() };
+        IngressConfig { http: opts.ingress_http, https: opts.ingress_https, ..IngressConfig::default() };
     let ingress = tokio::spawn(run_ingress(client.clone(), ingress_cfg, async move {
         let _ = ingress_rx.await;
     }));

@@ -3,6 +3,12 @@
 //! Components are level-triggered: a change to any watched kind only sets a "dirty" permit on a
 //! shared [`Notify`]; the component then recomputes its whole state (listeners, DNS index, routes)
 //! from the stores. Bursts of changes collapse into one recompute.
+//!
+//! Bounded by design: there is no queue of events to grow. A `Notify` holds at most one permit,
+//! however many changes arrive before the component looks, and the stores hold one copy of each
+//! object. Nothing can be lost either: the component reads the stores after the permit is taken,
+//! so every change before that read is in what it reads, and every change after it sets the
+//! permit again.
 
 use std::fmt::Debug;
 use std::sync::Arc;

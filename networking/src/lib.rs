@@ -11,7 +11,8 @@
 //!
 //! Shared pieces: `informer` (a reflector store plus a change signal), `endpoints` (the ready
 //! endpoints of each Service from EndpointSlices, or Endpoints when a Service has no slice), and
-//! `events` (Warning Events on the objects a component could not serve).
+//! `events` (Warning Events on the objects a component could not serve), `pipe` (bytes both ways
+//! with an idle timeout: proxied TCP connections and upgraded ingress connections).
 //!
 //! Everything here reaches the cluster only through a `kube::Client`.
 
@@ -19,6 +20,7 @@ mod endpoints;
 mod error;
 mod events;
 mod informer;
+mod pipe;
 
 pub mod bench;
 pub mod dns;

@@ -18,15 +18,20 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
-use networking::ingress::{run_ingress, IngressConfig};
+use networking::ingress::{run_ingress, IngressConfig, Timeouts};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn start(cluster: &TestCluster, n: u8) -> (Running, SocketAddr, SocketAddr) {
+    start_with(cluster, n, Timeouts::default())
+}
+
+fn start_with(cluster: &TestCluster, n: u8, timeouts: Timeouts) -> (Running, SocketAddr, SocketAddr) {
     let http = sa(&format!("127.0.80.{n}"), 8080);
     let https = sa(&format!("127.0.80.{n}"), 8443);
     let client = cluster.client.clone();
-    let cfg = IngressConfig { http, https, class: "kplane".into() };
+    let cfg = IngressConfig { http, https, class: "kplane".into(), timeouts };
     (spawn_component(move |sd| run_ingress(client, cfg, sd)), http, https)
 }
 
@@ -566,6 +571,219 @@ async fn bodies_stream_both_ways() {
     drop(chunks_tx);
     let rest = tokio::time::timeout(Duration::from_secs(2), body.collect()).await.unwrap().unwrap().to_bytes();
     assert_eq!(rest, Bytes::from_static(b"second"));
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+/// Reads until the peer closes the connection (or fails it), within `limit`; what was read.
+async fn read_to_close(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut all = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.ok()?;
+    Some(all)
+}
+
+/// Short timeouts, so the tests see them fire.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        client_header: Duration::from_millis(500),
+        keepalive: Duration::from_secs(10),
+        proxy_read: Duration::from_millis(500),
+        proxy_connect: Duration::from_secs(1),
+    }
+}
+
+#[tokio::test]
+async fn slowloris_is_dropped_while_others_are_served_and_slow_or_dead_upstreams_get_504_and_502() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.41.1", 8000), "a").await;
+    // A pod that accepts connections and never answers.
+    let silent = TcpListener::bind(sa("127.244.41.2", 8000)).await.unwrap();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    service(c, "a", "127.96.3.20", "127.244.41.1").await;
+    service(c, "silent", "127.96.3.21", "127.244.41.2").await;
+    // Nothing listens on 127.244.41.3: connecting is refused.
+    service(c, "dead", "127.96.3.22", "127.244.41.3").await;
+    for (name, host) in [("a", "a.test"), ("silent", "silent.test"), ("dead", "dead.test")] {
+        ingress(c, one_host(name, host, name)).await;
+    }
+    let (ing, http, _) = start_with(&cluster, 11, short_timeouts());
+    until(http, "a.test", "/", "id=a", Duration::from_secs(3)).await;
+
+    // The slowloris client: a request head that never ends, one header line every 100 ms.
+    let mut slow = TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n").await.unwrap();
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        let mut i = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if slow_write.write_all(format!("X-Slow-{i}: x\r\n").as_bytes()).await.is_err() {
+                return;
+            }
+            i += 1;
+        }
+    });
+    // Others are served meanwhile.
+    for _ in 0..3 {
+        let (status, body) = get(http, "a.test", "/").await.expect("served while the slow client trickles");
+        assert_eq!(status, 200, "{body}");
+    }
+    // The slow client is dropped: its connection closes although it keeps sending.
+    let dropped = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match slow_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the slowloris connection was closed by the ingress");
+    trickle.abort();
+
+    // An upstream that never answers: 504 once the proxy read timeout passes.
+    let (status, body) = get(http, "silent.test", "/").await.expect("an answer");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("127.244.41.2:8000") && body.contains("silent"), "{body}");
+    // A connect that fails: 502.
+    let (status, body) = get(http, "dead.test", "/").await.expect("an answer");
+    assert_eq!(status, 502, "{body}");
+    // And the ingress still serves.
+    assert_eq!(get(http, "a.test", "/").await.map(|(s, _)| s), Some(200));
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    http_backend(sa("127.244.42.1", 8000), "k").await;
+    service(c, "k", "127.96.3.23", "127.244.42.1").await;
+    ingress(c, one_host("k", "k.test", "k")).await;
+    let timeouts = Timeouts {
+        client_header: Duration::from_secs(30),
+        keepalive: Duration::from_millis(300),
+        ..short_timeouts()
+    };
+    let (ing, http, _) = start_with(&cluster, 12, timeouts);
+    until(http, "k.test", "/", "id=k", Duration::from_secs(3)).await;
+
+    let mut s = TcpStream::connect(http).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: k.test\r\n\r\n").await.unwrap();
+    // The response comes, then, with nothing more asked, the connection closes (well before the
+    // 30 s header timeout could).
+    let got = read_to_close(&mut s, Duration::from_secs(10)).await.expect("closed after the keepalive timeout");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains("id=k path=/first"), "{text}");
+    ing.stop().await;
+    cluster.shutdown().await;
+}
+
+/// A pod that switches protocols on `Upgrade: websocket`: it greets, then echoes every byte.
+async fn upgrade_backend(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: Request<hyper::body::Incoming>| async move {
+                    let asks = req.headers().get("upgrade").is_some_and(|v| v == "websocket");
+                    if !asks {
+                        let mut r = Response::new(Full::new(Bytes::from("upgrade required")));
+                        *r.status_mut() = hyper::StatusCode::UPGRADE_REQUIRED;
+                        return Ok::<_, std::convert::Infallible>(r);
+                    }
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let Ok(up) = on.await else { return };
+                        let mut io = TokioIo::new(up);
+                        if io.write_all(b"hello from the pod\n").await.is_err() {
+                            return;
+                        }
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = io.read(&mut buf).await {
+                            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                    r.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+                    r.headers_mut().insert("connection", "Upgrade".parse().unwrap());
+                    Ok(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+}
+
+/// Reads a response head (up to the blank line) byte by byte, so nothing after it is consumed.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.expect("a response head"), 1, "closed inside the head: {head:?}");
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_with_bytes_both_ways() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    upgrade_backend(sa("127.244.43.1", 8000)).await;
+    service(c, "ws", "127.96.3.24", "127.244.43.1").await;
+    ingress(c, one_host("ws", "ws.test", "ws")).await;
+    let (ing, http, _) = start(&cluster, 13);
+    until(http, "ws.test", "/", "upgrade required", Duration::from_secs(3)).await;
+
+    let mut s = TcpStream::connect(http).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s)).await.expect("a 101 in time");
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket") && head.contains("connection: upgrade"), "{head}");
+
+    // Server to client, then client to server and back, several times over the one connection.
+    let mut greeting = [0u8; 19];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut greeting)).await.unwrap().unwrap();
+    assert_eq!(&greeting, b"hello from the pod\n");
+    for msg in ["one", "two", "three"] {
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    // The client closes its side; the tunnel passes the close on and ends.
+    s.shutdown().await.unwrap();
+    assert!(read_to_close(&mut s, Duration::from_secs(5)).await.is_some(), "the tunnel closed");
     ing.stop().await;
     cluster.shutdown().await;
 }

@@ -410,3 +410,89 @@ async fn endpoints_are_used_when_a_service_has_no_slice() {
     proxy.stop().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_and_a_busy_one_is_not() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let _a = id_backend(sa("127.244.14.1", 9000), "a").await;
+    create_service(c, "default", cluster_ip_service("idle", "127.96.1.15", 8080)).await;
+    set_slice(c, "default", "idle", &[ep("127.244.14.1")], &[("", 9000, "TCP")]).await;
+    let idle = Duration::from_millis(400);
+    let proxy = start(&cluster, ProxyConfig { tcp_idle_timeout: idle, ..config() });
+    let vip = sa("127.96.1.15", 8080);
+    first_id(vip).await;
+
+    // Busy: a message every 100 ms for three idle timeouts, each echoed through the proxy.
+    let mut busy = TcpStream::connect(vip).await.unwrap();
+    let mut line = [0u8; 2];
+    busy.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"a\n");
+    let start = Instant::now();
+    while start.elapsed() < idle * 3 {
+        busy.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), busy.read_exact(&mut back))
+            .await
+            .expect("a busy connection stays open")
+            .unwrap();
+        assert_eq!(&back, b"ping");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Idle: closed by the proxy once nothing moved for the timeout.
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), busy.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle connection was closed: {closed:?}");
+    proxy.stop().await;
+    cluster.shutdown().await;
+}
+
+/// Sends `msg` from `sock` to `vip`; Some if it comes back within 300 ms.
+async fn echoed(sock: &UdpSocket, vip: std::net::SocketAddr, msg: &str) -> Option<()> {
+    sock.send_to(msg.as_bytes(), vip).await.ok()?;
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await.ok()?.ok()?;
+    (&buf[..n] == msg.as_bytes()).then_some(())
+}
+
+#[tokio::test]
+async fn udp_sessions_are_capped_and_expire_and_over_the_cap_is_dropped() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let echo = UdpSocket::bind(sa("127.244.15.1", 9053)).await.unwrap();
+    let _echo = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    create_service(
+        c,
+        "default",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "udpcap"},
+               "spec": {"clusterIP": "127.96.1.16", "ports": [{"port": 5300, "protocol": "UDP", "targetPort": 9053}]}}),
+    )
+    .await;
+    set_slice(c, "default", "udpcap", &[ep("127.244.15.1")], &[("", 9053, "UDP")]).await;
+    let cap = 4;
+    let idle = Duration::from_secs(1);
+    let proxy = start(&cluster, ProxyConfig { udp_idle_timeout: idle, udp_max_sessions: cap, ..config() });
+    let vip = sa("127.96.1.16", 5300);
+    // Up to the cap, each client address and port gets its own session and its echo.
+    let mut clients = Vec::new();
+    for i in 0..cap {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        eventually(Duration::from_secs(3), &format!("client {i} is echoed"), || echoed(&sock, vip, "in")).await;
+        clients.push(sock);
+    }
+    // One more while they are all live: its datagrams are dropped, the others keep working.
+    let extra = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(echoed(&extra, vip, "over").await, None, "over the cap: dropped");
+    for sock in &clients {
+        assert_eq!(echoed(sock, vip, "still").await, Some(()), "sessions under the cap keep working");
+    }
+    // Once the others fall idle their sessions expire, and the extra client gets one.
+    eventually(Duration::from_secs(5), "a session freed by idle expiry", || echoed(&extra, vip, "now")).await;
+    proxy.stop().await;
+    cluster.shutdown().await;
+}

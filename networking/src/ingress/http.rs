@@ -6,6 +6,12 @@
 //! worker threads: with many small requests, those hand-offs (and a shared pool's lock) cost more
 //! than the proxying itself. A downstream connection keeps at most [`MAX_IDLE`] idle upstream
 //! connections, one per endpoint it has used recently; they close with it.
+//!
+//! Slow peers are bounded by [`Timeouts`]: hyper's header-read timer (a slowloris client), a
+//! watchdog on the connection's last byte (keep-alive), a deadline on the upstream's response head
+//! (504), a connect timeout (502). An `Upgrade` request (WebSocket) goes over a connection of its
+//! own; on the upstream's 101 both connections are taken over from hyper and their bytes copied
+//! both ways until both close or nothing moves for the proxy read timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,21 +28,21 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper::rt::{Read, Write};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::{Shared, Timeouts};
+use crate::pipe::{self, Clock, Ended, Stamped};
 
 /// What the ingress answers: the upstream's streamed body, or its own short text.
 type Body = Either<Incoming, Full<Bytes>>;
 
 /// Idle upstream connections kept per downstream connection.
 const MAX_IDLE: usize = 8;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -61,6 +67,7 @@ pub(crate) struct Upstreams {
     idle: Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>,
     /// Hands a new connection's I/O future to the downstream connection's task.
     drive: mpsc::UnboundedSender<Driven>,
+    connect_timeout: Duration,
 }
 
 /// An upstream connection checked out for one request.
@@ -88,11 +95,30 @@ impl Upstreams {
         self.connect(addr).await.map(|send| Checkout { send, reused: false })
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, std::io::Error> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, std::io::Error> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// A connection for one `Upgrade` request: never pooled, and driven on its own task, because
+    /// once upgraded it outlives the downstream connection's HTTP handling.
+    async fn connect_for_upgrade(&self, addr: SocketAddr) -> Result<Checkout, std::io::Error> {
+        let stream = self.dial(addr).await?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Checkout { send, reused: false })
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, std::io::Error> {
+        let stream = self.dial(addr).await?;
         let (send, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         self.drive
@@ -122,34 +148,49 @@ struct Downstream {
     proto: HeaderValue,
     routes: Shared,
     upstreams: Upstreams,
+    timeouts: Timeouts,
 }
 
-/// Serves one downstream HTTP/1.1 connection until it closes, driving its upstream connections
-/// in the same task.
+/// Serves one downstream HTTP/1.1 connection until it closes (or times out), driving its upstream
+/// connections in the same task.
 pub(crate) async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     https: bool,
     routes: Shared,
+    timeouts: Timeouts,
 ) -> hyper::Result<()>
 where
-    I: Read + Write + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (drive, mut driven) = mpsc::unbounded_channel::<Driven>();
     let conn = Arc::new(Downstream {
         peer_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP is a valid header"),
         proto: HeaderValue::from_static(if https { "https" } else { "http" }),
         routes,
-        upstreams: Upstreams { idle: Mutex::new(Vec::new()), drive },
+        upstreams: Upstreams { idle: Mutex::new(Vec::new()), drive, connect_timeout: timeouts.proxy_connect },
+        timeouts,
     });
+    let clock = Clock::new();
+    let io = TokioIo::new(Stamped::new(io, clock.clone()));
     let svc = service_fn(move |req| handle(req, conn.clone()));
-    let mut server = pin!(http1::Builder::new().keep_alive(true).serve_connection(io, svc));
+    let mut server = pin!(http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.client_header)
+        .keep_alive(true)
+        .serve_connection(io, svc)
+        .with_upgrades());
     let mut conns = FuturesUnordered::new();
     loop {
         tokio::select! {
             result = &mut server => return result,
             Some(conn) = driven.recv() => conns.push(conn),
             Some(()) = conns.next(), if !conns.is_empty() => {}
+            // Dropping the connection closes it (and its upstream connections).
+            () = clock.idle_for(timeouts.keepalive) => {
+                tracing::debug!(%peer, "idle connection closed");
+                return Ok(());
+            }
         }
     }
 }
@@ -191,7 +232,13 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Downstream>) -> Result<Res
         let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
     }
+    let upgrade = upgrade_of(req.headers());
+    let is_upgrade = upgrade.is_some();
     strip_hop_by_hop(req.headers_mut());
+    let client_upgrade = upgrade.map(|protocol| {
+        keep_upgrade(req.headers_mut(), protocol);
+        hyper::upgrade::on(&mut req)
+    });
     let headers = req.headers_mut();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
@@ -213,24 +260,55 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Downstream>) -> Result<Res
     // is streamed once and gets the 502.
     let replayable = req.body().is_end_stream();
     let tries = if replayable { backend.endpoints.len().min(3) } else { 1 };
+    let read_timeout = conn.timeouts.proxy_read;
     let mut attempt = 1;
     let mut fresh = false;
     loop {
-        let failure = match upstreams.checkout(endpoint, fresh).await {
-            Ok(mut conn) => match conn.send.try_send_request(req).await {
-                Ok(resp) => {
-                    upstreams.checkin(endpoint, conn.send);
+        let checkout = if is_upgrade {
+            upstreams.connect_for_upgrade(endpoint).await
+        } else {
+            upstreams.checkout(endpoint, fresh).await
+        };
+        let failure = match checkout {
+            Ok(mut up) => match tokio::time::timeout(read_timeout, up.send.try_send_request(req)).await {
+                Err(_) => {
+                    tracing::info!(service = %backend.service, %endpoint, ?read_timeout, "upstream did not answer in time");
+                    return Ok(text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "504 Gateway Timeout: endpoint {endpoint} of service {} did not answer within {read_timeout:?}\n",
+                            backend.service
+                        ),
+                    ));
+                }
+                Ok(Ok(mut resp)) => {
+                    let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+                        (client_upgrade, resp.status())
+                    else {
+                        if !is_upgrade {
+                            upstreams.checkin(endpoint, up.send);
+                        }
+                        let (mut parts, body) = resp.into_parts();
+                        strip_hop_by_hop(&mut parts.headers);
+                        return Ok(Response::from_parts(parts, Either::Left(body)));
+                    };
+                    let protocol = upgrade_of(resp.headers());
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(client_upgrade, upstream_upgrade, read_timeout, endpoint));
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    if let Some(protocol) = protocol {
+                        keep_upgrade(&mut parts.headers, protocol);
+                    }
                     return Ok(Response::from_parts(parts, Either::Left(body)));
                 }
                 // Not sent: a kept-alive connection the backend had closed. Again on a new one.
-                Err(mut e) if conn.reused && e.message().is_some() => {
+                Ok(Err(mut e)) if up.reused && e.message().is_some() => {
                     req = e.take_message().expect("checked above");
                     fresh = true;
                     continue;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     let error = e.into_error();
                     tracing::info!(service = %backend.service, %endpoint, %error, "upstream request failed");
                     return Ok(bad_gateway(endpoint, &backend.service, &error));
@@ -246,6 +324,46 @@ async fn handle(mut req: Request<Incoming>, conn: Arc<Downstream>) -> Result<Res
         attempt += 1;
         endpoint = backend.pick().unwrap_or(endpoint);
     }
+}
+
+/// Copies the bytes of an upgraded request both ways once both sides have handed over their
+/// connections; ends when both close or nothing moves for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+    endpoint: SocketAddr,
+) {
+    let (client, upstream) = match futures::future::try_join(client, upstream).await {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(%endpoint, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    match pipe::copy_with_idle(&mut client, &mut upstream, idle).await {
+        Ended::Closed => {}
+        Ended::Idle => tracing::debug!(%endpoint, ?idle, "idle upgraded connection closed"),
+        Ended::Failed(e) => tracing::debug!(%endpoint, error = %e, "upgraded connection ended with an error"),
+    }
+}
+
+/// The `Upgrade` header of a request or response whose `Connection` names `upgrade`.
+fn upgrade_of(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(http::header::UPGRADE).cloned()).flatten()
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on its next hop.
+fn keep_upgrade(headers: &mut http::HeaderMap, protocol: HeaderValue) {
+    headers.insert(http::header::UPGRADE, protocol);
+    headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
 fn bad_gateway(endpoint: SocketAddr, service: &str, error: &dyn std::fmt::Display) -> Response<Body> {

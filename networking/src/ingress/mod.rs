@@ -19,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -50,6 +50,40 @@ pub struct IngressConfig {
     pub https: SocketAddr,
     /// The IngressClass name (created at start if absent).
     pub class: String,
+    /// Timeouts of the data path (ingress-nginx's defaults).
+    pub timeouts: Timeouts,
+}
+
+/// The ingress's bounds on slow peers, named and defaulted as ingress-nginx's.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A request head must be complete within this long after the connection starts waiting for
+    /// it (`client-header-timeout`, 60s). The wait for the next request on a kept-alive connection
+    /// counts too (hyper times the whole wait for a head), so an idle connection closes after at
+    /// most this long.
+    pub client_header: Duration,
+    /// A connection on which no byte moved either way for this long is closed: an idle
+    /// keep-alive connection, a stalled request body, a response the client does not read
+    /// (`keep-alive`, 75s).
+    pub keepalive: Duration,
+    /// The upstream's response head must arrive within this long after the request was sent, and
+    /// an upgraded (WebSocket) tunnel closes after this long without traffic
+    /// (`proxy-read-timeout`, 60s); past it the client gets 504.
+    pub proxy_read: Duration,
+    /// Connecting to an endpoint must succeed within this long (`proxy-connect-timeout`, 5s);
+    /// past it, or on a refused connection, the next endpoint is tried, then 502.
+    pub proxy_connect: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            client_header: Duration::from_secs(60),
+            keepalive: Duration::from_secs(75),
+            proxy_read: Duration::from_secs(60),
+            proxy_connect: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for IngressConfig {
@@ -58,6 +92,7 @@ impl Default for IngressConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             https: SocketAddr::from(([127, 0, 0, 1], 8443)),
             class: "kplane".into(),
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -79,8 +114,8 @@ pub async fn run_ingress(
 
     let routes: Shared = Arc::default();
     let tls = tls::server_config(routes.clone()).map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone())));
-    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone())));
+    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone(), cfg.timeouts)));
+    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone(), cfg.timeouts)));
 
     let changed = Arc::new(Notify::new());
     let ingresses = Informer::start(Api::<Ingress>::all(client.clone()), changed.clone());
@@ -253,7 +288,12 @@ async fn update_status(client: &kube::Client, ing: &Ingress, ip: IpAddr, ports: 
     }
 }
 
-async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, routes: Shared) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    routes: Shared,
+    timeouts: Timeouts,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -268,14 +308,21 @@ async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, ro
         let (routes, acceptor) = (routes.clone(), acceptor.clone());
         tokio::spawn(async move {
             let result = match acceptor {
-                None => http::serve_connection(TokioIo::new(stream), peer, false, routes).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => http::serve_connection(TokioIo::new(tls), peer, true, routes).await,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+                None => http::serve_connection(stream, peer, false, routes, timeouts).await,
+                // The handshake is bounded like a request head.
+                Some(acceptor) => {
+                    match tokio::time::timeout(timeouts.client_header, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => http::serve_connection(tls, peer, true, routes, timeouts).await,
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
                     }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "ingress connection ended with an error");

@@ -38,6 +38,9 @@ use crate::informer::Informer;
 use crate::Error;
 use balancer::Balancer;
 
+/// kube-proxy's `--udp-timeout` default (its userspace mode's `UDPIdleTimeout`).
+const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10_800);
 
@@ -46,8 +49,16 @@ pub struct ProxyConfig {
     /// Node addresses NodePorts listen on, besides the loopback InternalIPs of every Node object
     /// (upstream: every address of the proxy's own machine; here every node shares the machine).
     pub node_ips: Vec<Ipv4Addr>,
-    /// How long a UDP association lives without traffic (upstream's `--udp-timeout`).
+    /// How long a UDP association lives without traffic (upstream's `--udp-timeout`, 250ms).
     pub udp_idle_timeout: Duration,
+    /// At most this many UDP associations (client addresses) per listener; datagrams from further
+    /// clients are dropped until one expires. Upstream's userspace proxy had no cap (the kernel's
+    /// conntrack table bounded the other modes); 1024 per listener bounds sockets and tasks.
+    pub udp_max_sessions: usize,
+    /// A proxied TCP connection on which no byte moved either way for this long is closed (as
+    /// conntrack forgets an established flow after kube-proxy's
+    /// `--conntrack-tcp-timeout-established`, 24h).
+    pub tcp_idle_timeout: Duration,
     /// How often the listeners are re-synced even without changes, retrying ports that could not
     /// be bound (upstream's `--sync-period`, shortened).
     pub resync: Duration,
@@ -60,7 +71,9 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             node_ips: Vec::new(),
-            udp_idle_timeout: Duration::from_secs(30),
+            udp_idle_timeout: DEFAULT_UDP_IDLE_TIMEOUT,
+            udp_max_sessions: 1024,
+            tcp_idle_timeout: Duration::from_secs(24 * 3600),
             resync: Duration::from_secs(5),
             exclude: Vec::new(),
         }
@@ -241,11 +254,13 @@ impl Proxier {
                 sock.set_reuseaddr(true)?;
                 sock.bind(addr)?;
                 let listener = sock.listen(1024)?;
-                tokio::spawn(tcp::serve(listener, balancer, name))
+                tokio::spawn(tcp::serve(listener, balancer, self.cfg.tcp_idle_timeout, name))
             }
             Protocol::Udp => {
                 let sock = tokio::net::UdpSocket::bind(addr).await?;
-                tokio::spawn(udp::serve(sock, balancer, self.cfg.udp_idle_timeout, name))
+                let limits =
+                    udp::Limits { idle: self.cfg.udp_idle_timeout, max_sessions: self.cfg.udp_max_sessions };
+                tokio::spawn(udp::serve(sock, balancer, limits, name))
             }
         })
     }

@@ -1,4 +1,5 @@
-//! The TCP side of one listener: accept, pick an endpoint, dial with retries, copy bytes.
+//! The TCP side of one listener: accept, pick an endpoint, dial with retries, copy bytes until
+//! both sides close or nothing moves for the idle timeout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::balancer::Balancer;
+use crate::pipe::{self, Ended};
 
 /// Upstream userspace proxy's dial timeouts: one try per entry, each on the next endpoint.
 const DIAL_TIMEOUTS: [Duration; 4] =
@@ -14,7 +16,7 @@ const DIAL_TIMEOUTS: [Duration; 4] =
 
 /// Accepts until the task is aborted (the listener is then dropped and the port closed). Each
 /// connection runs in its own task, so aborting the accept loop lets open connections drain.
-pub(crate) async fn serve(listener: TcpListener, balancer: Arc<Balancer>, name: Arc<str>) {
+pub(crate) async fn serve(listener: TcpListener, balancer: Arc<Balancer>, idle: Duration, name: Arc<str>) {
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -31,7 +33,7 @@ pub(crate) async fn serve(listener: TcpListener, balancer: Arc<Balancer>, name: 
         }
         let balancer = balancer.clone();
         let name = name.clone();
-        tokio::spawn(async move { proxy_connection(client, peer, &balancer, &name).await });
+        tokio::spawn(async move { proxy_connection(client, peer, &balancer, idle, &name).await });
     }
 }
 
@@ -44,15 +46,23 @@ fn refuse(client: TcpStream) {
     drop(client);
 }
 
-async fn proxy_connection(mut client: TcpStream, peer: SocketAddr, balancer: &Balancer, name: &str) {
+async fn proxy_connection(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    balancer: &Balancer,
+    idle: Duration,
+    name: &str,
+) {
     let Some(mut backend) = dial(balancer, peer, name).await else {
         refuse(client);
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-        tracing::debug!(service = %name, error = %e, "connection ended with an error");
+    match pipe::copy_with_idle(&mut client, &mut backend, idle).await {
+        Ended::Closed => {}
+        Ended::Idle => tracing::debug!(service = %name, client = %peer, ?idle, "idle connection closed"),
+        Ended::Failed(e) => tracing::debug!(service = %name, error = %e, "connection ended with an error"),
     }
 }
 

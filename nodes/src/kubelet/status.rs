@@ -17,6 +17,44 @@ pub struct ContainerRun {
     pub ready_at: Option<Timestamp>,
     /// Set when the container has exited: (exit code, finished at).
     pub exit: Option<(i32, Timestamp)>,
+    /// Why it exited, as `state.terminated.message` (a port it could not bind, as the process
+    /// would have printed it).
+    pub message: Option<String>,
+    /// How often it was restarted after failing.
+    pub restart_count: i32,
+    /// Set while it waits to be restarted after the exit above: `state.waiting` is then
+    /// `CrashLoopBackOff` with this message, and the exit is `lastState.terminated`.
+    pub back_off: Option<String>,
+    /// `lastState` of a container running again after a failure.
+    pub last_state: Option<Value>,
+}
+
+impl ContainerRun {
+    pub fn new(id: String, started_at: Timestamp, ready_at: Option<Timestamp>) -> ContainerRun {
+        ContainerRun {
+            id,
+            started_at,
+            ready_at,
+            exit: None,
+            message: None,
+            restart_count: 0,
+            back_off: None,
+            last_state: None,
+        }
+    }
+
+    /// `state.terminated` of this run's exit, if it exited.
+    pub fn terminated(&self) -> Option<Value> {
+        let (code, at) = self.exit?;
+        let mut t = json!({
+            "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+            "startedAt": self.started_at.to_string(), "finishedAt": at.to_string(),
+            "containerID": format!("kplane-sim://{}", self.id)});
+        if let Some(m) = &self.message {
+            t["message"] = json!(m);
+        }
+        Some(t)
+    }
 }
 
 /// A condition, keeping the pod's current lastTransitionTime when its status does not change.
@@ -136,15 +174,25 @@ pub fn started(
         let run = runs.get(&c.name);
         let id = run.map(|r| format!("kplane-sim://{}", r.id)).unwrap_or_default();
         let started_at = run.map(|r| r.started_at).unwrap_or(now).to_string();
-        let state = match run.and_then(|r| r.exit) {
-            Some((code, at)) => json!({"terminated": {
-                "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
-                "startedAt": started_at, "finishedAt": at.to_string(), "containerID": id}}),
-            None => json!({"running": {"startedAt": started_at}}),
+        let (state, last_state) = match run {
+            // Crashed, waiting for its restart: upstream's CrashLoopBackOff.
+            Some(r) if r.back_off.is_some() => (
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": r.back_off}}),
+                r.terminated().map(|t| json!({"terminated": t})).unwrap_or(json!({})),
+            ),
+            Some(r) if r.exit.is_some() => {
+                (json!({"terminated": r.terminated()}), r.last_state.clone().unwrap_or(json!({})))
+            }
+            _ => (
+                json!({"running": {"startedAt": started_at}}),
+                run.and_then(|r| r.last_state.clone()).unwrap_or(json!({})),
+            ),
         };
         let running = run.is_some_and(|r| r.exit.is_none());
+        let restarts = run.map_or(0, |r| r.restart_count);
         json!({"name": c.name, "image": c.image, "imageID": image_id(c), "containerID": id,
-               "ready": ready_of(c), "started": running, "restartCount": 0, "state": state, "lastState": {}})
+               "ready": ready_of(c), "started": running, "restartCount": restarts, "state": state,
+               "lastState": last_state})
     };
     let init_status = |c: &Container| {
         let id = format!("kplane-sim://{}", super::random_hex(64));

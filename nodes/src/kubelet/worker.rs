@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::logs::PodLogs;
+use super::logs::{ContainerLog, PodLogs};
 use super::status::{self, ContainerRun};
 use super::traffic::{Listeners, PodIdentity, PortSpec};
 use super::Ctx;
@@ -40,9 +40,9 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: PodRx) {
     let spec = pod.spec.clone().unwrap_or_default();
     let names = spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.clone()).collect();
     let logs = ctx.logs.add(&key, &uid, names);
-    let mut w = Worker { ctx: ctx.clone(), uid: uid.clone(), logs, listeners: None, ip: None };
+    let mut w = Worker { ctx: ctx.clone(), uid: uid.clone(), logs, listeners: Vec::new(), ip: None };
     w.lifecycle(&mut rx).await;
-    drop(w.listeners.take());
+    w.listeners.clear();
     ctx.release_ip(&uid);
     ctx.logs.remove(&key, &uid);
 }
@@ -51,8 +51,46 @@ struct Worker {
     ctx: Arc<Ctx>,
     uid: String,
     logs: Arc<PodLogs>,
-    listeners: Option<Listeners>,
+    /// One set per running container.
+    listeners: Vec<Listeners>,
     ip: Option<Ipv4Addr>,
+}
+
+/// The kubelet's crash-loop back-off: 10 s after the first failure, doubling up to 5 min
+/// (upstream's `initialBackOff` and `MaxContainerBackOff`).
+const BACK_OFF_INITIAL: Duration = Duration::from_secs(10);
+const BACK_OFF_MAX: Duration = Duration::from_secs(300);
+
+/// The exit code of a simulated server whose port could not be bound (nginx's, for one).
+const BIND_FAILED_EXIT: i32 = 1;
+
+/// The ports a container listens on (SCTP is not simulated).
+fn port_specs(c: &Container, log: &Arc<ContainerLog>) -> Vec<PortSpec> {
+    c.ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|pr| pr == "TCP" || pr == "UDP"))
+        .filter_map(|p| {
+            Some(PortSpec {
+                container: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                port: u16::try_from(p.container_port).ok()?,
+                udp: p.protocol.as_deref() == Some("UDP"),
+                log: log.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Upstream's `state.waiting.message` of a container in CrashLoopBackOff.
+fn back_off_message(back_off: Duration, container: &str, pod: &Pod) -> String {
+    format!(
+        "back-off {}s restarting failed container={container} pod={}_{}({})",
+        back_off.as_secs(),
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid().unwrap_or_default()
+    )
 }
 
 fn current(rx: &PodRx) -> Option<Pod> {
@@ -128,7 +166,6 @@ impl Worker {
             }
         }
         let mut runs = HashMap::new();
-        let mut ports = Vec::new();
         for (c, exit) in spec.containers.iter().zip(&exits) {
             let (id, started_at) = prior.get(&c.name).cloned().unwrap_or_else(|| (super::random_hex(64), now));
             let log = self.logs.start(&c.name);
@@ -141,44 +178,51 @@ impl Worker {
             }
             let delay = c.readiness_probe.as_ref().and_then(|p| p.initial_delay_seconds).unwrap_or(0);
             let ready_at = (delay > 0).then(|| started_at + SignedDuration::from_secs(i64::from(delay)));
-            let mut run = ContainerRun { id, started_at, ready_at, exit: None };
+            let mut run = ContainerRun::new(id, started_at, ready_at);
             if completes {
                 let (code, out) = exit.clone().unwrap_or((0, None));
                 if let Some(out) = out {
                     log.push(out);
                 }
                 run.exit = Some((code, Timestamp::now()));
-            } else {
-                for p in c.ports.iter().flatten() {
-                    let Ok(port) = u16::try_from(p.container_port) else { continue };
-                    let udp = p.protocol.as_deref() == Some("UDP");
-                    // SCTP is not simulated.
-                    if p.protocol.as_deref().is_none_or(|pr| pr == "TCP" || pr == "UDP") {
-                        ports.push(PortSpec {
-                            container: c.name.clone(),
-                            image: c.image.clone().unwrap_or_default(),
-                            port,
-                            udp,
-                            log: log.clone(),
-                        });
-                    }
-                }
             }
             runs.insert(c.name.clone(), run);
         }
+        let id = PodIdentity {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            ip,
+            node: self.ctx.cfg.name.clone(),
+        };
+        // Containers whose server could not bind a port: like nginx on :80 without the privilege,
+        // they exit at once with an error.
+        let mut crashed: Vec<String> = Vec::new();
+        let restarts = spec.restart_policy.as_deref() != Some("Never");
         if !completes {
-            let id = PodIdentity {
-                namespace: pod.namespace().unwrap_or_default(),
-                name: pod.name_any(),
-                ip,
-                node: self.ctx.cfg.name.clone(),
-            };
-            let (listeners, failures) = Listeners::start(&id, ports).await;
-            self.listeners = Some(listeners);
-            for f in failures {
-                tracing::warn!(pod = %id.name, "{f}");
-                self.event(&pod, EventType::Warning, "FailedToListen", "Starting", f).await;
+            for c in &spec.containers {
+                if let Err(msg) = self.start_container(&id, c).await {
+                    tracing::warn!(pod = %id.name, container = %c.name, "{msg}");
+                    if let Some(run) = runs.get_mut(&c.name) {
+                        run.exit = Some((BIND_FAILED_EXIT, Timestamp::now()));
+                        run.message = Some(msg.clone());
+                        run.back_off = restarts.then(|| back_off_message(BACK_OFF_INITIAL, &c.name, &pod));
+                    }
+                    crashed.push(c.name.clone());
+                }
             }
+        }
+        // A pod that will not restart its containers and has none left running has failed.
+        let all_exited = runs.values().all(|r| r.exit.is_some());
+        if !completes && !restarts && all_exited {
+            let st = status::started(&pod, node_ip, Some(ip), &runs, Some("Failed"), Timestamp::now());
+            self.write(&pod, st).await?;
+            if !already_running {
+                self.start_events(&pod).await;
+            }
+            self.crash_events(&pod, &crashed, &runs, restarts).await;
+            self.ctx.release_ip(&self.uid);
+            self.ip = None;
+            return Ok(());
         }
         if completes {
             let ok = runs.values().all(|r| r.exit.is_some_and(|(c, _)| c == 0));
@@ -198,6 +242,7 @@ impl Worker {
         if !already_running {
             self.start_events(&pod).await;
         }
+        self.crash_events(&pod, &crashed, &runs, restarts).await;
         // Readiness: write again once the last readiness delay has passed.
         if let Some(last) = runs.values().filter_map(|r| r.ready_at).max() {
             let wait = last.duration_since(Timestamp::now());
@@ -208,7 +253,81 @@ impl Worker {
                     .await?;
             }
         }
+        // Crashed containers are restarted after a back-off that doubles while they keep failing.
+        let mut back_off = BACK_OFF_INITIAL;
+        while restarts && !crashed.is_empty() {
+            self.until(rx, Some(back_off)).await?;
+            back_off = (back_off * 2).min(BACK_OFF_MAX);
+            let pod = current(rx).ok_or(Stop::Gone)?;
+            let mut still = Vec::new();
+            for name in std::mem::take(&mut crashed) {
+                let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
+                let Some(run) = runs.get_mut(&name) else { continue };
+                let last = run.terminated().map(|t| json!({"terminated": t}));
+                run.restart_count += 1;
+                run.id = super::random_hex(64);
+                run.started_at = Timestamp::now();
+                run.last_state = last;
+                match self.start_container(&id, c).await {
+                    Ok(()) => {
+                        run.exit = None;
+                        run.message = None;
+                        run.back_off = None;
+                    }
+                    Err(msg) => {
+                        run.exit = Some((BIND_FAILED_EXIT, Timestamp::now()));
+                        run.message = Some(msg);
+                        run.back_off = Some(back_off_message(back_off, &name, &pod));
+                        still.push(name);
+                    }
+                }
+            }
+            crashed = still;
+            self.write(&pod, status::started(&pod, node_ip, Some(ip), &runs, None, Timestamp::now())).await?;
+            self.crash_events(&pod, &crashed, &runs, restarts).await;
+        }
         self.until(rx, None).await
+    }
+
+    /// Starts a container's server: its listeners, or the error it would exit with when a port
+    /// cannot be bound (its other ports close with it).
+    async fn start_container(&mut self, id: &PodIdentity, c: &Container) -> Result<(), String> {
+        let log = self.logs.get(&c.name).unwrap_or_else(|| self.logs.start(&c.name));
+        let (listeners, failures) = Listeners::start(id, port_specs(c, &log)).await;
+        if failures.is_empty() {
+            self.listeners.push(listeners);
+            return Ok(());
+        }
+        drop(listeners);
+        let msg = failures.join("; ");
+        log.push(format!("kplane-sim: container {} exited with code {BIND_FAILED_EXIT}: {msg}", c.name));
+        Err(msg)
+    }
+
+    /// The Warning events of containers that exited with an error: upstream's `BackOff` when the
+    /// kubelet will restart them, else `Failed` naming the error.
+    async fn crash_events(
+        &self,
+        pod: &Pod,
+        crashed: &[String],
+        runs: &HashMap<String, ContainerRun>,
+        restarts: bool,
+    ) {
+        for name in crashed {
+            let msg = runs.get(name).and_then(|r| r.message.clone()).unwrap_or_default();
+            if restarts {
+                let note = format!(
+                    "Back-off restarting failed container {name} in pod {}_{}({})",
+                    pod.name_any(),
+                    pod.namespace().unwrap_or_default(),
+                    pod.uid().unwrap_or_default()
+                );
+                self.event(pod, EventType::Warning, "BackOff", "Starting", note).await;
+            } else {
+                let note = format!("Error: container {name} exited with code {BIND_FAILED_EXIT}: {msg}");
+                self.event(pod, EventType::Warning, "Failed", "Starting", note).await;
+            }
+        }
     }
 
     /// An address from the node's podCIDR: the one the pod already reports (after a kubelet
@@ -280,7 +399,7 @@ impl Worker {
     async fn terminate(&mut self, rx: &mut PodRx) {
         let Some(pod) = current(rx) else { return };
         let was_running = phase(&pod) == "Running" || phase(&pod) == "Pending";
-        drop(self.listeners.take());
+        self.listeners.clear();
         if was_running {
             let spec = pod.spec.clone().unwrap_or_default();
             for c in &spec.containers {
@@ -309,12 +428,8 @@ impl Worker {
                         let started = c.state.and_then(|s| s.running).and_then(|r| r.started_at).map(|t| t.0);
                         let id =
                             c.container_id.unwrap_or_default().trim_start_matches("kplane-sim://").to_string();
-                        let run = ContainerRun {
-                            id,
-                            started_at: started.unwrap_or(now),
-                            ready_at: None,
-                            exit: Some((0, now)),
-                        };
+                        let mut run = ContainerRun::new(id, started.unwrap_or(now), None);
+                        run.exit = Some((0, now));
                         (c.name, run)
                     })
                     .collect();

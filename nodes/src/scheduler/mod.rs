@@ -4,7 +4,7 @@
 //! keeps a FIFO of pods to schedule, and for each runs the filters and scores over the cache. The
 //! chosen node is *assumed* at once (the pod's requests count against it) and the binding is POSTed
 //! in a spawned task, up to `bind_concurrency` at a time, so a thousand pending pods bind in seconds
-//! without ever re-listing. A failed binding un-assumes. Pods that fit nowhere get upstream's
+//! without ever re-listing. A failed binding un-assumes, and so does a binding task that panics. Pods that fit nowhere get upstream's
 //! PodScheduled=False/Unschedulable condition and a FailedScheduling event, and are retried when a
 //! node changes in a way the filters read, when an assigned pod goes away, when their own spec
 //! changes, and every `retry_interval`.
@@ -41,25 +41,7 @@ pub async fn run_scheduler(
     let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
     let mut nodes = nodes.boxed();
     let mut pods = pods.boxed();
-    let reporter = Reporter { controller: cfg.name.clone(), instance: None };
-    let mut s = Scheduler {
-        recorder: Recorder::new(client.clone(), reporter),
-        client,
-        report_slots: Arc::new(Semaphore::new(cfg.bind_concurrency.max(1))),
-        cfg,
-        cache: Cache::default(),
-        pending: HashMap::new(),
-        active: VecDeque::new(),
-        queued: HashSet::new(),
-        unschedulable: HashSet::new(),
-        in_flight: HashSet::new(),
-        assumed: HashSet::new(),
-        tasks: JoinSet::new(),
-        nodes_synced: false,
-        pods_synced: false,
-        node_relist: None,
-        pod_relist: None,
-    };
+    let mut s = Scheduler::new(client, cfg);
     let mut retry = tokio::time::interval(s.cfg.retry_interval);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -79,11 +61,7 @@ pub async fn run_scheduler(
                 Some(Err(e)) => tracing::warn!(error = %e, "scheduler: pod watch"),
                 None => break,
             },
-            Some(done) = s.tasks.join_next(), if !s.tasks.is_empty() => {
-                if let Ok(outcome) = done {
-                    s.on_outcome(outcome);
-                }
-            }
+            Some(done) = s.tasks.join_next_with_id(), if !s.tasks.is_empty() => s.on_joined(done),
             _ = retry.tick() => s.flush_unschedulable(),
         }
     }
@@ -117,6 +95,9 @@ struct Scheduler {
     /// Pod uids assigned in the cache by us, not yet seen bound by the watch.
     assumed: HashSet<String>,
     tasks: JoinSet<Outcome>,
+    /// The binding tasks in `tasks`, with their pod's key and uid: a binding task that ends
+    /// without an outcome (it panicked, say in an in-process handler) still releases its pod.
+    binds: HashMap<tokio::task::Id, (String, String)>,
     nodes_synced: bool,
     pods_synced: bool,
     node_relist: Option<HashSet<String>>,
@@ -128,6 +109,29 @@ fn key_of(pod: &Pod) -> String {
 }
 
 impl Scheduler {
+    fn new(client: Client, cfg: SchedulerConfig) -> Scheduler {
+        let reporter = Reporter { controller: cfg.name.clone(), instance: None };
+        Scheduler {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            report_slots: Arc::new(Semaphore::new(cfg.bind_concurrency.max(1))),
+            cfg,
+            cache: Cache::default(),
+            pending: HashMap::new(),
+            active: VecDeque::new(),
+            queued: HashSet::new(),
+            unschedulable: HashSet::new(),
+            in_flight: HashSet::new(),
+            assumed: HashSet::new(),
+            tasks: JoinSet::new(),
+            binds: HashMap::new(),
+            nodes_synced: false,
+            pods_synced: false,
+            node_relist: None,
+            pod_relist: None,
+        }
+    }
+
     fn responsible(&self, pod: &Pod) -> bool {
         let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or_default();
         name == self.cfg.name || (name.is_empty() && self.cfg.name == "default-scheduler")
@@ -315,7 +319,8 @@ impl Scheduler {
         self.cache.add_pod(&uid, &best, usage);
         self.assumed.insert(uid.clone());
         self.in_flight.insert(key.clone());
-        self.tasks.spawn(bind(self.client.clone(), pod, key, uid, best));
+        let task = self.tasks.spawn(bind(self.client.clone(), pod, key.clone(), uid.clone(), best));
+        self.binds.insert(task.id(), (key, uid));
     }
 
     fn report_unschedulable(&mut self, pod: Pod, message: String) {
@@ -327,6 +332,25 @@ impl Scheduler {
             report_unschedulable(&client, &recorder, &pod, &message).await;
             Outcome::Reported
         });
+    }
+
+    /// A task of `tasks` ended: its outcome, or, for a binding task that panicked or was
+    /// cancelled, the same release as a failed binding (un-assume, retry later).
+    fn on_joined(&mut self, done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) {
+        match done {
+            Ok((id, outcome)) => {
+                self.binds.remove(&id);
+                self.on_outcome(outcome);
+            }
+            Err(e) => {
+                let Some((key, uid)) = self.binds.remove(&e.id()) else {
+                    tracing::warn!(error = %e, "scheduler: a reporting task failed");
+                    return;
+                };
+                tracing::error!(error = %e, pod = %key, "scheduler: the binding task failed; the pod will be retried");
+                self.on_outcome(Outcome::BindFailed { key, uid, retry: true });
+            }
+        }
     }
 
     fn on_outcome(&mut self, outcome: Outcome) {
@@ -430,5 +454,58 @@ async fn report_unschedulable(client: &Client, recorder: &Recorder, pod: &Pod, m
     };
     if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
         tracing::debug!(error = %e, pod = %name, "scheduler: FailedScheduling event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose every request panics, as an in-process handler that panics does on the
+    /// caller's task.
+    fn panicking_client() -> Client {
+        async fn handler(
+            _req: http::Request<kube::client::Body>,
+        ) -> Result<http::Response<kube::client::Body>, std::convert::Infallible> {
+            panic!("injected: the API handler panicked")
+        }
+        Client::new(tower::service_fn(handler), "default")
+    }
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("a valid object")
+    }
+
+    #[tokio::test]
+    async fn a_binding_task_that_panics_releases_its_pod() {
+        let mut s = Scheduler::new(panicking_client(), SchedulerConfig::default());
+        s.on_node_event(Event::Apply(obj(json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}))));
+        s.nodes_synced = true;
+        s.pods_synced = true;
+        s.on_pod_event(Event::Apply(obj(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))));
+        s.schedule_ready();
+        assert!(s.in_flight.contains("default/p"), "the binding is in flight");
+        assert!(s.assumed.contains("u1"));
+        assert_eq!(s.cache.node_of("u1"), Some("n1"), "assumed on the node");
+
+        let done = s.tasks.join_next_with_id().await.expect("the binding task ends");
+        assert!(done.as_ref().is_err_and(|e| e.is_panic()), "the injected panic ends the task");
+        s.on_joined(done);
+
+        assert!(s.in_flight.is_empty(), "no longer in flight");
+        assert!(s.assumed.is_empty(), "un-assumed");
+        assert_eq!(s.cache.node_of("u1"), None, "no longer counted against the node");
+        assert!(s.binds.is_empty());
+        // Retried like a failed binding: at the next retry tick it is queued and bound again.
+        assert!(s.unschedulable.contains("default/p"));
+        s.flush_unschedulable();
+        s.schedule_ready();
+        assert!(s.in_flight.contains("default/p"), "tried again");
+        s.tasks.shutdown().await;
     }
 }

@@ -3,12 +3,13 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, EndpointAddress, EndpointSubset, Endpoints, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 
 use crate::helpers::*;
 use crate::registration::http_get;
+use crate::traffic::kubelet_port;
 
 /// A node with a podCIDR, and pods placed on it directly (spec.nodeName, no scheduler).
 async fn ready_node(client: &kube::Client, name: &str, index: usize, cidr: &str) -> RunningNode {
@@ -223,24 +224,174 @@ async fn restart_never_pods_with_simple_commands_complete() {
     cluster.shutdown().await;
 }
 
+/// The state of a pod's first container, once `f` accepts it.
+async fn first_container(
+    client: &kube::Client,
+    name: &str,
+    what: &str,
+    f: impl Fn(&ContainerStatus) -> bool,
+) -> Pod {
+    eventually(what, || async {
+        get_pod(client, "default", name).await.filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.first())
+                .is_some_and(&f)
+        })
+    })
+    .await
+}
+
+fn container(p: &Pod) -> ContainerStatus {
+    p.status.clone().unwrap().container_statuses.unwrap()[0].clone()
+}
+
+/// The endpoints controller alone, stopped when the returned sender is dropped.
+fn endpoints_controller(client: &kube::Client) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = controller_manager::Config {
+        leader_elect: false,
+        controllers: vec!["endpoint".into()],
+        ..controller_manager::Config::default()
+    };
+    tokio::spawn(controller_manager::run(client.clone(), cfg, async move {
+        let _ = rx.await;
+    }));
+    tx
+}
+
+/// A Service `name` selecting `app=<name>`, port 80 to `target`.
+async fn create_service_for(client: &kube::Client, name: &str, target: u16) {
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": target}]}});
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&kube::api::PostParams::default(), &serde_json::from_value(svc).unwrap())
+        .await
+        .unwrap();
+}
+
+/// (ready, not ready) addresses of Endpoints `name`.
+async fn endpoint_ips(client: &kube::Client, name: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let eps = Api::<Endpoints>::namespaced(client.clone(), "default").get_opt(name).await.ok()??;
+    let subsets = eps.subsets.unwrap_or_default();
+    let ips = |f: fn(&EndpointSubset) -> Option<&Vec<EndpointAddress>>| {
+        subsets.iter().filter_map(f).flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
+    };
+    Some((ips(|s| s.addresses.as_ref()), ips(|s| s.not_ready_addresses.as_ref())))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_port_that_cannot_be_bound_is_reported_and_the_pod_still_runs() {
+async fn a_container_whose_port_is_taken_crashes_is_not_ready_and_leaves_the_endpoints() {
     let cluster = apiserver::testing::TestCluster::start().await;
     let client = cluster.client.clone();
+    let _cm = endpoints_controller(&client);
+    // The node's first pod gets the range's first address (.2); something else holds its port,
+    // as a privileged port does for a server without the privilege.
+    let taken = std::net::TcpListener::bind("127.250.15.2:8080").expect("bind the port first");
     let node = ready_node(&client, "worker0", 0, "127.250.15.0/24").await;
-    // Two containers of one pod share its IP; the same port twice cannot both be bound.
-    let spec = json!({"containers": [
-        {"name": "a", "image": "nginx", "ports": [{"containerPort": 8080}]},
-        {"name": "b", "image": "nginx", "ports": [{"containerPort": 8080}]}]});
-    create_pod(&client, "default", on("worker0", "clash", spec)).await;
-    let p = running(&client, "clash").await;
-    let ev = eventually("FailedToListen", || async {
-        events_for(&client, "default", "clash", "FailedToListen").await.pop()
+    create_service_for(&client, "web", 8080).await;
+    let mut spec = on(
+        "worker0",
+        "clash",
+        json!({"containers": [
+        {"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}),
+    );
+    spec["metadata"]["labels"] = json!({"app": "web"});
+    create_pod(&client, "default", spec).await;
+
+    // The container exits with the bind error and waits to be restarted, as upstream's kubelet
+    // reports a server that exits at once.
+    let p = first_container(&client, "clash", "CrashLoopBackOff", |c| {
+        c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+            == Some("CrashLoopBackOff")
     })
     .await;
+    assert_eq!(pod_ip(&p), Ipv4Addr::new(127, 250, 15, 2));
+    assert_eq!(phase_of(&p), "Running");
+    let c = container(&p);
+    assert!(!c.ready && c.started == Some(false), "{c:?}");
+    assert_eq!(c.restart_count, 0);
+    let waiting = c.state.unwrap().waiting.unwrap();
+    assert!(waiting
+        .message
+        .as_deref()
+        .unwrap()
+        .starts_with("back-off 10s restarting failed container=web pod=clash_default("));
+    let last = c.last_state.unwrap().terminated.expect("the failed run is lastState.terminated");
+    assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+    let msg = last.message.unwrap_or_default();
+    assert!(msg.contains("127.250.15.2:8080") && msg.contains("in use"), "{msg}");
+    for cond in ["Ready", "ContainersReady"] {
+        let (status, reason, _) = condition(&p, cond).unwrap();
+        assert_eq!((status.as_str(), reason.as_deref()), ("False", Some("ContainersNotReady")), "{cond}");
+    }
+    let ev = eventually("BackOff", || async { events_for(&client, "default", "clash", "BackOff").await.pop() })
+        .await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
-    assert!(ev.message.as_deref().unwrap().contains(&format!("{}:8080/TCP", pod_ip(&p))), "{ev:?}");
+    assert!(ev
+        .message
+        .as_deref()
+        .unwrap()
+        .starts_with("Back-off restarting failed container web in pod clash_default("));
+    let log = http_get(
+        nodes::default_node_ip(0),
+        kubelet_port(&client, "worker0").await,
+        "/containerLogs/default/clash/web",
+    )
+    .await;
+    assert!(log.contains("127.250.15.2:8080"), "{log}");
+    // Not Ready: the Endpoints list it as not ready, so no traffic goes to it.
+    eventually("the pod listed as not ready", || async {
+        let (ready, not_ready) = endpoint_ips(&client, "web").await?;
+        (ready.is_empty() && not_ready == ["127.250.15.2"]).then_some(())
+    })
+    .await;
+
+    // Once the port is free, the restart after the back-off succeeds.
+    drop(taken);
+    let p = first_container(&client, "clash", "restarted and running", |c| {
+        c.state.as_ref().is_some_and(|s| s.running.is_some()) && c.ready
+    })
+    .await;
+    let c = container(&p);
+    assert_eq!(c.restart_count, 1);
+    assert_eq!(c.last_state.unwrap().terminated.map(|t| t.exit_code), Some(1));
+    assert_eq!(condition(&p, "Ready").unwrap().0, "True");
     assert!(http_get(pod_ip(&p), 8080, "/").await.starts_with("HTTP/1.1 200"));
+    eventually("the pod listed as ready", || async {
+        let (ready, _) = endpoint_ips(&client, "web").await?;
+        (ready == ["127.250.15.2"]).then_some(())
+    })
+    .await;
+    node.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_cannot_bind_fails_a_pod_that_never_restarts() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let _taken = std::net::TcpListener::bind("127.250.19.2:9090").expect("bind the port first");
+    let node = ready_node(&client, "worker0", 0, "127.250.19.0/24").await;
+    let spec = json!({"restartPolicy": "Never", "containers": [
+        {"name": "app", "image": "nginx", "ports": [{"containerPort": 9090}]}]});
+    create_pod(&client, "default", on("worker0", "once", spec)).await;
+    let p = eventually("Failed", || async {
+        get_pod(&client, "default", "once").await.filter(|p| phase_of(p) == "Failed")
+    })
+    .await;
+    let c = container(&p);
+    assert!(!c.ready);
+    let t = c.state.unwrap().terminated.expect("terminated");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (1, Some("Error")));
+    assert!(t.message.unwrap_or_default().contains("127.250.19.2:9090"));
+    assert_eq!(condition(&p, "Ready").unwrap().0, "False");
+    let ev =
+        eventually("Failed event", || async { events_for(&client, "default", "once", "Failed").await.pop() })
+            .await;
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    assert!(ev.message.as_deref().unwrap().contains("127.250.19.2:9090"), "{ev:?}");
     node.stop().await;
     cluster.shutdown().await;
 }

@@ -9,7 +9,7 @@ use crate::helpers::*;
 use crate::kubelet::pod_ip;
 use crate::registration::http_get;
 
-async fn kubelet_port(client: &kube::Client, node: &str) -> u16 {
+pub async fn kubelet_port(client: &kube::Client, node: &str) -> u16 {
     let n = Api::<Node>::all(client.clone()).get(node).await.unwrap();
     n.status.unwrap().daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port as u16
 }
