@@ -35,6 +35,9 @@ use crate::{util as u, Stop};
 pub const FOREGROUND: &str = "foregroundDeletion";
 pub const ORPHAN: &str = "orphan";
 
+/// How many graph changes the watchers may queue ahead of the processor before they wait.
+const GRAPH_QUEUE: usize = 1024;
+
 #[derive(Clone)]
 struct Res {
     ar: ApiResource,
@@ -142,7 +145,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     }
     let gc =
         Arc::new(Gc { client: ctx.client.clone(), resources, by_kind, graph: Mutex::new(Graph::default()) });
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Bounded: a full queue makes the watchers wait (their streams then back up to the API
+    // server, which ends a watch that falls too far behind), never drops an event. The processor
+    // only receives, so it cannot wait on a watcher.
+    let (tx, rx) = mpsc::channel(GRAPH_QUEUE);
     let mut watchers = JoinSet::new();
     for (i, r) in gc.resources.iter().enumerate() {
         let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &r.ar);
@@ -171,7 +177,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
                         continue;
                     }
                 };
-                if tx.send(msg).is_err() {
+                if tx.send(msg).await.is_err() {
                     return;
                 }
             }
@@ -183,7 +189,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     while watchers.join_next().await.is_some() {}
 }
 
-async fn process(gc: Arc<Gc>, mut rx: mpsc::UnboundedReceiver<Msg>, stop: Stop, concurrency: usize) {
+async fn process(gc: Arc<Gc>, mut rx: mpsc::Receiver<Msg>, stop: Stop, concurrency: usize) {
     let mut synced: HashSet<usize> = HashSet::new();
     let mut queue: VecDeque<String> = VecDeque::new();
     let mut queued: HashSet<String> = HashSet::new();

@@ -65,7 +65,9 @@ type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The upstream connections of one downstream connection.
 pub(crate) struct Upstreams {
     idle: Mutex<Vec<(SocketAddr, SendRequest<Incoming>)>>,
-    /// Hands a new connection's I/O future to the downstream connection's task.
+    /// Hands a new connection's I/O future to the downstream connection's task. Unbounded but
+    /// bounded by design: one entry per upstream connection dialed for a request in flight on
+    /// this downstream connection, and that task drains it as it serves those requests.
     drive: mpsc::UnboundedSender<Driven>,
     connect_timeout: Duration,
 }
