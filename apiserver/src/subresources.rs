@@ -39,12 +39,8 @@ pub async fn serve(
             let manager = Manager::of(params, headers, Some("scale"))?;
             let (updated, _) = update_loop(st, rp, name, Half::Main, &manager, |obj| {
                 let scale = match patch_type {
-                    Some(pt) => crate::patching::apply_plain(pt, &scale_of(obj), body)?,
-                    None => serde_json::from_slice::<Value>(body).map_err(|e| {
-                        ApiError::bad_request(format!(
-                            "Scale in version \"v1\" cannot be handled as a Scale: json: {e}"
-                        ))
-                    })?,
+                    Some(pt) => crate::patching::apply_scale(pt, &scale_of(obj), body)?,
+                    None => crate::handlers::decode_typed("autoscaling", "v1", "Scale", headers, body)?.0,
                 };
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                 if replicas < 0 {
@@ -71,7 +67,7 @@ pub async fn serve(
             .await?;
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
-        ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, body).await,
+        ("POST", "binding") if res.kind == "Pod" => bind(st, rp, name, headers, body).await,
         ("POST", "token") if res.has(api_types::Subresource::Token) => {
             crate::tokenrequest::create(st, rp, name, headers, body).await
         }
@@ -128,11 +124,15 @@ pub fn scale_of(obj: &Value) -> Value {
 }
 
 /// `pods/binding`: sets `spec.nodeName` once, as the scheduler's bind.
-async fn bind(st: &AppState, rp: &ResourcePath, name: &str, body: &Bytes) -> ApiResult<Response> {
+async fn bind(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
     let res = rp.res;
-    let binding: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("Binding in version \"v1\" cannot be handled as a Binding: json: {e}"))
-    })?;
+    let (binding, _) = crate::handlers::decode_typed("", "v1", "Binding", headers, body)?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty());
     let Some(node) = node else {
         return Err(ApiError::invalid(res, name, vec![crate::error::Cause::required("target.name")]));
