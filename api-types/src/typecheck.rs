@@ -165,7 +165,7 @@ fn go_type(schema: &Value) -> String {
 }
 
 /// How Go's JSON decoder names a JSON value's type in its errors.
-fn json_kind(v: &Value) -> &'static str {
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -509,13 +509,9 @@ pub fn normalize_time(s: &str, micro: bool) -> Result<String, String> {
     let (y, mo, d, h, mi, sec, offset, micros) = fields;
     let days = days_from_civil(y, mo, d);
     let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec) - offset;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, mo, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) {
-        return Err("Time.MarshalJSON: year outside of range [0,9999]".into());
-    }
-    let hms = format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
-    Ok(if micro { format!("{hms}.{micros:06}Z") } else { format!("{hms}Z") })
+    // Re-emitted as the protobuf decoder writes times, which is Time.MarshalJSON's form.
+    crate::protobuf::format::rfc3339(secs, (micros * 1000) as i32, micro)
+        .ok_or_else(|| "Time.MarshalJSON: year outside of range [0,9999]".to_string())
 }
 
 enum TimeError {
@@ -630,19 +626,6 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Go's `fmt.Sprintf("%+v", m)` of a decoded JSON value, as upstream quotes a strategic merge

@@ -1,7 +1,7 @@
 //! Request bodies, namespaces in them, and field validation.
 
 use api_types::fieldcheck::Finding;
-use api_types::typecheck::Dialect;
+use api_types::typecheck::{json_kind, Dialect};
 use api_types::ResourceDef;
 use axum::http::HeaderMap;
 use bytes::Bytes;
@@ -37,10 +37,12 @@ pub(crate) fn decode_validated(
     }
     // A JSON body is scanned as sent, for duplicates and document order; other formats have no
     // duplicates left by now, and report what the decode dropped.
-    let findings = match is_json(headers) {
-        true => api_types::fieldcheck::strict_findings(res.group, res.version, res.kind, body)
-            .unwrap_or_else(|_| unknown.into_iter().map(Finding::Unknown).collect()),
-        false => unknown.into_iter().map(Finding::Unknown).collect(),
+    let dropped = || unknown.iter().cloned().map(Finding::Unknown).collect();
+    let findings = if is_json(headers) {
+        api_types::fieldcheck::strict_findings(res.group, res.version, res.kind, body)
+            .unwrap_or_else(|_| dropped())
+    } else {
+        dropped()
     };
     if mode == "Strict" && !findings.is_empty() {
         return Err(ApiError::bad_request(api_types::fieldcheck::strict_decoding_error(
@@ -108,12 +110,7 @@ pub(crate) fn decode_typed(
         obj = json!({});
     }
     let Value::Object(map) = &obj else {
-        let what = match obj {
-            Value::Array(_) => "array",
-            Value::String(_) => "string",
-            Value::Number(_) => "number",
-            _ => "bool",
-        };
+        let what = json_kind(&obj);
         return Err(unrecognized(
             kind,
             &format!("couldn't get version/kind; json parse error: json: cannot unmarshal {what} into Go value of type {TYPE_META}"),
@@ -162,17 +159,6 @@ pub(crate) fn decode_typed(
 /// How Go prints the anonymous struct upstream reads a body's apiVersion and kind into.
 const TYPE_META: &str =
     r#"struct { APIVersion string "json:\"apiVersion,omitempty\""; Kind string "json:\"kind,omitempty\"" }"#;
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 /// Upstream's 400 for a body it could not even read a kind from:
 /// `the object provided is unrecognized (must be of type Namespace): <why> (<the body's start>)`.
