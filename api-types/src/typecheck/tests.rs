@@ -60,6 +60,10 @@ fn wrong_types_get_gos_messages_at_every_depth() {
         err("", "Pod", json!({"metadata": {"creationTimestamp": "2024-13-01T00:00:00Z"}})),
         "parsing time \"2024-13-01T00:00:00Z\": month out of range"
     );
+    assert_eq!(
+        err("authentication.k8s.io", "TokenRequest", json!({"spec": {"expirationSeconds": "x"}})),
+        "json: cannot unmarshal string into Go struct field TokenRequestSpec.spec.expirationSeconds of type int64"
+    );
     let limits = json!({"containers": [{"name": "c", "resources": {"limits": {"cpu": "1kk"}}}]});
     assert_eq!(err("", "Pod", json!({"spec": limits})), "unable to parse quantity's suffix");
     let limits = json!({"containers": [{"name": "c", "resources": {"limits": {"cpu": "abc"}}}]});
