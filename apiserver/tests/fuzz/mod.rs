@@ -100,6 +100,22 @@ fn seeds() -> Vec<Seed> {
             body: json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
                          "spec": {"selector": {"app": "x"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
         },
+        Seed {
+            kind: "EndpointSlice",
+            uri: "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            key: "/registry/endpointslices/default/",
+            body: json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "x"},
+                         "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                         "endpoints": [{"addresses": ["127.0.0.5"], "conditions": {"ready": true}}]}),
+        },
+        Seed {
+            kind: "Node",
+            uri: "/api/v1/nodes",
+            key: "/registry/minions/",
+            body: json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "x", "labels": {"a": "b"}},
+                         "spec": {"podCIDR": "10.0.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+                         "status": {"capacity": {"cpu": "2", "pods": "110"}}}),
+        },
     ]
 }
 
@@ -116,6 +132,8 @@ fn decodes_as(kind: &str, raw: &[u8]) -> Result<(), String> {
         "Secret" => typed::<core::Secret>(raw),
         "Lease" => typed::<coord::Lease>(raw),
         "Service" => typed::<core::Service>(raw),
+        "EndpointSlice" => typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(raw),
+        "Node" => typed::<core::Node>(raw),
         other => Err(format!("no typed decoder for {other}")),
     }
 }
