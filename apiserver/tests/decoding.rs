@@ -282,6 +282,17 @@ async fn yaml_sent_as_json_is_an_unrecognized_object() {
         "Pod in version \"v1\" cannot be handled as a Namespace: the kind in the data (Pod) does not match the expected kind (Namespace)").await;
 }
 
+/// The fuzz pass's protobuf seed is a valid ConfigMap (so its mutations start from something the
+/// decoder accepts), typed like any other body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protobuf_seed_decodes_to_a_typed_configmap() {
+    let a = api().await;
+    let body = fuzz::protobuf_envelope("ConfigMap", fuzz::CONFIGMAP_PROTO);
+    let (code, created) = a.raw(Method::POST, CMS, api_types::protobuf::CONTENT_TYPE, body).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(a.stored("/registry/configmaps/default/x").await.unwrap()["data"], json!({"k": "v"}));
+}
+
 /// The fuzz passes' seed: fixed, so every run checks the same cases; `KPLANE_FUZZ_SEED=<n>`
 /// explores others (a failure prints its case, to be pinned as a regression test).
 fn fuzz_seed(default: u64) -> u64 {

@@ -288,16 +288,30 @@ fn to_yaml(v: &Value) -> Vec<u8> {
     serde_yaml_ng::to_string(v).map(String::into_bytes).unwrap_or_default()
 }
 
-/// A protobuf body: the envelope's magic, then mutated bytes of a plausible envelope.
-fn protobuf_body(rng: &mut Rng, kind: &str) -> Vec<u8> {
+/// A ConfigMap `{metadata: {name: "x"}, data: {k: v}}` in protobuf, encoded by hand.
+pub const CONFIGMAP_PROTO: &[u8] =
+    &[0x0a, 0x03, 0x0a, 0x01, b'x', 0x12, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v'];
+
+/// A protobuf body as client-go writes it: the magic, then `Unknown { typeMeta: {apiVersion,
+/// kind}, raw }`.
+pub fn protobuf_envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
     let mut b = api_types::protobuf::MAGIC.to_vec();
-    // Unknown { typeMeta: { apiVersion, kind }, raw }, roughly as client-go writes it.
     let type_meta = [&[0x0a, 2][..], b"v1", &[0x12, kind.len() as u8][..], kind.as_bytes()].concat();
     b.extend([0x0a, type_meta.len() as u8]);
     b.extend(type_meta);
-    let raw: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
     b.extend([0x12, raw.len() as u8]);
     b.extend(raw);
+    b
+}
+
+/// A protobuf body to fuzz with: a valid ConfigMap for ConfigMaps, random bytes in the envelope
+/// otherwise; then, half the time, mutated.
+fn protobuf_body(rng: &mut Rng, kind: &str) -> Vec<u8> {
+    let raw: Vec<u8> = match kind {
+        "ConfigMap" => CONFIGMAP_PROTO.to_vec(),
+        _ => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+    };
+    let mut b = protobuf_envelope(kind, &raw);
     if rng.chance(50) {
         mutate_bytes(rng, &mut b);
     }
