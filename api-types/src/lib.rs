@@ -14,6 +14,8 @@
 //! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
 //! - `fieldcheck.rs`: strict field validation (unknown and duplicate fields), as upstream reports it.
+//! - `typecheck.rs`: typed decoding by schema — type errors with upstream's wording, unknown fields
+//!   pruned, values normalised as Go's types re-emit them (one pass, reusable for CRD schemas).
 //! - `selectors/`: label and field selectors (`labelSelector` / `fieldSelector` query parameters and
 //!   `metav1.LabelSelector`), parsed, validated, printed and matched as upstream does.
 //!
@@ -29,6 +31,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
+pub mod typecheck;
 
 pub use k8s_openapi;
 pub use resources::{ResourceDef, Subresource, RESOURCES};

@@ -529,7 +529,8 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
                 p.remove("get");
                 p.remove("patch");
             }
-            // TokenRequest is not among the served schemas; kubectl create token needs no OpenAPI.
+            // The token operation is not published (its TokenRequest schema is, for decoding);
+            // kubectl create token needs no OpenAPI.
             Subresource::Token => continue,
             Subresource::Log => {
                 let text_plain = json!({ "text/plain": { "schema": { "type": "string" } } });

@@ -77,6 +77,7 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("apps", "v1", "Deployment") => add::<apps::v1::Deployment>(gen),
         ("apps", "v1", "ReplicaSet") => add::<apps::v1::ReplicaSet>(gen),
         ("autoscaling", "v1", "Scale") => add::<autoscaling::v1::Scale>(gen),
+        ("authentication.k8s.io", "v1", "TokenRequest") => add::<authentication::v1::TokenRequest>(gen),
         ("discovery.k8s.io", "v1", "EndpointSlice") => add::<discovery::v1::EndpointSlice>(gen),
         ("networking.k8s.io", "v1", "Ingress") => add::<networking::v1::Ingress>(gen),
         ("networking.k8s.io", "v1", "IngressClass") => add::<networking::v1::IngressClass>(gen),
@@ -100,9 +101,12 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
 fn build() -> Registry {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
-    // Subresource kinds are served too (pods/binding, */scale), so they get GVKs like upstream's.
-    let extras: [(&'static str, &'static str, &str); 2] =
-        [("", "v1", "Binding"), ("autoscaling", "v1", "Scale")];
+    // Subresource kinds are served too (pods/binding, */scale, serviceaccounts/token), so they get GVKs like upstream's.
+    let extras: [(&'static str, &'static str, &str); 3] = [
+        ("", "v1", "Binding"),
+        ("autoscaling", "v1", "Scale"),
+        ("authentication.k8s.io", "v1", "TokenRequest"),
+    ];
     for r in RESOURCES {
         if let Some(def) = add_served_kind(&mut gen, r.group, r.version, r.kind) {
             push(&mut kinds, r.group, r.version, r.kind, def);

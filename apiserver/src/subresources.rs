@@ -42,12 +42,8 @@ pub async fn serve(
             let ctx = UpdateCtx { half: Half::Main, manager: &manager, dry_run };
             let (updated, _) = update_loop(st, rp, name, ctx, |obj| {
                 let scale = match patch_type {
-                    Some(pt) => crate::patching::apply_plain(pt, &scale_of(obj), body)?,
-                    None => serde_json::from_slice::<Value>(body).map_err(|e| {
-                        ApiError::bad_request(format!(
-                            "Scale in version \"v1\" cannot be handled as a Scale: json: {e}"
-                        ))
-                    })?,
+                    Some(pt) => crate::patching::apply_scale(pt, &scale_of(obj), body)?,
+                    None => crate::handlers::decode_typed("autoscaling", "v1", "Scale", headers, body)?.0,
                 };
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                 if replicas < 0 {
@@ -75,7 +71,7 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         ("POST", "binding") if res.kind == "Pod" => {
-            bind(st, rp, name, body, params.dry_run("CreateOptions")?).await
+            bind(st, rp, name, headers, body, params.dry_run("CreateOptions")?).await
         }
         ("POST", "token") if res.has(api_types::Subresource::Token) => {
             // Not a storage write: the options are checked, and a token is minted either way.
@@ -139,13 +135,12 @@ async fn bind(
     st: &AppState,
     rp: &ResourcePath,
     name: &str,
+    headers: &HeaderMap,
     body: &Bytes,
     dry_run: bool,
 ) -> ApiResult<Response> {
     let res = rp.res;
-    let binding: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("Binding in version \"v1\" cannot be handled as a Binding: json: {e}"))
-    })?;
+    let (binding, _) = crate::handlers::decode_typed("", "v1", "Binding", headers, body)?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty());
     let Some(node) = node else {
         return Err(ApiError::invalid(res, name, vec![crate::error::Cause::required("target.name")]));

@@ -1,75 +1,15 @@
 //! The API server's router over a real embedded store, driven in-process: bad input gets upstream's
 //! Status and writes nothing; lists page consistently; watches follow upstream's semantics.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Method, Request};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use store::embedded::{EmbeddedConfig, EmbeddedStore};
 use store::Store;
 use tower::ServiceExt;
 
-struct Api {
-    st: apiserver::AppState,
-    store: EmbeddedStore,
-    _dir: tempfile::TempDir,
-}
-
-async fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
-    let st = apiserver::AppState::new(Arc::new(store.clone()), apiserver::Config::default());
-    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
-    Api { st, store, _dir: dir }
-}
-
-impl Api {
-    async fn raw(&self, method: Method, uri: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("content-type", ct)
-            .body(Body::from(body))
-            .unwrap();
-        let resp = apiserver::router(self.st.clone()).oneshot(req).await.unwrap();
-        let code = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: Value) -> (u16, Value) {
-        let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
-        self.raw(method, uri, "application/json", bytes).await
-    }
-
-    async fn revision(&self) -> i64 {
-        self.store.current_revision().await.unwrap()
-    }
-
-    /// Sends a bad request and checks upstream's code and reason, that nothing was written, and that
-    /// the server still serves.
-    async fn refused(
-        &self,
-        method: Method,
-        uri: &str,
-        ct: &str,
-        body: Vec<u8>,
-        code: u16,
-        reason: &str,
-    ) -> Value {
-        let before = self.revision().await;
-        let (got, status) = self.raw(method, uri, ct, body).await;
-        assert_eq!((got, status["reason"].as_str()), (code, Some(reason)), "{uri}: {status}");
-        assert_eq!(status["kind"], "Status");
-        assert_eq!(status["code"], code);
-        assert_eq!(self.revision().await, before, "{uri}: a refused request wrote to the store");
-        let (ok, _) = self.call(Method::GET, "/api/v1/namespaces/default", Value::Null).await;
-        assert_eq!(ok, 200, "server stopped serving");
-        status
-    }
-}
+mod common;
+use common::{api, Api};
 
 fn cm(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "b"}})

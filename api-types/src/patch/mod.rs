@@ -33,7 +33,6 @@ mod tests;
 mod tests_strategic;
 
 use serde_json::Value;
-pub use strategic::json_kind;
 
 /// Upstream's cap on the number of operations in one JSON patch (`maxJSONPatchOperations`).
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;

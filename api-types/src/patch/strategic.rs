@@ -17,6 +17,7 @@
 use serde_json::{Map, Value};
 
 use super::{PatchError, PatchSchema};
+use crate::typecheck::json_kind;
 
 type Obj = Map<String, Value>;
 type Schema<'a> = Option<&'a dyn PatchSchema>;
@@ -60,18 +61,6 @@ pub(super) fn apply(original: Value, patch: Value, schema: &dyn PatchSchema) -> 
         }
     };
     merge_map(original, patch, Some(schema)).map(Value::Object)
-}
-
-/// How Go's encoding/json names a JSON value's type in its unmarshal errors.
-pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// The field's patch strategy with `retainKeys` taken out: `retainKeys` only matters when a patch

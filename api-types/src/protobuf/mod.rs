@@ -15,7 +15,7 @@
 mod decode;
 #[rustfmt::skip]
 mod fields;
-mod format;
+pub(crate) mod format;
 #[cfg(test)]
 mod gen;
 mod table;

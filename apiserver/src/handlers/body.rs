@@ -1,5 +1,7 @@
 //! Request bodies, namespaces in them, and field validation.
 
+use api_types::fieldcheck::Finding;
+use api_types::typecheck::{json_kind, Dialect};
 use api_types::ResourceDef;
 use axum::http::HeaderMap;
 use bytes::Bytes;
@@ -7,46 +9,128 @@ use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::meta;
-use crate::objects::set_kind;
 use crate::params::Params;
 use crate::route::ResourcePath;
 
-/// Reads and parses a JSON body into an object of the resource's kind.
+/// Reads a body (JSON, YAML or protobuf) as an object of the resource's kind, decoded as upstream's
+/// codec decodes into the kind's Go type: a value of the wrong type is a 400 with upstream's
+/// message, unknown fields are dropped, and what is returned is the typed object's JSON
+/// (`api_types::typecheck`). Field validation's verdict on the dropped fields is
+/// [`decode_validated`]'s.
 pub fn decode_body(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    let mime = media_type(headers);
-    let mut obj: Value = match mime {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: {}",
-                res.kind,
-                res.version,
-                res.kind,
-                json_error_text(&e)
-            ))
-        })?,
-        api_types::protobuf::CONTENT_TYPE => api_types::protobuf::decode_to_json(body, res.group, res.version, res.kind)
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: {e}",
-                    res.kind, res.version, res.kind
-                ))
-            })?,
-        "application/yaml" => serde_yaml_ng::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
-        })?,
+    decode_typed(res.group, res.version, res.kind, headers, body).map(|(obj, _)| obj)
+}
+
+/// [`decode_body`] plus field validation per `?fieldValidation`: unknown and duplicate fields fail
+/// the request under Strict, come back as warnings under Warn (the default), and are dropped
+/// silently under Ignore.
+pub(crate) fn decode_validated(
+    res: &ResourceDef,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<(Value, Vec<String>)> {
+    let mode = validation_mode(params)?;
+    let (obj, unknown) = decode_typed(res.group, res.version, res.kind, headers, body)?;
+    if mode == "Ignore" {
+        return Ok((obj, Vec::new()));
+    }
+    // A JSON body is scanned as sent, for duplicates and document order; other formats have no
+    // duplicates left by now, and report what the decode dropped.
+    let dropped = || unknown.iter().cloned().map(Finding::Unknown).collect();
+    let findings = if is_json(headers) {
+        api_types::fieldcheck::strict_findings(res.group, res.version, res.kind, body)
+            .unwrap_or_else(|_| dropped())
+    } else {
+        dropped()
+    };
+    if mode == "Strict" && !findings.is_empty() {
+        return Err(ApiError::bad_request(api_types::fieldcheck::strict_decoding_error(
+            res.kind,
+            res.version,
+            &findings,
+        )));
+    }
+    Ok((obj, findings.iter().map(|f| f.to_string()).collect()))
+}
+
+/// Field validation of a patched object, whose unknown fields the patch decode dropped
+/// (`patching::apply`): upstream's patch handler words the Strict failure without the kind.
+pub(crate) fn patch_field_validation(params: &Params, unknown: Vec<String>) -> ApiResult<Vec<String>> {
+    let mode = validation_mode(params)?;
+    let findings: Vec<String> = unknown.into_iter().map(|p| Finding::Unknown(p).to_string()).collect();
+    match mode {
+        "Ignore" => Ok(Vec::new()),
+        "Strict" if !findings.is_empty() => {
+            Err(ApiError::bad_request(format!("strict decoding error: {}", findings.join(", "))))
+        }
+        _ => Ok(findings),
+    }
+}
+
+/// The `fieldValidation` directive, Warn when absent.
+fn validation_mode(params: &Params) -> ApiResult<&str> {
+    let mode = params.get("fieldValidation").unwrap_or("Warn");
+    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: \"{mode}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        )));
+    }
+    Ok(mode)
+}
+
+/// Decodes a body as the given kind; also returns the unknown fields it dropped. Used directly for
+/// subresource bodies that are not their resource's kind (Scale, Binding).
+pub(crate) fn decode_typed(
+    group: &str,
+    version: &str,
+    kind: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<(Value, Vec<String>)> {
+    let cannot = |why: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {why}"))
+    };
+    let mut obj: Value = match media_type(headers) {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| unrecognized(kind, &format!("couldn't get version/kind; json parse error: {}", go_json_error(&e, body)), body))?,
+        api_types::protobuf::CONTENT_TYPE => {
+            api_types::protobuf::decode_to_json(body, group, version, kind).map_err(|e| cannot(&e))?
+        }
+        "application/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| unrecognized(kind, &format!("error converting YAML to JSON: yaml: {e}"), body))?,
         other => {
             return Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {other:?})"
             )))
         }
     };
-    if !obj.is_object() {
-        return Err(ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
-            res.kind, res.version, res.kind
-        )));
+    // A `null` document decodes into the zero object, as Go's does.
+    if obj.is_null() {
+        obj = json!({});
     }
-    let want_av = res.api_version();
+    let Value::Object(map) = &obj else {
+        let what = json_kind(&obj);
+        return Err(unrecognized(
+            kind,
+            &format!("couldn't get version/kind; json parse error: json: cannot unmarshal {what} into Go value of type {TYPE_META}"),
+            body,
+        ));
+    };
+    // apiVersion and kind are read first, into a struct of two strings.
+    for field in ["apiVersion", "kind"] {
+        if let Some(v) = map.get(field).filter(|v| !v.is_string() && !v.is_null()) {
+            return Err(unrecognized(
+                kind,
+                &format!(
+                    "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go struct field .{field} of type string",
+                    json_kind(v)
+                ),
+                body,
+            ));
+        }
+    }
+    let want_av = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     match obj.get("apiVersion").and_then(Value::as_str) {
         Some(av) if av != want_av => {
             return Err(ApiError::bad_request(format!(
@@ -56,16 +140,84 @@ pub fn decode_body(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiR
         _ => {}
     }
     match obj.get("kind").and_then(Value::as_str) {
-        Some(k) if k != res.kind => {
+        Some(k) if k != kind => {
             return Err(ApiError::bad_request(format!(
-                "{k} in version \"{}\" cannot be handled as a {}: the kind in the data ({k}) does not match the expected kind ({})",
-                res.version, res.kind, res.kind
+                "{k} in version \"{version}\" cannot be handled as a {kind}: the kind in the data ({k}) does not match the expected kind ({kind})"
             )))
         }
         _ => {}
     }
-    set_kind(res, &mut obj);
-    Ok(obj)
+    let unknown = api_types::typecheck::check_kind(group, version, kind, &mut obj, Dialect::Json)
+        .map_err(|e| cannot(&e))?;
+    if let Value::Object(map) = &mut obj {
+        map.insert("apiVersion".into(), json!(want_av));
+        map.insert("kind".into(), json!(kind));
+    }
+    Ok((obj, unknown))
+}
+
+/// How Go prints the anonymous struct upstream reads a body's apiVersion and kind into.
+const TYPE_META: &str =
+    r#"struct { APIVersion string "json:\"apiVersion,omitempty\""; Kind string "json:\"kind,omitempty\"" }"#;
+
+/// Upstream's 400 for a body it could not even read a kind from:
+/// `the object provided is unrecognized (must be of type Namespace): <why> (<the body's start>)`.
+fn unrecognized(kind: &str, why: &str, body: &[u8]) -> ApiError {
+    ApiError::bad_request(format!(
+        "the object provided is unrecognized (must be of type {kind}): {why} ({})",
+        summarize(body, 30)
+    ))
+}
+
+/// Upstream's summary of a body in decode errors: JSON objects as text, anything else in hex, cut at
+/// `max` bytes.
+fn summarize(body: &[u8], max: usize) -> String {
+    let cut = &body[..body.len().min(max)];
+    let more = if body.len() > max { " ..." } else { "" };
+    match body.first() {
+        None => "<empty>".into(),
+        Some(b'{') => format!("{}{more}", String::from_utf8_lossy(cut)),
+        Some(_) => format!("{}{more}", cut.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+/// A JSON syntax error in Go's words where serde's map onto them (`invalid character 'a' looking
+/// for beginning of value`, `unexpected end of JSON input`), serde's own otherwise.
+fn go_json_error(e: &serde_json::Error, body: &[u8]) -> String {
+    if e.is_eof() {
+        return "unexpected end of JSON input".into();
+    }
+    let at = offset_of(body, e.line(), e.column());
+    let found = at.and_then(|i| body.get(i)).map(|b| go_quote_byte(*b));
+    let text = e.to_string();
+    match found {
+        Some(c) if text.starts_with("expected value") => {
+            format!("invalid character {c} looking for beginning of value")
+        }
+        Some(c) if text.starts_with("trailing characters") => {
+            format!("invalid character {c} after top-level value")
+        }
+        _ => format!("json: {e}"),
+    }
+}
+
+/// The byte offset of serde's 1-based line and column (the column counts the byte in error).
+fn offset_of(body: &[u8], line: usize, column: usize) -> Option<usize> {
+    let mut start = 0;
+    for _ in 1..line {
+        start += body.get(start..)?.iter().position(|b| *b == b'\n')? + 1;
+    }
+    (start + column).checked_sub(1)
+}
+
+/// Go's `quoteChar`: `'a'`, `'\''`, `'\\x00'`-style escapes for control bytes.
+fn go_quote_byte(b: u8) -> String {
+    match b {
+        b'\'' => r"'\''".into(),
+        b'"' => r#"'"'"#.into(),
+        0x20..=0x7e => format!("'{}'", b as char),
+        _ => format!("{:?}", b as char),
+    }
 }
 
 /// Whether the body is JSON (field validation scans JSON only).
@@ -99,10 +251,6 @@ pub(crate) fn name_mismatch(found: &str, name: &str) -> ApiError {
     ))
 }
 
-pub(crate) fn json_error_text(e: &serde_json::Error) -> String {
-    format!("json: {e}")
-}
-
 /// Checks the body's namespace against the URL's and fills it in.
 pub(crate) fn check_namespace(rp: &ResourcePath, obj: &mut Value) -> ApiResult<()> {
     if !rp.res.namespaced {
@@ -119,38 +267,4 @@ pub(crate) fn check_namespace(rp: &ResourcePath, obj: &mut Value) -> ApiResult<(
             Ok(())
         }
     }
-}
-
-/// Runs field validation per the `fieldValidation` parameter on the raw JSON of an object: unknown
-/// and duplicate fields are an error under Strict, warnings under Warn (the default), ignored under
-/// Ignore.
-pub(crate) fn field_validation(res: &ResourceDef, params: &Params, raw: &[u8]) -> ApiResult<Vec<String>> {
-    let mode = params.get("fieldValidation").unwrap_or("Warn");
-    if !matches!(mode, "Strict" | "Warn" | "Ignore") {
-        return Err(ApiError::bad_request(format!(
-            "fieldValidation: Unsupported value: \"{mode}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
-        )));
-    }
-    if mode == "Ignore" {
-        return Ok(Vec::new());
-    }
-    let findings = match api_types::fieldcheck::strict_findings(res.group, res.version, res.kind, raw) {
-        Ok(f) => f,
-        // The body already parsed as JSON; a scan failure here is not the client's problem.
-        Err(e) => {
-            tracing::debug!(error = %e, "field validation scan failed");
-            return Ok(Vec::new());
-        }
-    };
-    if findings.is_empty() {
-        return Ok(Vec::new());
-    }
-    if mode == "Strict" {
-        return Err(ApiError::bad_request(api_types::fieldcheck::strict_decoding_error(
-            res.kind,
-            res.version,
-            &findings,
-        )));
-    }
-    Ok(findings.iter().map(|f| f.to_string()).collect())
 }

@@ -71,7 +71,7 @@ pub fn delete_opts(
             Some(other) => {
                 return Err(invalid(&format!(
                     "json: cannot unmarshal {} into Go struct field DeleteOptions.dryRun of type []string",
-                    api_types::patch::json_kind(other)
+                    api_types::typecheck::json_kind(other)
                 )))
             }
         }

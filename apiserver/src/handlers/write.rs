@@ -64,8 +64,7 @@ pub(crate) async fn create(
     let res = rp.res;
     let dry_run = params.dry_run("CreateOptions")?;
     let manager = Manager::of(params, headers, None)?;
-    let mut obj = decode_body(res, headers, body)?;
-    let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
+    let (mut obj, warnings) = decode_validated(res, params, headers, body)?;
     check_namespace(rp, &mut obj)?;
     for field in ["resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta::remove(&mut obj, field);
@@ -273,8 +272,7 @@ pub(crate) async fn update(
 ) -> ApiResult<Response> {
     let res = rp.res;
     let dry_run = params.dry_run("UpdateOptions")?;
-    let mut new = decode_body(res, headers, body)?;
-    let warnings = if is_json(headers) { field_validation(res, params, body)? } else { Vec::new() };
+    let (mut new, warnings) = decode_validated(res, params, headers, body)?;
     check_namespace(rp, &mut new)?;
     if let Some(n) = meta::name(&new) {
         if n != name {
@@ -315,7 +313,7 @@ pub(crate) async fn patch(
     let manager = Manager::of(params, headers, half.subresource())?;
     let ctx = UpdateCtx { half, manager: &manager, dry_run };
     let (obj, rev) = update_loop(st, rp, name, ctx, |old| {
-        let mut patched = crate::patching::apply(res, patch_type, old, body)?;
+        let (mut patched, unknown) = crate::patching::apply(res, patch_type, old, body)?;
         set_kind(res, &mut patched);
         check_namespace(rp, &mut patched)?;
         // A resourceVersion in the patch that differs from the stored one is the client's precondition.
@@ -326,7 +324,7 @@ pub(crate) async fn patch(
         if meta::name(&patched) != Some(name) {
             return Err(name_mismatch(meta::name(&patched).unwrap_or(""), name));
         }
-        warnings = field_validation(res, params, &serde_json::to_vec(&patched).unwrap_or_default())?;
+        warnings = patch_field_validation(params, unknown)?;
         Ok((patched, precondition))
     })
     .await?;
