@@ -23,7 +23,8 @@
 //! one past the last delivered revision, also advanced by etcd's progress notifications). When the
 //! gRPC stream fails or ends (etcd restarted, connection reset) it re-creates the watch from
 //! `next_rev` with a capped exponential backoff, and drops any event below `next_rev`, so nothing is
-//! lost and nothing is delivered twice. Only a compacted start revision (or a server-side cancel)
+//! lost and nothing is delivered twice. Each revision is handed over whole (etcd never splits one
+//! across responses), so `next_rev` never points into a half-delivered revision. Only a compacted start revision (or a server-side cancel)
 //! ends the stream, with an error.
 //!
 //! A watch from revision 0 ("from the next write") is pinned to `current revision + 1` up front, so a
@@ -46,8 +47,8 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use crate::{
-    prefix_end, Deleted, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Store,
-    StoreLimits, WatchStream,
+    prefix_end, Deleted, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, RevisionStream,
+    Store, StoreLimits,
 };
 
 /// Largest response accepted from etcd. A list of 10k pods is several MiB, past tonic's 4 MiB
@@ -444,13 +445,9 @@ impl Store for EtcdStore {
         Ok(Deleted { prev: convert_kv(&prev)?, revision })
     }
 
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        self.watch_task(prefix, from_revision, true).await
-    }
-
-    /// Without prev_kv: etcd then skips a read of the previous revision for every event it sends.
-    async fn watch_latest(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        self.watch_task(prefix, from_revision, false).await
+    /// With `prev_kv` false etcd skips a read of the previous revision for every event it sends.
+    async fn watch_revisions(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream> {
+        self.watch_task(prefix, from_revision, prev_kv).await
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -498,7 +495,7 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
-    async fn watch_task(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<WatchStream> {
+    async fn watch_task(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream> {
         let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
         let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
@@ -508,7 +505,7 @@ impl EtcdStore {
     }
 }
 
-/// The background half of [`EtcdStore::watch`].
+/// The background half of [`EtcdStore::watch_revisions`].
 struct WatchTask {
     client: Client,
     key: Vec<u8>,
@@ -517,7 +514,7 @@ struct WatchTask {
     prev_kv: bool,
     /// The lowest revision not yet delivered; a (re)created etcd watch starts here.
     next_rev: i64,
-    tx: mpsc::Sender<Result<Event>>,
+    tx: mpsc::Sender<Result<Vec<Event>>>,
 }
 
 /// Why one etcd watch stream stopped.
@@ -619,14 +616,12 @@ impl WatchTask {
                 }
                 continue;
             }
-            // etcd sends all events of one revision in one response, so deciding per response
-            // against `next_rev` never splits a revision.
-            let floor = self.next_rev;
+            // etcd sends all events of one revision in one response (it splits a response only
+            // between revisions, and we never ask for fragments), so each revision goes to the
+            // consumer whole, and `next_rev` only ever moves past fully delivered revisions.
+            let mut revision: Vec<Event> = Vec::new();
             for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                let revision = kv.mod_revision();
-                if revision < floor {
-                    // Already delivered before a reconnect.
+                if ev.kv().is_none() {
                     continue;
                 }
                 let event = match convert_event(ev) {
@@ -636,12 +631,31 @@ impl WatchTask {
                         return StreamEnd::Stop;
                     }
                 };
-                if self.tx.send(Ok(event)).await.is_err() {
+                if event.revision() < self.next_rev {
+                    // Already delivered before a reconnect.
+                    continue;
+                }
+                if revision.last().is_some_and(|last| last.revision() != event.revision())
+                    && !self.deliver(std::mem::take(&mut revision)).await
+                {
                     return StreamEnd::Stop;
                 }
-                self.next_rev = self.next_rev.max(revision + 1);
+                revision.push(event);
+            }
+            if !self.deliver(revision).await {
+                return StreamEnd::Stop;
             }
         }
+    }
+
+    /// Sends one revision's events and moves `next_rev` past it; false when the consumer is gone.
+    async fn deliver(&mut self, revision: Vec<Event>) -> bool {
+        let Some(rev) = revision.first().map(Event::revision) else { return true };
+        if self.tx.send(Ok(revision)).await.is_err() {
+            return false;
+        }
+        self.next_rev = self.next_rev.max(rev + 1);
+        true
     }
 }
 

@@ -30,7 +30,7 @@ use self::mvcc::{internal, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use self::txn::{OpResult, RangeRequest, RangeResult, Txn, TxnOp, TxnResult};
 use self::writer::{Batch, Request};
 use crate::{
-    prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, Store, StoreLimits, WatchStream,
+    prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, RevisionStream, Store, StoreLimits,
 };
 
 /// File name of the database inside the data directory.
@@ -191,8 +191,9 @@ impl EmbeddedStore {
         mvcc::range(&latest, &log, req, current, compact)
     }
 
-    /// Watches [`key`, `range_end`) (etcd conventions) from `from` (0: from the next revision).
-    pub fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, from: i64) -> Result<WatchStream> {
+    /// Watches [`key`, `range_end`) (etcd conventions) from `from` (0: from the next revision), one
+    /// whole revision per item.
+    pub fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, from: i64) -> Result<RevisionStream> {
         let from = if from <= 0 { watch::revisions(&self.inner.db)?.0 + 1 } else { from as u64 };
         watch::start(self.inner.db.clone(), &self.inner.hub, key, range_end, from)
     }
@@ -421,7 +422,12 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+    async fn watch_revisions(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        _prev_kv: bool,
+    ) -> Result<RevisionStream> {
         let mut end = prefix_end(prefix.as_bytes());
         if end.is_empty() {
             end = vec![0];
