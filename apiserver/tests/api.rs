@@ -871,3 +871,43 @@ async fn lease_expiry_delivers_every_deleted_event_on_etcd() {
         lease_expiry_delivers_every_deleted_event(Arc::new(store.clone()), window).await;
     }
 }
+
+/// Issue 14: with a real etcd, upstream's compactor (`--etcd-compaction-interval`) runs, and a watch
+/// from a revision it compacted away gets upstream's in-stream 410 Expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_revision_compacted_on_etcd_gets_410() {
+    let etcd = store::etcd_process::EtcdProcess::start().await.unwrap_or_else(|e| panic!("starting etcd: {e}"));
+    let store =
+        store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![etcd.endpoint()])).await.unwrap();
+    let compactor = store.run_compactor(std::time::Duration::from_millis(200));
+    let st = apiserver::AppState::new(Arc::new(store.clone()), apiserver::Config::default());
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (code, first) = call(&st, Method::POST, cms, cm("old")).await;
+    assert_eq!(code, 201);
+    let rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for i in 0.. {
+        assert_eq!(call(&st, Method::POST, cms, cm(&format!("new{i}"))).await.0, 201);
+        let opts = store::ListOptions {
+            prefix: "/registry/".into(),
+            revision: rv.parse().unwrap(),
+            ..Default::default()
+        };
+        if matches!(store.list(opts).await, Err(store::Error::Compacted { .. })) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "etcd was not compacted within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    compactor.abort();
+    let lines =
+        watch_until(&st, &format!("{cms}?watch=true&resourceVersion={rv}"), async {}, |l| !l.is_empty()).await;
+    assert_eq!(lines[0]["type"], "ERROR", "{lines:?}");
+    assert_eq!(lines[0]["object"]["code"], 410);
+    assert_eq!(lines[0]["object"]["reason"], "Expired");
+    assert!(
+        lines[0]["object"]["message"].as_str().unwrap().starts_with("too old resource version"),
+        "{lines:?}"
+    );
+}

@@ -30,6 +30,14 @@
 //! A watch from revision 0 ("from the next write") is pinned to `current revision + 1` up front, so a
 //! reconnect knows where to resume even if no event was delivered yet.
 //!
+//! # Compaction
+//!
+//! [`EtcdStore::run_compactor`] is upstream kube-apiserver's compactor (`storage/etcd3/compact.go`):
+//! every interval, a compare-and-swap on the version of the key `compact_rev_key` (the logical
+//! "compact time") decides which of several API servers sharing the etcd compacts this interval;
+//! the winner writes the revision it saw at its previous tick into the key and compacts to it, so
+//! one interval of history always stays. A loser adopts the key's version and tries next time.
+//!
 //! # Errors
 //!
 //! [`map_err`] is the one place etcd-client errors become [`Error`]s: connection-level failures are
@@ -65,6 +73,9 @@ const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Events buffered between the watch task and the consumer. Bounded so a slow consumer slows the
 /// task (and etcd's stream, through gRPC flow control) instead of growing memory without limit.
 const WATCH_CHANNEL_CAPACITY: usize = 256;
+/// The key upstream's compactor keeps its logical compact time in (its version) and the last
+/// compacted revision (its value). Outside `/registry`, so object lists never see it.
+pub const COMPACT_REV_KEY: &str = "compact_rev_key";
 /// How long to wait for etcd to report the compacted revision when it is looked up after an error.
 const COMPACT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 keep-alive, so a watch on a connection to a vanished host (no RST ever arrives) fails and
@@ -189,6 +200,65 @@ impl EtcdStore {
             }
             other => other,
         }
+    }
+}
+
+/// What upstream's compactor remembers between ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactorState {
+    /// The version of [`COMPACT_REV_KEY`] this API server last saw or wrote: its compact time.
+    pub time: i64,
+    /// The store's revision at the previous tick: what the next winning tick compacts to.
+    pub revision: i64,
+}
+
+impl EtcdStore {
+    /// One tick of upstream's compactor. Returns the revision compacted to, or None when another API
+    /// server won this interval or there is nothing to compact yet (the first tick only records the
+    /// revision). A compaction etcd refuses because that revision is already compacted counts as done.
+    pub async fn compact_tick(&self, state: &mut CompactorState) -> Result<Option<i64>> {
+        let txn = Txn::new()
+            .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, state.time)])
+            .and_then([TxnOp::put(COMPACT_REV_KEY, state.revision.to_string(), None)])
+            .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
+        let resp = self.kv().txn(txn).await.map_err(map_err)?;
+        let current = header_revision(resp.header())?;
+        if !resp.succeeded() {
+            // Someone else compacted in this interval: adopt their compact time and wait.
+            let theirs = txn_get(&resp).and_then(|get| get.kvs().first().map(|kv| kv.version())).unwrap_or(0);
+            *state = CompactorState { time: theirs, revision: current };
+            return Ok(None);
+        }
+        let target = state.revision;
+        *state = CompactorState { time: state.time + 1, revision: current };
+        if target == 0 {
+            // Upstream does not compact on the first tick.
+            return Ok(None);
+        }
+        match self.kv().compact(target, None).await {
+            Ok(_) => Ok(Some(target)),
+            Err(e) => match self.map_revision_err(e, target).await {
+                Error::Compacted { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Runs upstream's compactor every `interval` until the task is aborted. The first compaction
+    /// happens two intervals in (the first tick only records the revision).
+    pub fn run_compactor(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut state = CompactorState::default();
+            loop {
+                tokio::time::sleep(interval).await;
+                match store.compact_tick(&mut state).await {
+                    Ok(Some(rev)) => tracing::info!(revision = rev, "etcd: compacted"),
+                    Ok(None) => tracing::debug!(?state, "etcd: compactor tick without compaction"),
+                    Err(e) => tracing::warn!(error = %e, "etcd: compaction failed"),
+                }
+            }
+        })
     }
 }
 
