@@ -261,6 +261,7 @@ async fn lists_page_at_one_revision_while_writes_go_on() {
         .collect();
     assert_eq!(names, ["c3", "c4", "c5"]);
     assert_eq!(page2["metadata"]["resourceVersion"], rv);
+    assert_eq!(page2["metadata"]["remainingItemCount"], 1, "counted at the first page's revision");
     let token = page2["metadata"]["continue"].as_str().unwrap().to_string();
     let (_, page3) = a.call(Method::GET, &format!("{cms}?limit=3&continue={token}"), Value::Null).await;
     assert_eq!(page3["items"].as_array().unwrap().len(), 1);
@@ -910,4 +911,71 @@ async fn a_watch_from_a_revision_compacted_on_etcd_gets_410() {
         lines[0]["object"]["message"].as_str().unwrap().starts_with("too old resource version"),
         "{lines:?}"
     );
+}
+
+/// Issue 14: a paged LIST at one revision while others write: every page holds exactly the first
+/// page's snapshot, and remainingItemCount (carried from the first page's count in the continue
+/// token) is right on every page.
+async fn paged_list_at_an_old_revision(store: store::DynStore) {
+    const N: usize = 25;
+    const LIMIT: usize = 4;
+    let st = apiserver::AppState::new(store, apiserver::Config::default());
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let ns = format!("paged-{}", nanos % 1_000_000_000);
+    assert_eq!(call(&st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await.0, 201);
+    let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+    for i in 0..N {
+        assert_eq!(call(&st, Method::POST, &cms, cm(&format!("c{i:02}"))).await.0, 201);
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, first) = call(&st, Method::GET, &format!("{cms}?limit={LIMIT}"), Value::Null).await;
+    let rv = first["metadata"]["resourceVersion"].clone();
+    let mut seen = names(&first);
+    assert_eq!(first["metadata"]["remainingItemCount"], N - LIMIT);
+    let mut page = first;
+    let mut round = 0;
+    while let Some(token) = page["metadata"]["continue"].as_str().map(str::to_string) {
+        round += 1;
+        // Between pages: delete a key not read yet, update another, add keys inside the range.
+        let victim = format!("c{:02}", (seen.len() + 1).min(N - 1));
+        call(&st, Method::DELETE, &format!("{cms}/{victim}"), Value::Null).await;
+        let mut upd = cm(&format!("c{:02}", (seen.len() + 2).min(N - 1)));
+        upd["data"]["a"] = json!("changed");
+        call(&st, Method::PUT, &format!("{cms}/{}", upd["metadata"]["name"].as_str().unwrap()), upd).await;
+        call(&st, Method::POST, &cms, cm(&format!("c{:02}-new{round}", seen.len()))).await;
+        let (code, next) =
+            call(&st, Method::GET, &format!("{cms}?limit={LIMIT}&continue={token}"), Value::Null).await;
+        assert_eq!(code, 200, "{next}");
+        assert_eq!(next["metadata"]["resourceVersion"], rv);
+        seen.extend(names(&next));
+        let left = N - seen.len();
+        if left > 0 {
+            assert_eq!(next["metadata"]["remainingItemCount"], left, "page {round}: {}", next["metadata"]);
+        } else {
+            assert!(next["metadata"].get("continue").is_none(), "{}", next["metadata"]);
+        }
+        page = next;
+        assert!(round <= N, "paging does not end");
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(seen, want, "the pages are the first page's snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_lists_at_an_old_revision_on_the_embedded_store_and_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    paged_list_at_an_old_revision(Arc::new(embedded)).await;
+    let etcd = store::etcd_process::EtcdProcess::start().await.unwrap_or_else(|e| panic!("starting etcd: {e}"));
+    let store =
+        store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![etcd.endpoint()])).await.unwrap();
+    paged_list_at_an_old_revision(Arc::new(store)).await;
 }

@@ -148,6 +148,14 @@ pub trait Store: Send + Sync + 'static {
     /// Keys under a prefix, at one revision, one page at a time.
     async fn list(&self, opts: ListOptions) -> Result<ListResult>;
 
+    /// Like [`Store::list`], but the backend need not count the keys after the page: `remaining` may
+    /// then be 0 while `more` stays exact. For the continue pages of a list whose first page counted
+    /// (at one revision the count cannot change), so that a backend that can skip counting spends
+    /// the page, not a pass over the range, on each one.
+    async fn list_without_count(&self, opts: ListOptions) -> Result<ListResult> {
+        self.list(opts).await
+    }
+
     /// Writes `key` only if it does not exist, else [`Error::AlreadyExists`]. `lease` 0 for none.
     async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<KeyValue>;
 

@@ -420,6 +420,29 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
          still present, no new keys"
     );
 
+    // The same pages without counting (what a list's continue pages use once the first counted):
+    // the same items, `more` exact, after all the writes above.
+    let mut uncounted: Vec<KeyValue> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let opts = ListOptions {
+            prefix: prefix.to_string(),
+            revision: rev,
+            limit: PAGE,
+            continue_after: after.clone(),
+        };
+        let page = must("list_without_count", store.list_without_count(opts)).await;
+        assert_eq!(page.revision, rev, "list_without_count reports the revision it was asked for");
+        uncounted.extend(page.items.iter().cloned());
+        assert_eq!(page.more, uncounted.len() < N, "list_without_count: more iff keys remain ({page:?})");
+        if !page.more {
+            break;
+        }
+        after = page.items.last().map(|kv| kv.key.clone());
+        assert!(uncounted.len() <= N, "list_without_count does not terminate");
+    }
+    assert_eq!(uncounted, original, "uncounted pages at revision {rev} are exactly the snapshot");
+
     // The latest state does show every change.
     let latest = list(store, prefix, 0, 0, None).await;
     let latest_keys: Vec<&str> = latest.items.iter().map(|kv| kv.key.as_str()).collect();
