@@ -109,6 +109,11 @@ pub struct StoreArgs {
     /// Client key for the etcd servers.
     #[arg(long)]
     pub etcd_keyfile: Option<PathBuf>,
+    /// How often history is compacted, to the revision seen one interval before, as upstream
+    /// kube-apiserver does (Go duration; 0 turns compaction off). For the embedded store as well as
+    /// for --etcd-servers, where several API servers compact once per interval between them.
+    #[arg(long, default_value = "5m0s", value_parser = parse_go_duration)]
+    pub etcd_compaction_interval: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -313,21 +318,24 @@ fn snapshot_cmd(what: SnapshotCommand) -> Result<()> {
 /// The two backends `up` can run on.
 enum Opened {
     Embedded(EmbeddedStore),
-    Etcd(DynStore),
+    /// A real etcd, and its compactor unless compaction is off.
+    Etcd(DynStore, Option<tokio::task::JoinHandle<()>>),
 }
 
 impl Opened {
     fn dyn_store(&self) -> DynStore {
         match self {
             Opened::Embedded(s) => Arc::new(s.clone()),
-            Opened::Etcd(s) => s.clone(),
+            Opened::Etcd(s, _) => s.clone(),
         }
     }
 }
 
 async fn open_store(args: &StoreArgs) -> Result<Opened> {
     if args.etcd_servers.is_empty() {
-        let store = EmbeddedStore::open(EmbeddedConfig::new(&args.data_dir))
+        let mut cfg = EmbeddedConfig::new(&args.data_dir);
+        cfg.compaction_interval = args.etcd_compaction_interval;
+        let store = EmbeddedStore::open(cfg)
             .await
             .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?;
         return Ok(Opened::Embedded(store));
@@ -339,7 +347,9 @@ async fn open_store(args: &StoreArgs) -> Result<Opened> {
     let store = EtcdStore::connect(cfg)
         .await
         .with_context(|| format!("connecting to etcd at {}", args.etcd_servers.join(",")))?;
-    Ok(Opened::Etcd(Arc::new(store)))
+    let interval = args.etcd_compaction_interval;
+    let compactor = (!interval.is_zero()).then(|| store.run_compactor(interval));
+    Ok(Opened::Etcd(Arc::new(store), compactor))
 }
 
 /// The embedded endpoint's TLS files (`--etcd-listen-certfile` and friends), if given.
@@ -380,7 +390,7 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
             endpoint = Some((stop_tx, served));
         }
         Opened::Embedded(_) => println!("kplane: embedded store in {}", args.store.data_dir.display()),
-        Opened::Etcd(store) => {
+        Opened::Etcd(store, _) => {
             let revision = store.current_revision().await.context("reading etcd's revision")?;
             println!("kplane: using etcd at {} (revision {revision})", args.store.etcd_servers.join(","));
         }
@@ -548,8 +558,10 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
         let _ = stop.send(());
         served.await??;
     }
-    if let Opened::Embedded(store) = opened {
-        store.shutdown().await;
+    match opened {
+        Opened::Embedded(store) => store.shutdown().await,
+        Opened::Etcd(_, Some(compactor)) => compactor.abort(),
+        Opened::Etcd(_, None) => {}
     }
     match failed {
         Some(e) => Err(e),

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{etcdctl, eventually, free_port, stderr, stdout, Kplane};
-use serde_json::Value;
+use serde_json::{json, Value};
 use store::etcd_process::EtcdProcess;
 
 /// kplane plus the etcd endpoint that holds its data.
@@ -25,11 +25,17 @@ impl Cluster {
     }
 
     fn real_etcd() -> Cluster {
+        Cluster::real_etcd_with(&[])
+    }
+
+    fn real_etcd_with(extra: &[&str]) -> Cluster {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let real = rt.block_on(EtcdProcess::start()).expect("start a real etcd (install etcd-server)");
         let dir = tempfile::tempdir().unwrap();
         let etcd = real.endpoint();
-        let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &["--etcd-servers", &etcd]);
+        let args: Vec<&str> =
+            ["--etcd-servers", etcd.as_str()].into_iter().chain(extra.iter().copied()).collect();
+        let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &args);
         Cluster { kp, etcd, _real: Some(real), _dir: dir }
     }
 
@@ -71,6 +77,7 @@ both_backends!(
     server_dry_runs_store_nothing,
     delete_namespace_all_spares_the_system_ones,
     health_endpoints_with_curl,
+    events_of_one_lease_all_deleted_and_chunked_lists,
 );
 
 fn api_resources_and_bootstrap_objects(c: &Cluster) {
@@ -430,4 +437,126 @@ fn health_endpoints_with_curl(c: &Cluster) {
         assert!(body.ends_with(&format!("{probe} check passed\n")), "{body}");
         assert_eq!(curl(&format!("/{probe}/etcd")), ("200".to_string(), "ok".to_string()));
     }
+}
+
+/// Issue 14: `kubectl get events -w` sees every DELETED of a lease that goes (revoked with the real
+/// `etcdctl`, which is what its expiry does: one revision deletes every key), and `kubectl get
+/// --chunk-size` pages at one revision.
+fn events_of_one_lease_all_deleted_and_chunked_lists(c: &Cluster) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    const N: usize = 50;
+    let docs: Vec<String> = (0..N)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": format!("e{i:02}")},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+            "reason": "Test", "message": "m", "type": "Normal"})
+            .to_string()
+        })
+        .collect();
+    let out = c.kp.kubectl_stdin(&["create", "-f", "-"], &docs.join("\n---\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&c.kp.kubeconfig)
+        .args([
+            "get",
+            "events",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "jsonpath={.type} {.object.metadata.name}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let recv = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("kubectl get events -w: no line for {what}"))
+    };
+    for i in 0..N {
+        let line = recv("the initial events");
+        assert!(line.starts_with("ADDED "), "initial line {i}: {line}");
+    }
+
+    // The events share one lease; the real etcdctl revokes it.
+    let out = common::etcdctl(&c.etcd, &["get", "/registry/events/default/", "--prefix", "-w", "json"]);
+    let got: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    let leases: std::collections::BTreeSet<i64> =
+        got["kvs"].as_array().unwrap().iter().map(|kv| kv["lease"].as_i64().unwrap_or(0)).collect();
+    assert_eq!(got["kvs"].as_array().unwrap().len(), N);
+    assert_eq!(leases.len(), 1, "one lease for all {N} events: {leases:?}");
+    let lease = *leases.iter().next().unwrap();
+    assert_ne!(lease, 0);
+    let out = common::etcdctl(&c.etcd, &["lease", "revoke", &format!("{lease:x}")]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let mut deleted = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        let line = recv("the DELETED events");
+        let name = line.strip_prefix("DELETED ").unwrap_or_else(|| panic!("expected DELETED, got {line}"));
+        assert!(deleted.insert(name.to_string()), "{name} deleted twice");
+    }
+    assert_eq!(deleted.len(), N);
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // kubectl get --chunk-size pages (limit + continue) and still lists everything.
+    for i in 0..10 {
+        c.kp.kubectl_ok(&["create", "configmap", &format!("chunk{i}"), "--from-literal=a=b"]);
+    }
+    let out = c.kp.kubectl(&["get", "configmaps", "--chunk-size=3", "-o", "name", "-v=6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = stdout(&out).lines().filter(|l| l.contains("chunk")).map(str::to_string).collect();
+    assert_eq!(names.len(), 10, "{}", stdout(&out));
+    let pages = stderr(&out).matches("continue=").count();
+    assert!(pages >= 3, "kubectl paged with continue tokens: {}", stderr(&out));
+}
+
+/// Issue 14: with `--etcd-compaction-interval`, a real etcd is compacted (etcdctl refuses the old
+/// revision), and a watch from a compacted resourceVersion gets 410.
+#[test]
+fn etcd_compaction_interval_compacts_real_etcd() {
+    use std::time::{Duration, Instant};
+    let c = Cluster::real_etcd_with(&["--etcd-compaction-interval", "1s"]);
+    c.kp.kubectl_ok(&["create", "configmap", "old", "--from-literal=a=b"]);
+    let rv = c.kp.kubectl_ok(&["get", "configmap", "old", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0.. {
+        c.kp.kubectl_ok(&["create", "configmap", &format!("new{i}"), "--from-literal=a=b"]);
+        // A watch from rv starts at rv + 1: that revision must be gone too.
+        let after = rv.parse::<i64>().unwrap() + 1;
+        let out =
+            common::etcdctl(&c.etcd, &["get", "/registry/configmaps/default/old", &format!("--rev={after}")]);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        if !out.status.success() && text.contains("required revision has been compacted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "etcd was not compacted within 60 s: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = c.kp.kubectl(&[
+        "get",
+        "--raw",
+        // A kind nothing watches here (no controllers), so no watch cache window covers the old revision (as
+        // upstream, a cache that still holds the events after it would serve them).
+        &format!("/api/v1/namespaces/default/replicationcontrollers?watch=true&resourceVersion={rv}&timeoutSeconds=5"),
+    ]);
+    let text = stdout(&out);
+    let first: Value = serde_json::from_str(text.lines().next().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", stderr(&out)));
+    assert_eq!(first["type"], "ERROR", "{text}");
+    assert_eq!(first["object"]["code"], 410, "{text}");
+    assert!(first["object"]["message"].as_str().unwrap().starts_with("too old resource version"), "{text}");
+    let out = common::etcdctl(&c.etcd, &["get", "compact_rev_key"]);
+    assert!(stdout(&out).contains("compact_rev_key"), "the compactor's key is in etcd: {}", stdout(&out));
 }

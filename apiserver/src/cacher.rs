@@ -7,9 +7,15 @@
 //! - A watch from revision R is served from the cache only when every event after R is still in the
 //!   window (R ≥ the window's start); otherwise it falls back to a direct store watch, which answers
 //!   410 if R is compacted.
+//! - The unit of the cache is a whole revision. One revision can hold many events (an expired Event
+//!   lease deletes all its keys at one revision); the feeder reads the store one revision at a time
+//!   (`Store::watch_revisions`), appends all its events to the window and broadcasts them as one
+//!   message under one lock. A watcher therefore always stands between two revisions, and comparing
+//!   revisions (`> after`, `<= last`) never cuts a revision in two: replay and catch-up never skip
+//!   or repeat an event, and a bookmark at the last delivered revision is exact.
 //! - A watcher subscribes to the live broadcast before it copies the window, under the same lock the
-//!   feeder appends and broadcasts under, so no event falls between the two; events at or below what
-//!   it already delivered are skipped.
+//!   feeder appends and broadcasts under, so no revision falls between the two; revisions at or below
+//!   what it already delivered are skipped.
 //! - A watcher that falls so far behind that the broadcast drops events for it catches up from the
 //!   window if it can, and is otherwise ended, so that its client re-watches from its last revision.
 //!   Events are never dropped silently.
@@ -32,7 +38,7 @@ use crate::objects::decode;
 
 /// Events kept per resource for watches that start in the past, unless configured.
 pub const DEFAULT_WINDOW: usize = 8192;
-/// Events buffered per live watcher before it counts as lagging.
+/// Revisions buffered per live watcher before it counts as lagging.
 const LIVE_BUFFER: usize = 4096;
 
 /// One change, decoded once.
@@ -90,11 +96,14 @@ struct State {
     generation: u64,
 }
 
+/// Every event of one revision, in the order the revision wrote them.
+pub type RevisionEvents = Arc<[Arc<CachedEvent>]>;
+
 /// The cache of one resource (all namespaces).
 pub struct ResourceCache {
     window: usize,
     state: Mutex<State>,
-    live: broadcast::Sender<(u64, Arc<CachedEvent>)>,
+    live: broadcast::Sender<(u64, RevisionEvents)>,
     feeder: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -108,10 +117,11 @@ impl Drop for ResourceCache {
     }
 }
 
-/// What a watcher gets when it attaches: the events after its revision, and the live feed.
+/// What a watcher gets when it attaches: the events after its revision (whole revisions), and the
+/// live feed (one message per revision).
 pub struct Attached {
     pub replay: Vec<Arc<CachedEvent>>,
-    pub live: broadcast::Receiver<(u64, Arc<CachedEvent>)>,
+    pub live: broadcast::Receiver<(u64, RevisionEvents)>,
     pub generation: u64,
 }
 
@@ -245,7 +255,7 @@ async fn run_once(
     for kv in &list.items {
         objects.insert(kv.key.clone(), Arc::new(decode(res, kv).map_err(|e| e.message)?));
     }
-    let mut watch = store.watch_latest(prefix, list.revision + 1).await.map_err(|e| e.to_string())?;
+    let mut watch = store.watch_revisions(prefix, list.revision + 1, false).await.map_err(|e| e.to_string())?;
     {
         let Some(c) = cache.upgrade() else { return Ok(()) };
         let mut st = c.state.lock().map_err(|e| e.to_string())?;
@@ -257,30 +267,39 @@ async fn run_once(
         st.ready = true;
     }
     while let Some(item) = watch.next().await {
-        let ev = item.map_err(|e| e.to_string())?;
-        let key = ev.kv.key.clone();
-        let cur = match ev.kind {
-            EventKind::Put => Some(Arc::new(decode(res, &ev.kv).map_err(|e| e.message)?)),
-            EventKind::Delete => None,
-        };
+        let events = item.map_err(|e| e.to_string())?;
+        let Some(revision) = events.first().map(store::Event::revision) else { continue };
+        // Decode before taking the lock, so a bad object restarts the cache with nothing applied.
+        let mut decoded = Vec::with_capacity(events.len());
+        for ev in &events {
+            let cur = match ev.kind {
+                EventKind::Put => Some(Arc::new(decode(res, &ev.kv).map_err(|e| e.message)?)),
+                EventKind::Delete => None,
+            };
+            decoded.push((ev.kv.key.clone(), cur));
+        }
         let Some(c) = cache.upgrade() else { return Ok(()) };
         let mut st = c.state.lock().map_err(|e| e.to_string())?;
-        let old = st.objects.get(&key).cloned();
-        match &cur {
-            Some(o) => st.objects.insert(key, o.clone()),
-            None => st.objects.remove(&key),
-        };
-        let cached = Arc::new(CachedEvent { revision: ev.revision(), cur, old, plain: OnceLock::new() });
-        st.revision = cached.revision;
-        if st.window.len() >= c.window {
-            if let Some(dropped) = st.window.pop_front() {
-                st.window_start = dropped.revision;
-            }
+        let mut cached = Vec::with_capacity(decoded.len());
+        for (key, cur) in decoded {
+            let old = match &cur {
+                Some(o) => st.objects.insert(key, o.clone()),
+                None => st.objects.remove(&key),
+            };
+            cached.push(Arc::new(CachedEvent { revision, cur, old, plain: OnceLock::new() }));
         }
-        st.window.push_back(cached.clone());
+        st.revision = revision;
+        for e in &cached {
+            if st.window.len() >= c.window {
+                if let Some(dropped) = st.window.pop_front() {
+                    st.window_start = dropped.revision;
+                }
+            }
+            st.window.push_back(e.clone());
+        }
         let generation = st.generation;
-        // Sent under the lock, so attach() sees each event either in the window or live.
-        let _ = c.live.send((generation, cached));
+        // Sent under the lock, so attach() sees each revision either in the window or live.
+        let _ = c.live.send((generation, cached.into()));
     }
     Err("store watch ended".into())
 }

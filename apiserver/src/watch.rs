@@ -4,7 +4,11 @@
 //! when the start revision is compacted.
 //!
 //! Events come from the watch cache (`cacher.rs`) when it covers the start revision, else straight
-//! from a store watch; both become the same `Change` and go through one loop.
+//! from a store watch; both become the same `Change` and go through one loop. Both sources hand over
+//! whole revisions, and a revision's lines are all sent before anything else (a bookmark, the
+//! timeout) is looked at, so the watch's `last` revision is always fully delivered: a bookmark at it,
+//! or a client that re-watches from the last resourceVersion it saw, never misses the other events
+//! of a revision many objects share (an expired Event lease deletes them all at one revision).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use store::{EventKind, WatchStream};
+use store::{EventKind, RevisionStream};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::cacher::{deleted_at, line, Attached, CachedEvent, ResourceCache};
@@ -75,7 +79,7 @@ pub async fn serve(
         Some((c, a)) => Source::Cache(c, a),
         None => {
             let prefix = res.list_prefix(rp.namespace.as_deref());
-            match st.store.watch(&prefix, start_rev + 1).await {
+            match st.store.watch_revisions(&prefix, start_rev + 1, true).await {
                 Ok(s) => Source::Store(s),
                 Err(store::Error::Compacted { .. }) => Source::Compacted,
                 Err(e) => return Err(ApiError::from_store(res, "", e)),
@@ -96,7 +100,7 @@ pub async fn serve(
 
 enum Source {
     Cache(Arc<ResourceCache>, Attached),
-    Store(WatchStream),
+    Store(RevisionStream),
     Compacted,
 }
 
@@ -220,19 +224,23 @@ async fn run(ctx: Ctx, initial: Vec<Value>, send_initial: bool, source: Source, 
                     if !send(&tx, ctx.bookmark(last, false)).await { return; }
                 }
                 next = stream.next() => {
-                    let change = match next {
-                        Some(Ok(ev)) => store_change(ctx.res, ev),
+                    let changes = match next {
+                        Some(Ok(events)) => {
+                            events.into_iter().map(|ev| store_change(ctx.res, ev)).collect::<Result<Vec<_>, _>>()
+                        }
                         Some(Err(store::Error::Compacted { requested, compact_revision })) => {
                             Err(ApiError::gone(format!("too old resource version: {requested} ({compact_revision})")))
                         }
                         Some(Err(e)) => Err(ApiError::internal(e)),
                         None => return,
                     };
-                    match change {
-                        Ok(ch) => {
-                            last = ch.revision;
-                            if let Some(l) = ctx.convert(&ch) {
-                                if !send(&tx, l).await { return; }
+                    match changes {
+                        Ok(changes) => {
+                            for ch in &changes {
+                                last = ch.revision;
+                                if let Some(l) = ctx.convert(ch) {
+                                    if !send(&tx, l).await { return; }
+                                }
                             }
                         }
                         Err(e) => {
@@ -261,14 +269,13 @@ async fn run(ctx: Ctx, initial: Vec<Value>, send_initial: bool, source: Source, 
                         if !send(&tx, ctx.bookmark(last, false)).await { return; }
                     }
                     msg = live.recv() => match msg {
-                        Ok((g, e)) if g == generation => {
-                            if e.revision <= last {
-                                continue;
+                        Ok((g, revision)) if g == generation => {
+                            for e in revision.iter().filter(|e| e.revision > last) {
+                                if let Some(l) = ctx.convert(&cached_change(e)) {
+                                    if !send(&tx, l).await { return; }
+                                }
                             }
-                            last = e.revision;
-                            if let Some(l) = ctx.convert(&cached_change(&e)) {
-                                if !send(&tx, l).await { return; }
-                            }
+                            last = last.max(revision.first().map_or(last, |e| e.revision));
                         }
                         // The cache was rebuilt: this watch ends, and its client re-watches from `last`.
                         Ok(_) => return,

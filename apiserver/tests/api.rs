@@ -1,10 +1,13 @@
 //! The API server's router over a real embedded store, driven in-process: bad input gets upstream's
 //! Status and writes nothing; lists page consistently; watches follow upstream's semantics.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{Method, Request};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use store::embedded::{EmbeddedConfig, EmbeddedStore};
 use store::Store;
 use tower::ServiceExt;
 
@@ -201,6 +204,7 @@ async fn lists_page_at_one_revision_while_writes_go_on() {
         .collect();
     assert_eq!(names, ["c3", "c4", "c5"]);
     assert_eq!(page2["metadata"]["resourceVersion"], rv);
+    assert_eq!(page2["metadata"]["remainingItemCount"], 1, "counted at the first page's revision");
     let token = page2["metadata"]["continue"].as_str().unwrap().to_string();
     let (_, page3) = a.call(Method::GET, &format!("{cms}?limit=3&continue={token}"), Value::Null).await;
     assert_eq!(page3["items"].as_array().unwrap().len(), 1);
@@ -639,4 +643,282 @@ async fn aggregated_discovery_matches_the_legacy_documents() {
         .unwrap();
     assert!(pods["categories"].as_array().unwrap().contains(&json!("all")), "{pods}");
     a.store.shutdown().await;
+}
+
+/// Reads watch lines from `uri` on `st` until `done` says the lines so far are complete; panics after
+/// a deadline. The watch is started before `during` runs.
+async fn watch_until(
+    st: &apiserver::AppState,
+    uri: &str,
+    during: impl std::future::Future<Output = ()>,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let resp = apiserver::router(st.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "{uri}");
+    let mut body = resp.into_body().into_data_stream();
+    during.await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    while !done(&out) {
+        let chunk = tokio::time::timeout_at(deadline, body.next()).await;
+        let Ok(Some(Ok(chunk))) = chunk else {
+            panic!("{uri}: watch stopped short after {} lines: {:?}", out.len(), summary(&out))
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    out
+}
+
+fn summary(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["type"].as_str().unwrap_or("?"),
+                l["object"]["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+fn count(lines: &[Value], ty: &str) -> usize {
+    lines.iter().filter(|l| l["type"] == ty).count()
+}
+
+/// Issue 14: 50 Events share one lease; when it goes (revoked here, which is what its expiry does in
+/// both backends: all 50 keys deleted at one revision) every watcher sees exactly 50 DELETED events —
+/// live from the watch cache, replayed from the window, replayed from the store when the window is
+/// too small for the revision, and after a marker write that proves nothing more is coming.
+async fn lease_expiry_delivers_every_deleted_event(store: store::DynStore, watch_cache_size: usize) {
+    const N: usize = 50;
+    let config = apiserver::Config { watch_cache_size, ..Default::default() };
+    let st = apiserver::AppState::new(store.clone(), config);
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let ns = format!("lease-{watch_cache_size}-{}", nanos % 1_000_000_000);
+    let (code, body) = call(&st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await;
+    assert_eq!(code, 201, "{body}");
+    let events = format!("/api/v1/namespaces/{ns}/events");
+    let event = |name: String| json!({"metadata": {"name": name}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns}, "reason": "Test", "message": "m", "type": "Normal"});
+    let marker = format!("/api/v1/namespaces/{ns}/configmaps");
+    let (_, list) = call(&st, Method::GET, &events, Value::Null).await;
+    let start_rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    let mut lease = 0;
+    let mut last_rv = String::new();
+    let live = watch_until(
+        &st,
+        &format!("{events}?watch=true&resourceVersion={start_rv}"),
+        async {
+            for i in 0..N {
+                let (code, body) = call(&st, Method::POST, &events, event(format!("e{i:02}"))).await;
+                assert_eq!(code, 201, "{body}");
+                last_rv = body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+            }
+            let mut leases = std::collections::BTreeSet::new();
+            for i in 0..N {
+                leases.insert(store.get(&format!("/registry/events/{ns}/e{i:02}")).await.unwrap().lease);
+            }
+            assert_eq!(leases.len(), 1, "the {N} events share one lease: {leases:?}");
+            lease = *leases.iter().next().unwrap();
+            store.revoke_lease(lease).await.unwrap();
+            let (code, _) = call(&st, Method::POST, &marker, cm("marker")).await;
+            assert_eq!(code, 201);
+        },
+        |l| count(l, "DELETED") >= N,
+    )
+    .await;
+    assert_ne!(lease, 0);
+    assert_eq!((count(&live, "ADDED"), count(&live, "DELETED")), (N, N), "live: {:?}", summary(&live));
+    let deleted_rvs: std::collections::BTreeSet<&str> = live
+        .iter()
+        .filter(|l| l["type"] == "DELETED")
+        .map(|l| l["object"]["metadata"]["resourceVersion"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted_rvs.len(), 1, "one revision deleted them all: {deleted_rvs:?}");
+    let mut names: Vec<&str> = live
+        .iter()
+        .filter(|l| l["type"] == "DELETED")
+        .map(|l| l["object"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), N, "each event deleted once");
+
+    // Watches that start after the fact replay the deletes (and the marker proves the end): from
+    // before the creates, and from the last create.
+    let cms_after = |rv: &str| format!("/api/v1/namespaces/{ns}/events?watch=true&resourceVersion={rv}");
+    for rv in [start_rv.as_str(), last_rv.as_str()] {
+        let lines = watch_until(&st, &cms_after(rv), async {}, |l| count(l, "DELETED") >= N).await;
+        let added = if rv == start_rv { N } else { 0 };
+        assert_eq!(
+            (count(&lines, "ADDED"), count(&lines, "DELETED")),
+            (added, N),
+            "from {rv}: {:?}",
+            summary(&lines)
+        );
+    }
+    // The deletes are followed by the next write and nothing else: no DELETED repeated.
+    let all = format!("/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={last_rv}");
+    let lines = watch_until(&st, &all, async {}, |l| !l.is_empty()).await;
+    assert_eq!(summary(&lines), ["ADDED marker"]);
+    let events_then_marker =
+        format!("/api/v1/events?watch=true&resourceVersion={last_rv}&fieldSelector=metadata.namespace%3D{ns}");
+    let lines = watch_until(&st, &events_then_marker, async {}, |l| count(l, "DELETED") >= N).await;
+    assert_eq!(count(&lines, "DELETED"), N, "filtered watch: {:?}", summary(&lines));
+}
+
+async fn call(st: &apiserver::AppState, method: Method, uri: &str, body: Value) -> (u16, Value) {
+    let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(bytes))
+        .unwrap();
+    let resp = apiserver::router(st.clone()).oneshot(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expiry_delivers_every_deleted_event_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    // The default window, and one smaller than the revision (replays then come from the store).
+    for window in [apiserver::Config::default().watch_cache_size, 20, 0] {
+        lease_expiry_delivers_every_deleted_event(Arc::new(store.clone()), window).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expiry_delivers_every_deleted_event_on_etcd() {
+    let (_etcd, endpoint) = match std::env::var("KPLANE_TEST_ETCD").ok().filter(|s| !s.trim().is_empty()) {
+        Some(endpoint) => (None, endpoint),
+        None => {
+            let etcd = store::etcd_process::EtcdProcess::start()
+                .await
+                .unwrap_or_else(|e| panic!("starting etcd: {e}"));
+            let endpoint = etcd.endpoint();
+            (Some(etcd), endpoint)
+        }
+    };
+    let store = store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![endpoint])).await.unwrap();
+    for window in [apiserver::Config::default().watch_cache_size, 20, 0] {
+        lease_expiry_delivers_every_deleted_event(Arc::new(store.clone()), window).await;
+    }
+}
+
+/// Issue 14: with a real etcd, upstream's compactor (`--etcd-compaction-interval`) runs, and a watch
+/// from a revision it compacted away gets upstream's in-stream 410 Expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_revision_compacted_on_etcd_gets_410() {
+    let etcd = store::etcd_process::EtcdProcess::start().await.unwrap_or_else(|e| panic!("starting etcd: {e}"));
+    let store =
+        store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![etcd.endpoint()])).await.unwrap();
+    let compactor = store.run_compactor(std::time::Duration::from_millis(200));
+    let st = apiserver::AppState::new(Arc::new(store.clone()), apiserver::Config::default());
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (code, first) = call(&st, Method::POST, cms, cm("old")).await;
+    assert_eq!(code, 201);
+    let rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for i in 0.. {
+        assert_eq!(call(&st, Method::POST, cms, cm(&format!("new{i}"))).await.0, 201);
+        let opts = store::ListOptions {
+            prefix: "/registry/".into(),
+            revision: rv.parse().unwrap(),
+            ..Default::default()
+        };
+        if matches!(store.list(opts).await, Err(store::Error::Compacted { .. })) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "etcd was not compacted within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    compactor.abort();
+    let lines =
+        watch_until(&st, &format!("{cms}?watch=true&resourceVersion={rv}"), async {}, |l| !l.is_empty()).await;
+    assert_eq!(lines[0]["type"], "ERROR", "{lines:?}");
+    assert_eq!(lines[0]["object"]["code"], 410);
+    assert_eq!(lines[0]["object"]["reason"], "Expired");
+    assert!(
+        lines[0]["object"]["message"].as_str().unwrap().starts_with("too old resource version"),
+        "{lines:?}"
+    );
+}
+
+/// Issue 14: a paged LIST at one revision while others write: every page holds exactly the first
+/// page's snapshot, and remainingItemCount (carried from the first page's count in the continue
+/// token) is right on every page.
+async fn paged_list_at_an_old_revision(store: store::DynStore) {
+    const N: usize = 25;
+    const LIMIT: usize = 4;
+    let st = apiserver::AppState::new(store, apiserver::Config::default());
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let ns = format!("paged-{}", nanos % 1_000_000_000);
+    assert_eq!(call(&st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await.0, 201);
+    let cms = format!("/api/v1/namespaces/{ns}/configmaps");
+    for i in 0..N {
+        assert_eq!(call(&st, Method::POST, &cms, cm(&format!("c{i:02}"))).await.0, 201);
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, first) = call(&st, Method::GET, &format!("{cms}?limit={LIMIT}"), Value::Null).await;
+    let rv = first["metadata"]["resourceVersion"].clone();
+    let mut seen = names(&first);
+    assert_eq!(first["metadata"]["remainingItemCount"], N - LIMIT);
+    let mut page = first;
+    let mut round = 0;
+    while let Some(token) = page["metadata"]["continue"].as_str().map(str::to_string) {
+        round += 1;
+        // Between pages: delete a key not read yet, update another, add keys inside the range.
+        let victim = format!("c{:02}", (seen.len() + 1).min(N - 1));
+        call(&st, Method::DELETE, &format!("{cms}/{victim}"), Value::Null).await;
+        let mut upd = cm(&format!("c{:02}", (seen.len() + 2).min(N - 1)));
+        upd["data"]["a"] = json!("changed");
+        call(&st, Method::PUT, &format!("{cms}/{}", upd["metadata"]["name"].as_str().unwrap()), upd).await;
+        call(&st, Method::POST, &cms, cm(&format!("c{:02}-new{round}", seen.len()))).await;
+        let (code, next) =
+            call(&st, Method::GET, &format!("{cms}?limit={LIMIT}&continue={token}"), Value::Null).await;
+        assert_eq!(code, 200, "{next}");
+        assert_eq!(next["metadata"]["resourceVersion"], rv);
+        seen.extend(names(&next));
+        let left = N - seen.len();
+        if left > 0 {
+            assert_eq!(next["metadata"]["remainingItemCount"], left, "page {round}: {}", next["metadata"]);
+        } else {
+            assert!(next["metadata"].get("continue").is_none(), "{}", next["metadata"]);
+        }
+        page = next;
+        assert!(round <= N, "paging does not end");
+    }
+    let want: Vec<String> = (0..N).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(seen, want, "the pages are the first page's snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_lists_at_an_old_revision_on_the_embedded_store_and_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    paged_list_at_an_old_revision(Arc::new(embedded)).await;
+    let etcd = store::etcd_process::EtcdProcess::start().await.unwrap_or_else(|e| panic!("starting etcd: {e}"));
+    let store =
+        store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![etcd.endpoint()])).await.unwrap();
+    paged_list_at_an_old_revision(Arc::new(store)).await;
 }

@@ -23,11 +23,20 @@
 //! one past the last delivered revision, also advanced by etcd's progress notifications). When the
 //! gRPC stream fails or ends (etcd restarted, connection reset) it re-creates the watch from
 //! `next_rev` with a capped exponential backoff, and drops any event below `next_rev`, so nothing is
-//! lost and nothing is delivered twice. Only a compacted start revision (or a server-side cancel)
+//! lost and nothing is delivered twice. Each revision is handed over whole (etcd never splits one
+//! across responses), so `next_rev` never points into a half-delivered revision. Only a compacted start revision (or a server-side cancel)
 //! ends the stream, with an error.
 //!
 //! A watch from revision 0 ("from the next write") is pinned to `current revision + 1` up front, so a
 //! reconnect knows where to resume even if no event was delivered yet.
+//!
+//! # Compaction
+//!
+//! [`EtcdStore::run_compactor`] is upstream kube-apiserver's compactor (`storage/etcd3/compact.go`):
+//! every interval, a compare-and-swap on the version of the key `compact_rev_key` (the logical
+//! "compact time") decides which of several API servers sharing the etcd compacts this interval;
+//! the winner writes the revision it saw at its previous tick into the key and compacts to it, so
+//! one interval of history always stays. A loser adopts the key's version and tries next time.
 //!
 //! # Errors
 //!
@@ -46,8 +55,8 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use crate::{
-    prefix_end, Deleted, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Store,
-    StoreLimits, WatchStream,
+    prefix_end, Deleted, Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, RevisionStream,
+    Store, StoreLimits,
 };
 
 /// Largest response accepted from etcd. A list of 10k pods is several MiB, past tonic's 4 MiB
@@ -64,6 +73,9 @@ const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Events buffered between the watch task and the consumer. Bounded so a slow consumer slows the
 /// task (and etcd's stream, through gRPC flow control) instead of growing memory without limit.
 const WATCH_CHANNEL_CAPACITY: usize = 256;
+/// The key upstream's compactor keeps its logical compact time in (its version) and the last
+/// compacted revision (its value). Outside `/registry`, so object lists never see it.
+pub const COMPACT_REV_KEY: &str = "compact_rev_key";
 /// How long to wait for etcd to report the compacted revision when it is looked up after an error.
 const COMPACT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 keep-alive, so a watch on a connection to a vanished host (no RST ever arrives) fails and
@@ -188,6 +200,65 @@ impl EtcdStore {
             }
             other => other,
         }
+    }
+}
+
+/// What upstream's compactor remembers between ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactorState {
+    /// The version of [`COMPACT_REV_KEY`] this API server last saw or wrote: its compact time.
+    pub time: i64,
+    /// The store's revision at the previous tick: what the next winning tick compacts to.
+    pub revision: i64,
+}
+
+impl EtcdStore {
+    /// One tick of upstream's compactor. Returns the revision compacted to, or None when another API
+    /// server won this interval or there is nothing to compact yet (the first tick only records the
+    /// revision). A compaction etcd refuses because that revision is already compacted counts as done.
+    pub async fn compact_tick(&self, state: &mut CompactorState) -> Result<Option<i64>> {
+        let txn = Txn::new()
+            .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, state.time)])
+            .and_then([TxnOp::put(COMPACT_REV_KEY, state.revision.to_string(), None)])
+            .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
+        let resp = self.kv().txn(txn).await.map_err(map_err)?;
+        let current = header_revision(resp.header())?;
+        if !resp.succeeded() {
+            // Someone else compacted in this interval: adopt their compact time and wait.
+            let theirs = txn_get(&resp).and_then(|get| get.kvs().first().map(|kv| kv.version())).unwrap_or(0);
+            *state = CompactorState { time: theirs, revision: current };
+            return Ok(None);
+        }
+        let target = state.revision;
+        *state = CompactorState { time: state.time + 1, revision: current };
+        if target == 0 {
+            // Upstream does not compact on the first tick.
+            return Ok(None);
+        }
+        match self.kv().compact(target, None).await {
+            Ok(_) => Ok(Some(target)),
+            Err(e) => match self.map_revision_err(e, target).await {
+                Error::Compacted { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Runs upstream's compactor every `interval` until the task is aborted. The first compaction
+    /// happens two intervals in (the first tick only records the revision).
+    pub fn run_compactor(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut state = CompactorState::default();
+            loop {
+                tokio::time::sleep(interval).await;
+                match store.compact_tick(&mut state).await {
+                    Ok(Some(rev)) => tracing::info!(revision = rev, "etcd: compacted"),
+                    Ok(None) => tracing::debug!(?state, "etcd: compactor tick without compaction"),
+                    Err(e) => tracing::warn!(error = %e, "etcd: compaction failed"),
+                }
+            }
+        })
     }
 }
 
@@ -444,13 +515,9 @@ impl Store for EtcdStore {
         Ok(Deleted { prev: convert_kv(&prev)?, revision })
     }
 
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        self.watch_task(prefix, from_revision, true).await
-    }
-
-    /// Without prev_kv: etcd then skips a read of the previous revision for every event it sends.
-    async fn watch_latest(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        self.watch_task(prefix, from_revision, false).await
+    /// With `prev_kv` false etcd skips a read of the previous revision for every event it sends.
+    async fn watch_revisions(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream> {
+        self.watch_task(prefix, from_revision, prev_kv).await
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -498,7 +565,7 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
-    async fn watch_task(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<WatchStream> {
+    async fn watch_task(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream> {
         let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
         let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
@@ -508,7 +575,7 @@ impl EtcdStore {
     }
 }
 
-/// The background half of [`EtcdStore::watch`].
+/// The background half of [`EtcdStore::watch_revisions`].
 struct WatchTask {
     client: Client,
     key: Vec<u8>,
@@ -517,7 +584,7 @@ struct WatchTask {
     prev_kv: bool,
     /// The lowest revision not yet delivered; a (re)created etcd watch starts here.
     next_rev: i64,
-    tx: mpsc::Sender<Result<Event>>,
+    tx: mpsc::Sender<Result<Vec<Event>>>,
 }
 
 /// Why one etcd watch stream stopped.
@@ -619,14 +686,12 @@ impl WatchTask {
                 }
                 continue;
             }
-            // etcd sends all events of one revision in one response, so deciding per response
-            // against `next_rev` never splits a revision.
-            let floor = self.next_rev;
+            // etcd sends all events of one revision in one response (it splits a response only
+            // between revisions, and we never ask for fragments), so each revision goes to the
+            // consumer whole, and `next_rev` only ever moves past fully delivered revisions.
+            let mut revision: Vec<Event> = Vec::new();
             for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                let revision = kv.mod_revision();
-                if revision < floor {
-                    // Already delivered before a reconnect.
+                if ev.kv().is_none() {
                     continue;
                 }
                 let event = match convert_event(ev) {
@@ -636,12 +701,31 @@ impl WatchTask {
                         return StreamEnd::Stop;
                     }
                 };
-                if self.tx.send(Ok(event)).await.is_err() {
+                if event.revision() < self.next_rev {
+                    // Already delivered before a reconnect.
+                    continue;
+                }
+                if revision.last().is_some_and(|last| last.revision() != event.revision())
+                    && !self.deliver(std::mem::take(&mut revision)).await
+                {
                     return StreamEnd::Stop;
                 }
-                self.next_rev = self.next_rev.max(revision + 1);
+                revision.push(event);
+            }
+            if !self.deliver(revision).await {
+                return StreamEnd::Stop;
             }
         }
+    }
+
+    /// Sends one revision's events and moves `next_rev` past it; false when the consumer is gone.
+    async fn deliver(&mut self, revision: Vec<Event>) -> bool {
+        let Some(rev) = revision.first().map(Event::revision) else { return true };
+        if self.tx.send(Ok(revision)).await.is_err() {
+            return false;
+        }
+        self.next_rev = self.next_rev.max(rev + 1);
+        true
     }
 }
 

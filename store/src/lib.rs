@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 pub use error::{Error, Result};
 pub use guaranteed::guaranteed_update;
@@ -117,6 +117,24 @@ pub struct Deleted {
 /// was asked to start below the compacted revision, `Unavailable` when the store went away.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
 
+/// A stream of whole revisions: each item is every event of one revision inside the watched range,
+/// in the order the revision wrote them. One revision may hold many events (a transaction, or a
+/// lease whose expiry deletes all its keys at once); a consumer that works per item therefore never
+/// stops between two events of one revision, so "everything up to revision R was delivered" is
+/// exact whenever it has handled an item. It ends with an error, as [`WatchStream`] does.
+pub type RevisionStream = Pin<Box<dyn Stream<Item = Result<Vec<Event>>> + Send>>;
+
+/// One event per item, in order: the events of each revision one after another.
+pub fn flatten_revisions(revisions: RevisionStream) -> WatchStream {
+    Box::pin(revisions.flat_map(|item| {
+        let events: Vec<Result<Event>> = match item {
+            Ok(events) => events.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(events)
+    }))
+}
+
 /// The store every kplane component above it uses. Both backends pass the same conformance suite
 /// (`store::testing`), so callers never need to know which one they have.
 #[async_trait]
@@ -129,6 +147,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keys under a prefix, at one revision, one page at a time.
     async fn list(&self, opts: ListOptions) -> Result<ListResult>;
+
+    /// Like [`Store::list`], but the backend need not count the keys after the page: `remaining` may
+    /// then be 0 while `more` stays exact. For the continue pages of a list whose first page counted
+    /// (at one revision the count cannot change), so that a backend that can skip counting spends
+    /// the page, not a pass over the range, on each one.
+    async fn list_without_count(&self, opts: ListOptions) -> Result<ListResult> {
+        self.list(opts).await
+    }
 
     /// Writes `key` only if it does not exist, else [`Error::AlreadyExists`]. `lease` 0 for none.
     async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<KeyValue>;
@@ -146,13 +172,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes `key`, if given only when its mod_revision matches. Returns the deleted value.
     async fn delete(&self, key: &str, expected_mod_revision: Option<i64>) -> Result<Deleted>;
 
-    /// Every change under `prefix` from `from_revision` on (0: from the next write), in order.
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream>;
+    /// Every change under `prefix` from `from_revision` on (0: from the next write), one whole
+    /// revision per item, in order. With `prev_kv` false events need not carry the previous value:
+    /// for consumers that keep the previous state themselves (the API server's watch cache); a
+    /// backend may then do less work per event.
+    async fn watch_revisions(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream>;
 
-    /// Like [`Store::watch`], but events need not carry `prev_kv`: for consumers that keep the previous
-    /// state themselves (the API server's watch cache). A backend may then do less work per event.
+    /// Every change under `prefix` from `from_revision` on (0: from the next write), in order.
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        Ok(flatten_revisions(self.watch_revisions(prefix, from_revision, true).await?))
+    }
+
+    /// Like [`Store::watch`], but events need not carry `prev_kv`.
     async fn watch_latest(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        self.watch(prefix, from_revision).await
+        Ok(flatten_revisions(self.watch_revisions(prefix, from_revision, false).await?))
     }
 
     /// The store's current revision.

@@ -18,7 +18,7 @@ use futures::StreamExt;
 pub use crate::etcd_process::{EtcdProcess, ETCD_MISSING};
 use crate::{
     guaranteed_update, prefix_end, DynStore, Error, Event, EventKind, KeyValue, ListOptions, ListResult,
-    WatchStream, DEFAULT_MAX_VALUE_BYTES,
+    RevisionStream, WatchStream, DEFAULT_MAX_VALUE_BYTES,
 };
 
 /// Environment variable naming an already running etcd (its client URL) for tests to use instead of
@@ -60,6 +60,7 @@ pub async fn run_all(store: DynStore) {
     check_watch_replay(store, &unique_prefix("watch-replay")).await;
     check_watch_latest(store, &unique_prefix("watch-latest")).await;
     check_leases(store, &unique_prefix("leases")).await;
+    check_watch_shared_revision(store, &unique_prefix("shared-revision")).await;
     check_limits(store, &unique_prefix("limits")).await;
     check_no_lost_update(store, &unique_prefix("no-lost-update")).await;
     check_compaction(store, &unique_prefix("compaction")).await;
@@ -419,6 +420,29 @@ pub async fn check_list_paging_consistent(store: &DynStore, prefix: &str) {
          still present, no new keys"
     );
 
+    // The same pages without counting (what a list's continue pages use once the first counted):
+    // the same items, `more` exact, after all the writes above.
+    let mut uncounted: Vec<KeyValue> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let opts = ListOptions {
+            prefix: prefix.to_string(),
+            revision: rev,
+            limit: PAGE,
+            continue_after: after.clone(),
+        };
+        let page = must("list_without_count", store.list_without_count(opts)).await;
+        assert_eq!(page.revision, rev, "list_without_count reports the revision it was asked for");
+        uncounted.extend(page.items.iter().cloned());
+        assert_eq!(page.more, uncounted.len() < N, "list_without_count: more iff keys remain ({page:?})");
+        if !page.more {
+            break;
+        }
+        after = page.items.last().map(|kv| kv.key.clone());
+        assert!(uncounted.len() <= N, "list_without_count does not terminate");
+    }
+    assert_eq!(uncounted, original, "uncounted pages at revision {rev} are exactly the snapshot");
+
     // The latest state does show every change.
     let latest = list(store, prefix, 0, 0, None).await;
     let latest_keys: Vec<&str> = latest.items.iter().map(|kv| kv.key.as_str()).collect();
@@ -571,6 +595,87 @@ pub async fn check_watch_latest(store: &DynStore, prefix: &str) {
         "watch_latest: replay then live, in order"
     );
     assert_eq!(events[1].kv.value, b"a2".to_vec(), "watch_latest: puts carry the new value");
+}
+
+/// The next whole revision of a revision watch, panicking on an error, the end or a timeout.
+pub async fn next_revision(watch: &mut RevisionStream, context: &str) -> Vec<Event> {
+    match tokio::time::timeout(EVENT_TIMEOUT, watch.next()).await {
+        Ok(Some(Ok(events))) => events,
+        Ok(Some(Err(e))) => panic!("{context}: watch failed: {e:?}"),
+        Ok(None) => panic!("{context}: watch ended"),
+        Err(_) => panic!("{context}: no revision within {EVENT_TIMEOUT:?}"),
+    }
+}
+
+/// A lease revoked with many keys deletes them all at one revision. Every watch — live, replaying
+/// from before, replaying from that revision, per event or per revision — sees every one of those
+/// deletes exactly once, and a revision watch gets them as one item.
+pub async fn check_watch_shared_revision(store: &DynStore, prefix: &str) {
+    const N: usize = 50;
+    let lease = must("grant lease", store.grant_lease(600)).await;
+    let mut created = Vec::new();
+    for i in 0..N {
+        created.push(
+            must("create with lease", store.create(&format!("{prefix}e{i:02}"), b"x".to_vec(), lease)).await,
+        );
+    }
+    let first = created[0].mod_revision;
+    let before = created[N - 1].mod_revision + 1;
+    let mut live = must("watch", store.watch(prefix, 0)).await;
+    let mut live_revisions = must("watch_revisions", store.watch_revisions(prefix, 0, false)).await;
+    must("revoke", store.revoke_lease(lease)).await;
+    let marker = must_create(store, &format!("{prefix}zz-after"), "m").await;
+
+    let deletes = |events: &[Event], context: &str| {
+        let revs: std::collections::BTreeSet<i64> = events.iter().map(Event::revision).collect();
+        assert_eq!(revs.len(), 1, "{context}: one revision deletes every key, got {revs:?}");
+        let mut keys: Vec<&str> = events
+            .iter()
+            .map(|e| {
+                assert_eq!(e.kind, EventKind::Delete, "{context}: {e:?}");
+                e.kv.key.as_str()
+            })
+            .collect();
+        keys.sort_unstable();
+        let want: Vec<&str> = created.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, want, "{context}: every leased key deleted exactly once");
+        *revs.iter().next().unwrap_or(&0)
+    };
+
+    let events = next_events(&mut live, N, "live watch of a revoked lease").await;
+    let rev = deletes(&events, "live watch");
+    assert!(rev >= before && rev < marker.mod_revision, "the revoke comes between the creates and the marker");
+    let ev = next_event(&mut live, "live watch after the revoke").await;
+    assert_eq!(ev.kv.key, marker.key, "live watch: the next write follows the deletes, none repeated");
+
+    let revision = next_revision(&mut live_revisions, "live revision watch").await;
+    assert_eq!(revision.len(), N, "a revision watch delivers the revoke as one item: {revision:?}");
+    deletes(&revision, "live revision watch");
+    let next = next_revision(&mut live_revisions, "live revision watch after the revoke").await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].kv.key, marker.key);
+
+    for from in [first, before, rev] {
+        let context = format!("replay from {from}");
+        let mut w = must(&context, store.watch_revisions(prefix, from, true)).await;
+        let mut all = Vec::new();
+        loop {
+            let revision = next_revision(&mut w, &context).await;
+            let at = revision.first().map_or(0, Event::revision);
+            assert!(revision.iter().all(|e| e.revision() == at), "{context}: one item mixes revisions");
+            if at == rev {
+                assert_eq!(revision.len(), N, "{context}: the revoke arrives as one item");
+                deletes(&revision, &context);
+                assert!(revision.iter().all(|e| e.prev_kv.is_some()), "{context}: deletes carry prev_kv");
+            }
+            all.extend(revision);
+            if at == marker.mod_revision {
+                break;
+            }
+        }
+        let expected = if from == first { N + N + 1 } else { N + 1 };
+        assert_eq!(all.len(), expected, "{context}: every event once");
+    }
 }
 
 /// Keys attached to a lease vanish (with a delete event) when it expires or is revoked; keep_alive

@@ -59,13 +59,16 @@ impl ListQuery {
     }
 }
 
-/// The continue token: the revision of the first page and the last key returned (opaque to clients).
-pub(crate) fn encode_continue(rev: i64, key: &str) -> String {
-    let raw = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string();
+/// The continue token: the revision of the first page, the last key returned and how many keys of
+/// the range follow it at that revision (opaque to clients). The count is the first page's, carried
+/// on: at one revision it cannot change, so later pages need not count the range again.
+pub(crate) fn encode_continue(rev: i64, key: &str, left: i64) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key, "left": left}).to_string();
     base64_url(raw.as_bytes())
 }
 
-pub(crate) fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+/// A continue token's revision, start key and, when the token carries it, the keys left after it.
+pub(crate) fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String, Option<i64>)> {
     let bad = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
     let raw = base64_url_decode(token).ok_or_else(|| bad("not base64"))?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad("not JSON"))?;
@@ -78,7 +81,8 @@ pub(crate) fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, Stri
     if !start.starts_with(prefix) {
         return Err(bad("the continue token is for another list"));
     }
-    Ok((rev, start.to_string()))
+    let left = v.get("left").and_then(Value::as_i64).filter(|n| *n >= 0);
+    Ok((rev, start.to_string(), left))
 }
 
 pub(crate) fn base64_url(bytes: &[u8]) -> String {
@@ -130,15 +134,18 @@ pub(crate) async fn list_entries(
     let rv = params.get("resourceVersion").filter(|s| !s.is_empty());
     let rv_match = params.get("resourceVersionMatch").filter(|s| !s.is_empty());
     let (mut revision, mut after) = (0i64, None);
+    // Keys of the range after `after` at `revision`, once known (from the token or a counted page).
+    let mut left_after: Option<i64> = None;
     if let Some(token) = params.get("continue").filter(|s| !s.is_empty()) {
         if rv.is_some_and(|r| r != "0") {
             return Err(ApiError::bad_request(
                 "specifying resource version is not allowed when using continue",
             ));
         }
-        let (r, start) = decode_continue(token, &prefix)?;
+        let (r, start, left) = decode_continue(token, &prefix)?;
         revision = r;
         after = Some(start);
+        left_after = left;
     } else {
         match (rv, rv_match) {
             (None, Some(_)) => {
@@ -176,13 +183,20 @@ pub(crate) async fn list_entries(
     // Read pages until the limit is met: with selectors, a page may match fewer than asked for.
     let page = if limit > 0 { limit.max(if q.filtering() { 500 } else { limit }) } else { 0 };
     loop {
-        let r = st
-            .store
-            .list(ListOptions { prefix: prefix.clone(), revision, limit: page, continue_after: after.clone() })
-            .await
-            .map_err(|e| ApiError::from_store(res, "", e))?;
+        let opts = ListOptions { prefix: prefix.clone(), revision, limit: page, continue_after: after.clone() };
+        // Only a list's first read counts the range; after it the count is known.
+        let r = match left_after {
+            Some(_) => st.store.list_without_count(opts).await,
+            None => st.store.list(opts).await,
+        }
+        .map_err(|e| ApiError::from_store(res, "", e))?;
         revision = r.revision;
         let n = r.items.len();
+        let left_after_page = match left_after {
+            Some(known) => (known - n as i64).max(0),
+            None => r.remaining,
+        };
+        left_after = Some(left_after_page);
         for (i, kv) in r.items.into_iter().enumerate() {
             after = Some(kv.key.clone());
             let key = kv.key.clone();
@@ -195,9 +209,9 @@ pub(crate) async fn list_entries(
             if let Some(entry) = entry {
                 items.push(entry);
                 if limit > 0 && items.len() as i64 == limit {
-                    let left = (n - i - 1) as i64 + r.remaining;
-                    if left > 0 {
-                        next = Some(encode_continue(revision, &key));
+                    let left = (n - i - 1) as i64 + left_after_page;
+                    if left > 0 || (i + 1 == n && r.more) {
+                        next = Some(encode_continue(revision, &key, left));
                         if !q.filtering() {
                             remaining = Some(left);
                         }

@@ -33,7 +33,7 @@ use self::mvcc::{internal, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use self::txn::{OpResult, RangeRequest, RangeResult, Txn, TxnOp, TxnResult};
 use self::writer::{Batch, Request};
 use crate::{
-    prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, Store, StoreLimits, WatchStream,
+    prefix_end, Deleted, Error, KeyValue, ListOptions, ListResult, Result, RevisionStream, Store, StoreLimits,
 };
 
 pub use self::snapshot::{restore, snapshot_status, Snapshot, SnapshotError, SnapshotStatus};
@@ -187,7 +187,46 @@ impl EmbeddedStore {
         self.request(|tx| Request::Txn(txn, tx)).await
     }
 
-    /// Reads a key or range at a revision, as etcd's Range.
+    /// Runs a synchronous read (a redb scan) on tokio's blocking pool, off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&EmbeddedStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("a store read failed: {e}")))?
+    }
+
+    /// A [`Store::list`] page; `skip_count` leaves `remaining` at 0 (see `list_without_count`).
+    async fn list_range(&self, opts: ListOptions, skip_count: bool) -> Result<ListResult> {
+        let start = match &opts.continue_after {
+            Some(after) => {
+                let mut k = after.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            None => opts.prefix.as_bytes().to_vec(),
+        };
+        let mut end = prefix_end(opts.prefix.as_bytes());
+        if end.is_empty() {
+            end = vec![0];
+        }
+        let req = RangeRequest {
+            key: start,
+            range_end: end,
+            revision: opts.revision,
+            limit: opts.limit,
+            skip_count,
+            ..Default::default()
+        };
+        let r = self.blocking(move |store| store.range(&req)).await?;
+        let remaining = if skip_count { 0 } else { r.count - r.kvs.len() as i64 };
+        Ok(ListResult { items: r.kvs, revision: r.revision, more: r.more, remaining })
+    }
+
+    /// Reads a key or range at a revision, as etcd's Range. Synchronous (a redb scan): async
+    /// callers run it on the blocking pool, as `list` and the etcd endpoint do.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResult> {
         let rtx = self.inner.db.begin_read().map_err(internal)?;
         let (current, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
@@ -196,8 +235,9 @@ impl EmbeddedStore {
         mvcc::range(&latest, &log, req, current, compact)
     }
 
-    /// Watches [`key`, `range_end`) (etcd conventions) from `from` (0: from the next revision).
-    pub fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, from: i64) -> Result<WatchStream> {
+    /// Watches [`key`, `range_end`) (etcd conventions) from `from` (0: from the next revision), one
+    /// whole revision per item.
+    pub fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, from: i64) -> Result<RevisionStream> {
         let from = if from <= 0 { watch::revisions(&self.inner.db)?.0 + 1 } else { from as u64 };
         watch::start(self.inner.db.clone(), &self.inner.hub, key, range_end, from)
     }
@@ -359,34 +399,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &str) -> Result<KeyValue> {
-        let rtx = self.inner.db.begin_read().map_err(internal)?;
-        let latest = rtx.open_table(LATEST).map_err(internal)?;
-        let log = rtx.open_table(LOG).map_err(internal)?;
-        mvcc::get_latest(&latest, &log, key.as_bytes())?.ok_or_else(|| Error::NotFound { key: key.to_string() })
+        let key = key.to_string();
+        self.blocking(move |store| {
+            let rtx = store.inner.db.begin_read().map_err(internal)?;
+            let latest = rtx.open_table(LATEST).map_err(internal)?;
+            let log = rtx.open_table(LOG).map_err(internal)?;
+            mvcc::get_latest(&latest, &log, key.as_bytes())?.ok_or(Error::NotFound { key })
+        })
+        .await
     }
 
     async fn list(&self, opts: ListOptions) -> Result<ListResult> {
-        let start = match &opts.continue_after {
-            Some(after) => {
-                let mut k = after.as_bytes().to_vec();
-                k.push(0);
-                k
-            }
-            None => opts.prefix.as_bytes().to_vec(),
-        };
-        let mut end = prefix_end(opts.prefix.as_bytes());
-        if end.is_empty() {
-            end = vec![0];
-        }
-        let r = self.range(&RangeRequest {
-            key: start,
-            range_end: end,
-            revision: opts.revision,
-            limit: opts.limit,
-            ..Default::default()
-        })?;
-        let remaining = r.count - r.kvs.len() as i64;
-        Ok(ListResult { items: r.kvs, revision: r.revision, more: r.more, remaining })
+        self.list_range(opts, false).await
+    }
+
+    async fn list_without_count(&self, opts: ListOptions) -> Result<ListResult> {
+        self.list_range(opts, true).await
     }
 
     async fn create(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<KeyValue> {
@@ -426,7 +454,12 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+    async fn watch_revisions(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        _prev_kv: bool,
+    ) -> Result<RevisionStream> {
         let mut end = prefix_end(prefix.as_bytes());
         if end.is_empty() {
             end = vec![0];

@@ -10,8 +10,9 @@
 //! - `leases`: id → (ttl seconds, expiry as unix milliseconds).
 //! - `lease_keys`: (lease id, key) → (), to find a lease's keys when it expires.
 //!
-//! Reading at an old revision R starts from `latest` and walks the log entries after R backwards,
-//! putting back each key's previous version. Compaction to C keeps, for each key, its last version at
+//! Reading at an old revision R merges `latest` (streamed in key order) with the keys the log
+//! changed after R, each at the version its first change after R replaced: the cost is the page
+//! plus the changes since R, never a copy of the range. Compaction to C keeps, for each key, its last version at
 //! or below C (reads at R ≥ C may still need it) and removes every version superseded at or below C,
 //! plus delete tombstones at or below C. Entries above C are never touched.
 
@@ -94,6 +95,11 @@ pub(crate) fn meta_revisions<T: ReadableTable<&'static str, u64>>(meta: &T) -> R
 }
 
 /// Answers a range request at `req.revision` (or `current`), given the store's revisions.
+///
+/// Cost: O(page + changes since the revision), plus a keys-only pass over the range when the
+/// request counts. At an old revision R, the keys in range that changed after R are found in the
+/// log (the first change after R names, in its `prev`, the version live at R), and merged in key
+/// order with the live keys of `latest`, which stream; nothing else of the range is copied.
 pub(crate) fn range<L, T>(
     latest: &L,
     log: &T,
@@ -116,58 +122,97 @@ where
     if matches!((&b.0, &b.1), (Bound::Included(s), Bound::Excluded(e)) if s >= e) {
         return Ok(RangeResult { revision: rev as i64, ..Default::default() });
     }
-    let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
-    let mut picked: Vec<(Vec<u8>, Pos)> = Vec::new();
-    let mut count = 0usize;
     let borrowed = (b.0.as_ref().map(|v| v.as_slice()), b.1.as_ref().map(|v| v.as_slice()));
-    if rev == current {
-        // Latest: stream `latest` in key order, loading only what the page returns.
-        for entry in latest.range::<&[u8]>(borrowed).map_err(internal)? {
-            let (k, p) = entry.map_err(internal)?;
-            count += 1;
-            if picked.len() < limit && !req.count_only {
-                picked.push((k.value().to_vec(), p.value()));
+    let want = match (req.count_only, req.limit) {
+        (true, _) => 0,
+        (false, l) if l > 0 => l as usize,
+        _ => usize::MAX,
+    };
+    let changed = if rev == current { BTreeMap::new() } else { changed_after(log, rev, req)? };
+
+    // Merge the live keys with the changed ones (whose version at `rev` wins), in key order, until
+    // the page is full and one more key is known to exist.
+    let mut live = latest.range::<&[u8]>(borrowed).map_err(internal)?;
+    let mut next_live = || -> Result<Option<(Vec<u8>, Pos)>> {
+        match live.next() {
+            Some(entry) => {
+                let (k, p) = entry.map_err(internal)?;
+                Ok(Some((k.value().to_vec(), p.value())))
             }
+            None => Ok(None),
         }
-    } else {
-        let mut state: BTreeMap<Vec<u8>, Pos> = BTreeMap::new();
-        for entry in latest.range::<&[u8]>(borrowed).map_err(internal)? {
-            let (k, p) = entry.map_err(internal)?;
-            state.insert(k.value().to_vec(), p.value());
-        }
-        // Undo every change after `rev`, newest first: the last assignment per key comes from its
-        // first change after `rev`, whose `prev` is the version that was live at `rev`.
-        for entry in log.range((rev + 1, 0)..).map_err(internal)?.rev() {
-            let (_, bytes) = entry.map_err(internal)?;
-            let rec = Record::decode(bytes.value())?;
-            if !in_range(rec.key.as_bytes(), &req.key, &req.range_end) {
-                continue;
+    };
+    let mut live_head = next_live()?;
+    let mut changed_iter = changed.iter().peekable();
+    let mut picked: Vec<Pos> = Vec::new();
+    let mut more = false;
+    loop {
+        let from_changed = match (&live_head, changed_iter.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((lk, _)), Some((ck, _))) => ck.as_slice() <= lk.as_slice(),
+        };
+        let pos = if from_changed {
+            let Some((ck, at_rev)) = changed_iter.next() else { break };
+            if live_head.as_ref().is_some_and(|(lk, _)| lk == ck) {
+                live_head = next_live()?;
             }
-            if rec.prev == NO_POS {
-                state.remove(rec.key.as_bytes());
-            } else {
-                state.insert(rec.key.into_bytes(), rec.prev);
+            *at_rev
+        } else {
+            let head = live_head.take();
+            live_head = next_live()?;
+            head.map(|(_, p)| p)
+        };
+        if let Some(pos) = pos {
+            if picked.len() >= want {
+                more = true;
+                break;
             }
-        }
-        count = state.len();
-        if !req.count_only {
-            picked = state.into_iter().take(limit).collect();
+            picked.push(pos);
         }
     }
+
+    let count = if req.skip_count {
+        picked.len()
+    } else {
+        // Keys live now, corrected by the changed keys: +1 if present at `rev`, -1 if present now.
+        let mut n = latest.range::<&[u8]>(borrowed).map_err(internal)?.count() as i64;
+        for (key, at_rev) in &changed {
+            n += i64::from(at_rev.is_some());
+            n -= i64::from(latest.get(key.as_slice()).map_err(internal)?.is_some());
+        }
+        n.max(0) as usize
+    };
     let mut kvs = Vec::with_capacity(picked.len());
-    for (_, pos) in &picked {
-        let mut kv = load(log, *pos)?.into_kv(*pos);
+    for pos in picked {
+        let mut kv = load(log, pos)?.into_kv(pos);
         if req.keys_only {
             kv.value = Vec::new();
         }
         kvs.push(kv);
     }
-    Ok(RangeResult {
-        more: count > kvs.len() && !req.count_only,
-        count: count as i64,
-        kvs,
-        revision: rev as i64,
-    })
+    Ok(RangeResult { more: more && !req.count_only, count: count as i64, kvs, revision: rev as i64 })
+}
+
+/// The keys in the request's range that changed after `rev`, each with its version live at `rev`
+/// (None: absent at `rev`). Reads the log after `rev` once, oldest first: a key's first change after
+/// `rev` points (`prev`) at the version that was live at `rev`.
+fn changed_after<T: ReadableTable<Pos, &'static [u8]>>(
+    log: &T,
+    rev: u64,
+    req: &RangeRequest,
+) -> Result<BTreeMap<Vec<u8>, Option<Pos>>> {
+    let mut changed = BTreeMap::new();
+    for entry in log.range((rev + 1, 0)..).map_err(internal)? {
+        let (_, bytes) = entry.map_err(internal)?;
+        let rec = Record::decode(bytes.value())?;
+        if !in_range(rec.key.as_bytes(), &req.key, &req.range_end) {
+            continue;
+        }
+        changed.entry(rec.key.into_bytes()).or_insert((rec.prev != NO_POS).then_some(rec.prev));
+    }
+    Ok(changed)
 }
 
 /// The log entries with revision in `[from, to]` under the bounds, as watch events, at most `max`.

@@ -42,6 +42,10 @@ pub struct RangeRequest {
     pub limit: i64,
     pub keys_only: bool,
     pub count_only: bool,
+    /// Do not count the whole range: `count` is then only the returned keys, `more` stays exact.
+    /// For the continue pages of a list whose first page counted (at one revision the count cannot
+    /// change), so a paged list costs its pages, not a scan of the range per page.
+    pub skip_count: bool,
 }
 
 /// The answer to a [`RangeRequest`].

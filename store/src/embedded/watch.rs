@@ -9,6 +9,10 @@
 //! Ordering argument: the task subscribes to the broadcast *before* its first log read. Every commit
 //! after that read's snapshot is therefore in the broadcast, and every commit up to it is in the log;
 //! events at or below the last delivered revision are skipped, so nothing is seen twice.
+//!
+//! Each revision goes out as one item (`RevisionStream`): catch-up reads stop only between revisions
+//! and a broadcast batch holds whole commits, so a revision is never split, and "the last delivered
+//! revision" always means every event of it was delivered.
 
 use std::sync::Arc;
 
@@ -18,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::db::Db;
 use super::mvcc::{self, internal, LOG, META};
 use super::writer::Batch;
-use crate::{Error, Event, Result, WatchStream};
+use crate::{Error, Event, Result, RevisionStream};
 
 /// Log entries read per catch-up step, to bound memory for a watcher far behind.
 const CATCH_UP_CHUNK: usize = 1024;
@@ -38,7 +42,7 @@ pub(crate) fn start(
     start: Vec<u8>,
     end: Vec<u8>,
     from: u64,
-) -> Result<WatchStream> {
+) -> Result<RevisionStream> {
     let rx = hub.subscribe();
     let (_, compact) = revisions(&db)?;
     if from < compact {
@@ -73,7 +77,7 @@ async fn run(
     start: Vec<u8>,
     end: Vec<u8>,
     mut next: u64,
-    tx: mpsc::Sender<Result<Event>>,
+    tx: mpsc::Sender<Result<Vec<Event>>>,
 ) {
     'catch_up: loop {
         // Replay the log until it has nothing newer than what we delivered.
@@ -90,8 +94,8 @@ async fn run(
                     return;
                 }
             };
-            for ev in step.events {
-                if tx.send(Ok(ev)).await.is_err() {
+            for revision in by_revision(step.events) {
+                if tx.send(Ok(revision)).await.is_err() {
                     return;
                 }
             }
@@ -111,11 +115,16 @@ async fn run(
                     if batch.last_revision < next {
                         continue;
                     }
-                    for ev in &batch.events {
-                        if ev.revision() as u64 >= next
-                            && mvcc::in_range(ev.kv.key.as_bytes(), &start, &end)
-                            && tx.send(Ok(ev.clone())).await.is_err()
-                        {
+                    let wanted = batch
+                        .events
+                        .iter()
+                        .filter(|ev| {
+                            ev.revision() as u64 >= next && mvcc::in_range(ev.kv.key.as_bytes(), &start, &end)
+                        })
+                        .cloned()
+                        .collect();
+                    for revision in by_revision(wanted) {
+                        if tx.send(Ok(revision)).await.is_err() {
                             return;
                         }
                     }
@@ -132,4 +141,16 @@ async fn run(
             }
         }
     }
+}
+
+/// Splits events in revision order into one vector per revision.
+pub(crate) fn by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let mut out: Vec<Vec<Event>> = Vec::new();
+    for ev in events {
+        match out.last_mut() {
+            Some(group) if group.last().is_some_and(|last| last.revision() == ev.revision()) => group.push(ev),
+            _ => out.push(vec![ev]),
+        }
+    }
+    out
 }

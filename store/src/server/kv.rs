@@ -31,6 +31,7 @@ fn range_request(r: &PbRangeRequest) -> RangeRequest {
         limit: r.limit,
         keys_only: r.keys_only,
         count_only: r.count_only,
+        skip_count: false,
     }
 }
 
@@ -196,7 +197,13 @@ impl Endpoint {
 #[tonic::async_trait]
 impl PbKvService for Endpoint {
     async fn range(&self, request: Request<PbRangeRequest>) -> Result<Response<PbRangeResponse>, Status> {
-        self.do_range(request.into_inner()).map(Response::new)
+        // A range is a synchronous redb scan: run it on the blocking pool, off the async workers.
+        let ep = self.clone();
+        let r = request.into_inner();
+        match tokio::task::spawn_blocking(move || ep.do_range(r)).await {
+            Ok(res) => res.map(Response::new),
+            Err(e) => Err(Status::internal(format!("etcdserver: range failed: {e}"))),
+        }
     }
 
     type RangeStreamStream = futures::stream::Empty<Result<PbRangeStreamResponse, Status>>;

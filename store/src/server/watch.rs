@@ -17,13 +17,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{pb_kv, Endpoint};
-use crate::{Error, EventKind, WatchStream};
+use crate::{Error, EventKind, RevisionStream};
 
 /// etcd's WatchCreateRequest filter types.
 const FILTER_NOPUT: i32 = 0;
 const FILTER_NODELETE: i32 = 1;
-/// Events per response at most; etcd fragments large responses similarly.
-const MAX_EVENTS_PER_RESPONSE: usize = 256;
+/// Revisions per response at most. A response holds whole revisions only: etcd never splits one
+/// across responses (unless the client asked for fragments), and clients such as kplane's own etcd
+/// backend resume after the last revision of a response.
+const MAX_REVISIONS_PER_RESPONSE: usize = 256;
 
 type Out = mpsc::Sender<Result<PbWatchResponse, Status>>;
 
@@ -164,34 +166,36 @@ fn canceled(ep: &Endpoint, id: i64, e: Error) -> PbWatchResponse {
 
 async fn forward(
     ep: Endpoint,
-    stream: WatchStream,
+    stream: RevisionStream,
     id: i64,
     (no_put, no_delete): (bool, bool),
     prev_kv: bool,
     delivered: Arc<AtomicI64>,
     tx: Out,
 ) {
-    let mut chunks = stream.ready_chunks(MAX_EVENTS_PER_RESPONSE);
+    let mut chunks = stream.ready_chunks(MAX_REVISIONS_PER_RESPONSE);
     while let Some(chunk) = chunks.next().await {
         let mut events = Vec::with_capacity(chunk.len());
         let mut last = None;
         let mut end = None;
         for item in chunk {
             match item {
-                Ok(ev) => {
-                    last = Some(ev.revision());
-                    let skip = match ev.kind {
-                        EventKind::Put => no_put,
-                        EventKind::Delete => no_delete,
-                    };
-                    if skip {
-                        continue;
+                Ok(revision) => {
+                    for ev in revision {
+                        last = Some(ev.revision());
+                        let skip = match ev.kind {
+                            EventKind::Put => no_put,
+                            EventKind::Delete => no_delete,
+                        };
+                        if skip {
+                            continue;
+                        }
+                        events.push(PbEvent {
+                            r#type: if ev.kind == EventKind::Put { 0 } else { 1 },
+                            kv: Some(pb_kv(ev.kv)),
+                            prev_kv: if prev_kv { ev.prev_kv.map(pb_kv) } else { None },
+                        });
                     }
-                    events.push(PbEvent {
-                        r#type: if ev.kind == EventKind::Put { 0 } else { 1 },
-                        kv: Some(pb_kv(ev.kv)),
-                        prev_kv: if prev_kv { ev.prev_kv.map(pb_kv) } else { None },
-                    });
                 }
                 Err(e) => {
                     end = Some(e);
