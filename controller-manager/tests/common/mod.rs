@@ -92,11 +92,16 @@ impl Env {
     }
 
     pub async fn shutdown(mut self) {
+        self.shutdown_keep_cluster().await;
+        self.cluster.shutdown().await;
+    }
+
+    /// Stops every controller-manager cleanly (each must return Ok); the cluster keeps serving.
+    pub async fn shutdown_keep_cluster(&mut self) {
         while !self.cms.is_empty() {
             let r = self.stop_cm(0).await;
             assert!(r.is_ok(), "{r:?}");
         }
-        self.cluster.shutdown().await;
     }
 }
 
