@@ -570,3 +570,27 @@ impl Drop for Frozen {
         let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
     }
 }
+
+/// Durations under which a leader could lose its lease unnoticed are refused before anything
+/// starts, naming the flags (client-go's checks).
+#[test]
+fn leader_election_durations_that_cannot_work_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lease, renew, retry, why) in [
+        ("3s", "3s", "500ms", "leaseDuration must be greater than renewDeadline"),
+        ("4s", "1s", "900ms", "renewDeadline must be greater than retryPeriod*JitterFactor"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .args(["--etcd-listen", &format!("127.0.0.1:{}", free_port()), "--secure-port", "0"])
+            .args(["--leader-elect-lease-duration", lease, "--leader-elect-renew-deadline", renew])
+            .args(["--leader-elect-retry-period", retry])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("--leader-elect-renew-deadline") && err.contains(why), "{err}");
+        assert!(!stdout(&out).contains("kplane: ready"));
+    }
+}

@@ -341,3 +341,41 @@ const JITTER: f64 = 1.2;
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(1.0 + rand::random::<f64>() * (JITTER - 1.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(lease: u64, renew: u64, retry: u64) -> LeaseConfig {
+        LeaseConfig {
+            namespace: "kube-system".into(),
+            name: "kube-controller-manager".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_millis(lease),
+            renew_deadline: Duration::from_millis(renew),
+            retry_period: Duration::from_millis(retry),
+        }
+    }
+
+    #[test]
+    fn durations_are_checked_as_client_go_does() {
+        assert_eq!(config(15_000, 10_000, 2_000).validate(), Ok(()));
+        assert!(config(10_000, 10_000, 2_000).validate().unwrap_err().contains("leaseDuration"));
+        assert!(config(15_000, 2_400, 2_000).validate().unwrap_err().contains("renewDeadline"));
+        assert_eq!(config(15_000, 2_401, 2_000).validate(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_back_off_up_to_the_lease_duration() {
+        let client = kube::Client::new(
+            tower::service_fn(|_req| async {
+                Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("unused"))
+            }),
+            "default",
+        );
+        let le = LeaderElector::new(client, config(15_000, 10_000, 2_000));
+        let waits: Vec<u64> = (1..=6).map(|n| le.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 15, 15, 15]);
+        assert_eq!(le.backoff(u32::MAX), Duration::from_secs(15));
+    }
+}
