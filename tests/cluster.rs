@@ -409,19 +409,21 @@ fn lease_holder(kp: &Kplane) -> Option<String> {
     (out.status.success() && !holder.is_empty()).then_some(holder)
 }
 
+/// Leases of 4 s renewed every 0.5 s, lost 3 s after the last renewal: quick failovers.
+const SHORT_LEASES: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "4s",
+    "--leader-elect-renew-deadline",
+    "3s",
+    "--leader-elect-retry-period",
+    "500ms",
+];
+
 #[test]
 fn leadership_fails_over_between_two_controller_managers() {
     let dir = tempfile::tempdir().unwrap();
     let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
-    let flags = [
-        "controller-manager",
-        "--leader-elect-lease-duration",
-        "4s",
-        "--leader-elect-renew-deadline",
-        "3s",
-        "--leader-elect-retry-period",
-        "500ms",
-    ];
+    let flags: Vec<&str> = std::iter::once("controller-manager").chain(SHORT_LEASES).collect();
     let mut first = Some(Proc::start(&flags, &kp.kubeconfig));
     let holder = eventually(20, "a leader", || lease_holder(&kp));
     let _second = Proc::start(&flags, &kp.kubeconfig);
@@ -441,10 +443,19 @@ fn leadership_fails_over_between_two_controller_managers() {
     assert!(cs.contains("Healthy") && !cs.contains("Unhealthy"), "{cs}");
 }
 
-/// `leaseTransitions` of the Lease `kube-system/<name>`.
+/// `leaseTransitions` of the Lease `kube-system/<name>`; None while it cannot be read.
 fn lease_transitions(kp: &Kplane, name: &str) -> Option<i64> {
-    let lease = json(kp, &["get", "lease", "-n", "kube-system", name]);
+    let out = kp.kubectl(&["get", "lease", "-n", "kube-system", name, "-o", "json"]);
+    let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
     lease["spec"]["leaseTransitions"].as_i64()
+}
+
+/// Waits until the component holding `kube-system/<name>` leads a term after the one counted
+/// `before` (each acquisition bumps `leaseTransitions`).
+fn new_term(kp: &Kplane, name: &str, before: i64) {
+    eventually(60, &format!("{name} leads a new term"), || {
+        lease_transitions(kp, name).filter(|t| *t > before).map(|_| ())
+    });
 }
 
 /// Issue 19: against a real etcd that becomes unreachable for longer than the renew deadline, the
@@ -459,23 +470,9 @@ fn controllers_lead_again_after_etcd_is_unreachable_past_the_renew_deadline() {
         rt.block_on(store::etcd_process::EtcdProcess::start()).expect("start a real etcd (etcd-server)");
     let dir = tempfile::tempdir().unwrap();
     let endpoint = etcd.endpoint();
-    let mut kp = Kplane::start_with(
-        dir.path(),
-        free_port(),
-        &[
-            "--etcd-servers",
-            &endpoint,
-            "--nodes",
-            "1",
-            "--no-networking",
-            "--leader-elect-lease-duration",
-            "4s",
-            "--leader-elect-renew-deadline",
-            "3s",
-            "--leader-elect-retry-period",
-            "500ms",
-        ],
-    );
+    let mut flags = vec!["--etcd-servers", &endpoint, "--nodes", "1", "--no-networking"];
+    flags.extend(SHORT_LEASES);
+    let mut kp = Kplane::start_with(dir.path(), free_port(), &flags);
     let pid = kp.child.id();
     eventually(30, "a controller-manager leader", || lease_holder(&kp));
     kp.kubectl_ok(&["create", "deployment", "before", "--image=nginx", "--replicas=1"]);
@@ -498,16 +495,8 @@ fn controllers_lead_again_after_etcd_is_unreachable_past_the_renew_deadline() {
     // Same process; the components campaigned again and lead a new term each.
     assert!(kp.child.try_wait().unwrap().is_none(), "kplane exited");
     assert_eq!(kp.child.id(), pid);
-    eventually(60, "the controller-manager leads a new term", || {
-        let out = kp.kubectl(&["get", "lease", "-n", "kube-system", "kube-controller-manager", "-o", "json"]);
-        let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (lease["spec"]["leaseTransitions"].as_i64()? > cm_before).then_some(())
-    });
-    eventually(60, "the scheduler leads a new term", || {
-        let out = kp.kubectl(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "json"]);
-        let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (lease["spec"]["leaseTransitions"].as_i64()? > sched_before).then_some(())
-    });
+    new_term(&kp, "kube-controller-manager", cm_before);
+    new_term(&kp, "kube-scheduler", sched_before);
     // Their new terms act: a Deployment created now gets its ReplicaSet and a scheduled, Running pod.
     kp.kubectl_ok(&["create", "deployment", "after", "--image=nginx", "--replicas=2"]);
     kp.kubectl_ok(&["rollout", "status", "deployment/after", "--timeout=60s"]);
@@ -528,11 +517,7 @@ fn controllers_lead_again_after_etcd_is_unreachable_past_the_renew_deadline() {
     let ping = kp.kubectl(&["get", "--raw", "/livez/ping", "--request-timeout=2s"]);
     assert!(ping.status.success(), "{}", stderr(&ping));
     drop(frozen);
-    eventually(60, "the controller-manager leads a new term after the freeze", || {
-        let out = kp.kubectl(&["get", "lease", "-n", "kube-system", "kube-controller-manager", "-o", "json"]);
-        let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (lease["spec"]["leaseTransitions"].as_i64()? > cm_before).then_some(())
-    });
+    new_term(&kp, "kube-controller-manager", cm_before);
     kp.kubectl_ok(&["scale", "deployment", "after", "--replicas=3"]);
     kp.kubectl_ok(&["rollout", "status", "deployment/after", "--timeout=60s"]);
     assert_eq!(running_pods(&kp, "app=after").len(), 3);
