@@ -181,7 +181,10 @@ impl LeaderElector {
                 r = attempt => r,
             };
             match renewed {
-                Ok(Ok(Attempt::Leading)) => last_renew = started,
+                Ok(Ok(Attempt::Leading)) => {
+                    last_renew = started;
+                    continue;
+                }
                 Ok(Ok(Attempt::Standby)) => {
                     tracing::error!(lease = %self.lease(), "the lease is held by another candidate");
                     self.record_event("StoppedLeading", "stopped leading");
@@ -324,7 +327,9 @@ impl LeaderElector {
         }
         match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(Attempt::Leading),
-            Err(e) if crate::util::is_conflict(&e) => Ok(Attempt::Standby),
+            // Renewing, a conflict is someone touching our record (a label, say): read it again
+            // before the deadline rather than step down; campaigning, it is a lost race.
+            Err(e) if crate::util::is_conflict(&e) && !(renewing && held_by_me) => Ok(Attempt::Standby),
             Err(e) => Err(self.err(e)),
         }
     }

@@ -166,7 +166,10 @@ async fn an_api_that_hangs_past_the_renew_deadline_costs_the_lease_and_it_leads_
     let mut env = Env::bare().await;
     let c = env.client.clone();
     let stall = Arc::new(AtomicBool::new(false));
-    env.add_cm_with(stalling_client(&env, stall.clone()), elected("cm-a"));
+    let stalled = stall.clone();
+    let client =
+        faulty_client(&env, move |_| if stalled.load(Ordering::SeqCst) { Fault::Hang } else { Fault::None });
+    env.add_cm_with(client, elected("cm-a"));
     let (_, t0) =
         eventually(10, "cm-a leads", || async { holder(&c).await.filter(|(h, _)| h == "cm-a") }).await;
     // Every request of cm-a hangs (no answer, no error) for longer than the 1.5 s renew deadline.
@@ -190,19 +193,35 @@ async fn an_api_that_hangs_past_the_renew_deadline_costs_the_lease_and_it_leads_
     env.shutdown().await;
 }
 
-/// A client over the cluster's router whose requests hang while `stall` is set (a store or
-/// network that stops answering); each goes through once it is cleared, unless dropped first.
-fn stalling_client(env: &Env, stall: Arc<AtomicBool>) -> Client {
-    use tower::ServiceExt;
-    let router = apiserver::router(env.cluster.state.clone());
-    let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let (router, stall) = (router.clone(), stall.clone());
-        async move {
-            while stall.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            router.oneshot(req).await
+#[tokio::test]
+async fn a_conflicting_write_to_its_own_lease_does_not_make_the_leader_step_down() {
+    let mut env = Env::bare().await;
+    let c = env.client.clone();
+    let conflict = Arc::new(AtomicBool::new(false));
+    let on = conflict.clone();
+    let client = faulty_client(&env, move |req| {
+        let lease_put =
+            req.method() == http::Method::PUT && req.uri().path().ends_with("/leases/kube-controller-manager");
+        if lease_put && on.load(Ordering::SeqCst) {
+            Fault::Status(409, "Conflict")
+        } else {
+            Fault::None
         }
     });
-    Client::new(svc, "default")
+    env.add_cm_with(client, elected("cm-a"));
+    let (_, t0) =
+        eventually(10, "cm-a leads", || async { holder(&c).await.filter(|(h, _)| h == "cm-a") }).await;
+    // Renewals conflict for less than the 1.5 s renew deadline: retried, not a lost lease.
+    conflict.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    conflict.store(false, Ordering::SeqCst);
+    let _: ReplicaSet = apply(&c, "default", rs_named("still-leading", 1)).await;
+    eventually(10, "the same term's controllers act", || async {
+        (pods(&c, "default", "app=still-leading").await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(holder(&c).await, Some(("cm-a".to_string(), t0)), "no new term");
+    let notes = leader_events(&c).await;
+    assert!(!notes.iter().any(|n| n == "cm-a stopped leading"), "{notes:?}");
+    env.shutdown().await;
 }
