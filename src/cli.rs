@@ -367,6 +367,7 @@ fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>>
 async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
     if let Some(components) = &components {
         components.xray.check()?;
+        components.controller.leader.check()?;
     }
     let opened = open_store(&args.store).await?;
     let mut endpoint = None;

@@ -14,21 +14,59 @@ use tokio::task::JoinSet;
 
 use crate::cli::parse_go_duration;
 
+/// Leader election's flags, as kube-controller-manager and kube-scheduler both take them. In
+/// `kplane up` they set both components' leases.
+#[derive(Args, Debug, Clone)]
+pub struct LeaderElectArgs {
+    /// Run only while holding the component's Lease in kube-system (kube-controller-manager,
+    /// kube-scheduler). Losing it stops the component's work and campaigns again; the process goes on.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// How long a standby waits, after it last saw the leader's record change, before taking over.
+    #[arg(long, default_value = "15s", value_parser = parse_go_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often to renew, and to try to acquire.
+    #[arg(long, default_value = "2s", value_parser = parse_go_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+impl LeaderElectArgs {
+    /// Refuses durations a leader could lose its lease under without noticing (client-go's checks),
+    /// naming the flags.
+    pub fn check(&self) -> Result<()> {
+        if !self.leader_elect {
+            return Ok(());
+        }
+        self.lease("").validate().map_err(|e| {
+            anyhow::anyhow!(
+                "--leader-elect-lease-duration, --leader-elect-renew-deadline, --leader-elect-retry-period: {e}"
+            )
+        })
+    }
+
+    fn lease(&self, name: &str) -> controller_manager::leader::LeaseConfig {
+        controller_manager::leader::LeaseConfig {
+            namespace: "kube-system".into(),
+            name: name.into(),
+            identity: controller_manager::leader::default_identity(),
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        }
+    }
+}
+
 /// kube-controller-manager's flags that kplane honours.
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
-    /// Run the controllers only while holding the kube-system/kube-controller-manager Lease.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_elect: bool,
-    #[arg(long, default_value = "15s", value_parser = parse_go_duration)]
-    pub leader_elect_lease_duration: Duration,
-    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
-    pub leader_elect_renew_deadline: Duration,
-    #[arg(long, default_value = "2s", value_parser = parse_go_duration)]
-    pub leader_elect_retry_period: Duration,
+    #[command(flatten)]
+    pub leader: LeaderElectArgs,
     /// The pod range each node's /24 (spec.podCIDR) is cut from.
     #[arg(long, default_value = "127.244.0.0/16")]
     pub cluster_cidr: String,
@@ -43,10 +81,10 @@ impl ControllerArgs {
     fn config(&self) -> controller_manager::Config {
         controller_manager::Config {
             controllers: self.controllers.clone(),
-            leader_elect: self.leader_elect,
-            leader_elect_lease_duration: self.leader_elect_lease_duration,
-            leader_elect_renew_deadline: self.leader_elect_renew_deadline,
-            leader_elect_retry_period: self.leader_elect_retry_period,
+            leader_elect: self.leader.leader_elect,
+            leader_elect_lease_duration: self.leader.leader_elect_lease_duration,
+            leader_elect_renew_deadline: self.leader.leader_elect_renew_deadline,
+            leader_elect_retry_period: self.leader.leader_elect_retry_period,
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             node_monitor_grace_period: self.node_monitor_grace_period,
@@ -199,6 +237,8 @@ pub struct ControllerManagerCmd {
 pub struct SchedulerCmd {
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: PathBuf,
+    #[command(flatten)]
+    pub leader: LeaderElectArgs,
 }
 
 /// `kplane node --kubeconfig FILE --name X`.
@@ -351,7 +391,7 @@ pub fn spawn_up(
         let cm = in_process_client(state, "kube-controller-manager", "system:kube-controller-manager", &[]);
         set.spawn(run_controller_manager(cm, args.controller.clone(), stop.wait()));
         let scheduler = in_process_client(state, "kube-scheduler", "system:kube-scheduler", &[]);
-        set.spawn(run_scheduler(scheduler, stop.wait()));
+        set.spawn(run_scheduler(scheduler, args.controller.leader.clone(), stop.wait()));
     }
     for i in 0..args.nodes {
         let name = format!("worker{i}");
@@ -382,48 +422,58 @@ pub async fn run_controller_manager(
     args: ControllerArgs,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    args.leader.check()?;
     controller_manager::run(client, args.config(), stop).await.context("controller-manager")
 }
 
 /// The scheduler, while it holds the `kube-system/kube-scheduler` Lease (as kube-scheduler's
-/// leader election does), so that two kplanes on one store never bind a pod twice.
+/// leader election does), so that two kplanes on one store never bind a pod twice. A lost lease
+/// stops it (its in-flight bindings cancelled and joined) and it campaigns again; once re-elected
+/// it starts over from fresh watches. Only `stop` ends it.
 pub async fn run_scheduler(
     client: kube::Client,
+    leader: LeaderElectArgs,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    use controller_manager::leader::{default_identity, LeaderElector, LeaseConfig};
-    let elector = LeaderElector::new(
-        client.clone(),
-        LeaseConfig {
-            namespace: "kube-system".into(),
-            name: "kube-scheduler".into(),
-            identity: default_identity(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
-        },
-    );
+    use controller_manager::leader::{LeaderElector, Term};
+    leader.check()?;
+    if !leader.leader_elect {
+        return nodes::run_scheduler(client, nodes::SchedulerConfig::default(), stop)
+            .await
+            .context("scheduler");
+    }
+    let elector = LeaderElector::new(client.clone(), leader.lease("kube-scheduler"));
     let mut stop = Box::pin(stop);
-    tokio::select! {
-        acquired = elector.acquire() => acquired.context("scheduler leader election")?,
-        _ = &mut stop => return Ok(()),
+    loop {
+        let Some(since) = elector.campaign(&mut stop).await else { return Ok(()) };
+        tracing::info!(identity = %elector.identity(), "scheduler leading");
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
+        let ended = async {
+            let _ = end_rx.await;
+        };
+        let mut scheduler =
+            tokio::spawn(nodes::run_scheduler(client.clone(), nodes::SchedulerConfig::default(), ended));
+        let term = tokio::select! {
+            term = elector.lead(since, &mut stop) => term,
+            done = &mut scheduler => {
+                elector.release().await;
+                return done.context("scheduler task")?.context("scheduler");
+            }
+        };
+        // The scheduler's loop stops at once on this signal, cancelling and joining its bindings.
+        let _ = end_tx.send(());
+        scheduler.await.context("scheduler task")?.context("scheduler")?;
+        match term {
+            Term::Shutdown => {
+                elector.release().await;
+                return Ok(());
+            }
+            Term::Lost => tracing::error!(
+                identity = %elector.identity(),
+                "leaderelection lost: the scheduler stopped; campaigning again"
+            ),
+        }
     }
-    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut scheduler = tokio::spawn(nodes::run_scheduler(client, nodes::SchedulerConfig::default(), async {
-        let _ = end_rx.await;
-    }));
-    let lost = tokio::select! {
-        _ = &mut stop => false,
-        () = elector.keep_renewing() => true,
-        done = &mut scheduler => return done.context("scheduler task")?.context("scheduler"),
-    };
-    let _ = end_tx.send(());
-    scheduler.await.context("scheduler task")?.context("scheduler")?;
-    if lost {
-        anyhow::bail!("the scheduler lost its leader lease");
-    }
-    elector.release().await;
-    Ok(())
 }
 
 pub async fn controller_manager_cmd(
@@ -436,7 +486,7 @@ pub async fn controller_manager_cmd(
 
 pub async fn scheduler_cmd(cmd: SchedulerCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-scheduler").await?;
-    run_scheduler(client, stop).await
+    run_scheduler(client, cmd.leader, stop).await
 }
 
 pub async fn node_cmd(cmd: NodeCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {

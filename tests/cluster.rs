@@ -409,19 +409,21 @@ fn lease_holder(kp: &Kplane) -> Option<String> {
     (out.status.success() && !holder.is_empty()).then_some(holder)
 }
 
+/// Leases of 4 s renewed every 0.5 s, lost 3 s after the last renewal: quick failovers.
+const SHORT_LEASES: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "4s",
+    "--leader-elect-renew-deadline",
+    "3s",
+    "--leader-elect-retry-period",
+    "500ms",
+];
+
 #[test]
 fn leadership_fails_over_between_two_controller_managers() {
     let dir = tempfile::tempdir().unwrap();
     let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
-    let flags = [
-        "controller-manager",
-        "--leader-elect-lease-duration",
-        "4s",
-        "--leader-elect-renew-deadline",
-        "3s",
-        "--leader-elect-retry-period",
-        "500ms",
-    ];
+    let flags: Vec<&str> = std::iter::once("controller-manager").chain(SHORT_LEASES).collect();
     let mut first = Some(Proc::start(&flags, &kp.kubeconfig));
     let holder = eventually(20, "a leader", || lease_holder(&kp));
     let _second = Proc::start(&flags, &kp.kubeconfig);
@@ -439,4 +441,141 @@ fn leadership_fails_over_between_two_controller_managers() {
     eventually(20, "4 pods", || (items(&kp, &["get", "pods", "-l", "app=once"]).len() == 4).then_some(()));
     let cs = kp.kubectl_ok(&["get", "componentstatuses", "controller-manager"]);
     assert!(cs.contains("Healthy") && !cs.contains("Unhealthy"), "{cs}");
+}
+
+/// `leaseTransitions` of the Lease `kube-system/<name>`; None while it cannot be read.
+fn lease_transitions(kp: &Kplane, name: &str) -> Option<i64> {
+    let out = kp.kubectl(&["get", "lease", "-n", "kube-system", name, "-o", "json"]);
+    let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
+    lease["spec"]["leaseTransitions"].as_i64()
+}
+
+/// Waits until the component holding `kube-system/<name>` leads a term after the one counted
+/// `before` (each acquisition bumps `leaseTransitions`).
+fn new_term(kp: &Kplane, name: &str, before: i64) {
+    eventually(60, &format!("{name} leads a new term"), || {
+        lease_transitions(kp, name).filter(|t| *t > before).map(|_| ())
+    });
+}
+
+/// Issue 19: against a real etcd that becomes unreachable for longer than the renew deadline, the
+/// controller-manager and the scheduler lose their leases, step down and campaign again; once etcd
+/// is back they lead again, in the same process (it used to exit with "the scheduler lost its
+/// leader lease", taking the API server with it).
+#[test]
+fn controllers_lead_again_after_etcd_is_unreachable_past_the_renew_deadline() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Our own etcd (never a shared one: this test kills it).
+    let mut etcd =
+        rt.block_on(store::etcd_process::EtcdProcess::start()).expect("start a real etcd (etcd-server)");
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = etcd.endpoint();
+    let mut flags = vec!["--etcd-servers", &endpoint, "--nodes", "1", "--no-networking"];
+    flags.extend(SHORT_LEASES);
+    let mut kp = Kplane::start_with(dir.path(), free_port(), &flags);
+    let pid = kp.child.id();
+    eventually(30, "a controller-manager leader", || lease_holder(&kp));
+    kp.kubectl_ok(&["create", "deployment", "before", "--image=nginx", "--replicas=1"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/before", "--timeout=60s"]);
+    let cm_before = lease_transitions(&kp, "kube-controller-manager").expect("controller-manager lease");
+    let sched_before = lease_transitions(&kp, "kube-scheduler").expect("scheduler lease");
+
+    // etcd goes away for twice the renew deadline: both leases are lost.
+    etcd.kill9().unwrap();
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(6) {
+        assert!(kp.child.try_wait().unwrap().is_none(), "kplane exited while etcd was down");
+        // The API server itself keeps answering what needs no store.
+        let ping = kp.kubectl(&["get", "--raw", "/livez/ping", "--request-timeout=2s"]);
+        assert!(ping.status.success(), "{}", stderr(&ping));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    rt.block_on(etcd.restart()).expect("etcd restarts on its data dir");
+
+    // Same process; the components campaigned again and lead a new term each.
+    assert!(kp.child.try_wait().unwrap().is_none(), "kplane exited");
+    assert_eq!(kp.child.id(), pid);
+    new_term(&kp, "kube-controller-manager", cm_before);
+    new_term(&kp, "kube-scheduler", sched_before);
+    // Their new terms act: a Deployment created now gets its ReplicaSet and a scheduled, Running pod.
+    kp.kubectl_ok(&["create", "deployment", "after", "--image=nginx", "--replicas=2"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/after", "--timeout=60s"]);
+    let pods = running_pods(&kp, "app=after");
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| p["spec"]["nodeName"] == "worker0"), "scheduled");
+    // Fresh caches made nothing twice.
+    assert_eq!(running_pods(&kp, "app=before").len(), 1);
+    assert_eq!(items(&kp, &["get", "rs", "-l", "app=after"]).len(), 1);
+    assert!(kp.child.try_wait().unwrap().is_none());
+
+    // Second outage, the nastier kind: etcd frozen (SIGSTOP), so requests hang instead of failing.
+    // The leases are lost on time all the same (every renewal is bounded by the renew deadline).
+    let cm_before = lease_transitions(&kp, "kube-controller-manager").expect("controller-manager lease");
+    let frozen = Frozen::new(etcd_pid(&endpoint));
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(kp.child.try_wait().unwrap().is_none(), "kplane exited while etcd was frozen");
+    let ping = kp.kubectl(&["get", "--raw", "/livez/ping", "--request-timeout=2s"]);
+    assert!(ping.status.success(), "{}", stderr(&ping));
+    drop(frozen);
+    new_term(&kp, "kube-controller-manager", cm_before);
+    kp.kubectl_ok(&["scale", "deployment", "after", "--replicas=3"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/after", "--timeout=60s"]);
+    assert_eq!(running_pods(&kp, "app=after").len(), 3);
+    assert_eq!(kp.child.id(), pid);
+    assert!(kp.child.try_wait().unwrap().is_none());
+    // A clean stop still works (and releases the leases).
+    assert!(kp.terminate().success());
+}
+
+/// The pid of the etcd serving `endpoint` (its own `--listen-client-urls`, so never another etcd).
+fn etcd_pid(endpoint: &str) -> u32 {
+    let flag = format!("--listen-client-urls={endpoint}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == flag.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no etcd process listening on {endpoint}"))
+}
+
+/// A process stopped with SIGSTOP, continued (SIGCONT) when dropped, panics included.
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(pid: u32) -> Frozen {
+        assert!(Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
+
+/// Durations under which a leader could lose its lease unnoticed are refused before anything
+/// starts, naming the flags (client-go's checks).
+#[test]
+fn leader_election_durations_that_cannot_work_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lease, renew, retry, why) in [
+        ("3s", "3s", "500ms", "leaseDuration must be greater than renewDeadline"),
+        ("4s", "1s", "900ms", "renewDeadline must be greater than retryPeriod*JitterFactor"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .args(["--etcd-listen", &format!("127.0.0.1:{}", free_port()), "--secure-port", "0"])
+            .args(["--leader-elect-lease-duration", lease, "--leader-elect-renew-deadline", renew])
+            .args(["--leader-elect-retry-period", retry])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("--leader-elect-renew-deadline") && err.contains(why), "{err}");
+        assert!(!stdout(&out).contains("kplane: ready"));
+    }
 }

@@ -8,14 +8,20 @@
 //! - Every write is a PUT carrying the resourceVersion we read: a 409 means someone else won.
 //! - Release (client-go's `ReleaseOnCancel`): clear the holder so a standby takes over at once.
 //!
+//! - A lost lease is one term's end, not the process's: the caller stops that term's work and
+//!   campaigns again ([`LeaderElector::campaign`], [`LeaderElector::lead`], [`Term`]).
+//!
 //! Reusable by any component: the scheduler uses it for `kube-system/kube-scheduler`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -37,6 +43,21 @@ pub struct LeaseConfig {
     pub retry_period: Duration,
 }
 
+impl LeaseConfig {
+    /// client-go's checks: the renew deadline below the lease duration, the jittered retry period
+    /// (x1.2) below the renew deadline; otherwise a leader could lose the lease without noticing
+    /// before a standby takes it over.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration <= self.renew_deadline {
+            return Err("leaseDuration must be greater than renewDeadline".into());
+        }
+        if self.renew_deadline <= self.retry_period.mul_f64(JITTER) {
+            return Err("renewDeadline must be greater than retryPeriod*JitterFactor (1.2)".into());
+        }
+        Ok(())
+    }
+}
+
 /// `<hostname>_<uuid>`, upstream's identity form.
 pub fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -56,6 +77,7 @@ struct Observed {
 
 pub struct LeaderElector {
     api: Api<Lease>,
+    recorder: Recorder,
     config: LeaseConfig,
     observed: Mutex<Observed>,
 }
@@ -65,54 +87,171 @@ enum Attempt {
     Standby,
 }
 
+/// How a term of leadership ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Term {
+    /// The caller's shutdown resolved: stop gracefully and [`release`](LeaderElector::release).
+    Shutdown,
+    /// The lease was lost (renew deadline passed, or another holder has it): stop all work at
+    /// once, then [`campaign`](LeaderElector::campaign) again.
+    Lost,
+}
+
 impl LeaderElector {
     pub fn new(client: Client, config: LeaseConfig) -> LeaderElector {
-        let api = Api::namespaced(client, &config.namespace);
-        LeaderElector { api, config, observed: Mutex::new(Observed { record: None, at: Instant::now() }) }
+        let api = Api::namespaced(client.clone(), &config.namespace);
+        // Upstream's events come from the component, which names its lease after itself.
+        let reporter = Reporter { controller: config.name.clone(), instance: Some(config.identity.clone()) };
+        let recorder = Recorder::new(client, reporter);
+        LeaderElector {
+            api,
+            recorder,
+            config,
+            observed: Mutex::new(Observed { record: None, at: Instant::now() }),
+        }
     }
 
     pub fn identity(&self) -> &str {
         &self.config.identity
     }
 
-    /// Blocks until this instance holds the lease.
-    pub async fn acquire(&self) -> Result<(), Error> {
+    /// Campaigns until this instance holds the lease, or `shutdown` resolves first (then `None`).
+    /// Returns when the winning attempt started: the renew deadline counts from there (earlier than
+    /// when the holder's record changed for anyone else, so we always give up before a standby may
+    /// take over). Never gives up on errors: a store or API that is unreachable is retried with an
+    /// exponential backoff from the retry period up to the lease duration, and every attempt is
+    /// bounded by the renew deadline, so a stalled connection cannot hang the campaign.
+    pub async fn campaign(&self, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Option<Instant> {
+        let mut failures: u32 = 0;
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(Attempt::Leading) => {
-                    tracing::info!(lease = %self.config.name, identity = %self.config.identity, "acquired lease");
-                    return Ok(());
-                }
-                Ok(Attempt::Standby) => {}
-                Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
+            let started = Instant::now();
+            let attempt = tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew(false));
+            let wait = tokio::select! {
+                biased;
+                _ = &mut *shutdown => return None,
+                r = attempt => match r {
+                    Ok(Ok(Attempt::Leading)) => {
+                        tracing::info!(lease = %self.lease(), identity = %self.config.identity, "successfully acquired lease");
+                        self.record_event("BecameLeader", "became leader");
+                        return Some(started);
+                    }
+                    Ok(Ok(Attempt::Standby)) => {
+                        failures = 0;
+                        self.config.retry_period
+                    }
+                    Ok(Err(e)) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(lease = %self.lease(), error = %e, "error retrieving or updating the lease; retrying");
+                        self.backoff(failures)
+                    }
+                    Err(_) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(lease = %self.lease(), timeout = ?self.config.renew_deadline, "lease request timed out; retrying");
+                        self.backoff(failures)
+                    }
+                },
+            };
+            tokio::select! {
+                biased;
+                _ = &mut *shutdown => return None,
+                () = tokio::time::sleep(jittered(wait)) => {}
             }
-            tokio::time::sleep(jittered(self.config.retry_period)).await;
         }
     }
 
-    /// Renews the lease until a renewal cannot succeed within the renew deadline; then returns
-    /// (leadership lost). Callers select this against their own shutdown.
-    pub async fn keep_renewing(&self) {
-        let mut last_renew = Instant::now();
+    /// Leads from `since` (what [`campaign`](Self::campaign) returned): renews every retry period
+    /// until `shutdown` resolves ([`Term::Shutdown`]) or no renewal succeeded within the renew
+    /// deadline, or another holder has the lease ([`Term::Lost`]). A renewal that has not
+    /// answered by the deadline counts as failed: leadership is then lost on time even when the
+    /// store hangs rather than refuses.
+    pub async fn lead(&self, since: Instant, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Term {
+        let mut last_renew = since;
         loop {
-            tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(Attempt::Leading) => last_renew = Instant::now(),
-                Ok(Attempt::Standby) => {
-                    tracing::error!(lease = %self.config.name, "lease taken by another holder");
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
+            tokio::select! {
+                biased;
+                _ = &mut *shutdown => return Term::Shutdown,
+                () = tokio::time::sleep(self.config.retry_period) => {}
             }
-            if last_renew.elapsed() >= self.config.renew_deadline {
-                tracing::error!(lease = %self.config.name, "failed to renew the lease within the renew deadline");
-                return;
+            let deadline = last_renew + self.config.renew_deadline;
+            let started = Instant::now();
+            let attempt = tokio::time::timeout_at(deadline, self.try_acquire_or_renew(true));
+            let renewed = tokio::select! {
+                biased;
+                _ = &mut *shutdown => return Term::Shutdown,
+                r = attempt => r,
+            };
+            match renewed {
+                Ok(Ok(Attempt::Leading)) => {
+                    last_renew = started;
+                    continue;
+                }
+                Ok(Ok(Attempt::Standby)) => {
+                    tracing::error!(lease = %self.lease(), "the lease is held by another candidate");
+                    self.record_event("StoppedLeading", "stopped leading");
+                    return Term::Lost;
+                }
+                Ok(Err(e)) => tracing::warn!(lease = %self.lease(), error = %e, "failed to renew the lease"),
+                Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                tracing::error!(lease = %self.lease(), renew_deadline = ?self.config.renew_deadline, "failed to renew the lease within the renew deadline");
+                self.record_event("StoppedLeading", "stopped leading");
+                return Term::Lost;
             }
         }
+    }
+
+    /// The wait after `failures` failed attempts in a row: the retry period doubled each time, at
+    /// most the lease duration.
+    fn backoff(&self, failures: u32) -> Duration {
+        let cap = self.config.lease_duration.max(self.config.retry_period);
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+        self.config.retry_period.saturating_mul(factor).min(cap)
+    }
+
+    /// Upstream's `LeaderElection` event on the Lease (`<identity> became leader`, `<identity>
+    /// stopped leading`). Best effort and off the election's path: it never delays a term's start
+    /// or end, and gives up after a renew deadline (the store may be what cost us the lease).
+    /// `action` tells the two apart: kube-runtime's recorder folds events that differ only in
+    /// their note into one series.
+    fn record_event(&self, action: &str, what: &str) {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "LeaderElection".into(),
+            note: Some(format!("{} {what}", self.config.identity)),
+            action: action.into(),
+            secondary: None,
+        };
+        let regarding = ObjectReference {
+            api_version: Some("coordination.k8s.io/v1".into()),
+            kind: Some("Lease".into()),
+            namespace: Some(self.config.namespace.clone()),
+            name: Some(self.config.name.clone()),
+            ..Default::default()
+        };
+        let (recorder, limit, lease) = (self.recorder.clone(), self.config.renew_deadline, self.lease());
+        tokio::spawn(async move {
+            match tokio::time::timeout(limit, recorder.publish(&event, &regarding)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(%lease, error = %e, "LeaderElection event"),
+                Err(_) => tracing::debug!(%lease, "LeaderElection event timed out"),
+            }
+        });
+    }
+
+    fn lease(&self) -> String {
+        format!("{}/{}", self.config.namespace, self.config.name)
     }
 
     /// Gives the lease up if we hold it (holder cleared, duration 1s), so a standby takes over now.
+    /// Bounded by the renew deadline: a store that does not answer never holds up a shutdown.
     pub async fn release(&self) {
+        if tokio::time::timeout(self.config.renew_deadline, self.try_release()).await.is_err() {
+            tracing::warn!(lease = %self.lease(), "releasing the lease timed out");
+        }
+    }
+
+    async fn try_release(&self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else { return };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
@@ -124,12 +263,16 @@ impl LeaderElector {
         spec.acquire_time = Some(now.clone());
         spec.renew_time = Some(now);
         match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
-            Ok(_) => tracing::info!(lease = %self.config.name, "released lease"),
-            Err(e) => tracing::warn!(error = %e, "releasing the lease failed"),
+            Ok(_) => tracing::info!(lease = %self.lease(), "released lease"),
+            Err(e) => tracing::warn!(lease = %self.lease(), error = %e, "releasing the lease failed"),
         }
     }
 
-    async fn try_acquire_or_renew(&self) -> Result<Attempt, Error> {
+    /// One read and one write of the Lease. `renewing`: we lead now and keep the term. Otherwise
+    /// (campaigning) a record that still names us is a term we lost, and re-acquiring it starts a
+    /// new one: `acquireTime` is now and `leaseTransitions` counts it, as a restarted process
+    /// (with a new identity) would.
+    async fn try_acquire_or_renew(&self, renewing: bool) -> Result<Attempt, Error> {
         let now = MicroTime(Timestamp::now());
         let secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX).max(1);
         let me = self.config.identity.clone();
@@ -172,7 +315,7 @@ impl LeaderElector {
                 return Ok(Attempt::Standby);
             }
         }
-        if held_by_me {
+        if held_by_me && renewing {
             spec.renew_time = Some(now);
             spec.lease_duration_seconds = Some(secs);
         } else {
@@ -184,7 +327,9 @@ impl LeaderElector {
         }
         match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(Attempt::Leading),
-            Err(e) if crate::util::is_conflict(&e) => Ok(Attempt::Standby),
+            // Renewing, a conflict is someone touching our record (a label, say): read it again
+            // before the deadline rather than step down; campaigning, it is a lost race.
+            Err(e) if crate::util::is_conflict(&e) && !(renewing && held_by_me) => Ok(Attempt::Standby),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -194,7 +339,48 @@ impl LeaderElector {
     }
 }
 
+/// client-go's `JitterFactor`: waits are stretched by up to this factor.
+const JITTER: f64 = 1.2;
+
 /// Up to 20% extra, as client-go's `wait.Jitter(retryPeriod, 1.2)` spreads standbys.
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(1.0 + rand::random::<f64>() * 0.2)
+    d.mul_f64(1.0 + rand::random::<f64>() * (JITTER - 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(lease: u64, renew: u64, retry: u64) -> LeaseConfig {
+        LeaseConfig {
+            namespace: "kube-system".into(),
+            name: "kube-controller-manager".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_millis(lease),
+            renew_deadline: Duration::from_millis(renew),
+            retry_period: Duration::from_millis(retry),
+        }
+    }
+
+    #[test]
+    fn durations_are_checked_as_client_go_does() {
+        assert_eq!(config(15_000, 10_000, 2_000).validate(), Ok(()));
+        assert!(config(10_000, 10_000, 2_000).validate().unwrap_err().contains("leaseDuration"));
+        assert!(config(15_000, 2_400, 2_000).validate().unwrap_err().contains("renewDeadline"));
+        assert_eq!(config(15_000, 2_401, 2_000).validate(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_back_off_up_to_the_lease_duration() {
+        let client = kube::Client::new(
+            tower::service_fn(|_req| async {
+                Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("unused"))
+            }),
+            "default",
+        );
+        let le = LeaderElector::new(client, config(15_000, 10_000, 2_000));
+        let waits: Vec<u64> = (1..=6).map(|n| le.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 15, 15, 15]);
+        assert_eq!(le.backoff(u32::MAX), Duration::from_secs(15));
+    }
 }

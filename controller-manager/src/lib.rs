@@ -1,7 +1,8 @@
 //! kplane's controller-manager: kube-runtime controllers that talk to the cluster only through the API.
 //!
 //! Layout:
-//! - [`run`] (this file): leader election, then every enabled controller until shutdown or lost lease.
+//! - [`run`] (this file): leader election, every enabled controller while leading; a lost lease
+//!   stops them all and campaigns again; only shutdown returns.
 //! - `leader`: Lease-based leader election (also used by the scheduler).
 //! - `informer`: one shared watch + cache per resource, fanned out to controllers (deletions included).
 //! - `expectations`: upstream's ControllerExpectations idea, so a lagging cache never double-creates.
@@ -122,12 +123,6 @@ impl Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The leader lease was lost while the controllers ran (upstream exits the process).
-    #[error("leader election lost")]
-    LeaderElectionLost,
-    /// Leader election could not talk to the API.
-    #[error("leader election: {0}")]
-    LeaderElection(#[source] leader::Error),
     /// A configuration value is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -153,70 +148,92 @@ impl Stop {
     }
 }
 
-/// Runs the controller-manager: acquire the leader lease (if `leader_elect`), run every enabled
-/// controller while leading, and return when `shutdown` resolves (releasing the lease) or with
-/// [`Error::LeaderElectionLost`] once the controllers have stopped after a lost lease.
+/// Runs the controller-manager until `shutdown` resolves. With `leader_elect`, it campaigns for the
+/// leader lease, runs every enabled controller while leading, and when the lease is lost (the renew
+/// deadline passed, say while the store was unreachable, or another holder took it) stops every
+/// controller at once, logs `leaderelection lost` and campaigns again; once re-elected the
+/// controllers start over from fresh caches. A lost lease never ends `run`: only `shutdown` does,
+/// which stops the controllers gracefully and releases the lease.
 pub async fn run(
     client: kube::Client,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let cidr = nodeipam::parse_cidr(&config.cluster_cidr, config.node_cidr_mask_size).map_err(Error::Config)?;
-    let (stop_tx, stop) = Stop::new();
     let mut shutdown = Box::pin(shutdown);
-
-    let elector = if config.leader_elect {
-        let le = leader::LeaderElector::new(
-            client.clone(),
-            leader::LeaseConfig {
-                namespace: config.leader_elect_resource_namespace.clone(),
-                name: config.leader_elect_resource_name.clone(),
-                identity: config.identity.clone().unwrap_or_else(leader::default_identity),
-                lease_duration: config.leader_elect_lease_duration,
-                renew_deadline: config.leader_elect_renew_deadline,
-                retry_period: config.leader_elect_retry_period,
-            },
-        );
-        tokio::select! {
-            r = le.acquire() => r.map_err(Error::LeaderElection)?,
-            _ = &mut shutdown => return Ok(()),
-        }
-        Some(le)
-    } else {
-        None
+    let identity = config.identity.clone().unwrap_or_else(leader::default_identity);
+    if !config.leader_elect {
+        let running = Running::start(&client, &config, &identity, &cidr);
+        shutdown.await;
+        running.stop().await;
+        return Ok(());
+    }
+    let lease = leader::LeaseConfig {
+        namespace: config.leader_elect_resource_namespace.clone(),
+        name: config.leader_elect_resource_name.clone(),
+        identity: identity.clone(),
+        lease_duration: config.leader_elect_lease_duration,
+        renew_deadline: config.leader_elect_renew_deadline,
+        retry_period: config.leader_elect_retry_period,
     };
-    let identity = elector
-        .as_ref()
-        .map(|e| e.identity().to_string())
-        .or(config.identity.clone())
-        .unwrap_or_else(leader::default_identity);
-    tracing::info!(%identity, "controller-manager leading; starting controllers");
-
-    let mut tasks = JoinSet::new();
-    let ctx = Arc::new(Ctx::new(client.clone(), config, identity, cidr, &stop, &mut tasks));
-    ctx.start_controllers(&stop, &mut tasks);
-
-    let lost = match &elector {
-        Some(le) => {
-            tokio::select! {
-                _ = &mut shutdown => false,
-                () = le.keep_renewing() => true,
+    lease.validate().map_err(Error::Config)?;
+    let le = leader::LeaderElector::new(client.clone(), lease);
+    loop {
+        let Some(since) = le.campaign(&mut shutdown).await else { return Ok(()) };
+        tracing::info!(%identity, "controller-manager leading; starting controllers");
+        let running = Running::start(&client, &config, &identity, &cidr);
+        match le.lead(since, &mut shutdown).await {
+            leader::Term::Shutdown => {
+                running.stop().await;
+                le.release().await;
+                return Ok(());
+            }
+            leader::Term::Lost => {
+                running.abort().await;
+                tracing::error!(
+                    %identity,
+                    lease = %config.leader_elect_resource_name,
+                    "leaderelection lost: every controller stopped; campaigning again"
+                );
             }
         }
-        None => {
-            shutdown.await;
-            false
-        }
-    };
-    let _ = stop_tx.send(true);
-    // Controllers finish their in-flight reconciles, then stop.
-    while tasks.join_next().await.is_some() {}
-    if let Some(le) = elector {
-        if lost {
-            tracing::error!("leader election lost; controllers stopped");
-            return Err(Error::LeaderElectionLost);
-        }
-        le.release().await;
     }
-    Ok(())
+}
+
+/// One term's controllers: every task (informers, controllers, event publisher) lives in one
+/// `JoinSet`, with fresh caches each term.
+struct Running {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    fn start(client: &kube::Client, config: &Config, identity: &str, cidr: &nodeipam::ClusterCidr) -> Running {
+        let (stop_tx, stop) = Stop::new();
+        let mut tasks = JoinSet::new();
+        let ctx = Arc::new(Ctx::new(
+            client.clone(),
+            config.clone(),
+            identity.to_string(),
+            cidr.clone(),
+            &stop,
+            &mut tasks,
+        ));
+        ctx.start_controllers(&stop, &mut tasks);
+        Running { stop: stop_tx, tasks }
+    }
+
+    /// Graceful: in-flight reconciles finish, then every task is joined.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// At once (the lease is lost, a standby may lead soon): every task is cancelled at its next
+    /// await, as a process exit would, and joined, so nothing of this term acts after it returns.
+    async fn abort(mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
 }

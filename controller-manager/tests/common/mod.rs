@@ -92,11 +92,16 @@ impl Env {
     }
 
     pub async fn shutdown(mut self) {
+        self.shutdown_keep_cluster().await;
+        self.cluster.shutdown().await;
+    }
+
+    /// Stops every controller-manager cleanly (each must return Ok); the cluster keeps serving.
+    pub async fn shutdown_keep_cluster(&mut self) {
         while !self.cms.is_empty() {
             let r = self.stop_cm(0).await;
             assert!(r.is_ok(), "{r:?}");
         }
-        self.cluster.shutdown().await;
     }
 }
 
@@ -224,24 +229,52 @@ where
 /// A client over the cluster's router that answers 500 to pod creates in `default` while `fail`
 /// is set: the fault injection for create-failure tests.
 pub fn pod_create_failing_client(env: &Env, fail: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Client {
+    faulty_client(env, move |req| {
+        let create =
+            req.method() == http::Method::POST && req.uri().path() == "/api/v1/namespaces/default/pods";
+        if create && fail.load(Ordering::SeqCst) {
+            Fault::Status(500, "InternalError")
+        } else {
+            Fault::None
+        }
+    })
+}
+
+/// What [`faulty_client`] does with one request.
+pub enum Fault {
+    None,
+    /// Hang (no answer, no error) until the fault clears; the request then goes through, unless
+    /// dropped first: a store or network that stops answering.
+    Hang,
+    /// Answer this code and reason (a `metav1.Status`) without reaching the API server.
+    Status(u16, &'static str),
+}
+
+/// A client over the cluster's router that applies `fault(request)` to each request.
+pub fn faulty_client(
+    env: &Env,
+    fault: impl Fn(&http::Request<kube::client::Body>) -> Fault + Clone + Send + Sync + 'static,
+) -> Client {
     use tower::ServiceExt;
     let router = apiserver::router(env.cluster.state.clone());
     let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let router = router.clone();
-        let fail = fail.clone();
+        let (router, fault) = (router.clone(), fault.clone());
         async move {
-            if req.method() == http::Method::POST
-                && req.uri().path() == "/api/v1/namespaces/default/pods"
-                && fail.load(Ordering::SeqCst)
-            {
-                let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
-                                  "reason": "InternalError", "message": "injected fault"});
-                let resp = http::Response::builder()
-                    .status(500)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(body.to_string()))
-                    .expect("response");
-                return Ok::<_, std::convert::Infallible>(resp);
+            loop {
+                match fault(&req) {
+                    Fault::None => break,
+                    Fault::Hang => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Fault::Status(code, reason) => {
+                        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                                          "reason": reason, "message": "injected fault"});
+                        let resp = http::Response::builder()
+                            .status(code)
+                            .header("content-type", "application/json")
+                            .body(axum::body::Body::from(body.to_string()))
+                            .expect("response");
+                        return Ok::<_, std::convert::Infallible>(resp);
+                    }
+                }
             }
             router.oneshot(req).await
         }
