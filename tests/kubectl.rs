@@ -282,25 +282,35 @@ fn bad_input_gets_upstream_errors(c: &Cluster) {
     assert_eq!(c.key("/registry/configmaps/default/s").unwrap()["data"]["a"], "b");
 }
 
-fn watch_edit_wait_and_explain(c: &Cluster) {
+/// A long-running kubectl (`get -w`) and its stdout, line by line, on a channel.
+fn kubectl_lines(c: &Cluster, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    c.kp.kubectl_ok(&["create", "configmap", "w", "--from-literal=a=1"]);
-    // kubectl get -w: the header and the current row, then a row per change.
-    let mut watch = Command::new("kubectl")
+    let mut child = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&c.kp.kubeconfig)
-        .args(["get", "configmaps", "w", "-w", "-o", "custom-columns=NAME:.metadata.name,A:.data.a"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = watch.stdout.take().unwrap();
+    let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+fn watch_edit_wait_and_explain(c: &Cluster) {
+    use std::process::Command;
+    c.kp.kubectl_ok(&["create", "configmap", "w", "--from-literal=a=1"]);
+    // kubectl get -w: the header and the current row, then a row per change.
+    let (mut watch, rx) = kubectl_lines(
+        c,
+        &["get", "configmaps", "w", "-w", "-o", "custom-columns=NAME:.metadata.name,A:.data.a"],
+    );
     let first = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
     assert!(first.starts_with("NAME"), "{first}");
     let row = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
@@ -443,8 +453,6 @@ fn health_endpoints_with_curl(c: &Cluster) {
 /// `etcdctl`, which is what its expiry does: one revision deletes every key), and `kubectl get
 /// --chunk-size` pages at one revision.
 fn events_of_one_lease_all_deleted_and_chunked_lists(c: &Cluster) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     use std::time::Duration;
     const N: usize = 50;
     let docs: Vec<String> = (0..N)
@@ -458,27 +466,17 @@ fn events_of_one_lease_all_deleted_and_chunked_lists(c: &Cluster) {
     let out = c.kp.kubectl_stdin(&["create", "-f", "-"], &docs.join("\n---\n"));
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let mut watch = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&c.kp.kubeconfig)
-        .args([
+    let (mut watch, rx) = kubectl_lines(
+        c,
+        &[
             "get",
             "events",
             "-w",
             "--output-watch-events",
             "-o",
             "jsonpath={.type} {.object.metadata.name}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = watch.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+        ],
+    );
     let recv = |what: &str| {
         rx.recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("kubectl get events -w: no line for {what}"))

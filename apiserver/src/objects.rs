@@ -29,6 +29,9 @@ pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
 pub fn decode(res: &ResourceDef, kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object at {} is not valid JSON: {e}", kv.key)))?;
+    if stored_as_core_event(res) {
+        obj = api_types::events::from_core(&obj);
+    }
     set_kind(res, &mut obj);
     meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
     Ok(obj)
@@ -123,5 +126,23 @@ mod tests {
         ] {
             assert!(splice(pods, &kv(odd)).is_none(), "{odd}");
         }
+    }
+
+    /// Regression: events.k8s.io/v1 reads served the stored core/v1 fields (`message`,
+    /// `involvedObject`) under the events.k8s.io apiVersion, so `note` and `regarding` came back empty.
+    #[test]
+    fn events_k8s_io_reads_convert_from_the_stored_core_form() {
+        let events = api_types::resources::lookup("events.k8s.io", "v1", "events").unwrap();
+        let stored = kv(
+            r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e"},"message":"hi","involvedObject":{"kind":"Pod","name":"p"},"reason":"R"}"#,
+        );
+        let served = decode(events, &stored).unwrap();
+        assert_eq!(served["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(served["note"], "hi");
+        assert_eq!(served["regarding"]["name"], "p");
+        assert!(served.get("message").is_none() && served.get("involvedObject").is_none(), "{served}");
+        let round: Value = serde_json::from_slice(&encode(events, &served)).unwrap();
+        assert_eq!(round["message"], "hi");
+        assert_eq!(round["involvedObject"]["name"], "p");
     }
 }

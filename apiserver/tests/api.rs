@@ -751,6 +751,12 @@ async fn lease_expiry_delivers_every_deleted_event(store: store::DynStore, watch
     names.dedup();
     assert_eq!(names.len(), N, "each event deleted once");
 
+    // The revoked lease is not handed out again: the next Event is written with a fresh one.
+    let (code, body) = call(&st, Method::POST, &events, event("after-revoke".into())).await;
+    assert_eq!(code, 201, "an Event after its shared lease was revoked: {body}");
+    let after = store.get(&format!("/registry/events/{ns}/after-revoke")).await.unwrap().lease;
+    assert!(after != 0 && after != lease, "a fresh lease: {after} vs the revoked {lease}");
+
     // Watches that start after the fact replay the deletes (and the marker proves the end): from
     // before the creates, and from the last create.
     let cms_after = |rv: &str| format!("/api/v1/namespaces/{ns}/events?watch=true&resourceVersion={rv}");

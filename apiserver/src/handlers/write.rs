@@ -104,14 +104,25 @@ pub(crate) async fn create(
             &warnings,
         ));
     }
-    let lease = match crate::ttl::lease_for(st, res).await {
-        Ok(lease) => lease,
-        Err(e) => {
-            allocation.release(st).await;
-            return Err(e);
+    let mut retried_lease = false;
+    let stored = loop {
+        let lease = match crate::ttl::lease_for(st, res).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                allocation.release(st).await;
+                return Err(e);
+            }
+        };
+        match st.store.create(&key(rp, &name), encode(res, &obj), lease).await {
+            // The shared lease was revoked before its time: forget it and write once more with a new one.
+            Err(store::Error::LeaseNotFound { .. }) if lease != 0 && !retried_lease => {
+                crate::ttl::forget(st, lease);
+                retried_lease = true;
+            }
+            other => break other,
         }
     };
-    match st.store.create(&key(rp, &name), encode(res, &obj), lease).await {
+    match stored {
         Ok(kv) => {
             // What was stored is `obj`: no need to parse it back from the store's bytes.
             let mut obj = obj;
@@ -206,6 +217,11 @@ pub async fn write_update(
     match st.store.update(&k, encode(res, &new), old_rev, lease).await {
         Ok(kv) => Ok((decode(res, &kv).map_err(|e| (e, false))?, kv.mod_revision)),
         Err(StoreError::Conflict { .. }) => Err((ApiError::modified(res, name), true)),
+        // The shared lease was revoked before its time: forget it; the retry takes a new one.
+        Err(e @ StoreError::LeaseNotFound { .. }) if lease != 0 => {
+            crate::ttl::forget(st, lease);
+            Err((ApiError::from_store(res, name, e), true))
+        }
         Err(e) => Err((ApiError::from_store(res, name, e), false)),
     }
 }
