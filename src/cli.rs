@@ -357,6 +357,9 @@ fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>>
 async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
     if let Some(components) = &components {
         components.xray.check()?;
+        if !components.net.no_networking {
+            components.proxy.check().await?;
+        }
     }
     let opened = open_store(&args.store).await?;
     let mut endpoint = None;

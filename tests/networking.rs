@@ -349,3 +349,42 @@ fn a_component_that_cannot_bind_does_not_take_the_cluster_down() {
     kp.kubectl_ok(&["rollout", "status", "deployment/still", "--timeout=60s"]);
     drop(taken);
 }
+
+/// `--proxy-mode iptables` needs root and the iptables tools: without either, `kplane proxy` and
+/// `kplane up` fail at once with a message that names the userspace mode (never a silent
+/// fallback). userspace stays the default.
+#[test]
+fn iptables_mode_without_root_or_iptables_fails_at_start_naming_userspace() {
+    let kplane = env!("CARGO_BIN_EXE_kplane");
+    let help = Command::new(kplane).args(["up", "--help"]).output().unwrap();
+    assert!(stdout(&help).contains("--proxy-mode"), "{}", stdout(&help));
+    assert!(stdout(&help).contains("[default: userspace]"), "{}", stdout(&help));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", kplane])
+            .args(args)
+            .output()
+            .expect("setpriv runs")
+    };
+    for out in [
+        as_nobody(&["proxy", "--kubeconfig", "/nonexistent", "--proxy-mode", "iptables"]),
+        as_nobody(&["up", "--data-dir", data, "--proxy-mode", "iptables"]),
+    ] {
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("needs root") && err.contains("--proxy-mode userspace"), "{err}");
+    }
+    assert!(!std::path::Path::new(data).exists(), "up failed before creating anything");
+    // Root, but no iptables on the PATH.
+    let out = Command::new(kplane)
+        .args(["proxy", "--kubeconfig", "/nonexistent", "--proxy-mode", "iptables"])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("`iptables` is not installed") && err.contains("--proxy-mode userspace"), "{err}");
+}

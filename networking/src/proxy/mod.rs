@@ -17,6 +17,7 @@
 //! `FailedToBindPort` on the Service and a log line, and is retried at every resync.
 
 mod balancer;
+pub mod iptables;
 mod tcp;
 mod udp;
 
@@ -179,7 +180,7 @@ impl Proxier {
     }
 
     async fn sync(&mut self, services: &[Arc<Service>], index: &EndpointIndex, node_ips: &[Ipv4Addr]) {
-        let wanted: Vec<Wanted> = services.iter().flat_map(|s| self.wanted(s, index, node_ips)).collect();
+        let wanted: Vec<Wanted> = services.iter().flat_map(|s| Self::wanted(s, index, node_ips)).collect();
 
         // Balancers: one per service port, shared by its ClusterIP and NodePort listeners.
         let mut balancers = HashMap::new();
@@ -250,7 +251,7 @@ impl Proxier {
         })
     }
 
-    fn wanted(&self, svc: &Service, index: &EndpointIndex, node_ips: &[Ipv4Addr]) -> Vec<Wanted> {
+    fn wanted(svc: &Service, index: &EndpointIndex, node_ips: &[Ipv4Addr]) -> Vec<Wanted> {
         let Some(spec) = &svc.spec else { return vec![] };
         let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
         let namespace = svc.namespace().unwrap_or_default();
