@@ -388,3 +388,115 @@ fn iptables_mode_without_root_or_iptables_fails_at_start_naming_userspace() {
     let err = stderr(&out);
     assert!(err.contains("`iptables` is not installed") && err.contains("--proxy-mode userspace"), "{err}");
 }
+
+/// Removes kplane's iptables chains on drop, whatever the test's outcome.
+struct IptablesCleanup;
+
+impl Drop for IptablesCleanup {
+    fn drop(&mut self) {
+        let _ = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(networking::proxy::iptables::cleanup())
+        })
+        .join();
+    }
+}
+
+fn kplane_iptables_lines() -> Vec<String> {
+    ["nat", "filter"]
+        .iter()
+        .flat_map(|t| {
+            let out = Command::new("iptables-save").args(["-t", t]).output().expect("iptables-save");
+            stdout(&out).lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("KUBE-") || l.contains("KPLANE") || l.contains("kplane"))
+        .collect()
+}
+
+/// The seed's service path with `--proxy-mode iptables` (as root): the ClusterIP and the NodePort
+/// reach the nginx pods through the kernel's DNAT, with no userspace listener on the VIP; the
+/// rules read as upstream's (`iptables-save -t nat | grep nginx-svc`); nothing is left after
+/// SIGTERM, nor after `kill -9` plus a restart and its stop. Its own service range (a /24 of
+/// 127.96.0.0/12) keeps its VIPs apart from other clusters on this machine.
+#[test]
+fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
+    let _guard = IptablesCleanup;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_port = free_port();
+    let flags = ["--proxy-mode", "iptables", "--service-cluster-ip-range", "127.100.77.0/24"];
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    kp.seed_nginx();
+    let pods: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let svc = json(&kp, &["get", "svc", "nginx-svc"]);
+    let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(20, "the VIP answering from both pods", || {
+        if let Ok(answer) = http(&format!("{vip}:8080"), "nginx-svc", "/") {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            seen.extend(pod_name_in(&answer));
+        }
+        (seen.len() == 2).then_some(())
+    });
+    let mut want = pods.clone();
+    want.sort();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), want);
+    drop(std::net::TcpListener::bind(format!("{vip}:8080")).expect("no userspace listener on the VIP"));
+    let node_ip = json(&kp, &["get", "nodes"])["items"][0]["status"]["addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = eventually(10, "the NodePort", || http(&format!("{node_ip}:{node_port}"), "np", "/").ok());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let nat = stdout(&Command::new("iptables-save").args(["-t", "nat"]).output().unwrap());
+    let mine: Vec<&str> = nat.lines().filter(|l| l.contains("default/nginx-svc")).collect();
+    assert!(mine.iter().any(|l| l.contains(&format!("-d {vip}/32")) && l.contains("--dport 8080")), "{nat}");
+    assert!(mine
+        .iter()
+        .any(|l| l.starts_with("-A KUBE-NODEPORTS") && l.contains(&format!("--dport {node_port}"))));
+    assert_eq!(mine.iter().filter(|l| l.contains("-j DNAT")).count(), 2, "{mine:?}");
+
+    // Scale to zero: the VIP refuses at once (REJECT); back to one: served.
+    kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=0"]);
+    eventually(20, "the VIP refusing", || {
+        match std::net::TcpStream::connect_timeout(
+            &format!("{vip}:8080").parse().unwrap(),
+            Duration::from_secs(2),
+        ) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=1"]);
+    eventually(30, "served again", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+
+    assert!(kp.terminate().success());
+    assert!(kplane_iptables_lines().is_empty(), "left after SIGTERM: {:?}", kplane_iptables_lines());
+
+    // kill -9 leaves the rules; the restarted kplane replaces them and its stop removes them.
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    eventually(20, "served after the restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    kp.kill9();
+    assert!(!kplane_iptables_lines().is_empty(), "kill -9 cannot clean up");
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    eventually(20, "served after kill -9 and a restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    // No stale chains: each endpoint chain is one DNAT (nginx-svc's one pod, `kubernetes`'s API).
+    let lines = kplane_iptables_lines();
+    let seps = lines.iter().filter(|l| l.starts_with(":KUBE-SEP-")).count();
+    let dnats: Vec<&String> = lines.iter().filter(|l| l.contains("-j DNAT")).collect();
+    assert_eq!(seps, dnats.len(), "{lines:?}");
+    assert_eq!(dnats.iter().filter(|l| l.contains("default/nginx-svc")).count(), 1, "{dnats:?}");
+    assert!(kp.terminate().success());
+    assert!(kplane_iptables_lines().is_empty(), "left after the restart's stop: {:?}", kplane_iptables_lines());
+}
