@@ -36,6 +36,30 @@ fn pod_name_in(answer: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Repeated requests to `addr` get 200s from each of `pods` (and no other), within `secs`.
+fn answers_from_each(addr: &str, pods: &[String], secs: u64) {
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(secs, "the VIP answering from each pod", || {
+        if let Ok(answer) = http(addr, "nginx-svc", "/") {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            seen.extend(pod_name_in(&answer));
+        }
+        (seen.len() == pods.len()).then_some(())
+    });
+    let mut want = pods.to_vec();
+    want.sort();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), want);
+}
+
+fn pod_names(kp: &Kplane, selector: &str) -> Vec<String> {
+    json(kp, &["get", "pods", "-l", selector])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn dig(server: &str, args: &[&str]) -> String {
     let out = Command::new("dig")
         .args([&format!("@{server}"), "+short", "+time=2", "+tries=1"])
@@ -59,29 +83,12 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
     let (kp, _dir) = up();
     kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
     kp.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
-    let pods: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let pods = pod_names(&kp, "app=nginx");
     kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=8080", "--target-port=80", "--name=nginx-svc"]);
     let vip = json(&kp, &["get", "svc", "nginx-svc"])["spec"]["clusterIP"].as_str().unwrap().to_string();
 
     // ClusterIP: repeated requests reach both pods.
-    let mut seen = std::collections::BTreeSet::new();
-    eventually(10, "the VIP answering from both pods", || {
-        if let Ok(answer) = http(&format!("{vip}:8080"), "nginx-svc", "/") {
-            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-            seen.extend(pod_name_in(&answer));
-        }
-        (seen.len() == 2).then_some(())
-    });
-    assert_eq!(seen.iter().cloned().collect::<Vec<_>>(), {
-        let mut p = pods.clone();
-        p.sort();
-        p
-    });
+    answers_from_each(&format!("{vip}:8080"), &pods, 10);
 
     // NodePort: on every node's address.
     kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=80", "--type=NodePort", "--name=nginx-np"]);
@@ -426,26 +433,11 @@ fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
     let flags = ["--proxy-mode", "iptables", "--service-cluster-ip-range", "127.100.77.0/24"];
     let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
     kp.seed_nginx();
-    let pods: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let pods = pod_names(&kp, "app=nginx");
     let svc = json(&kp, &["get", "svc", "nginx-svc"]);
     let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
-    let mut seen = std::collections::BTreeSet::new();
-    eventually(20, "the VIP answering from both pods", || {
-        if let Ok(answer) = http(&format!("{vip}:8080"), "nginx-svc", "/") {
-            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-            seen.extend(pod_name_in(&answer));
-        }
-        (seen.len() == 2).then_some(())
-    });
-    let mut want = pods.clone();
-    want.sort();
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), want);
+    answers_from_each(&format!("{vip}:8080"), &pods, 20);
     drop(std::net::TcpListener::bind(format!("{vip}:8080")).expect("no userspace listener on the VIP"));
     let node_ip = json(&kp, &["get", "nodes"])["items"][0]["status"]["addresses"][0]["address"]
         .as_str()

@@ -31,17 +31,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
+use k8s_openapi::api::core::v1::Service;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{node_addresses, Protocol, Proxier, ProxyConfig};
-use crate::endpoints::{self, EndpointIndex};
-use crate::informer::Informer;
+use super::{Protocol, Proxier, ProxyConfig, Sources};
+use crate::endpoints::EndpointIndex;
 use crate::Error;
 
 /// The empty chain that marks the `KUBE-*` chains of this machine as kplane's.
@@ -248,27 +245,18 @@ pub async fn run_iptables_proxy(
     preflight().await?;
     cleanup().await?;
     let changed = Arc::new(Notify::new());
-    let services = Informer::start(Api::<Service>::all(client.clone()), changed.clone());
-    let slices = Informer::start(Api::<EndpointSlice>::all(client.clone()), changed.clone());
-    let endpoints = Informer::start(Api::<Endpoints>::all(client.clone()), changed.clone());
-    let nodes = Informer::start(Api::<Node>::all(client.clone()), changed.clone());
+    let sources = Sources::start(&client, &changed);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return cleanup().await,
-        _ = async {
-            services.ready().await;
-            slices.ready().await;
-            endpoints.ready().await;
-            nodes.ready().await;
-        } => {}
+        _ = sources.ready() => {}
     }
     tracing::info!(node_ips = ?cfg.node_ips, "service proxy started (iptables mode)");
     let mut previous: BTreeSet<String> = BTreeSet::new();
     let result = loop {
         let started = Instant::now();
-        let index = endpoints::index(&slices.store, &endpoints.store);
-        let node_ips = node_addresses(&cfg.node_ips, &nodes.store.state());
-        let set = rules(&services.store.state(), &index, &node_ips, &cfg.exclude);
+        let (services, index, node_ips) = sources.snapshot(&cfg.node_ips);
+        let set = rules(&services, &index, &node_ips, &cfg.exclude);
         if let Err(e) = apply(&set, &previous).await {
             // A failed restore changes nothing (it is atomic per table): retried at the next sync.
             tracing::warn!(error = %e, "iptables sync failed");
