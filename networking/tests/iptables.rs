@@ -80,6 +80,15 @@ async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
     .await;
     let both = [ep("127.244.70.1"), ep("127.244.70.2")];
     set_slice(c, "default", "web", &both, &[("http", 9000, "TCP")]).await;
+    create_service(
+        c,
+        "default",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sticky"},
+               "spec": {"clusterIP": "127.96.7.21", "sessionAffinity": "ClientIP",
+                        "ports": [{"name": "http", "port": 8080, "targetPort": 9000}]}}),
+    )
+    .await;
+    set_slice(c, "default", "sticky", &both, &[("http", 9000, "TCP")]).await;
     let client = c.clone();
     let proxy = spawn_component(move |sd| run_iptables_proxy(client, config(), Duration::from_millis(100), sd));
 
@@ -91,6 +100,12 @@ async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
         seen.extend(read_id(vip).await);
     }
     assert_eq!(seen, HashSet::from(["a".to_string(), "b".to_string()]), "random balancing reaches both pods");
+    // ClientIP affinity: every connection from this client reaches the pod of its first.
+    let sticky = sa("127.96.7.21", 8080);
+    let first = eventually(Duration::from_secs(5), "the sticky service", || read_id(sticky)).await;
+    for _ in 0..20 {
+        assert_eq!(read_id(sticky).await.as_deref(), Some(first.as_str()), "ClientIP affinity");
+    }
     // No userspace listener holds the VIP: we can bind it ourselves.
     drop(TcpListener::bind(vip).await.expect("the VIP:port is free: no userspace listener"));
     let nat = save("nat");
@@ -109,14 +124,22 @@ async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
 
     // Scaled to zero: REJECT (connection refused at once), no DNAT left.
     set_slice(c, "default", "web", &[], &[("http", 9000, "TCP")]).await;
-    eventually(Duration::from_secs(5), "the VIP refusing", || async { refused(vip).await.then_some(()) }).await;
-    assert!(save("filter").contains("\"default/web:http has no endpoints\""), "{}", save("filter"));
-    assert!(!save("nat").contains("127.244.70.1"), "{}", save("nat"));
+    // (Each table commits on its own: wait for the filter table's REJECT.)
+    eventually(Duration::from_secs(5), "the REJECT rule", || async {
+        save("filter").contains("\"default/web:http has no endpoints\"").then_some(())
+    })
+    .await;
+    assert!(refused(vip).await, "the VIP refuses at once");
+    let web_dnat = |l: &&str| l.contains("\"default/web:http\"") && l.contains("-j DNAT");
+    assert!(!save("nat").lines().any(|l| web_dnat(&l)), "{}", save("nat"));
     // And back.
     set_slice(c, "default", "web", &both[..1], &[("http", 9000, "TCP")]).await;
     let id = eventually(Duration::from_secs(5), "served again", || read_id(vip)).await;
     assert_eq!(id, "a");
-    assert!(!save("filter").contains("has no endpoints"), "{}", save("filter"));
+    eventually(Duration::from_secs(5), "the REJECT rule gone", || async {
+        (!save("filter").contains("has no endpoints")).then_some(())
+    })
+    .await;
 
     // A stop removes everything of kplane's, and nothing else.
     let others_before: Vec<String> = save("nat")
@@ -139,14 +162,15 @@ async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
     killed.abort();
     let _ = killed.await;
     let stale: Vec<String> = kplane_lines().into_iter().filter(|l| l.starts_with(":KUBE-SVC-")).collect();
-    assert_eq!(stale.len(), 1, "{:?}", kplane_lines());
+    assert_eq!(stale.len(), 2, "web's and sticky's: {:?}", kplane_lines());
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
     services.delete("web", &DeleteParams::default()).await.unwrap();
+    services.delete("sticky", &DeleteParams::default()).await.unwrap();
     let client = c.clone();
     let proxy = spawn_component(move |sd| run_iptables_proxy(client, config(), Duration::from_millis(100), sd));
-    eventually(Duration::from_secs(5), "the stale service chain removed", || async {
+    eventually(Duration::from_secs(5), "the stale service chains removed", || async {
         let nat = save("nat");
-        (nat.contains(":KUBE-SERVICES") && !nat.contains(&stale[0])).then_some(())
+        (nat.contains(":KUBE-SERVICES") && !stale.iter().any(|c| nat.contains(c.as_str()))).then_some(())
     })
     .await;
     assert!(refused(vip).await || read_id(vip).await.is_none(), "the deleted service is not served");

@@ -18,8 +18,8 @@
 //! `POSTROUTING`, filter `OUTPUT`) match only `127.0.0.0/8`; only ClusterIPs in kplane's service
 //! range 127.96.0.0/12 are programmed, and only loopback endpoints; an empty marker chain
 //! `KPLANE-PROXY` says the `KUBE-*` chains are kplane's (a host whose `KUBE-SERVICES` lacks it
-//! belongs to a real kube-proxy: kplane refuses to start rather than touch it). Not done yet:
-//! ClientIP session affinity, `externalTrafficPolicy: Local`, SCTP.
+//! belongs to a real kube-proxy: kplane refuses to start rather than touch it). ClientIP session
+//! affinity uses the `recent` match as upstream. Not done yet: `externalTrafficPolicy: Local`, SCTP.
 //!
 //! [`rules`] is the pure rule generation; [`run_iptables_proxy`] applies it.
 
@@ -186,10 +186,22 @@ pub(crate) fn rules(
             );
         }
         let n = eps.len();
+        let sep_chains: Vec<String> =
+            eps.iter().map(|ep| format!("KUBE-SEP-{}", chain_hash(&[&name, p, &ep.to_string()]))).collect();
+        // ClientIP affinity: a client the `recent` list of an endpoint has seen within the timeout
+        // goes back to it, before any balancing.
+        let affinity = w.affinity.map(|t| t.as_secs());
+        if let Some(secs) = affinity {
+            for (ep, sep_chain) in eps.iter().zip(&sep_chains) {
+                let _ = writeln!(
+                    nat,
+                    "-A {svc_chain} -m comment --comment \"{name} -> {ep}\" -m recent --name {sep_chain} --mask 255.255.255.255 --rsource --rcheck --seconds {secs} --reap -j {sep_chain}"
+                );
+            }
+        }
         let mut seps = String::new();
-        for (i, ep) in eps.iter().enumerate() {
+        for (i, (ep, sep_chain)) in eps.iter().zip(&sep_chains).enumerate() {
             let ep_s = ep.to_string();
-            let sep_chain = format!("KUBE-SEP-{}", chain_hash(&[&name, p, &ep_s]));
             nat_chains.push(sep_chain.clone());
             service_chains.insert(sep_chain.clone());
             if i + 1 < n {
@@ -207,9 +219,13 @@ pub(crate) fn rules(
                 "-A {sep_chain} -s {}/32 -m comment --comment \"{name}\" -j KUBE-MARK-MASQ",
                 ep.ip()
             );
+            let recent = match affinity {
+                Some(_) => format!(" -m recent --name {sep_chain} --mask 255.255.255.255 --rsource --set"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 seps,
-                "-A {sep_chain} -p {p} -m comment --comment \"{name}\" -m {p} -j DNAT --to-destination {ep_s}"
+                "-A {sep_chain} -p {p} -m comment --comment \"{name}\"{recent} -m {p} -j DNAT --to-destination {ep_s}"
             );
         }
         nat.push_str(&seps);
@@ -520,6 +536,28 @@ mod tests {
         assert!(!set.text.contains("127.96.0.10"), "{}", set.text);
         // A service whose only endpoint is off loopback rejects rather than leaving the machine.
         assert!(set.text.contains("default/web:http has no endpoints"), "{}", set.text);
+    }
+
+    #[test]
+    fn client_ip_affinity_checks_recent_before_balancing_and_sets_it_on_dnat() {
+        let idx = index("web", &["127.244.0.1", "127.244.0.2"], true);
+        let mut s = (*svc("web", "127.96.0.20", 8080, None)).clone();
+        let spec = s.spec.as_mut().unwrap();
+        spec.session_affinity = Some("ClientIP".into());
+        spec.session_affinity_config =
+            serde_json::from_value(serde_json::json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
+        let set = rules(&[Arc::new(s)], &idx, &[], &[]);
+        let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
+        let sep = format!("KUBE-SEP-{}", chain_hash(&["default/web:http", "tcp", "127.244.0.1:80"]));
+        let svc_rules: Vec<&str> =
+            set.text.lines().filter(|l| l.starts_with(&format!("-A {svc_chain} "))).collect();
+        assert_eq!(svc_rules.len(), 4, "{}", set.text);
+        assert_eq!(svc_rules[0], format!("-A {svc_chain} -m comment --comment \"default/web:http -> 127.244.0.1:80\" -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds 60 --reap -j {sep}"));
+        assert!(svc_rules[2].contains("statistic"), "{}", svc_rules[2]);
+        assert!(set.text.contains(&format!("-A {sep} -p tcp -m comment --comment \"default/web:http\" -m recent --name {sep} --mask 255.255.255.255 --rsource --set -m tcp -j DNAT --to-destination 127.244.0.1:80\n")), "{}", set.text);
+        // Without affinity, no recent match at all.
+        let plain = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[]);
+        assert!(!plain.text.contains("recent"));
     }
 
     #[test]
