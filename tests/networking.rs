@@ -384,6 +384,22 @@ fn iptables_mode_without_root_or_iptables_fails_at_start_naming_userspace() {
         let err = stderr(&out);
         assert!(err.contains("needs root") && err.contains("--proxy-mode userspace"), "{err}");
     }
+    // Root, but a service range iptables mode would not program.
+    let out = Command::new(kplane)
+        .args([
+            "up",
+            "--data-dir",
+            data,
+            "--proxy-mode",
+            "iptables",
+            "--service-cluster-ip-range",
+            "127.130.0.0/16",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("127.130.0.0/16 is not inside 127.96.0.0/12") && err.contains("userspace"), "{err}");
     assert!(!std::path::Path::new(data).exists(), "up failed before creating anything");
     // Root, but no iptables on the PATH.
     let out = Command::new(kplane)

@@ -95,6 +95,18 @@ pub struct Ruleset {
     pub service_chains: BTreeSet<String>,
 }
 
+/// iptables mode programs only VIPs in 127.96.0.0/12: a service range outside it would leave
+/// every Service unserved, so it is refused up front.
+pub fn check_service_range(base: Ipv4Addr, bits: u8) -> Result<(), Error> {
+    if u32::from(bits) >= SERVICE_RANGE.1 && in_service_range(base) {
+        return Ok(());
+    }
+    Err(unavailable(format!(
+        "the service range {base}/{bits} is not inside {}/{}, the only range it programs",
+        SERVICE_RANGE.0, SERVICE_RANGE.1
+    )))
+}
+
 fn in_service_range(ip: Ipv4Addr) -> bool {
     let (base, bits) = SERVICE_RANGE;
     u32::from(ip) >> (32 - bits) == u32::from(base) >> (32 - bits)
@@ -569,5 +581,10 @@ mod tests {
         assert!(in_service_range("127.111.255.255".parse().unwrap()));
         assert!(!in_service_range("127.112.0.0".parse().unwrap()));
         assert!(!in_service_range("127.95.255.255".parse().unwrap()));
+        assert!(check_service_range("127.96.0.0".parse().unwrap(), 12).is_ok());
+        assert!(check_service_range("127.100.77.0".parse().unwrap(), 24).is_ok());
+        assert!(check_service_range("127.96.0.0".parse().unwrap(), 11).is_err());
+        let e = check_service_range("127.130.0.0".parse().unwrap(), 16).unwrap_err().to_string();
+        assert!(e.contains("127.130.0.0/16") && e.contains("--proxy-mode userspace"), "{e}");
     }
 }
