@@ -232,7 +232,8 @@ fn pod_of(answer: &str) -> Option<String> {
 #[test]
 fn an_ingress_without_a_class_gets_the_default_class_and_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let kp = Kplane::start(dir.path(), free_port());
+    let etcd_port = free_port();
+    let kp = Kplane::start(dir.path(), etcd_port);
     let class: Value =
         serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
     assert_eq!(
@@ -280,4 +281,20 @@ fn an_ingress_without_a_class_gets_the_default_class_and_is_served() {
     let theirs = xray_json(&kp, &["route", "--host", "bar.example"]);
     assert!(theirs["route"]["ingress"]["object"].is_null(), "{theirs}");
     assert!(theirs["route"]["ingress"]["reason"].as_str().unwrap().contains("built-in"), "{theirs}");
+
+    // A class from an older kplane (no annotation) is marked default when kplane starts again,
+    // by the ingress controller under its own RBAC role.
+    kp.kubectl_ok(&["annotate", "ingressclass", "kplane", "ingressclass.kubernetes.io/is-default-class-"]);
+    let class: Value =
+        serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
+    assert!(class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"].is_null());
+    let mut kp = kp;
+    assert!(kp.terminate().success());
+    let kp = Kplane::start(dir.path(), etcd_port);
+    eventually(20, "the default mark restored", || {
+        let class: Value =
+            serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
+        (class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true")
+            .then_some(())
+    });
 }
