@@ -211,7 +211,8 @@ async fn ensure_class(client: &kube::Client, class: &str) -> Result<(), Error> {
             match api.patch(class, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => tracing::info!(class, "marked the IngressClass as the default"),
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.into()),
+                // Serving matters more than the mark: say so and go on.
+                Err(e) => tracing::warn!(class, error = %e, "cannot mark the IngressClass as the default"),
             }
         }
         return Ok(());
