@@ -368,6 +368,13 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     if let Some(components) = &components {
         components.xray.check()?;
         components.controller.leader.check()?;
+        if !components.net.no_networking {
+            components.proxy.check().await?;
+            if components.proxy.proxy_mode == crate::components::ProxyMode::Iptables {
+                let range = args.api.service_cluster_ip_range;
+                networking::proxy::iptables::check_service_range(range.base, range.bits)?;
+            }
+        }
     }
     let opened = open_store(&args.store).await?;
     let mut endpoint = None;

@@ -116,6 +116,70 @@ impl NodeArgs {
     }
 }
 
+/// How the service proxy carries a Service's traffic (upstream kube-proxy's `--proxy-mode`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Listeners on each ClusterIP:port that copy bytes to an endpoint; needs no root.
+    #[default]
+    Userspace,
+    /// NAT rules in the kernel (`KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`); needs root and
+    /// iptables.
+    Iptables,
+}
+
+/// The service proxy's flags.
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// userspace (listeners, no root) or iptables (kernel NAT; root and iptables required, no
+    /// fallback).
+    #[arg(long, value_enum, default_value_t = ProxyMode::Userspace)]
+    pub proxy_mode: ProxyMode,
+    /// iptables mode: the least time between two rule syncs; changes within it are batched.
+    #[arg(long, default_value = "1s", value_parser = parse_go_duration)]
+    pub iptables_min_sync_period: Duration,
+}
+
+impl ProxyArgs {
+    /// Fails, naming the userspace mode, when iptables mode cannot work here.
+    pub async fn check(&self) -> Result<()> {
+        if self.proxy_mode == ProxyMode::Iptables {
+            networking::proxy::iptables::preflight().await?;
+        }
+        Ok(())
+    }
+
+    /// [`ProxyArgs::run`] for a spawned task.
+    async fn run_owned(
+        self,
+        client: kube::Client,
+        cfg: networking::proxy::ProxyConfig,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), networking::Error> {
+        self.run(client, cfg, stop).await
+    }
+
+    /// Runs the service proxy in the chosen mode.
+    pub async fn run(
+        &self,
+        client: kube::Client,
+        cfg: networking::proxy::ProxyConfig,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), networking::Error> {
+        match self.proxy_mode {
+            ProxyMode::Userspace => networking::proxy::run_proxy(client, cfg, stop).await,
+            ProxyMode::Iptables => {
+                networking::proxy::iptables::run_iptables_proxy(
+                    client,
+                    cfg,
+                    self.iptables_min_sync_period,
+                    stop,
+                )
+                .await
+            }
+        }
+    }
+}
+
 /// The networking components' flags: cluster DNS and the ingress controller (the service proxy
 /// needs none: it listens on each Service's ClusterIP and on the nodes' addresses).
 #[derive(Args, Debug, Clone)]
@@ -220,6 +284,8 @@ pub struct UpComponents {
     #[command(flatten)]
     pub net: NetworkArgs,
     #[command(flatten)]
+    pub proxy: ProxyArgs,
+    #[command(flatten)]
     pub xray: XrayArgs,
 }
 
@@ -267,6 +333,8 @@ pub struct ProxyCmd {
     /// Node addresses to serve NodePorts on (comma-separated, loopback).
     #[arg(long, value_delimiter = ',')]
     pub node_ips: Vec<Ipv4Addr>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 /// `kplane dns --kubeconfig FILE`.
@@ -373,7 +441,7 @@ pub fn spawn_up(
         let client = in_process_client(state, "kube-proxy", "system:kube-proxy", &[]);
         set.spawn(optional(
             "service proxy",
-            networking::proxy::run_proxy(client, proxy, stop.wait()),
+            args.proxy.clone().run_owned(client, proxy, stop.wait()),
             stop.wait(),
         ));
         let client = in_process_client(state, "kube-dns", "system:kube-dns", &[]);
@@ -537,9 +605,10 @@ pub async fn wait_nodes_ready(state: &apiserver::AppState, count: usize, timeout
 }
 
 pub async fn proxy_cmd(cmd: ProxyCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    cmd.proxy.check().await?;
     let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-proxy").await?;
     let cfg = networking::proxy::ProxyConfig { node_ips: cmd.node_ips, ..Default::default() };
-    networking::proxy::run_proxy(client, cfg, stop).await.context("service proxy")
+    cmd.proxy.run(client, cfg, stop).await.context("service proxy")
 }
 
 pub async fn dns_cmd(cmd: DnsCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {

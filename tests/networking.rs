@@ -36,6 +36,30 @@ fn pod_name_in(answer: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Repeated requests to `addr` get 200s from each of `pods` (and no other), within `secs`.
+fn answers_from_each(addr: &str, pods: &[String], secs: u64) {
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(secs, "the VIP answering from each pod", || {
+        if let Ok(answer) = http(addr, "nginx-svc", "/") {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            seen.extend(pod_name_in(&answer));
+        }
+        (seen.len() == pods.len()).then_some(())
+    });
+    let mut want = pods.to_vec();
+    want.sort();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), want);
+}
+
+fn pod_names(kp: &Kplane, selector: &str) -> Vec<String> {
+    json(kp, &["get", "pods", "-l", selector])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn dig(server: &str, args: &[&str]) -> String {
     let out = Command::new("dig")
         .args([&format!("@{server}"), "+short", "+time=2", "+tries=1"])
@@ -59,29 +83,12 @@ fn services_dns_nodeports_and_ingress_carry_the_seeds_traffic() {
     let (kp, _dir) = up();
     kp.kubectl_ok(&["create", "deployment", "nginx", "--image=nginx", "--replicas=2", "--port=80"]);
     kp.kubectl_ok(&["rollout", "status", "deployment/nginx", "--timeout=60s"]);
-    let pods: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let pods = pod_names(&kp, "app=nginx");
     kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=8080", "--target-port=80", "--name=nginx-svc"]);
     let vip = json(&kp, &["get", "svc", "nginx-svc"])["spec"]["clusterIP"].as_str().unwrap().to_string();
 
     // ClusterIP: repeated requests reach both pods.
-    let mut seen = std::collections::BTreeSet::new();
-    eventually(10, "the VIP answering from both pods", || {
-        if let Ok(answer) = http(&format!("{vip}:8080"), "nginx-svc", "/") {
-            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-            seen.extend(pod_name_in(&answer));
-        }
-        (seen.len() == 2).then_some(())
-    });
-    assert_eq!(seen.iter().cloned().collect::<Vec<_>>(), {
-        let mut p = pods.clone();
-        p.sort();
-        p
-    });
+    answers_from_each(&format!("{vip}:8080"), &pods, 10);
 
     // NodePort: on every node's address.
     kp.kubectl_ok(&["expose", "deployment", "nginx", "--port=80", "--type=NodePort", "--name=nginx-np"]);
@@ -348,4 +355,156 @@ fn a_component_that_cannot_bind_does_not_take_the_cluster_down() {
     kp.kubectl_ok(&["create", "deployment", "still", "--image=nginx"]);
     kp.kubectl_ok(&["rollout", "status", "deployment/still", "--timeout=60s"]);
     drop(taken);
+}
+
+/// `--proxy-mode iptables` needs root and the iptables tools: without either, `kplane proxy` and
+/// `kplane up` fail at once with a message that names the userspace mode (never a silent
+/// fallback). userspace stays the default.
+#[test]
+fn iptables_mode_without_root_or_iptables_fails_at_start_naming_userspace() {
+    let kplane = env!("CARGO_BIN_EXE_kplane");
+    let help = Command::new(kplane).args(["up", "--help"]).output().unwrap();
+    assert!(stdout(&help).contains("--proxy-mode"), "{}", stdout(&help));
+    assert!(stdout(&help).contains("[default: userspace]"), "{}", stdout(&help));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", kplane])
+            .args(args)
+            .output()
+            .expect("setpriv runs")
+    };
+    for out in [
+        as_nobody(&["proxy", "--kubeconfig", "/nonexistent", "--proxy-mode", "iptables"]),
+        as_nobody(&["up", "--data-dir", data, "--proxy-mode", "iptables"]),
+    ] {
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("needs root") && err.contains("--proxy-mode userspace"), "{err}");
+    }
+    // Root, but a service range iptables mode would not program.
+    let out = Command::new(kplane)
+        .args([
+            "up",
+            "--data-dir",
+            data,
+            "--proxy-mode",
+            "iptables",
+            "--service-cluster-ip-range",
+            "127.130.0.0/16",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("127.130.0.0/16 is not inside 127.96.0.0/12") && err.contains("userspace"), "{err}");
+    assert!(!std::path::Path::new(data).exists(), "up failed before creating anything");
+    // Root, but no iptables on the PATH.
+    let out = Command::new(kplane)
+        .args(["proxy", "--kubeconfig", "/nonexistent", "--proxy-mode", "iptables"])
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("`iptables` is not installed") && err.contains("--proxy-mode userspace"), "{err}");
+}
+
+/// Removes kplane's iptables chains on drop, whatever the test's outcome.
+struct IptablesCleanup;
+
+impl Drop for IptablesCleanup {
+    fn drop(&mut self) {
+        let _ = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(networking::proxy::iptables::cleanup())
+        })
+        .join();
+    }
+}
+
+fn kplane_iptables_lines() -> Vec<String> {
+    ["nat", "filter"]
+        .iter()
+        .flat_map(|t| {
+            let out = Command::new("iptables-save").args(["-t", t]).output().expect("iptables-save");
+            stdout(&out).lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains("KUBE-") || l.contains("KPLANE") || l.contains("kplane"))
+        .collect()
+}
+
+/// The seed's service path with `--proxy-mode iptables` (as root): the ClusterIP and the NodePort
+/// reach the nginx pods through the kernel's DNAT, with no userspace listener on the VIP; the
+/// rules read as upstream's (`iptables-save -t nat | grep nginx-svc`); nothing is left after
+/// SIGTERM, nor after `kill -9` plus a restart and its stop. Its own service range (a /24 of
+/// 127.96.0.0/12) keeps its VIPs apart from other clusters on this machine.
+#[test]
+fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
+    let _guard = IptablesCleanup;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_port = free_port();
+    let flags = ["--proxy-mode", "iptables", "--service-cluster-ip-range", "127.100.77.0/24"];
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    kp.seed_nginx();
+    let pods = pod_names(&kp, "app=nginx");
+    let svc = json(&kp, &["get", "svc", "nginx-svc"]);
+    let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    answers_from_each(&format!("{vip}:8080"), &pods, 20);
+    drop(std::net::TcpListener::bind(format!("{vip}:8080")).expect("no userspace listener on the VIP"));
+    let node_ip = json(&kp, &["get", "nodes"])["items"][0]["status"]["addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = eventually(10, "the NodePort", || http(&format!("{node_ip}:{node_port}"), "np", "/").ok());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let nat = stdout(&Command::new("iptables-save").args(["-t", "nat"]).output().unwrap());
+    let mine: Vec<&str> = nat.lines().filter(|l| l.contains("default/nginx-svc")).collect();
+    assert!(mine.iter().any(|l| l.contains(&format!("-d {vip}/32")) && l.contains("--dport 8080")), "{nat}");
+    assert!(mine
+        .iter()
+        .any(|l| l.starts_with("-A KUBE-NODEPORTS") && l.contains(&format!("--dport {node_port}"))));
+    assert_eq!(mine.iter().filter(|l| l.contains("-j DNAT")).count(), 2, "{mine:?}");
+
+    // Scale to zero: the VIP refuses at once (REJECT); back to one: served.
+    kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=0"]);
+    eventually(20, "the VIP refusing", || {
+        match std::net::TcpStream::connect_timeout(
+            &format!("{vip}:8080").parse().unwrap(),
+            Duration::from_secs(2),
+        ) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=1"]);
+    eventually(30, "served again", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+
+    assert!(kp.terminate().success());
+    assert!(kplane_iptables_lines().is_empty(), "left after SIGTERM: {:?}", kplane_iptables_lines());
+
+    // kill -9 leaves the rules; the restarted kplane replaces them and its stop removes them.
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    eventually(20, "served after the restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    kp.kill9();
+    assert!(!kplane_iptables_lines().is_empty(), "kill -9 cannot clean up");
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    eventually(20, "served after kill -9 and a restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    // No stale chains: each endpoint chain is one DNAT (nginx-svc's one pod, `kubernetes`'s API).
+    let lines = kplane_iptables_lines();
+    let seps = lines.iter().filter(|l| l.starts_with(":KUBE-SEP-")).count();
+    let dnats: Vec<&String> = lines.iter().filter(|l| l.contains("-j DNAT")).collect();
+    assert_eq!(seps, dnats.len(), "{lines:?}");
+    assert_eq!(dnats.iter().filter(|l| l.contains("default/nginx-svc")).count(), 1, "{dnats:?}");
+    assert!(kp.terminate().success());
+    assert!(kplane_iptables_lines().is_empty(), "left after the restart's stop: {:?}", kplane_iptables_lines());
 }

@@ -208,3 +208,93 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("kubeconfig"), "{}", stderr(&out));
 }
+
+/// `curl -si` to the ingress listener with a Host header (loopback only): the whole answer.
+fn curl_host(listen: &str, host: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-si", "--max-time", "5", "-H", &format!("Host: {host}"), &format!("http://{listen}/")])
+        .output()
+        .expect("curl runs");
+    stdout(&out)
+}
+
+fn pod_of(answer: &str) -> Option<String> {
+    answer.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("x-pod-name").then(|| v.trim().to_string())
+    })
+}
+
+/// kplane's IngressClass is the cluster's default: `kubectl create ingress` without `--class` gets
+/// `spec.ingressClassName: kplane` from the DefaultIngressClass admission and is served; another
+/// class is not; the legacy annotation naming kplane is (and gets no class name); x-ray follows
+/// the class-less Ingress instead of reporting the built-in 404.
+#[test]
+fn an_ingress_without_a_class_gets_the_default_class_and_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_port = free_port();
+    let kp = Kplane::start(dir.path(), etcd_port);
+    let class: Value =
+        serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
+    assert_eq!(
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"], "true",
+        "{class}"
+    );
+    // kubectl shows it as the default too.
+    let listed = kp.kubectl_ok(&["get", "ingressclass"]);
+    assert!(listed.contains("kplane"), "{listed}");
+    kp.seed_nginx();
+    let nginx = pods(&kp, "app=nginx");
+
+    kp.kubectl_ok(&["create", "ingress", "x", "--rule=foo.example/*=nginx-svc:8080"]);
+    kp.kubectl_ok(&["create", "ingress", "y", "--class=other", "--rule=bar.example/*=nginx-svc:8080"]);
+    let legacy = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: legacy\n  annotations:\n    kubernetes.io/ingress.class: kplane\nspec:\n  rules:\n  - host: legacy.example\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: nginx-svc, port: {number: 8080}}}}\n";
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], legacy);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let get = |name: &str| -> Value {
+        serde_json::from_str(&kp.kubectl_ok(&["get", "ingress", name, "-o", "json"])).unwrap()
+    };
+    assert_eq!(get("x")["spec"]["ingressClassName"], "kplane");
+    assert_eq!(get("y")["spec"]["ingressClassName"], "other");
+    assert!(get("legacy")["spec"]["ingressClassName"].is_null(), "the legacy annotation is not defaulted");
+
+    let address = eventually(20, "the ingress address in x's status", || {
+        get("x")["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().map(str::to_string)
+    });
+    let listen = format!("{address}:80");
+    for host in ["foo.example", "legacy.example"] {
+        let answer = eventually(20, &format!("{host} through the ingress"), || {
+            Some(curl_host(&listen, host)).filter(|a| a.starts_with("HTTP/1.1 200"))
+        });
+        let by = pod_of(&answer).expect("a pod answered");
+        assert!(nginx.iter().any(|(n, _)| *n == by), "{by} is not one of {nginx:?}");
+    }
+    let other = curl_host(&listen, "bar.example");
+    assert!(other.starts_with("HTTP/1.1 404"), "another class's Ingress is not served: {other}");
+    assert!(get("y")["status"]["loadBalancer"]["ingress"].is_null(), "another class's status is left alone");
+
+    let doc = xray_json(&kp, &["route", "--host", "foo.example"]);
+    assert_eq!(doc["route"]["ingress"]["object"]["key"], "/registry/ingress/default/x", "{doc}");
+    assert_eq!(doc["route"]["service"]["object"]["name"], "nginx-svc", "{doc}");
+    assert!(!doc["route"]["ingress"].to_string().contains("built-in"), "{doc}");
+    // The other class's host is left to the built-in default backend.
+    let theirs = xray_json(&kp, &["route", "--host", "bar.example"]);
+    assert!(theirs["route"]["ingress"]["object"].is_null(), "{theirs}");
+    assert!(theirs["route"]["ingress"]["reason"].as_str().unwrap().contains("built-in"), "{theirs}");
+
+    // A class from an older kplane (no annotation) is marked default when kplane starts again,
+    // by the ingress controller under its own RBAC role.
+    kp.kubectl_ok(&["annotate", "ingressclass", "kplane", "ingressclass.kubernetes.io/is-default-class-"]);
+    let class: Value =
+        serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
+    assert!(class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"].is_null());
+    let mut kp = kp;
+    assert!(kp.terminate().success());
+    let kp = Kplane::start(dir.path(), etcd_port);
+    eventually(20, "the default mark restored", || {
+        let class: Value =
+            serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
+        (class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true")
+            .then_some(())
+    });
+}

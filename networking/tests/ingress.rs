@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
+use kube::ResourceExt;
 use networking::ingress::{run_ingress, IngressConfig, Timeouts};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -240,6 +241,16 @@ async fn until_status(addr: SocketAddr, host: &str, p: &str, want: u16) -> (u16,
     .await
 }
 
+/// The `is-default-class` annotation of IngressClass `kplane`, once the class exists.
+async fn default_mark(classes: &Api<IngressClass>) -> Option<Option<String>> {
+    let class = classes.get_opt("kplane").await.ok()??;
+    Some(class.annotations().get("ingressclass.kubernetes.io/is-default-class").cloned())
+}
+
+fn class_name(i: &Ingress) -> Option<String> {
+    i.spec.as_ref()?.ingress_class_name.clone()
+}
+
 #[tokio::test]
 async fn status_load_balancer_and_class_filtering() {
     let cluster = TestCluster::start().await;
@@ -248,54 +259,80 @@ async fn status_load_balancer_and_class_filtering() {
     service(c, "a", "127.96.3.9", "127.244.35.1").await;
     let rule = |host: &str| json!([{"host": host, "http": {"paths": [path("/", "Prefix", "a")]}}]);
     let (ing, http, _) = start(&cluster, 5);
-    // Ours by class name, by the old annotation; not ours: another class, or no class while no
-    // default class exists.
-    ingress(
-        c,
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "mine"},
-        "spec": {"ingressClassName": "kplane", "rules": rule("mine.com")}}),
-    )
-    .await;
-    ingress(
-        c,
+    // The controller creates its IngressClass as the cluster's default.
+    let classes: Api<IngressClass> = Api::all(c.clone());
+    let mark = eventually(Duration::from_secs(3), "IngressClass kplane", || default_mark(&classes)).await;
+    assert_eq!(mark.as_deref(), Some("true"));
+    let class = classes.get("kplane").await.unwrap();
+    assert_eq!(class.spec.as_ref().unwrap().controller.as_deref(), Some("kplane.dev/ingress-controller"));
+
+    // Ours by class name, by the old annotation, by the default class (named by the admission);
+    // not ours: another class by name or by the old annotation.
+    let named = |name: &str, class: &str, host: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+        "spec": {"ingressClassName": class, "rules": rule(host)}})
+    };
+    let annotated = |name: &str, class: &str, host: &str| {
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": "annotated", "annotations": {"kubernetes.io/ingress.class": "kplane"}},
-        "spec": {"rules": rule("annotated.com")}}),
-    )
-    .await;
-    ingress(
-        c,
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "theirs"},
-        "spec": {"ingressClassName": "nginx", "rules": rule("theirs.com")}}),
-    )
-    .await;
-    ingress(
-        c,
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "classless"},
-        "spec": {"rules": rule("classless.com")}}),
-    )
-    .await;
+        "metadata": {"name": name, "annotations": {"kubernetes.io/ingress.class": class}},
+        "spec": {"rules": rule(host)}})
+    };
+    let classless = |name: &str, host: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+        "spec": {"rules": rule(host)}})
+    };
+    ingress(c, named("mine", "kplane", "mine.com")).await;
+    ingress(c, annotated("annotated", "kplane", "annotated.com")).await;
+    ingress(c, named("theirs", "nginx", "theirs.com")).await;
+    ingress(c, annotated("theirs-annotated", "nginx", "theirs-annotated.com")).await;
+    ingress(c, classless("classless", "classless.com")).await;
+
+    let api: Api<Ingress> = Api::namespaced(c.clone(), "default");
+    assert_eq!(class_name(&api.get("classless").await.unwrap()).as_deref(), Some("kplane"));
+    assert_eq!(class_name(&api.get("annotated").await.unwrap()), None, "the old annotation is not defaulted");
+    assert_eq!(class_name(&api.get("theirs-annotated").await.unwrap()), None);
+    assert_eq!(class_name(&api.get("theirs").await.unwrap()).as_deref(), Some("nginx"));
 
     until(http, "mine.com", "/", "id=a", Duration::from_secs(3)).await;
     until(http, "annotated.com", "/", "id=a", Duration::from_secs(1)).await;
+    until(http, "classless.com", "/", "id=a", Duration::from_secs(1)).await;
     assert_eq!(get(http, "theirs.com", "/").await.unwrap().0, 404);
-    assert_eq!(get(http, "classless.com", "/").await.unwrap().0, 404);
+    assert_eq!(get(http, "theirs-annotated.com", "/").await.unwrap().0, 404);
 
-    let api: Api<Ingress> = Api::namespaced(c.clone(), "default");
     let ip = |i: &Ingress| i.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?.first()?.ip.clone();
     eventually(Duration::from_secs(2), "status.loadBalancer", || async {
         (ip(&api.get("mine").await.ok()?).as_deref() == Some("127.0.80.5")).then_some(())
     })
     .await;
     assert_eq!(ip(&api.get("theirs").await.unwrap()), None, "another class's status is left alone");
-    // The controller created its IngressClass; marking it default adopts class-less Ingresses.
-    let classes: Api<IngressClass> = Api::all(c.clone());
+
+    // An administrator's "false" survives a restart: class-less Ingresses then get no class, and
+    // this controller does not adopt them.
     let mut class = classes.get("kplane").await.unwrap();
-    assert_eq!(class.spec.as_ref().unwrap().controller.as_deref(), Some("kplane.dev/ingress-controller"));
     class.metadata.annotations =
-        Some([("ingressclass.kubernetes.io/is-default-class".to_string(), "true".to_string())].into());
+        Some([("ingressclass.kubernetes.io/is-default-class".to_string(), "false".to_string())].into());
     classes.replace("kplane", &PostParams::default(), &class).await.unwrap();
-    until(http, "classless.com", "/", "id=a", Duration::from_secs(1)).await;
+    ing.stop().await;
+    let (ing, http, _) = start(&cluster, 5);
+    until(http, "mine.com", "/", "id=a", Duration::from_secs(3)).await;
+    assert_eq!(default_mark(&classes).await.unwrap().as_deref(), Some("false"));
+    ingress(c, classless("classless-2", "classless-2.com")).await;
+    assert_eq!(class_name(&api.get("classless-2").await.unwrap()), None);
+    assert_eq!(get(http, "classless-2.com", "/").await.unwrap().0, 404);
+
+    // A class from before the default existed (no annotation at all) is marked default on start,
+    // which adopts the class-less Ingress.
+    let mut class = classes.get("kplane").await.unwrap();
+    class.metadata.annotations = None;
+    classes.replace("kplane", &PostParams::default(), &class).await.unwrap();
+    ing.stop().await;
+    let (ing, http, _) = start(&cluster, 5);
+    let mark = eventually(Duration::from_secs(3), "the default mark restored", || async {
+        default_mark(&classes).await.flatten()
+    })
+    .await;
+    assert_eq!(mark, "true");
+    until(http, "classless-2.com", "/", "id=a", Duration::from_secs(3)).await;
     assert_eq!(get(http, "theirs.com", "/").await.unwrap().0, 404);
     ing.stop().await;
     cluster.shutdown().await;

@@ -408,7 +408,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
         rule(&["networking.k8s.io"], &["ingresses", "ingressclasses"], &read),
         rule(&["networking.k8s.io"], &["ingresses/status"], &["update", "patch"]),
-        rule(&["networking.k8s.io"], &["ingressclasses"], &["create"]),
+        // Create its class, and mark an older kplane's class (no annotation) the default.
+        rule(&["networking.k8s.io"], &["ingressclasses"], &["create", "patch"]),
         events.clone(),
     ];
     // The X-ray page: reads the request path's objects, nothing else (no secrets), never writes.

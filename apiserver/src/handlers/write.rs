@@ -78,7 +78,7 @@ pub(crate) async fn create(
     meta::set(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
     meta::set(&mut obj, "creationTimestamp", json!(meta::now_rfc3339()));
     strategy::prepare_create(res, &mut obj);
-    crate::admission::on_create(st, res, &mut obj);
+    crate::admission::on_create(st, res, &mut obj).await?;
     let name = meta::name(&obj).unwrap_or("").to_string();
     let mut causes = strategy::validate(res, &obj, None);
     causes.extend(managed::validate(&obj));

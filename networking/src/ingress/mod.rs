@@ -229,14 +229,33 @@ fn status_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Creates our IngressClass, marked the cluster's default, if absent. One created by an older
+/// kplane (no `is-default-class` annotation at all) is marked default now, as upstream reconciles
+/// its bootstrap objects on start; an annotation set to anything (`"false"` included) is the
+/// administrator's choice and is kept, as is a class of that name whose controller is not ours.
 async fn ensure_class(client: &kube::Client, class: &str) -> Result<(), Error> {
     let api: Api<IngressClass> = Api::all(client.clone());
-    if api.get_opt(class).await?.is_some() {
+    if let Some(have) = api.get_opt(class).await? {
+        let ours = have.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER);
+        if ours && !have.annotations().contains_key(DEFAULT_CLASS_ANNOTATION) {
+            // Guarded by the resourceVersion read: a concurrent change of the class wins.
+            let patch = json!({"metadata": {
+                "resourceVersion": have.resource_version(),
+                "annotations": {DEFAULT_CLASS_ANNOTATION: "true"},
+            }});
+            match api.patch(class, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => tracing::info!(class, "marked the IngressClass as the default"),
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                // Serving matters more than the mark: say so and go on.
+                Err(e) => tracing::warn!(class, error = %e, "cannot mark the IngressClass as the default"),
+            }
+        }
         return Ok(());
     }
     let body: IngressClass = serde_json::from_value(json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class}, "spec": {"controller": CONTROLLER}
+        "metadata": {"name": class, "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+        "spec": {"controller": CONTROLLER}
     }))
     .map_err(|e| Error::Config(e.to_string()))?;
     match api.create(&PostParams::default(), &body).await {
@@ -246,11 +265,11 @@ async fn ensure_class(client: &kube::Client, class: &str) -> Result<(), Error> {
     }
 }
 
-/// Ours: the deprecated annotation names our class; or `spec.ingressClassName` names our class or
-/// an IngressClass with our controller; or neither is set and the default IngressClass is ours.
 /// Whether this controller serves `ing`: its `kubernetes.io/ingress.class` annotation or
 /// `spec.ingressClassName` names our class (or any class whose controller is ours), or it names
-/// none and a default IngressClass of ours exists.
+/// none and a default IngressClass of ours exists (an Ingress created before the class was the
+/// default: the DefaultIngressClass admission names the class in those created since). Ingresses
+/// of any other class are not ours.
 pub fn is_ours(ing: &Ingress, classes: &[Arc<IngressClass>], class: &str) -> bool {
     let mine = |c: &IngressClass| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER);
     let ours = |name: &str| name == class || classes.iter().any(|c| c.name_any() == name && mine(c));

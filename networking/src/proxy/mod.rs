@@ -17,6 +17,7 @@
 //! `FailedToBindPort` on the Service and a log line, and is retried at every resync.
 
 mod balancer;
+pub mod iptables;
 mod tcp;
 mod udp;
 
@@ -88,27 +89,18 @@ pub async fn run_proxy(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let changed = Arc::new(Notify::new());
-    let services = Informer::start(Api::<Service>::all(client.clone()), changed.clone());
-    let slices = Informer::start(Api::<EndpointSlice>::all(client.clone()), changed.clone());
-    let endpoints = Informer::start(Api::<Endpoints>::all(client.clone()), changed.clone());
-    let nodes = Informer::start(Api::<Node>::all(client.clone()), changed.clone());
+    let sources = Sources::start(&client, &changed);
     let mut proxier = Proxier::new(cfg.clone(), Events::new(client, "kplane-proxy"));
 
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => return Ok(()),
-        _ = async {
-            services.ready().await;
-            slices.ready().await;
-            endpoints.ready().await;
-            nodes.ready().await;
-        } => {}
+        _ = sources.ready() => {}
     }
     tracing::info!(node_ips = ?cfg.node_ips, "service proxy started");
     loop {
-        let index = endpoints::index(&slices.store, &endpoints.store);
-        let node_ips = node_addresses(&cfg.node_ips, &nodes.store.state());
-        proxier.sync(&services.store.state(), &index, &node_ips).await;
+        let (services, index, node_ips) = sources.snapshot(&cfg.node_ips);
+        proxier.sync(&services, &index, &node_ips).await;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = changed.notified() => {}
@@ -117,6 +109,39 @@ pub async fn run_proxy(
     }
     tracing::info!("service proxy stopping");
     Ok(())
+}
+
+/// What both modes watch: Services, their endpoints (EndpointSlices, else Endpoints) and Nodes.
+struct Sources {
+    services: Informer<Service>,
+    slices: Informer<EndpointSlice>,
+    endpoints: Informer<Endpoints>,
+    nodes: Informer<Node>,
+}
+
+impl Sources {
+    fn start(client: &kube::Client, changed: &Arc<Notify>) -> Sources {
+        Sources {
+            services: Informer::start(Api::all(client.clone()), changed.clone()),
+            slices: Informer::start(Api::all(client.clone()), changed.clone()),
+            endpoints: Informer::start(Api::all(client.clone()), changed.clone()),
+            nodes: Informer::start(Api::all(client.clone()), changed.clone()),
+        }
+    }
+
+    /// Completes once every informer has listed.
+    async fn ready(&self) {
+        self.services.ready().await;
+        self.slices.ready().await;
+        self.endpoints.ready().await;
+        self.nodes.ready().await;
+    }
+
+    /// The Services, their endpoints, and the NodePort addresses (`configured` plus the Nodes').
+    fn snapshot(&self, configured: &[Ipv4Addr]) -> (Vec<Arc<Service>>, EndpointIndex, Vec<Ipv4Addr>) {
+        let index = endpoints::index(&self.slices.store, &self.endpoints.store);
+        (self.services.store.state(), index, node_addresses(configured, &self.nodes.store.state()))
+    }
 }
 
 /// Where NodePorts listen: the configured addresses and every Node's loopback InternalIP (a node
@@ -192,7 +217,7 @@ impl Proxier {
     }
 
     async fn sync(&mut self, services: &[Arc<Service>], index: &EndpointIndex, node_ips: &[Ipv4Addr]) {
-        let wanted: Vec<Wanted> = services.iter().flat_map(|s| self.wanted(s, index, node_ips)).collect();
+        let wanted: Vec<Wanted> = services.iter().flat_map(|s| Self::wanted(s, index, node_ips)).collect();
 
         // Balancers: one per service port, shared by its ClusterIP and NodePort listeners.
         let mut balancers = HashMap::new();
@@ -265,7 +290,7 @@ impl Proxier {
         })
     }
 
-    fn wanted(&self, svc: &Service, index: &EndpointIndex, node_ips: &[Ipv4Addr]) -> Vec<Wanted> {
+    fn wanted(svc: &Service, index: &EndpointIndex, node_ips: &[Ipv4Addr]) -> Vec<Wanted> {
         let Some(spec) = &svc.spec else { return vec![] };
         let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
         let namespace = svc.namespace().unwrap_or_default();

@@ -1,0 +1,590 @@
+//! kube-proxy's iptables mode: the kernel rewrites connections to a Service's ClusterIP (and
+//! NodePorts) to one of its ready endpoints; no byte passes through kplane.
+//!
+//! As upstream's `pkg/proxy/iptables/proxier.go`:
+//! - nat `KUBE-SERVICES` matches `VIP:port` and jumps to `KUBE-SVC-<hash>`, which picks one
+//!   `KUBE-SEP-<hash>` with `statistic --mode random --probability 1/(n-i)`; the SEP chain DNATs
+//!   to the endpoint (and marks hairpin traffic, endpoint → its own Service, for masquerade via
+//!   `KUBE-MARK-MASQ` / `KUBE-POSTROUTING`);
+//! - `KUBE-NODEPORTS` (last rule of `KUBE-SERVICES`) matches `nodeIP:nodePort`;
+//! - a port with no ready endpoint gets a REJECT in filter `KUBE-SERVICES` instead;
+//! - every rule is commented `<ns>/<svc>:<port>`;
+//! - each sync rewrites all of kplane's chains with one `iptables-restore --noflush` (the
+//!   built-in chains and everyone else's are untouched), at most once per `min_sync` interval
+//!   however many changes arrive, and at least every `resync`.
+//!
+//! Differences from upstream, all for safety on a shared machine: the jumps from the built-in
+//! chains (nat `OUTPUT`, for locally-originated traffic to loopback VIPs, and `PREROUTING`,
+//! `POSTROUTING`, filter `OUTPUT`) match only `127.0.0.0/8`; only ClusterIPs in kplane's service
+//! range 127.96.0.0/12 are programmed, and only loopback endpoints; an empty marker chain
+//! `KPLANE-PROXY` says the `KUBE-*` chains are kplane's (a host whose `KUBE-SERVICES` lacks it
+//! belongs to a real kube-proxy: kplane refuses to start rather than touch it). ClientIP session
+//! affinity uses the `recent` match as upstream. Not done yet: `externalTrafficPolicy: Local`, SCTP.
+//!
+//! [`rules`] is the pure rule generation; [`run_iptables_proxy`] applies it.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Protocol, Proxier, ProxyConfig, Sources};
+use crate::endpoints::EndpointIndex;
+use crate::Error;
+
+/// The empty chain that marks the `KUBE-*` chains of this machine as kplane's.
+pub const MARKER_CHAIN: &str = "KPLANE-PROXY";
+/// kplane's service range (ClusterIPs); nothing else is ever DNATed.
+const SERVICE_RANGE: (Ipv4Addr, u32) = (Ipv4Addr::new(127, 96, 0, 0), 12);
+/// The packet mark of connections to masquerade (upstream's default `--iptables-masquerade-bit` 14).
+const MASQ_MARK: &str = "0x4000";
+
+/// The jumps from built-in chains: (table, chain, rule spec). Each matches loopback only.
+const JUMPS: &[(&str, &str, &[&str])] = &[
+    (
+        "nat",
+        "OUTPUT",
+        &["-d", "127.0.0.0/8", "-m", "comment", "--comment", "kplane service portals", "-j", "KUBE-SERVICES"],
+    ),
+    (
+        "nat",
+        "PREROUTING",
+        &["-d", "127.0.0.0/8", "-m", "comment", "--comment", "kplane service portals", "-j", "KUBE-SERVICES"],
+    ),
+    (
+        "nat",
+        "POSTROUTING",
+        &[
+            "-d",
+            "127.0.0.0/8",
+            "-m",
+            "comment",
+            "--comment",
+            "kplane postrouting rules",
+            "-j",
+            "KUBE-POSTROUTING",
+        ],
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        &["-d", "127.0.0.0/8", "-m", "comment", "--comment", "kplane service portals", "-j", "KUBE-SERVICES"],
+    ),
+];
+
+/// The fixed chains of each table (besides the per-service ones).
+const NAT_CHAINS: &[&str] =
+    &["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-MARK-MASQ", "KUBE-POSTROUTING", MARKER_CHAIN];
+const FILTER_CHAINS: &[&str] = &["KUBE-SERVICES"];
+
+/// One `iptables-restore` input for both tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// The `*nat … COMMIT` and `*filter … COMMIT` text.
+    pub text: String,
+    /// The per-service chains it declares (`KUBE-SVC-…`, `KUBE-SEP-…`), all in nat.
+    pub service_chains: BTreeSet<String>,
+}
+
+/// iptables mode programs only VIPs in 127.96.0.0/12: a service range outside it would leave
+/// every Service unserved, so it is refused up front.
+pub fn check_service_range(base: Ipv4Addr, bits: u8) -> Result<(), Error> {
+    if u32::from(bits) >= SERVICE_RANGE.1 && in_service_range(base) {
+        return Ok(());
+    }
+    Err(unavailable(format!(
+        "the service range {base}/{bits} is not inside {}/{}, the only range it programs",
+        SERVICE_RANGE.0, SERVICE_RANGE.1
+    )))
+}
+
+fn in_service_range(ip: Ipv4Addr) -> bool {
+    let (base, bits) = SERVICE_RANGE;
+    u32::from(ip) >> (32 - bits) == u32::from(base) >> (32 - bits)
+}
+
+/// A stable chain-name suffix: 16 uppercase hex digits of FNV-1a over `parts` (upstream uses
+/// base32 of SHA-256; only uniqueness and stability matter).
+fn chain_hash(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.bytes().chain([0u8])) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016X}")
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+/// The whole ruleset for `services` with their endpoints in `index`; NodePorts on `node_ips`;
+/// addresses in `exclude` (served in place, the DNS server say) are left alone.
+pub(crate) fn rules(
+    services: &[Arc<Service>],
+    index: &EndpointIndex,
+    node_ips: &[Ipv4Addr],
+    exclude: &[SocketAddr],
+) -> Ruleset {
+    let mut nat_chains: Vec<String> = NAT_CHAINS.iter().map(|c| c.to_string()).collect();
+    let mut nat = String::new();
+    let mut filter = String::new();
+    let mut service_chains = BTreeSet::new();
+    let mut nodeports = String::new();
+    let _ = writeln!(nat, "-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}");
+    let _ = writeln!(nat, "-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN");
+    let _ = writeln!(nat, "-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}");
+    let _ = writeln!(
+        nat,
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
+    );
+    let mut wanted: Vec<_> = services.iter().flat_map(|s| Proxier::wanted(s, index, node_ips)).collect();
+    wanted.sort_by_key(|w| w.key.to_string());
+    for w in wanted {
+        let name = w.key.to_string();
+        let Some(&(proto, vip)) = w.addrs.first() else { continue };
+        let SocketAddr::V4(vip) = vip else { continue };
+        if !in_service_range(*vip.ip()) || exclude.contains(&SocketAddr::V4(vip)) {
+            continue;
+        }
+        let p = proto_name(proto);
+        let node_addrs: Vec<SocketAddr> =
+            w.addrs[1..].iter().map(|(_, a)| *a).filter(|a| a.ip().is_loopback()).collect();
+        let eps: Vec<SocketAddr> = w.endpoints.iter().copied().filter(|e| e.ip().is_loopback()).collect();
+        if eps.is_empty() {
+            let _ = writeln!(
+                filter,
+                "-A KUBE-SERVICES -d {}/32 -p {p} -m comment --comment \"{name} has no endpoints\" -m {p} --dport {} -j REJECT --reject-with icmp-port-unreachable",
+                vip.ip(),
+                vip.port()
+            );
+            for a in &node_addrs {
+                let _ = writeln!(
+                    filter,
+                    "-A KUBE-SERVICES -d {}/32 -p {p} -m comment --comment \"{name} has no endpoints\" -m {p} --dport {} -j REJECT --reject-with icmp-port-unreachable",
+                    a.ip(),
+                    a.port()
+                );
+            }
+            continue;
+        }
+        let svc_chain = format!("KUBE-SVC-{}", chain_hash(&[&name, p]));
+        nat_chains.push(svc_chain.clone());
+        service_chains.insert(svc_chain.clone());
+        let _ = writeln!(
+            nat,
+            "-A KUBE-SERVICES -d {}/32 -p {p} -m comment --comment \"{name} cluster IP\" -m {p} --dport {} -j {svc_chain}",
+            vip.ip(),
+            vip.port()
+        );
+        for a in &node_addrs {
+            let _ = writeln!(
+                nodeports,
+                "-A KUBE-NODEPORTS -d {}/32 -p {p} -m comment --comment \"{name}\" -m {p} --dport {} -j {svc_chain}",
+                a.ip(),
+                a.port()
+            );
+        }
+        let n = eps.len();
+        let sep_chains: Vec<String> =
+            eps.iter().map(|ep| format!("KUBE-SEP-{}", chain_hash(&[&name, p, &ep.to_string()]))).collect();
+        // ClientIP affinity: a client the `recent` list of an endpoint has seen within the timeout
+        // goes back to it, before any balancing.
+        let affinity = w.affinity.map(|t| t.as_secs());
+        if let Some(secs) = affinity {
+            for (ep, sep_chain) in eps.iter().zip(&sep_chains) {
+                let _ = writeln!(
+                    nat,
+                    "-A {svc_chain} -m comment --comment \"{name} -> {ep}\" -m recent --name {sep_chain} --mask 255.255.255.255 --rsource --rcheck --seconds {secs} --reap -j {sep_chain}"
+                );
+            }
+        }
+        let mut seps = String::new();
+        for (i, (ep, sep_chain)) in eps.iter().zip(&sep_chains).enumerate() {
+            let ep_s = ep.to_string();
+            nat_chains.push(sep_chain.clone());
+            service_chains.insert(sep_chain.clone());
+            if i + 1 < n {
+                let _ = writeln!(
+                    nat,
+                    "-A {svc_chain} -m comment --comment \"{name} -> {ep_s}\" -m statistic --mode random --probability {:.10} -j {sep_chain}",
+                    1.0 / (n - i) as f64
+                );
+            } else {
+                let _ =
+                    writeln!(nat, "-A {svc_chain} -m comment --comment \"{name} -> {ep_s}\" -j {sep_chain}");
+            }
+            let _ = writeln!(
+                seps,
+                "-A {sep_chain} -s {}/32 -m comment --comment \"{name}\" -j KUBE-MARK-MASQ",
+                ep.ip()
+            );
+            let recent = match affinity {
+                Some(_) => format!(" -m recent --name {sep_chain} --mask 255.255.255.255 --rsource --set"),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                seps,
+                "-A {sep_chain} -p {p} -m comment --comment \"{name}\"{recent} -m {p} -j DNAT --to-destination {ep_s}"
+            );
+        }
+        nat.push_str(&seps);
+    }
+    let _ = writeln!(
+        nat,
+        "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports\" -j KUBE-NODEPORTS"
+    );
+    nat.push_str(&nodeports);
+
+    let mut text = String::from("*nat\n");
+    for c in &nat_chains {
+        let _ = writeln!(text, ":{c} - [0:0]");
+    }
+    text.push_str(&nat);
+    text.push_str("COMMIT\n*filter\n");
+    for c in FILTER_CHAINS {
+        let _ = writeln!(text, ":{c} - [0:0]");
+    }
+    text.push_str(&filter);
+    text.push_str("COMMIT\n");
+    Ruleset { text, service_chains }
+}
+
+/// Runs the proxy in iptables mode until `shutdown` completes, then removes all of its chains.
+/// Fails at once, naming the userspace mode, without root or without the iptables tools.
+pub async fn run_iptables_proxy(
+    client: kube::Client,
+    cfg: ProxyConfig,
+    min_sync: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    preflight().await?;
+    cleanup().await?;
+    let changed = Arc::new(Notify::new());
+    let sources = Sources::start(&client, &changed);
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => return cleanup().await,
+        _ = sources.ready() => {}
+    }
+    tracing::info!(node_ips = ?cfg.node_ips, "service proxy started (iptables mode)");
+    let mut previous: BTreeSet<String> = BTreeSet::new();
+    let result = loop {
+        let started = Instant::now();
+        let (services, index, node_ips) = sources.snapshot(&cfg.node_ips);
+        let set = rules(&services, &index, &node_ips, &cfg.exclude);
+        if let Err(e) = apply(&set, &previous).await {
+            // A failed restore changes nothing (it is atomic per table): retried at the next sync.
+            tracing::warn!(error = %e, "iptables sync failed");
+        } else {
+            previous = set.service_chains;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(cfg.resync) => {}
+        }
+        // Batch: changes that arrive within the minimum interval make one sync.
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = tokio::time::sleep_until(started + min_sync) => {}
+        }
+    };
+    tracing::info!("service proxy stopping (iptables mode): removing its chains");
+    cleanup().await?;
+    result
+}
+
+fn unavailable(why: String) -> Error {
+    Error::Config(format!(
+        "--proxy-mode iptables: {why}; run as root with iptables installed, or use --proxy-mode userspace"
+    ))
+}
+
+pub async fn preflight() -> Result<(), Error> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse::<u32>().ok());
+    if euid != Some(0) {
+        return Err(unavailable("it needs root (CAP_NET_ADMIN) to program the kernel's NAT table".into()));
+    }
+    for tool in ["iptables", "iptables-save", "iptables-restore"] {
+        let ok = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().await;
+        if !ok.is_ok_and(|s| s.success()) {
+            return Err(unavailable(format!("`{tool}` is not installed or does not run")));
+        }
+    }
+    let nat = save("nat").await.map_err(unavailable)?;
+    if nat.lines().any(|l| l.starts_with(":KUBE-SERVICES ")) && !has_marker(&nat) {
+        return Err(unavailable(
+            "the nat table has KUBE-* chains that are not kplane's (another kube-proxy runs here)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn has_marker(saved: &str) -> bool {
+    saved.lines().any(|l| l.starts_with(&format!(":{MARKER_CHAIN} ")))
+}
+
+async fn save(table: &str) -> Result<String, String> {
+    let out = Command::new("iptables-save").args(["-t", table]).output().await.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("iptables-save -t {table}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn restore(input: &str) -> Result<(), String> {
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "5", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).await.map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("iptables-restore: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+async fn iptables(table: &str, op: &str, chain: &str, spec: &[&str]) -> bool {
+    Command::new("iptables")
+        .args(["-w", "5", "-t", table, op, chain])
+        .args(spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// Writes `set`, deletes the service chains of the last sync that it no longer has, and makes
+/// sure the jumps into kplane's chains exist.
+async fn apply(set: &Ruleset, previous: &BTreeSet<String>) -> Result<(), Error> {
+    let mut input = set.text.clone();
+    let stale: Vec<&String> = previous.difference(&set.service_chains).collect();
+    if !stale.is_empty() {
+        // Their rules went with KUBE-SERVICES' flush above; flush and delete the chains themselves.
+        let mut extra = String::from("*nat\n");
+        for c in &stale {
+            let _ = writeln!(extra, ":{c} - [0:0]");
+        }
+        for c in &stale {
+            let _ = writeln!(extra, "-X {c}");
+        }
+        extra.push_str("COMMIT\n");
+        input.push_str(&extra);
+    }
+    restore(&input).await.map_err(Error::Config)?;
+    for (table, chain, spec) in JUMPS {
+        if !iptables(table, "-C", chain, spec).await && !iptables(table, "-I", chain, spec).await {
+            return Err(Error::Config(format!("cannot add the jump from {table} {chain} to kplane's chains")));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the jumps and every chain of kplane's (a killed kplane's too): the `KUBE-*` chains
+/// only when the marker chain says they are ours.
+pub async fn cleanup() -> Result<(), Error> {
+    for (table, chain, spec) in JUMPS {
+        while iptables(table, "-D", chain, spec).await {}
+    }
+    let nat = save("nat").await.map_err(Error::Config)?;
+    if !has_marker(&nat) {
+        return Ok(());
+    }
+    let filter = save("filter").await.map_err(Error::Config)?;
+    let mut input = String::new();
+    for (table, saved) in [("nat", &nat), ("filter", &filter)] {
+        let ours: Vec<&str> = saved
+            .lines()
+            .filter_map(|l| l.strip_prefix(':'))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| {
+                if table == "nat" {
+                    *c == MARKER_CHAIN || c.starts_with("KUBE-")
+                } else {
+                    FILTER_CHAINS.contains(c)
+                }
+            })
+            .collect();
+        if ours.is_empty() {
+            continue;
+        }
+        let _ = writeln!(input, "*{table}");
+        for c in &ours {
+            let _ = writeln!(input, ":{c} - [0:0]");
+        }
+        for c in &ours {
+            let _ = writeln!(input, "-X {c}");
+        }
+        input.push_str("COMMIT\n");
+    }
+    if input.is_empty() {
+        return Ok(());
+    }
+    restore(&input).await.map_err(Error::Config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoints::{Endpoint, EndpointPort};
+
+    fn svc(name: &str, ip: &str, port: i32, node_port: Option<i32>) -> Arc<Service> {
+        let mut s = serde_json::json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}});
+        if let Some(np) = node_port {
+            s["spec"]["type"] = "NodePort".into();
+            s["spec"]["ports"][0]["nodePort"] = np.into();
+        }
+        Arc::new(serde_json::from_value(s).unwrap())
+    }
+
+    fn index(name: &str, ips: &[&str], ready: bool) -> EndpointIndex {
+        let ports = Arc::new(vec![EndpointPort { name: "http".into(), port: 80, protocol: "TCP".into() }]);
+        let eps = ips
+            .iter()
+            .map(|ip| Endpoint { ip: ip.parse().unwrap(), hostname: None, ready, ports: ports.clone() })
+            .collect();
+        [(("default".to_string(), name.to_string()), eps)].into()
+    }
+
+    #[test]
+    fn a_service_with_endpoints_gets_svc_and_sep_chains_with_random_balancing() {
+        let idx = index("web", &["127.244.0.1", "127.244.0.2", "127.244.0.3"], true);
+        let set = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[]);
+        let t = &set.text;
+        let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
+        assert!(t.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n"), "{t}");
+        assert!(t.contains(&format!("-A KUBE-SERVICES -d 127.96.0.20/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 8080 -j {svc_chain}\n")), "{t}");
+        let probs: Vec<&str> = t.lines().filter(|l| l.starts_with(&format!("-A {svc_chain} "))).collect();
+        assert_eq!(probs.len(), 3, "{t}");
+        assert!(probs[0].contains("--probability 0.3333333333 "), "{}", probs[0]);
+        assert!(probs[1].contains("--probability 0.5000000000 "), "{}", probs[1]);
+        assert!(!probs[2].contains("statistic"), "{}", probs[2]);
+        assert!(probs[0].contains("--comment \"default/web:http -> 127.244.0.1:80\""), "{}", probs[0]);
+        let sep = format!("KUBE-SEP-{}", chain_hash(&["default/web:http", "tcp", "127.244.0.2:80"]));
+        assert!(t.contains(&format!(":{sep} - [0:0]\n")));
+        assert!(
+            t.contains(&format!(
+                "-A {sep} -s 127.244.0.2/32 -m comment --comment \"default/web:http\" -j KUBE-MARK-MASQ\n"
+            )),
+            "{t}"
+        );
+        assert!(t.contains(&format!("-A {sep} -p tcp -m comment --comment \"default/web:http\" -m tcp -j DNAT --to-destination 127.244.0.2:80\n")), "{t}");
+        assert_eq!(set.service_chains.len(), 4);
+        // The filter table rejects nothing.
+        let filter = t.split("*filter\n").nth(1).unwrap();
+        assert_eq!(filter, ":KUBE-SERVICES - [0:0]\nCOMMIT\n");
+        assert!(t.ends_with("COMMIT\n"));
+    }
+
+    #[test]
+    fn no_ready_endpoint_rejects_in_the_filter_table() {
+        let idx = index("web", &["127.244.0.1"], false);
+        let set =
+            rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &["127.0.10.1".parse().unwrap()], &[]);
+        let filter = set.text.split("*filter\n").nth(1).unwrap();
+        assert!(filter.contains("-A KUBE-SERVICES -d 127.96.0.20/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 8080 -j REJECT --reject-with icmp-port-unreachable\n"), "{filter}");
+        assert!(filter.contains("-d 127.0.10.1/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 30080 -j REJECT"), "{filter}");
+        assert!(!set.text.contains("KUBE-SVC-"), "{}", set.text);
+        assert!(set.service_chains.is_empty());
+    }
+
+    #[test]
+    fn node_ports_jump_to_the_service_chain() {
+        let idx = index("web", &["127.244.0.1"], true);
+        let set =
+            rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &["127.0.10.1".parse().unwrap()], &[]);
+        let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
+        assert!(set.text.contains(
+            "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports\" -j KUBE-NODEPORTS\n"
+        ));
+        assert!(set.text.contains(&format!("-A KUBE-NODEPORTS -d 127.0.10.1/32 -p tcp -m comment --comment \"default/web:http\" -m tcp --dport 30080 -j {svc_chain}\n")), "{}", set.text);
+        // One endpoint: no statistic match.
+        assert!(!set.text.contains("statistic"));
+    }
+
+    #[test]
+    fn only_loopback_service_range_and_endpoints_are_programmed() {
+        let mut idx = index("web", &["10.0.0.5"], true);
+        idx.extend(index("outside", &["127.244.0.1"], true));
+        idx.extend(index("dns", &["127.244.0.1"], true));
+        let set = rules(
+            &[
+                svc("web", "127.96.0.20", 80, None),
+                svc("outside", "10.96.0.1", 80, None),
+                svc("dns", "127.96.0.10", 53, None),
+            ],
+            &idx,
+            &[],
+            &["127.96.0.10:53".parse().unwrap()],
+        );
+        assert!(!set.text.contains("10.0.0.5"), "{}", set.text);
+        assert!(!set.text.contains("10.96.0.1"), "{}", set.text);
+        assert!(!set.text.contains("127.96.0.10"), "{}", set.text);
+        // A service whose only endpoint is off loopback rejects rather than leaving the machine.
+        assert!(set.text.contains("default/web:http has no endpoints"), "{}", set.text);
+    }
+
+    #[test]
+    fn client_ip_affinity_checks_recent_before_balancing_and_sets_it_on_dnat() {
+        let idx = index("web", &["127.244.0.1", "127.244.0.2"], true);
+        let mut s = (*svc("web", "127.96.0.20", 8080, None)).clone();
+        let spec = s.spec.as_mut().unwrap();
+        spec.session_affinity = Some("ClientIP".into());
+        spec.session_affinity_config =
+            serde_json::from_value(serde_json::json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
+        let set = rules(&[Arc::new(s)], &idx, &[], &[]);
+        let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
+        let sep = format!("KUBE-SEP-{}", chain_hash(&["default/web:http", "tcp", "127.244.0.1:80"]));
+        let svc_rules: Vec<&str> =
+            set.text.lines().filter(|l| l.starts_with(&format!("-A {svc_chain} "))).collect();
+        assert_eq!(svc_rules.len(), 4, "{}", set.text);
+        assert_eq!(svc_rules[0], format!("-A {svc_chain} -m comment --comment \"default/web:http -> 127.244.0.1:80\" -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck --seconds 60 --reap -j {sep}"));
+        assert!(svc_rules[2].contains("statistic"), "{}", svc_rules[2]);
+        assert!(set.text.contains(&format!("-A {sep} -p tcp -m comment --comment \"default/web:http\" -m recent --name {sep} --mask 255.255.255.255 --rsource --set -m tcp -j DNAT --to-destination 127.244.0.1:80\n")), "{}", set.text);
+        // Without affinity, no recent match at all.
+        let plain = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[]);
+        assert!(!plain.text.contains("recent"));
+    }
+
+    #[test]
+    fn chain_names_are_stable_and_distinct() {
+        assert_eq!(chain_hash(&["a", "tcp"]), chain_hash(&["a", "tcp"]));
+        assert_ne!(chain_hash(&["a", "tcp"]), chain_hash(&["a", "udp"]));
+        assert_ne!(chain_hash(&["ab", "c"]), chain_hash(&["a", "bc"]));
+        assert_eq!(chain_hash(&["x"]).len(), 16);
+        assert!(in_service_range("127.111.255.255".parse().unwrap()));
+        assert!(!in_service_range("127.112.0.0".parse().unwrap()));
+        assert!(!in_service_range("127.95.255.255".parse().unwrap()));
+        assert!(check_service_range("127.96.0.0".parse().unwrap(), 12).is_ok());
+        assert!(check_service_range("127.100.77.0".parse().unwrap(), 24).is_ok());
+        assert!(check_service_range("127.96.0.0".parse().unwrap(), 11).is_err());
+        let e = check_service_range("127.130.0.0".parse().unwrap(), 16).unwrap_err().to_string();
+        assert!(e.contains("127.130.0.0/16") && e.contains("--proxy-mode userspace"), "{e}");
+    }
+}
