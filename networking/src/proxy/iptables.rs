@@ -112,15 +112,17 @@ fn in_service_range(ip: Ipv4Addr) -> bool {
     u32::from(ip) >> (32 - bits) == u32::from(base) >> (32 - bits)
 }
 
-/// A stable chain-name suffix: 16 uppercase hex digits of FNV-1a over `parts` (upstream uses
-/// base32 of SHA-256; only uniqueness and stability matter).
+/// A chain-name suffix exactly as upstream's kube-proxy makes it (`portProtoHash`,
+/// `servicePortEndpointChainName`): the first 16 characters of the base32 SHA-256 of the parts
+/// joined as they are (`ns/svc:port` + protocol [+ `ip:port`]), so the chains read as upstream's.
 fn chain_hash(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in parts.iter().flat_map(|p| p.bytes().chain([0u8])) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
     }
-    format!("{h:016X}")
+    let mut encoded = data_encoding::BASE32.encode(ctx.finish().as_ref());
+    encoded.truncate(16);
+    encoded
 }
 
 fn proto_name(p: Protocol) -> &'static str {
@@ -572,12 +574,16 @@ mod tests {
         assert!(!plain.text.contains("recent"));
     }
 
+    /// Computed outside kplane (Python's hashlib and base64), as Go's `base32.StdEncoding` does.
+    const UPSTREAM_WEB_HTTP_TCP: &str = "CDGGSHYLG3RE2FKL";
+
     #[test]
     fn chain_names_are_stable_and_distinct() {
         assert_eq!(chain_hash(&["a", "tcp"]), chain_hash(&["a", "tcp"]));
         assert_ne!(chain_hash(&["a", "tcp"]), chain_hash(&["a", "udp"]));
-        assert_ne!(chain_hash(&["ab", "c"]), chain_hash(&["a", "bc"]));
         assert_eq!(chain_hash(&["x"]).len(), 16);
+        // Upstream's name for the same service port: base32(sha256("default/web:httptcp"))[:16].
+        assert_eq!(chain_hash(&["default/web:http", "tcp"]), UPSTREAM_WEB_HTTP_TCP);
         assert!(in_service_range("127.111.255.255".parse().unwrap()));
         assert!(!in_service_range("127.112.0.0".parse().unwrap()));
         assert!(!in_service_range("127.95.255.255".parse().unwrap()));

@@ -175,9 +175,15 @@ struct PortKey {
     port: String,
 }
 
+/// Upstream's `ServicePortName.String()`: `ns/svc:port`, or `ns/svc` for an unnamed port (iptables
+/// mode's comments and chain hashes are made from it).
 impl std::fmt::Display for PortKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
+        write!(f, "{}/{}", self.namespace, self.name)?;
+        if !self.port.is_empty() {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
     }
 }
 
@@ -351,5 +357,18 @@ fn protocol(port: &ServicePort) -> Option<Protocol> {
         "TCP" => Some(Protocol::Tcp),
         "UDP" => Some(Protocol::Udp),
         _ => None, // SCTP: not proxied, as upstream's userspace mode.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortKey;
+
+    #[test]
+    fn a_port_key_reads_as_upstreams_service_port_name() {
+        let key =
+            |port: &str| PortKey { namespace: "default".into(), name: "nginx-svc".into(), port: port.into() };
+        assert_eq!(key("").to_string(), "default/nginx-svc");
+        assert_eq!(key("http").to_string(), "default/nginx-svc:http");
     }
 }
