@@ -185,6 +185,13 @@ impl Cacher {
         Cacher { window, caches: Mutex::default() }
     }
 
+    /// A started cache that has not served its initial list yet (`group/plural`), if any: the
+    /// readyz `informer-sync` check.
+    pub fn unsynced(&self) -> Option<String> {
+        let caches = self.caches.lock().ok()?;
+        caches.iter().find(|(_, c)| !c.ready()).map(|((group, plural), _)| format!("{group}/{plural}"))
+    }
+
     /// The cache of `res`, starting it if needed (None when caching is off). Must be called inside a
     /// tokio runtime.
     pub fn cache(&self, store: &DynStore, res: &'static ResourceDef) -> Option<Arc<ResourceCache>> {

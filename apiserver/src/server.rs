@@ -81,12 +81,22 @@ pub struct AppState {
     pub(crate) cacher: Arc<crate::cacher::Cacher>,
     metrics: Arc<Metrics>,
     pub(crate) leases: Arc<crate::ttl::LeaseManager>,
+    /// Set once [`bootstrap`] has written the system namespaces, RBAC policy and Services: the
+    /// post-start hooks the health checks report.
+    bootstrapped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
     pub fn new(store: DynStore, config: Config) -> AppState {
         let cacher = Arc::new(crate::cacher::Cacher::new(config.watch_cache_size));
-        AppState { store, cacher, config: Arc::new(config), metrics: Arc::default(), leases: Arc::default() }
+        AppState {
+            store,
+            cacher,
+            config: Arc::new(config),
+            metrics: Arc::default(),
+            leases: Arc::default(),
+            bootstrapped: Arc::default(),
+        }
     }
 }
 
@@ -159,10 +169,23 @@ impl Probe {
         }
     }
 
+    /// Upstream's names, in upstream's order; the post-start hooks are the two whose work
+    /// [`bootstrap`] does (RBAC bootstrap policy; system namespaces and the `kubernetes` Service).
     fn checks(self) -> &'static [&'static str] {
         match self {
-            Probe::Healthz | Probe::Livez => &["ping", "log", "etcd"],
-            Probe::Readyz => &["ping", "log", "etcd", "etcd-readiness", "shutdown"],
+            Probe::Healthz | Probe::Livez => {
+                &["ping", "log", "etcd", POST_START_RBAC, POST_START_BOOTSTRAP_CONTROLLER]
+            }
+            Probe::Readyz => &[
+                "ping",
+                "log",
+                "etcd",
+                "etcd-readiness",
+                "informer-sync",
+                POST_START_RBAC,
+                POST_START_BOOTSTRAP_CONTROLLER,
+                "shutdown",
+            ],
         }
     }
 }
@@ -170,10 +193,26 @@ impl Probe {
 /// How long the store may take to answer a health check (upstream's `--etcd-healthcheck-timeout`).
 const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+const POST_START_RBAC: &str = "poststarthook/rbac/bootstrap-roles";
+const POST_START_BOOTSTRAP_CONTROLLER: &str = "poststarthook/bootstrap-controller";
+
 /// Runs one named check: `ping`, `log` and `shutdown` pass while the server serves; `etcd` and
-/// `etcd-readiness` read the store's current revision within [`STORE_CHECK_TIMEOUT`].
+/// `etcd-readiness` read the store's current revision within [`STORE_CHECK_TIMEOUT`];
+/// `informer-sync` passes when every started watch cache has its initial list; the post-start
+/// hooks pass once [`bootstrap`] is done.
 async fn run_check(st: &AppState, check: &str) -> Result<(), String> {
     match check {
+        "informer-sync" => match st.cacher.unsynced() {
+            None => Ok(()),
+            Some(which) => Err(format!("the watch cache of {which} has not synced")),
+        },
+        POST_START_RBAC | POST_START_BOOTSTRAP_CONTROLLER => {
+            if st.bootstrapped.load(std::sync::atomic::Ordering::Acquire) {
+                Ok(())
+            } else {
+                Err("not finished".into())
+            }
+        }
         "etcd" | "etcd-readiness" => {
             match tokio::time::timeout(STORE_CHECK_TIMEOUT, st.store.current_revision()).await {
                 Ok(Ok(_)) => Ok(()),
@@ -495,6 +534,7 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
     if code != 200 && code != 201 {
         return Err(format!("writing the kubernetes endpoints: {code} {body}"));
     }
+    st.bootstrapped.store(true, std::sync::atomic::Ordering::Release);
     Ok(())
 }
 

@@ -330,6 +330,14 @@ async fn health_checks_are_real() {
     let store =
         store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![etcd.endpoint()])).await.unwrap();
     let st = apiserver::AppState::new(Arc::new(store), apiserver::Config::default());
+    // Before its bootstrap the server is not ready: the post-start hooks have not run.
+    let (code, body) = text(&st, "/readyz?verbose").await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n"), "{body}");
+    apiserver::bootstrap(&st, "127.0.0.1:6443".parse().unwrap()).await.unwrap();
+    let (code, body) = text(&st, "/readyz?verbose").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("[+]informer-sync ok\n[+]poststarthook/rbac/bootstrap-roles ok\n"), "{body}");
     assert_eq!(text(&st, "/livez/etcd").await, (200, "ok".to_string()));
     etcd.kill9().unwrap();
     for probe in ["healthz", "livez", "readyz"] {
