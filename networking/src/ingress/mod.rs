@@ -136,6 +136,23 @@ pub async fn run_ingress(
     // (ingress uid, secret, problem) already reported: an Event and a log line once, not per rebuild.
     let mut reported: HashSet<(String, String, String)> = HashSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // Routes are built only from complete lists: before a kind's first list, a TLS Secret that
+    // exists would look missing (and be reported so) and a Service would have no endpoints.
+    let all_listed = async {
+        ingresses.ready().await;
+        classes.ready().await;
+        services.ready().await;
+        slices.ready().await;
+        eps.ready().await;
+        secrets.ready().await;
+    };
+    tokio::select! {
+        _ = &mut shutdown => {
+            tracing::info!("ingress controller stopped");
+            return Ok(());
+        }
+        _ = all_listed => {}
+    }
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
