@@ -166,13 +166,8 @@ pub(crate) fn rules(
             w.addrs[1..].iter().map(|(_, a)| *a).filter(|a| a.ip().is_loopback()).collect();
         let eps: Vec<SocketAddr> = w.endpoints.iter().copied().filter(|e| e.ip().is_loopback()).collect();
         if eps.is_empty() {
-            let _ = writeln!(
-                filter,
-                "-A KUBE-SERVICES -d {}/32 -p {p} -m comment --comment \"{name} has no endpoints\" -m {p} --dport {} -j REJECT --reject-with icmp-port-unreachable",
-                vip.ip(),
-                vip.port()
-            );
-            for a in &node_addrs {
+            // The ClusterIP, then each NodePort address.
+            for a in std::iter::once(SocketAddr::V4(vip)).chain(node_addrs.iter().copied()) {
                 let _ = writeln!(
                     filter,
                     "-A KUBE-SERVICES -d {}/32 -p {p} -m comment --comment \"{name} has no endpoints\" -m {p} --dport {} -j REJECT --reject-with icmp-port-unreachable",
