@@ -10,6 +10,7 @@ pub mod logs;
 pub mod node;
 pub mod server;
 pub mod status;
+pub mod streams;
 pub mod traffic;
 mod worker;
 
