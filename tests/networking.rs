@@ -469,6 +469,44 @@ fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
         .any(|l| l.starts_with("-A KUBE-NODEPORTS") && l.contains(&format!("--dport {node_port}"))));
     assert_eq!(mine.iter().filter(|l| l.contains("-j DNAT")).count(), 2, "{mine:?}");
 
+    // X-ray names the mode and shows the kernel hop, read from the live ruleset.
+    let mut pod_ips: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}:80", p["status"]["podIP"].as_str().unwrap()))
+        .collect();
+    pod_ips.sort();
+    let xray = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["xray", "route", "--service", "nginx-svc", "-o", "json"])
+        .env("KUBECONFIG", &kp.kubeconfig)
+        .output()
+        .unwrap();
+    let route: serde_json::Value = serde_json::from_str(&stdout(&xray)).expect("xray json");
+    let entry = &route["route"]["entry"];
+    assert_eq!(entry["proxyMode"], "iptables", "{route}");
+    assert_eq!(entry["listener"], "kernel NAT, iptables mode (ClusterIP)", "{route}");
+    let rules: Vec<&str> =
+        entry["kernel"]["rules"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert!(rules[0].starts_with(&format!("-A KUBE-SERVICES -d {vip}/32")), "{rules:?}");
+    assert!(entry["kernel"]["serviceChain"].as_str().unwrap().starts_with("KUBE-SVC-"), "{route}");
+    let mut dnat: Vec<String> = entry["kernel"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["destination"].as_str().unwrap().to_string())
+        .collect();
+    dnat.sort();
+    assert_eq!(dnat, pod_ips, "{route}");
+    let text = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["xray", "route", "--url", &format!("http://{node_ip}:{node_port}/")])
+        .env("KUBECONFIG", &kp.kubeconfig)
+        .output()
+        .unwrap();
+    let text = stdout(&text);
+    assert!(text.contains("proxy mode: iptables") && text.contains("rule: -A KUBE-NODEPORTS"), "{text}");
+    assert!(pod_ips.iter().all(|ip| text.contains(&format!("DNAT to {ip}"))), "{text}");
+
     // Scale to zero: the VIP refuses at once (REJECT); back to one: served.
     kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=0"]);
     eventually(20, "the VIP refusing", || {

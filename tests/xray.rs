@@ -143,6 +143,8 @@ fn route_follows_the_seeds_request_and_says_why_it_fails() {
     let vip = svc["spec"]["clusterIP"].as_str().unwrap();
     let by_url = xray_json(&kp, &["route", "--url", &format!("http://{vip}:8080/"), "--probe"]);
     assert_eq!(by_url["route"]["entry"]["listener"], "service proxy (ClusterIP)");
+    // The default proxy mode, seen from the listener on the VIP.
+    assert_eq!(by_url["route"]["entry"]["proxyMode"], "userspace", "{by_url}");
     assert_eq!(by_url["probe"]["hops"][0]["status"], 200, "{by_url}");
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     let node_ip = by_url["route"]["service"]["ports"][0]["nodeListeners"][0]
@@ -154,6 +156,7 @@ fn route_follows_the_seeds_request_and_says_why_it_fails() {
         .to_string();
     let by_np = xray_json(&kp, &["route", "--url", &format!("http://{node_ip}:{node_port}/"), "--probe"]);
     assert_eq!(by_np["route"]["entry"]["listener"], "service proxy (NodePort)");
+    assert_eq!(by_np["route"]["entry"]["proxyMode"], "userspace", "{by_np}");
     assert_eq!(by_np["probe"]["hops"][0]["status"], 200, "{by_np}");
 
     // Scaled to zero: no pods, no ready endpoints, and the ingress would answer 503.

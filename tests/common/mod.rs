@@ -37,7 +37,8 @@ impl Kplane {
     }
 
     /// Starts `kplane <cmd>` (`up`, or `apiserver` for the API alone). Each instance gets its own pod
-    /// range (a /16 of loopback), so that pods of tests running side by side never share an address.
+    /// range (a /16 of loopback) and NodePort band, so that pods and NodePorts of tests running side by
+    /// side never share an address.
     pub fn start_cmd(cmd: &str, data_dir: &Path, etcd_port: u16, extra: &[&str]) -> Kplane {
         static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -56,6 +57,9 @@ impl Kplane {
                 ("--ingress-http-address", format!("127.{}.0.1:80", 160 + k)),
                 ("--ingress-https-address", format!("127.{}.0.1:443", 160 + k)),
                 ("--xray-address", "127.0.0.1:0".to_string()),
+                // Node IPs (127.0.10.1 + i) are the same in every instance, so each gets its own
+                // NodePort band: two clusters side by side never listen on one node address and port.
+                ("--service-node-port-range", format!("{}-{}", 30000 + 60 * k, 30059 + 60 * k)),
             ] {
                 let off = flag == "--xray-address" && extra.contains(&"--no-xray");
                 if !extra.contains(&flag) && !off {

@@ -65,10 +65,21 @@ pub fn route_text(route: &Route, color: bool) -> String {
     let mut hops: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(e) = &route.entry {
         let addr = e.address.clone().unwrap_or_else(|| p.bad("(no address)"));
-        hops.push((
-            format!("{} {}", p.kind("listener"), p.bold(&e.listener)),
-            vec![format!("takes it at {addr}")],
-        ));
+        let mut lines = vec![format!("takes it at {addr}")];
+        if let Some(mode) = &e.proxy_mode {
+            lines.push(format!("proxy mode: {mode}"));
+        }
+        if let Some(k) = &e.kernel {
+            lines.extend(k.rules.iter().map(|r| format!("rule: {r}")));
+            for ep in &k.endpoints {
+                let p = ep.probability.as_deref().map(|p| format!(" with probability {p}")).unwrap_or_default();
+                lines.push(format!("{}{p} -> DNAT to {}", ep.chain, ep.destination));
+            }
+            if let Some(r) = &k.reject {
+                lines.push(format!("{} {r}", p.bad("refused:")));
+            }
+        }
+        hops.push((format!("{} {}", p.kind("listener"), p.bold(&e.listener)), lines));
     }
     if let Some(ing) = &route.ingress {
         let (head, mut lines) = match &ing.object {

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use networking::ingress::routes::{Hit, RuleTable};
+use networking::proxy::kernel::{self, KernelPath};
 use serde::Serialize;
 
 use crate::Stored;
@@ -85,6 +86,15 @@ pub struct Entry {
     /// `ip:port` (for NodePorts, the first node's; the rest are in the Service hop).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// For a ClusterIP or NodePort, the proxy mode that takes the address, as this machine shows
+    /// it: `iptables` (kplane's rules in the kernel's ruleset take it) or `userspace` (a socket
+    /// listens on it); none when neither shows (the ruleset needs root to read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_mode: Option<String>,
+    /// In iptables mode, the rules the connection walks and their DNAT targets, read from the live
+    /// ruleset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelPath>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -292,6 +302,8 @@ async fn via_ingress(client: &kube::Client, host: &str, path: &str, opts: &Optio
     route.entry = Some(Entry {
         listener: "ingress controller".into(),
         address: ours.iter().find_map(|i| ingress_address(i)),
+        proxy_mode: None,
+        kernel: None,
     });
     if route.entry.as_ref().is_some_and(|e| e.address.is_none()) {
         route.problems.push(format!(
@@ -498,6 +510,29 @@ fn node_ips(n: &Node) -> Vec<String> {
         .collect()
 }
 
+/// Which proxy takes `address` (`ip:port`) on this machine: kplane's iptables rules, read from the
+/// live ruleset (root only), or a userspace listener (`/proc/net/tcp`, readable by anyone).
+async fn proxy_mode(address: &str, protocol: &str, route: &mut Route) -> (Option<String>, Option<KernelPath>) {
+    let Ok(addr) = address.parse::<std::net::SocketAddrV4>() else { return (None, None) };
+    let (ip, port) = (*addr.ip(), addr.port());
+    let live = kernel::read_live().await.ok().filter(|s| s.is_kplanes());
+    if let Some(path) = live.as_ref().and_then(|s| s.walk(ip, port, protocol)) {
+        return (Some("iptables".into()), Some(path));
+    }
+    // Another cluster on this machine may run in iptables mode while this one runs userspace.
+    if protocol.eq_ignore_ascii_case("TCP") && kernel::tcp_listener(ip, port) {
+        return (Some("userspace".into()), None);
+    }
+    if live.is_some() {
+        route.problems.push(format!(
+            "no iptables rule and no userspace listener takes {address}/{protocol}: the service proxy has \
+             not synced this Service yet"
+        ));
+        return (Some("iptables".into()), None);
+    }
+    (None, None)
+}
+
 /// Fills the Service hop (and the entry, unless the ingress took the request) for `ports`.
 async fn service_route(
     client: &kube::Client,
@@ -546,20 +581,26 @@ async fn service_route(
         .collect();
     if route.entry.is_none() {
         let first = port_hops.first();
-        route.entry = Some(match listener {
-            Listener::NodePort => Entry {
-                listener: "service proxy (NodePort)".into(),
-                address: first.and_then(|p| p.node_listeners.first().cloned()),
-            },
-            _ => Entry {
-                listener: "service proxy (ClusterIP)".into(),
-                address: spec
-                    .cluster_ip
+        let (kind, address) = match listener {
+            Listener::NodePort => ("NodePort", first.and_then(|p| p.node_listeners.first().cloned())),
+            _ => (
+                "ClusterIP",
+                spec.cluster_ip
                     .as_ref()
                     .filter(|ip| !ip.is_empty() && *ip != "None")
                     .and_then(|ip| first.map(|p| format!("{ip}:{}", p.port))),
-            },
-        });
+            ),
+        };
+        let protocol = first.map(|p| p.protocol.clone()).unwrap_or_else(|| "TCP".into());
+        let (proxy_mode, kernel) = match &address {
+            Some(a) => proxy_mode(a, &protocol, route).await,
+            None => (None, None),
+        };
+        let listener = match proxy_mode.as_deref() {
+            Some("iptables") => format!("kernel NAT, iptables mode ({kind})"),
+            _ => format!("service proxy ({kind})"),
+        };
+        route.entry = Some(Entry { listener, address, proxy_mode, kernel });
     }
     if type_ == "ExternalName" {
         route.problems.push(format!(

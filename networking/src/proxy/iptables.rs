@@ -310,14 +310,18 @@ fn unavailable(why: String) -> Error {
     ))
 }
 
-pub async fn preflight() -> Result<(), Error> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
+/// This process's effective user id, from `/proc/self/status`.
+pub(crate) fn euid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|u| u.parse::<u32>().ok());
-    if euid != Some(0) {
+        .and_then(|u| u.parse::<u32>().ok())
+}
+
+pub async fn preflight() -> Result<(), Error> {
+    if euid() != Some(0) {
         return Err(unavailable("it needs root (CAP_NET_ADMIN) to program the kernel's NAT table".into()));
     }
     for tool in ["iptables", "iptables-save", "iptables-restore"] {
@@ -339,7 +343,7 @@ fn has_marker(saved: &str) -> bool {
     saved.lines().any(|l| l.starts_with(&format!(":{MARKER_CHAIN} ")))
 }
 
-async fn save(table: &str) -> Result<String, String> {
+pub(crate) async fn save(table: &str) -> Result<String, String> {
     let out = Command::new("iptables-save").args(["-t", table]).output().await.map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("iptables-save -t {table}: {}", String::from_utf8_lossy(&out.stderr).trim()));
@@ -587,5 +591,51 @@ mod tests {
         assert!(check_service_range("127.96.0.0".parse().unwrap(), 11).is_err());
         let e = check_service_range("127.130.0.0".parse().unwrap(), 16).unwrap_err().to_string();
         assert!(e.contains("127.130.0.0/16") && e.contains("--proxy-mode userspace"), "{e}");
+    }
+
+    /// X-ray's kernel hop walks the rules this module writes: ClusterIP and NodePort to the service
+    /// chain and each DNAT, affinity checks listed but not counted as choices, REJECT without
+    /// endpoints, nothing for an address no rule takes.
+    #[test]
+    fn the_kernel_walk_reads_back_what_rules_wrote() {
+        use super::super::kernel::{KernelEndpoint, Saved};
+        let idx = index("web", &["127.244.0.1", "127.244.0.2"], true);
+        let node: Ipv4Addr = "127.0.10.1".parse().unwrap();
+        let set = rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &[node], &[]);
+        let saved = Saved::parse(&set.text);
+        assert!(saved.is_kplanes());
+        let path = saved.walk("127.96.0.20".parse().unwrap(), 8080, "TCP").expect("a path");
+        let svc_chain = path.service_chain.clone().unwrap();
+        assert!(svc_chain.starts_with("KUBE-SVC-"), "{path:?}");
+        assert!(path.rules[0].starts_with("-A KUBE-SERVICES -d 127.96.0.20/32"), "{path:?}");
+        assert_eq!(path.endpoints.len(), 2, "{path:?}");
+        assert_eq!(path.endpoints[0].probability.as_deref(), Some("0.5000000000"));
+        assert_eq!(
+            path.endpoints.iter().map(|e| e.destination.as_str()).collect::<Vec<_>>(),
+            ["127.244.0.1:80", "127.244.0.2:80"]
+        );
+        assert!(path.reject.is_none());
+        let np = saved.walk(node, 30080, "tcp").expect("the NodePort path");
+        assert_eq!(np.service_chain.as_deref(), Some(svc_chain.as_str()));
+        assert!(np.rules.iter().any(|r| r.starts_with("-A KUBE-NODEPORTS")), "{np:?}");
+        assert!(saved.walk("127.96.0.20".parse().unwrap(), 8081, "tcp").is_none());
+        assert!(saved.walk("127.96.0.20".parse().unwrap(), 8080, "udp").is_none());
+
+        let empty = rules(&[svc("web", "127.96.0.20", 8080, None)], &index("web", &[], true), &[], &[]);
+        let path = Saved::parse(&empty.text).walk("127.96.0.20".parse().unwrap(), 8080, "tcp").unwrap();
+        assert!(path.service_chain.is_none() && path.endpoints.is_empty());
+        assert!(path.reject.unwrap().contains("has no endpoints"));
+
+        let mut web = (*svc("web", "127.96.0.20", 8080, None)).clone();
+        web.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        let set = rules(&[Arc::new(web)], &index("web", &["127.244.0.1"], true), &[], &[]);
+        let path = Saved::parse(&set.text).walk("127.96.0.20".parse().unwrap(), 8080, "tcp").unwrap();
+        let sep = path.endpoints[0].chain.clone();
+        assert_eq!(
+            path.endpoints,
+            [KernelEndpoint { chain: sep, probability: None, destination: "127.244.0.1:80".into() }]
+        );
+        assert!(path.rules.iter().any(|r| r.contains("--rcheck")), "{path:?}");
+        assert!(!Saved::parse("*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n").is_kplanes());
     }
 }

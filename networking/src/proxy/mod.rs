@@ -18,6 +18,7 @@
 
 mod balancer;
 pub mod iptables;
+pub mod kernel;
 mod tcp;
 mod udp;
 
