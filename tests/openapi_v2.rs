@@ -53,9 +53,18 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// The `GET /openapi/v2` lines of a `-v=6` log with their status.
+/// The response status of each `GET /openapi/v2` in a `-v=8` log (the `Response Status:` line
+/// that follows the request line).
 fn v2_fetches(log: &str) -> Vec<&str> {
-    log.lines().filter(|l| l.contains("GET") && l.contains("/openapi/v2")).collect()
+    let lines: Vec<&str> = log.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("GET") && l.contains("/openapi/v2"))
+        .map(|(i, _)| {
+            lines[i..].iter().find(|l| l.contains("Response Status:")).copied().unwrap_or("no response")
+        })
+        .collect()
 }
 
 #[test]
@@ -78,12 +87,20 @@ fn every_kubectl_from_1_27_applies_diffs_and_explains() {
         let first = write(files.path(), &format!("{ns}-1.yaml"), &deployment(&ns, "busybox:1.36"));
         let second = write(files.path(), &format!("{ns}-2.yaml"), &deployment(&ns, "busybox:1.37"));
 
-        // Create by apply. 1.27 and 1.28 fetch /openapi/v2 (protobuf) for it and must get it.
-        let out = ok(&["apply", "-f", &first, "-v=6"]);
+        // Create by apply. 1.27 and 1.28 fetch /openapi/v2 for it, asking for protobuf, and get it.
+        let out = ok(&["apply", "-f", &first, "-v=8"]);
         let log = stderr(&out);
         if minor <= 28 {
             let fetches = v2_fetches(&log);
             assert!(!fetches.is_empty() && fetches.iter().all(|l| l.contains(" 200 OK")), "{version}: {log}");
+            assert!(
+                log.contains("Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+                "{log}"
+            );
+            assert!(
+                log.contains("Content-Type: application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+                "{log}"
+            );
         }
         assert!(stdout(&out).contains("deployment.apps/web created"), "{version}: {}", stdout(&out));
 
