@@ -171,6 +171,8 @@ fn openapi_v2_json_discovery_text_and_status_text() {
         r#""verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"#,
         r#""shortNames":["po"],"categories":["all"],"storageVersionHash":"xPOwRZ+Yhw8="}"#
     );
+    let head = r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"#;
+    assert!(core.starts_with(head), "{core}");
     assert!(core.contains(pods), "{core}");
     assert!(core.contains(r#""shortNames":["cm"],"storageVersionHash":"qFsyl6wFWjQ="}"#), "{core}");
     let apps = kp.kubectl_ok(&["get", "--raw", "/apis/apps/v1"]);

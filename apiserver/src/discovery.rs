@@ -74,12 +74,14 @@ pub struct ApiResource {
     pub storage_version_hash: Option<String>,
 }
 
-/// `metav1.APIResourceList`, fields in upstream's order.
+/// `metav1.APIResourceList`, fields in upstream's order. Upstream's `/api/v1` has no `apiVersion`
+/// (`{"kind":"APIResourceList","groupVersion":"v1",...}`); the named groups' lists have `"v1"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiResourceList {
     pub kind: &'static str,
-    pub api_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<&'static str>,
     pub group_version: String,
     pub resources: Vec<ApiResource>,
 }
@@ -117,7 +119,8 @@ pub fn api_resource_list(group: &str, version: &str) -> ApiResourceList {
         }
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    ApiResourceList { kind: "APIResourceList", api_version: "v1", group_version: gv, resources: list }
+    let api_version = (!group.is_empty()).then_some("v1");
+    ApiResourceList { kind: "APIResourceList", api_version, group_version: gv, resources: list }
 }
 
 /// `shortNames` and `categories`, when the resource has any (both discovery forms omit empty ones).
@@ -254,8 +257,7 @@ mod tests {
     fn resource_lists_keep_upstreams_field_order_and_hash() {
         assert_eq!(storage_version_hash("", "v1", "Pod"), "xPOwRZ+Yhw8=");
         let text = serde_json::to_string(&api_resource_list("", "v1")).unwrap();
-        assert!(text
-            .starts_with(r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":["#));
+        assert!(text.starts_with(r#"{"kind":"APIResourceList","groupVersion":"v1","resources":["#));
         let pods = concat!(
             r#"{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","#,
             r#""verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"#,
@@ -263,6 +265,8 @@ mod tests {
         );
         assert!(text.contains(pods), "{text}");
         let apps = serde_json::to_string(&api_resource_list("apps", "v1")).unwrap();
+        let head = r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":["#;
+        assert!(apps.starts_with(head), "{apps}");
         let scale = r#"{"name":"deployments/scale","singularName":"","namespaced":true,"group":"autoscaling","version":"v1","kind":"Scale","verbs":["get","patch","update"]}"#;
         assert!(apps.contains(scale), "{apps}");
     }
