@@ -13,6 +13,8 @@
 //! - `events.rs`: core/v1 ⇄ events.k8s.io/v1 Event conversion (one storage, two APIs).
 //! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
+//! - `openapi_v2.rs`: the `/openapi/v2` Swagger 2.0 document (JSON and gnostic's protobuf),
+//!   converted from the v3 documents.
 //! - `fieldcheck.rs`: strict field validation (unknown and duplicate fields), as upstream reports it.
 //! - `typecheck.rs`: typed decoding by schema — type errors with upstream's wording, unknown fields
 //!   pruned, values normalised as Go's types re-emit them (one pass, reusable for CRD schemas).
@@ -24,6 +26,7 @@
 pub mod events;
 pub mod fieldcheck;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod patchmeta;
 pub mod printing;

@@ -12,7 +12,7 @@ use crate::patch::PatchSchema;
 use crate::schema;
 
 /// (definition, field, strategy, merge key), from upstream's types.go struct tags.
-const PATCH_META: &[(&str, &str, &str, Option<&str>)] = &[
+pub const PATCH_META: &[(&str, &str, &str, Option<&str>)] = &[
     ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", "merge", None),
     ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", "merge", Some("uid")),
     ("io.k8s.api.core.v1.PodSpec", "volumes", "merge,retainKeys", Some("name")),

@@ -2,6 +2,7 @@
 //! endpoints. Built from the resource table, so what is served is what is advertised.
 
 use api_types::{resources, ResourceDef, Subresource, RESOURCES};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// The server's version: Kubernetes v1.33 semantics (k8s-openapi's `v1_33`), kplane's build.
@@ -50,40 +51,76 @@ pub fn api_group(group: &str) -> Option<Value> {
     )
 }
 
+/// One entry of an `APIResourceList`, with upstream's `metav1.APIResource` fields in its Go struct
+/// order (and so its JSON text: kubectl's test-cmd greps `/api/v1` for runs such as
+/// `"verbs":[...],"shortNames":["po"],"categories":["all"],"storageVersionHash":"..."`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiResource {
+    pub name: String,
+    pub singular_name: &'static str,
+    pub namespaced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'static str>,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub short_names: &'static [&'static str],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub categories: &'static [&'static str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_version_hash: Option<String>,
+}
+
+/// `metav1.APIResourceList`, fields in upstream's order. Upstream's `/api/v1` has no `apiVersion`
+/// (`{"kind":"APIResourceList","groupVersion":"v1",...}`); the named groups' lists have `"v1"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiResourceList {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<&'static str>,
+    pub group_version: String,
+    pub resources: Vec<ApiResource>,
+}
+
 /// `/api/v1`, `/apis/<g>/<v>`: the resources of a group-version, with their subresources.
-pub fn api_resource_list(group: &str, version: &str) -> Value {
+pub fn api_resource_list(group: &str, version: &str) -> ApiResourceList {
     let mut list = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        let mut entry = json!({
-            "name": r.plural,
-            "singularName": r.singular,
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": r.verbs(),
+        list.push(ApiResource {
+            name: r.plural.to_string(),
+            singular_name: r.singular,
+            namespaced: r.namespaced,
+            group: None,
+            version: None,
+            kind: r.kind,
+            verbs: r.verbs(),
+            short_names: r.short_names,
+            categories: r.categories,
+            storage_version_hash: r.stored.then(|| storage_version_hash(r.group, r.version, r.kind)),
         });
-        short_names_and_categories(&mut entry, r);
-        if r.stored {
-            entry["storageVersionHash"] = json!(storage_version_hash(r.group, r.version, r.kind));
-        }
-        list.push(entry);
         for sub in r.subresources {
             let (kind, verbs, group_override) = subresource(r, sub);
-            let mut e = json!({
-                "name": format!("{}/{}", r.plural, sub.name()),
-                "singularName": "",
-                "namespaced": r.namespaced,
-                "kind": kind,
-                "verbs": verbs,
+            list.push(ApiResource {
+                name: format!("{}/{}", r.plural, sub.name()),
+                singular_name: "",
+                namespaced: r.namespaced,
+                group: group_override.map(|(g, _)| g),
+                version: group_override.map(|(_, v)| v),
+                kind,
+                verbs,
+                short_names: &[],
+                categories: &[],
+                storage_version_hash: None,
             });
-            if let Some((g, v)) = group_override {
-                e["group"] = json!(g);
-                e["version"] = json!(v);
-            }
-            list.push(e);
         }
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+    let api_version = (!group.is_empty()).then_some("v1");
+    ApiResourceList { kind: "APIResourceList", api_version, group_version: gv, resources: list }
 }
 
 /// `shortNames` and `categories`, when the resource has any (both discovery forms omit empty ones).
@@ -204,15 +241,33 @@ impl Aggregated {
     }
 }
 
-/// Upstream's storageVersionHash: a short stable digest of group/version/kind (kubectl only compares
-/// it for equality).
+/// Upstream's storageVersionHash (`discovery.StorageVersionHash`): the first 8 bytes of the SHA-256
+/// of `<group>/<version>/<kind>`, in standard base64 (`/v1/Pod` -> `xPOwRZ+Yhw8=`).
 fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
-    // FNV-1a, 64 bits, rendered like upstream's 8-byte base64.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{group}/{version}/{kind}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(h.to_be_bytes())
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{group}/{version}/{kind}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_lists_keep_upstreams_field_order_and_hash() {
+        assert_eq!(storage_version_hash("", "v1", "Pod"), "xPOwRZ+Yhw8=");
+        let text = serde_json::to_string(&api_resource_list("", "v1")).unwrap();
+        assert!(text.starts_with(r#"{"kind":"APIResourceList","groupVersion":"v1","resources":["#));
+        let pods = concat!(
+            r#"{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","#,
+            r#""verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"#,
+            r#""shortNames":["po"],"categories":["all"],"storageVersionHash":"xPOwRZ+Yhw8="}"#
+        );
+        assert!(text.contains(pods), "{text}");
+        let apps = serde_json::to_string(&api_resource_list("apps", "v1")).unwrap();
+        let head = r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":["#;
+        assert!(apps.starts_with(head), "{apps}");
+        let scale = r#"{"name":"deployments/scale","singularName":"","namespaced":true,"group":"autoscaling","version":"v1","kind":"Scale","verbs":["get","patch","update"]}"#;
+        assert!(apps.contains(scale), "{apps}");
+    }
 }

@@ -224,6 +224,26 @@ impl ApiError {
         s
     }
 
+    /// The `metav1.Status` body as upstream's JSON encoder writes it: fields in the Go struct's
+    /// order (`kind, apiVersion, metadata, status, message, reason, details, code`; details'
+    /// `name, group, kind, uid, causes, retryAfterSeconds`; a cause's `reason, message, field`),
+    /// followed by a newline. Clients compare this text (the Python client's e2e tests do).
+    pub fn status_text(&self) -> String {
+        let mut out = String::from(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure""#);
+        let field = |out: &mut String, key: &str, value: &Value| {
+            out.push_str(&format!(",{}:{value}", Value::from(key)));
+        };
+        field(&mut out, "message", &Value::from(self.message.as_str()));
+        field(&mut out, "reason", &Value::from(self.reason));
+        if let Some(d) = &self.details {
+            out.push_str(",\"details\":");
+            out.push_str(&ordered(d, &["name", "group", "kind", "uid", "causes", "retryAfterSeconds"]));
+        }
+        field(&mut out, "code", &Value::from(self.code));
+        out.push_str("}\n");
+        out
+    }
+
     /// Maps a store error on `res`/`name` to the API error upstream gives.
     pub fn from_store(res: &ResourceDef, name: &str, e: store::Error) -> ApiError {
         use store::Error as E;
@@ -248,10 +268,73 @@ impl ApiError {
     }
 }
 
+/// An object's text with `order`'s keys first, in that order (then any others, sorted); `causes`
+/// entries ordered as `metav1.StatusCause`.
+fn ordered(v: &Value, order: &[&str]) -> String {
+    let Value::Object(map) = v else { return v.to_string() };
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(order.len()));
+    let fields: Vec<String> = keys
+        .into_iter()
+        .map(|k| {
+            let value = match (k.as_str(), &map[k]) {
+                ("causes", Value::Array(causes)) => {
+                    let causes: Vec<String> =
+                        causes.iter().map(|c| ordered(c, &["reason", "message", "field"])).collect();
+                    format!("[{}]", causes.join(","))
+                }
+                (_, other) => other.to_string(),
+            };
+            format!("{}:{value}", Value::from(k.as_str()))
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = self.status().to_string();
+        let body = self.status_text();
         (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_is_upstreams_field_order_and_newline() {
+        let ns = api_types::resources::lookup("", "v1", "namespaces").unwrap();
+        let text = ApiError::already_exists(ns, "foo").status_text();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"namespaces \"foo\" already exists","reason":"AlreadyExists","#,
+                r#""details":{"name":"foo","kind":"namespaces"},"code":409}"#,
+                "\n"
+            )
+        );
+        let deploy = api_types::resources::lookup("apps", "v1", "deployments").unwrap();
+        let invalid = ApiError::invalid(deploy, "d", vec![Cause::required("spec.selector")]).status_text();
+        assert!(
+            invalid.contains(concat!(
+                r#""details":{"name":"d","group":"apps","kind":"Deployment","causes":"#,
+                r#"[{"reason":"FieldValueRequired","message":"Required value","field":"spec.selector"}]},"code":422}"#
+            )),
+            "{invalid}"
+        );
+        // The text is the same object as the Value form.
+        let parsed: Value = serde_json::from_str(&invalid).unwrap();
+        assert_eq!(parsed, ApiError::invalid(deploy, "d", vec![Cause::required("spec.selector")]).status());
+        assert_eq!(
+            ApiError::no_route().status_text(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"the server could not find the requested resource","reason":"NotFound","code":404}"#,
+                "\n"
+            )
+        );
     }
 }

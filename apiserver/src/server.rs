@@ -117,6 +117,7 @@ pub fn router(st: AppState) -> Router {
             get(|| async { json_response(StatusCode::OK, &api_types::openapi::v3_index("")) }),
         )
         .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/api", get(api_root))
         .route("/apis", get(apis_root))
         .route("/api/{*rest}", any(core))
@@ -327,6 +328,111 @@ async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>
     }
 }
 
+/// A typed body (discovery's lists), serialized in its struct's field order.
+fn ordered_json_response(code: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (code, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// `/openapi/v2` in the two encodings, with upstream's ETag (the SHA-512 of the JSON form, in upper
+/// hex, for both) and each body also gzipped, built once.
+struct OpenApiV2 {
+    etag: String,
+    json_gz: Vec<u8>,
+    protobuf_gz: Vec<u8>,
+}
+
+fn openapi_v2_cache() -> &'static OpenApiV2 {
+    static CACHE: std::sync::OnceLock<OpenApiV2> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let served = api_types::openapi_v2::served();
+        let digest = ring::digest::digest(&ring::digest::SHA512, &served.json);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        OpenApiV2 {
+            etag: format!("\"{hex}\""),
+            json_gz: gzip(&served.json),
+            protobuf_gz: gzip(&served.protobuf),
+        }
+    })
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(bytes);
+    enc.finish().unwrap_or_default()
+}
+
+/// `/openapi/v2` as kube-openapi's handler serves it: JSON or gnostic protobuf by `Accept` (the
+/// first listed media range either matches, `*/*` and no header meaning JSON; none: 406), an
+/// ETag with `If-None-Match` answered 304, and gzip when `Accept-Encoding` lists it.
+async fn openapi_v2(headers: axum::http::HeaderMap) -> Response {
+    use api_types::openapi_v2::{served, PROTOBUF_MEDIA_TYPE, PROTOBUF_MEDIA_TYPE_OLD};
+    use axum::http::{header, HeaderValue};
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").trim();
+    let protobuf = if accept.is_empty() {
+        Some(false)
+    } else {
+        accept.split(',').find_map(|range| match range.split(';').next().unwrap_or("").trim() {
+            "application/json" | "application/*" | "*/*" => Some(false),
+            PROTOBUF_MEDIA_TYPE | PROTOBUF_MEDIA_TYPE_OLD => Some(true),
+            _ => None,
+        })
+    };
+    let Some(protobuf) = protobuf else {
+        return ApiError::not_acceptable(format!("only application/json and {PROTOBUF_MEDIA_TYPE} are served"))
+            .into_response();
+    };
+    let cache = openapi_v2_cache();
+    // `@` is not allowed in a media type (Go's mime.ParseMediaType, which client-go runs on every
+    // Content-Type, rejects it), so the answer names the protobuf form in its dotted spelling,
+    // whichever spelling was asked for, as upstream does.
+    let content_type = if protobuf { PROTOBUF_MEDIA_TYPE_OLD } else { "application/json" };
+    let mut resp = if if_none_match(&headers, &cache.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let gzip = headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|e| e.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("gzip"));
+        let served = served();
+        let body = match (protobuf, gzip) {
+            (false, false) => served.json.clone(),
+            (true, false) => served.protobuf.clone(),
+            (false, true) => cache.json_gz.clone(),
+            (true, true) => cache.protobuf_gz.clone(),
+        };
+        let mut resp = body.into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if gzip {
+            resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        resp
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cache.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    resp
+}
+
+/// Whether `If-None-Match` names `etag` (weakly compared, as Go's `http.ServeContent` does) or is `*`.
+fn if_none_match(headers: &axum::http::HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
 async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::from(
         "# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, resource and HTTP response code.\n# TYPE apiserver_request_total counter\n",
@@ -374,9 +480,10 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
             }
         }
         match route::parse(core, &rest)? {
-            Target::GroupVersion { group, version } if method == Method::GET => {
-                Ok(json_response(StatusCode::OK, &crate::discovery::api_resource_list(&group, &version)))
-            }
+            Target::GroupVersion { group, version } if method == Method::GET => Ok(ordered_json_response(
+                StatusCode::OK,
+                &crate::discovery::api_resource_list(&group, &version),
+            )),
             Target::GroupVersion { .. } => Err(ApiError::method_not_allowed()),
             Target::Resource(rp) => {
                 let resource = rp.res.plural;
@@ -634,4 +741,51 @@ mod tests {
     }
 
     use axum::routing::get as get_route;
+
+    async fn openapi_v2_with(headers: &[(&str, &str)]) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+        let app = Router::new().route("/openapi/v2", get_route(openapi_v2));
+        let mut req = Request::builder().uri("/openapi/v2");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let (code, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (code, headers, bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn openapi_v2_negotiates_json_protobuf_gzip_and_etag() {
+        use api_types::openapi_v2::PROTOBUF_MEDIA_TYPE;
+        use std::io::Read;
+        let served = api_types::openapi_v2::served();
+        let (code, h, body) = openapi_v2_with(&[]).await;
+        assert_eq!((code, h["content-type"].to_str().unwrap()), (200, "application/json"));
+        assert_eq!(body, served.json);
+        let etag = h["etag"].to_str().unwrap().to_string();
+        assert_eq!(etag.len(), 130, "a quoted SHA-512 in hex: {etag}");
+
+        let accept = format!("{PROTOBUF_MEDIA_TYPE}, application/json");
+        let (code, h, body) = openapi_v2_with(&[("accept", &accept)]).await;
+        let dotted = api_types::openapi_v2::PROTOBUF_MEDIA_TYPE_OLD;
+        assert_eq!((code, h["content-type"].to_str().unwrap()), (200, dotted));
+        assert_eq!(body, served.protobuf);
+        assert_eq!(h["etag"].to_str().unwrap(), etag);
+
+        let (code, h, body) =
+            openapi_v2_with(&[("accept", &accept), ("accept-encoding", "gzip, deflate")]).await;
+        assert_eq!((code, h["content-encoding"].to_str().unwrap()), (200, "gzip"));
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut plain).unwrap();
+        assert_eq!(plain, served.protobuf);
+
+        let (code, h, body) = openapi_v2_with(&[("if-none-match", &etag)]).await;
+        assert_eq!((code, body.len(), h["etag"].to_str().unwrap()), (304, 0, etag.as_str()));
+        let (code, _, _) = openapi_v2_with(&[("if-none-match", "\"other\"")]).await;
+        assert_eq!(code, 200);
+
+        let (code, _, body) = openapi_v2_with(&[("accept", "application/vnd.kubernetes.protobuf")]).await;
+        let status: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((code, status["reason"].as_str()), (406, Some("NotAcceptable")));
+    }
 }
