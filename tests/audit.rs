@@ -140,6 +140,8 @@ fn kubectl_requests_are_audited_at_the_policys_levels_and_stages() {
         .expect("the forbidden get is logged");
     assert_eq!(forbidden["annotations"]["authorization.k8s.io/decision"], "forbid");
     assert_eq!(forbidden["responseStatus"]["reason"], "Forbidden");
+    assert_eq!(forbidden["user"]["username"], "kubernetes-admin");
+    assert_eq!(forbidden["impersonatedUser"]["username"], "nobody");
 
     // A watch has ResponseStarted, and ResponseComplete once it ends.
     let mut watch = Command::new("kubectl")

@@ -515,6 +515,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The user the request acts as (`kubectl --as`): upstream's `impersonatedUser`.
+    pub fn impersonated(&mut self, user: &UserInfo) {
+        self.base.insert("impersonatedUser".into(), json!({"username": user.name, "groups": user.groups}));
+    }
+
     /// The authorization decision: `allow` with the authorizer's reason, or `forbid`.
     pub fn authorized(&mut self, allowed: bool, reason: &str) {
         self.annotations

@@ -215,11 +215,16 @@ async fn authorize_and_run(
     next: Next,
     audit: Option<&mut crate::audit::Recorder>,
 ) -> Response {
+    let mut audit = audit;
     if !st.config.auth.insecure {
+        let impersonating = req.headers().contains_key(IMPERSONATE_USER);
         user = match impersonate(st, user, req.headers()).await {
             Ok(user) => user,
             Err(refused) => return refused.into_response(),
         };
+        if let Some(audit) = audit.as_deref_mut().filter(|_| impersonating) {
+            audit.impersonated(&user);
+        }
         for h in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID] {
             req.headers_mut().remove(h);
         }
