@@ -26,7 +26,7 @@ pub enum Command {
     /// API server, the controller-manager, the scheduler and simulated nodes.
     Up(Box<UpArgs>),
     /// Run the API server alone (with its store), without the other components.
-    Apiserver(ServerArgs),
+    Apiserver(Box<ServerArgs>),
     /// Run the controller-manager alone against a cluster.
     ControllerManager(crate::components::ControllerManagerCmd),
     /// Run the scheduler alone against a cluster.
@@ -183,6 +183,22 @@ pub struct ApiArgs {
     /// Static bearer tokens, in upstream's CSV format: token,user,uid,"group1,group2".
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// An audit.k8s.io/v1 Policy: which requests the audit log records, at which level.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Where the audit log is written, one JSON Event per line; `-` is stdout. Nothing is audited
+    /// without both this and --audit-policy-file.
+    #[arg(long)]
+    pub audit_log_path: Option<String>,
+    /// Days to keep rotated audit log files (0: whatever their age).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxage: u64,
+    /// Rotated audit log files to keep (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxbackup: usize,
+    /// Megabytes an audit log file may reach before it is rotated (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_maxsize: u64,
 }
 
 /// A Go-style duration as upstream flags take them: `1h0m0s`, `15s`, `500ms`, or `0`.
@@ -243,7 +259,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let args = *args;
             up(args.server, Some(args.components)).await
         }
-        Command::Apiserver(args) => up(args, None).await,
+        Command::Apiserver(args) => up(*args, None).await,
         Command::ControllerManager(cmd) => {
             crate::components::controller_manager_cmd(cmd, shutdown_signal()).await
         }
@@ -365,6 +381,15 @@ fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>>
 }
 
 async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
+    // A bad audit policy stops kplane before anything starts.
+    let audit = apiserver::audit::Auditor::from_args(&apiserver::audit::AuditArgs {
+        policy_file: args.api.audit_policy_file.clone(),
+        log_path: args.api.audit_log_path.clone(),
+        max_age_days: args.api.audit_log_maxage,
+        max_backups: args.api.audit_log_maxbackup,
+        max_size_mb: args.api.audit_log_maxsize,
+    })
+    .map_err(anyhow::Error::msg)?;
     if let Some(components) = &components {
         components.xray.check()?;
         components.controller.leader.check()?;
@@ -467,6 +492,7 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
         event_ttl: args.api.event_ttl,
         default_not_ready_toleration_seconds: args.api.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds: args.api.default_unreachable_toleration_seconds,
+        audit,
         ..apiserver::Config::default()
     };
     let state = apiserver::AppState::new(opened.dyn_store(), api_cfg);

@@ -410,14 +410,29 @@ pub fn in_process_client(
     groups: &[&str],
 ) -> kube::Client {
     let identity = apiserver::auth::Authenticated(apiserver::auth::UserInfo::new(user, groups));
-    let agent = user_agent(agent);
-    let service = tower::ServiceBuilder::new()
-        .map_request(move |mut req: http::Request<kube::client::Body>| {
-            req.extensions_mut().insert(identity.clone());
-            req.headers_mut().entry(http::header::USER_AGENT).or_insert_with(|| agent.clone());
-            req
-        })
-        .service(apiserver::router(state.clone()));
+    let ua = user_agent(agent);
+    let (router, metrics, component) =
+        (apiserver::router(state.clone()), state.metrics.clone(), agent.to_string());
+    // Each request is counted and timed (to its response's head) as client-go's rest_client
+    // metrics; the host is the API server's address.
+    let host = state.config.bind.to_string();
+    let service = tower::service_fn(move |mut req: http::Request<kube::client::Body>| {
+        req.extensions_mut().insert(identity.clone());
+        req.headers_mut().entry(http::header::USER_AGENT).or_insert_with(|| ua.clone());
+        let (router, metrics, component, host) =
+            (router.clone(), metrics.clone(), component.clone(), host.clone());
+        async move {
+            use tower::ServiceExt;
+            let (method, started) = (req.method().to_string(), std::time::Instant::now());
+            let resp = router.oneshot(req).await;
+            let code = match &resp {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "<error>".to_string(),
+            };
+            metrics.observe_rest_client(&component, &method, &host, &code, started.elapsed());
+            resp
+        }
+    });
     kube::Client::new(service, "default")
 }
 
@@ -457,7 +472,9 @@ pub fn spawn_up(
     }
     if !args.no_controllers {
         let cm = in_process_client(state, "kube-controller-manager", "system:kube-controller-manager", &[]);
-        set.spawn(run_controller_manager(cm, args.controller.clone(), stop.wait()));
+        let workqueue = controller_manager::WorkqueueMetrics::default();
+        state.metrics.register(|r| workqueue.register(r));
+        set.spawn(run_controller_manager(cm, args.controller.clone(), workqueue, stop.wait()));
         let scheduler = in_process_client(state, "kube-scheduler", "system:kube-scheduler", &[]);
         set.spawn(run_scheduler(scheduler, args.controller.leader.clone(), stop.wait()));
     }
@@ -488,10 +505,12 @@ async fn optional<E: std::fmt::Display>(
 pub async fn run_controller_manager(
     client: kube::Client,
     args: ControllerArgs,
+    workqueue: controller_manager::WorkqueueMetrics,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     args.leader.check()?;
-    controller_manager::run(client, args.config(), stop).await.context("controller-manager")
+    let config = controller_manager::Config { workqueue, ..args.config() };
+    controller_manager::run(client, config, stop).await.context("controller-manager")
 }
 
 /// The scheduler, while it holds the `kube-system/kube-scheduler` Lease (as kube-scheduler's
@@ -549,7 +568,8 @@ pub async fn controller_manager_cmd(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-controller-manager").await?;
-    run_controller_manager(client, cmd.controller, stop).await
+    // Alone, it serves no /metrics: its workqueue metrics are kept but not published.
+    run_controller_manager(client, cmd.controller, Default::default(), stop).await
 }
 
 pub async fn scheduler_cmd(cmd: SchedulerCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {

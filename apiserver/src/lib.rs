@@ -16,11 +16,14 @@
 //! - `objects.rs`, `meta.rs`: objects in and out of the store; metadata accessors.
 //! - `render.rs`: JSON or Table responses. `discovery.rs`: discovery and /version.
 //! - `error.rs`: `ApiError`, rendered as a `metav1.Status`.
-//! - `server.rs`: the router, health, metrics, bootstrap objects, kubeconfig and serving.
+//! - `server.rs`: the router, health, bootstrap objects, kubeconfig and serving.
+//! - `audit.rs`: the audit log (upstream's `audit.k8s.io/v1` Policy and Events, rotated files).
+//! - `metrics.rs`: `/metrics` (upstream's names, one registry per server) and the timed `Store`.
 //!
 //! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
 
 mod admission;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 mod cacher;
@@ -29,6 +32,7 @@ mod error;
 mod handlers;
 mod managed;
 mod meta;
+pub mod metrics;
 mod objects;
 mod params;
 mod patching;

@@ -1,10 +1,9 @@
 //! The router, health and metrics endpoints, the objects every cluster starts with, the kubeconfig,
 //! and serving with a clean shutdown.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -42,6 +41,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Serve HTTPS with these certificates; None serves plain HTTP.
     pub tls: Option<crate::tls::TlsServing>,
+    /// The audit log (`--audit-policy-file`, `--audit-log-path`); None records nothing.
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 impl Default for Config {
@@ -57,6 +58,7 @@ impl Default for Config {
             default_unreachable_toleration_seconds: 300,
             auth: crate::auth::AuthConfig { insecure: true, ..Default::default() },
             tls: None,
+            audit: None,
         }
     }
 }
@@ -67,19 +69,14 @@ impl Config {
     }
 }
 
-/// Request counts for `/metrics`, keyed by (verb, resource, code).
-#[derive(Debug, Default)]
-struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
-}
-
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub store: DynStore,
     pub config: Arc<Config>,
     pub(crate) cacher: Arc<crate::cacher::Cacher>,
-    metrics: Arc<Metrics>,
+    /// This server's metrics and the registry `/metrics` serves (components register into it).
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub(crate) leases: Arc<crate::ttl::LeaseManager>,
     /// Set once [`bootstrap`] has written the system namespaces, RBAC policy and Services: the
     /// post-start hooks the health checks report.
@@ -89,11 +86,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: DynStore, config: Config) -> AppState {
         let cacher = Arc::new(crate::cacher::Cacher::new(config.watch_cache_size));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         AppState {
-            store,
+            store: crate::metrics::MeteredStore::wrap(store, metrics.clone()),
             cacher,
             config: Arc::new(config),
-            metrics: Arc::default(),
+            metrics,
             leases: Arc::default(),
             bootstrapped: Arc::default(),
         }
@@ -111,7 +109,7 @@ pub fn router(st: AppState) -> Router {
         .route("/livez/{check}", get(|st, q, c| health_one(st, q, c, Probe::Livez)))
         .route("/readyz", get(|st, q| health(st, q, Probe::Readyz)))
         .route("/readyz/{check}", get(|st, q, c| health_one(st, q, c, Probe::Readyz)))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(crate::metrics::serve))
         .route(
             "/openapi/v3",
             get(|| async { json_response(StatusCode::OK, &api_types::openapi::v3_index("")) }),
@@ -123,6 +121,7 @@ pub fn router(st: AppState) -> Router {
         .route("/api/{*rest}", any(core))
         .route("/apis/{*rest}", any(named))
         .fallback(|| async { ApiError::no_route() })
+        .layer(axum::middleware::from_fn_with_state(st.clone(), crate::metrics::middleware))
         .layer(axum::middleware::from_fn_with_state(st.clone(), crate::auth::middleware))
         .with_state(st);
     with_panic_recovery(routes)
@@ -433,26 +432,6 @@ fn if_none_match(headers: &axum::http::HeaderMap, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
-    let mut out = String::from(
-        "# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, resource and HTTP response code.\n# TYPE apiserver_request_total counter\n",
-    );
-    if let Ok(m) = st.metrics.requests.lock() {
-        for ((verb, resource, code), n) in m.iter() {
-            out.push_str(&format!(
-                "apiserver_request_total{{code=\"{code}\",resource=\"{resource}\",verb=\"{verb}\"}} {n}\n"
-            ));
-        }
-    }
-    if let Ok(rev) = st.store.current_revision().await {
-        out.push_str(
-            "# HELP kplane_store_revision The store's current revision.\n# TYPE kplane_store_revision gauge\n",
-        );
-        out.push_str(&format!("kplane_store_revision {rev}\n"));
-    }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
 async fn core(State(st): State<AppState>, req: Request) -> Response {
     handle(st, true, req).await
 }
@@ -486,18 +465,8 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
             )),
             Target::GroupVersion { .. } => Err(ApiError::method_not_allowed()),
             Target::Resource(rp) => {
-                let resource = rp.res.plural;
-                let verb = verb_of(&method, &rp, &params);
                 let user = parts.extensions.get::<crate::auth::UserInfo>();
-                let r = crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body, user).await;
-                let code = match &r {
-                    Ok(resp) => resp.status().as_u16(),
-                    Err(e) => e.code,
-                };
-                if let Ok(mut m) = st.metrics.requests.lock() {
-                    *m.entry((verb, resource, code)).or_default() += 1;
-                }
-                r
+                crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body, user).await
             }
         }
     }
@@ -508,20 +477,6 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
             tracing::debug!(%method, path, code = e.code, reason = e.reason, message = %e.message, "request failed");
             e.into_response()
         }
-    }
-}
-
-fn verb_of(method: &Method, rp: &route::ResourcePath, params: &Params) -> &'static str {
-    match (method.as_str(), rp.name.is_some()) {
-        ("GET", false) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => "WATCH",
-        ("GET", false) => "LIST",
-        ("GET", true) => "GET",
-        ("POST", _) => "POST",
-        ("PUT", _) => "PUT",
-        ("PATCH", _) => "PATCH",
-        ("DELETE", false) => "DELETECOLLECTION",
-        ("DELETE", true) => "DELETE",
-        _ => "OTHER",
     }
 }
 
@@ -693,6 +648,7 @@ pub async fn serve(
             Ok(())
         }
         None => {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
             ready(addr);
             server.await.map_err(|e| format!("API server stopped: {e}"))

@@ -182,6 +182,7 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "client certificate rejected");
             }
             let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 match &identity {
                     // A connection outliving its certificate (a long watch) stops authenticating,
                     // as upstream verifies the certificate on every request.

@@ -19,6 +19,76 @@ use crate::events::{self, EventSink};
 use crate::informer::{wait_ready, Informer};
 use crate::nodeipam::ClusterCidr;
 use crate::{Config, Stop};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// client-go's workqueue metrics, per controller name, measured where kube-runtime's controller
+/// meets our code (its queue itself is hidden): `workqueue_adds_total` counts items the queue hands
+/// to a reconcile (kube-runtime, like client-go's queue, folds repeated triggers of one object into
+/// one item), `workqueue_work_duration_seconds` times each reconcile, `workqueue_retries_total`
+/// counts failed reconciles put back with a backoff (client-go's `AddRateLimited`), and
+/// `workqueue_depth` is the items taken and not yet done. `workqueue_queue_duration_seconds` (time
+/// waiting in the queue) is registered with upstream's buckets but stays empty: that wait happens
+/// inside kube-runtime, where we cannot see it.
+#[derive(Clone, Debug)]
+pub struct WorkqueueMetrics {
+    adds: Family<NameLabels, Counter>,
+    depth: Family<NameLabels, Gauge>,
+    queue_duration: Family<NameLabels, Histogram, fn() -> Histogram>,
+    work_duration: Family<NameLabels, Histogram, fn() -> Histogram>,
+    retries: Family<NameLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    name: String,
+}
+
+/// client-go's workqueue buckets: `ExponentialBuckets(10e-9, 10, 10)`, 10ns to 10s.
+pub const WORKQUEUE_BUCKETS: [f64; 10] = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0];
+
+fn workqueue_histogram() -> Histogram {
+    Histogram::new(WORKQUEUE_BUCKETS)
+}
+
+impl Default for WorkqueueMetrics {
+    fn default() -> Self {
+        WorkqueueMetrics {
+            adds: Family::default(),
+            depth: Family::default(),
+            queue_duration: Family::new_with_constructor(workqueue_histogram as fn() -> Histogram),
+            work_duration: Family::new_with_constructor(workqueue_histogram as fn() -> Histogram),
+            retries: Family::default(),
+        }
+    }
+}
+
+impl WorkqueueMetrics {
+    /// Adds the five families to a registry (the one `/metrics` serves).
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register("workqueue_adds", "Total number of adds handled by workqueue", self.adds.clone());
+        r.register("workqueue_depth", "Current depth of workqueue", self.depth.clone());
+        r.register(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested.",
+            self.queue_duration.clone(),
+        );
+        r.register(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes.",
+            self.work_duration.clone(),
+        );
+        r.register("workqueue_retries", "Total number of retries handled by workqueue", self.retries.clone());
+    }
+}
+
+tokio::task_local! {
+    /// The metrics of the controller-manager run whose task this is (set by `start_controllers`).
+    static WORKQUEUE: WorkqueueMetrics;
+}
 
 /// Why one reconcile failed; it is retried after a short backoff (level-triggered: the retry
 /// recomputes everything from the current state).
@@ -96,35 +166,43 @@ impl Ctx {
     /// Builds every enabled controller (subscribing to the informers), then starts the informers.
     pub fn start_controllers(self: &Arc<Self>, stop: &Stop, tasks: &mut JoinSet<()>) {
         let c = &self.config;
+        let wq = &c.workqueue;
         if c.enabled("replicaset") {
-            tasks.spawn(crate::replicas::run::<ReplicaSet>(self.clone(), stop.clone()));
+            tasks.spawn(
+                WORKQUEUE.scope(wq.clone(), crate::replicas::run::<ReplicaSet>(self.clone(), stop.clone())),
+            );
         }
         if c.enabled("replicationcontroller") {
-            tasks.spawn(crate::replicas::run::<ReplicationController>(self.clone(), stop.clone()));
+            tasks.spawn(
+                WORKQUEUE.scope(
+                    wq.clone(),
+                    crate::replicas::run::<ReplicationController>(self.clone(), stop.clone()),
+                ),
+            );
         }
         if c.enabled("deployment") {
-            tasks.spawn(crate::deployment::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::deployment::run(self.clone(), stop.clone())));
         }
         if c.enabled("endpoint") {
-            tasks.spawn(crate::endpoints::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpoints::run(self.clone(), stop.clone())));
         }
         if c.enabled("endpointslice") {
-            tasks.spawn(crate::endpointslice::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpointslice::run(self.clone(), stop.clone())));
         }
         if c.enabled("garbagecollector") {
-            tasks.spawn(crate::gc::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::gc::run(self.clone(), stop.clone())));
         }
         if c.enabled("namespace") {
-            tasks.spawn(crate::namespace::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::namespace::run(self.clone(), stop.clone())));
         }
         if c.enabled("serviceaccount") {
-            tasks.spawn(crate::serviceaccount::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::serviceaccount::run(self.clone(), stop.clone())));
         }
         if c.enabled("nodeipam") && c.allocate_node_cidrs {
-            tasks.spawn(crate::nodeipam::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::nodeipam::run(self.clone(), stop.clone())));
         }
         if c.enabled("nodelifecycle") {
-            tasks.spawn(crate::nodelifecycle::run(self.clone(), stop.clone()));
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::nodelifecycle::run(self.clone(), stop.clone())));
         }
         let i = &self.inf;
         tasks.spawn(i.pods.clone().run(stop.clone()));
@@ -152,16 +230,41 @@ pub async fn drive<K, C, Fut>(
     Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
     let stopped = stop.clone();
+    let wq = WORKQUEUE.try_with(WorkqueueMetrics::clone).unwrap_or_default();
+    let label = NameLabels { name: name.into() };
+    let (adds, depth, work) = (
+        wq.adds.get_or_create_owned(&label),
+        wq.depth.get_or_create_owned(&label),
+        wq.work_duration.get_or_create_owned(&label),
+    );
+    let retries = wq.retries.get_or_create_owned(&label);
+    drop(wq.queue_duration.get_or_create(&label));
+    let mut reconcile = reconcile;
+    let timed = move |obj: Arc<K>, c: Arc<C>| {
+        adds.inc();
+        depth.inc();
+        let (started, depth, work) = (std::time::Instant::now(), depth.clone(), work.clone());
+        let fut = reconcile(obj, c);
+        async move {
+            let r = fut.await;
+            work.observe(started.elapsed().as_secs_f64());
+            depth.dec();
+            r
+        }
+    };
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(stop.wait())
         .run(
-            reconcile,
-            move |_obj, err, _ctx| match err {
-                ReconcileError::Api(e) if crate::util::is_conflict(e) => {
-                    Action::requeue(Duration::from_millis(200))
+            timed,
+            move |_obj, err, _ctx| {
+                retries.inc();
+                match err {
+                    ReconcileError::Api(e) if crate::util::is_conflict(e) => {
+                        Action::requeue(Duration::from_millis(200))
+                    }
+                    _ => Action::requeue(Duration::from_secs(2)),
                 }
-                _ => Action::requeue(Duration::from_secs(2)),
             },
             ctx,
         )

@@ -37,6 +37,7 @@ mod serviceaccount;
 mod util;
 
 use context::Ctx;
+pub use context::WorkqueueMetrics;
 
 /// The controller-manager's settings, named after kube-controller-manager's flags.
 #[derive(Clone, Debug)]
@@ -45,6 +46,8 @@ pub struct Config {
     pub controllers: Vec<String>,
     /// `--leader-elect`.
     pub leader_elect: bool,
+    /// Where the controllers' workqueue metrics go (registered by whoever serves `/metrics`).
+    pub workqueue: WorkqueueMetrics,
     /// `--leader-elect-lease-duration`.
     pub leader_elect_lease_duration: Duration,
     /// `--leader-elect-renew-deadline`.
@@ -88,6 +91,7 @@ impl Default for Config {
         Config {
             controllers: vec!["*".into()],
             leader_elect: true,
+            workqueue: WorkqueueMetrics::default(),
             leader_elect_lease_duration: Duration::from_secs(15),
             leader_elect_renew_deadline: Duration::from_secs(10),
             leader_elect_retry_period: Duration::from_secs(2),

@@ -180,32 +180,70 @@ async fn service_account(
 
 /// Middleware: authenticates (401 if no one), authorizes with RBAC (403 with upstream's message),
 /// and attaches the request's [`UserInfo`] for the handlers.
-pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if req.extensions().get::<BadClientCertificate>().is_some() {
         return ApiError::unauthorized().into_response();
     }
     let transport = req.extensions().get::<Authenticated>().cloned();
-    let mut user = match authenticate(&st, req.headers(), transport.as_ref()).await {
+    let user = match authenticate(&st, req.headers(), transport.as_ref()).await {
         Authn::User(user) => user,
         Authn::Anonymous if open_path(req.uri().path()) => return next.run(req).await,
         Authn::Anonymous | Authn::Rejected => return ApiError::unauthorized().into_response(),
     };
+    // Audit sits between authentication and authorization, as upstream's filters do.
+    let (req, mut audit) = match &st.config.audit {
+        Some(auditor) => match auditor.begin(req, &user, st.config.max_body).await {
+            Ok(begun) => begun,
+            Err(too_large) => return too_large,
+        },
+        None => (req, None),
+    };
+    let long_running =
+        audit.is_some() && crate::audit::long_running(req.method(), req.uri().path(), req.uri().query());
+    let resp = authorize_and_run(&st, user, req, next, audit.as_mut()).await;
+    match audit {
+        Some(rec) => rec.finish(resp, long_running).await,
+        None => resp,
+    }
+}
+
+/// Impersonation, authorization (its decision told to the audit `Recorder`), then the request.
+async fn authorize_and_run(
+    st: &AppState,
+    mut user: UserInfo,
+    mut req: Request,
+    next: Next,
+    audit: Option<&mut crate::audit::Recorder>,
+) -> Response {
+    let mut audit = audit;
     if !st.config.auth.insecure {
-        user = match impersonate(&st, user, req.headers()).await {
+        let impersonating = req.headers().contains_key(IMPERSONATE_USER);
+        user = match impersonate(st, user, req.headers()).await {
             Ok(user) => user,
             Err(refused) => return refused.into_response(),
         };
+        if let Some(audit) = audit.as_deref_mut().filter(|_| impersonating) {
+            audit.impersonated(&user);
+        }
         for h in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID] {
             req.headers_mut().remove(h);
         }
         let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
-        if rbac::allowed(&st, &user, &attrs).await.is_none() {
+        let Some(reason) = rbac::allowed(st, &user, &attrs).await else {
             tracing::debug!(user = %user.name, ?attrs, "forbidden");
+            if let Some(audit) = audit {
+                audit.authorized(false, "");
+            }
             return attrs.forbidden(&user).into_response();
+        };
+        if let Some(audit) = audit {
+            audit.authorized(true, &reason);
         }
         if let Some(refused) = node_restriction(&user, &attrs) {
             return refused.into_response();
         }
+    } else if let Some(audit) = audit {
+        audit.authorized(true, "");
     }
     req.extensions_mut().insert(user);
     next.run(req).await
