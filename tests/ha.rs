@@ -423,3 +423,19 @@ async fn two_kplanes_on_one_etcd_cluster_share_writes_and_hand_over_leadership()
         });
     });
 }
+
+/// `kplane bench faults` runs its faults end to end and reports nothing lost, gapped or duplicated
+/// (short: one member down 1 s, 2 kill -9 rounds).
+#[test]
+fn bench_faults_reports_no_loss() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["bench", "faults", "--crash-rounds", "2", "--down", "1"])
+        .output()
+        .expect("run kplane bench faults");
+    let text = stdout(&out);
+    assert!(out.status.success(), "bench faults failed: {text}{}", stderr(&out));
+    for fault in ["etcd member in use", "etcd leader", "embedded kill -9"] {
+        assert!(text.contains(fault), "no row for {fault}: {text}");
+    }
+    assert!(text.contains("total: 0 acknowledged writes lost, 0 watch events gapped or duplicated"), "{text}");
+}
