@@ -69,6 +69,9 @@ pub enum BenchCommand {
     Cluster(crate::bench::BenchClusterArgs),
     /// HTTP to a simulated pod: direct, through the ClusterIP proxy, through the ingress.
     Net(crate::bench::BenchNetArgs),
+    /// Faults: etcd members killed under load, kill -9 of the embedded store; writes lost, watch
+    /// events gapped or duplicated, seconds of unavailability per fault.
+    Faults(crate::bench_faults::BenchFaultsArgs),
 }
 
 /// `kplane snapshot`, the counterpart of etcdutl's for the embedded store's snapshots.
@@ -281,6 +284,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = crate::bench::run(args, exe).await?;
             println!("{report}");
+            Ok(())
+        }
+        Command::Bench { what: BenchCommand::Faults(args) } => {
+            let exe = std::env::current_exe().context("finding the kplane binary")?;
+            println!("{}", crate::bench_faults::run(args, exe).await?);
             Ok(())
         }
         Command::Bench { what: BenchCommand::Net(args) } => {

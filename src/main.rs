@@ -2,6 +2,7 @@
 //! library crates.
 
 mod bench;
+mod bench_faults;
 mod cli;
 mod components;
 mod kubeconfig;

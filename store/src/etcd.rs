@@ -38,13 +38,38 @@
 //! the winner writes the revision it saw at its previous tick into the key and compacts to it, so
 //! one interval of history always stays. A loser adopts the key's version and tries next time.
 //!
+//! # Several members: failover
+//!
+//! With several `--etcd-servers` the store keeps one etcd-client [`Client`] per member (each its own
+//! gRPC channel) and sends every request to one *current* member. etcd-client's own balanced channel
+//! spreads requests over all endpoints and keeps picking a dead one (each pick then fails with `tcp
+//! connect error`), so it is used only per member. A request fails over to the next member when:
+//!
+//! - the connection could not be made (`connect error`): nothing was sent, so any request, writes
+//!   included, is retried on the next member;
+//! - the member answered that it has no leader (`etcdserver: no leader`): it refused before
+//!   proposing anything, so this too is retried for any request;
+//! - any other connection-level failure, for reads only (a read is safe to repeat; a write whose
+//!   connection broke after it was sent may have been applied, so it fails with `Unavailable` and the
+//!   client decides, as upstream's clientv3 does for non-idempotent requests).
+//!
+//! A failure moves the current member on once (a compare-and-swap, so many requests failing at once
+//! do not skip a live member). Each request tries each member at most once. Watches re-create their
+//! etcd watch on the current member after a failure, from the next revision they owe; revisions are
+//! cluster-wide, so resuming on another member loses and repeats nothing. Requests carry etcd's
+//! `hasleader` metadata (`require_leader`), as upstream's watches do, so a member cut off from the
+//! quorum answers with an error instead of serving stale data or a silent watch.
+//!
 //! # Errors
 //!
 //! [`map_err`] is the one place etcd-client errors become [`Error`]s: connection-level failures are
 //! [`Error::Unavailable`] (retryable), etcd's revision errors become the typed `Compacted` /
 //! `FutureRevision`, and anything else is [`Error::Internal`].
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,11 +141,102 @@ impl EtcdConfig {
     }
 }
 
-/// [`Store`] over a real etcd cluster. Cheap to clone: clones share one gRPC channel.
+/// [`Store`] over a real etcd cluster. Cheap to clone: clones share the members' gRPC channels.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    members: Arc<Members>,
     limits: StoreLimits,
+}
+
+/// One client per etcd member and which member requests go to (see "Several members" above).
+struct Members {
+    clients: Vec<Client>,
+    endpoints: Vec<String>,
+    current: AtomicUsize,
+}
+
+/// Which failures a request may be retried on another member after.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Only failures that prove the request never reached etcd's log (writes).
+    NotSent,
+    /// Any connection-level failure (reads, which are safe to repeat).
+    Unavailable,
+}
+
+impl Members {
+    /// The member requests go to now, and its index.
+    fn pick(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Moves off member `i` after a failure there, unless another request already did.
+    fn failed(&self, i: usize) {
+        let next = (i + 1) % self.clients.len();
+        if self.current.compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self.clients.len() > 1
+        {
+            tracing::warn!(failed = %self.endpoints[i], next = %self.endpoints[next], "etcd: failing over to the next member");
+        }
+    }
+
+    /// Runs `op` on the current member, moving on to the next (each member at most once) when it
+    /// fails in a way `retry` allows.
+    async fn call<T, F, Fut>(&self, retry: Retry, op: F) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            let (i, client) = self.pick();
+            match op(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let failover = not_sent(&e) || (retry == Retry::Unavailable && is_unavailable(&e));
+                    if failover {
+                        self.failed(i);
+                    }
+                    tries += 1;
+                    if !failover || tries >= self.clients.len() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `err` proves the request never got into etcd's log: the connection could not be made,
+/// or the member refused because it has no leader.
+fn not_sent(err: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    fn chain_says(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return true;
+                }
+            }
+            let text = e.to_string();
+            if text.contains("connect error") || text.contains("error trying to connect") {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+    match err {
+        E::TransportError(e) => chain_says(e),
+        E::GRpcStatus(status) => {
+            status.message().contains("etcdserver: no leader")
+                || status.message().contains("connect error")
+                || chain_says(status)
+        }
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -131,26 +247,58 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd and checks that it answers, so a wrong endpoint or TLS setup fails at startup
-    /// rather than on the first request.
-    /// A KV client that accepts responses of any size (big lists).
-    fn kv(&self) -> etcd_client::KvClient {
-        self.client.kv_client().max_decoding_message_size(MAX_RESPONSE)
+    /// Reads on the current member, failing over on any connection-level failure.
+    async fn read<T, F, Fut>(&self, op: F) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: Fn(etcd_client::KvClient) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.members.call(Retry::Unavailable, |c| op(kv(&c))).await
     }
 
+    /// Writes on the current member, failing over only when the write cannot have been applied.
+    async fn write<T, F, Fut>(&self, op: F) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: Fn(etcd_client::KvClient) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.members.call(Retry::NotSent, |c| op(kv(&c))).await
+    }
+
+    /// The client URLs of the members, in the configured order.
+    pub fn endpoints(&self) -> &[String] {
+        &self.members.endpoints
+    }
+
+    /// The member requests go to now.
+    pub fn current_endpoint(&self) -> &str {
+        &self.members.endpoints[self.members.pick().0]
+    }
+
+    /// Connects to etcd and checks that it answers, so a wrong endpoint or TLS setup fails at startup
+    /// rather than on the first request. With several endpoints, one member answering is enough.
     pub async fn connect(cfg: EtcdConfig) -> Result<EtcdStore> {
         if cfg.endpoints.is_empty() {
             return Err(Error::Internal("no etcd endpoints configured".into()));
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(cfg.connect_timeout)
-            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT);
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_require_leader(true);
         if let Some(tls) = tls_options(&cfg).await? {
             options = options.with_tls(tls);
         }
         let tls = cfg.ca_file.is_some() || cfg.cert_file.is_some();
-        let client = Client::connect(&cfg.endpoints, Some(options)).await.map_err(map_err)?;
-        let store = EtcdStore { client, limits: cfg.limits };
+        let mut clients = Vec::with_capacity(cfg.endpoints.len());
+        for endpoint in &cfg.endpoints {
+            // Channels connect lazily: a member that is down now is only tried when it is current.
+            let client = Client::connect([endpoint], Some(options.clone()))
+                .await
+                .map_err(|e| Error::Unavailable(format!("etcd member {endpoint}: {}", map_err(e))))?;
+            clients.push(client);
+        }
+        let members = Members { clients, endpoints: cfg.endpoints.clone(), current: AtomicUsize::new(0) };
+        let store = EtcdStore { members: Arc::new(members), limits: cfg.limits };
         match tokio::time::timeout(cfg.connect_timeout, store.current_revision()).await {
             Ok(Ok(_)) => Ok(store),
             // etcd with --client-cert-auth ends the handshake of a client without a certificate,
@@ -173,8 +321,8 @@ impl EtcdStore {
         let lookup = async {
             // An unlikely key keeps the probe from ever receiving real events.
             let options = WatchOptions::new().with_start_revision(1);
-            let mut stream =
-                self.client.watch_client().watch("\0kplane-compact-probe", Some(options)).await.ok()?;
+            let (_, client) = self.members.pick();
+            let mut stream = client.watch_client().watch("\0kplane-compact-probe", Some(options)).await.ok()?;
             loop {
                 let resp = stream.message().await.ok()??;
                 if resp.compact_revision() != 0 {
@@ -221,7 +369,7 @@ impl EtcdStore {
             .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, state.time)])
             .and_then([TxnOp::put(COMPACT_REV_KEY, state.revision.to_string(), None)])
             .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
-        let resp = self.kv().txn(txn).await.map_err(map_err)?;
+        let resp = self.write(|kv| kv_txn(kv, txn.clone())).await.map_err(map_err)?;
         let current = header_revision(resp.header())?;
         if !resp.succeeded() {
             // Someone else compacted in this interval: adopt their compact time and wait.
@@ -235,7 +383,7 @@ impl EtcdStore {
             // Upstream does not compact on the first tick.
             return Ok(None);
         }
-        match self.kv().compact(target, None).await {
+        match self.write(|mut kv| async move { kv.compact(target, None).await }).await {
             Ok(_) => Ok(Some(target)),
             Err(e) => match self.map_revision_err(e, target).await {
                 Error::Compacted { .. } => Ok(None),
@@ -369,6 +517,42 @@ fn txn_get(resp: &TxnResponse) -> Option<etcd_client::GetResponse> {
     })
 }
 
+/// A KV client that accepts responses of any size (big lists).
+fn kv(client: &Client) -> etcd_client::KvClient {
+    client.kv_client().max_decoding_message_size(MAX_RESPONSE)
+}
+
+async fn kv_txn(
+    mut kv: etcd_client::KvClient,
+    txn: Txn,
+) -> std::result::Result<TxnResponse, etcd_client::Error> {
+    kv.txn(txn).await
+}
+
+async fn kv_get(
+    mut kv: etcd_client::KvClient,
+    key: Vec<u8>,
+    opts: GetOptions,
+) -> std::result::Result<etcd_client::GetResponse, etcd_client::Error> {
+    kv.get(key, Some(opts)).await
+}
+
+/// Whether `err` is a connection-level failure ([`map_err`] makes it [`Error::Unavailable`]).
+fn is_unavailable(err: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match err {
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) => true,
+        E::LeaseKeepAliveError(msg) => !msg.contains("not found"),
+        E::GRpcStatus(status) => {
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) || std::error::Error::source(status).is_some()
+        }
+        _ => false,
+    }
+}
+
 fn keys_only() -> Option<GetOptions> {
     Some(GetOptions::new().with_keys_only())
 }
@@ -383,7 +567,7 @@ impl Store for EtcdStore {
         if key.is_empty() {
             return Err(Error::InvalidKey { key: String::new(), reason: "empty key".into() });
         }
-        let resp = self.kv().get(key, None).await.map_err(map_err)?;
+        let resp = self.read(|mut kv| async move { kv.get(key, None).await }).await.map_err(map_err)?;
         match resp.kvs().first() {
             Some(kv) => convert_kv(kv),
             None => Err(Error::NotFound { key: key.to_string() }),
@@ -409,7 +593,7 @@ impl Store for EtcdStore {
         let (start, end) = range_for(&opts.prefix, start);
         let get_opts =
             GetOptions::new().with_range(end).with_revision(opts.revision.max(0)).with_limit(opts.limit.max(0));
-        let resp = match self.kv().get(start, Some(get_opts)).await {
+        let resp = match self.read(|kv| kv_get(kv, start.clone(), get_opts.clone())).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.map_revision_err(e, opts.revision).await),
         };
@@ -427,7 +611,7 @@ impl Store for EtcdStore {
             value.clone(),
             Some(PutOptions::new().with_lease(lease)),
         )]);
-        let resp = self.kv().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
+        let resp = self.write(|kv| kv_txn(kv, txn.clone())).await.map_err(|e| map_lease_err(e, lease))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.to_string() });
         }
@@ -460,7 +644,7 @@ impl Store for EtcdStore {
                 TxnOp::get(key, keys_only()),
             ])
             .or_else([TxnOp::get(key, keys_only())]);
-        let resp = self.kv().txn(txn).await.map_err(|e| map_lease_err(e, lease))?;
+        let resp = self.write(|kv| kv_txn(kv, txn.clone())).await.map_err(|e| map_lease_err(e, lease))?;
         let current = txn_get(&resp).and_then(|get| get.kvs().first().cloned());
         let Some(current) = current else {
             // The Else Get found nothing, or (impossibly) the Then Get did not see the Put.
@@ -490,7 +674,7 @@ impl Store for EtcdStore {
                     .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
                     .and_then([TxnOp::delete(key, delete_opts)])
                     .or_else([TxnOp::get(key, keys_only())]);
-                let resp = self.kv().txn(txn).await.map_err(map_err)?;
+                let resp = self.write(|kv| kv_txn(kv, txn.clone())).await.map_err(map_err)?;
                 if !resp.succeeded() {
                     let actual = txn_get(&resp).and_then(|get| get.kvs().first().map(|kv| kv.mod_revision()));
                     return Err(match actual {
@@ -505,7 +689,13 @@ impl Store for EtcdStore {
                 (header_revision(resp.header())?, prev)
             }
             None => {
-                let resp = self.kv().delete(key, delete_opts).await.map_err(map_err)?;
+                let resp = self
+                    .write(|mut kv| {
+                        let opts = delete_opts.clone();
+                        async move { kv.delete(key, opts).await }
+                    })
+                    .await
+                    .map_err(map_err)?;
                 (header_revision(resp.header())?, resp.prev_kvs().first().cloned())
             }
         };
@@ -522,19 +712,30 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<i64> {
         let opts = GetOptions::new().with_count_only();
-        let resp = self.kv().get(self.limits.prefix.as_str(), Some(opts)).await.map_err(map_err)?;
+        let prefix = self.limits.prefix.as_str();
+        let resp = self
+            .read(|mut kv| {
+                let opts = opts.clone();
+                async move { kv.get(prefix, Some(opts)).await }
+            })
+            .await
+            .map_err(map_err)?;
         header_revision(resp.header())
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.kv().compact(revision, None).await {
+        match self.write(|mut kv| async move { kv.compact(revision, None).await }).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.map_revision_err(e, revision).await),
         }
     }
 
     async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64> {
-        let resp = self.client.lease_client().grant(ttl_seconds, None).await.map_err(map_err)?;
+        let resp = self
+            .members
+            .call(Retry::NotSent, |c| async move { c.lease_client().grant(ttl_seconds, None).await })
+            .await
+            .map_err(map_err)?;
         if !resp.error().is_empty() {
             return Err(Error::Internal(format!("etcd refused the lease: {}", resp.error())));
         }
@@ -542,7 +743,10 @@ impl Store for EtcdStore {
     }
 
     async fn revoke_lease(&self, id: i64) -> Result<()> {
-        self.client.lease_client().revoke(id).await.map_err(|e| map_lease_err(e, id))?;
+        self.members
+            .call(Retry::Unavailable, |c| async move { c.lease_client().revoke(id).await })
+            .await
+            .map_err(|e| map_lease_err(e, id))?;
         Ok(())
     }
 
@@ -550,8 +754,11 @@ impl Store for EtcdStore {
         // etcd-client's keep_alive sends one renewal and consumes its answer (failing when the TTL is
         // <= 0, i.e. the lease is gone) but does not return the TTL; a second renewal on the same
         // stream does. Renewing twice is harmless: both reset the lease to its full TTL.
-        let (mut keeper, mut stream) =
-            self.client.lease_client().keep_alive(id).await.map_err(|e| map_lease_err(e, id))?;
+        let (mut keeper, mut stream) = self
+            .members
+            .call(Retry::Unavailable, |c| async move { c.lease_client().keep_alive(id).await })
+            .await
+            .map_err(|e| map_lease_err(e, id))?;
         keeper.keep_alive().await.map_err(|e| map_lease_err(e, id))?;
         let resp =
             stream.message().await.map_err(|e| map_lease_err(e, id))?.ok_or_else(|| {
@@ -569,7 +776,8 @@ impl EtcdStore {
         let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
         let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
-        let task = WatchTask { client: self.client.clone(), key, range_end, prev_kv, next_rev: start_rev, tx };
+        let task =
+            WatchTask { members: self.members.clone(), key, range_end, prev_kv, next_rev: start_rev, tx };
         tokio::spawn(task.run());
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
@@ -577,7 +785,7 @@ impl EtcdStore {
 
 /// The background half of [`EtcdStore::watch_revisions`].
 struct WatchTask {
-    client: Client,
+    members: Arc<Members>,
     key: Vec<u8>,
     range_end: Vec<u8>,
     /// Whether events carry the previous value.
@@ -606,7 +814,8 @@ impl WatchTask {
             if self.prev_kv {
                 options = options.with_prev_key();
             }
-            let mut watch_client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE);
+            let (member, client) = self.members.pick();
+            let mut watch_client = client.watch_client().max_decoding_message_size(MAX_RESPONSE);
             let create =
                 tokio::time::timeout(WATCH_CREATE_TIMEOUT, watch_client.watch(self.key.clone(), Some(options)));
             let attempt = tokio::select! {
@@ -631,6 +840,8 @@ impl WatchTask {
             if let StreamEnd::Stop = end {
                 return;
             }
+            // The member failed this watch: the next attempt goes to the next member, if any.
+            self.members.failed(member);
             tokio::select! {
                 _ = self.tx.closed() => return,
                 _ = tokio::time::sleep(backoff) => {}

@@ -1,5 +1,6 @@
 //! A real `etcd` process on loopback ports in a temporary directory: what the tests and `kplane bench
-//! store` measure and test against. It is not used by the running control plane.
+//! store` measure and test against; and [`EtcdCluster`], several such members forming one etcd
+//! cluster (the HA tests and `kplane bench faults`). Neither is used by the running control plane.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -23,6 +24,16 @@ pub struct EtcdProcess {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// `--name`, and the `--initial-cluster` list of every member's name and peer URL.
+    name: String,
+    initial_cluster: String,
+}
+
+/// Two free loopback ports (both held until both are known, so they differ).
+fn two_ports() -> io::Result<(u16, u16)> {
+    let client = TcpListener::bind("127.0.0.1:0")?;
+    let peer = TcpListener::bind("127.0.0.1:0")?;
+    Ok((client.local_addr()?.port(), peer.local_addr()?.port()))
 }
 
 impl EtcdProcess {
@@ -32,13 +43,17 @@ impl EtcdProcess {
         let binary =
             find_program("etcd", &[]).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ETCD_MISSING))?;
         let dir = tempfile::Builder::new().prefix("kplane-etcd-").tempdir()?;
-        // Both listeners are held until both ports are known, so the two ports differ.
-        let client = TcpListener::bind("127.0.0.1:0")?;
-        let peer = TcpListener::bind("127.0.0.1:0")?;
-        let client_port = client.local_addr()?.port();
-        let peer_port = peer.local_addr()?.port();
-        drop((client, peer));
-        let mut etcd = EtcdProcess { binary, child: None, dir, client_port, peer_port };
+        let (client_port, peer_port) = two_ports()?;
+        let initial_cluster = format!("default=http://127.0.0.1:{peer_port}");
+        let mut etcd = EtcdProcess {
+            binary,
+            child: None,
+            dir,
+            client_port,
+            peer_port,
+            name: "default".into(),
+            initial_cluster,
+        };
         etcd.spawn()?;
         etcd.wait_ready().await?;
         Ok(etcd)
@@ -77,13 +92,14 @@ impl EtcdProcess {
         let client_url = format!("http://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(&self.binary)
-            .arg("--name=default")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=default={peer_url}"))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg("--initial-cluster-token=kplane-test")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -132,6 +148,19 @@ impl EtcdProcess {
         matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(true)))
     }
 
+    /// The pid of the running etcd, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running (it was not killed and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     fn log_tail(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = File::open(self.log_path()) {
@@ -147,6 +176,106 @@ impl EtcdProcess {
 impl Drop for EtcdProcess {
     fn drop(&mut self) {
         let _ = self.kill9();
+    }
+}
+
+/// A cluster of real etcd members on loopback ports, each with its own temp dir, started together
+/// with a static `--initial-cluster`. Each member can be killed with SIGKILL and restarted on its
+/// data. All members are killed on drop.
+pub struct EtcdCluster {
+    members: Vec<EtcdProcess>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members (`m0`, `m1`, ...) and waits until every one is healthy, which means
+    /// the cluster has elected a leader. Fails with [`ETCD_MISSING`] when there is no etcd binary.
+    pub async fn start(size: usize) -> io::Result<EtcdCluster> {
+        let binary =
+            find_program("etcd", &[]).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ETCD_MISSING))?;
+        let mut ports = Vec::with_capacity(size);
+        // All listeners held at once, so no two members get the same port.
+        let mut held = Vec::new();
+        for _ in 0..size {
+            let client = TcpListener::bind("127.0.0.1:0")?;
+            let peer = TcpListener::bind("127.0.0.1:0")?;
+            ports.push((client.local_addr()?.port(), peer.local_addr()?.port()));
+            held.push((client, peer));
+        }
+        drop(held);
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::with_capacity(size);
+        for (i, (client_port, peer_port)) in ports.into_iter().enumerate() {
+            let dir = tempfile::Builder::new().prefix(&format!("kplane-etcd-m{i}-")).tempdir()?;
+            members.push(EtcdProcess {
+                binary: binary.clone(),
+                child: None,
+                dir,
+                client_port,
+                peer_port,
+                name: format!("m{i}"),
+                initial_cluster: initial_cluster.clone(),
+            });
+        }
+        // Every member must run before any can be healthy: health needs a quorum and a leader.
+        for m in &mut members {
+            m.spawn()?;
+        }
+        for m in &mut members {
+            m.wait_ready().await?;
+        }
+        Ok(EtcdCluster { members })
+    }
+
+    /// The members' client URLs, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdProcess::endpoint).collect()
+    }
+
+    /// The member at `index`.
+    pub fn member(&mut self, index: usize) -> &mut EtcdProcess {
+        &mut self.members[index]
+    }
+
+    /// Kills member `index` with SIGKILL.
+    pub fn kill9(&mut self, index: usize) -> io::Result<()> {
+        self.members[index].kill9()
+    }
+
+    /// Starts member `index` again on its data dir and waits until it is healthy (rejoined, with a
+    /// leader).
+    pub async fn restart(&mut self, index: usize) -> io::Result<()> {
+        self.members[index].restart().await
+    }
+
+    /// The index of the member that is the raft leader now, asked of the running members' status
+    /// (etcd's Maintenance/Status). None while there is no leader.
+    pub async fn leader(&mut self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for m in self.members.iter_mut() {
+            if !m.is_running() {
+                ids.push(None);
+                continue;
+            }
+            let status = async {
+                let mut client = etcd_client::Client::connect([m.endpoint()], None).await.ok()?;
+                client.status().await.ok()
+            };
+            let status = tokio::time::timeout(Duration::from_secs(2), status).await.ok().flatten();
+            ids.push(status.as_ref().and_then(|s| s.header().map(|h| h.member_id())));
+            if let Some(s) = status {
+                if s.leader() != 0 {
+                    leader = Some(s.leader());
+                }
+            }
+        }
+        let leader = leader?;
+        ids.iter().position(|id| *id == Some(leader))
     }
 }
 

@@ -118,7 +118,7 @@ impl EmbeddedStore {
         let db = tokio::task::spawn_blocking(move || init(&p))
             .await
             .map_err(|e| Error::Internal(format!("opening the store panicked: {e}")))??;
-        let db = Arc::new(Db::new(db));
+        let db = Arc::new(Db::new(db, &path));
         let (requests, rx) = mpsc::channel(4096);
         let (hub, _) = broadcast::channel(1024);
         {
@@ -298,9 +298,36 @@ impl EmbeddedStore {
 
 /// Opens the database file, creates the tables and, on first start, revision 1 (etcd starts there).
 /// Leases get their full TTL back, as etcd does after a restart.
+/// Opens (or creates) the database file, refusing a file that exists but is empty or fails redb's
+/// integrity check (every page's checksum, on every open): starting on it could serve a silently
+/// empty or wrong cluster. The error names the file and what to do.
 fn init(path: &std::path::Path) -> Result<Database> {
-    let db = Database::create(path)
-        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let refuse = |what: String| {
+        Error::Internal(format!(
+            "the store file {} {what}: refusing to start on it. Restore a backup (`kplane snapshot restore`) into a new \
+             --data-dir, or move the file away to start an empty cluster",
+            path.display()
+        ))
+    };
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() == 0 {
+            return Err(refuse("is empty (0 bytes), which a store never is".into()));
+        }
+    }
+    // Checked on every open, not only after a crash: a file altered outside kplane then fails to open
+    // with `Corrupted` (a plain open may panic on it). It reads the whole file once at startup.
+    let db = Database::builder().set_check_integrity_on_open(true).create(path).map_err(|e| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            Error::Unavailable(format!("cannot open {}: {io}", path.display()))
+        }
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            Error::Unavailable(format!("cannot open {}: another process has it open", path.display()))
+        }
+        e => refuse(format!("cannot be opened ({e}); it may be corrupt")),
+    })?;
+
     let wtx = db.begin_write().map_err(internal)?;
     {
         let mut meta = wtx.open_table(META).map_err(internal)?;

@@ -88,6 +88,9 @@ impl Pending {
 pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::Sender<Arc<Batch>>) {
     let mut compaction_pending = true;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    // Set when a commit failed: before the next one, see whether redb needs reopening (after an I/O
+    // error such as a full disk it refuses every write until then).
+    let mut suspect = false;
     loop {
         let mut group = Vec::new();
         if !compaction_pending {
@@ -117,14 +120,30 @@ pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::
             }
         }
         // Defragmenting is not a write: it runs between commits, after the group's writes.
-        let (defrags, group): (Vec<Request>, Vec<Request>) =
+        let (defrags, mut group): (Vec<Request>, Vec<Request>) =
             group.into_iter().partition(|r| matches!(r, Request::Defragment(_)));
-        compaction_pending = commit_logged(&db, group, &hub);
+        if suspect && !group.is_empty() {
+            if db.needs_recovery() {
+                if let Err(e) = db.recover() {
+                    tracing::error!(error = %e, "embedded store: writes refused");
+                    for r in group.drain(..) {
+                        fail(r, &e);
+                    }
+                } else {
+                    suspect = false;
+                }
+            } else {
+                suspect = false;
+            }
+        }
+        let (pending, failed) = commit_logged(&db, group, &hub);
+        compaction_pending = pending;
+        suspect |= failed;
         if !defrags.is_empty() {
             // What compaction has logically dropped must be physically gone before the file can
             // shrink: finish it first, one bounded step per commit as usual.
             while compaction_pending {
-                compaction_pending = commit_logged(&db, Vec::new(), &hub);
+                compaction_pending = commit_logged(&db, Vec::new(), &hub).0;
             }
             let started = std::time::Instant::now();
             let result = db.defragment(DEFRAG_WAIT);
@@ -152,14 +171,34 @@ pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::
 }
 
 /// Commits a group; logs a failed commit (every request in it has had its answer). Returns whether
-/// physical compaction still has work.
-fn commit_logged(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> bool {
+/// physical compaction still has work, and whether the commit failed.
+fn commit_logged(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> (bool, bool) {
     match commit_group(db, group, hub) {
-        Ok(pending) => pending,
+        Ok(pending) => (pending, false),
         Err(e) => {
             tracing::error!(error = %e, "embedded store: commit failed");
-            false
+            (false, true)
         }
+    }
+}
+
+/// Answers a request that cannot be committed with `err` (nothing of it was written).
+fn fail(r: Request, err: &Error) {
+    let err = || match err {
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        e => Error::Internal(format!(
+            "nothing was written: {}",
+            e.to_string().trim_start_matches("internal store error: ")
+        )),
+    };
+    match r {
+        Request::Txn(_, tx) => drop(tx.send(Err(err()))),
+        Request::Compact(_, tx) | Request::LeaseRevoke(_, tx) => drop(tx.send(Err(err()))),
+        Request::LeaseGrant { reply, .. } => drop(reply.send(Err(err()))),
+        Request::LeaseKeepAlive(_, tx) => drop(tx.send(Err(err()))),
+        Request::ExpireLeases => {}
+        Request::Defragment(tx) => drop(tx.send(Err(err()))),
+        Request::Shutdown(tx) => drop(tx.send(())),
     }
 }
 
@@ -180,7 +219,17 @@ fn reject(r: Request) {
 /// Applies a group in one redb transaction and commits it. Returns whether physical compaction
 /// still has work.
 fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> Result<bool> {
-    let wtx = db.begin_write().map_err(internal)?;
+    let wtx = match db.begin_write() {
+        Ok(wtx) => wtx,
+        Err(e) => {
+            // Every request gets its answer: none was written.
+            let err = internal(format!("cannot begin a write: {e}"));
+            for r in group {
+                fail(r, &err);
+            }
+            return Err(err);
+        }
+    };
     let mut replies = Vec::with_capacity(group.len());
     let outcome = {
         let meta_table = wtx.open_table(META).map_err(internal)?;

@@ -1,0 +1,458 @@
+//! `kplane bench faults`: runs faults against real processes and prints, per fault, the writes
+//! acknowledged and lost, the watch events gapped or duplicated, and the longest time without an
+//! acknowledged write (goal: 0 lost, 0 gapped, 0 duplicated, unavailability within etcd's
+//! leader-election window).
+//!
+//! - `etcd member in use` and `etcd leader`: a 3-member etcd 3.4 cluster on loopback (etcd from
+//!   PATH), `kplane apiserver --etcd-servers` on it, an open-loop load of ConfigMap creates and a
+//!   resuming watcher through the API (kube-rs); the member kplane sends its requests to, then the
+//!   raft leader, is killed with SIGKILL and restarted.
+//! - `embedded kill -9`: `kplane apiserver` on the embedded store, etcd-client puts on its etcd
+//!   endpoint, SIGKILL at a random moment, restart; N rounds. Unavailability is the restart time.
+//!
+//! The kplane children log at `error`; `KPLANE_BENCH_FAULTS_LOG` sets their `RUST_LOG` instead.
+//!
+//! Lost: an acknowledged create that is not stored afterwards with the revision it was
+//! acknowledged at. Gapped: an acknowledged create the watcher never saw. Duplicated: an event whose
+//! revision is not above the one before it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use store::etcd::{EtcdConfig, EtcdStore};
+use store::etcd_process::EtcdCluster;
+use store::{ListOptions, Store};
+
+/// An etcd v3 client (kplane's own, on etcd-client) for the embedded store's endpoint.
+async fn connect(endpoint: &str) -> Result<EtcdStore> {
+    Ok(EtcdStore::connect(EtcdConfig::new(vec![endpoint.to_string()])).await?)
+}
+
+/// Flags of `kplane bench faults`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchFaultsArgs {
+    /// Rounds of kill -9 of the embedded store.
+    #[arg(long, default_value_t = 20)]
+    pub crash_rounds: usize,
+    /// Creates per second of the open-loop load through the API.
+    #[arg(long, default_value_t = 40)]
+    pub rate: u32,
+    /// Seconds the killed etcd member stays down.
+    #[arg(long, default_value_t = 3)]
+    pub down: u64,
+}
+
+/// One fault's figures.
+pub struct FaultRow {
+    name: String,
+    acked: usize,
+    failed: usize,
+    lost: usize,
+    gapped: usize,
+    duplicated: usize,
+    unavailable: Duration,
+    note: String,
+}
+
+pub struct Report {
+    rows: Vec<FaultRow>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<22} {:>8} {:>7} {:>5} {:>7} {:>10} {:>12}  note",
+            "fault", "acked", "failed", "lost", "gapped", "duplicated", "unavailable"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<22} {:>8} {:>7} {:>5} {:>7} {:>10} {:>11.2}s  {}",
+                r.name,
+                r.acked,
+                r.failed,
+                r.lost,
+                r.gapped,
+                r.duplicated,
+                r.unavailable.as_secs_f64(),
+                r.note
+            )?;
+        }
+        let lost: usize = self.rows.iter().map(|r| r.lost).sum();
+        let gapped: usize = self.rows.iter().map(|r| r.gapped + r.duplicated).sum();
+        write!(f, "total: {lost} acknowledged writes lost, {gapped} watch events gapped or duplicated")
+    }
+}
+
+/// A `kplane` child process, killed on drop.
+struct Kplane {
+    child: Child,
+    kubeconfig: Option<PathBuf>,
+}
+
+impl Drop for Kplane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Kplane {
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kplane apiserver` with `args` and waits for its ready line.
+fn start_kplane(exe: &Path, data_dir: &Path, args: &[&str]) -> Result<Kplane> {
+    let mut child = Command::new(exe)
+        .args(["apiserver", "--secure-port", "0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", std::env::var("KPLANE_BENCH_FAULTS_LOG").unwrap_or_else(|_| "error".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut kubeconfig = None;
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(path) = line.strip_prefix("export KUBECONFIG=") {
+            kubeconfig = Some(PathBuf::from(path));
+        }
+        if line == "kplane: ready" {
+            ready = true;
+            break;
+        }
+    }
+    if !ready {
+        let _ = child.kill();
+        bail!("kplane apiserver did not become ready");
+    }
+    Ok(Kplane { child, kubeconfig })
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn rv(c: &ConfigMap) -> i64 {
+    c.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Load {
+    acked: Vec<(String, i64)>,
+    failed: usize,
+    successes: Vec<Instant>,
+}
+
+#[derive(Default)]
+struct Watched {
+    events: Vec<(String, i64)>,
+    /// Why the watch had to be re-established, each time.
+    resumes: Vec<String>,
+}
+
+/// What [`load_and_watch`] started: the load's and the watcher's records, and their tasks (the
+/// watcher's last).
+type Running = (Arc<Mutex<Load>>, Arc<Mutex<Watched>>, Vec<tokio::task::JoinHandle<()>>);
+
+/// An open-loop create load until `stop` and a resuming watcher until `stop_watch`, through the API.
+fn load_and_watch(
+    client: kube::Client,
+    rate: u32,
+    label: &str,
+    from_rv: String,
+    stop: Arc<AtomicBool>,
+    stop_watch: Arc<AtomicBool>,
+) -> Running {
+    let load: Arc<Mutex<Load>> = Arc::default();
+    let watched: Arc<Mutex<Watched>> = Arc::default();
+    let api = Api::<ConfigMap>::namespaced(client, "default");
+    let mut tasks = Vec::new();
+    {
+        let (api, load, stop, label) = (api.clone(), load.clone(), stop.clone(), label.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut inflight = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let name = format!("{label}-{i:06}");
+                i += 1;
+                let mut cm = ConfigMap::default();
+                cm.metadata.name = Some(name.clone());
+                cm.metadata.labels = Some([("bench-faults".to_string(), label.clone())].into());
+                let (api, load) = (api.clone(), load.clone());
+                inflight.spawn(async move {
+                    let res =
+                        tokio::time::timeout(Duration::from_secs(30), api.create(&PostParams::default(), &cm))
+                            .await;
+                    let mut l = load.lock().unwrap_or_else(|e| e.into_inner());
+                    match res {
+                        Ok(Ok(created)) => {
+                            l.acked.push((name, rv(&created)));
+                            l.successes.push(Instant::now());
+                        }
+                        _ => l.failed += 1,
+                    }
+                });
+                while inflight.try_join_next().is_some() {}
+            }
+            while inflight.join_next().await.is_some() {}
+        }));
+    }
+    {
+        let (watched, stop, selector) = (watched.clone(), stop_watch, format!("bench-faults={label}"));
+        tasks.push(tokio::spawn(async move {
+            let mut last = from_rv;
+            while !stop.load(Ordering::Relaxed) {
+                let wp = WatchParams::default().labels(&selector).timeout(60);
+                let mut stream = match api.watch(&wp, &last).await {
+                    Ok(s) => s.boxed(),
+                    Err(e) => {
+                        watched.lock().unwrap_or_else(|e| e.into_inner()).resumes.push(format!("watch: {e}"));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    let next = tokio::select! {
+                        n = stream.next() => n,
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                            if stop.load(Ordering::Relaxed) { return } else { continue }
+                        }
+                    };
+                    match next {
+                        Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o))) => {
+                            let r = rv(&o);
+                            last = r.to_string();
+                            let name = o.metadata.name.unwrap_or_default();
+                            watched.lock().unwrap_or_else(|e| e.into_inner()).events.push((name, r));
+                        }
+                        Some(Ok(WatchEvent::Bookmark(b))) => last = b.metadata.resource_version,
+                        other => {
+                            let why = match other {
+                                None => "ended".to_string(),
+                                Some(Ok(WatchEvent::Error(e))) => format!("{} {}", e.code, e.message),
+                                Some(Err(e)) => e.to_string(),
+                                Some(Ok(_)) => "unexpected".to_string(),
+                            };
+                            watched.lock().unwrap_or_else(|e| e.into_inner()).resumes.push(why);
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    (load, watched, tasks)
+}
+
+/// The longest stretch in [from, to] without an acknowledged write.
+fn longest_outage(successes: &[Instant], from: Instant, to: Instant) -> Duration {
+    let mut times: Vec<Instant> = successes.iter().copied().filter(|t| *t >= from && *t <= to).collect();
+    times.sort();
+    let mut last = from;
+    let mut worst = Duration::ZERO;
+    for t in times {
+        worst = worst.max(t - last);
+        last = t;
+    }
+    worst.max(to - last)
+}
+
+/// One etcd member fault: load and watch through `client`, kill `victim` (or the leader when None),
+/// keep it down `down`, restart it, settle, then check.
+async fn etcd_fault(
+    name: &str,
+    etcd: &mut EtcdCluster,
+    client: &kube::Client,
+    victim: Option<usize>,
+    args: &BenchFaultsArgs,
+) -> Result<FaultRow> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), "default");
+    let label = name.replace(' ', "-");
+    let from_rv =
+        api.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let (load, watched, mut tasks) =
+        load_and_watch(client.clone(), args.rate, &label, from_rv, stop.clone(), stop_watch.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = match victim {
+        Some(v) => v,
+        None => {
+            let mut leader = None;
+            for _ in 0..50 {
+                leader = etcd.leader().await;
+                if leader.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            leader.context("the etcd cluster has no leader")?
+        }
+    };
+    let killed = Instant::now();
+    etcd.kill9(victim)?;
+    tokio::time::sleep(Duration::from_secs(args.down)).await;
+    etcd.restart(victim).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let end = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let watcher = tasks.pop();
+    for t in tasks {
+        let _ = t.await;
+    }
+    // The watcher may trail the load: give it until it has every acknowledged revision (at most
+    // 30 s), and report how long that took after the last answer.
+    let max_acked =
+        load.lock().unwrap_or_else(|e| e.into_inner()).acked.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    let load_done = Instant::now();
+    while Instant::now() < load_done + Duration::from_secs(30) {
+        let seen =
+            watched.lock().unwrap_or_else(|e| e.into_inner()).events.iter().map(|(_, r)| *r).max().unwrap_or(0);
+        if seen >= max_acked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trail = load_done.elapsed();
+    stop_watch.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    let load = std::mem::take(&mut *load.lock().unwrap_or_else(|e| e.into_inner()));
+    let watched = std::mem::take(&mut *watched.lock().unwrap_or_else(|e| e.into_inner()));
+    let listed = api.list(&ListParams::default().labels(&format!("bench-faults={label}"))).await?;
+    let stored: BTreeMap<String, i64> =
+        listed.items.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), rv(c))).collect();
+    let lost = load.acked.iter().filter(|(n, r)| stored.get(n) != Some(r)).count();
+    let seen: BTreeSet<(&str, i64)> = watched.events.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    let gapped = load.acked.iter().filter(|(n, r)| !seen.contains(&(n.as_str(), *r))).count();
+    let duplicated = watched.events.windows(2).filter(|w| w[1].1 <= w[0].1).count();
+    let first_gap = load.acked.iter().find(|(n, r)| !seen.contains(&(n.as_str(), *r)));
+    if let Some((n, r)) = first_gap {
+        let at: Vec<i64> = watched.events.iter().filter(|(m, _)| m == n).map(|(_, r)| *r).collect();
+        let max_seen = watched.events.iter().map(|(_, r)| *r).max().unwrap_or(0);
+        let max_acked = load.acked.iter().map(|(_, r)| *r).max().unwrap_or(0);
+        eprintln!(
+            "bench faults: {name}: first gap {n} at {r} (seen at {at:?}); watch saw up to {max_seen}, \
+             acked up to {max_acked}; resumes: {:?}",
+            watched.resumes
+        );
+    }
+    Ok(FaultRow {
+        name: name.into(),
+        acked: load.acked.len(),
+        failed: load.failed,
+        lost,
+        gapped,
+        duplicated,
+        unavailable: longest_outage(&load.successes, killed, end),
+        note: format!(
+            "member m{victim} down {} s; watch caught up {:.2} s after the load",
+            args.down,
+            trail.as_secs_f64()
+        ),
+    })
+}
+
+/// kill -9 of `kplane apiserver` on the embedded store during etcd-client puts, `rounds` times.
+async fn embedded_crashes(exe: &Path, rounds: usize) -> Result<FaultRow> {
+    let dir = tempfile::Builder::new().prefix("kplane-bench-faults-").tempdir()?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let endpoint = format!("http://{listen}");
+    let mut acked_all: Vec<(String, i64)> = Vec::new();
+    let mut failed = 0;
+    let mut back = 0;
+    let mut worst_restart = Duration::ZERO;
+    let mut last_rev = 0;
+    let mut kp = start_kplane(exe, dir.path(), &["--etcd-listen", &listen])?;
+    for round in 0..rounds {
+        let acked: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (endpoint, acked) = (endpoint.clone(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                let Ok(c) = EtcdStore::connect(EtcdConfig::new(vec![endpoint])).await else { return 0 };
+                for i in 0.. {
+                    let key = format!("/registry/bench-faults/{round:03}/{w}/{i:06}");
+                    match c.create(&key, vec![b'v'; 200], 0).await {
+                        Ok(kv) => acked.lock().unwrap_or_else(|e| e.into_inner()).push((key, kv.mod_revision)),
+                        Err(_) => return 1,
+                    }
+                }
+                0
+            }));
+        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+        tokio::time::sleep(Duration::from_millis(50 + u64::from(nanos % 750))).await;
+        kp.kill9();
+        let killed = Instant::now();
+        for w in writers {
+            failed += w.await.unwrap_or(0);
+        }
+        kp = start_kplane(exe, dir.path(), &["--etcd-listen", &listen])?;
+        worst_restart = worst_restart.max(killed.elapsed());
+        let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
+        last_rev = last_rev.max(acked.iter().map(|(_, r)| *r).max().unwrap_or(0));
+        acked_all.extend(acked);
+        let now = connect(&endpoint).await?.current_revision().await?;
+        if now < last_rev {
+            back += 1;
+        }
+    }
+    let listed = connect(&endpoint)
+        .await?
+        .list(ListOptions { prefix: "/registry/bench-faults/".into(), ..Default::default() })
+        .await?;
+    let stored: BTreeMap<String, i64> = listed.items.into_iter().map(|kv| (kv.key, kv.mod_revision)).collect();
+    let lost = acked_all.iter().filter(|(k, r)| stored.get(k) != Some(r)).count();
+    drop(kp);
+    Ok(FaultRow {
+        name: "embedded kill -9".into(),
+        acked: acked_all.len(),
+        failed,
+        lost,
+        gapped: 0,
+        duplicated: 0,
+        unavailable: worst_restart,
+        note: format!(
+            "{rounds} rounds; failed = writes in flight at the kill; revision went back {back} times; unavailable = worst kill-to-ready"
+        ),
+    })
+}
+
+pub async fn run(args: BenchFaultsArgs, exe: PathBuf) -> Result<Report> {
+    let mut rows = Vec::new();
+    {
+        let mut etcd = EtcdCluster::start(3).await.context("starting a 3-member etcd (etcd from PATH)")?;
+        let dir = tempfile::Builder::new().prefix("kplane-bench-faults-").tempdir()?;
+        let servers = etcd.endpoints().join(",");
+        let kp = start_kplane(&exe, dir.path(), &["--etcd-servers", &servers, "--no-etcd-listen"])?;
+        let kubeconfig = kp.kubeconfig.clone().context("no kubeconfig line")?;
+        let client = crate::components::client_from_kubeconfig(&kubeconfig, "kplane-bench-faults").await?;
+        // kplane sends its requests to the first listed member until it fails.
+        rows.push(etcd_fault("etcd member in use", &mut etcd, &client, Some(0), &args).await?);
+        rows.push(etcd_fault("etcd leader", &mut etcd, &client, None, &args).await?);
+        drop(kp);
+    }
+    rows.push(embedded_crashes(&exe, args.crash_rounds).await?);
+    Ok(Report { rows })
+}
