@@ -682,3 +682,97 @@ print("deleted", svc.kind, svc.metadata.name, "then", st["kind"])
     assert_eq!(stdout(&out).trim(), "deleted Service web then Status");
     assert!(kp.etcd_get(&kp.endpoint(), "/registry/services/specs/default/web").is_none());
 }
+
+#[test]
+fn limit_ranges_default_and_bound_pods_and_quotas_refuse_what_exceeds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
+    let etcd = kp.endpoint();
+
+    // LimitRanger: defaults filled in and annotated; a limit above the max is refused.
+    let lr = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: mem}\nspec:\n  limits:\n  - type: Container\n    default: {memory: 256Mi}\n    max: {memory: 1Gi}\n";
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], lr);
+    assert!(out.status.success(), "{}", stderr(&out));
+    kp.kubectl_ok(&["run", "small", "--image=nginx"]);
+    let pod = kp.etcd_get(&etcd, "/registry/pods/default/small").unwrap();
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["limits"]["memory"], "256Mi", "{resources}");
+    assert_eq!(resources["requests"]["memory"], "256Mi", "{resources}");
+    assert_eq!(
+        pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: memory request for container small; memory limit for container small"
+    );
+    assert_eq!(pod["status"]["qosClass"], "Burstable");
+    let big = "apiVersion: v1\nkind: Pod\nmetadata: {name: big}\nspec:\n  containers:\n  - name: c\n    image: nginx\n    resources: {limits: {memory: 2Gi}}\n";
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], big);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "Error from server (Forbidden): error when creating \"STDIN\": pods \"big\" is forbidden: maximum memory usage per Container is 1Gi, but limit is 2Gi"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(kp.etcd_get(&etcd, "/registry/pods/default/big").is_none(), "nothing stored");
+
+    // ResourceQuota: object counts.
+    kp.kubectl_ok(&["create", "namespace", "q"]);
+    kp.kubectl_ok(&["create", "quota", "q", "-n", "q", "--hard=pods=2,services=1,count/jobs.batch=1"]);
+    kp.kubectl_ok(&["run", "p1", "-n", "q", "--image=nginx"]);
+    kp.kubectl_ok(&["run", "p2", "-n", "q", "--image=nginx"]);
+    let out = kp.kubectl(&["run", "p3", "-n", "q", "--image=nginx"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "pods \"p3\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(kp.etcd_get(&etcd, "/registry/pods/q/p3").is_none());
+    kp.kubectl_ok(&["create", "service", "clusterip", "a", "-n", "q", "--tcp=80"]);
+    let out = kp.kubectl(&["create", "service", "clusterip", "b", "-n", "q", "--tcp=80"]);
+    assert!(
+        stderr(&out)
+            .contains("exceeded quota: q, requested: services=1, used: services=1, limited: services=1"),
+        "{}",
+        stderr(&out)
+    );
+    kp.kubectl_ok(&["create", "job", "j1", "-n", "q", "--image=busybox"]);
+    let out = kp.kubectl(&["create", "job", "j2", "-n", "q", "--image=busybox"]);
+    assert!(
+        stderr(&out).contains(
+            "exceeded quota: q, requested: count/jobs.batch=1, used: count/jobs.batch=1, limited: count/jobs.batch=1"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // Deleting a pod frees its place.
+    kp.kubectl_ok(&["delete", "pod", "p1", "-n", "q", "--grace-period=0", "--force"]);
+    kp.kubectl_ok(&["run", "p3", "-n", "q", "--image=nginx"]);
+
+    // Compute quotas: each container must state what the quota limits, and sums are bounded.
+    kp.kubectl_ok(&["create", "namespace", "c"]);
+    kp.kubectl_ok(&["create", "quota", "cq", "-n", "c", "--hard=requests.cpu=1"]);
+    let out = kp.kubectl(&["run", "nocpu", "-n", "c", "--image=nginx"]);
+    assert!(
+        stderr(&out)
+            .contains("pods \"nocpu\" is forbidden: failed quota: cq: must specify requests.cpu for: nocpu"),
+        "{}",
+        stderr(&out)
+    );
+    let pod = |name: &str, cpu: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: c}}\nspec:\n  containers:\n  - name: c\n    image: nginx\n    resources: {{requests: {{cpu: {cpu}}}}}\n")
+    };
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], &pod("half", "600m"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], &pod("more", "500m"));
+    assert!(
+        stderr(&out).contains(
+            "exceeded quota: cq, requested: requests.cpu=500m, used: requests.cpu=600m, limited: requests.cpu=1"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(kp.etcd_get(&etcd, "/registry/pods/c/more").is_none());
+}

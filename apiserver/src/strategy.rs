@@ -539,7 +539,7 @@ fn default_service(obj: &mut Value) {
 }
 
 /// Upstream's QoS class from container requests and limits.
-fn qos_class(pod: &Value) -> &'static str {
+pub(crate) fn qos_class(pod: &Value) -> &'static str {
     let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut any = false;
     let mut guaranteed = !containers.is_empty();
