@@ -15,9 +15,11 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{
-    apps, authentication, authorization, autoscaling, coordination, core, discovery, events, networking, rbac,
+    admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates, coordination,
+    core, discovery, events, flowcontrol, networking, node, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration;
 use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use k8s_openapi::schemars::JsonSchema;
 use serde_json::{json, Map, Value};
@@ -73,6 +75,51 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("", "v1", "ServiceAccount") => add::<core::v1::ServiceAccount>(gen),
         ("", "v1", "ReplicationController") => add::<core::v1::ReplicationController>(gen),
         ("", "v1", "ComponentStatus") => add::<core::v1::ComponentStatus>(gen),
+        ("", "v1", "PersistentVolume") => add::<core::v1::PersistentVolume>(gen),
+        ("", "v1", "PersistentVolumeClaim") => add::<core::v1::PersistentVolumeClaim>(gen),
+        ("", "v1", "ResourceQuota") => add::<core::v1::ResourceQuota>(gen),
+        ("", "v1", "LimitRange") => add::<core::v1::LimitRange>(gen),
+        ("", "v1", "PodTemplate") => add::<core::v1::PodTemplate>(gen),
+        ("apps", "v1", "StatefulSet") => add::<apps::v1::StatefulSet>(gen),
+        ("apps", "v1", "DaemonSet") => add::<apps::v1::DaemonSet>(gen),
+        ("apps", "v1", "ControllerRevision") => add::<apps::v1::ControllerRevision>(gen),
+        ("batch", "v1", "Job") => add::<batch::v1::Job>(gen),
+        ("batch", "v1", "CronJob") => add::<batch::v1::CronJob>(gen),
+        ("autoscaling", "v2", "HorizontalPodAutoscaler") => {
+            add::<autoscaling::v2::HorizontalPodAutoscaler>(gen)
+        }
+        ("policy", "v1", "PodDisruptionBudget") => add::<policy::v1::PodDisruptionBudget>(gen),
+        ("networking.k8s.io", "v1", "NetworkPolicy") => add::<networking::v1::NetworkPolicy>(gen),
+        ("networking.k8s.io", "v1", "IPAddress") => add::<networking::v1::IPAddress>(gen),
+        ("networking.k8s.io", "v1", "ServiceCIDR") => add::<networking::v1::ServiceCIDR>(gen),
+        ("storage.k8s.io", "v1", "StorageClass") => add::<storage::v1::StorageClass>(gen),
+        ("storage.k8s.io", "v1", "CSIDriver") => add::<storage::v1::CSIDriver>(gen),
+        ("storage.k8s.io", "v1", "CSINode") => add::<storage::v1::CSINode>(gen),
+        ("storage.k8s.io", "v1", "CSIStorageCapacity") => add::<storage::v1::CSIStorageCapacity>(gen),
+        ("storage.k8s.io", "v1", "VolumeAttachment") => add::<storage::v1::VolumeAttachment>(gen),
+        ("scheduling.k8s.io", "v1", "PriorityClass") => add::<scheduling::v1::PriorityClass>(gen),
+        ("node.k8s.io", "v1", "RuntimeClass") => add::<node::v1::RuntimeClass>(gen),
+        ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration") => {
+            add::<admissionregistration::v1::MutatingWebhookConfiguration>(gen)
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration") => {
+            add::<admissionregistration::v1::ValidatingWebhookConfiguration>(gen)
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy") => {
+            add::<admissionregistration::v1::ValidatingAdmissionPolicy>(gen)
+        }
+        ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding") => {
+            add::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(gen)
+        }
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+            add::<certificates::v1::CertificateSigningRequest>(gen)
+        }
+        ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema") => add::<flowcontrol::v1::FlowSchema>(gen),
+        ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration") => {
+            add::<flowcontrol::v1::PriorityLevelConfiguration>(gen)
+        }
+        ("apiregistration.k8s.io", "v1", "APIService") => add::<apiregistration::v1::APIService>(gen),
+
         ("", "v1", "Binding") => add::<core::v1::Binding>(gen),
         ("apps", "v1", "Deployment") => add::<apps::v1::Deployment>(gen),
         ("apps", "v1", "ReplicaSet") => add::<apps::v1::ReplicaSet>(gen),

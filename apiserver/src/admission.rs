@@ -4,6 +4,17 @@
 //! a bounded time (`--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`,
 //! 300 s upstream), so a node that stops reporting has its pods evicted after that long, not at once.
 //!
+//! LimitRanger: a pod created in a namespace with LimitRanges of type Container gets their default
+//! limits and requests where its containers set none (annotated `kubernetes.io/limit-ranger`), and
+//! is refused (403) when a container is outside a range's min/max.
+//!
+//! ResourceQuota: an object created in a namespace with ResourceQuotas is refused (403, upstream's
+//! `exceeded quota: ...`) when it would take a quota's usage past `spec.hard`. Usage is counted
+//! from the stored objects at admission (kplane has no quota controller to keep `status.used`):
+//! object counts (`pods`, `services`, `count/<resource>[.<group>]`, ...) and, for pods not yet
+//! finished, `requests.*`/`limits.*` of cpu, memory and ephemeral-storage, plus PVCs'
+//! `requests.storage`. Quotas with scopes are not enforced.
+//!
 //! DefaultIngressClass: an Ingress created with neither `spec.ingressClassName` nor the legacy
 //! `kubernetes.io/ingress.class` annotation gets the IngressClass annotated
 //! `ingressclass.kubernetes.io/is-default-class: "true"`; when several are, the newest (then the
@@ -36,6 +47,7 @@ pub async fn on_create(st: &AppState, res: &ResourceDef, obj: &mut Value) -> Api
                 st.config.default_unreachable_toleration_seconds,
                 UNREACHABLE_TAINT,
             );
+            limit_ranger(st, res, obj).await?;
         }
         ("networking.k8s.io", "Ingress") if needs_default_class(obj) => {
             let name = crate::meta::name(obj).unwrap_or("").to_string();
@@ -49,6 +61,413 @@ pub async fn on_create(st: &AppState, res: &ResourceDef, obj: &mut Value) -> Api
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// The stored objects of `res` in one namespace, from the watch cache or else the store.
+async fn objects_in(st: &AppState, res: &'static ResourceDef, ns: &str) -> Result<Vec<Arc<Value>>, String> {
+    let prefix = res.list_prefix(Some(ns));
+    if let Some(found) = st.cacher.cache(&st.store, res).and_then(|c| c.under(&prefix)) {
+        return Ok(found);
+    }
+    let list =
+        st.store.list(store::ListOptions { prefix, ..Default::default() }).await.map_err(|e| e.to_string())?;
+    list.items.iter().map(|kv| crate::objects::decode(res, kv).map(Arc::new).map_err(|e| e.message)).collect()
+}
+
+/// A Kubernetes quantity in thousandths (`500m` -> 500, `1Gi` -> 1073741824000). None when it
+/// does not parse (typed decoding has refused those already).
+pub fn milli(q: &str) -> Option<i128> {
+    let q = q.trim();
+    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let negative = int.starts_with('-');
+    let int = int.trim_start_matches(['+', '-']);
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    // Work in units of 10^-9 so every decimal suffix and fraction up to nine digits is exact.
+    let frac: String = frac.chars().take(9).collect();
+    let mut nanos: i128 = int.parse::<i128>().unwrap_or(0).checked_mul(1_000_000_000)?;
+    if !frac.is_empty() {
+        nanos += frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32);
+    }
+    let (mul, div): (i128, i128) = match suffix {
+        "" => (1, 1),
+        "n" => (1, 1_000_000_000),
+        "u" => (1, 1_000_000),
+        "m" => (1, 1_000),
+        "k" => (1_000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "P" => (1_000_000_000_000_000, 1),
+        "E" => (1_000_000_000_000_000_000, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        s if s.starts_with(['e', 'E']) => {
+            let exp: i32 = s[1..].parse().ok()?;
+            if exp >= 0 {
+                (10i128.checked_pow(exp as u32)?, 1)
+            } else {
+                (1, 10i128.checked_pow(exp.unsigned_abs())?)
+            }
+        }
+        _ => return None,
+    };
+    let value = nanos.checked_mul(mul)? / div / 1_000_000;
+    Some(if negative { -value } else { value })
+}
+
+/// A sum of quantities printed as upstream's canonical forms mostly read: whole numbers plain,
+/// binary multiples with their suffix, the rest in milli-units.
+pub fn format_milli(m: i128) -> String {
+    if m % 1000 != 0 {
+        return format!("{m}m");
+    }
+    let v = m / 1000;
+    for (suffix, unit) in [
+        ("Ei", 1i128 << 60),
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if v != 0 && v % unit == 0 {
+            return format!("{}{suffix}", v / unit);
+        }
+    }
+    v.to_string()
+}
+
+const LIMIT_RANGER_ANNOTATION: &str = "kubernetes.io/limit-ranger";
+
+/// A resource list (`{"cpu": "100m"}`) as name -> quantity string.
+fn resource_list(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, q)| q.as_str().map(|q| (k.clone(), q.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// Upstream's LimitRanger for pods: defaults (as `SetDefaults_LimitRangeItem` completes them), then
+/// the min/max checks of each Container item.
+async fn limit_ranger(st: &AppState, res: &ResourceDef, pod: &mut Value) -> ApiResult<()> {
+    let Some(ns) = crate::meta::namespace(pod).map(str::to_string) else { return Ok(()) };
+    let name = crate::meta::name(pod).unwrap_or("").to_string();
+    let Some(ranges_res) = api_types::resources::lookup("", "v1", "limitranges") else { return Ok(()) };
+    let ranges = objects_in(st, ranges_res, &ns)
+        .await
+        .map_err(|e| ApiError::forbidden(res, &name, &format!("error listing LimitRanges: {e}")))?;
+    let mut items = Vec::new();
+    for lr in &ranges {
+        for item in lr.pointer("/spec/limits").and_then(Value::as_array).into_iter().flatten() {
+            if item.get("type").and_then(Value::as_str) == Some("Container") {
+                items.push(item.clone());
+            }
+        }
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut notes = Vec::new();
+    for item in &items {
+        let max = resource_list(item.get("max"));
+        let min = resource_list(item.get("min"));
+        let mut default = resource_list(item.get("default"));
+        for (k, v) in &max {
+            default.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let mut default_request = resource_list(item.get("defaultRequest"));
+        for (k, v) in default.iter().chain(min.iter()) {
+            default_request.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (list, prefix) in [("initContainers", "init container"), ("containers", "container")] {
+            let Some(cs) = pod.pointer_mut(&format!("/spec/{list}")).and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for c in cs {
+                let cname = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let mut set = |field: &str, defaults: &std::collections::BTreeMap<String, String>| {
+                    let mut names = Vec::new();
+                    if !c.get("resources").is_some_and(Value::is_object) {
+                        c["resources"] = json!({});
+                    }
+                    let r = &mut c["resources"];
+                    if !r.get(field).is_some_and(Value::is_object) {
+                        r[field] = json!({});
+                    }
+                    if let Some(m) = r.get_mut(field).and_then(Value::as_object_mut) {
+                        for (k, v) in defaults {
+                            if !m.contains_key(k) {
+                                m.insert(k.clone(), json!(v));
+                                names.push(k.clone());
+                            }
+                        }
+                        if m.is_empty() {
+                            r.as_object_mut().map(|o| o.remove(field));
+                        }
+                    }
+                    names
+                };
+                let limits = set("limits", &default);
+                let requests = set("requests", &default_request);
+                if !requests.is_empty() {
+                    notes.push(format!("{} request for {prefix} {cname}", requests.join(", ")));
+                }
+                if !limits.is_empty() {
+                    notes.push(format!("{} limit for {prefix} {cname}", limits.join(", ")));
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        if let Some(m) = crate::meta::meta_mut(pod) {
+            let annotations = m.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(a) = annotations.as_object_mut() {
+                a.insert(
+                    LIMIT_RANGER_ANNOTATION.into(),
+                    json!(format!("LimitRanger plugin set: {}", notes.join("; "))),
+                );
+            }
+        }
+        let qos = crate::strategy::qos_class(pod);
+        if pod.pointer("/status/qosClass").is_some() {
+            crate::meta::set_path(pod, &["status", "qosClass"], json!(qos));
+        }
+    }
+    let mut errors = Vec::new();
+    for item in &items {
+        let max = resource_list(item.get("max"));
+        let min = resource_list(item.get("min"));
+        for list in ["containers", "initContainers"] {
+            for c in pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten() {
+                let requests = resource_list(c.pointer("/resources/requests"));
+                let limits = resource_list(c.pointer("/resources/limits"));
+                for (k, lo) in &min {
+                    match requests.get(k) {
+                        None => errors
+                            .push(format!("minimum {k} usage per Container is {lo}.  No request is specified")),
+                        Some(r) if milli(r) < milli(lo) => {
+                            errors.push(format!("minimum {k} usage per Container is {lo}, but request is {r}"))
+                        }
+                        _ => {}
+                    }
+                }
+                for (k, hi) in &max {
+                    match limits.get(k) {
+                        None => errors
+                            .push(format!("maximum {k} usage per Container is {hi}.  No limit is specified")),
+                        Some(l) if milli(l) > milli(hi) => {
+                            errors.push(format!("maximum {k} usage per Container is {hi}, but limit is {l}"))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(ApiError::forbidden(res, &name, &errors[0])),
+        _ => Err(ApiError::forbidden(res, &name, &format!("[{}]", errors.join(", ")))),
+    }
+}
+
+/// The resource names a pod's containers set under `field` (`requests`/`limits`), summed.
+fn pod_resources(pod: &Value, field: &str) -> std::collections::BTreeMap<String, i128> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+        for (k, q) in resource_list(c.pointer(&format!("/resources/{field}"))) {
+            *out.entry(k).or_insert(0) += milli(&q).unwrap_or(0);
+        }
+    }
+    // Init containers run one at a time, before the others: the pod needs the larger of the two.
+    for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
+        for (k, q) in resource_list(c.pointer(&format!("/resources/{field}"))) {
+            let v = milli(&q).unwrap_or(0);
+            let e = out.entry(k).or_insert(0);
+            *e = (*e).max(v);
+        }
+    }
+    out
+}
+
+/// What one object adds to each quota resource name, as upstream's evaluators count it.
+fn usage_of(res: &ResourceDef, obj: &Value) -> std::collections::BTreeMap<String, i128> {
+    let mut u = std::collections::BTreeMap::new();
+    let count_key = if res.group.is_empty() {
+        format!("count/{}", res.plural)
+    } else {
+        format!("count/{}.{}", res.plural, res.group)
+    };
+    u.insert(count_key, 1000);
+    if res.group.is_empty() {
+        let legacy = match res.kind {
+            "Pod" => Some("pods"),
+            "Service" => Some("services"),
+            "ConfigMap" => Some("configmaps"),
+            "Secret" => Some("secrets"),
+            "PersistentVolumeClaim" => Some("persistentvolumeclaims"),
+            "ReplicationController" => Some("replicationcontrollers"),
+            "ResourceQuota" => Some("resourcequotas"),
+            _ => None,
+        };
+        if let Some(l) = legacy {
+            u.insert(l.to_string(), 1000);
+        }
+    }
+    match (res.group, res.kind) {
+        ("", "Pod") => {
+            for (k, v) in pod_resources(obj, "requests") {
+                u.insert(format!("requests.{k}"), v);
+                if k == "cpu" || k == "memory" || k == "ephemeral-storage" {
+                    u.insert(k, v);
+                }
+            }
+            for (k, v) in pod_resources(obj, "limits") {
+                u.insert(format!("limits.{k}"), v);
+            }
+        }
+        ("", "Service") => {
+            let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            if ty == "NodePort" || ty == "LoadBalancer" {
+                let ports = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
+                u.insert("services.nodeports".into(), ports as i128 * 1000);
+            }
+            if ty == "LoadBalancer" {
+                u.insert("services.loadbalancers".into(), 1000);
+            }
+        }
+        ("", "PersistentVolumeClaim") => {
+            if let Some(q) = obj.pointer("/spec/resources/requests/storage").and_then(Value::as_str) {
+                u.insert("requests.storage".into(), milli(q).unwrap_or(0));
+            }
+        }
+        _ => {}
+    }
+    u
+}
+
+/// Finished pods use nothing (upstream's `QuotaV1Pod`).
+fn counts_toward_quota(res: &ResourceDef, obj: &Value) -> bool {
+    !(res.kind == "Pod"
+        && res.group.is_empty()
+        && matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+}
+
+/// Pod compute resources a quota on them requires every container to state (upstream's
+/// `podEvaluator.Constraints`).
+fn missing_pod_constraints(pod: &Value, hard: &serde_json::Map<String, Value>) -> Option<String> {
+    let mut missing: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for list in ["containers", "initContainers"] {
+        for c in pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten() {
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            for (key, field, r) in [
+                ("requests.cpu", "requests", "cpu"),
+                ("cpu", "requests", "cpu"),
+                ("requests.memory", "requests", "memory"),
+                ("memory", "requests", "memory"),
+                ("limits.cpu", "limits", "cpu"),
+                ("limits.memory", "limits", "memory"),
+            ] {
+                if hard.contains_key(key) && c.pointer(&format!("/resources/{field}/{r}")).is_none() {
+                    missing.entry(key.to_string()).or_default().insert(cname.clone());
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|(k, names)| format!("{k} for: {}", names.iter().cloned().collect::<Vec<_>>().join(",")))
+        .collect();
+    Some(format!("must specify {}", parts.join("; ")))
+}
+
+type Exceeded<'a> = (&'a String, i128, i128, i128);
+
+/// Upstream's ResourceQuota admission on create: refuses `obj` when it would take any quota of its
+/// namespace past `spec.hard`. Runs after validation, as upstream's validating admission does.
+pub async fn check_quota(st: &AppState, res: &'static ResourceDef, obj: &Value) -> ApiResult<()> {
+    if !res.namespaced || !res.stored {
+        return Ok(());
+    }
+    let Some(ns) = crate::meta::namespace(obj).map(str::to_string) else { return Ok(()) };
+    let name = crate::meta::name(obj).unwrap_or("").to_string();
+    let Some(quotas_res) = api_types::resources::lookup("", "v1", "resourcequotas") else { return Ok(()) };
+    let quotas = objects_in(st, quotas_res, &ns)
+        .await
+        .map_err(|e| ApiError::forbidden(res, &name, &format!("error listing ResourceQuotas: {e}")))?;
+    if quotas.is_empty() || !counts_toward_quota(res, obj) {
+        return Ok(());
+    }
+    let requested = usage_of(res, obj);
+    let mut used: Option<std::collections::BTreeMap<String, i128>> = None;
+    for q in &quotas {
+        let scoped = q.pointer("/spec/scopes").and_then(Value::as_array).is_some_and(|s| !s.is_empty())
+            || q.pointer("/spec/scopeSelector").is_some_and(|s| !s.is_null());
+        let Some(hard) = q.pointer("/spec/hard").and_then(Value::as_object) else { continue };
+        if scoped {
+            continue;
+        }
+        let qname = crate::meta::name(q).unwrap_or("");
+        if res.kind == "Pod" && res.group.is_empty() {
+            if let Some(why) = missing_pod_constraints(obj, hard) {
+                return Err(ApiError::forbidden(res, &name, &format!("failed quota: {qname}: {why}")));
+            }
+        }
+        let relevant: Vec<(&String, i128)> = hard
+            .iter()
+            .filter(|(k, _)| requested.contains_key(*k))
+            .filter_map(|(k, v)| v.as_str().and_then(milli).map(|h| (k, h)))
+            .collect();
+        if relevant.is_empty() {
+            continue;
+        }
+        if used.is_none() {
+            let mut total = std::collections::BTreeMap::new();
+            let existing = objects_in(st, res, &ns)
+                .await
+                .map_err(|e| ApiError::forbidden(res, &name, &format!("error counting {}: {e}", res.plural)))?;
+            for o in existing.iter().filter(|o| counts_toward_quota(res, o)) {
+                for (k, v) in usage_of(res, o) {
+                    *total.entry(k).or_insert(0) += v;
+                }
+            }
+            used = Some(total);
+        }
+        let used_now = used.clone().unwrap_or_default();
+        // (resource, requested, used, hard) of each resource the object would take past its hard.
+        let mut failed: Vec<Exceeded<'_>> = Vec::new();
+        for (k, h) in relevant {
+            let req = requested.get(k).copied().unwrap_or(0);
+            let u = used_now.get(k).copied().unwrap_or(0);
+            if u + req > h {
+                failed.push((k, req, u, h));
+            }
+        }
+        if !failed.is_empty() {
+            let show = |f: &dyn Fn(&Exceeded<'_>) -> i128| {
+                failed.iter().map(|x| format!("{}={}", x.0, format_milli(f(x)))).collect::<Vec<_>>().join(",")
+            };
+            let why = format!(
+                "exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
+                show(&|x| x.1),
+                show(&|x| x.2),
+                show(&|x| x.3)
+            );
+            return Err(ApiError::forbidden(res, &name, &why));
+        }
     }
     Ok(())
 }
@@ -117,6 +536,39 @@ fn default_toleration_seconds(pod: &mut Value, seconds: i64, taint: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_parse_and_print() {
+        assert_eq!(milli("500m"), Some(500));
+        assert_eq!(milli("1"), Some(1000));
+        assert_eq!(milli("1.5"), Some(1500));
+        assert_eq!(milli("1Gi"), Some(1_073_741_824_000));
+        assert_eq!(milli("256Mi"), Some(268_435_456_000));
+        assert_eq!(milli("2k"), Some(2_000_000));
+        assert_eq!(milli("1e3"), Some(1_000_000));
+        assert_eq!(milli("x"), None);
+        assert_eq!(format_milli(500), "500m");
+        assert_eq!(format_milli(3000), "3");
+        assert_eq!(format_milli(536_870_912_000), "512Mi");
+    }
+
+    #[test]
+    fn quota_usage_and_constraints() {
+        let pods = api_types::resources::lookup("", "v1", "pods").unwrap();
+        let pod = json!({"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "250m"}}}]}});
+        let u = usage_of(pods, &pod);
+        assert_eq!((u["pods"], u["count/pods"], u["requests.cpu"], u["cpu"]), (1000, 1000, 500, 500));
+        assert_eq!(u["limits.memory"], 1_073_741_824_000);
+        let hard = json!({"limits.memory": "2Gi", "requests.cpu": "1"});
+        assert_eq!(
+            missing_pod_constraints(&pod, hard.as_object().unwrap()).as_deref(),
+            Some("must specify limits.memory for: b")
+        );
+        let jobs = api_types::resources::lookup("batch", "v1", "jobs").unwrap();
+        assert_eq!(usage_of(jobs, &json!({}))["count/jobs.batch"], 1000);
+    }
 
     #[test]
     fn adds_both_tolerations_once() {

@@ -33,7 +33,22 @@ impl Half {
 
 /// Resources whose generation counts spec changes (upstream's strategies that set it).
 fn tracks_generation(res: &ResourceDef) -> bool {
-    matches!(res.kind, "Deployment" | "ReplicaSet" | "ReplicationController" | "Ingress" | "Pod" | "Service")
+    matches!(
+        res.kind,
+        "Deployment"
+            | "ReplicaSet"
+            | "ReplicationController"
+            | "Ingress"
+            | "Pod"
+            | "Service"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "Job"
+            | "CronJob"
+            | "PodDisruptionBudget"
+            | "NetworkPolicy"
+            | "ValidatingAdmissionPolicy"
+    )
 }
 
 fn has_status(res: &ResourceDef) -> bool {
@@ -89,7 +104,15 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
     if tracks_generation(res) {
         meta::set(obj, "generation", json!(1));
     }
+    if res.group == "batch" && res.kind == "Job" {
+        generate_job_selector(obj);
+    }
     default(res, obj);
+    if res.kind == "Service" && res.group.is_empty() {
+        // Upstream resets the status to an empty ServiceStatus, whose LoadBalancer struct is never
+        // omitted: `status: {loadBalancer: {}}`.
+        meta::set_path(obj, &["status"], json!({"loadBalancer": {}}));
+    }
     if res.kind == "Namespace" {
         meta::set_path(obj, &["status"], json!({"phase": "Active"}));
     }
@@ -269,10 +292,195 @@ pub fn default(res: &ResourceDef, obj: &mut Value) {
             set_default(obj, &["spec", "finalizers"], json!(["kubernetes"]));
         }
         "Secret" => set_default(obj, &["type"], json!("Opaque")),
+        "Job" => default_job(obj),
+        "CronJob" => {
+            set_default(obj, &["spec", "concurrencyPolicy"], json!("Allow"));
+            set_default(obj, &["spec", "suspend"], json!(false));
+            set_default(obj, &["spec", "successfulJobsHistoryLimit"], json!(3));
+            set_default(obj, &["spec", "failedJobsHistoryLimit"], json!(1));
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                default_pod_spec(spec);
+            }
+        }
+        "StatefulSet" => {
+            set_default(obj, &["spec", "podManagementPolicy"], json!("OrderedReady"));
+            let strategy_type =
+                obj.pointer("/spec/updateStrategy/type").and_then(Value::as_str).map(str::to_string);
+            if matches!(strategy_type.as_deref(), None | Some("RollingUpdate")) {
+                set_default(obj, &["spec", "updateStrategy", "type"], json!("RollingUpdate"));
+                set_default(obj, &["spec", "updateStrategy", "rollingUpdate", "partition"], json!(0));
+            }
+            set_default(obj, &["spec", "replicas"], json!(1));
+            set_default(obj, &["spec", "revisionHistoryLimit"], json!(10));
+            set_default(obj, &["spec", "persistentVolumeClaimRetentionPolicy", "whenDeleted"], json!("Retain"));
+            set_default(obj, &["spec", "persistentVolumeClaimRetentionPolicy", "whenScaled"], json!("Retain"));
+            if let Some(claims) = obj.pointer_mut("/spec/volumeClaimTemplates").and_then(Value::as_array_mut) {
+                for claim in claims {
+                    set_default(claim, &["spec", "volumeMode"], json!("Filesystem"));
+                    set_default(claim, &["status", "phase"], json!("Pending"));
+                }
+            }
+            default_template(obj);
+        }
+        "DaemonSet" => {
+            let strategy_type =
+                obj.pointer("/spec/updateStrategy/type").and_then(Value::as_str).map(str::to_string);
+            if matches!(strategy_type.as_deref(), None | Some("RollingUpdate")) {
+                set_default(obj, &["spec", "updateStrategy", "type"], json!("RollingUpdate"));
+                set_default(obj, &["spec", "updateStrategy", "rollingUpdate", "maxUnavailable"], json!(1));
+                set_default(obj, &["spec", "updateStrategy", "rollingUpdate", "maxSurge"], json!(0));
+            }
+            set_default(obj, &["spec", "revisionHistoryLimit"], json!(10));
+            default_template(obj);
+        }
+        "HorizontalPodAutoscaler" => {
+            set_default(obj, &["spec", "minReplicas"], json!(1));
+            let no_metrics = obj.pointer("/spec/metrics").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if no_metrics && obj.get("spec").is_some_and(Value::is_object) {
+                meta::set_path(
+                    obj,
+                    &["spec", "metrics"],
+                    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                );
+            }
+        }
+        "PersistentVolume" => {
+            set_default(obj, &["spec", "persistentVolumeReclaimPolicy"], json!("Retain"));
+            set_default(obj, &["spec", "volumeMode"], json!("Filesystem"));
+            set_default(obj, &["status", "phase"], json!("Pending"));
+        }
+        "PersistentVolumeClaim" => {
+            set_default(obj, &["spec", "volumeMode"], json!("Filesystem"));
+            set_default(obj, &["status", "phase"], json!("Pending"));
+        }
+        "PodTemplate" => {
+            if let Some(spec) = obj.pointer_mut("/template/spec") {
+                default_pod_spec(spec);
+            }
+        }
+        "StorageClass" => {
+            set_default(obj, &["reclaimPolicy"], json!("Delete"));
+            set_default(obj, &["volumeBindingMode"], json!("Immediate"));
+        }
+        "PriorityClass" => set_default(obj, &["preemptionPolicy"], json!("PreemptLowerPriority")),
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
+            let mutating = res.kind == "MutatingWebhookConfiguration";
+            if let Some(hooks) = obj.get_mut("webhooks").and_then(Value::as_array_mut) {
+                for hook in hooks {
+                    set_default(hook, &["failurePolicy"], json!("Fail"));
+                    set_default(hook, &["matchPolicy"], json!("Equivalent"));
+                    set_default(hook, &["namespaceSelector"], json!({}));
+                    set_default(hook, &["objectSelector"], json!({}));
+                    set_default(hook, &["timeoutSeconds"], json!(10));
+                    if mutating {
+                        set_default(hook, &["reinvocationPolicy"], json!("Never"));
+                    }
+                    if let Some(rules) = hook.get_mut("rules").and_then(Value::as_array_mut) {
+                        for rule in rules {
+                            set_default(rule, &["scope"], json!("*"));
+                        }
+                    }
+                    if let Some(svc) = hook.pointer_mut("/clientConfig/service") {
+                        set_default(svc, &["port"], json!(443));
+                    }
+                }
+            }
+        }
+        "ValidatingAdmissionPolicy" => {
+            set_default(obj, &["spec", "failurePolicy"], json!("Fail"));
+            if obj.pointer("/spec/matchConstraints").is_some_and(Value::is_object) {
+                set_default(obj, &["spec", "matchConstraints", "matchPolicy"], json!("Equivalent"));
+                set_default(obj, &["spec", "matchConstraints", "namespaceSelector"], json!({}));
+                set_default(obj, &["spec", "matchConstraints", "objectSelector"], json!({}));
+            }
+        }
         "Event" if res.group.is_empty() => {
             set_default(obj, &["type"], json!("Normal"));
         }
         _ => {}
+    }
+}
+
+/// Upstream's `SetDefaults_Job` (batch/v1, Kubernetes 1.33).
+fn default_job(obj: &mut Value) {
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        return;
+    }
+    let completions = obj.pointer("/spec/completions").is_some_and(|v| !v.is_null());
+    let parallelism = obj.pointer("/spec/parallelism").is_some_and(|v| !v.is_null());
+    if !completions && !parallelism {
+        meta::set_path(obj, &["spec", "completions"], json!(1));
+    }
+    set_default(obj, &["spec", "parallelism"], json!(1));
+    let per_index = obj.pointer("/spec/backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+    set_default(obj, &["spec", "backoffLimit"], json!(if per_index { i32::MAX as i64 } else { 6 }));
+    set_default(obj, &["spec", "completionMode"], json!("NonIndexed"));
+    set_default(obj, &["spec", "suspend"], json!(false));
+    set_default(obj, &["spec", "manualSelector"], json!(false));
+    let failure_policy = obj.pointer("/spec/podFailurePolicy").is_some_and(|v| !v.is_null());
+    set_default(
+        obj,
+        &["spec", "podReplacementPolicy"],
+        json!(if failure_policy { "Failed" } else { "TerminatingOrFailed" }),
+    );
+    if let Some(rules) = obj.pointer_mut("/spec/podFailurePolicy/rules").and_then(Value::as_array_mut) {
+        for rule in rules {
+            if let Some(conds) = rule.get_mut("onPodConditions").and_then(Value::as_array_mut) {
+                for c in conds {
+                    set_default(c, &["status"], json!("True"));
+                }
+            }
+        }
+    }
+    // A Job without labels takes its pod template's.
+    let no_labels =
+        meta::meta(obj).and_then(|m| m.get("labels")).and_then(Value::as_object).is_none_or(|m| m.is_empty());
+    if no_labels {
+        if let Some(labels) = obj.pointer("/spec/template/metadata/labels").filter(|l| l.is_object()).cloned() {
+            meta::set(obj, "labels", labels);
+        }
+    }
+    default_template(obj);
+}
+
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
+
+/// The Job strategy's `generateSelector` (unless `spec.manualSelector` is true): the pod template
+/// gets the job-name and controller-uid labels (both spellings, where not set), and the selector
+/// selects the controller-uid.
+fn generate_job_selector(obj: &mut Value) {
+    if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        return;
+    }
+    let name = meta::name(obj).unwrap_or("").to_string();
+    let uid = meta::uid(obj).unwrap_or("").to_string();
+    if !obj.pointer("/spec/template/metadata/labels").is_some_and(Value::is_object) {
+        meta::set_path(obj, &["spec", "template", "metadata", "labels"], json!({}));
+    }
+    if let Some(labels) = obj.pointer_mut("/spec/template/metadata/labels").and_then(Value::as_object_mut) {
+        for (k, v) in [
+            (LEGACY_JOB_NAME_LABEL, &name),
+            (JOB_NAME_LABEL, &name),
+            (LEGACY_CONTROLLER_UID_LABEL, &uid),
+            (CONTROLLER_UID_LABEL, &uid),
+        ] {
+            labels.entry(k).or_insert_with(|| json!(v));
+        }
+    }
+    if !obj.pointer("/spec/selector").is_some_and(Value::is_object) {
+        meta::set_path(obj, &["spec", "selector"], json!({}));
+    }
+    if !obj.pointer("/spec/selector/matchLabels").is_some_and(Value::is_object) {
+        meta::set_path(obj, &["spec", "selector", "matchLabels"], json!({}));
+    }
+    if let Some(ml) = obj.pointer_mut("/spec/selector/matchLabels").and_then(Value::as_object_mut) {
+        ml.entry(CONTROLLER_UID_LABEL).or_insert_with(|| json!(uid));
     }
 }
 
@@ -331,7 +539,7 @@ fn default_service(obj: &mut Value) {
 }
 
 /// Upstream's QoS class from container requests and limits.
-fn qos_class(pod: &Value) -> &'static str {
+pub(crate) fn qos_class(pod: &Value) -> &'static str {
     let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut any = false;
     let mut guaranteed = !containers.is_empty();
@@ -390,6 +598,21 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
     match res.kind {
         "Pod" => validate_pod_spec(obj.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" | "ReplicationController" => validate_workload(res, obj, old, &mut causes),
+        "StatefulSet" | "DaemonSet" => {
+            validate_workload(res, obj, old, &mut causes);
+            validate_restart_policy(
+                obj.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &["Always"],
+                &mut causes,
+            );
+        }
+        "Job" if res.group == "batch" => validate_job(obj, old, &mut causes),
+        "CronJob" => validate_cron_job(obj, &mut causes),
+        "PodDisruptionBudget" => validate_pdb(obj, &mut causes),
+        "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
+        "PersistentVolumeClaim" => validate_pvc(obj, &mut causes),
+        "PodTemplate" => validate_pod_spec(obj.pointer("/template/spec"), "template.spec", &mut causes),
         "Service" => validate_service(obj, &mut causes),
         _ => {}
     }
@@ -474,7 +697,17 @@ fn validate_workload(res: &ResourceDef, obj: &Value, old: Option<&Value>, causes
             let ml = sel.get("matchLabels").and_then(Value::as_object);
             let me = sel.get("matchExpressions").and_then(Value::as_array);
             if ml.is_none_or(|m| m.is_empty()) && me.is_none_or(|e| e.is_empty()) {
-                causes.push(Cause::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                // Upstream's ReplicaSet validation says "deployment" too.
+                let what = match res.kind {
+                    "StatefulSet" => "statefulset",
+                    "DaemonSet" => "daemonset",
+                    _ => "deployment",
+                };
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    "{}",
+                    &format!("empty selector is invalid for {what}"),
+                ));
             }
             ml.is_none_or(|m| {
                 m.iter().all(|(k, v)| {
@@ -543,5 +776,397 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
                 &["SCTP", "TCP", "UDP"],
             ));
         }
+    }
+}
+
+/// `spec.template.spec.restartPolicy` must be one of `allowed` (after defaulting, so never empty).
+fn validate_restart_policy(spec: Option<&Value>, at: &str, allowed: &[&str], causes: &mut Vec<Cause>) {
+    let Some(spec) = spec else { return };
+    let policy = spec.get("restartPolicy").and_then(Value::as_str).unwrap_or("");
+    if !allowed.contains(&policy) {
+        causes.push(Cause::not_supported(format!("{at}.restartPolicy"), format!("\"{policy}\""), allowed));
+    }
+}
+
+fn non_negative(obj: &Value, pointer: &str, field: &str, causes: &mut Vec<Cause>) {
+    if let Some(n) = obj.pointer(pointer).and_then(Value::as_i64) {
+        if n < 0 {
+            causes.push(Cause::invalid(field, n, "must be greater than or equal to 0"));
+        }
+    }
+}
+
+/// Whether a LabelSelector's matchLabels all appear in `labels` (expressions are not checked).
+fn selector_matches(selector: &Value, labels: Option<&Value>) -> bool {
+    let Some(ml) = selector.get("matchLabels").and_then(Value::as_object) else { return true };
+    ml.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn labels_go_map(labels: Option<&Value>) -> String {
+    let pairs: Vec<String> = labels
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    format!("map[string]string{{{}}}", pairs.join(","))
+}
+
+/// Upstream's `ValidateJob` / `ValidateJobUpdate`, the parts a user hits.
+fn validate_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    for f in ["parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished"]
+    {
+        non_negative(obj, &format!("/spec/{f}"), &format!("spec.{f}"), causes);
+    }
+    let labels = obj.pointer("/spec/template/metadata/labels");
+    match obj.pointer("/spec/selector").filter(|s| !s.is_null()) {
+        None => causes.push(Cause::required("spec.selector")),
+        Some(sel) => {
+            if !selector_matches(sel, labels) {
+                causes.push(Cause::invalid(
+                    "spec.template.metadata.labels",
+                    labels_go_map(labels),
+                    "`selector` does not match template `labels`",
+                ));
+            }
+            // With a generated selector, the selector must be the one generated for this Job.
+            if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true) {
+                let uid = meta::uid(obj).unwrap_or("");
+                let generated =
+                    sel.pointer(&format!("/matchLabels/{}", CONTROLLER_UID_LABEL.replace('/', "~1")));
+                if generated.and_then(Value::as_str) != Some(uid) {
+                    causes.push(Cause::invalid("spec.selector", sel, "`selector` not auto-generated"));
+                }
+            }
+        }
+    }
+    if obj.pointer("/spec/template").is_none_or(Value::is_null) {
+        causes.push(Cause::required("spec.template"));
+    }
+    let spec = obj.pointer("/spec/template/spec");
+    validate_pod_spec(spec, "spec.template.spec", causes);
+    validate_restart_policy(spec, "spec.template.spec", &["OnFailure", "Never"], causes);
+    let mode = obj.pointer("/spec/completionMode").and_then(Value::as_str).unwrap_or("NonIndexed");
+    if !["NonIndexed", "Indexed"].contains(&mode) {
+        causes.push(Cause::not_supported(
+            "spec.completionMode",
+            format!("\"{mode}\""),
+            &["NonIndexed", "Indexed"],
+        ));
+    }
+    if let Some(old) = old {
+        for (pointer, field) in [
+            ("/spec/selector", "spec.selector"),
+            ("/spec/completionMode", "spec.completionMode"),
+            ("/spec/podFailurePolicy", "spec.podFailurePolicy"),
+        ] {
+            if obj.pointer(pointer) != old.pointer(pointer) {
+                let v = obj.pointer(pointer).map(Value::to_string).unwrap_or_else(|| "null".into());
+                causes.push(Cause::invalid(field, v, "field is immutable"));
+            }
+        }
+        // Completions may change only together with parallelism in an Indexed Job (elastic).
+        let elastic = mode == "Indexed" && obj.pointer("/spec/completions") == obj.pointer("/spec/parallelism");
+        if !elastic && obj.pointer("/spec/completions") != old.pointer("/spec/completions") {
+            let v = obj.pointer("/spec/completions").map(Value::to_string).unwrap_or_else(|| "null".into());
+            causes.push(Cause::invalid("spec.completions", v, "field is immutable"));
+        }
+        // The pod template may change only while the Job is suspended (and has not started).
+        let suspended = obj.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+        if !suspended && obj.pointer("/spec/template") != old.pointer("/spec/template") {
+            let v = obj.pointer("/spec/template").map(Value::to_string).unwrap_or_else(|| "null".into());
+            causes.push(Cause::invalid("spec.template", v, "field is immutable"));
+        }
+    }
+}
+
+/// robfig/cron's `ParseStandard` field count (descriptors such as `@hourly` aside), with its message.
+fn cron_schedule_error(schedule: &str) -> Option<String> {
+    let s = schedule.trim();
+    if s.is_empty() {
+        return Some("empty spec string".into());
+    }
+    let s = match s.strip_prefix("TZ=").or_else(|| s.strip_prefix("CRON_TZ=")) {
+        Some(rest) => rest.split_once(' ').map(|(_, r)| r.trim()).unwrap_or(""),
+        None => s,
+    };
+    if s.starts_with('@') {
+        const DESCRIPTORS: &[&str] =
+            &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+        if DESCRIPTORS.contains(&s) || s.starts_with("@every ") {
+            return None;
+        }
+        return Some(format!("unrecognized descriptor: {s}"));
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Some(format!("expected exactly 5 fields, found {}: {}", fields.len(), fields.join(" ")));
+    }
+    for f in &fields {
+        let ok = f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'));
+        if !ok {
+            return Some(format!("failed to parse int from {f}"));
+        }
+    }
+    None
+}
+
+fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+    if let Some(name) = meta::name(obj) {
+        // The CronJob's name plus an 11-character suffix names its Jobs, which are labelled with it.
+        if name.len() > 52 {
+            causes.push(Cause::invalid(
+                "metadata.name",
+                format!("\"{name}\""),
+                "must be no more than 52 characters",
+            ));
+        }
+    }
+    match obj.pointer("/spec/schedule").and_then(Value::as_str) {
+        None | Some("") => causes.push(Cause::required("spec.schedule")),
+        Some(schedule) => {
+            if let Some(e) = cron_schedule_error(schedule) {
+                causes.push(Cause::invalid("spec.schedule", format!("\"{schedule}\""), &e));
+            }
+        }
+    }
+    let policy = obj.pointer("/spec/concurrencyPolicy").and_then(Value::as_str).unwrap_or("Allow");
+    if !["Allow", "Forbid", "Replace"].contains(&policy) {
+        causes.push(Cause::not_supported(
+            "spec.concurrencyPolicy",
+            format!("\"{policy}\""),
+            &["Allow", "Forbid", "Replace"],
+        ));
+    }
+    for f in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
+        non_negative(obj, &format!("/spec/{f}"), &format!("spec.{f}"), causes);
+    }
+    let spec = obj.pointer("/spec/jobTemplate/spec/template/spec");
+    validate_pod_spec(spec, "spec.jobTemplate.spec.template.spec", causes);
+    validate_restart_policy(spec, "spec.jobTemplate.spec.template.spec", &["OnFailure", "Never"], causes);
+}
+
+fn validate_pdb(obj: &Value, causes: &mut Vec<Cause>) {
+    let set = |k: &str| obj.pointer(&format!("/spec/{k}")).is_some_and(|v| !v.is_null());
+    if set("minAvailable") && set("maxUnavailable") {
+        causes.push(Cause::invalid(
+            "spec",
+            obj.pointer("/spec").map(Value::to_string).unwrap_or_default(),
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for k in ["minAvailable", "maxUnavailable"] {
+        match obj.pointer(&format!("/spec/{k}")) {
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => {
+                causes.push(Cause::invalid(format!("spec.{k}"), n, "must be greater than or equal to 0"))
+            }
+            Some(Value::String(s)) => {
+                let pct = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok());
+                match pct {
+                    None => causes.push(Cause::invalid(
+                        format!("spec.{k}"),
+                        format!("\"{s}\""),
+                        "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                    )),
+                    Some(p) if !(0..=100).contains(&p) => causes.push(Cause::invalid(
+                        format!("spec.{k}"),
+                        format!("\"{s}\""),
+                        "must not be greater than 100%",
+                    )),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn validate_hpa(obj: &Value, causes: &mut Vec<Cause>) {
+    for k in ["kind", "name"] {
+        if obj.pointer(&format!("/spec/scaleTargetRef/{k}")).and_then(Value::as_str).is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("spec.scaleTargetRef.{k}")));
+        }
+    }
+    let min = obj.pointer("/spec/minReplicas").and_then(Value::as_i64);
+    let max = obj.pointer("/spec/maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+    if let Some(min) = min {
+        if min < 1 {
+            causes.push(Cause::invalid("spec.minReplicas", min, "must be greater than or equal to 1"));
+        }
+    }
+    if max < 1 {
+        causes.push(Cause::invalid("spec.maxReplicas", max, "must be greater than 0"));
+    }
+    if let Some(min) = min {
+        if min > max && max >= 1 {
+            causes.push(Cause::invalid("spec.minReplicas", min, "must be less than or equal to maxReplicas"));
+        }
+    }
+}
+
+fn validate_pvc(obj: &Value, causes: &mut Vec<Cause>) {
+    const MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+    let modes = obj.pointer("/spec/accessModes").and_then(Value::as_array);
+    // A claim bound to a data source may omit its modes; everything else names at least one.
+    match modes {
+        None => causes.push(Cause::required_because("spec.accessModes", "at least 1 access mode is required")),
+        Some(m) if m.is_empty() => {
+            causes.push(Cause::required_because("spec.accessModes", "at least 1 access mode is required"))
+        }
+        Some(m) => {
+            for mode in m {
+                let s = mode.as_str().unwrap_or("");
+                if !MODES.contains(&s) {
+                    causes.push(Cause::not_supported("spec.accessModes", format!("\"{s}\""), MODES));
+                }
+            }
+        }
+    }
+    if obj.pointer("/spec/resources/requests/storage").is_none_or(Value::is_null) {
+        causes.push(Cause::required("spec.resources[storage]"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(group: &str, version: &str, plural: &str) -> &'static ResourceDef {
+        api_types::resources::lookup(group, version, plural).unwrap()
+    }
+
+    fn created(r: &ResourceDef, mut obj: Value) -> Value {
+        meta::set(&mut obj, "uid", json!("u-1"));
+        prepare_create(r, &mut obj);
+        obj
+    }
+
+    #[test]
+    fn job_defaults_and_generated_selector_are_upstreams() {
+        let jobs = res("batch", "v1", "jobs");
+        let job = created(
+            jobs,
+            json!({"metadata": {"name": "x", "namespace": "default"}, "spec": {"template": {"spec": {
+                "containers": [{"name": "x", "image": "busybox"}], "restartPolicy": "Never"}}}}),
+        );
+        let spec = &job["spec"];
+        assert_eq!(
+            (&spec["parallelism"], &spec["completions"], &spec["backoffLimit"], &spec["completionMode"]),
+            (&json!(1), &json!(1), &json!(6), &json!("NonIndexed"))
+        );
+        assert_eq!((&spec["suspend"], &spec["manualSelector"]), (&json!(false), &json!(false)));
+        assert_eq!(spec["podReplacementPolicy"], "TerminatingOrFailed");
+        assert_eq!(spec["selector"], json!({"matchLabels": {CONTROLLER_UID_LABEL: "u-1"}}));
+        let want = json!({"batch.kubernetes.io/controller-uid": "u-1", "batch.kubernetes.io/job-name": "x",
+                          "controller-uid": "u-1", "job-name": "x"});
+        assert_eq!(spec["template"]["metadata"]["labels"], want);
+        assert_eq!(job["metadata"]["labels"], want, "a Job without labels takes its template's");
+        assert_eq!(job["metadata"]["generation"], 1);
+        assert!(validate(jobs, &job, None).is_empty(), "{:?}", validate(jobs, &job, None));
+        assert_eq!(spec["template"]["spec"]["terminationGracePeriodSeconds"], 30);
+    }
+
+    #[test]
+    fn job_faults_have_upstreams_causes() {
+        let jobs = res("batch", "v1", "jobs");
+        let job = created(
+            jobs,
+            json!({"metadata": {"name": "x"}, "spec": {"template": {"spec": {"containers": []}}}}),
+        );
+        let fields: Vec<String> = validate(jobs, &job, None).iter().map(|c| c.field.clone()).collect();
+        assert_eq!(fields, ["spec.template.spec.containers", "spec.template.spec.restartPolicy"]);
+        let causes = validate(jobs, &job, None);
+        assert_eq!(
+            causes[1].message,
+            "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+        );
+        // Immutable fields on update.
+        let ok = created(
+            jobs,
+            json!({"metadata": {"name": "x"}, "spec": {"template": {"spec": {
+                "containers": [{"name": "x", "image": "busybox"}], "restartPolicy": "Never"}}}}),
+        );
+        let mut changed = ok.clone();
+        changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+        changed["spec"]["completions"] = json!(3);
+        let causes = validate(jobs, &changed, Some(&ok));
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.completions", "spec.template"], "{causes:?}");
+        assert!(causes.iter().all(|c| c.message.ends_with("field is immutable")));
+        // A selector the user wrote without manualSelector is refused.
+        let mut foreign = ok.clone();
+        foreign["spec"]["selector"]["matchLabels"][CONTROLLER_UID_LABEL] = json!("other");
+        let causes = validate(jobs, &foreign, None);
+        assert!(causes.iter().any(|c| c.message.contains("`selector` not auto-generated")), "{causes:?}");
+    }
+
+    #[test]
+    fn workload_and_storage_defaults() {
+        let sts = created(
+            res("apps", "v1", "statefulsets"),
+            json!({"metadata": {"name": "w"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+                   "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+                   "volumeClaimTemplates": [{"metadata": {"name": "d"}, "spec": {}}]}}),
+        );
+        assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
+        assert_eq!(
+            sts["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
+        assert_eq!((&sts["spec"]["replicas"], &sts["spec"]["revisionHistoryLimit"]), (&json!(1), &json!(10)));
+        assert_eq!(sts["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"], "Filesystem");
+        let ds = created(res("apps", "v1", "daemonsets"), json!({"metadata": {"name": "d"}, "spec": {}}));
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
+        let cj = created(
+            res("batch", "v1", "cronjobs"),
+            json!({"metadata": {"name": "c"}, "spec": {"schedule": "* * * * *"}}),
+        );
+        assert_eq!(
+            (&cj["spec"]["concurrencyPolicy"], &cj["spec"]["suspend"]),
+            (&json!("Allow"), &json!(false))
+        );
+        assert_eq!(
+            (&cj["spec"]["successfulJobsHistoryLimit"], &cj["spec"]["failedJobsHistoryLimit"]),
+            (&json!(3), &json!(1))
+        );
+        let pvc =
+            created(res("", "v1", "persistentvolumeclaims"), json!({"metadata": {"name": "p"}, "spec": {}}));
+        assert_eq!(
+            (&pvc["spec"]["volumeMode"], &pvc["status"]["phase"]),
+            (&json!("Filesystem"), &json!("Pending"))
+        );
+        let pv = created(res("", "v1", "persistentvolumes"), json!({"metadata": {"name": "p"}, "spec": {}}));
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        let svc = created(
+            res("", "v1", "services"),
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}, "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}}),
+        );
+        assert_eq!(svc["status"], json!({"loadBalancer": {}}), "a created Service's status is reset");
+        let hpa = created(
+            res("autoscaling", "v2", "horizontalpodautoscalers"),
+            json!({"metadata": {"name": "h"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5}}),
+        );
+        assert_eq!(hpa["spec"]["minReplicas"], 1);
+        assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
+    }
+
+    #[test]
+    fn cron_schedules_are_checked_as_robfig_cron_parses_them() {
+        assert_eq!(cron_schedule_error("*/1 * * * *"), None);
+        assert_eq!(cron_schedule_error("@hourly"), None);
+        assert_eq!(cron_schedule_error("TZ=UTC 0 0 * * *"), None);
+        assert_eq!(cron_schedule_error("nope").as_deref(), Some("expected exactly 5 fields, found 1: nope"));
+        assert!(cron_schedule_error("@sometimes").is_some());
+        let causes = validate(
+            res("batch", "v1", "cronjobs"),
+            &json!({"metadata": {"name": "c"}, "spec": {"schedule": "x y"}}),
+            None,
+        );
+        assert_eq!(causes[0].field, "spec.schedule");
     }
 }

@@ -8,10 +8,13 @@
 //! so the cells equal what upstream shows for the same stored bytes.
 //!
 //! - `columns.rs` / `descriptions.rs`: column definitions.
-//! - `pods.rs`, `workloads.rs`, `network.rs`, `cluster.rs`: one row function per resource.
+//! - `pods.rs`, `workloads.rs`, `network.rs`, `cluster.rs`, `batch.rs`, `admin.rs`: one row function per
+//!   resource.
 //! - `duration.rs`: upstream's `HumanDuration` family.
 //! - `json.rs`: tolerant field readers and label/selector formatting.
 
+mod admin;
+mod batch;
 mod cluster;
 mod columns;
 mod descriptions;
@@ -118,6 +121,36 @@ enum Printer {
     Secret,
     ServiceAccount,
     ComponentStatus,
+    Job,
+    CronJob,
+    StatefulSet,
+    DaemonSet,
+    ControllerRevision,
+    PodDisruptionBudget,
+    HorizontalPodAutoscaler,
+    NetworkPolicy,
+    IPAddress,
+    ServiceCIDR,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    ResourceQuota,
+    LimitRange,
+    PodTemplate,
+    StorageClass,
+    CsiDriver,
+    CsiNode,
+    CsiStorageCapacity,
+    VolumeAttachment,
+    PriorityClass,
+    RuntimeClass,
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+    CertificateSigningRequest,
+    FlowSchema,
+    PriorityLevelConfiguration,
+    ApiService,
     Default,
 }
 
@@ -142,6 +175,44 @@ impl Printer {
             ("", "Secret") => Printer::Secret,
             ("", "ServiceAccount") => Printer::ServiceAccount,
             ("", "ComponentStatus") => Printer::ComponentStatus,
+            ("batch", "Job") => Printer::Job,
+            ("batch", "CronJob") => Printer::CronJob,
+            ("apps", "StatefulSet") => Printer::StatefulSet,
+            ("apps", "DaemonSet") => Printer::DaemonSet,
+            ("apps", "ControllerRevision") => Printer::ControllerRevision,
+            ("policy", "PodDisruptionBudget") => Printer::PodDisruptionBudget,
+            ("autoscaling", "HorizontalPodAutoscaler") => Printer::HorizontalPodAutoscaler,
+            ("networking.k8s.io", "NetworkPolicy") => Printer::NetworkPolicy,
+            ("networking.k8s.io", "IPAddress") => Printer::IPAddress,
+            ("networking.k8s.io", "ServiceCIDR") => Printer::ServiceCIDR,
+            ("", "PersistentVolume") => Printer::PersistentVolume,
+            ("", "PersistentVolumeClaim") => Printer::PersistentVolumeClaim,
+            ("", "ResourceQuota") => Printer::ResourceQuota,
+            ("", "LimitRange") => Printer::LimitRange,
+            ("", "PodTemplate") => Printer::PodTemplate,
+            ("storage.k8s.io", "StorageClass") => Printer::StorageClass,
+            ("storage.k8s.io", "CSIDriver") => Printer::CsiDriver,
+            ("storage.k8s.io", "CSINode") => Printer::CsiNode,
+            ("storage.k8s.io", "CSIStorageCapacity") => Printer::CsiStorageCapacity,
+            ("storage.k8s.io", "VolumeAttachment") => Printer::VolumeAttachment,
+            ("scheduling.k8s.io", "PriorityClass") => Printer::PriorityClass,
+            ("node.k8s.io", "RuntimeClass") => Printer::RuntimeClass,
+            ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+                Printer::MutatingWebhookConfiguration
+            }
+            ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+                Printer::ValidatingWebhookConfiguration
+            }
+            ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => Printer::ValidatingAdmissionPolicy,
+            ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
+                Printer::ValidatingAdmissionPolicyBinding
+            }
+            ("certificates.k8s.io", "CertificateSigningRequest") => Printer::CertificateSigningRequest,
+            ("flowcontrol.apiserver.k8s.io", "FlowSchema") => Printer::FlowSchema,
+            ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration") => {
+                Printer::PriorityLevelConfiguration
+            }
+            ("apiregistration.k8s.io", "APIService") => Printer::ApiService,
             _ => Printer::Default,
         }
     }
@@ -165,6 +236,36 @@ impl Printer {
             Printer::Secret => columns::SECRET,
             Printer::ServiceAccount => columns::SERVICE_ACCOUNT,
             Printer::ComponentStatus => columns::COMPONENT_STATUS,
+            Printer::Job => columns::JOB,
+            Printer::CronJob => columns::CRON_JOB,
+            Printer::StatefulSet => columns::STATEFUL_SET,
+            Printer::DaemonSet => columns::DAEMON_SET,
+            Printer::ControllerRevision => columns::CONTROLLER_REVISION,
+            Printer::PodDisruptionBudget => columns::POD_DISRUPTION_BUDGET,
+            Printer::HorizontalPodAutoscaler => columns::HORIZONTAL_POD_AUTOSCALER,
+            Printer::NetworkPolicy => columns::NETWORK_POLICY,
+            Printer::IPAddress => columns::IP_ADDRESS,
+            Printer::ServiceCIDR => columns::SERVICE_CIDR,
+            Printer::PersistentVolume => columns::PERSISTENT_VOLUME,
+            Printer::PersistentVolumeClaim => columns::PERSISTENT_VOLUME_CLAIM,
+            Printer::ResourceQuota => columns::RESOURCE_QUOTA,
+            Printer::LimitRange => columns::LIMIT_RANGE,
+            Printer::PodTemplate => columns::POD_TEMPLATE,
+            Printer::StorageClass => columns::STORAGE_CLASS,
+            Printer::CsiDriver => columns::CSI_DRIVER,
+            Printer::CsiNode => columns::CSI_NODE,
+            Printer::CsiStorageCapacity => columns::CSI_STORAGE_CAPACITY,
+            Printer::VolumeAttachment => columns::VOLUME_ATTACHMENT,
+            Printer::PriorityClass => columns::PRIORITY_CLASS,
+            Printer::RuntimeClass => columns::RUNTIME_CLASS,
+            Printer::MutatingWebhookConfiguration => columns::WEBHOOK_CONFIGURATION,
+            Printer::ValidatingWebhookConfiguration => columns::WEBHOOK_CONFIGURATION,
+            Printer::ValidatingAdmissionPolicy => columns::VALIDATING_ADMISSION_POLICY,
+            Printer::ValidatingAdmissionPolicyBinding => columns::VALIDATING_ADMISSION_POLICY_BINDING,
+            Printer::CertificateSigningRequest => columns::CERTIFICATE_SIGNING_REQUEST,
+            Printer::FlowSchema => columns::FLOW_SCHEMA,
+            Printer::PriorityLevelConfiguration => columns::PRIORITY_LEVEL_CONFIGURATION,
+            Printer::ApiService => columns::API_SERVICE,
             Printer::Default => columns::DEFAULT,
         }
     }
@@ -189,6 +290,36 @@ impl Printer {
             Printer::Secret => cluster::secret_row(v, now),
             Printer::ServiceAccount => cluster::service_account_row(v, now),
             Printer::ComponentStatus => cluster::component_status_row(v),
+            Printer::Job => batch::job_row(v, now),
+            Printer::CronJob => batch::cron_job_row(v, now),
+            Printer::StatefulSet => batch::stateful_set_row(v, now),
+            Printer::DaemonSet => batch::daemon_set_row(v, now),
+            Printer::ControllerRevision => batch::controller_revision_row(v, now),
+            Printer::PodDisruptionBudget => batch::pod_disruption_budget_row(v, now),
+            Printer::HorizontalPodAutoscaler => batch::horizontal_pod_autoscaler_row(v, now),
+            Printer::NetworkPolicy => admin::network_policy_row(v, now),
+            Printer::IPAddress => admin::ip_address_row(v),
+            Printer::ServiceCIDR => admin::service_cidr_row(v, now),
+            Printer::PersistentVolume => admin::persistent_volume_row(v, now),
+            Printer::PersistentVolumeClaim => admin::persistent_volume_claim_row(v, now),
+            Printer::ResourceQuota => admin::resource_quota_row(v, now),
+            Printer::LimitRange => admin::limit_range_row(v),
+            Printer::PodTemplate => admin::pod_template_row(v),
+            Printer::StorageClass => admin::storage_class_row(v, now),
+            Printer::CsiDriver => admin::csi_driver_row(v, now),
+            Printer::CsiNode => admin::csi_node_row(v, now),
+            Printer::CsiStorageCapacity => admin::csi_storage_capacity_row(v),
+            Printer::VolumeAttachment => admin::volume_attachment_row(v, now),
+            Printer::PriorityClass => admin::priority_class_row(v, now),
+            Printer::RuntimeClass => admin::runtime_class_row(v, now),
+            Printer::MutatingWebhookConfiguration => admin::webhook_configuration_row(v, now),
+            Printer::ValidatingWebhookConfiguration => admin::webhook_configuration_row(v, now),
+            Printer::ValidatingAdmissionPolicy => admin::validating_admission_policy_row(v, now),
+            Printer::ValidatingAdmissionPolicyBinding => admin::validating_admission_policy_binding_row(v, now),
+            Printer::CertificateSigningRequest => admin::certificate_signing_request_row(v, now),
+            Printer::FlowSchema => admin::flow_schema_row(v, now),
+            Printer::PriorityLevelConfiguration => admin::priority_level_configuration_row(v, now),
+            Printer::ApiService => admin::api_service_row(v, now),
             Printer::Default => cluster::default_row(v, now),
         }
     }

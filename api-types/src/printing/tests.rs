@@ -606,3 +606,73 @@ fn every_resource_prints_junk_without_panicking() {
         }
     }
 }
+
+fn cells_of(group: &str, version: &str, plural: &str, obj: Value) -> Vec<Value> {
+    let r = lookup(group, version, plural).unwrap();
+    table(r, &[obj], &opts())["rows"][0]["cells"].as_array().unwrap().clone()
+}
+
+#[test]
+fn jobs_print_status_completions_and_duration_as_upstream() {
+    let done = json!({"metadata": meta("pi"), "spec": {"completions": 3, "selector": {"matchLabels": {"a": "b"}},
+        "template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}},
+        "status": {"succeeded": 3, "startTime": "2024-05-01T11:00:00Z", "completionTime": "2024-05-01T11:01:05Z",
+                   "conditions": [{"type": "Complete", "status": "True"}]}});
+    assert_eq!(
+        cells_of("batch", "v1", "jobs", done),
+        json!(["pi", "Complete", "3/3", "65s", "60m", "pi", "perl", "a=b"]).as_array().unwrap().clone()
+    );
+    let running = json!({"metadata": meta("r"), "spec": {"parallelism": 4},
+        "status": {"startTime": "2024-05-01T11:58:00Z", "conditions": [{"type": "Complete", "status": "False"}]}});
+    let c = cells_of("batch", "v1", "jobs", running);
+    assert_eq!((&c[1], &c[2], &c[3]), (&json!("Running"), &json!("0/1 of 4"), &json!("2m")));
+    let cj = json!({"metadata": meta("c"), "spec": {"schedule": "@hourly", "suspend": true, "timeZone": "Etc/UTC"},
+        "status": {"active": [{"name": "c-1"}], "lastScheduleTime": "2024-05-01T11:59:00Z"}});
+    let c = cells_of("batch", "v1", "cronjobs", cj);
+    assert_eq!(c[..6], json!(["c", "@hourly", "Etc/UTC", "True", 1, "60s"]).as_array().unwrap()[..]);
+}
+
+#[test]
+fn hpa_quota_pv_and_revision_cells() {
+    let hpa = json!({"metadata": meta("h"), "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 9,
+        "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+            {"type": "Pods", "pods": {"target": {"averageValue": "1k"}}}]},
+        "status": {"currentReplicas": 2, "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 12}}}]}});
+    let c = cells_of("autoscaling", "v2", "horizontalpodautoscalers", hpa);
+    assert_eq!(c[2], "cpu: 12%/50%, memory: <unknown>/100Mi + 1 more...");
+    assert_eq!((&c[3], &c[4], &c[5]), (&json!("<unset>"), &json!(9), &json!(2)));
+    let rq = json!({"metadata": meta("q"), "status": {"hard": {"pods": "10", "limits.memory": "2Gi", "requests.cpu": "1"},
+        "used": {"pods": "3"}}});
+    let c = cells_of("", "v1", "resourcequotas", rq);
+    assert_eq!((&c[2], &c[3]), (&json!("pods: 3/10, requests.cpu: 0/1"), &json!("limits.memory: 0/2Gi")));
+    let pv = json!({"metadata": meta("pv"), "spec": {"capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Delete", "claimRef": {"namespace": "default", "name": "c"}, "storageClassName": "fast",
+        "volumeMode": "Block"}, "status": {"phase": "Bound"}});
+    let c = cells_of("", "v1", "persistentvolumes", pv);
+    assert_eq!(
+        c,
+        json!(["pv", "5Gi", "RWO,RWX", "Delete", "Bound", "default/c", "fast", "<unset>", "", "60m", "Block"])
+            .as_array()
+            .unwrap()
+            .clone()
+    );
+    let cr = json!({"metadata": {"name": "web-7d", "creationTimestamp": "2024-05-01T11:00:00Z",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "controller": true}]}, "revision": 2});
+    assert_eq!(
+        cells_of("apps", "v1", "controllerrevisions", cr),
+        json!(["web-7d", "statefulset.apps/web", 2, "60m"]).as_array().unwrap().clone()
+    );
+}
+
+#[test]
+fn new_printers_tolerate_any_json() {
+    for r in RESOURCES.iter().filter(|r| r.stored) {
+        for odd in [json!({}), json!({"metadata": 5, "spec": [], "status": "x"}), json!(null)] {
+            let t = table(r, &[odd], &opts());
+            let cols = t["columnDefinitions"].as_array().unwrap().len();
+            assert_eq!(t["rows"][0]["cells"].as_array().unwrap().len(), cols, "{}", r.kind);
+        }
+    }
+}

@@ -20,18 +20,47 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("", "v1", "Secret", &API_CORE_V1_SECRET),
     ("", "v1", "ServiceAccount", &API_CORE_V1_SERVICE_ACCOUNT),
     ("", "v1", "ReplicationController", &API_CORE_V1_REPLICATION_CONTROLLER),
+    ("", "v1", "PersistentVolume", &API_CORE_V1_PERSISTENT_VOLUME),
+    ("", "v1", "PersistentVolumeClaim", &API_CORE_V1_PERSISTENT_VOLUME_CLAIM),
+    ("", "v1", "ResourceQuota", &API_CORE_V1_RESOURCE_QUOTA),
+    ("", "v1", "LimitRange", &API_CORE_V1_LIMIT_RANGE),
+    ("", "v1", "PodTemplate", &API_CORE_V1_POD_TEMPLATE),
     ("", "v1", "ComponentStatus", &API_CORE_V1_COMPONENT_STATUS),
     ("apps", "v1", "Deployment", &API_APPS_V1_DEPLOYMENT),
     ("apps", "v1", "ReplicaSet", &API_APPS_V1_REPLICA_SET),
+    ("apps", "v1", "StatefulSet", &API_APPS_V1_STATEFUL_SET),
+    ("apps", "v1", "DaemonSet", &API_APPS_V1_DAEMON_SET),
+    ("apps", "v1", "ControllerRevision", &API_APPS_V1_CONTROLLER_REVISION),
+    ("batch", "v1", "Job", &API_BATCH_V1_JOB),
+    ("batch", "v1", "CronJob", &API_BATCH_V1_CRON_JOB),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler", &API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER),
+    ("policy", "v1", "PodDisruptionBudget", &API_POLICY_V1_POD_DISRUPTION_BUDGET),
     ("discovery.k8s.io", "v1", "EndpointSlice", &API_DISCOVERY_V1_ENDPOINT_SLICE),
     ("networking.k8s.io", "v1", "Ingress", &API_NETWORKING_V1_INGRESS),
     ("networking.k8s.io", "v1", "IngressClass", &API_NETWORKING_V1_INGRESS_CLASS),
+    ("networking.k8s.io", "v1", "NetworkPolicy", &API_NETWORKING_V1_NETWORK_POLICY),
+    ("networking.k8s.io", "v1", "IPAddress", &API_NETWORKING_V1_IP_ADDRESS),
+    ("networking.k8s.io", "v1", "ServiceCIDR", &API_NETWORKING_V1_SERVICE_CIDR),
     ("coordination.k8s.io", "v1", "Lease", &API_COORDINATION_V1_LEASE),
     ("rbac.authorization.k8s.io", "v1", "Role", &API_RBAC_V1_ROLE),
     ("rbac.authorization.k8s.io", "v1", "RoleBinding", &API_RBAC_V1_ROLE_BINDING),
     ("rbac.authorization.k8s.io", "v1", "ClusterRole", &API_RBAC_V1_CLUSTER_ROLE),
     ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", &API_RBAC_V1_CLUSTER_ROLE_BINDING),
     ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", &API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW),
+    ("storage.k8s.io", "v1", "StorageClass", &API_STORAGE_V1_STORAGE_CLASS),
+    ("storage.k8s.io", "v1", "CSIDriver", &API_STORAGE_V1_CSI_DRIVER),
+    ("storage.k8s.io", "v1", "CSINode", &API_STORAGE_V1_CSI_NODE),
+    ("storage.k8s.io", "v1", "CSIStorageCapacity", &API_STORAGE_V1_CSI_STORAGE_CAPACITY),
+    ("storage.k8s.io", "v1", "VolumeAttachment", &API_STORAGE_V1_VOLUME_ATTACHMENT),
+    ("scheduling.k8s.io", "v1", "PriorityClass", &API_SCHEDULING_V1_PRIORITY_CLASS),
+    ("node.k8s.io", "v1", "RuntimeClass", &API_NODE_V1_RUNTIME_CLASS),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", &API_ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", &API_ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION),
+    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", &API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY),
+    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", &API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING),
+    ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", &API_FLOWCONTROL_V1_FLOW_SCHEMA),
+    ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", &API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION),
+    ("apiregistration.k8s.io", "v1", "APIService", &KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE),
     ("events.k8s.io", "v1", "Event", &API_EVENTS_V1_EVENT),
     ("", "v1", "Binding", &API_CORE_V1_BINDING),
     ("autoscaling", "v1", "Scale", &API_AUTOSCALING_V1_SCALE),
@@ -39,6 +68,293 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("authentication.k8s.io", "v1", "TokenRequest", &API_AUTHENTICATION_V1_TOKEN_REQUEST),
     ("meta.k8s.io", "v1", "DeleteOptions", &APIMACHINERY_PKG_APIS_META_V1_DELETE_OPTIONS),
 ];
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_AUDIT_ANNOTATION: Message = Message {
+    name: "api.admissionregistration.v1.AuditAnnotation",
+    fields: &[
+        F { tag: 1, json: "key", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "valueExpression", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_EXPRESSION_WARNING: Message = Message {
+    name: "api.admissionregistration.v1.ExpressionWarning",
+    fields: &[
+        F { tag: 2, json: "fieldRef", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "warning", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_MATCH_CONDITION: Message = Message {
+    name: "api.admissionregistration.v1.MatchCondition",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "expression", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_MATCH_RESOURCES: Message = Message {
+    name: "api.admissionregistration.v1.MatchResources",
+    fields: &[
+        F { tag: 1, json: "namespaceSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 2, json: "objectSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 3, json: "resourceRules", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS), label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "excludeResourceRules", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS), label: L::Repeated, keep_zero: false },
+        F { tag: 7, json: "matchPolicy", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK: Message = Message {
+    name: "api.admissionregistration.v1.MutatingWebhook",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "clientConfig", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG), label: L::One, keep_zero: false },
+        F { tag: 3, json: "rules", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS), label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "failurePolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "namespaceSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 6, json: "sideEffects", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "timeoutSeconds", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 8, json: "admissionReviewVersions", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 9, json: "matchPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 10, json: "reinvocationPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 11, json: "objectSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 12, json: "matchConditions", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_MATCH_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK_CONFIGURATION: Message = Message {
+    name: "api.admissionregistration.v1.MutatingWebhookConfiguration",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "webhooks", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_MUTATING_WEBHOOK), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_NAMED_RULE_WITH_OPERATIONS: Message = Message {
+    name: "api.admissionregistration.v1.NamedRuleWithOperations",
+    fields: &[
+        F { tag: 1, json: "resourceNames", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS), label: L::Inline, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_PARAM_KIND: Message = Message {
+    name: "api.admissionregistration.v1.ParamKind",
+    fields: &[
+        F { tag: 1, json: "apiVersion", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_PARAM_REF: Message = Message {
+    name: "api.admissionregistration.v1.ParamRef",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "selector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 4, json: "parameterNotFoundAction", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_RULE: Message = Message {
+    name: "api.admissionregistration.v1.Rule",
+    fields: &[
+        F { tag: 1, json: "apiGroups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "apiVersions", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "resources", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "scope", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS: Message = Message {
+    name: "api.admissionregistration.v1.RuleWithOperations",
+    fields: &[
+        F { tag: 1, json: "operations", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_RULE), label: L::Inline, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_SERVICE_REFERENCE: Message = Message {
+    name: "api.admissionregistration.v1.ServiceReference",
+    fields: &[
+        F { tag: 1, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "path", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "port", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_TYPE_CHECKING: Message = Message {
+    name: "api.admissionregistration.v1.TypeChecking",
+    fields: &[
+        F { tag: 1, json: "expressionWarnings", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_EXPRESSION_WARNING), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingAdmissionPolicy",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingAdmissionPolicyBinding",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING_SPEC: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingAdmissionPolicyBindingSpec",
+    fields: &[
+        F { tag: 1, json: "policyName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "paramRef", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_PARAM_REF), label: L::One, keep_zero: false },
+        F { tag: 3, json: "matchResources", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_MATCH_RESOURCES), label: L::One, keep_zero: false },
+        F { tag: 4, json: "validationActions", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_SPEC: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingAdmissionPolicySpec",
+    fields: &[
+        F { tag: 1, json: "paramKind", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_PARAM_KIND), label: L::One, keep_zero: false },
+        F { tag: 2, json: "matchConstraints", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_MATCH_RESOURCES), label: L::One, keep_zero: false },
+        F { tag: 3, json: "validations", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_VALIDATION), label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "failurePolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "auditAnnotations", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_AUDIT_ANNOTATION), label: L::Repeated, keep_zero: false },
+        F { tag: 6, json: "matchConditions", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_MATCH_CONDITION), label: L::Repeated, keep_zero: false },
+        F { tag: 7, json: "variables", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_VARIABLE), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_STATUS: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingAdmissionPolicyStatus",
+    fields: &[
+        F { tag: 1, json: "observedGeneration", kind: K::Int64, label: L::One, keep_zero: false },
+        F { tag: 2, json: "typeChecking", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_TYPE_CHECKING), label: L::One, keep_zero: false },
+        F { tag: 3, json: "conditions", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingWebhook",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "clientConfig", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG), label: L::One, keep_zero: false },
+        F { tag: 3, json: "rules", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_RULE_WITH_OPERATIONS), label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "failurePolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "namespaceSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 6, json: "sideEffects", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "timeoutSeconds", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 8, json: "admissionReviewVersions", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 9, json: "matchPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 10, json: "objectSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 11, json: "matchConditions", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_MATCH_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION: Message = Message {
+    name: "api.admissionregistration.v1.ValidatingWebhookConfiguration",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "webhooks", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VALIDATION: Message = Message {
+    name: "api.admissionregistration.v1.Validation",
+    fields: &[
+        F { tag: 1, json: "expression", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "message", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "messageExpression", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_VARIABLE: Message = Message {
+    name: "api.admissionregistration.v1.Variable",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "expression", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_ADMISSIONREGISTRATION_V1_WEBHOOK_CLIENT_CONFIG: Message = Message {
+    name: "api.admissionregistration.v1.WebhookClientConfig",
+    fields: &[
+        F { tag: 1, json: "service", kind: K::Message(&API_ADMISSIONREGISTRATION_V1_SERVICE_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "caBundle", kind: K::Bytes, label: L::One, keep_zero: false },
+        F { tag: 3, json: "url", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_CONTROLLER_REVISION: Message = Message {
+    name: "api.apps.v1.ControllerRevision",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "data", kind: K::Special(S::RawExtension), label: L::One, keep_zero: false },
+        F { tag: 3, json: "revision", kind: K::Int64, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_DAEMON_SET: Message = Message {
+    name: "api.apps.v1.DaemonSet",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_APPS_V1_DAEMON_SET_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_APPS_V1_DAEMON_SET_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_DAEMON_SET_CONDITION: Message = Message {
+    name: "api.apps.v1.DaemonSetCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_DAEMON_SET_SPEC: Message = Message {
+    name: "api.apps.v1.DaemonSetSpec",
+    fields: &[
+        F { tag: 1, json: "selector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 2, json: "template", kind: K::Message(&API_CORE_V1_POD_TEMPLATE_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "updateStrategy", kind: K::Message(&API_APPS_V1_DAEMON_SET_UPDATE_STRATEGY), label: L::One, keep_zero: false },
+        F { tag: 4, json: "minReadySeconds", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 6, json: "revisionHistoryLimit", kind: K::Int32, label: L::One, keep_zero: true },
+    ],
+};
+
+pub(crate) static API_APPS_V1_DAEMON_SET_STATUS: Message = Message {
+    name: "api.apps.v1.DaemonSetStatus",
+    fields: &[
+        F { tag: 1, json: "currentNumberScheduled", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 2, json: "numberMisscheduled", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "desiredNumberScheduled", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "numberReady", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 5, json: "observedGeneration", kind: K::Int64, label: L::One, keep_zero: false },
+        F { tag: 6, json: "updatedNumberScheduled", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 7, json: "numberAvailable", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 8, json: "numberUnavailable", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 9, json: "collisionCount", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 10, json: "conditions", kind: K::Message(&API_APPS_V1_DAEMON_SET_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_DAEMON_SET_UPDATE_STRATEGY: Message = Message {
+    name: "api.apps.v1.DaemonSetUpdateStrategy",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "rollingUpdate", kind: K::Message(&API_APPS_V1_ROLLING_UPDATE_DAEMON_SET), label: L::One, keep_zero: false },
+    ],
+};
 
 pub(crate) static API_APPS_V1_DEPLOYMENT: Message = Message {
     name: "api.apps.v1.Deployment",
@@ -141,11 +457,103 @@ pub(crate) static API_APPS_V1_REPLICA_SET_STATUS: Message = Message {
     ],
 };
 
+pub(crate) static API_APPS_V1_ROLLING_UPDATE_DAEMON_SET: Message = Message {
+    name: "api.apps.v1.RollingUpdateDaemonSet",
+    fields: &[
+        F { tag: 1, json: "maxUnavailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+        F { tag: 2, json: "maxSurge", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+    ],
+};
+
 pub(crate) static API_APPS_V1_ROLLING_UPDATE_DEPLOYMENT: Message = Message {
     name: "api.apps.v1.RollingUpdateDeployment",
     fields: &[
         F { tag: 1, json: "maxUnavailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
         F { tag: 2, json: "maxSurge", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+    ],
+};
+
+pub(crate) static API_APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY: Message = Message {
+    name: "api.apps.v1.RollingUpdateStatefulSetStrategy",
+    fields: &[
+        F { tag: 1, json: "partition", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 2, json: "maxUnavailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET: Message = Message {
+    name: "api.apps.v1.StatefulSet",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_APPS_V1_STATEFUL_SET_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_APPS_V1_STATEFUL_SET_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET_CONDITION: Message = Message {
+    name: "api.apps.v1.StatefulSetCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET_ORDINALS: Message = Message {
+    name: "api.apps.v1.StatefulSetOrdinals",
+    fields: &[
+        F { tag: 1, json: "start", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY: Message = Message {
+    name: "api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy",
+    fields: &[
+        F { tag: 1, json: "whenDeleted", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "whenScaled", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET_SPEC: Message = Message {
+    name: "api.apps.v1.StatefulSetSpec",
+    fields: &[
+        F { tag: 1, json: "replicas", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 2, json: "selector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 3, json: "template", kind: K::Message(&API_CORE_V1_POD_TEMPLATE_SPEC), label: L::One, keep_zero: false },
+        F { tag: 4, json: "volumeClaimTemplates", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_CLAIM), label: L::Repeated, keep_zero: false },
+        F { tag: 5, json: "serviceName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "podManagementPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "updateStrategy", kind: K::Message(&API_APPS_V1_STATEFUL_SET_UPDATE_STRATEGY), label: L::One, keep_zero: false },
+        F { tag: 8, json: "revisionHistoryLimit", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 9, json: "minReadySeconds", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 10, json: "persistentVolumeClaimRetentionPolicy", kind: K::Message(&API_APPS_V1_STATEFUL_SET_PERSISTENT_VOLUME_CLAIM_RETENTION_POLICY), label: L::One, keep_zero: false },
+        F { tag: 11, json: "ordinals", kind: K::Message(&API_APPS_V1_STATEFUL_SET_ORDINALS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET_STATUS: Message = Message {
+    name: "api.apps.v1.StatefulSetStatus",
+    fields: &[
+        F { tag: 1, json: "observedGeneration", kind: K::Int64, label: L::One, keep_zero: false },
+        F { tag: 2, json: "replicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "readyReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "currentReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 5, json: "updatedReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 6, json: "currentRevision", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "updateRevision", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 9, json: "collisionCount", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 10, json: "conditions", kind: K::Message(&API_APPS_V1_STATEFUL_SET_CONDITION), label: L::Repeated, keep_zero: false },
+        F { tag: 11, json: "availableReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_APPS_V1_STATEFUL_SET_UPDATE_STRATEGY: Message = Message {
+    name: "api.apps.v1.StatefulSetUpdateStrategy",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "rollingUpdate", kind: K::Message(&API_APPS_V1_ROLLING_UPDATE_STATEFUL_SET_STRATEGY), label: L::One, keep_zero: false },
     ],
 };
 
@@ -275,6 +683,376 @@ pub(crate) static API_AUTOSCALING_V1_SCALE_STATUS: Message = Message {
     ],
 };
 
+pub(crate) static API_AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE: Message = Message {
+    name: "api.autoscaling.v2.ContainerResourceMetricSource",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "target", kind: K::Message(&API_AUTOSCALING_V2_METRIC_TARGET), label: L::One, keep_zero: false },
+        F { tag: 3, json: "container", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS: Message = Message {
+    name: "api.autoscaling.v2.ContainerResourceMetricStatus",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "current", kind: K::Message(&API_AUTOSCALING_V2_METRIC_VALUE_STATUS), label: L::One, keep_zero: false },
+        F { tag: 3, json: "container", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE: Message = Message {
+    name: "api.autoscaling.v2.CrossVersionObjectReference",
+    fields: &[
+        F { tag: 1, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "apiVersion", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE: Message = Message {
+    name: "api.autoscaling.v2.ExternalMetricSource",
+    fields: &[
+        F { tag: 1, json: "metric", kind: K::Message(&API_AUTOSCALING_V2_METRIC_IDENTIFIER), label: L::One, keep_zero: false },
+        F { tag: 2, json: "target", kind: K::Message(&API_AUTOSCALING_V2_METRIC_TARGET), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_EXTERNAL_METRIC_STATUS: Message = Message {
+    name: "api.autoscaling.v2.ExternalMetricStatus",
+    fields: &[
+        F { tag: 1, json: "metric", kind: K::Message(&API_AUTOSCALING_V2_METRIC_IDENTIFIER), label: L::One, keep_zero: false },
+        F { tag: 2, json: "current", kind: K::Message(&API_AUTOSCALING_V2_METRIC_VALUE_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER: Message = Message {
+    name: "api.autoscaling.v2.HorizontalPodAutoscaler",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR: Message = Message {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerBehavior",
+    fields: &[
+        F { tag: 1, json: "scaleUp", kind: K::Message(&API_AUTOSCALING_V2_HPA_SCALING_RULES), label: L::One, keep_zero: false },
+        F { tag: 2, json: "scaleDown", kind: K::Message(&API_AUTOSCALING_V2_HPA_SCALING_RULES), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION: Message = Message {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_SPEC: Message = Message {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+    fields: &[
+        F { tag: 1, json: "scaleTargetRef", kind: K::Message(&API_AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "minReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "maxReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "metrics", kind: K::Message(&API_AUTOSCALING_V2_METRIC_SPEC), label: L::Repeated, keep_zero: false },
+        F { tag: 5, json: "behavior", kind: K::Message(&API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_BEHAVIOR), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Message {
+    name: "api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+    fields: &[
+        F { tag: 1, json: "observedGeneration", kind: K::Int64, label: L::One, keep_zero: false },
+        F { tag: 2, json: "lastScaleTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 3, json: "currentReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "desiredReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 5, json: "currentMetrics", kind: K::Message(&API_AUTOSCALING_V2_METRIC_STATUS), label: L::Repeated, keep_zero: false },
+        F { tag: 6, json: "conditions", kind: K::Message(&API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HPA_SCALING_POLICY: Message = Message {
+    name: "api.autoscaling.v2.HPAScalingPolicy",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "value", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "periodSeconds", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_HPA_SCALING_RULES: Message = Message {
+    name: "api.autoscaling.v2.HPAScalingRules",
+    fields: &[
+        F { tag: 1, json: "selectPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "policies", kind: K::Message(&API_AUTOSCALING_V2_HPA_SCALING_POLICY), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "stabilizationWindowSeconds", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "tolerance", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_METRIC_IDENTIFIER: Message = Message {
+    name: "api.autoscaling.v2.MetricIdentifier",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "selector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_METRIC_SPEC: Message = Message {
+    name: "api.autoscaling.v2.MetricSpec",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "object", kind: K::Message(&API_AUTOSCALING_V2_OBJECT_METRIC_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 3, json: "pods", kind: K::Message(&API_AUTOSCALING_V2_PODS_METRIC_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 4, json: "resource", kind: K::Message(&API_AUTOSCALING_V2_RESOURCE_METRIC_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 5, json: "external", kind: K::Message(&API_AUTOSCALING_V2_EXTERNAL_METRIC_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 7, json: "containerResource", kind: K::Message(&API_AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_SOURCE), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_METRIC_STATUS: Message = Message {
+    name: "api.autoscaling.v2.MetricStatus",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "object", kind: K::Message(&API_AUTOSCALING_V2_OBJECT_METRIC_STATUS), label: L::One, keep_zero: false },
+        F { tag: 3, json: "pods", kind: K::Message(&API_AUTOSCALING_V2_PODS_METRIC_STATUS), label: L::One, keep_zero: false },
+        F { tag: 4, json: "resource", kind: K::Message(&API_AUTOSCALING_V2_RESOURCE_METRIC_STATUS), label: L::One, keep_zero: false },
+        F { tag: 5, json: "external", kind: K::Message(&API_AUTOSCALING_V2_EXTERNAL_METRIC_STATUS), label: L::One, keep_zero: false },
+        F { tag: 7, json: "containerResource", kind: K::Message(&API_AUTOSCALING_V2_CONTAINER_RESOURCE_METRIC_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_METRIC_TARGET: Message = Message {
+    name: "api.autoscaling.v2.MetricTarget",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "value", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+        F { tag: 3, json: "averageValue", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+        F { tag: 4, json: "averageUtilization", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_METRIC_VALUE_STATUS: Message = Message {
+    name: "api.autoscaling.v2.MetricValueStatus",
+    fields: &[
+        F { tag: 1, json: "value", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+        F { tag: 2, json: "averageValue", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+        F { tag: 3, json: "averageUtilization", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_OBJECT_METRIC_SOURCE: Message = Message {
+    name: "api.autoscaling.v2.ObjectMetricSource",
+    fields: &[
+        F { tag: 1, json: "describedObject", kind: K::Message(&API_AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "target", kind: K::Message(&API_AUTOSCALING_V2_METRIC_TARGET), label: L::One, keep_zero: false },
+        F { tag: 3, json: "metric", kind: K::Message(&API_AUTOSCALING_V2_METRIC_IDENTIFIER), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_OBJECT_METRIC_STATUS: Message = Message {
+    name: "api.autoscaling.v2.ObjectMetricStatus",
+    fields: &[
+        F { tag: 1, json: "metric", kind: K::Message(&API_AUTOSCALING_V2_METRIC_IDENTIFIER), label: L::One, keep_zero: false },
+        F { tag: 2, json: "current", kind: K::Message(&API_AUTOSCALING_V2_METRIC_VALUE_STATUS), label: L::One, keep_zero: false },
+        F { tag: 3, json: "describedObject", kind: K::Message(&API_AUTOSCALING_V2_CROSS_VERSION_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_PODS_METRIC_SOURCE: Message = Message {
+    name: "api.autoscaling.v2.PodsMetricSource",
+    fields: &[
+        F { tag: 1, json: "metric", kind: K::Message(&API_AUTOSCALING_V2_METRIC_IDENTIFIER), label: L::One, keep_zero: false },
+        F { tag: 2, json: "target", kind: K::Message(&API_AUTOSCALING_V2_METRIC_TARGET), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_PODS_METRIC_STATUS: Message = Message {
+    name: "api.autoscaling.v2.PodsMetricStatus",
+    fields: &[
+        F { tag: 1, json: "metric", kind: K::Message(&API_AUTOSCALING_V2_METRIC_IDENTIFIER), label: L::One, keep_zero: false },
+        F { tag: 2, json: "current", kind: K::Message(&API_AUTOSCALING_V2_METRIC_VALUE_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_RESOURCE_METRIC_SOURCE: Message = Message {
+    name: "api.autoscaling.v2.ResourceMetricSource",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "target", kind: K::Message(&API_AUTOSCALING_V2_METRIC_TARGET), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V2_RESOURCE_METRIC_STATUS: Message = Message {
+    name: "api.autoscaling.v2.ResourceMetricStatus",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "current", kind: K::Message(&API_AUTOSCALING_V2_METRIC_VALUE_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_CRON_JOB: Message = Message {
+    name: "api.batch.v1.CronJob",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_BATCH_V1_CRON_JOB_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_BATCH_V1_CRON_JOB_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_CRON_JOB_SPEC: Message = Message {
+    name: "api.batch.v1.CronJobSpec",
+    fields: &[
+        F { tag: 1, json: "schedule", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "startingDeadlineSeconds", kind: K::Int64, label: L::One, keep_zero: true },
+        F { tag: 3, json: "concurrencyPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "suspend", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "jobTemplate", kind: K::Message(&API_BATCH_V1_JOB_TEMPLATE_SPEC), label: L::One, keep_zero: false },
+        F { tag: 6, json: "successfulJobsHistoryLimit", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 7, json: "failedJobsHistoryLimit", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 8, json: "timeZone", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_CRON_JOB_STATUS: Message = Message {
+    name: "api.batch.v1.CronJobStatus",
+    fields: &[
+        F { tag: 1, json: "active", kind: K::Message(&API_CORE_V1_OBJECT_REFERENCE), label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "lastScheduleTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 5, json: "lastSuccessfulTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_JOB: Message = Message {
+    name: "api.batch.v1.Job",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_BATCH_V1_JOB_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_BATCH_V1_JOB_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_JOB_CONDITION: Message = Message {
+    name: "api.batch.v1.JobCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastProbeTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 5, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_JOB_SPEC: Message = Message {
+    name: "api.batch.v1.JobSpec",
+    fields: &[
+        F { tag: 1, json: "parallelism", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 2, json: "completions", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 3, json: "activeDeadlineSeconds", kind: K::Int64, label: L::One, keep_zero: true },
+        F { tag: 4, json: "selector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 5, json: "manualSelector", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 6, json: "template", kind: K::Message(&API_CORE_V1_POD_TEMPLATE_SPEC), label: L::One, keep_zero: false },
+        F { tag: 7, json: "backoffLimit", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 8, json: "ttlSecondsAfterFinished", kind: K::Int32, label: L::One, keep_zero: true },
+        F { tag: 9, json: "completionMode", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 10, json: "suspend", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 11, json: "podFailurePolicy", kind: K::Message(&API_BATCH_V1_POD_FAILURE_POLICY), label: L::One, keep_zero: false },
+        F { tag: 12, json: "backoffLimitPerIndex", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 13, json: "maxFailedIndexes", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 14, json: "podReplacementPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 15, json: "managedBy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 16, json: "successPolicy", kind: K::Message(&API_BATCH_V1_SUCCESS_POLICY), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_JOB_STATUS: Message = Message {
+    name: "api.batch.v1.JobStatus",
+    fields: &[
+        F { tag: 1, json: "conditions", kind: K::Message(&API_BATCH_V1_JOB_CONDITION), label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "startTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 3, json: "completionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "active", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 5, json: "succeeded", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 6, json: "failed", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 7, json: "completedIndexes", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 8, json: "uncountedTerminatedPods", kind: K::Message(&API_BATCH_V1_UNCOUNTED_TERMINATED_PODS), label: L::One, keep_zero: false },
+        F { tag: 9, json: "ready", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 10, json: "failedIndexes", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 11, json: "terminating", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_JOB_TEMPLATE_SPEC: Message = Message {
+    name: "api.batch.v1.JobTemplateSpec",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_BATCH_V1_JOB_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_POD_FAILURE_POLICY: Message = Message {
+    name: "api.batch.v1.PodFailurePolicy",
+    fields: &[
+        F { tag: 1, json: "rules", kind: K::Message(&API_BATCH_V1_POD_FAILURE_POLICY_RULE), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT: Message = Message {
+    name: "api.batch.v1.PodFailurePolicyOnExitCodesRequirement",
+    fields: &[
+        F { tag: 1, json: "containerName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "operator", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "values", kind: K::Int32, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN: Message = Message {
+    name: "api.batch.v1.PodFailurePolicyOnPodConditionsPattern",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_POD_FAILURE_POLICY_RULE: Message = Message {
+    name: "api.batch.v1.PodFailurePolicyRule",
+    fields: &[
+        F { tag: 1, json: "action", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "onExitCodes", kind: K::Message(&API_BATCH_V1_POD_FAILURE_POLICY_ON_EXIT_CODES_REQUIREMENT), label: L::One, keep_zero: false },
+        F { tag: 3, json: "onPodConditions", kind: K::Message(&API_BATCH_V1_POD_FAILURE_POLICY_ON_POD_CONDITIONS_PATTERN), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_SUCCESS_POLICY: Message = Message {
+    name: "api.batch.v1.SuccessPolicy",
+    fields: &[
+        F { tag: 1, json: "rules", kind: K::Message(&API_BATCH_V1_SUCCESS_POLICY_RULE), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_SUCCESS_POLICY_RULE: Message = Message {
+    name: "api.batch.v1.SuccessPolicyRule",
+    fields: &[
+        F { tag: 1, json: "succeededIndexes", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "succeededCount", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_BATCH_V1_UNCOUNTED_TERMINATED_PODS: Message = Message {
+    name: "api.batch.v1.UncountedTerminatedPods",
+    fields: &[
+        F { tag: 1, json: "succeeded", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "failed", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_COORDINATION_V1_LEASE: Message = Message {
     name: "api.coordination.v1.Lease",
     fields: &[
@@ -343,6 +1121,16 @@ pub(crate) static API_CORE_V1_AZURE_DISK_VOLUME_SOURCE: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.AzureFilePersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "secretName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "shareName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 4, json: "secretNamespace", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_AZURE_FILE_VOLUME_SOURCE: Message = Message {
     name: "api.core.v1.AzureFileVolumeSource",
     fields: &[
@@ -357,6 +1145,22 @@ pub(crate) static API_CORE_V1_BINDING: Message = Message {
     fields: &[
         F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
         F { tag: 2, json: "target", kind: K::Message(&API_CORE_V1_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_CSI_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.CSIPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "driver", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "volumeHandle", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 4, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "volumeAttributes", kind: K::String, label: L::Map, keep_zero: false },
+        F { tag: 6, json: "controllerPublishSecretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 7, json: "nodeStageSecretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 8, json: "nodePublishSecretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 9, json: "controllerExpandSecretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 10, json: "nodeExpandSecretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
     ],
 };
 
@@ -379,6 +1183,18 @@ pub(crate) static API_CORE_V1_CAPABILITIES: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.CephFSPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "monitors", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "path", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "user", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "secretFile", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "secretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 6, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_CEPH_FS_VOLUME_SOURCE: Message = Message {
     name: "api.core.v1.CephFSVolumeSource",
     fields: &[
@@ -388,6 +1204,16 @@ pub(crate) static API_CORE_V1_CEPH_FS_VOLUME_SOURCE: Message = Message {
         F { tag: 4, json: "secretFile", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 5, json: "secretRef", kind: K::Message(&API_CORE_V1_LOCAL_OBJECT_REFERENCE), label: L::One, keep_zero: false },
         F { tag: 6, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.CinderPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "volumeID", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 4, json: "secretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
     ],
 };
 
@@ -821,6 +1647,17 @@ pub(crate) static API_CORE_V1_FC_VOLUME_SOURCE: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.FlexPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "driver", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "secretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 4, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "options", kind: K::String, label: L::Map, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_FLEX_VOLUME_SOURCE: Message = Message {
     name: "api.core.v1.FlexVolumeSource",
     fields: &[
@@ -856,6 +1693,16 @@ pub(crate) static API_CORE_V1_GIT_REPO_VOLUME_SOURCE: Message = Message {
         F { tag: 1, json: "repository", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 2, json: "revision", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 3, json: "directory", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.GlusterfsPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "endpoints", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "path", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 4, json: "endpointsNamespace", kind: K::String, label: L::One, keep_zero: false },
     ],
 };
 
@@ -926,6 +1773,23 @@ pub(crate) static API_CORE_V1_IMAGE_VOLUME_SOURCE: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.ISCSIPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "targetPortal", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "iqn", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lun", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "iscsiInterface", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 7, json: "portals", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 8, json: "chapAuthDiscovery", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 10, json: "secretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 11, json: "chapAuthSession", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 12, json: "initiatorName", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_ISCSI_VOLUME_SOURCE: Message = Message {
     name: "api.core.v1.ISCSIVolumeSource",
     fields: &[
@@ -971,6 +1835,33 @@ pub(crate) static API_CORE_V1_LIFECYCLE_HANDLER: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_LIMIT_RANGE: Message = Message {
+    name: "api.core.v1.LimitRange",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_CORE_V1_LIMIT_RANGE_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_LIMIT_RANGE_ITEM: Message = Message {
+    name: "api.core.v1.LimitRangeItem",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "max", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 3, json: "min", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 4, json: "default", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 5, json: "defaultRequest", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 6, json: "maxLimitRequestRatio", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_LIMIT_RANGE_SPEC: Message = Message {
+    name: "api.core.v1.LimitRangeSpec",
+    fields: &[
+        F { tag: 1, json: "limits", kind: K::Message(&API_CORE_V1_LIMIT_RANGE_ITEM), label: L::Repeated, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_LINUX_CONTAINER_USER: Message = Message {
     name: "api.core.v1.LinuxContainerUser",
     fields: &[
@@ -1001,6 +1892,22 @@ pub(crate) static API_CORE_V1_LOCAL_OBJECT_REFERENCE: Message = Message {
     name: "api.core.v1.LocalObjectReference",
     fields: &[
         F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_LOCAL_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.LocalVolumeSource",
+    fields: &[
+        F { tag: 1, json: "path", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_MODIFY_VOLUME_STATUS: Message = Message {
+    name: "api.core.v1.ModifyVolumeStatus",
+    fields: &[
+        F { tag: 1, json: "targetVolumeAttributesClassName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
     ],
 };
 
@@ -1233,6 +2140,36 @@ pub(crate) static API_CORE_V1_OBJECT_REFERENCE: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME: Message = Message {
+    name: "api.core.v1.PersistentVolume",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_CLAIM: Message = Message {
+    name: "api.core.v1.PersistentVolumeClaim",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION: Message = Message {
+    name: "api.core.v1.PersistentVolumeClaimCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastProbeTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 5, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: Message = Message {
     name: "api.core.v1.PersistentVolumeClaimSpec",
     fields: &[
@@ -1245,6 +2182,20 @@ pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_CLAIM_SPEC: Message = Message {
         F { tag: 7, json: "dataSource", kind: K::Message(&API_CORE_V1_TYPED_LOCAL_OBJECT_REFERENCE), label: L::One, keep_zero: false },
         F { tag: 8, json: "dataSourceRef", kind: K::Message(&API_CORE_V1_TYPED_OBJECT_REFERENCE), label: L::One, keep_zero: false },
         F { tag: 9, json: "volumeAttributesClassName", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_CLAIM_STATUS: Message = Message {
+    name: "api.core.v1.PersistentVolumeClaimStatus",
+    fields: &[
+        F { tag: 1, json: "phase", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "accessModes", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "capacity", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 4, json: "conditions", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_CLAIM_CONDITION), label: L::Repeated, keep_zero: false },
+        F { tag: 5, json: "allocatedResources", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 7, json: "allocatedResourceStatuses", kind: K::String, label: L::Map, keep_zero: false },
+        F { tag: 8, json: "currentVolumeAttributesClassName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 9, json: "modifyVolumeStatus", kind: K::Message(&API_CORE_V1_MODIFY_VOLUME_STATUS), label: L::One, keep_zero: false },
     ],
 };
 
@@ -1261,6 +2212,60 @@ pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_CLAIM_VOLUME_SOURCE: Message = M
     fields: &[
         F { tag: 1, json: "claimName", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 2, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.PersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "gcePersistentDisk", kind: K::Message(&API_CORE_V1_GCE_PERSISTENT_DISK_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "awsElasticBlockStore", kind: K::Message(&API_CORE_V1_AWS_ELASTIC_BLOCK_STORE_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 3, json: "hostPath", kind: K::Message(&API_CORE_V1_HOST_PATH_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 4, json: "glusterfs", kind: K::Message(&API_CORE_V1_GLUSTERFS_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 5, json: "nfs", kind: K::Message(&API_CORE_V1_NFS_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 6, json: "rbd", kind: K::Message(&API_CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 7, json: "iscsi", kind: K::Message(&API_CORE_V1_ISCSI_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 8, json: "cinder", kind: K::Message(&API_CORE_V1_CINDER_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 9, json: "cephfs", kind: K::Message(&API_CORE_V1_CEPH_FS_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 10, json: "fc", kind: K::Message(&API_CORE_V1_FC_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 11, json: "flocker", kind: K::Message(&API_CORE_V1_FLOCKER_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 12, json: "flexVolume", kind: K::Message(&API_CORE_V1_FLEX_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 13, json: "azureFile", kind: K::Message(&API_CORE_V1_AZURE_FILE_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 14, json: "vsphereVolume", kind: K::Message(&API_CORE_V1_VSPHERE_VIRTUAL_DISK_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 15, json: "quobyte", kind: K::Message(&API_CORE_V1_QUOBYTE_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 16, json: "azureDisk", kind: K::Message(&API_CORE_V1_AZURE_DISK_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 17, json: "photonPersistentDisk", kind: K::Message(&API_CORE_V1_PHOTON_PERSISTENT_DISK_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 18, json: "portworxVolume", kind: K::Message(&API_CORE_V1_PORTWORX_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 19, json: "scaleIO", kind: K::Message(&API_CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 20, json: "local", kind: K::Message(&API_CORE_V1_LOCAL_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 21, json: "storageos", kind: K::Message(&API_CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 22, json: "csi", kind: K::Message(&API_CORE_V1_CSI_PERSISTENT_VOLUME_SOURCE), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_SPEC: Message = Message {
+    name: "api.core.v1.PersistentVolumeSpec",
+    fields: &[
+        F { tag: 1, json: "capacity", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 2, json: "", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_SOURCE), label: L::Inline, keep_zero: false },
+        F { tag: 3, json: "accessModes", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "claimRef", kind: K::Message(&API_CORE_V1_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 5, json: "persistentVolumeReclaimPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "storageClassName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "mountOptions", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 8, json: "volumeMode", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 9, json: "nodeAffinity", kind: K::Message(&API_CORE_V1_VOLUME_NODE_AFFINITY), label: L::One, keep_zero: false },
+        F { tag: 10, json: "volumeAttributesClassName", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_PERSISTENT_VOLUME_STATUS: Message = Message {
+    name: "api.core.v1.PersistentVolumeStatus",
+    fields: &[
+        F { tag: 1, json: "phase", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "message", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "lastPhaseTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
     ],
 };
 
@@ -1472,6 +2477,14 @@ pub(crate) static API_CORE_V1_POD_STATUS: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_POD_TEMPLATE: Message = Message {
+    name: "api.core.v1.PodTemplate",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "template", kind: K::Message(&API_CORE_V1_POD_TEMPLATE_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_POD_TEMPLATE_SPEC: Message = Message {
     name: "api.core.v1.PodTemplateSpec",
     fields: &[
@@ -1546,6 +2559,20 @@ pub(crate) static API_CORE_V1_QUOBYTE_VOLUME_SOURCE: Message = Message {
         F { tag: 4, json: "user", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 5, json: "group", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 6, json: "tenant", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_RBD_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.RBDPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "monitors", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "image", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "pool", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "user", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "keyring", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "secretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 8, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
     ],
 };
 
@@ -1630,6 +2657,32 @@ pub(crate) static API_CORE_V1_RESOURCE_HEALTH: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_RESOURCE_QUOTA: Message = Message {
+    name: "api.core.v1.ResourceQuota",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_CORE_V1_RESOURCE_QUOTA_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_CORE_V1_RESOURCE_QUOTA_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_RESOURCE_QUOTA_SPEC: Message = Message {
+    name: "api.core.v1.ResourceQuotaSpec",
+    fields: &[
+        F { tag: 1, json: "hard", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 2, json: "scopes", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "scopeSelector", kind: K::Message(&API_CORE_V1_SCOPE_SELECTOR), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_RESOURCE_QUOTA_STATUS: Message = Message {
+    name: "api.core.v1.ResourceQuotaStatus",
+    fields: &[
+        F { tag: 1, json: "hard", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+        F { tag: 2, json: "used", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_RESOURCE_REQUIREMENTS: Message = Message {
     name: "api.core.v1.ResourceRequirements",
     fields: &[
@@ -1647,6 +2700,22 @@ pub(crate) static API_CORE_V1_RESOURCE_STATUS: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_SCALE_IO_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.ScaleIOPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "gateway", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "system", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "secretRef", kind: K::Message(&API_CORE_V1_SECRET_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 4, json: "sslEnabled", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "protectionDomain", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "storagePool", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 7, json: "storageMode", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 8, json: "volumeName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 9, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 10, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_SCALE_IO_VOLUME_SOURCE: Message = Message {
     name: "api.core.v1.ScaleIOVolumeSource",
     fields: &[
@@ -1660,6 +2729,22 @@ pub(crate) static API_CORE_V1_SCALE_IO_VOLUME_SOURCE: Message = Message {
         F { tag: 8, json: "volumeName", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 9, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 10, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_SCOPE_SELECTOR: Message = Message {
+    name: "api.core.v1.ScopeSelector",
+    fields: &[
+        F { tag: 1, json: "matchExpressions", kind: K::Message(&API_CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_SCOPED_RESOURCE_SELECTOR_REQUIREMENT: Message = Message {
+    name: "api.core.v1.ScopedResourceSelectorRequirement",
+    fields: &[
+        F { tag: 1, json: "scopeName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "operator", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "values", kind: K::String, label: L::Repeated, keep_zero: false },
     ],
 };
 
@@ -1715,6 +2800,14 @@ pub(crate) static API_CORE_V1_SECRET_PROJECTION: Message = Message {
         F { tag: 1, json: "", kind: K::Message(&API_CORE_V1_LOCAL_OBJECT_REFERENCE), label: L::Inline, keep_zero: false },
         F { tag: 2, json: "items", kind: K::Message(&API_CORE_V1_KEY_TO_PATH), label: L::Repeated, keep_zero: false },
         F { tag: 4, json: "optional", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_SECRET_REFERENCE: Message = Message {
+    name: "api.core.v1.SecretReference",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
     ],
 };
 
@@ -1834,6 +2927,17 @@ pub(crate) static API_CORE_V1_SLEEP_ACTION: Message = Message {
     ],
 };
 
+pub(crate) static API_CORE_V1_STORAGE_OS_PERSISTENT_VOLUME_SOURCE: Message = Message {
+    name: "api.core.v1.StorageOSPersistentVolumeSource",
+    fields: &[
+        F { tag: 1, json: "volumeName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "volumeNamespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "fsType", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "secretRef", kind: K::Message(&API_CORE_V1_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_CORE_V1_STORAGE_OS_VOLUME_SOURCE: Message = Message {
     name: "api.core.v1.StorageOSVolumeSource",
     fields: &[
@@ -1879,6 +2983,21 @@ pub(crate) static API_CORE_V1_TOLERATION: Message = Message {
         F { tag: 3, json: "value", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 4, json: "effect", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 5, json: "tolerationSeconds", kind: K::Int64, label: L::One, keep_zero: true },
+    ],
+};
+
+pub(crate) static API_CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT: Message = Message {
+    name: "api.core.v1.TopologySelectorLabelRequirement",
+    fields: &[
+        F { tag: 1, json: "key", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "values", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_TOPOLOGY_SELECTOR_TERM: Message = Message {
+    name: "api.core.v1.TopologySelectorTerm",
+    fields: &[
+        F { tag: 1, json: "matchLabelExpressions", kind: K::Message(&API_CORE_V1_TOPOLOGY_SELECTOR_LABEL_REQUIREMENT), label: L::Repeated, keep_zero: false },
     ],
 };
 
@@ -1951,6 +3070,13 @@ pub(crate) static API_CORE_V1_VOLUME_MOUNT_STATUS: Message = Message {
         F { tag: 2, json: "mountPath", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 3, json: "readOnly", kind: K::Bool, label: L::One, keep_zero: false },
         F { tag: 4, json: "recursiveReadOnly", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CORE_V1_VOLUME_NODE_AFFINITY: Message = Message {
+    name: "api.core.v1.VolumeNodeAffinity",
+    fields: &[
+        F { tag: 1, json: "required", kind: K::Message(&API_CORE_V1_NODE_SELECTOR), label: L::One, keep_zero: false },
     ],
 };
 
@@ -2131,6 +3257,188 @@ pub(crate) static API_EVENTS_V1_EVENT_SERIES: Message = Message {
     ],
 };
 
+pub(crate) static API_FLOWCONTROL_V1_EXEMPT_PRIORITY_LEVEL_CONFIGURATION: Message = Message {
+    name: "api.flowcontrol.v1.ExemptPriorityLevelConfiguration",
+    fields: &[
+        F { tag: 1, json: "nominalConcurrencyShares", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 2, json: "lendablePercent", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_FLOW_DISTINGUISHER_METHOD: Message = Message {
+    name: "api.flowcontrol.v1.FlowDistinguisherMethod",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_FLOW_SCHEMA: Message = Message {
+    name: "api.flowcontrol.v1.FlowSchema",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_FLOWCONTROL_V1_FLOW_SCHEMA_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_FLOWCONTROL_V1_FLOW_SCHEMA_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_FLOW_SCHEMA_CONDITION: Message = Message {
+    name: "api.flowcontrol.v1.FlowSchemaCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_FLOW_SCHEMA_SPEC: Message = Message {
+    name: "api.flowcontrol.v1.FlowSchemaSpec",
+    fields: &[
+        F { tag: 1, json: "priorityLevelConfiguration", kind: K::Message(&API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "matchingPrecedence", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "distinguisherMethod", kind: K::Message(&API_FLOWCONTROL_V1_FLOW_DISTINGUISHER_METHOD), label: L::One, keep_zero: false },
+        F { tag: 4, json: "rules", kind: K::Message(&API_FLOWCONTROL_V1_POLICY_RULES_WITH_SUBJECTS), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_FLOW_SCHEMA_STATUS: Message = Message {
+    name: "api.flowcontrol.v1.FlowSchemaStatus",
+    fields: &[
+        F { tag: 1, json: "conditions", kind: K::Message(&API_FLOWCONTROL_V1_FLOW_SCHEMA_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_GROUP_SUBJECT: Message = Message {
+    name: "api.flowcontrol.v1.GroupSubject",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_LIMIT_RESPONSE: Message = Message {
+    name: "api.flowcontrol.v1.LimitResponse",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "queuing", kind: K::Message(&API_FLOWCONTROL_V1_QUEUING_CONFIGURATION), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_LIMITED_PRIORITY_LEVEL_CONFIGURATION: Message = Message {
+    name: "api.flowcontrol.v1.LimitedPriorityLevelConfiguration",
+    fields: &[
+        F { tag: 1, json: "nominalConcurrencyShares", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 2, json: "limitResponse", kind: K::Message(&API_FLOWCONTROL_V1_LIMIT_RESPONSE), label: L::One, keep_zero: false },
+        F { tag: 3, json: "lendablePercent", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "borrowingLimitPercent", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_NON_RESOURCE_POLICY_RULE: Message = Message {
+    name: "api.flowcontrol.v1.NonResourcePolicyRule",
+    fields: &[
+        F { tag: 1, json: "verbs", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 6, json: "nonResourceURLs", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_POLICY_RULES_WITH_SUBJECTS: Message = Message {
+    name: "api.flowcontrol.v1.PolicyRulesWithSubjects",
+    fields: &[
+        F { tag: 1, json: "subjects", kind: K::Message(&API_FLOWCONTROL_V1_SUBJECT), label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "resourceRules", kind: K::Message(&API_FLOWCONTROL_V1_RESOURCE_POLICY_RULE), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "nonResourceRules", kind: K::Message(&API_FLOWCONTROL_V1_NON_RESOURCE_POLICY_RULE), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION: Message = Message {
+    name: "api.flowcontrol.v1.PriorityLevelConfiguration",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_CONDITION: Message = Message {
+    name: "api.flowcontrol.v1.PriorityLevelConfigurationCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_REFERENCE: Message = Message {
+    name: "api.flowcontrol.v1.PriorityLevelConfigurationReference",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_SPEC: Message = Message {
+    name: "api.flowcontrol.v1.PriorityLevelConfigurationSpec",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "limited", kind: K::Message(&API_FLOWCONTROL_V1_LIMITED_PRIORITY_LEVEL_CONFIGURATION), label: L::One, keep_zero: false },
+        F { tag: 3, json: "exempt", kind: K::Message(&API_FLOWCONTROL_V1_EXEMPT_PRIORITY_LEVEL_CONFIGURATION), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_STATUS: Message = Message {
+    name: "api.flowcontrol.v1.PriorityLevelConfigurationStatus",
+    fields: &[
+        F { tag: 1, json: "conditions", kind: K::Message(&API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_QUEUING_CONFIGURATION: Message = Message {
+    name: "api.flowcontrol.v1.QueuingConfiguration",
+    fields: &[
+        F { tag: 1, json: "queues", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 2, json: "handSize", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "queueLengthLimit", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_RESOURCE_POLICY_RULE: Message = Message {
+    name: "api.flowcontrol.v1.ResourcePolicyRule",
+    fields: &[
+        F { tag: 1, json: "verbs", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "apiGroups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "resources", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "clusterScope", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "namespaces", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_SERVICE_ACCOUNT_SUBJECT: Message = Message {
+    name: "api.flowcontrol.v1.ServiceAccountSubject",
+    fields: &[
+        F { tag: 1, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_SUBJECT: Message = Message {
+    name: "api.flowcontrol.v1.Subject",
+    fields: &[
+        F { tag: 1, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "user", kind: K::Message(&API_FLOWCONTROL_V1_USER_SUBJECT), label: L::One, keep_zero: false },
+        F { tag: 3, json: "group", kind: K::Message(&API_FLOWCONTROL_V1_GROUP_SUBJECT), label: L::One, keep_zero: false },
+        F { tag: 4, json: "serviceAccount", kind: K::Message(&API_FLOWCONTROL_V1_SERVICE_ACCOUNT_SUBJECT), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_FLOWCONTROL_V1_USER_SUBJECT: Message = Message {
+    name: "api.flowcontrol.v1.UserSubject",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_NETWORKING_V1_HTTP_INGRESS_PATH: Message = Message {
     name: "api.networking.v1.HTTPIngressPath",
     fields: &[
@@ -2144,6 +3452,21 @@ pub(crate) static API_NETWORKING_V1_HTTP_INGRESS_RULE_VALUE: Message = Message {
     name: "api.networking.v1.HTTPIngressRuleValue",
     fields: &[
         F { tag: 1, json: "paths", kind: K::Message(&API_NETWORKING_V1_HTTP_INGRESS_PATH), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_IP_ADDRESS: Message = Message {
+    name: "api.networking.v1.IPAddress",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_NETWORKING_V1_IP_ADDRESS_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_IP_ADDRESS_SPEC: Message = Message {
+    name: "api.networking.v1.IPAddressSpec",
+    fields: &[
+        F { tag: 1, json: "parentRef", kind: K::Message(&API_NETWORKING_V1_PARENT_REFERENCE), label: L::One, keep_zero: false },
     ],
 };
 
@@ -2264,6 +3587,76 @@ pub(crate) static API_NETWORKING_V1_INGRESS_TLS: Message = Message {
     ],
 };
 
+pub(crate) static API_NETWORKING_V1_IP_BLOCK: Message = Message {
+    name: "api.networking.v1.IPBlock",
+    fields: &[
+        F { tag: 1, json: "cidr", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "except", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_NETWORK_POLICY: Message = Message {
+    name: "api.networking.v1.NetworkPolicy",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE: Message = Message {
+    name: "api.networking.v1.NetworkPolicyEgressRule",
+    fields: &[
+        F { tag: 1, json: "ports", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_PORT), label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "to", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_PEER), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE: Message = Message {
+    name: "api.networking.v1.NetworkPolicyIngressRule",
+    fields: &[
+        F { tag: 1, json: "ports", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_PORT), label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "from", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_PEER), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_NETWORK_POLICY_PEER: Message = Message {
+    name: "api.networking.v1.NetworkPolicyPeer",
+    fields: &[
+        F { tag: 1, json: "podSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 2, json: "namespaceSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 3, json: "ipBlock", kind: K::Message(&API_NETWORKING_V1_IP_BLOCK), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_NETWORK_POLICY_PORT: Message = Message {
+    name: "api.networking.v1.NetworkPolicyPort",
+    fields: &[
+        F { tag: 1, json: "protocol", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "port", kind: K::Special(S::IntOrString), label: L::One, keep_zero: false },
+        F { tag: 3, json: "endPort", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_NETWORK_POLICY_SPEC: Message = Message {
+    name: "api.networking.v1.NetworkPolicySpec",
+    fields: &[
+        F { tag: 1, json: "podSelector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 2, json: "ingress", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_INGRESS_RULE), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "egress", kind: K::Message(&API_NETWORKING_V1_NETWORK_POLICY_EGRESS_RULE), label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "policyTypes", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_PARENT_REFERENCE: Message = Message {
+    name: "api.networking.v1.ParentReference",
+    fields: &[
+        F { tag: 1, json: "group", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "resource", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "name", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_NETWORKING_V1_SERVICE_BACKEND_PORT: Message = Message {
     name: "api.networking.v1.ServiceBackendPort",
     fields: &[
@@ -2272,11 +3665,91 @@ pub(crate) static API_NETWORKING_V1_SERVICE_BACKEND_PORT: Message = Message {
     ],
 };
 
+pub(crate) static API_NETWORKING_V1_SERVICE_CIDR: Message = Message {
+    name: "api.networking.v1.ServiceCIDR",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_NETWORKING_V1_SERVICE_CIDR_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_NETWORKING_V1_SERVICE_CIDR_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_SERVICE_CIDR_SPEC: Message = Message {
+    name: "api.networking.v1.ServiceCIDRSpec",
+    fields: &[
+        F { tag: 1, json: "cidrs", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NETWORKING_V1_SERVICE_CIDR_STATUS: Message = Message {
+    name: "api.networking.v1.ServiceCIDRStatus",
+    fields: &[
+        F { tag: 1, json: "conditions", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NODE_V1_OVERHEAD: Message = Message {
+    name: "api.node.v1.Overhead",
+    fields: &[
+        F { tag: 1, json: "podFixed", kind: K::Special(S::Quantity), label: L::Map, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NODE_V1_RUNTIME_CLASS: Message = Message {
+    name: "api.node.v1.RuntimeClass",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "handler", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "overhead", kind: K::Message(&API_NODE_V1_OVERHEAD), label: L::One, keep_zero: false },
+        F { tag: 4, json: "scheduling", kind: K::Message(&API_NODE_V1_SCHEDULING), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_NODE_V1_SCHEDULING: Message = Message {
+    name: "api.node.v1.Scheduling",
+    fields: &[
+        F { tag: 1, json: "nodeSelector", kind: K::String, label: L::Map, keep_zero: false },
+        F { tag: 2, json: "tolerations", kind: K::Message(&API_CORE_V1_TOLERATION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_POLICY_V1_EVICTION: Message = Message {
     name: "api.policy.v1.Eviction",
     fields: &[
         F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
         F { tag: 2, json: "deleteOptions", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_DELETE_OPTIONS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_POLICY_V1_POD_DISRUPTION_BUDGET: Message = Message {
+    name: "api.policy.v1.PodDisruptionBudget",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_POLICY_V1_POD_DISRUPTION_BUDGET_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_POLICY_V1_POD_DISRUPTION_BUDGET_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_POLICY_V1_POD_DISRUPTION_BUDGET_SPEC: Message = Message {
+    name: "api.policy.v1.PodDisruptionBudgetSpec",
+    fields: &[
+        F { tag: 1, json: "minAvailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+        F { tag: 2, json: "selector", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 3, json: "maxUnavailable", kind: K::Special(S::IntOrString), label: L::One, keep_zero: true },
+        F { tag: 4, json: "unhealthyPodEvictionPolicy", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_POLICY_V1_POD_DISRUPTION_BUDGET_STATUS: Message = Message {
+    name: "api.policy.v1.PodDisruptionBudgetStatus",
+    fields: &[
+        F { tag: 1, json: "observedGeneration", kind: K::Int64, label: L::One, keep_zero: false },
+        F { tag: 2, json: "disruptedPods", kind: K::Special(S::Time), label: L::Map, keep_zero: false },
+        F { tag: 3, json: "disruptionsAllowed", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "currentHealthy", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 5, json: "desiredHealthy", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 6, json: "expectedPods", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 7, json: "conditions", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_CONDITION), label: L::Repeated, keep_zero: false },
     ],
 };
 
@@ -2349,6 +3822,150 @@ pub(crate) static API_RBAC_V1_SUBJECT: Message = Message {
         F { tag: 2, json: "apiGroup", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 3, json: "name", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 4, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_SCHEDULING_V1_PRIORITY_CLASS: Message = Message {
+    name: "api.scheduling.v1.PriorityClass",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "value", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "globalDefault", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 4, json: "description", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "preemptionPolicy", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_CSI_DRIVER: Message = Message {
+    name: "api.storage.v1.CSIDriver",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_STORAGE_V1_CSI_DRIVER_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_CSI_DRIVER_SPEC: Message = Message {
+    name: "api.storage.v1.CSIDriverSpec",
+    fields: &[
+        F { tag: 1, json: "attachRequired", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 2, json: "podInfoOnMount", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 3, json: "volumeLifecycleModes", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "storageCapacity", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "fsGroupPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 6, json: "tokenRequests", kind: K::Message(&API_STORAGE_V1_TOKEN_REQUEST), label: L::Repeated, keep_zero: false },
+        F { tag: 7, json: "requiresRepublish", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 8, json: "seLinuxMount", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 9, json: "nodeAllocatableUpdatePeriodSeconds", kind: K::Int64, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_CSI_NODE: Message = Message {
+    name: "api.storage.v1.CSINode",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_STORAGE_V1_CSI_NODE_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_CSI_NODE_DRIVER: Message = Message {
+    name: "api.storage.v1.CSINodeDriver",
+    fields: &[
+        F { tag: 1, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "nodeID", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "topologyKeys", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "allocatable", kind: K::Message(&API_STORAGE_V1_VOLUME_NODE_RESOURCES), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_CSI_NODE_SPEC: Message = Message {
+    name: "api.storage.v1.CSINodeSpec",
+    fields: &[
+        F { tag: 1, json: "drivers", kind: K::Message(&API_STORAGE_V1_CSI_NODE_DRIVER), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_CSI_STORAGE_CAPACITY: Message = Message {
+    name: "api.storage.v1.CSIStorageCapacity",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "nodeTopology", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_LABEL_SELECTOR), label: L::One, keep_zero: false },
+        F { tag: 3, json: "storageClassName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "capacity", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+        F { tag: 5, json: "maximumVolumeSize", kind: K::Special(S::Quantity), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_STORAGE_CLASS: Message = Message {
+    name: "api.storage.v1.StorageClass",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "provisioner", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "parameters", kind: K::String, label: L::Map, keep_zero: false },
+        F { tag: 4, json: "reclaimPolicy", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "mountOptions", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 6, json: "allowVolumeExpansion", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 7, json: "volumeBindingMode", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 8, json: "allowedTopologies", kind: K::Message(&API_CORE_V1_TOPOLOGY_SELECTOR_TERM), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_TOKEN_REQUEST: Message = Message {
+    name: "api.storage.v1.TokenRequest",
+    fields: &[
+        F { tag: 1, json: "audience", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "expirationSeconds", kind: K::Int64, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_VOLUME_ATTACHMENT: Message = Message {
+    name: "api.storage.v1.VolumeAttachment",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_STORAGE_V1_VOLUME_ATTACHMENT_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_STORAGE_V1_VOLUME_ATTACHMENT_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_VOLUME_ATTACHMENT_SOURCE: Message = Message {
+    name: "api.storage.v1.VolumeAttachmentSource",
+    fields: &[
+        F { tag: 1, json: "persistentVolumeName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "inlineVolumeSpec", kind: K::Message(&API_CORE_V1_PERSISTENT_VOLUME_SPEC), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_VOLUME_ATTACHMENT_SPEC: Message = Message {
+    name: "api.storage.v1.VolumeAttachmentSpec",
+    fields: &[
+        F { tag: 1, json: "attacher", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "source", kind: K::Message(&API_STORAGE_V1_VOLUME_ATTACHMENT_SOURCE), label: L::One, keep_zero: false },
+        F { tag: 3, json: "nodeName", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_VOLUME_ATTACHMENT_STATUS: Message = Message {
+    name: "api.storage.v1.VolumeAttachmentStatus",
+    fields: &[
+        F { tag: 1, json: "attached", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 2, json: "attachmentMetadata", kind: K::String, label: L::Map, keep_zero: false },
+        F { tag: 3, json: "attachError", kind: K::Message(&API_STORAGE_V1_VOLUME_ERROR), label: L::One, keep_zero: false },
+        F { tag: 4, json: "detachError", kind: K::Message(&API_STORAGE_V1_VOLUME_ERROR), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_VOLUME_ERROR: Message = Message {
+    name: "api.storage.v1.VolumeError",
+    fields: &[
+        F { tag: 1, json: "time", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 2, json: "message", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "errorCode", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_STORAGE_V1_VOLUME_NODE_RESOURCES: Message = Message {
+    name: "api.storage.v1.VolumeNodeResources",
+    fields: &[
+        F { tag: 1, json: "count", kind: K::Int32, label: L::One, keep_zero: false },
     ],
 };
 
@@ -2453,5 +4070,54 @@ pub(crate) static APIMACHINERY_PKG_APIS_META_V1_PRECONDITIONS: Message = Message
     fields: &[
         F { tag: 1, json: "uid", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 2, json: "resourceVersion", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE: Message = Message {
+    name: "kube_aggregator.pkg.apis.apiregistration.v1.APIService",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE_CONDITION: Message = Message {
+    name: "kube_aggregator.pkg.apis.apiregistration.v1.APIServiceCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "status", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 4, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 5, json: "message", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE_SPEC: Message = Message {
+    name: "kube_aggregator.pkg.apis.apiregistration.v1.APIServiceSpec",
+    fields: &[
+        F { tag: 1, json: "service", kind: K::Message(&KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_SERVICE_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "group", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "version", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "insecureSkipTLSVerify", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 5, json: "caBundle", kind: K::Bytes, label: L::One, keep_zero: false },
+        F { tag: 7, json: "groupPriorityMinimum", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 8, json: "versionPriority", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE_STATUS: Message = Message {
+    name: "kube_aggregator.pkg.apis.apiregistration.v1.APIServiceStatus",
+    fields: &[
+        F { tag: 1, json: "conditions", kind: K::Message(&KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE_CONDITION), label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_SERVICE_REFERENCE: Message = Message {
+    name: "kube_aggregator.pkg.apis.apiregistration.v1.ServiceReference",
+    fields: &[
+        F { tag: 1, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "port", kind: K::Int32, label: L::One, keep_zero: false },
     ],
 };

@@ -29,8 +29,13 @@ const EXTRA_KINDS: &[(&str, &str, &str)] = &[
 ];
 
 /// Served kinds whose request bodies are never decoded: a SelfSubjectReview carries nothing the
-/// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by).
-const NOT_DECODED: &[(&str, &str, &str)] = &[("authentication.k8s.io", "v1", "SelfSubjectReview")];
+/// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by). A
+/// CertificateSigningRequest's `spec.extra` is the same map, so its protobuf bodies are refused
+/// with `UnsupportedKind` (JSON works).
+const NOT_DECODED: &[(&str, &str, &str)] = &[
+    ("authentication.k8s.io", "v1", "SelfSubjectReview"),
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+];
 
 /// A special message's fields: (tag, prost type).
 type Layout = &'static [(u32, &'static str)];
@@ -53,7 +58,15 @@ const SPECIALS: &[(&str, &str, Layout)] = &[
 const KEEP_ZERO: &[(&str, &[&str])] = &[
     ("api.apps.v1.DeploymentSpec", &["replicas", "revisionHistoryLimit", "progressDeadlineSeconds"]),
     ("api.apps.v1.ReplicaSetSpec", &["replicas"]),
-    ("api.apps.v1.StatefulSetSpec", &["replicas"]),
+    ("api.apps.v1.StatefulSetSpec", &["replicas", "revisionHistoryLimit"]),
+    ("api.apps.v1.RollingUpdateStatefulSetStrategy", &["partition", "maxUnavailable"]),
+    ("api.apps.v1.DaemonSetSpec", &["revisionHistoryLimit"]),
+    ("api.apps.v1.RollingUpdateDaemonSet", &["maxUnavailable", "maxSurge"]),
+    (
+        "api.batch.v1.CronJobSpec",
+        &["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"],
+    ),
+    ("api.policy.v1.PodDisruptionBudgetSpec", &["minAvailable", "maxUnavailable"]),
     ("api.apps.v1.RollingUpdateDeployment", &["maxUnavailable", "maxSurge"]),
     ("api.core.v1.ReplicationControllerSpec", &["replicas"]),
     (
@@ -90,7 +103,10 @@ const KEEP_ZERO: &[(&str, &[&str])] = &[
     ("api.core.v1.DownwardAPIVolumeSource", &["defaultMode"]),
     ("api.core.v1.KeyToPath", &["mode"]),
     ("api.core.v1.DownwardAPIVolumeFile", &["mode"]),
-    ("api.batch.v1.JobSpec", &["parallelism", "completions", "backoffLimit"]),
+    (
+        "api.batch.v1.JobSpec",
+        &["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"],
+    ),
     ("api.discovery.v1.EndpointConditions", &["ready", "serving", "terminating"]),
     ("apimachinery.pkg.apis.meta.v1.DeleteOptions", &["gracePeriodSeconds"]),
 ];
@@ -109,6 +125,7 @@ const NEWER_THAN_SCHEMA: &[&str] = &[
     "api.core.v1.PodStatus.extended_resource_claim_status",
     "api.core.v1.PodStatus.resources",
     "api.core.v1.VolumeProjection.pod_certificate",
+    "api.storage.v1.CSIDriverSpec.service_account_token_in_secrets",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,7 +200,8 @@ pub fn generate(sources: &[(String, String)]) -> Result<String, String> {
     // Inlined structs without a definition of their own keep prost's spelling.
     let upstream = |m: &str| -> Result<String, String> {
         match definitions.get(m) {
-            Ok((name, _)) => Ok(name.strip_prefix("io.k8s.").unwrap_or(name).to_string()),
+            // `io.k8s.kube-aggregator...`: the Go module's dash is no identifier character.
+            Ok((name, _)) => Ok(name.strip_prefix("io.k8s.").unwrap_or(name).replace('-', "_")),
             Err(_) if tables.contains_key(m) => Ok(m.to_string()),
             Err(e) => Err(e),
         }
@@ -337,6 +355,8 @@ fn roots() -> Vec<(String, String, String, String)> {
         let message = match g {
             "meta.k8s.io" => format!("apimachinery.pkg.apis.meta.{v}.{k}"),
             "" => format!("api.core.{v}.{k}"),
+            // The aggregator's types live outside `api`.
+            "apiregistration.k8s.io" => format!("kube_aggregator.pkg.apis.apiregistration.{v}.{k}"),
             // API groups are named after their proto package: discovery.k8s.io -> api.discovery.
             _ => format!("api.{}.{v}.{k}", g.split('.').next().unwrap_or(g)),
         };
@@ -542,7 +562,8 @@ struct Definitions(BTreeMap<String, Definition>);
 impl Definitions {
     /// The definition of a message (`api.X` -> `io.k8s.api.X`).
     fn get(&self, message: &str) -> Result<&Definition, String> {
-        let key = format!("io.k8s.{message}").to_lowercase();
+        // Go's package path `kube-aggregator` is `kube_aggregator` in Rust module names.
+        let key = format!("io.k8s.{}", message.replace("kube_aggregator.", "kube-aggregator.")).to_lowercase();
         self.0.get(&key).ok_or_else(|| format!("no JSON schema definition io.k8s.{message} for {message}"))
     }
 }

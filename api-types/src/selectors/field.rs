@@ -236,12 +236,14 @@ pub fn field_value(obj: &Value, path: &str) -> String {
             .find(|s| !s.is_empty()),
         // Upstream pods read the first of status.podIPs; status.podIP mirrors it in v1 JSON.
         "status.podIP" => read("status.podIP").or_else(|| obj.pointer("/status/podIPs/0/ip").and_then(scalar)),
+        // Upstream Jobs name `status.succeeded` `status.successful` in their field set.
+        "status.successful" => read("status.succeeded"),
         _ => read(path).or_else(|| event_alias(path).and_then(|a| read(&a))),
     };
     found.unwrap_or_else(|| {
         match path {
             "spec.unschedulable" | "spec.hostNetwork" => "false",
-            "status.replicas" => "0",
+            "status.replicas" | "status.successful" => "0",
             _ => "",
         }
         .to_string()

@@ -471,6 +471,9 @@ fn field_matching() {
     assert!(fparse("spec.unschedulable=true").matches(&json!({"spec": {"unschedulable": true}})));
     assert!(fparse("status.replicas=0").matches(&json!({"status": {}})));
     assert!(fparse("status.replicas=3").matches(&json!({"status": {"replicas": 3}})));
+    assert!(fparse("status.successful=0").matches(&json!({"status": {}})));
+    assert!(fparse("status.successful=2").matches(&json!({"status": {"succeeded": 2}})));
+    assert!(!fparse("status.successful=2").matches(&json!({"status": {"successful": 2}})));
     assert!(fparse("type=kubernetes.io/tls").matches(&json!({"type": "kubernetes.io/tls"})));
 }
 

@@ -90,6 +90,23 @@ pub fn delete_opts(
     Ok(o)
 }
 
+/// Resources whose upstream registry sets `ReturnDeletedObject`: a DELETE that removes the object
+/// answers with the object as it was deleted, not a Status (`pkg/registry/core/*/storage`).
+pub fn returns_deleted_object(res: &ResourceDef) -> bool {
+    res.group.is_empty()
+        && matches!(
+            res.kind,
+            "Pod"
+                | "Service"
+                | "ServiceAccount"
+                | "Namespace"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim"
+                | "PodTemplate"
+                | "ResourceQuota"
+        )
+}
+
 /// Upstream's NamespaceLifecycle admission keeps these namespaces forever.
 const IMMORTAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -206,13 +223,14 @@ pub async fn delete_one(
         let status = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details,
         });
+        let answer = if returns_deleted_object(res) { old.clone() } else { status };
         if opts.dry_run {
-            return Ok((StatusCode::OK, status));
+            return Ok((StatusCode::OK, answer));
         }
         match st.store.delete(&key(rp, name), Some(old_rev)).await {
             Ok(_) => {
                 crate::services::after_delete(st, res, &old).await;
-                return Ok((StatusCode::OK, status));
+                return Ok((StatusCode::OK, answer));
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_store(res, name, e)),

@@ -85,6 +85,7 @@ pub(crate) async fn create(
     if !causes.is_empty() {
         return Err(ApiError::invalid(res, &name, causes));
     }
+    crate::admission::check_quota(st, res, &obj).await?;
     managed::record(&res.api_version(), &manager, &mut obj, None);
     check_namespace_accepts(st, rp).await?;
     // An existing Service is AlreadyExists before its allocation could fail for its sake (the create

@@ -79,8 +79,10 @@ fn k8s_pb_src() -> Option<PathBuf> {
 #[test]
 fn every_table_kind_is_supported_and_served_kinds_are_covered() {
     for r in crate::RESOURCES {
-        // The server never decodes a SelfSubjectReview's body (see the generator's NOT_DECODED).
-        if r.kind == "SelfSubjectReview" {
+        // The server never decodes a SelfSubjectReview's body, and a CertificateSigningRequest's
+        // `spec.extra` has no JSON schema to name it by (see the generator's NOT_DECODED).
+        if r.kind == "SelfSubjectReview" || r.kind == "CertificateSigningRequest" {
+            assert!(!super::supports(r.group, r.version, r.kind), "{}", r.kind);
             continue;
         }
         assert!(super::supports(r.group, r.version, r.kind), "{}", r.kind);
@@ -96,5 +98,6 @@ fn every_table_kind_is_supported_and_served_kinds_are_covered() {
     assert!(super::supports("apps", "v1", "DeleteOptions"));
     assert!(super::supports("", "v1", "DeleteOptions"));
     assert!(!super::supports("", "v1", "PodList"));
-    assert!(!super::supports("batch", "v1", "Job"));
+    assert!(super::supports("batch", "v1", "Job"));
+    assert!(!super::supports("batch", "v1", "JobList"));
 }
