@@ -39,6 +39,7 @@ mod route;
 mod server;
 mod services;
 mod strategy;
+mod streaming;
 mod subresources;
 mod synthetic;
 #[cfg(feature = "testing")]
