@@ -6,7 +6,7 @@
 //! (`/exec/{ns}/{pod}/{container}`, `/attach/…`, `/portForward/{ns}/{pod}`, the client's query
 //! unchanged) with the client's upgrade headers. The kubelet's 101 goes back to the client with its
 //! protocol headers and the two upgraded connections are spliced byte for byte; any other answer
-//! becomes a Status with the kubelet's words. The kubelet is found as for `pods/log`
+//! is passed back as it is, as upstream's proxy does. The kubelet is found as for `pods/log`
 //! (`podlog::kubelet_of`) and dialled only on a loopback address.
 //!
 //! Authorization happened before (auth middleware): these subresources need `create`, for GET
@@ -122,15 +122,17 @@ async fn connect(st: &AppState, rp: ResourcePath, mut req: Request) -> ApiResult
         .await
         .map_err(|e| ApiError::new(500, "", format!("error dialing backend: {e}")))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // As upstream's upgrade-aware proxy: the kubelet's refusal goes to the client as it is
+        // (kubectl shows it as `unable to upgrade connection: <body>`), at most 64 KiB of it.
         let status = resp.status();
+        let content_type = resp.headers().get("content-type").cloned();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let msg = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_string();
-        return Err(match status.as_u16() {
-            400 => ApiError::bad_request(msg),
-            403 => ApiError::new(403, "Forbidden", msg),
-            404 => ApiError::new(404, "NotFound", msg),
-            code => ApiError::new(code, "InternalError", msg),
-        });
+        let mut back = Response::new(Body::from(body.slice(..body.len().min(64 << 10))));
+        *back.status_mut() = status;
+        if let Some(ct) = content_type {
+            back.headers_mut().insert("content-type", ct);
+        }
+        return Ok(back);
     }
     let mut back = Response::new(Body::empty());
     *back.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -30,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -115,7 +117,7 @@ async fn exec(
     Path((ns, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    remote_command(rt, Action::Exec, ns, pod, container, req)
+    remote_command(rt, Action::Exec, ns, pod, container, req).await
 }
 
 async fn attach(
@@ -123,7 +125,7 @@ async fn attach(
     Path((ns, pod, container)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    remote_command(rt, Action::Attach, ns, pod, container, req)
+    remote_command(rt, Action::Attach, ns, pod, container, req).await
 }
 
 /// The upgrade the client asked for.
@@ -204,7 +206,7 @@ where
     });
 }
 
-fn remote_command(
+async fn remote_command(
     rt: Arc<dyn Runtime>,
     action: Action,
     ns: String,
@@ -219,8 +221,11 @@ fn remote_command(
     if action == Action::Exec && opts.command.is_empty() {
         return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command");
     }
-    let call = Call { rt, action, ns, pod, container, opts };
-    match upgrade_of(req.headers()) {
+    enum Wire {
+        WebSocket(String),
+        Spdy(String),
+    }
+    let (wire, resp) = match upgrade_of(req.headers()) {
         Some(Upgrade::WebSocket { key, offered }) => {
             // A client naming no subprotocol gets the oldest (upstream's default).
             let protocol = if offered.is_empty() {
@@ -235,11 +240,7 @@ fn remote_command(
                 );
             };
             let resp = ws_switching(&key, &protocol);
-            on_upgrade(&mut req, move |io| async move {
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                ws_remote_command(ws, &protocol, call).await;
-            });
-            resp
+            (Wire::WebSocket(protocol), resp)
         }
         Some(Upgrade::Spdy { offered }) => {
             let Some(protocol) = pick(&offered, RC_SPDY_PROTOCOLS) else {
@@ -249,22 +250,52 @@ fn remote_command(
                 );
             };
             let resp = spdy_switching(&protocol);
-            on_upgrade(&mut req, move |io| async move {
-                spdy_remote_command(spdy::serve(io), &protocol, call).await;
-            });
-            resp
+            (Wire::Spdy(protocol), resp)
         }
-        None => text(StatusCode::BAD_REQUEST, "Upgrade request required"),
+        None => return text(StatusCode::BAD_REQUEST, "Upgrade request required"),
+    };
+    // Start the call before switching protocols: a runtime that refuses at once (no such pod or
+    // container, not running) gets upstream's plain HTTP error instead of a 101, as the real
+    // kubelet answers before it upgrades. The process's output waits in the pipes meanwhile.
+    let (stdio, ends) = pipes(&opts);
+    let mut fut = match action {
+        Action::Exec => rt.exec(&ns, &pod, &container, opts.command.clone(), stdio),
+        Action::Attach => rt.attach(&ns, &pod, &container, stdio),
+    };
+    let result: BoxFuture<'static, Result<i32, StreamError>> = match futures::poll!(&mut fut) {
+        Poll::Ready(Err(e)) => return refusal(&e),
+        Poll::Ready(Ok(code)) => Box::pin(async move { Ok(code) }),
+        Poll::Pending => fut,
+    };
+    let started = Started { ends, result, opts };
+    match wire {
+        Wire::WebSocket(protocol) => on_upgrade(&mut req, move |io| async move {
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            ws_remote_command(ws, &protocol, started).await;
+        }),
+        Wire::Spdy(protocol) => on_upgrade(&mut req, move |io| async move {
+            spdy_remote_command(spdy::serve(io), &protocol, started).await;
+        }),
+    }
+    resp
+}
+
+/// Upstream's kubelet answers for a call it cannot start: an unknown pod is 404 "pod does not
+/// exist"; a container that is not among the running ones is 500 `container not found ("c")`.
+fn refusal(e: &StreamError) -> Response {
+    match e {
+        StreamError::PodNotFound(_) => text(StatusCode::NOT_FOUND, "pod does not exist"),
+        StreamError::ContainerNotFound { container: c, .. } | StreamError::NotRunning(c) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("container not found (\"{c}\")"))
+        }
+        StreamError::Invalid(m) => text(StatusCode::BAD_REQUEST, m.clone()),
     }
 }
 
-/// One exec or attach, ready to run once its streams are there.
-struct Call {
-    rt: Arc<dyn Runtime>,
-    action: Action,
-    ns: String,
-    pod: String,
-    container: String,
+/// An exec or attach whose process has started: our ends of its pipes and its outcome.
+struct Started {
+    ends: Ends,
+    result: BoxFuture<'static, Result<i32, StreamError>>,
     opts: Options,
 }
 
@@ -300,17 +331,6 @@ fn pipes(o: &Options) -> (Stdio, Ends) {
         ends.stderr = Some(ours);
     }
     (stdio, ends)
-}
-
-impl Call {
-    async fn run(&self, stdio: Stdio) -> Result<i32, StreamError> {
-        match self.action {
-            Action::Exec => {
-                self.rt.exec(&self.ns, &self.pod, &self.container, self.opts.command.clone(), stdio).await
-            }
-            Action::Attach => self.rt.attach(&self.ns, &self.pod, &self.container, stdio).await,
-        }
-    }
 }
 
 /// The error channel's message for v4 and later: a metav1.Status (upstream's kubelet words).
@@ -360,7 +380,7 @@ async fn pump_to_ws(mut from: DuplexStream, ch: u8, out: mpsc::Sender<Message>) 
     }
 }
 
-async fn ws_remote_command(ws: WebSocketStream<Io>, protocol: &str, call: Call) {
+async fn ws_remote_command(ws: WebSocketStream<Io>, protocol: &str, started: Started) {
     let v4 = matches!(protocol, "v4.channel.k8s.io" | "v5.channel.k8s.io");
     let v5 = protocol == "v5.channel.k8s.io";
     let (mut sink, mut source) = ws.split();
@@ -374,7 +394,7 @@ async fn ws_remote_command(ws: WebSocketStream<Io>, protocol: &str, call: Call) 
         }
         let _ = sink.close().await;
     });
-    let (stdio, ends) = pipes(&call.opts);
+    let Started { ends, result, opts } = started;
     let Ends { stdin, stdout, stderr, resize } = ends;
     let mut pumps = Vec::new();
     if let Some(s) = stdout {
@@ -412,11 +432,11 @@ async fn ws_remote_command(ws: WebSocketStream<Io>, protocol: &str, call: Call) 
             }
         }
     });
-    let result = call.run(stdio).await;
+    let result = result.await;
     for p in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
     }
-    let status = if v4 { Some(status_json(&result, &call.opts.command)) } else { status_text(&result) };
+    let status = if v4 { Some(status_json(&result, &opts.command)) } else { status_text(&result) };
     if let Some(status) = status {
         let mut m = vec![3u8];
         m.extend(status);
@@ -439,8 +459,9 @@ fn parse_size(b: &[u8]) -> Option<TermSize> {
     serde_json::from_slice::<Size>(b).ok().map(|s| TermSize { width: s.width, height: s.height })
 }
 
-async fn spdy_remote_command(mut streams: mpsc::Receiver<spdy::Stream>, protocol: &str, call: Call) {
-    let o = &call.opts;
+async fn spdy_remote_command(mut streams: mpsc::Receiver<spdy::Stream>, protocol: &str, started: Started) {
+    let Started { ends, result, opts } = started;
+    let o = &opts;
     // The streams the client must open: error always, the rest as asked (resize with a TTY from v3).
     let resize_wanted = o.tty && matches!(protocol, "v3.channel.k8s.io" | "v4.channel.k8s.io");
     let want =
@@ -464,7 +485,6 @@ async fn spdy_remote_command(mut streams: mpsc::Receiver<spdy::Stream>, protocol
         }
     }
     let Some(error) = by_type.remove("error") else { return };
-    let (stdio, ends) = pipes(o);
     let Ends { stdin, stdout, stderr, resize } = ends;
     let mut tasks = Vec::new();
     if let (Some(mut pipe), Some(mut s)) = (stdin, by_type.remove("stdin")) {
@@ -516,7 +536,7 @@ async fn spdy_remote_command(mut streams: mpsc::Receiver<spdy::Stream>, protocol
             }
         }));
     }
-    let result = call.run(stdio).await;
+    let result = result.await;
     for p in pumps {
         let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
     }

@@ -37,6 +37,10 @@ impl Runtime for TestRuntime {
             match container.as_str() {
                 "app" => {}
                 "stopped" => return Err(StreamError::NotRunning(container)),
+                "late" => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    return Err(StreamError::NotRunning(container));
+                }
                 _ => return Err(StreamError::ContainerNotFound { pod: "web".into(), container }),
             }
             let mut out = io.stdout.take();
@@ -87,10 +91,14 @@ impl Runtime for TestRuntime {
         &self,
         _ns: &str,
         _pod: &str,
-        _container: &str,
+        container: &str,
         mut io: Stdio,
     ) -> BoxFuture<'static, Result<i32, StreamError>> {
+        let container = container.to_string();
         Box::pin(async move {
+            if container != "app" {
+                return Err(StreamError::NotRunning(container));
+            }
             if let Some(o) = io.stdout.as_mut() {
                 o.write_all(b"attached\n").await.ok();
                 if let Some(i) = io.stdin.as_mut() {
@@ -243,19 +251,41 @@ async fn websocket_attach_connects_to_the_main_process() {
 }
 
 #[tokio::test]
-async fn runtime_refusals_arrive_as_a_status_on_the_error_channel() {
+async fn refusals_after_the_start_arrive_as_a_status_on_the_error_channel() {
     let addr = kubelet().await;
+    // `late` refuses only after the upgrade (the runtime found out while running).
     let (mut ws, _) =
-        ws_connect(addr, "/exec/default/web/stopped?command=ls&stdout=true", "v5.channel.k8s.io").await;
+        ws_connect(addr, "/exec/default/web/late?command=ls&stdout=true", "v5.channel.k8s.io").await;
     let s = status(&drain(&mut ws).await);
     assert_eq!(s["status"], "Failure");
-    assert_eq!(s["message"], "container stopped is not running");
+    assert_eq!(s["message"], "container late is not running");
     // Before v4 the error channel is plain text.
     let (mut ws, proto) =
-        ws_connect(addr, "/exec/default/web/nope?command=ls&stdout=true", "channel.k8s.io").await;
+        ws_connect(addr, "/exec/default/web/late?command=ls&stdout=true", "channel.k8s.io").await;
     assert_eq!(proto, "channel.k8s.io");
     let by = drain(&mut ws).await;
-    assert_eq!(String::from_utf8_lossy(&by[&3]), "container nope is not valid for pod web");
+    assert_eq!(String::from_utf8_lossy(&by[&3]), "container late is not running");
+}
+
+#[tokio::test]
+async fn immediate_refusals_are_upstreams_http_errors_before_the_upgrade() {
+    let addr = kubelet().await;
+    let up = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n";
+    for container in ["stopped", "nope"] {
+        let (code, text) = plain(
+            addr,
+            &format!("GET /exec/default/web/{container}?command=ls&stdout=1 HTTP/1.1\r\nHost: k\r\n{up}\r\n"),
+        )
+        .await;
+        assert_eq!(code, 500, "{text}");
+        assert!(text.contains(&format!("container not found (\"{container}\")")), "{text}");
+    }
+    let (code, text) = plain(
+        addr,
+        "POST /attach/default/web/stopped?stdout=1 HTTP/1.1\r\nHost: k\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 500, "{text}");
 }
 
 async fn plain(addr: SocketAddr, req: &str) -> (u16, String) {
