@@ -70,6 +70,30 @@ fn curl_many(port: u16, n: usize) -> Vec<String> {
     stdout(&out).lines().map(str::to_string).collect()
 }
 
+/// Five GETs through the Python client's port-forward, one WebSocket each; prints each status line.
+const PY_PORT_FORWARD: &str = r#"
+import sys
+from kubernetes import config, client
+from kubernetes.stream import portforward
+config.load_kube_config(sys.argv[1])
+api = client.CoreV1Api()
+for _ in range(5):
+    pf = portforward(api.connect_get_namespaced_pod_portforward, sys.argv[2], 'default', ports='80')
+    s = pf.socket(80)
+    s.setblocking(True)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+    print(data.split(b"\r\n")[0].decode())
+    assert pf.error(80) is None, pf.error(80)
+    s.close()
+    pf.close()
+"#;
+
 /// Whether curl got exactly `n` answers, all 200.
 fn all_ok(codes: &[String], n: usize) -> bool {
     codes.len() == n && codes.iter().all(|c| c == "200")
@@ -110,6 +134,14 @@ fn port_forward_carries_many_requests_to_a_pod_and_a_service() {
     let codes = curl_many(local, 50);
     assert!(all_ok(&codes, 50), "{codes:?}");
     drop(fwd);
+
+    // The Python client: port-forward over WebSocket (`v4.channel.k8s.io`, a channel pair per port).
+    let out = Command::new("python3")
+        .args(["-c", PY_PORT_FORWARD, kp.kubeconfig.to_str().unwrap(), &pod])
+        .output()
+        .expect("python3 could not run: install Python 3 and `pip install kubernetes` (this test must not be skipped)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["HTTP/1.1 200 OK"; 5], "{}", stderr(&out));
 
     // exec and attach reach the pod's kubelet through the API server (WebSocket v5 from kubectl
     // 1.32, SPDY from 1.27) and its refusal comes back as upstream's.

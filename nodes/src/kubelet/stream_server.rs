@@ -830,7 +830,6 @@ async fn ws_port_forward(ws: WebSocketStream<Io>, ports: Vec<u16>, target: Targe
         }));
     }
     drop(out_tx);
-    let mut first = vec![true; ports.len()];
     while let Some(Ok(m)) = source.next().await {
         let data = match m {
             Message::Binary(b) => b,
@@ -842,14 +841,6 @@ async fn ws_port_forward(ws: WebSocketStream<Io>, ports: Vec<u16>, target: Targe
         if ch % 2 != 0 || i >= ports.len() {
             continue;
         }
-        // Clients may open a data channel with the port prefix too; it is not data.
-        let rest = if first[i] && rest.len() >= 2 && rest[..2] == ports[i].to_le_bytes() {
-            first[i] = false;
-            &rest[2..]
-        } else {
-            first[i] = false;
-            rest
-        };
         if rest.is_empty() {
             continue;
         }
