@@ -315,7 +315,9 @@ fn the_seeds_client_pod_steps() {
 fn exec_with_stdin_and_an_exit_code() {
     let (kp, _dir) = up_with_nginx();
     let pod = nginx_pod(&kp);
-    for program in ["kubectl", "kubectl.1.27"] {
+    let old = store::etcd_process::find_program("kubectl.1.27", &["/usr/lib/google-cloud-sdk/bin"])
+        .expect("kubectl.1.27 is needed for the SPDY check");
+    for program in ["kubectl", old.to_str().unwrap()] {
         let out = Command::new(program)
             .arg("--kubeconfig")
             .arg(&kp.kubeconfig)
