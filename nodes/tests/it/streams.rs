@@ -609,3 +609,98 @@ async fn spdy_tunnelled_in_websocket_port_forwards() {
     let mut c = Spdy::new(ours);
     spdy_forward_rounds(&mut c, port).await;
 }
+
+// ---- The real kubectl through the API server to this kubelet (test runtime). ----
+
+/// An API server on plain HTTP (loopback) with a Node whose kubelet is the test one, and the pod
+/// `default/web` bound to it; returns the API server's URL.
+async fn api_with_kubelet(tc: &apiserver::testing::TestCluster) -> String {
+    let kubelet = kubelet().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    let app = apiserver::router(tc.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "streams-node"},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port()}},
+        },
+    }))
+    .unwrap();
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(tc.client.clone());
+    let created = nodes.create(&Default::default(), &node).await.unwrap();
+    // The status half is written through the status subresource.
+    let mut with_status = created.clone();
+    with_status.status = node.status.clone();
+    nodes.replace_status("streams-node", &Default::default(), &with_status).await.unwrap();
+    let pod = super::helpers::pod("web", serde_json::json!({"nodeName": "streams-node"}));
+    super::helpers::create_pod(&tc.client, "default", pod).await;
+    api
+}
+
+fn kubectl_at(program: &str, api: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .env_remove("KUBECONFIG")
+        .args(["--kubeconfig", "/dev/null", "--server", api])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} could not run ({e}); this test must not be skipped"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_through_the_api_server_carries_stdin_output_and_exit_codes() {
+    let tc = apiserver::testing::TestCluster::start().await;
+    let api = api_with_kubelet(&tc).await;
+    // kubectl.1.27 is kept in the Cloud SDK's folder on this machine; elsewhere, on PATH.
+    let sdk = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+    let old = if std::path::Path::new(sdk).exists() { sdk } else { "kubectl.1.27" };
+    // kubectl 1.32 (WebSocket v5) and 1.27 (SPDY v4).
+    for program in ["kubectl", old] {
+        let api2 = api.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            kubectl_at(
+                program,
+                &api2,
+                &["exec", "-i", "web", "-c", "app", "--", "cat"],
+                b"via the api server\n",
+            )
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "via the api server\n", "{program}");
+
+        let api2 = api.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            kubectl_at(program, &api2, &["exec", "web", "--", "exit", "3"], b"")
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{program}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("command terminated with exit code 3"),
+            "{program}"
+        );
+
+        let api2 = api.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            kubectl_at(program, &api2, &["exec", "web", "-c", "stopped", "--", "ls"], b"")
+        })
+        .await
+        .unwrap();
+        // The pod has no container `stopped`: the API server refuses before the kubelet is asked.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("container stopped is not valid for pod web"),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    tc.shutdown().await;
+}
