@@ -532,6 +532,8 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
             // The token operation is not published (its TokenRequest schema is, for decoding);
             // kubectl create token needs no OpenAPI.
             Subresource::Token => continue,
+            // Connect operations (streaming upgrades) are not published yet.
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => continue,
             Subresource::Log => {
                 let text_plain = json!({ "text/plain": { "schema": { "type": "string" } } });
                 let text = json!({

@@ -17,6 +17,10 @@ pub enum Subresource {
     Finalize,
     /// `serviceaccounts/token`: a TokenRequest, answered with a signed token.
     Token,
+    /// `pods/exec`, `pods/attach`, `pods/portforward`: streaming connections proxied to the kubelet.
+    Exec,
+    Attach,
+    PortForward,
 }
 
 impl Subresource {
@@ -28,6 +32,9 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 }
@@ -136,7 +143,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
         short: &["ns"], cat: NONE, sub: &[Status, Finalize], fields: &["status.phase"]),
     res!("", "v1", "Pod", "pods", "pod", true, "/registry/pods",
-        short: &["po"], cat: ALL, sub: &[Status, Binding, Log],
+        short: &["po"], cat: ALL, sub: &[Status, Binding, Log, Exec, Attach, PortForward],
         fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
                   "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"]),
     res!("", "v1", "Service", "services", "service", true, "/registry/services/specs",

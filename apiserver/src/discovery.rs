@@ -145,6 +145,9 @@ fn subresource(
         Subresource::Log => ("Pod", &["get"], None),
         Subresource::Finalize => (r.kind, &["update"], None),
         Subresource::Token => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
+        Subresource::Exec => ("PodExecOptions", &["create", "get"], None),
+        Subresource::Attach => ("PodAttachOptions", &["create", "get"], None),
+        Subresource::PortForward => ("PodPortForwardOptions", &["create", "get"], None),
     }
 }
 

@@ -43,6 +43,7 @@ mod route;
 mod server;
 mod services;
 mod strategy;
+mod streaming;
 mod subresources;
 mod synthetic;
 #[cfg(feature = "testing")]

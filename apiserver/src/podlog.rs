@@ -43,24 +43,7 @@ pub async fn serve(st: &AppState, rp: &ResourcePath, name: &str, params: &Params
         // Not scheduled yet: upstream answers with an empty log.
         return Ok(text(StatusCode::OK, Body::empty()));
     };
-    let nodes = api_types::resources::lookup("", "v1", "nodes")
-        .ok_or_else(|| ApiError::internal("the nodes resource is not served"))?;
-    let node_rp =
-        ResourcePath { res: nodes, namespace: None, name: Some(node_name.to_string()), subresource: None };
-    let (node, _) = read(st, &node_rp, node_name).await?;
-    let ip = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
-        .and_then(|a| a["address"].as_str())
-        .ok_or_else(|| {
-            ApiError::internal(format!("no preferred addresses found; known addresses: [] (node {node_name})"))
-        })?;
-    let port =
-        node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(0);
-    if port == 0 {
-        return Err(ApiError::internal(format!("node {node_name} reports no kubelet port")));
-    }
+    let (ip, port) = kubelet_of(st, node_name).await?;
     let ns = rp.namespace.as_deref().unwrap_or_default();
     let loopback = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
     let mut query: Vec<String> =
@@ -103,8 +86,32 @@ pub async fn serve(st: &AppState, rp: &ResourcePath, name: &str, params: &Params
     })
 }
 
+/// A node's kubelet endpoint, as upstream's node connection info resolves it: the Node's InternalIP
+/// and `status.daemonEndpoints.kubeletEndpoint.Port`. The caller decides whether it may dial it.
+pub(crate) async fn kubelet_of(st: &AppState, node_name: &str) -> ApiResult<(String, u64)> {
+    let nodes = api_types::resources::lookup("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("the nodes resource is not served"))?;
+    let node_rp =
+        ResourcePath { res: nodes, namespace: None, name: Some(node_name.to_string()), subresource: None };
+    let (node, _) = read(st, &node_rp, node_name).await?;
+    let ip = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+        .and_then(|a| a["address"].as_str())
+        .ok_or_else(|| {
+            ApiError::internal(format!("no preferred addresses found; known addresses: [] (node {node_name})"))
+        })?;
+    let port =
+        node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(0);
+    if port == 0 {
+        return Err(ApiError::internal(format!("node {node_name} reports no kubelet port")));
+    }
+    Ok((ip.to_string(), port))
+}
+
 /// The container the log is of: the named one (which must exist), else the only one.
-fn container_of(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
+pub(crate) fn container_of(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
     let names = |key: &str| -> Vec<String> {
         pod.pointer(&format!("/spec/{key}"))
             .and_then(Value::as_array)
@@ -145,7 +152,7 @@ fn text(code: StatusCode, body: Body) -> Response {
 
 /// Percent-encodes everything but unreserved characters (names are DNS labels; values are numbers,
 /// booleans and RFC 3339 times).
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

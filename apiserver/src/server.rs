@@ -441,6 +441,15 @@ async fn named(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn handle(st: AppState, core: bool, req: Request) -> Response {
+    // Connect subresources (exec, attach, portforward) take the whole request: they upgrade it.
+    if core {
+        let rest = req.uri().path().strip_prefix("/api/").unwrap_or("");
+        if let Ok(Target::Resource(rp)) = route::parse(true, rest) {
+            if crate::streaming::is_streaming(&rp) {
+                return crate::streaming::serve(&st, rp, req).await;
+            }
+        }
+    }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let rest = path.strip_prefix(if core { "/api/" } else { "/apis/" }).unwrap_or("").to_string();

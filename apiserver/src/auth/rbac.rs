@@ -71,6 +71,9 @@ impl Attributes {
             ("DELETE", true) => "delete",
             _ => "",
         };
+        // Upstream (AuthorizePodWebsocketUpgradeCreatePermission): opening a pod's exec, attach or
+        // portforward stream needs `create`, whether the upgrade came as POST (SPDY) or GET (WebSocket).
+        let verb = if crate::streaming::is_streaming(&rp) { "create" } else { verb };
         // A namespace is its own namespace, for RoleBindings inside it.
         let namespace = match (&rp.namespace, rp.res.plural, &rp.name) {
             (Some(ns), _, _) => ns.clone(),
@@ -325,6 +328,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["networking.k8s.io"], &["ingresses"], &rw),
         rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
         rule(&["coordination.k8s.io"], &["leases"], &rw),
+        // As upstream's edit role: stepping into pods, and reading those subresources.
+        rule(&[""], &["pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], &rw),
     ];
     edit_rules.extend(view_rules.iter().cloned());
     let mut admin_rules = edit_rules.clone();

@@ -9,7 +9,9 @@ pub mod ipam;
 pub mod logs;
 pub mod node;
 pub mod server;
+pub mod spdy;
 pub mod status;
+pub mod stream_server;
 pub mod streams;
 pub mod traffic;
 mod worker;
@@ -104,10 +106,14 @@ pub async fn run_node(
         cfg: cfg.clone(),
     });
 
+    // TEMPORARY: the listen-only runtime (pod IPs only) until the sandboxed runtime is merged.
+    let runtime = Arc::new(stream_server::ListenOnlyRuntime::default());
     let server_stop = stop.clone();
+    let server_runtime: Arc<dyn streams::Runtime> = runtime.clone();
     tasks.spawn(async move {
         let mut s = server_stop;
-        let serve = axum::serve(listener, server::router(logs)).with_graceful_shutdown(async move {
+        let app = server::router(logs, server_runtime).into_make_service();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = s.changed().await;
         });
         if let Err(e) = serve.await {
@@ -117,7 +123,7 @@ pub async fn run_node(
     tasks.spawn(watch_own_node(ctx.clone(), nodes.clone(), cidr_tx, latest_tx, stop.clone()));
     tasks.spawn(node::run_status(nodes, cfg.clone(), id, port, latest_rx, cidr_rx, stop.clone()));
     tasks.spawn(node::run_lease(client, cfg.clone(), node::uid_of(&registered), stop.clone()));
-    let mut pods = tokio::spawn(run_pods(ctx, stop.clone()));
+    let mut pods = tokio::spawn(run_pods(ctx, runtime, stop.clone()));
 
     let _ = stop.changed().await;
     // Workers end on `stop`; their listeners close and their logs' followers end with them.
@@ -168,7 +174,11 @@ async fn watch_own_node(
 }
 
 /// The pod manager: one worker per pod bound here, fed the pod as the watch shows it.
-async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+async fn run_pods(
+    ctx: Arc<Ctx>,
+    table: Arc<stream_server::ListenOnlyRuntime>,
+    mut stop: watch::Receiver<bool>,
+) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.name));
     let mut events = watcher(api, cfg).default_backoff().boxed();
@@ -210,12 +220,18 @@ async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                         tx.send_replace(None);
                     }
                 }
+                table.pod_ips.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 for p in pods {
+                    note_pod_ip(&table, &p, true);
                     apply(&ctx, &mut workers, &mut tasks, p);
                 }
             }
-            Some(Ok(Event::Apply(p))) => apply(&ctx, &mut workers, &mut tasks, p),
+            Some(Ok(Event::Apply(p))) => {
+                note_pod_ip(&table, &p, true);
+                apply(&ctx, &mut workers, &mut tasks, p)
+            }
             Some(Ok(Event::Delete(p))) => {
+                note_pod_ip(&table, &p, false);
                 if let Some(tx) = workers.get(&p.uid().unwrap_or_default()) {
                     tx.send_replace(None);
                 }
@@ -227,6 +243,21 @@ async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     // Workers see `stop` and end; give them a moment to close their sockets.
     let _ = tokio::time::timeout(Duration::from_secs(3), async { while tasks.join_next().await.is_some() {} })
         .await;
+}
+
+/// Keeps the streaming runtime's `ns/name` → pod IP table in step with the pod watch.
+fn note_pod_ip(table: &stream_server::ListenOnlyRuntime, pod: &Pod, present: bool) {
+    let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|s| s.parse().ok());
+    let mut t = table.pod_ips.lock().unwrap_or_else(|e| e.into_inner());
+    match ip {
+        Some(ip) if present => {
+            t.insert(key, ip);
+        }
+        _ => {
+            t.remove(&key);
+        }
+    }
 }
 
 fn apply(

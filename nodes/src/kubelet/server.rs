@@ -1,5 +1,6 @@
 //! The kubelet's HTTP endpoint on `node_ip:kubelet_port`: `/healthz` and
-//! `GET /containerLogs/{namespace}/{pod}/{container}` with upstream's query parameters (`follow`,
+//! `GET /containerLogs/{namespace}/{pod}/{container}` (and the streaming endpoints of
+//! `stream_server.rs`: `/exec`, `/attach`, `/portForward`) with upstream's query parameters (`follow`,
 //! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`; `previous` has nothing to show). The API server's `pods/log` proxies here.
 //! Plain HTTP: everything is on loopback.
 
@@ -17,12 +18,14 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::logs::{Line, LogStore};
+use super::streams::Runtime;
 
-pub fn router(logs: Arc<LogStore>) -> Router {
+pub fn router(logs: Arc<LogStore>, runtime: Arc<dyn Runtime>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .with_state(logs)
+        .merge(super::stream_server::router(runtime))
 }
 
 /// Parsed `/containerLogs` options (upstream's `PodLogOptions`).
@@ -203,7 +206,10 @@ mod tests {
         let log = pod.start("c");
         let req =
             axum::http::Request::get("/containerLogs/default/p/c?follow=true").body(Body::empty()).unwrap();
-        let resp = router(logs.clone()).oneshot(req).await.unwrap();
+        let resp = router(logs.clone(), Arc::new(super::super::stream_server::ListenOnlyRuntime::default()))
+            .oneshot(req)
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         // More lines than the broadcast holds, before the follower reads anything.
         for i in 0..600 {

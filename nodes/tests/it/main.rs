@@ -4,4 +4,5 @@ mod helpers;
 mod kubelet;
 mod registration;
 mod scheduler;
+mod streams;
 mod traffic;
