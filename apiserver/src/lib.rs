@@ -24,6 +24,7 @@ mod admission;
 pub mod auth;
 pub mod bench;
 mod cacher;
+mod crd;
 mod discovery;
 mod error;
 mod handlers;

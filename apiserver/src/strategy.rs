@@ -34,6 +34,8 @@ impl Half {
 /// Resources whose generation counts spec changes (upstream's strategies that set it).
 fn tracks_generation(res: &ResourceDef) -> bool {
     matches!(res.kind, "Deployment" | "ReplicaSet" | "ReplicationController" | "Ingress" | "Pod" | "Service")
+        || crate::crd::is_crd(res)
+        || crate::crd::custom(res).is_some()
 }
 
 fn has_status(res: &ResourceDef) -> bool {
@@ -90,6 +92,7 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
         meta::set(obj, "generation", json!(1));
     }
     default(res, obj);
+    crate::crd::prepare_create(res, obj);
     if res.kind == "Namespace" {
         meta::set_path(obj, &["status"], json!({"phase": "Active"}));
     }
@@ -136,7 +139,8 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
                 }
             }
             default(res, new);
-            if tracks_generation(res) && spec_of(new) != spec_of(old) {
+            crate::crd::prepare_update(res, new, old);
+            if tracks_generation(res) && spec_of(res, new) != spec_of(res, old) {
                 let g = meta::meta(old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
                 meta::set(new, "generation", json!(g + 1));
             }
@@ -170,8 +174,17 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
     }
 }
 
-/// The part of an object whose change bumps the generation.
-fn spec_of(obj: &Value) -> Value {
+/// The part of an object whose change bumps the generation: `spec`; for custom resources
+/// everything but metadata and status (upstream's CR strategy).
+fn spec_of(res: &ResourceDef, obj: &Value) -> Value {
+    if crate::crd::custom(res).is_some() {
+        let mut o = obj.clone();
+        if let Some(m) = o.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        return o;
+    }
     match obj.get("spec") {
         Some(s) => s.clone(),
         // Objects without spec (rare among the tracked kinds): everything but metadata and status.
@@ -393,6 +406,7 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         "Service" => validate_service(obj, &mut causes),
         _ => {}
     }
+    causes.extend(crate::crd::validate(res, obj, old));
     causes
 }
 

@@ -29,8 +29,12 @@ const EXTRA_KINDS: &[(&str, &str, &str)] = &[
 ];
 
 /// Served kinds whose request bodies are never decoded: a SelfSubjectReview carries nothing the
-/// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by).
-const NOT_DECODED: &[(&str, &str, &str)] = &[("authentication.k8s.io", "v1", "SelfSubjectReview")];
+/// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by);
+/// CustomResourceDefinitions are sent as JSON by every client (kubectl's dynamic client, kube-rs).
+const NOT_DECODED: &[(&str, &str, &str)] = &[
+    ("authentication.k8s.io", "v1", "SelfSubjectReview"),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+];
 
 /// A special message's fields: (tag, prost type).
 type Layout = &'static [(u32, &'static str)];

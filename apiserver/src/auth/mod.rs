@@ -198,7 +198,8 @@ pub async fn middleware(State(st): State<AppState>, mut req: Request, next: Next
         for h in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID] {
             req.headers_mut().remove(h);
         }
-        let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
+        let attrs =
+            rbac::Attributes::of_request(&st.registry, req.method(), req.uri().path(), req.uri().query());
         if rbac::allowed(&st, &user, &attrs).await.is_none() {
             tracing::debug!(user = %user.name, ?attrs, "forbidden");
             return attrs.forbidden(&user).into_response();

@@ -1,0 +1,100 @@
+use serde_json::json;
+
+use super::schema::{apply_defaults, prune, structural_errors, validate};
+use super::*;
+
+fn crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "crontabs.stable.example.com"},
+        "spec": {"group": "stable.example.com", "scope": "Namespaced",
+            "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab", "shortNames": ["ct"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object",
+                    "properties": {"cronSpec": {"type": "string", "pattern": "^\\S+ \\S+$"},
+                                   "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+                                   "mode": {"type": "string", "enum": ["a", "b"]}},
+                    "required": ["cronSpec"]}}}}}]}
+    })
+}
+
+#[test]
+fn a_valid_crd_passes_and_serves_its_version_once_established() {
+    assert_eq!(validate_crd(&crd()), vec![]);
+    let mut c = crd();
+    assert!(served(&c).is_empty(), "not established yet");
+    c["status"] = status_for(&c, None, None, "2024-01-01T00:00:00Z");
+    let s = served(&c);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].def.etcd_prefix, "/registry/stable.example.com/crontabs");
+    assert_eq!(s[0].def.key(Some("default"), "a"), "/registry/stable.example.com/crontabs/default/a");
+    // Interned: the same definition is the same entry.
+    assert!(std::ptr::eq(served(&c)[0], s[0]));
+    assert!(custom(&s[0].def).is_some());
+    assert!(custom(crate::resources::lookup("", "v1", "pods").unwrap()).is_none());
+}
+
+#[test]
+fn bad_crds_get_upstreams_messages() {
+    let mut c = crd();
+    c["metadata"]["name"] = json!("wrong.stable.example.com");
+    c["spec"]["versions"][0]["storage"] = json!(false);
+    c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["x"] = json!({});
+    let errs = validate_crd(&c);
+    let text: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+    assert!(text.contains(&"metadata.name: Invalid value: \"wrong.stable.example.com\": must be spec.names.plural+\".\"+spec.group".to_string()), "{text:?}");
+    assert!(
+        text.iter().any(|t| t.starts_with("spec.versions: Invalid value")
+            && t.ends_with("must have exactly one version marked as storage version")),
+        "{text:?}"
+    );
+    assert!(text.contains(&"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[x].type: Required value: must not be empty for specified object fields".to_string()), "{text:?}");
+}
+
+#[test]
+fn custom_resources_are_pruned_defaulted_and_validated() {
+    let schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    assert!(structural_errors(&schema, "s").is_empty());
+    let mut obj = json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+        "metadata": {"name": "a", "bogus": 1}, "spec": {"cronSpec": "* *", "extra": true}, "top": 1});
+    let dropped = prune(&schema, &mut obj);
+    assert_eq!(dropped, vec!["metadata.bogus", "spec.extra", "top"]);
+    apply_defaults(&schema, &mut obj);
+    assert_eq!(obj["spec"]["replicas"], 1);
+    assert!(validate(&schema, &obj).is_empty());
+    let bad = json!({"spec": {"replicas": "x", "mode": "c", "cronSpec": "nope"}});
+    let text: Vec<String> =
+        validate(&schema, &bad).iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+    assert_eq!(text, vec![
+        "spec.cronSpec: Invalid value: \"nope\": spec.cronSpec in body should match '^\\S+ \\S+$'".to_string(),
+        "spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\"".to_string(),
+        "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"".to_string(),
+    ]);
+    let text: Vec<String> = validate(&schema, &json!({"spec": {"replicas": 11}}))
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    assert_eq!(
+        text,
+        vec![
+            "spec.cronSpec: Required value".to_string(),
+            "spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"
+                .to_string(),
+        ]
+    );
+}
+
+#[test]
+fn version_priority_is_kubernetes_order() {
+    let mut v = vec!["v1alpha1", "foo", "v2", "v1beta1", "v1", "v1beta2"];
+    v.sort_by(version_priority);
+    assert_eq!(v, vec!["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
+}
+
+#[test]
+fn printer_paths() {
+    let obj = json!({"spec": {"a": [1, 2]}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    assert_eq!(printing::first(".spec.a[1]", &obj), Some(&json!(2)));
+    assert_eq!(printing::first(".status.conditions[?(@.type==\"Ready\")].status", &obj), Some(&json!("True")));
+    assert!(printing::parse_path("spec").is_err());
+}
