@@ -199,6 +199,23 @@ async fn cleanup(st: &AppState, crd: &Value) -> Result<(), String> {
     let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
     let plural = crd.pointer("/status/acceptedNames/plural").and_then(Value::as_str).unwrap_or("");
     let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let terminating = crd
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Terminating");
+    if !terminating {
+        // Upstream's Terminating condition, through the status subresource.
+        let status = crds::status_for(crd, crd.get("status"), None, &crate::meta::now_rfc3339());
+        let uri = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}/status");
+        let patch = json!({"status": status});
+        let (code, body) =
+            crate::server::call_with(st, Method::PATCH, &uri, patch, "application/merge-patch+json").await?;
+        if code != 200 && code != 404 {
+            return Err(format!("marking {name} Terminating: {code} {body}"));
+        }
+    }
     if !group.is_empty() && !plural.is_empty() {
         let prefix = format!("/registry/{group}/{plural}/");
         let list = st
