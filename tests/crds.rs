@@ -65,6 +65,13 @@ spec:
             properties:
               replicas:
                 type: integer
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
 "#;
 
 const CR: &str = r#"apiVersion: stable.example.com/v1
@@ -139,6 +146,31 @@ fn crd_lifecycle_with_kubectl() {
     let yaml = kp.kubectl_ok(&["get", "ct", "my-cron", "-o", "yaml"]);
     assert!(yaml.contains("replicas: 1") && !yaml.contains("unknownField: dropped\n  "), "{yaml}");
     assert!(!stored["spec"].as_object().unwrap().contains_key("unknownField"));
+
+    // Two served versions, one storage version (conversion None): v1 is preferred, either reads
+    // the object in its own apiVersion, and what is written through v1beta1 is stored as v1.
+    let group: Value =
+        serde_json::from_str(&kp.kubectl_ok(&["get", "--raw", "/apis/stable.example.com"])).unwrap();
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    assert_eq!(group["versions"].as_array().unwrap().len(), 2);
+    let beta = kp.kubectl_ok(&[
+        "get",
+        "crontabs.v1beta1.stable.example.com",
+        "my-cron",
+        "-o",
+        "jsonpath={.apiVersion}",
+    ]);
+    assert_eq!(beta, "stable.example.com/v1beta1");
+    ok(&kp.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: stable.example.com/v1beta1\nkind: CronTab\nmetadata:\n  name: beta\nspec:\n  anything: goes\n",
+    ));
+    let stored = kp.etcd_get(&kp.endpoint(), "/registry/stable.example.com/crontabs/default/beta").unwrap();
+    assert_eq!(
+        (stored["apiVersion"].as_str(), &stored["spec"]),
+        (Some("stable.example.com/v1"), &json!({"anything": "goes"}))
+    );
+    ok(&kp.kubectl(&["delete", "crontabs.v1beta1.stable.example.com", "beta"]));
 
     // Printer columns, by plural, short name and category.
     for what in ["crontabs", "ct", "crontab.stable.example.com"] {
@@ -252,6 +284,15 @@ fn crd_lifecycle_with_kubectl() {
     let terminating =
         held["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Terminating");
     assert!(terminating, "{held}");
+    let refused = kp.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: late\nspec:\n  cronSpec: '* * * * *'\n",
+    );
+    assert!(
+        stderr(&refused).contains("create not allowed while custom resource definition is terminating"),
+        "{}",
+        stderr(&refused)
+    );
     ok(&kp.kubectl(&["patch", "ct", "second", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]));
     eventually(20, "the CRD gone", || kp.etcd_get(&kp.endpoint(), crd_key).is_none().then_some(()));
     eventually(10, "crontabs gone from discovery", || {

@@ -143,6 +143,8 @@ pub struct Spec {
     /// The storage version (objects are written with it; with conversion None all versions share
     /// one storage and differ only in `apiVersion`).
     pub storage_version: String,
+    /// The CRD is being deleted: its custom resources may be read and deleted, not created.
+    pub terminating: bool,
 }
 
 /// One served version of a CRD: its resource entry plus everything the API server needs.
@@ -293,6 +295,7 @@ pub fn served(crd: &Value) -> Vec<&'static CustomResource> {
             schema: v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null),
             columns,
             storage_version: storage_version.clone(),
+            terminating: crd.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()),
         }));
     }
     out
