@@ -464,3 +464,70 @@ fn serde_yaml_ng_free(yaml: &str) -> Value {
         .expect("python3 with PyYAML (the kubernetes client's dependency)");
     serde_json::from_slice(&out.stdout).expect("YAML as JSON")
 }
+
+/// What an operator author writes: the CRD comes from the type (kube-derive and schemars).
+mod derived {
+    use kube::CustomResource;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+    #[kube(group = "kplane.example.com", version = "v1", kind = "Backup", namespaced)]
+    #[kube(
+        status = "BackupStatus",
+        shortname = "bk",
+        printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target"}"#
+    )]
+    pub struct BackupSpec {
+        pub target: String,
+        pub keep: Option<i32>,
+    }
+
+    #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+    pub struct BackupStatus {
+        pub done: bool,
+    }
+}
+
+#[test]
+fn kube_rs_derived_custom_resource_is_created_listed_and_watched() {
+    use derived::{Backup, BackupSpec, BackupStatus};
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use kube::runtime::{watcher, WatchStreamExt};
+    use kube::CustomResourceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kp.kubeconfig).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let crds: Api<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > = Api::all(client.clone());
+        crds.create(&PostParams::default(), &Backup::crd()).await.expect("the derived CRD is accepted");
+        let backups: Api<Backup> = Api::namespaced(client.clone(), "default");
+        let mut events = watcher(backups.clone(), watcher::Config::default()).applied_objects().boxed();
+        let b = Backup::new("nightly", BackupSpec { target: "db".into(), keep: Some(7) });
+        backups.create(&PostParams::default(), &b).await.unwrap();
+        let seen =
+            tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((seen.metadata.name.as_deref(), seen.spec.keep), (Some("nightly"), Some(7)));
+        let status = serde_json::json!({"status": BackupStatus { done: true }});
+        backups.patch_status("nightly", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        let list = backups.list(&ListParams::default()).await.unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert!(list.items[0].status.as_ref().is_some_and(|s| s.done));
+    });
+    // kubectl sees it by its short name, with its printer column.
+    let table = kp.kubectl_ok(&["get", "bk"]);
+    assert_eq!(
+        table.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["nightly", "db"],
+        "{table}"
+    );
+}
