@@ -98,3 +98,95 @@ fn printer_paths() {
     assert_eq!(printing::first(".status.conditions[?(@.type==\"Ready\")].status", &obj), Some(&json!("True")));
     assert!(printing::parse_path("spec").is_err());
 }
+
+#[test]
+fn a_name_in_use_is_not_accepted_and_nothing_is_served() {
+    let mut first = crd();
+    first["status"] = status_for(&first, None, None, "t");
+    let mut second = crd();
+    second["metadata"]["name"] = json!("crontabz.stable.example.com");
+    second["spec"]["names"]["plural"] = json!("crontabz");
+    let conflict = name_conflict(&second, &[first.clone()]);
+    assert_eq!(conflict.as_deref(), Some("\"CronTab\" is already in use"));
+    second["status"] = status_for(&second, None, conflict, "t");
+    let conds = second["status"]["conditions"].as_array().unwrap();
+    assert_eq!(
+        (conds[0]["type"].as_str(), conds[0]["status"].as_str()),
+        (Some("NamesAccepted"), Some("False"))
+    );
+    assert_eq!((conds[1]["type"].as_str(), conds[1]["status"].as_str()), (Some("Established"), Some("False")));
+    assert!(served(&second).is_empty());
+    // The same CRD is no conflict with itself.
+    assert!(name_conflict(&first, &[first.clone()]).is_none());
+}
+
+#[test]
+fn extensions_preserve_int_or_string_and_embedded_resources() {
+    let schema = json!({"type": "object", "properties": {
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                 "properties": {"n": {"type": "integer"}}},
+        "port": {"x-kubernetes-int-or-string": true},
+        "tmpl": {"type": "object", "x-kubernetes-embedded-resource": true,
+                 "properties": {"spec": {"type": "object", "properties": {"a": {"type": "string"}}}}},
+    }});
+    assert!(structural_errors(&schema, "s").is_empty(), "{:?}", structural_errors(&schema, "s"));
+    let mut obj = json!({"free": {"n": 1, "anything": {"deep": true}}, "port": "http",
+        "tmpl": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "junk": 1}, "spec": {"a": "b", "z": 1}}});
+    let dropped = prune(&schema, &mut obj);
+    assert_eq!(dropped, vec!["tmpl.metadata.junk", "tmpl.spec.z"]);
+    assert_eq!(obj["free"]["anything"], json!({"deep": true}));
+    assert!(validate(&schema, &obj).is_empty());
+    let bad = json!({"free": {"n": "one"}, "port": true, "tmpl": {"spec": {}}});
+    let text: Vec<String> =
+        validate(&schema, &bad).iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+    assert_eq!(
+        text,
+        vec![
+            "free.n: Invalid value: \"string\": free.n in body must be of type integer: \"string\"".to_string(),
+            "port: Invalid value: \"boolean\": port in body must be of type integer,string: \"boolean\""
+                .to_string(),
+            "tmpl.apiVersion: Required value: must not be empty".to_string(),
+            "tmpl.kind: Required value: must not be empty".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn lengths_items_and_defaults_inside_defaults() {
+    let schema = json!({"type": "object", "properties": {
+        "name": {"type": "string", "minLength": 2, "maxLength": 3},
+        "tags": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string"}},
+        "opts": {"type": "object", "default": {}, "properties": {"level": {"type": "integer", "default": 3}}},
+    }});
+    let mut obj = json!({});
+    apply_defaults(&schema, &mut obj);
+    assert_eq!(obj, json!({"opts": {"level": 3}}));
+    let text: Vec<String> = validate(&schema, &json!({"name": "abcd", "tags": ["a", "b", "c"]}))
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    assert_eq!(
+        text,
+        vec![
+            "name: Too long: may not be more than 3 bytes".to_string(),
+            "tags: Too many: 3: must have at most 2 items".to_string(),
+        ]
+    );
+    let text: Vec<String> = validate(&schema, &json!({"name": "a", "tags": [1]}))
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    assert_eq!(
+        text,
+        vec![
+            "name: Invalid value: \"a\": name in body should be at least 2 chars long".to_string(),
+            "tags[0]: Invalid value: \"integer\": tags[0] in body must be of type string: \"integer\""
+                .to_string(),
+        ]
+    );
+    // A default that breaks its own schema is refused at CRD time.
+    let bad = json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 2, "default": 5}}});
+    let errs = structural_errors(&bad, "s");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].field, "s.properties[n].default");
+}
