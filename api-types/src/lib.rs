@@ -10,6 +10,9 @@
 //! - `patchmeta.rs`: upstream's strategic-merge list strategies and merge keys over the schemas.
 //! - `printing/`: server-side printing, the `meta.k8s.io/v1` Tables `kubectl get` shows, with
 //!   upstream's columns.
+//! - `crd/`: CustomResourceDefinitions: served versions interned as resource entries, CRD
+//!   validation and status, structural schemas (pruning, defaulting, validation of custom
+//!   resources), printer columns (JSONPath), OpenAPI v3 of CRD group-versions.
 //! - `events.rs`: core/v1 ⇄ events.k8s.io/v1 Event conversion (one storage, two APIs).
 //! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
@@ -23,6 +26,7 @@
 //!
 //! Invariant: this crate does no I/O. Everything here is a function of its arguments.
 
+pub mod crd;
 pub mod events;
 pub mod fieldcheck;
 pub mod openapi;
@@ -37,7 +41,7 @@ pub mod selectors;
 pub mod typecheck;
 
 pub use k8s_openapi;
-pub use resources::{ResourceDef, Subresource, RESOURCES};
+pub use resources::{Registry, ResourceDef, Subresource, RESOURCES};
 pub use selectors::{labels_of, FieldSelector, LabelSelector, SelectorError};
 
 // The protobuf field-table generator (src/protobuf/gen.rs) is shared with an example, where the

@@ -232,6 +232,9 @@ pub static RESOURCES: &[ResourceDef] = &[
         "/registry/clusterroles", short: NONE, cat: NONE, sub: &[], fields: NONE),
     res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding",
         false, "/registry/clusterrolebindings", short: NONE, cat: NONE, sub: &[], fields: NONE),
+    res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
+        "customresourcedefinition", false, "/registry/apiextensions.k8s.io/customresourcedefinitions",
+        short: &["crd", "crds"], cat: &["api-extensions"], sub: &[Status], fields: NONE),
     // Computed per request, never stored: what the caller may do (`kubectl auth can-i`).
     ResourceDef {
         group: "authorization.k8s.io",
@@ -306,17 +309,94 @@ pub static RESOURCES: &[ResourceDef] = &[
                   "reportingController", "type"]),
 ];
 
-/// The resource served at `group/version/plural`.
+/// The resources one API server serves: the built-in table plus dynamic entries (one per served
+/// version of each established CustomResourceDefinition), replaced whole whenever the set of CRDs
+/// changes. Each API server instance owns one (tests run many servers in one process), so there is
+/// no process-global mutable registry.
+///
+/// Dynamic entries are `&'static ResourceDef`s interned by [`crate::crd::intern`]: every call site
+/// that holds a `&'static ResourceDef` (routing, handlers, the watch cache) keeps working unchanged.
+/// The cost is a leak bounded by the number of distinct CRD definitions ever seen by the process.
+#[derive(Debug, Default)]
+pub struct Registry {
+    dynamic: std::sync::RwLock<Vec<&'static ResourceDef>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Replaces the dynamic entries.
+    pub fn set_dynamic(&self, defs: Vec<&'static ResourceDef>) {
+        if let Ok(mut d) = self.dynamic.write() {
+            *d = defs;
+        }
+    }
+
+    /// The dynamic entries, in the order they were set.
+    pub fn dynamic(&self) -> Vec<&'static ResourceDef> {
+        self.dynamic.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Every served resource: the built-ins, then the dynamic entries.
+    pub fn all(&self) -> Vec<&'static ResourceDef> {
+        let mut out: Vec<&'static ResourceDef> = RESOURCES.iter().collect();
+        out.extend(self.dynamic());
+        out
+    }
+
+    /// The resource served at `group/version/plural`.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
+        lookup(group, version, plural).or_else(|| {
+            self.dynamic().into_iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+        })
+    }
+
+    /// The resource of a kind in a group (any served version).
+    pub fn by_kind(&self, group: &str, kind: &str) -> Option<&'static ResourceDef> {
+        by_kind(group, kind).or_else(|| self.dynamic().into_iter().find(|r| r.group == group && r.kind == kind))
+    }
+
+    /// Every group-version served, core first, the built-ins' in table order, then the dynamic ones.
+    pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = group_versions();
+        for r in self.dynamic() {
+            if !out.contains(&(r.group, r.version)) {
+                out.push((r.group, r.version));
+            }
+        }
+        out
+    }
+
+    /// The versions of a group, preferred first (the built-ins' one, or the CRD's by Kubernetes
+    /// version priority).
+    pub fn versions_of(&self, group: &str) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> =
+            self.group_versions().into_iter().filter(|(g, _)| *g == group).map(|(_, v)| v).collect();
+        if lookup_group(group).is_none() {
+            out.sort_by(crate::crd::version_priority);
+        }
+        out
+    }
+}
+
+/// Whether a group is one of the built-ins.
+fn lookup_group(group: &str) -> Option<&'static ResourceDef> {
+    RESOURCES.iter().find(|r| r.group == group)
+}
+
+/// The built-in resource served at `group/version/plural` (see [`Registry::lookup`] for CRDs too).
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// The resource of a kind in a group.
+/// The built-in resource of a kind in a group.
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
 }
 
-/// Every group-version served, core (`""`, `v1`) first, in the table's order.
+/// Every built-in group-version, core (`""`, `v1`) first, in the table's order.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for r in RESOURCES {

@@ -134,6 +134,9 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("rbac.authorization.k8s.io", "v1", "RoleBinding") => add::<rbac::v1::RoleBinding>(gen),
         ("rbac.authorization.k8s.io", "v1", "ClusterRole") => add::<rbac::v1::ClusterRole>(gen),
         ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding") => add::<rbac::v1::ClusterRoleBinding>(gen),
+        ("apiextensions.k8s.io", "v1", "CustomResourceDefinition") => add::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(gen),
         ("authorization.k8s.io", "v1", "SelfSubjectAccessReview") => {
             add::<authorization::v1::SelfSubjectAccessReview>(gen)
         }

@@ -60,6 +60,7 @@ pub async fn on_create(st: &AppState, res: &ResourceDef, obj: &mut Value) -> Api
                 }
             }
         }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => crate::crd::admit_create(st, obj).await?,
         _ => {}
     }
     Ok(())

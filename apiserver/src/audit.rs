@@ -433,11 +433,12 @@ impl Auditor {
     /// A body over `max_body` is answered 413 here, as the handler would.
     pub async fn begin(
         self: &Arc<Self>,
+        registry: &api_types::Registry,
         req: Request,
         user: &UserInfo,
         max_body: usize,
     ) -> Result<(Request, Option<Recorder>), Response> {
-        let attrs = attrs_of(req.method(), req.uri().path(), req.uri().query(), user);
+        let attrs = attrs_of(registry, req.method(), req.uri().path(), req.uri().query(), user);
         let decision = self.policy.decide(&attrs);
         if decision.level == Level::None {
             return Ok((req, None));
@@ -703,13 +704,19 @@ fn object_ref(r: &ResourceAttrs) -> Map<String, Value> {
 }
 
 /// A request's attributes for the policy.
-pub fn attrs_of(method: &Method, path: &str, query: Option<&str>, user: &UserInfo) -> Attrs {
+pub fn attrs_of(
+    registry: &api_types::Registry,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    user: &UserInfo,
+) -> Attrs {
     let params = crate::params::Params::parse(query).unwrap_or_default();
     let watch = params.bool("watch").unwrap_or(false);
     let target = if let Some(rest) = path.strip_prefix("/api/") {
-        crate::route::parse(true, rest).ok()
+        crate::route::parse(registry, true, rest).ok()
     } else if let Some(rest) = path.strip_prefix("/apis/") {
-        crate::route::parse(false, rest).ok()
+        crate::route::parse(registry, false, rest).ok()
     } else {
         None
     };
@@ -748,8 +755,8 @@ pub fn attrs_of(method: &Method, path: &str, query: Option<&str>, user: &UserInf
 }
 
 /// Long-running requests: watches and streamed subresources (their ResponseStarted stage).
-pub fn long_running(method: &Method, path: &str, query: Option<&str>) -> bool {
-    let a = attrs_of(method, path, query, &UserInfo::new("", &[]));
+pub fn long_running(registry: &api_types::Registry, method: &Method, path: &str, query: Option<&str>) -> bool {
+    let a = attrs_of(registry, method, path, query, &UserInfo::new("", &[]));
     a.verb == "watch"
         || a.resource
             .is_some_and(|r| matches!(r.subresource.as_str(), "log" | "exec" | "attach" | "portforward"))

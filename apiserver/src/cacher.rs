@@ -172,12 +172,17 @@ impl ResourceCache {
     }
 }
 
+/// A cache's resource: group, version, plural.
+type CacheId = (&'static str, &'static str, &'static str);
+
 /// All resource caches, started on first use.
 pub struct Cacher {
     /// Events kept per resource; 0 turns the cache off (watches go to the store), as upstream's
     /// `--default-watch-cache-size 0`.
     window: usize,
-    caches: Mutex<HashMap<(&'static str, &'static str), Arc<ResourceCache>>>,
+    /// Keyed by group, version and plural: custom resources' versions share storage but are served
+    /// each in its own apiVersion.
+    caches: Mutex<HashMap<CacheId, Arc<ResourceCache>>>,
 }
 
 impl Cacher {
@@ -189,7 +194,7 @@ impl Cacher {
     /// readyz `informer-sync` check.
     pub fn unsynced(&self) -> Option<String> {
         let caches = self.caches.lock().ok()?;
-        caches.iter().find(|(_, c)| !c.ready()).map(|((group, plural), _)| format!("{group}/{plural}"))
+        caches.iter().find(|(_, c)| !c.ready()).map(|((group, _, plural), _)| format!("{group}/{plural}"))
     }
 
     /// The cache of `res`, starting it if needed (None when caching is off). Must be called inside a
@@ -200,7 +205,7 @@ impl Cacher {
         }
         let mut caches = self.caches.lock().ok()?;
         // Resources sharing storage (core and events.k8s.io Events) are cached per served form.
-        let id = (res.group, res.plural);
+        let id = (res.group, res.version, res.plural);
         if let Some(c) = caches.get(&id) {
             return Some(c.clone());
         }

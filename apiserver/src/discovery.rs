@@ -1,7 +1,8 @@
 //! Discovery: `/api`, `/api/v1`, `/apis`, `/apis/<group>/<version>`, `/version`, and the health
-//! endpoints. Built from the resource table, so what is served is what is advertised.
+//! endpoints. Built from the server's registry (the resource table plus CRDs), so what is served is
+//! what is advertised, and a CRD appears and disappears with its definition.
 
-use api_types::{resources, ResourceDef, Subresource, RESOURCES};
+use api_types::{Registry, ResourceDef, Subresource};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -29,26 +30,43 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
-/// `/apis`: every named group.
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::group_versions()
+/// One group's versions (preferred first) as discovery lists them.
+fn group_entry(registry: &Registry, group: &str) -> Value {
+    let versions: Vec<Value> = registry
+        .versions_of(group)
         .into_iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
+    let preferred = versions.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": versions, "preferredVersion": preferred})
+}
+
+/// The named groups, in first-seen order.
+fn groups(registry: &Registry) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (g, _) in registry.group_versions() {
+        if !g.is_empty() && !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+/// `/apis`: every named group.
+pub fn api_group_list(registry: &Registry) -> Value {
+    let groups: Vec<Value> = groups(registry).into_iter().map(|g| group_entry(registry, g)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`: one group.
-pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = resources::group_versions().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
-    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-    Some(
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
-    )
+pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
+    if group.is_empty() || !groups(registry).contains(&group) {
+        return None;
+    }
+    let mut g = group_entry(registry, group);
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Some(g)
 }
 
 /// One entry of an `APIResourceList`, with upstream's `metav1.APIResource` fields in its Go struct
@@ -87,9 +105,9 @@ pub struct ApiResourceList {
 }
 
 /// `/api/v1`, `/apis/<g>/<v>`: the resources of a group-version, with their subresources.
-pub fn api_resource_list(group: &str, version: &str) -> ApiResourceList {
+pub fn api_resource_list(registry: &Registry, group: &str, version: &str) -> ApiResourceList {
     let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in registry.all().into_iter().filter(|r| r.group == group && r.version == version) {
         list.push(ApiResource {
             name: r.plural.to_string(),
             singular_name: r.singular,
@@ -202,41 +220,52 @@ impl Aggregated {
     /// `/api` (`legacy`: the core group) or `/apis` (every named group) as an
     /// APIGroupDiscoveryList: each group's versions with their resources, scope, verbs, short
     /// names, categories and subresources, from the same table as the legacy documents.
-    pub fn document(self, legacy: bool) -> Value {
-        let items: Vec<Value> = resources::group_versions()
+    pub fn document(self, registry: &Registry, legacy: bool) -> Value {
+        let all = registry.all();
+        let group_names: Vec<&'static str> = if legacy { vec![""] } else { groups(registry) };
+        let items: Vec<Value> = group_names
             .into_iter()
-            .filter(|(g, _)| g.is_empty() == legacy)
-            .map(|(g, v)| {
-                let resources: Vec<Value> = RESOURCES
-                    .iter()
-                    .filter(|r| r.group == g && r.version == v)
-                    .map(|r| {
-                        let subresources: Vec<Value> = r
-                            .subresources
+            .map(|g| {
+                let versions: Vec<&'static str> = if legacy { vec!["v1"] } else { registry.versions_of(g) };
+                (g, versions)
+            })
+            .map(|(g, versions)| {
+                let versions: Vec<Value> = versions
+                    .into_iter()
+                    .map(|v| {
+                        let resources: Vec<Value> = all
                             .iter()
-                            .map(|sub| {
-                                let (kind, verbs, gv) = subresource(r, sub);
-                                let (group, version) = gv.unwrap_or((r.group, r.version));
-                                json!({"subresource": sub.name(), "verbs": verbs,
+                            .copied()
+                            .filter(|r| r.group == g && r.version == v)
+                            .map(|r| {
+                                let subresources: Vec<Value> = r
+                                    .subresources
+                                    .iter()
+                                    .map(|sub| {
+                                        let (kind, verbs, gv) = subresource(r, sub);
+                                        let (group, version) = gv.unwrap_or((r.group, r.version));
+                                        json!({"subresource": sub.name(), "verbs": verbs,
                                        "responseKind": {"group": group, "version": version, "kind": kind}})
+                                    })
+                                    .collect();
+                                let mut e = json!({
+                                    "resource": r.plural,
+                                    "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                    "singularResource": r.singular,
+                                    "verbs": r.verbs(),
+                                });
+                                short_names_and_categories(&mut e, r);
+                                if !subresources.is_empty() {
+                                    e["subresources"] = json!(subresources);
+                                }
+                                e
                             })
                             .collect();
-                        let mut e = json!({
-                            "resource": r.plural,
-                            "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                            "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                            "singularResource": r.singular,
-                            "verbs": r.verbs(),
-                        });
-                        short_names_and_categories(&mut e, r);
-                        if !subresources.is_empty() {
-                            e["subresources"] = json!(subresources);
-                        }
-                        e
+                        json!({"version": v, "resources": resources, "freshness": "Current"})
                     })
                     .collect();
-                json!({"metadata": {"name": g, "creationTimestamp": null},
-                       "versions": [{"version": v, "resources": resources, "freshness": "Current"}]})
+                json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})
             })
             .collect();
         json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{}", self.version()),
@@ -259,7 +288,7 @@ mod tests {
     #[test]
     fn resource_lists_keep_upstreams_field_order_and_hash() {
         assert_eq!(storage_version_hash("", "v1", "Pod"), "xPOwRZ+Yhw8=");
-        let text = serde_json::to_string(&api_resource_list("", "v1")).unwrap();
+        let text = serde_json::to_string(&api_resource_list(&Registry::new(), "", "v1")).unwrap();
         assert!(text.starts_with(r#"{"kind":"APIResourceList","groupVersion":"v1","resources":["#));
         let pods = concat!(
             r#"{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","#,
@@ -267,7 +296,7 @@ mod tests {
             r#""shortNames":["po"],"categories":["all"],"storageVersionHash":"xPOwRZ+Yhw8="}"#
         );
         assert!(text.contains(pods), "{text}");
-        let apps = serde_json::to_string(&api_resource_list("apps", "v1")).unwrap();
+        let apps = serde_json::to_string(&api_resource_list(&Registry::new(), "apps", "v1")).unwrap();
         let head = r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":["#;
         assert!(apps.starts_with(head), "{apps}");
         let scale = r#"{"name":"deployments/scale","singularName":"","namespaced":true,"group":"autoscaling","version":"v1","kind":"Scale","verbs":["get","patch","update"]}"#;

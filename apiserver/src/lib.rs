@@ -27,6 +27,7 @@ pub mod audit;
 pub mod auth;
 pub mod bench;
 mod cacher;
+mod crd;
 mod discovery;
 mod error;
 mod handlers;

@@ -336,16 +336,16 @@ struct RequestInfo {
 }
 
 impl RequestInfo {
-    fn of(method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestInfo {
+    fn of(registry: &api_types::Registry, method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestInfo {
         let path = uri.path();
         let params = crate::params::Params::parse(uri.query()).unwrap_or_default();
         let mut dry_run: Vec<String> = params.all("dryRun").to_vec();
         dry_run.sort();
         let dry_run = dry_run.join(",");
         let target = if let Some(rest) = path.strip_prefix("/api/") {
-            crate::route::parse(true, rest).ok()
+            crate::route::parse(registry, true, rest).ok()
         } else if let Some(rest) = path.strip_prefix("/apis/") {
-            crate::route::parse(false, rest).ok()
+            crate::route::parse(registry, false, rest).ok()
         } else {
             None
         };
@@ -461,7 +461,7 @@ impl Drop for LongRunning {
 /// route (404) are not recorded, so unknown paths cannot grow the label sets.
 pub(crate) async fn middleware(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let m = st.metrics.clone();
-    let info = RequestInfo::of(req.method(), req.uri(), req.headers());
+    let info = RequestInfo::of(&st.registry, req.method(), req.uri(), req.headers());
     let started = Instant::now();
     if info.long_running {
         let mut gauges = Vec::new();

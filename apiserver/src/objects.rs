@@ -16,6 +16,16 @@ pub fn stored_as_core_event(res: &ResourceDef) -> bool {
 
 /// The bytes stored for an object: its JSON without `metadata.resourceVersion`, in storage form.
 pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
+    // Custom resources are stored in their CRD's storage version (conversion None: only the
+    // apiVersion changes), whichever served version they were written through.
+    if let Some(cr) = crate::crd::custom(res).filter(|cr| cr.spec.version != cr.spec.storage_version) {
+        let mut o = obj.clone();
+        meta::remove(&mut o, "resourceVersion");
+        if let Some(m) = o.as_object_mut() {
+            m.insert("apiVersion".into(), json!(format!("{}/{}", cr.spec.group, cr.spec.storage_version)));
+        }
+        return serde_json::to_vec(&o).unwrap_or_default();
+    }
     if !stored_as_core_event(res) && meta::resource_version(obj).is_none() {
         // Nothing to strip or convert: no copy needed (every create takes this path).
         return serde_json::to_vec(obj).unwrap_or_default();

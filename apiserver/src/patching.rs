@@ -14,6 +14,18 @@ pub use api_types::patch::PatchType;
 /// result: a value of the wrong type is upstream's 422 on `patch`; unknown fields are dropped and
 /// returned (for field validation).
 pub fn apply(res: &ResourceDef, pt: PatchType, old: &Value, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
+    if let Some(cr) = crate::crd::custom(res) {
+        // Custom resources have no strategic-merge metadata: upstream refuses that patch type.
+        if pt == PatchType::StrategicMerge {
+            return Err(ApiError::unsupported_media_type(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
+        let mut patched =
+            api_types::patch::apply(pt, old, body, &api_types::patch::NoSchema).map_err(to_api)?;
+        let unknown = crate::crd::prune(cr, &mut patched);
+        return Ok((patched, unknown));
+    }
     let patched = match api_types::patchmeta::patch_schema(res.group, res.version, res.kind) {
         Some(schema) => api_types::patch::apply(pt, old, body, &schema).map_err(to_api)?,
         None => api_types::patch::apply(pt, old, body, &api_types::patch::NoSchema).map_err(to_api)?,

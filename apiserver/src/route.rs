@@ -1,8 +1,8 @@
 //! Parsing a request path into what it names: a group-version, a resource, a namespace, a name and a
-//! subresource. One parser for every resource, driven by the resource table, instead of a route per
-//! resource.
+//! subresource. One parser for every resource, driven by the server's registry (built-ins plus CRDs), instead of a
+//! route per resource.
 
-use api_types::{resources, ResourceDef};
+use api_types::{Registry, ResourceDef};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -25,8 +25,9 @@ pub struct ResourcePath {
     pub subresource: Option<String>,
 }
 
-/// Parses the segments after `/api/` (core) or `/apis/` (named groups).
-pub fn parse(core: bool, rest: &str) -> ApiResult<Target> {
+/// Parses the segments after `/api/` (core) or `/apis/` (named groups), against the resources the
+/// server serves now.
+pub fn parse(registry: &Registry, core: bool, rest: &str) -> ApiResult<Target> {
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, tail) = if core {
         match segs.split_first() {
@@ -39,10 +40,10 @@ pub fn parse(core: bool, rest: &str) -> ApiResult<Target> {
             _ => return Err(ApiError::no_route()),
         }
     };
-    if !resources::group_versions().contains(&(group, version)) {
+    if !registry.group_versions().contains(&(group, version)) {
         return Err(ApiError::no_route());
     }
-    let lookup = |plural: &str| resources::lookup(group, version, plural).ok_or_else(ApiError::no_route);
+    let lookup = |plural: &str| registry.lookup(group, version, plural).ok_or_else(ApiError::no_route);
     let path = |res, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
         Ok(Target::Resource(ResourcePath {
             res,
@@ -56,9 +57,7 @@ pub fn parse(core: bool, rest: &str) -> ApiResult<Target> {
         [plural] => path(lookup(plural)?, None, None, None),
         // `namespaces/<ns>/<plural>` is a namespaced collection unless `<plural>` is a subresource of
         // the namespace itself (status, finalize).
-        ["namespaces", ns, plural]
-            if resources::lookup(group, version, plural).is_some_and(|r| r.namespaced) =>
-        {
+        ["namespaces", ns, plural] if registry.lookup(group, version, plural).is_some_and(|r| r.namespaced) => {
             path(lookup(plural)?, Some(ns), None, None)
         }
         [plural, name] => path(lookup(plural)?, None, Some(name), None),
@@ -86,7 +85,7 @@ mod tests {
     use super::*;
 
     fn rp(core: bool, p: &str) -> ResourcePath {
-        match parse(core, p).unwrap() {
+        match parse(&Registry::new(), core, p).unwrap() {
             Target::Resource(r) => r,
             other => panic!("{other:?}"),
         }
@@ -113,7 +112,7 @@ mod tests {
         let r = rp(true, "v1/nodes/worker0");
         assert_eq!(r.name.as_deref(), Some("worker0"));
         assert_eq!(
-            parse(false, "apps/v1").unwrap(),
+            parse(&Registry::new(), false, "apps/v1").unwrap(),
             Target::GroupVersion { group: "apps".into(), version: "v1".into() }
         );
     }
@@ -121,8 +120,8 @@ mod tests {
     #[test]
     fn unknown_paths_are_not_found() {
         for p in ["v2/pods", "v1/bogus", "v1/namespaces/a/nodes/x", "v1/a/b/c/d/e/f/g"] {
-            assert_eq!(parse(true, p).unwrap_err().code, 404, "{p}");
+            assert_eq!(parse(&Registry::new(), true, p).unwrap_err().code, 404, "{p}");
         }
-        assert_eq!(parse(false, "nope/v1/things").unwrap_err().code, 404);
+        assert_eq!(parse(&Registry::new(), false, "nope/v1/things").unwrap_err().code, 404);
     }
 }

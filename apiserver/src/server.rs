@@ -81,6 +81,8 @@ pub struct AppState {
     /// Set once [`bootstrap`] has written the system namespaces, RBAC policy and Services: the
     /// post-start hooks the health checks report.
     bootstrapped: Arc<std::sync::atomic::AtomicBool>,
+    /// The resources this server serves: the built-ins plus its CRDs' (kept by `crd::start`).
+    pub registry: Arc<api_types::Registry>,
 }
 
 impl AppState {
@@ -94,7 +96,49 @@ impl AppState {
             metrics,
             leases: Arc::default(),
             bootstrapped: Arc::default(),
+            registry: Arc::default(),
         }
+    }
+
+    /// The state held weakly, for background loops that must end with the server.
+    pub(crate) fn downgrade(&self) -> WeakState {
+        WeakState {
+            store: Arc::downgrade(&self.store),
+            config: Arc::downgrade(&self.config),
+            cacher: Arc::downgrade(&self.cacher),
+            metrics: Arc::downgrade(&self.metrics),
+            leases: Arc::downgrade(&self.leases),
+            bootstrapped: Arc::downgrade(&self.bootstrapped),
+            registry: Arc::downgrade(&self.registry),
+        }
+    }
+}
+
+/// [`AppState`] held weakly (see [`AppState::downgrade`]).
+pub(crate) struct WeakState {
+    store: std::sync::Weak<dyn store::Store>,
+    config: std::sync::Weak<Config>,
+    cacher: std::sync::Weak<crate::cacher::Cacher>,
+    metrics: std::sync::Weak<crate::metrics::Metrics>,
+    leases: std::sync::Weak<crate::ttl::LeaseManager>,
+    bootstrapped: std::sync::Weak<std::sync::atomic::AtomicBool>,
+    registry: std::sync::Weak<api_types::Registry>,
+}
+
+impl WeakState {
+    /// The state, while the server still holds it.
+    pub(crate) fn upgrade(&self) -> Option<AppState> {
+        // The registry is the server's own; the store may be shared, so it does not count.
+        let registry = self.registry.upgrade()?;
+        Some(AppState {
+            store: self.store.upgrade()?,
+            config: self.config.upgrade()?,
+            cacher: self.cacher.upgrade()?,
+            metrics: self.metrics.upgrade()?,
+            leases: self.leases.upgrade()?,
+            bootstrapped: self.bootstrapped.upgrade()?,
+            registry,
+        })
     }
 }
 
@@ -110,10 +154,7 @@ pub fn router(st: AppState) -> Router {
         .route("/readyz", get(|st, q| health(st, q, Probe::Readyz)))
         .route("/readyz/{check}", get(|st, q, c| health_one(st, q, c, Probe::Readyz)))
         .route("/metrics", get(crate::metrics::serve))
-        .route(
-            "/openapi/v3",
-            get(|| async { json_response(StatusCode::OK, &api_types::openapi::v3_index("")) }),
-        )
+        .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/openapi/v2", get(openapi_v2))
         .route("/api", get(api_root))
@@ -280,22 +321,22 @@ async fn health_one(
 }
 
 async fn api_root(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    aggregated_discovery(&headers, true).unwrap_or_else(|| {
+    aggregated_discovery(&st, &headers, true).unwrap_or_else(|| {
         json_response(StatusCode::OK, &crate::discovery::api_versions(&st.config.bind.to_string()))
     })
 }
 
-async fn apis_root(headers: axum::http::HeaderMap) -> Response {
-    aggregated_discovery(&headers, false)
-        .unwrap_or_else(|| json_response(StatusCode::OK, &crate::discovery::api_group_list()))
+async fn apis_root(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    aggregated_discovery(&st, &headers, false)
+        .unwrap_or_else(|| json_response(StatusCode::OK, &crate::discovery::api_group_list(&st.registry)))
 }
 
 /// The aggregated discovery document when `Accept` asks for one (`legacy`: `/api`), with
 /// upstream's Content-Type and `Vary: Accept` (the same URL serves two documents).
-fn aggregated_discovery(headers: &axum::http::HeaderMap, legacy: bool) -> Option<Response> {
+fn aggregated_discovery(st: &AppState, headers: &axum::http::HeaderMap, legacy: bool) -> Option<Response> {
     let accept = headers.get(axum::http::header::ACCEPT)?.to_str().ok()?;
     let form = crate::discovery::Aggregated::negotiate(accept)?;
-    let mut resp = json_response(StatusCode::OK, &form.document(legacy));
+    let mut resp = json_response(StatusCode::OK, &form.document(&st.registry, legacy));
     let h = resp.headers_mut();
     if let Ok(v) = axum::http::HeaderValue::from_str(&form.content_type()) {
         h.insert(axum::http::header::CONTENT_TYPE, v);
@@ -304,8 +345,41 @@ fn aggregated_discovery(headers: &axum::http::HeaderMap, legacy: bool) -> Option
     Some(resp)
 }
 
+/// The `/openapi/v3` index: the built-in group-versions and the CRDs' served ones.
+async fn openapi_index(State(st): State<AppState>) -> Response {
+    let mut index = api_types::openapi::v3_index("");
+    for (g, v) in crd_group_versions(&st) {
+        let doc = crd_openapi(&st, g, v);
+        let hash = api_types::crd::openapi::hash(&doc);
+        let key = api_types::openapi::gv_path(g, v);
+        index["paths"][&key] = json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")});
+    }
+    json_response(StatusCode::OK, &index)
+}
+
+/// Group-versions served only by CRDs.
+fn crd_group_versions(st: &AppState) -> Vec<(&'static str, &'static str)> {
+    let builtin = api_types::resources::group_versions();
+    st.registry.group_versions().into_iter().filter(|gv| !builtin.contains(gv)).collect()
+}
+
+/// The OpenAPI v3 document of a CRD group-version.
+fn crd_openapi(st: &AppState, g: &str, v: &str) -> Value {
+    let crs: Vec<&'static api_types::crd::CustomResource> = st
+        .registry
+        .dynamic()
+        .into_iter()
+        .filter(|r| r.group == g && r.version == v)
+        .filter_map(api_types::crd::custom)
+        .collect();
+    api_types::crd::openapi::v3_document(g, v, &crs)
+}
+
 /// One group-version's OpenAPI v3 document (`/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`).
-async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+async fn openapi_document(
+    State(st): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let gv = match segs.as_slice() {
         ["api", v] => Some(("", *v)),
@@ -313,6 +387,18 @@ async fn openapi_document(axum::extract::Path(path): axum::extract::Path<String>
         _ => None,
     };
     let Some((g, v)) = gv else { return ApiError::no_route().into_response() };
+    if crd_group_versions(&st).contains(&(g, v)) {
+        let doc = crd_openapi(&st, g, v);
+        let hash = api_types::crd::openapi::hash(&doc);
+        return (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json".to_string()),
+                (axum::http::header::ETAG, format!("\"{hash}\"")),
+            ],
+            doc.to_string(),
+        )
+            .into_response();
+    }
     match (api_types::openapi::v3_document_bytes(g, v), api_types::openapi::v3_hash(g, v)) {
         (Some(bytes), Some(hash)) => (
             [
@@ -444,7 +530,7 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
     // Connect subresources (exec, attach, portforward) take the whole request: they upgrade it.
     if core {
         let rest = req.uri().path().strip_prefix("/api/").unwrap_or("");
-        if let Ok(Target::Resource(rp)) = route::parse(true, rest) {
+        if let Ok(Target::Resource(rp)) = route::parse(&st.registry, true, rest) {
             if crate::streaming::is_streaming(&rp) {
                 return crate::streaming::serve(&st, rp, req).await;
             }
@@ -462,20 +548,28 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
         if !core {
             let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
             if segs.len() == 1 {
-                return crate::discovery::api_group(segs[0])
+                return crate::discovery::api_group(&st.registry, segs[0])
                     .map(|g| json_response(StatusCode::OK, &g))
                     .ok_or_else(ApiError::no_route);
             }
         }
-        match route::parse(core, &rest)? {
+        match route::parse(&st.registry, core, &rest)? {
             Target::GroupVersion { group, version } if method == Method::GET => Ok(ordered_json_response(
                 StatusCode::OK,
-                &crate::discovery::api_resource_list(&group, &version),
+                &crate::discovery::api_resource_list(&st.registry, &group, &version),
             )),
             Target::GroupVersion { .. } => Err(ApiError::method_not_allowed()),
             Target::Resource(rp) => {
                 let user = parts.extensions.get::<crate::auth::UserInfo>();
-                crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body, user).await
+                let crd_write = crate::crd::is_crd(rp.res) && method != Method::GET;
+                let r = crate::handlers::dispatch(&st, &method, rp, params, &parts.headers, body, user).await;
+                if crd_write && r.is_ok() {
+                    // A CRD written here is served at once (the controller also follows the store).
+                    if let Err(e) = crate::crd::refresh(&st).await {
+                        tracing::warn!(error = %e, "refreshing the CRD registry");
+                    }
+                }
+                r
             }
         }
     }
@@ -490,14 +584,31 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
 }
 
 /// Sends one request through the router in-process (bootstrap, tests).
-async fn call(st: &AppState, method: Method, uri: &str, body: Value) -> Result<(u16, Value), String> {
+pub(crate) async fn call(
+    st: &AppState,
+    method: Method,
+    uri: &str,
+    body: Value,
+) -> Result<(u16, Value), String> {
+    call_with(st, method, uri, body, "application/json").await
+}
+
+/// [`call`] with a Content-Type (patches).
+pub(crate) async fn call_with(
+    st: &AppState,
+    method: Method,
+    uri: &str,
+    body: Value,
+    content_type: &str,
+) -> Result<(u16, Value), String> {
     use tower::ServiceExt;
+    let body = if body.is_null() { String::new() } else { body.to_string() };
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("user-agent", concat!("kube-apiserver/v", env!("CARGO_PKG_VERSION")))
-        .body(Body::from(body.to_string()))
+        .body(Body::from(body))
         .map_err(|e| e.to_string())?;
     // The API server's own writes, as upstream's loopback client makes them.
     req.extensions_mut().insert(crate::auth::Authenticated(crate::auth::UserInfo::new(
@@ -548,6 +659,7 @@ async fn reconcile_role(st: &AppState, collection: &str, want: &Value) -> Result
 /// (first service IP) with Endpoints at the API server, and the `kube-dns` service (tenth IP, no
 /// selector: the DNS component publishes its endpoints).
 pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), String> {
+    crate::crd::start(st).await;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let (code, body) =
             call(st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await?;

@@ -48,7 +48,8 @@ fn tracks_generation(res: &ResourceDef) -> bool {
             | "PodDisruptionBudget"
             | "NetworkPolicy"
             | "ValidatingAdmissionPolicy"
-    )
+    ) || crate::crd::is_crd(res)
+        || crate::crd::custom(res).is_some()
 }
 
 fn has_status(res: &ResourceDef) -> bool {
@@ -113,6 +114,7 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
         // omitted: `status: {loadBalancer: {}}`.
         meta::set_path(obj, &["status"], json!({"loadBalancer": {}}));
     }
+    crate::crd::prepare_create(res, obj);
     if res.kind == "Namespace" {
         meta::set_path(obj, &["status"], json!({"phase": "Active"}));
     }
@@ -159,7 +161,8 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
                 }
             }
             default(res, new);
-            if tracks_generation(res) && spec_of(new) != spec_of(old) {
+            crate::crd::prepare_update(res, new, old);
+            if tracks_generation(res) && spec_of(res, new) != spec_of(res, old) {
                 let g = meta::meta(old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
                 meta::set(new, "generation", json!(g + 1));
             }
@@ -193,8 +196,17 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
     }
 }
 
-/// The part of an object whose change bumps the generation.
-fn spec_of(obj: &Value) -> Value {
+/// The part of an object whose change bumps the generation: `spec`; for custom resources
+/// everything but metadata and status (upstream's CR strategy).
+fn spec_of(res: &ResourceDef, obj: &Value) -> Value {
+    if crate::crd::custom(res).is_some() {
+        let mut o = obj.clone();
+        if let Some(m) = o.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        return o;
+    }
     match obj.get("spec") {
         Some(s) => s.clone(),
         // Objects without spec (rare among the tracked kinds): everything but metadata and status.
@@ -616,6 +628,7 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         "Service" => validate_service(obj, &mut causes),
         _ => {}
     }
+    causes.extend(crate::crd::validate(res, obj, old));
     causes
 }
 

@@ -31,7 +31,7 @@ pub async fn serve(
     match (method.as_str(), sub) {
         ("GET", "scale") if res.has(api_types::Subresource::Scale) => {
             let (obj, _) = read(st, rp, name).await?;
-            Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+            Ok(json_response(StatusCode::OK, &scale_for(res, &obj)))
         }
         ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
             let patch_type =
@@ -42,7 +42,7 @@ pub async fn serve(
             let ctx = UpdateCtx { half: Half::Main, manager: &manager, dry_run };
             let (updated, _) = update_loop(st, rp, name, ctx, |obj| {
                 let scale = match patch_type {
-                    Some(pt) => crate::patching::apply_scale(pt, &scale_of(obj), body)?,
+                    Some(pt) => crate::patching::apply_scale(pt, &scale_for(res, obj), body)?,
                     None => crate::handlers::decode_typed("autoscaling", "v1", "Scale", headers, body)?.0,
                 };
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
@@ -55,7 +55,12 @@ pub async fn serve(
                     return Err(ApiError::invalid(res, name, vec![cause]));
                 }
                 let mut new = obj.clone();
-                meta::set_path(&mut new, &["spec", "replicas"], json!(replicas));
+                match crate::crd::custom(res).and_then(|cr| cr.spec.scale.as_ref()) {
+                    Some(paths) => {
+                        api_types::crd::printing::set(&paths.spec_replicas, &mut new, json!(replicas));
+                    }
+                    None => meta::set_path(&mut new, &["spec", "replicas"], json!(replicas)),
+                }
                 // A PUT's resourceVersion is the client's precondition; a patch's only when the patch
                 // itself changed it (the rest came from the object just read).
                 let precondition = match patch_type {
@@ -68,7 +73,7 @@ pub async fn serve(
                 Ok((new, precondition))
             })
             .await?;
-            Ok(json_response(StatusCode::OK, &scale_of(&updated)))
+            Ok(json_response(StatusCode::OK, &scale_for(res, &updated)))
         }
         ("POST", "binding") if res.kind == "Pod" => {
             bind(st, rp, name, headers, body, params.dry_run("CreateOptions")?).await
@@ -92,6 +97,32 @@ pub async fn serve(
         }
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// The Scale of any resource with the subresource: a custom resource's from its CRD's
+/// `specReplicasPath`, `statusReplicasPath` and `labelSelectorPath`.
+pub fn scale_for(res: &api_types::ResourceDef, obj: &Value) -> Value {
+    let Some(paths) = crate::crd::custom(res).and_then(|cr| cr.spec.scale.as_ref()) else {
+        return scale_of(obj);
+    };
+    let m = meta::meta(obj);
+    let pick = |k: &str| m.and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
+    let at = |p: &str| api_types::crd::printing::first(p, obj).cloned();
+    let mut status = json!({"replicas": at(&paths.status_replicas).and_then(|v| v.as_i64()).unwrap_or(0)});
+    if let Some(sel) = paths.label_selector.as_deref().and_then(at).and_then(|v| v.as_str().map(str::to_string))
+    {
+        status["selector"] = json!(sel);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": pick("name"), "namespace": pick("namespace"), "uid": pick("uid"),
+            "resourceVersion": pick("resourceVersion"), "creationTimestamp": pick("creationTimestamp"),
+        },
+        "spec": {"replicas": at(&paths.spec_replicas).and_then(|v| v.as_i64()).unwrap_or(0)},
+        "status": status,
+    })
 }
 
 /// The autoscaling/v1 Scale of a deployment, replica set or replication controller.

@@ -17,6 +17,7 @@ mod admin;
 mod batch;
 mod cluster;
 mod columns;
+mod custom;
 mod descriptions;
 mod duration;
 mod json;
@@ -334,6 +335,9 @@ pub fn columns(res: &ResourceDef) -> &'static [Column] {
 /// of `res`'s kind. `metadata` is left empty for the caller to fill (`resourceVersion`, `continue`,
 /// `remainingItemCount`), as upstream copies the list's metadata there.
 pub fn table(res: &ResourceDef, objects: &[Value], opts: &TableOptions) -> Value {
+    if let Some(cr) = crate::crd::custom(res) {
+        return custom::table(cr, objects, opts);
+    }
     let printer = Printer::of(res);
     // Upstream's Table has no omitempty on columnDefinitions, so "no headers" serializes as null.
     let column_definitions = if opts.no_headers {

@@ -31,10 +31,12 @@ const EXTRA_KINDS: &[(&str, &str, &str)] = &[
 /// Served kinds whose request bodies are never decoded: a SelfSubjectReview carries nothing the
 /// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by). A
 /// CertificateSigningRequest's `spec.extra` is the same map, so its protobuf bodies are refused
-/// with `UnsupportedKind` (JSON works).
+/// with `UnsupportedKind` (JSON works). CustomResourceDefinitions are sent as JSON by every client
+/// (kubectl's dynamic client, kube-rs).
 const NOT_DECODED: &[(&str, &str, &str)] = &[
     ("authentication.k8s.io", "v1", "SelfSubjectReview"),
     ("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
 ];
 
 /// A special message's fields: (tag, prost type).

@@ -192,14 +192,14 @@ pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) ->
     };
     // Audit sits between authentication and authorization, as upstream's filters do.
     let (req, mut audit) = match &st.config.audit {
-        Some(auditor) => match auditor.begin(req, &user, st.config.max_body).await {
+        Some(auditor) => match auditor.begin(&st.registry, req, &user, st.config.max_body).await {
             Ok(begun) => begun,
             Err(too_large) => return too_large,
         },
         None => (req, None),
     };
-    let long_running =
-        audit.is_some() && crate::audit::long_running(req.method(), req.uri().path(), req.uri().query());
+    let long_running = audit.is_some()
+        && crate::audit::long_running(&st.registry, req.method(), req.uri().path(), req.uri().query());
     let resp = authorize_and_run(&st, user, req, next, audit.as_mut()).await;
     match audit {
         Some(rec) => rec.finish(resp, long_running).await,
@@ -228,7 +228,8 @@ async fn authorize_and_run(
         for h in [IMPERSONATE_USER, IMPERSONATE_GROUP, IMPERSONATE_UID] {
             req.headers_mut().remove(h);
         }
-        let attrs = rbac::Attributes::of_request(req.method(), req.uri().path(), req.uri().query());
+        let attrs =
+            rbac::Attributes::of_request(&st.registry, req.method(), req.uri().path(), req.uri().query());
         let Some(reason) = rbac::allowed(st, &user, &attrs).await else {
             tracing::debug!(user = %user.name, ?attrs, "forbidden");
             if let Some(audit) = audit {

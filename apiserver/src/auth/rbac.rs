@@ -33,10 +33,16 @@ pub enum Attributes {
 
 impl Attributes {
     /// The attributes of an HTTP request, as upstream's request-info resolver derives them.
-    pub fn of_request(method: &Method, path: &str, query: Option<&str>) -> Attributes {
+    /// Resources are resolved against `registry` (the built-ins and the server's CRDs).
+    pub fn of_request(
+        registry: &api_types::Registry,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Attributes {
         let watch =
             query.is_some_and(|q| q.split('&').any(|kv| matches!(kv, "watch=true" | "watch=1" | "watch=True")));
-        let resource = |core: bool, rest: &str| match crate::route::parse(core, rest) {
+        let resource = |core: bool, rest: &str| match crate::route::parse(registry, core, rest) {
             Ok(crate::route::Target::Resource(rp)) => Some(rp),
             _ => None,
         };
@@ -531,13 +537,28 @@ mod tests {
 
     #[test]
     fn request_attributes_as_upstream_resolves_them() {
-        let a = Attributes::of_request(&Method::GET, "/api/v1/namespaces/default/pods", Some("watch=true"));
+        let a = Attributes::of_request(
+            &api_types::Registry::new(),
+            &Method::GET,
+            "/api/v1/namespaces/default/pods",
+            Some("watch=true"),
+        );
         assert_eq!(a, res("watch", "", "pods", "", "default", ""));
-        let a = Attributes::of_request(&Method::PUT, "/apis/apps/v1/namespaces/x/deployments/d/scale", None);
+        let a = Attributes::of_request(
+            &api_types::Registry::new(),
+            &Method::PUT,
+            "/apis/apps/v1/namespaces/x/deployments/d/scale",
+            None,
+        );
         assert_eq!(a, res("update", "apps", "deployments", "scale", "x", "d"));
-        let a = Attributes::of_request(&Method::DELETE, "/api/v1/namespaces/team", None);
+        let a = Attributes::of_request(
+            &api_types::Registry::new(),
+            &Method::DELETE,
+            "/api/v1/namespaces/team",
+            None,
+        );
         assert_eq!(a, res("delete", "", "namespaces", "", "team", "team"));
-        let a = Attributes::of_request(&Method::GET, "/apis/apps/v1", None);
+        let a = Attributes::of_request(&api_types::Registry::new(), &Method::GET, "/apis/apps/v1", None);
         assert_eq!(a, Attributes::NonResource { verb: "get".into(), path: "/apis/apps/v1".into() });
     }
 

@@ -18,7 +18,17 @@ use crate::route::ResourcePath;
 /// (`api_types::typecheck`). Field validation's verdict on the dropped fields is
 /// [`decode_validated`]'s.
 pub fn decode_body(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    decode_typed(res.group, res.version, res.kind, headers, body).map(|(obj, _)| obj)
+    decode_resource(res, headers, body).map(|(obj, _)| obj)
+}
+
+/// [`decode_typed`] as the resource's kind; a custom resource is pruned by its schema instead (the
+/// pruned paths are the unknown fields).
+fn decode_resource(res: &ResourceDef, headers: &HeaderMap, body: &Bytes) -> ApiResult<(Value, Vec<String>)> {
+    let (mut obj, mut unknown) = decode_typed(res.group, res.version, res.kind, headers, body)?;
+    if let Some(cr) = crate::crd::custom(res) {
+        unknown.extend(crate::crd::prune(cr, &mut obj));
+    }
+    Ok((obj, unknown))
 }
 
 /// [`decode_body`] plus field validation per `?fieldValidation`: unknown and duplicate fields fail
@@ -31,14 +41,23 @@ pub(crate) fn decode_validated(
     body: &Bytes,
 ) -> ApiResult<(Value, Vec<String>)> {
     let mode = validation_mode(params)?;
-    let (obj, unknown) = decode_typed(res.group, res.version, res.kind, headers, body)?;
+    let (obj, unknown) = decode_resource(res, headers, body)?;
     if mode == "Ignore" {
         return Ok((obj, Vec::new()));
     }
     // A JSON body is scanned as sent, for duplicates and document order; other formats have no
     // duplicates left by now, and report what the decode dropped.
     let dropped = || unknown.iter().cloned().map(Finding::Unknown).collect();
-    let findings = if is_json(headers) {
+    let findings = if crate::crd::custom(res).is_some() {
+        // Unknown fields are what pruning dropped; duplicates come from the raw scan.
+        let mut f: Vec<Finding> = unknown.iter().cloned().map(Finding::Unknown).collect();
+        if is_json(headers) {
+            if let Ok(dups) = api_types::fieldcheck::duplicate_fields(body) {
+                f.extend(dups.into_iter().map(Finding::Duplicate));
+            }
+        }
+        f
+    } else if is_json(headers) {
         api_types::fieldcheck::strict_findings(res.group, res.version, res.kind, body)
             .unwrap_or_else(|_| dropped())
     } else {

@@ -59,6 +59,17 @@ pub async fn dispatch(
     match (method.as_str(), rp.name.as_deref(), rp.subresource.as_deref()) {
         ("GET", None, None) if params.bool("watch")? => crate::watch::serve(st, &rp, &params, headers).await,
         ("GET", None, None) => list(st, &rp, &params, headers).await,
+        ("POST", None, None) if crate::crd::custom(res).is_some_and(|cr| cr.spec.terminating) => {
+            // Upstream's answer while the CRD's cleanup runs.
+            Err(ApiError {
+                details: Some(serde_json::json!({"group": res.group, "kind": res.plural})),
+                ..ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    "create not allowed while custom resource definition is terminating",
+                )
+            })
+        }
         ("POST", None, None) if rp.namespace.is_some() || !res.namespaced => {
             if matches!(res.plural, "nodes" | "leases") {
                 let obj = decode_body(res, headers, &body)?;
