@@ -188,6 +188,15 @@ fn crd_lifecycle_with_kubectl() {
     let explain = kp.kubectl_ok(&["explain", "crontabs.spec"]);
     assert!(explain.contains("The desired schedule of the cron job."), "{explain}");
     assert!(explain.contains("cronSpec") && explain.contains("-required-"), "{explain}");
+    // kubectl 1.27 explains from /openapi/v2 (protobuf), which follows the registry too.
+    let k127 = store::etcd_process::find_program("kubectl.1.27", &["/usr/lib/google-cloud-sdk/bin"])
+        .expect("kubectl.1.27 is missing: the version-skew checks need it");
+    let out = kp.kubectl_program(&k127.to_string_lossy(), &["explain", "crontabs.spec"]);
+    let explain = stdout(&out);
+    assert!(out.status.success(), "{explain}{}", stderr(&out));
+    assert!(explain.contains("The desired schedule of the cron job."), "{explain}");
+    let v2 = kp.kubectl_ok(&["get", "--raw", "/openapi/v2"]);
+    assert!(v2.contains("com.example.stable.v1.CronTab"), "the CRD is missing from /openapi/v2");
 
     // Validation with upstream's messages, nothing stored.
     let bad = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata:\n  name: bad\nspec:\n  cronSpec: nope\n  replicas: 11\n  mode: Medium\n";

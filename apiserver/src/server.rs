@@ -422,25 +422,59 @@ fn ordered_json_response(code: StatusCode, body: &impl serde::Serialize) -> Resp
 }
 
 /// `/openapi/v2` in the two encodings, with upstream's ETag (the SHA-512 of the JSON form, in upper
-/// hex, for both) and each body also gzipped, built once.
+/// hex, for both) and each body also gzipped.
 struct OpenApiV2 {
     etag: String,
+    json: Vec<u8>,
+    protobuf: Vec<u8>,
     json_gz: Vec<u8>,
     protobuf_gz: Vec<u8>,
 }
 
-fn openapi_v2_cache() -> &'static OpenApiV2 {
-    static CACHE: std::sync::OnceLock<OpenApiV2> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| {
-        let served = api_types::openapi_v2::served();
-        let digest = ring::digest::digest(&ring::digest::SHA512, &served.json);
+impl OpenApiV2 {
+    fn new(json: Vec<u8>, protobuf: Vec<u8>) -> OpenApiV2 {
+        let digest = ring::digest::digest(&ring::digest::SHA512, &json);
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-        OpenApiV2 {
-            etag: format!("\"{hex}\""),
-            json_gz: gzip(&served.json),
-            protobuf_gz: gzip(&served.protobuf),
+        OpenApiV2 { etag: format!("\"{hex}\""), json_gz: gzip(&json), protobuf_gz: gzip(&protobuf), json, protobuf }
+    }
+}
+
+/// The document this server serves: the built-in one (built once per process) while it serves no
+/// CRD, else one built from the built-in and the CRDs' v3 documents. The last CRD set's document is
+/// kept (keyed by the interned definitions, so the same set is the same document) and rebuilt when
+/// the registry's CRDs change, so a CRD appears in `/openapi/v2` with its discovery.
+fn openapi_v2_for(st: &AppState) -> Arc<OpenApiV2> {
+    static BUILTIN: std::sync::OnceLock<Arc<OpenApiV2>> = std::sync::OnceLock::new();
+    type Last = Option<(Vec<usize>, Arc<OpenApiV2>)>;
+    static LAST: std::sync::Mutex<Last> = std::sync::Mutex::new(None);
+    let crds = crd_group_versions(st);
+    if crds.is_empty() {
+        return BUILTIN
+            .get_or_init(|| {
+                let served = api_types::openapi_v2::served();
+                Arc::new(OpenApiV2::new(served.json.clone(), served.protobuf.clone()))
+            })
+            .clone();
+    }
+    let key: Vec<usize> = st.registry.dynamic().into_iter().map(|r| r as *const _ as usize).collect();
+    if let Ok(last) = LAST.lock() {
+        if let Some((_, doc)) = last.as_ref().filter(|(k, _)| *k == key) {
+            return doc.clone();
         }
-    })
+    }
+    let mut v3: Vec<Value> = api_types::resources::group_versions()
+        .into_iter()
+        .filter_map(|(g, v)| api_types::openapi::v3_document(g, v))
+        .collect();
+    v3.extend(crds.into_iter().map(|(g, v)| crd_openapi(st, g, v)));
+    let doc = api_types::openapi_v2::document_from_v3(&v3, api_types::patchmeta::PATCH_META);
+    // Serializing a Value cannot fail (its keys are strings).
+    let json = serde_json::to_vec(&doc).unwrap_or_default();
+    let built = Arc::new(OpenApiV2::new(json, api_types::openapi_v2::to_protobuf(&doc)));
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((key, built.clone()));
+    }
+    built
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -454,8 +488,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// `/openapi/v2` as kube-openapi's handler serves it: JSON or gnostic protobuf by `Accept` (the
 /// first listed media range either matches, `*/*` and no header meaning JSON; none: 406), an
 /// ETag with `If-None-Match` answered 304, and gzip when `Accept-Encoding` lists it.
-async fn openapi_v2(headers: axum::http::HeaderMap) -> Response {
-    use api_types::openapi_v2::{served, PROTOBUF_MEDIA_TYPE, PROTOBUF_MEDIA_TYPE_OLD};
+async fn openapi_v2(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    use api_types::openapi_v2::{PROTOBUF_MEDIA_TYPE, PROTOBUF_MEDIA_TYPE_OLD};
     use axum::http::{header, HeaderValue};
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").trim();
     let protobuf = if accept.is_empty() {
@@ -471,7 +505,7 @@ async fn openapi_v2(headers: axum::http::HeaderMap) -> Response {
         return ApiError::not_acceptable(format!("only application/json and {PROTOBUF_MEDIA_TYPE} are served"))
             .into_response();
     };
-    let cache = openapi_v2_cache();
+    let cache = openapi_v2_for(&st);
     // `@` is not allowed in a media type (Go's mime.ParseMediaType, which client-go runs on every
     // Content-Type, rejects it), so the answer names the protobuf form in its dotted spelling,
     // whichever spelling was asked for, as upstream does.
@@ -485,10 +519,9 @@ async fn openapi_v2(headers: axum::http::HeaderMap) -> Response {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|e| e.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("gzip"));
-        let served = served();
         let body = match (protobuf, gzip) {
-            (false, false) => served.json.clone(),
-            (true, false) => served.protobuf.clone(),
+            (false, false) => cache.json.clone(),
+            (true, false) => cache.protobuf.clone(),
             (false, true) => cache.json_gz.clone(),
             (true, true) => cache.protobuf_gz.clone(),
         };
@@ -820,7 +853,10 @@ mod tests {
     use axum::routing::get as get_route;
 
     async fn openapi_v2_with(headers: &[(&str, &str)]) -> (u16, axum::http::HeaderMap, Vec<u8>) {
-        let app = Router::new().route("/openapi/v2", get_route(openapi_v2));
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(dir.path())).await.unwrap();
+        let st = AppState::new(Arc::new(store), Config::default());
+        let app = Router::new().route("/openapi/v2", get_route(openapi_v2)).with_state(st);
         let mut req = Request::builder().uri("/openapi/v2");
         for (k, v) in headers {
             req = req.header(*k, *v);
