@@ -114,9 +114,8 @@ pub async fn run_ingress(
 
     let routes: Shared = Arc::default();
     let tls = tls::server_config(routes.clone()).map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let http_plane = DataPlane::start(http_listener, None, routes.clone(), cfg.timeouts, threads)?;
-    let https_plane = DataPlane::start(https_listener, Some(tls), routes.clone(), cfg.timeouts, threads)?;
+    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone(), cfg.timeouts)));
+    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone(), cfg.timeouts)));
 
     let changed = Arc::new(Notify::new());
     let ingresses = Informer::start(Api::<Ingress>::all(client.clone()), changed.clone());
@@ -147,50 +146,49 @@ pub async fn run_ingress(
         eps.ready().await;
         secrets.ready().await;
     };
-    let listed = tokio::select! {
-        _ = &mut shutdown => false,
-        _ = all_listed => true,
-    };
-    if listed {
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = changed.notified() => {}
-            }
-            let class_list = classes.store.state();
-            let mut ours: Vec<Arc<Ingress>> =
-                ingresses.store.state().into_iter().filter(|i| is_ours(i, &class_list, &cfg.class)).collect();
-            ours.sort_by(|a, b| {
-                (a.creation_timestamp().map(|t| t.0), a.namespace(), a.name_any()).cmp(&(
-                    b.creation_timestamp().map(|t| t.0),
-                    b.namespace(),
-                    b.name_any(),
-                ))
-            });
-            let index = endpoints::index(&slices.store, &eps.store);
-            let mut bad_secrets: HashMap<(String, String), String> = HashMap::new();
-            let next = Routes::build(&ours, &services.store, &index, |ns, name| {
-                let Some(secret) = secrets.store.get(&ObjectRef::new(name).within(ns)) else {
-                    bad_secrets.insert((ns.into(), name.into()), "secret not found".into());
-                    return None;
-                };
-                match tls::certified_key(&secret) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        bad_secrets.insert((ns.into(), name.into()), e);
-                        None
-                    }
+    tokio::select! {
+        _ = &mut shutdown => {
+            tracing::info!("ingress controller stopped");
+            return Ok(());
+        }
+        _ = all_listed => {}
+    }
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = changed.notified() => {}
+        }
+        let class_list = classes.store.state();
+        let mut ours: Vec<Arc<Ingress>> =
+            ingresses.store.state().into_iter().filter(|i| is_ours(i, &class_list, &cfg.class)).collect();
+        ours.sort_by(|a, b| {
+            (a.creation_timestamp().map(|t| t.0), a.namespace(), a.name_any()).cmp(&(
+                b.creation_timestamp().map(|t| t.0),
+                b.namespace(),
+                b.name_any(),
+            ))
+        });
+        let index = endpoints::index(&slices.store, &eps.store);
+        let mut bad_secrets: HashMap<(String, String), String> = HashMap::new();
+        let next = Routes::build(&ours, &services.store, &index, |ns, name| {
+            let Some(secret) = secrets.store.get(&ObjectRef::new(name).within(ns)) else {
+                bad_secrets.insert((ns.into(), name.into()), "secret not found".into());
+                return None;
+            };
+            match tls::certified_key(&secret) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    bad_secrets.insert((ns.into(), name.into()), e);
+                    None
                 }
-            });
-            report_bad_secrets(&ours, &bad_secrets, &events, &mut reported);
-            *routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-            for ing in &ours {
-                update_status(&client, ing, address, &ports).await;
             }
+        });
+        report_bad_secrets(&ours, &bad_secrets, &events, &mut reported);
+        *routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        for ing in &ours {
+            update_status(&client, ing, address, &ports).await;
         }
     }
-    http_plane.close().await;
-    https_plane.close().await;
     tracing::info!("ingress controller stopped");
     Ok(())
 }
@@ -230,77 +228,11 @@ fn report_bad_secrets(
     }
 }
 
-/// The data plane of one listener: a thread per core, each with its own single-threaded tokio
-/// runtime, accepting from the same listening socket and serving each connection it accepts from
-/// start to finish (its upstream connections included), so a request never crosses threads and
-/// no work-stealing scheduler sits on the request path. Dropped, every thread closes its handle
-/// on the socket (the port closes once all have) and drains its open connections.
-struct DataPlane {
-    stop: tokio::sync::watch::Sender<bool>,
-    /// One per thread: completes once that thread has closed its handle on the socket.
-    closed: Vec<tokio::sync::oneshot::Receiver<()>>,
-}
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-impl DataPlane {
-    fn start(
-        listener: TcpListener,
-        tls: Option<Arc<rustls::ServerConfig>>,
-        routes: Shared,
-        timeouts: Timeouts,
-        threads: usize,
-    ) -> Result<DataPlane, Error> {
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
-        let io = |source| Error::Bind { addr, source };
-        let socket = listener.into_std().map_err(io)?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut closed = Vec::new();
-        for i in 0..threads.max(1) {
-            let (close, on_close) = tokio::sync::oneshot::channel::<()>();
-            closed.push(on_close);
-            let socket = socket.try_clone().map_err(io)?;
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io)?;
-            let (tls, routes, mut stopped) = (tls.clone(), routes.clone(), stopped.clone());
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            std::thread::Builder::new()
-                .name(format!("ingress-{scheme}-{i}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        let listener = match TcpListener::from_std(socket) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::warn!(%addr, error = %e, "ingress listener thread cannot start");
-                                return;
-                            }
-                        };
-                        let mut conns = tokio::task::JoinSet::new();
-                        tokio::select! {
-                            () = serve(&listener, tls, routes, timeouts, &mut conns) => {}
-                            _ = stopped.wait_for(|s| *s) => {}
-                        }
-                        drop(listener);
-                        let _ = close.send(());
-                        while conns.join_next().await.is_some() {}
-                    });
-                })
-                .map_err(io)?;
-        }
-        Ok(DataPlane { stop, closed })
-    }
-
-    /// Stops accepting and returns once the port is closed (open connections drain on).
-    async fn close(mut self) {
-        let _ = self.stop.send(true);
-        for closed in std::mem::take(&mut self.closed) {
-            let _ = closed.await;
-        }
-    }
-}
-
-impl Drop for DataPlane {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.0.abort();
     }
 }
 
@@ -392,23 +324,15 @@ async fn update_status(client: &kube::Client, ing: &Ingress, ip: IpAddr, ports: 
     }
 }
 
-/// Accepts connections on `listener` until the runtime stops this future; each connection runs
-/// on a task of `conns`.
 async fn serve(
-    listener: &TcpListener,
+    listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     routes: Shared,
     timeouts: Timeouts,
-    conns: &mut tokio::task::JoinSet<()>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            // Finished connections are reaped as they end.
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "ingress accept failed");
@@ -418,7 +342,7 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (routes, acceptor) = (routes.clone(), acceptor.clone());
-        conns.spawn(async move {
+        tokio::spawn(async move {
             let result = match acceptor {
                 None => http::serve_connection(stream, peer, false, routes, timeouts).await,
                 // The handshake is bounded like a request head.
