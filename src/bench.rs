@@ -48,24 +48,22 @@ impl Drop for Cluster {
 }
 
 fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "up",
-        "--no-etcd-listen",
-        "--no-xray",
-        "--secure-port",
-        "0",
-        "--nodes",
-        &args.nodes.to_string(),
-        "--data-dir",
-    ])
-    .arg(dir)
-    .env("RUST_LOG", "warn")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    let mut flags: Vec<String> = vec!["--nodes".into(), args.nodes.to_string()];
     if let Some(etcd) = &args.etcd_servers {
-        cmd.args(["--etcd-servers", etcd]);
+        flags.extend(["--etcd-servers".into(), etcd.clone()]);
     }
+    start_up(exe, dir, &flags)
+}
+
+/// A `kplane up` child on the embedded store, with `flags`, once it printed `kplane: ready`.
+fn start_up(exe: &Path, dir: &Path, flags: &[String]) -> Result<Cluster> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["up", "--no-etcd-listen", "--no-xray", "--secure-port", "0", "--data-dir"])
+        .arg(dir)
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut kubeconfig = None;
@@ -266,7 +264,7 @@ pub struct BenchNetArgs {
     /// Keep-alive connections in parallel.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Seconds each of the three paths is measured.
+    /// Seconds each path is measured.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// The load generator: `wrk` (a separate process; `apt-get install wrk`) or `builtin` (hyper
@@ -280,42 +278,72 @@ pub struct BenchNetArgs {
     /// `nginx` is on PATH), `off`, or a path to the nginx binary.
     #[arg(long, default_value = "auto")]
     pub nginx: String,
+    /// Measure the ClusterIP in iptables mode too: `auto` (when root), `off`. The run's
+    /// iptables-mode proxy removes all of its rules when the measurement ends.
+    #[arg(long, default_value = "auto")]
+    pub iptables: String,
+    /// The bench cluster's pod range.
+    #[arg(long, default_value = "127.241.0.0/16")]
+    pub cluster_cidr: String,
+    /// The bench cluster's Service range (inside 127.96.0.0/12, which the iptables mode requires).
+    #[arg(long, default_value = "127.110.0.0/16")]
+    pub service_cluster_ip_range: String,
+    /// The bench cluster's ingress controller (HTTP; HTTPS on the same IP, port + 1).
+    #[arg(long, default_value = "127.0.84.1:8080")]
+    pub ingress_http_address: std::net::SocketAddr,
+    /// Where nginx listens for its row.
+    #[arg(long, default_value = "127.0.84.2:8080")]
+    pub nginx_address: std::net::SocketAddr,
 }
 
-/// `kplane bench net`: a simulated pod measured directly, through the ClusterIP proxy and through
-/// the ingress, in one run, on an in-process API server over a fresh embedded store.
-pub async fn run_net(args: BenchNetArgs) -> Result<networking::bench::BenchReport> {
-    let tmp = tempfile::Builder::new().prefix("kplane-bench-net-").tempdir()?;
-    let store = store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(tmp.path())).await?;
-    let config = apiserver::Config::default();
-    let advertise = config.bind;
-    let state = apiserver::AppState::new(Arc::new(store.clone()), config);
-    apiserver::bootstrap(&state, advertise).await.map_err(anyhow::Error::msg)?;
-    let client =
-        crate::components::in_process_client(&state, "kplane-bench", "system:admin", &["system:masters"]);
+/// `kplane bench net`: a real simulated pod (a Deployment of one `nginx` replica on a `kplane up`
+/// child with one node) measured directly, through the ClusterIP in userspace and iptables modes,
+/// through the ingress, and through nginx, in one run.
+pub async fn run_net(args: BenchNetArgs, exe: PathBuf) -> Result<networking::bench::BenchReport> {
     let load = match args.load.as_str() {
         "builtin" => networking::bench::Load::Builtin,
         "wrk" => networking::bench::Load::Wrk { program: "wrk".into(), threads: args.wrk_threads },
-        other => anyhow::bail!("--load {other:?}: say wrk or builtin"),
+        other => bail!("--load {other:?}: say wrk or builtin"),
     };
     let nginx = match args.nginx.as_str() {
         "off" => None,
         // Debian puts nginx in /usr/sbin.
         "auto" => store::etcd_process::find_program("nginx", &["/usr/sbin"]),
-        path => Some(std::path::PathBuf::from(path)),
+        path => Some(PathBuf::from(path)),
     }
-    .map(|program| networking::bench::NginxReference {
-        program,
-        listen: "127.0.81.2:8080".parse().expect("valid"),
-    });
+    .map(|program| networking::bench::NginxReference { program, listen: args.nginx_address });
+    let iptables = match args.iptables.as_str() {
+        "auto" => true,
+        "off" => false,
+        other => bail!("--iptables {other:?}: say auto or off"),
+    };
+    let https = std::net::SocketAddr::new(args.ingress_http_address.ip(), args.ingress_http_address.port() + 1);
+    let tmp = tempfile::Builder::new().prefix("kplane-bench-net-").tempdir()?;
+    let flags: Vec<String> = vec![
+        "--nodes".into(),
+        "1".into(),
+        "--cluster-cidr".into(),
+        args.cluster_cidr.clone(),
+        "--service-cluster-ip-range".into(),
+        args.service_cluster_ip_range.clone(),
+        "--ingress-http-address".into(),
+        args.ingress_http_address.to_string(),
+        "--ingress-https-address".into(),
+        https.to_string(),
+    ];
+    let cluster = start_up(&exe, &tmp.path().join("cluster"), &flags)?;
+    eprintln!("kplane bench net: cluster is kplane up pid {}", cluster.child.id());
+    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
     let opts = networking::bench::BenchOptions {
+        ingress_http: args.ingress_http_address,
         concurrency: args.concurrency,
         duration: Duration::from_secs(args.seconds),
         load,
         nginx,
-        ..Default::default()
+        iptables,
+        ready_timeout: Duration::from_secs(60),
     };
     let report = networking::bench::run(client, opts).await?;
-    store.shutdown().await;
+    drop(cluster);
     Ok(report)
 }

@@ -292,7 +292,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { what: BenchCommand::Net(args) } => {
-            println!("{}", crate::bench::run_net(args).await?);
+            println!("{}", crate::bench::run_net(args, std::env::current_exe()?).await?);
             Ok(())
         }
         Command::Bench { what: BenchCommand::Store(args) } => {

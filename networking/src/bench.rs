@@ -1,56 +1,70 @@
-//! `networking::bench::run`: one HTTP backend on a pod IP, measured in the same run directly, through
-//! the service proxy's ClusterIP and through the ingress, with C keep-alive HTTP/1.1 connections
-//! each sending requests back to back for a fixed time. Reports throughput and p50/p99 latency,
-//! and each hop's throughput ratio and added p99 against direct.
+//! `networking::bench::run`: one real simulated pod, measured in the same run directly (its pod
+//! IP), through the userspace service proxy's ClusterIP, through the iptables mode's ClusterIP
+//! (kernel DNAT; root only), through the ingress controller, and through nginx in front of the
+//! same pod, with C keep-alive HTTP/1.1 connections each sending requests back to back for a fixed
+//! time. Reports throughput and p50/p99 latency, each path's throughput as a ratio of direct (the
+//! ingress also of nginx) and its added p99, beside the goals.
+//!
+//! The cluster is a real one behind `client` (the binary starts a `kplane up` child): the bench
+//! creates, as `kubectl` would, a Deployment of one `nginx` replica, a Service and an Ingress in
+//! `default`, and waits for the EndpointSlice that the EndpointSlice controller writes for the
+//! Service. The pod address measured is the one in that slice; a slice not written by the
+//! controller is refused. The cluster's own proxy (userspace) and ingress controller carry the
+//! ClusterIP and ingress rows; for the iptables row, an iptables-mode proxy is started in this
+//! process for that measurement only, and it removes all of its rules when it stops.
 //!
 //! The load comes from `wrk` (a separate process, as the issue asks; [`Load::Wrk`]) or from a
 //! built-in hyper client in this process ([`Load::Builtin`], for machines without wrk).
-//!
-//! The proxy and ingress are started in-process here (on the addresses in [`BenchOptions`]), so
-//! the run needs only an API server; the bench objects (Service, EndpointSlice, Ingress) are
-//! created in the `default` namespace and deleted at the end.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{DeleteParams, PostParams};
-use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::ingress::{run_ingress, IngressConfig};
-use crate::proxy::{run_proxy, ProxyConfig};
+use crate::proxy::{iptables, kernel, ProxyConfig};
 use crate::Error;
 
-const NAME: &str = "kplane-net-bench";
-const HOST: &str = "bench.kplane.invalid";
+/// The name of the bench's Deployment, Service and Ingress.
+pub const NAME: &str = "kplane-net-bench";
+/// The Ingress rule's host, sent as `Host` on every path.
+pub const HOST: &str = "bench.kplane.invalid";
+/// The label value of a slice the EndpointSlice controller manages (upstream's).
+pub const CONTROLLER_MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+const NAMESPACE: &str = "default";
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// Where the simulated pod listens (a pod IP).
-    pub backend: SocketAddr,
-    /// The ingress listeners started for the run.
+    /// Where the cluster's ingress controller serves HTTP.
     pub ingress_http: SocketAddr,
-    pub ingress_https: SocketAddr,
     /// Keep-alive connections in parallel.
     pub concurrency: usize,
-    /// How long each of the three measurements runs.
+    /// How long each path is measured.
     pub duration: Duration,
     /// Who generates the load.
     pub load: Load,
     /// Also measure nginx as a reference L7 proxy (the data plane of ingress-nginx, the seed's
     /// controller) in front of the same pod, when set.
     pub nginx: Option<NginxReference>,
+    /// Measure the iptables mode's ClusterIP (needs root and iptables; when false the row says
+    /// why it is missing).
+    pub iptables: bool,
+    /// How long the pod, its slice and the routes may take to appear.
+    pub ready_timeout: Duration,
 }
 
 /// nginx as a reference reverse proxy: `program`, listening on `listen`, with one worker and
@@ -73,13 +87,13 @@ pub enum Load {
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
-            backend: SocketAddr::from(([127, 244, 255, 1], 8000)),
-            ingress_http: SocketAddr::from(([127, 0, 81, 1], 8080)),
-            ingress_https: SocketAddr::from(([127, 0, 81, 1], 8443)),
+            ingress_http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             concurrency: 32,
             duration: Duration::from_secs(3),
             load: Load::Builtin,
             nginx: None,
+            iptables: false,
+            ready_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -93,13 +107,35 @@ pub struct Figure {
     pub p99_ms: f64,
 }
 
+/// The pod measured, as the controllers published it.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    /// `namespace/name` of the pod (the slice endpoint's `targetRef`).
+    pub pod: String,
+    /// The node the pod runs on (the slice endpoint's `nodeName`).
+    pub node: String,
+    /// The pod IP and port from the slice.
+    pub addr: SocketAddr,
+    /// The Service's ClusterIP and port.
+    pub vip: SocketAddr,
+    /// The EndpointSlice the address came from.
+    pub slice: String,
+    /// Its `endpointslice.kubernetes.io/managed-by` label.
+    pub managed_by: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     pub concurrency: usize,
-    /// `wrk` or `built-in`.
+    /// `wrk` or `built-in clients`.
     pub load: &'static str,
+    pub duration: Duration,
+    pub backend: Backend,
     pub direct: Figure,
-    pub proxy: Figure,
+    /// The ClusterIP through the userspace proxy.
+    pub userspace: Figure,
+    /// The ClusterIP through the iptables mode's DNAT, or why it was not measured.
+    pub iptables: Result<Figure, String>,
     pub ingress: Figure,
     /// nginx in front of the same pod, when asked for.
     pub nginx: Option<Figure>,
@@ -110,38 +146,85 @@ impl BenchReport {
     pub fn ratio(&self, hop: &Figure) -> f64 {
         hop.per_sec / self.direct.per_sec.max(f64::MIN_POSITIVE)
     }
+
+    /// The ingress's throughput as a fraction of nginx's, when nginx was measured.
+    pub fn ingress_vs_nginx(&self) -> Option<f64> {
+        self.nginx.map(|n| self.ingress.per_sec / n.per_sec.max(f64::MIN_POSITIVE))
+    }
+
+    /// Every measured row, by name.
+    pub fn rows(&self) -> Vec<(&'static str, &Figure)> {
+        let mut rows = vec![("direct", &self.direct), ("clusterip-userspace", &self.userspace)];
+        if let Ok(f) = &self.iptables {
+            rows.push(("clusterip-iptables", f));
+        }
+        rows.push(("ingress", &self.ingress));
+        if let Some(f) = &self.nginx {
+            rows.push(("nginx", f));
+        }
+        rows
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
 }
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.backend;
         writeln!(
             f,
-            "networking benchmark: {} keep-alive HTTP/1.1 connections, load from {}",
-            self.concurrency, self.load
+            "networking benchmark: {} keep-alive HTTP/1.1 connections, load from {}, {:?} per path",
+            self.concurrency, self.load, self.duration
         )?;
         writeln!(
             f,
-            "{:<12} {:>12} {:>8} {:>10} {:>10} {:>9} {:>13}",
-            "path", "req/s", "errors", "p50 ms", "p99 ms", "vs direct", "p99 added ms"
+            "backend: pod {} on node {} at {} (ClusterIP {}), from EndpointSlice {NAMESPACE}/{} managed-by {}",
+            b.pod, b.node, b.addr, b.vip, b.slice, b.managed_by
         )?;
-        let rows = [("direct", &self.direct), ("clusterip", &self.proxy), ("ingress", &self.ingress)];
-        let reference = self.nginx.as_ref().map(|fig| ("nginx (ref)", fig));
-        for (name, fig) in rows.into_iter().chain(reference) {
+        writeln!(
+            f,
+            "{:<20} {:>10} {:>7} {:>8} {:>8} {:>9} {:>8} {:>12}   goal",
+            "path", "req/s", "errors", "p50 ms", "p99 ms", "vs direct", "vs nginx", "p99 added ms"
+        )?;
+        let nginx_ratio = self.ingress_vs_nginx();
+        for (name, fig) in self.rows() {
+            let ratio = self.ratio(fig);
+            let added = fig.p99_ms - self.direct.p99_ms;
+            let vs_nginx = match (name, nginx_ratio) {
+                ("ingress", Some(r)) => format!("{r:.2}x"),
+                _ => String::new(),
+            };
+            let goal = match name {
+                "clusterip-userspace" => format!(">= 0.60x direct: {}", met(ratio >= 0.60)),
+                "clusterip-iptables" => format!(">= 0.90x direct: {}", met(ratio >= 0.90)),
+                "ingress" => match nginx_ratio {
+                    Some(r) => {
+                        format!(">= 1.0x nginx: {}; p99 added < 1 ms: {}", met(r >= 1.0), met(added < 1.0))
+                    }
+                    None => format!("p99 added < 1 ms: {}", met(added < 1.0)),
+                },
+                "nginx" => "reference: nginx, one worker, keep-alive upstream".to_string(),
+                _ => String::new(),
+            };
             writeln!(
                 f,
-                "{name:<12} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>8.0}% {:>13.3}",
-                fig.per_sec,
-                fig.errors,
-                fig.p50_ms,
-                fig.p99_ms,
-                self.ratio(fig) * 100.0,
-                fig.p99_ms - self.direct.p99_ms
+                "{name:<20} {:>10.0} {:>7} {:>8.3} {:>8.3} {:>8.2}x {vs_nginx:>8} {added:>12.3}   {goal}",
+                fig.per_sec, fig.errors, fig.p50_ms, fig.p99_ms, ratio
             )?;
         }
-        if self.nginx.is_some() {
-            writeln!(f, "nginx (ref): nginx, one worker, keep-alive upstream, in front of the same pod")?;
+        if let Err(why) = &self.iptables {
+            writeln!(f, "{:<20} not measured: {why}", "clusterip-iptables")?;
         }
-        write!(f, "goal: proxied >= 60% of direct, p99 added < 1 ms")
+        if self.nginx.is_none() {
+            writeln!(f, "{:<20} not measured (nginx not found or --nginx off)", "nginx")?;
+        }
+        Ok(())
     }
 }
 
@@ -149,82 +232,222 @@ fn bench_err(e: impl fmt::Display) -> Error {
     Error::Config(format!("benchmark: {e}"))
 }
 
-/// Runs the three measurements against the cluster behind `client`.
+/// Deploys the pod, measures every path, removes the bench's objects.
 pub async fn run(client: kube::Client, opts: BenchOptions) -> Result<BenchReport, Error> {
-    let backend =
-        TcpListener::bind(opts.backend).await.map_err(|source| Error::Bind { addr: opts.backend, source })?;
-    let backend_task = tokio::spawn(serve_backend(backend));
+    cleanup(&client).await;
+    let result = async {
+        let backend = deploy(&client, opts.ready_timeout).await?;
+        measure_all(&client, backend, &opts).await
+    }
+    .await;
+    cleanup(&client).await;
+    result
+}
 
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
-    cleanup(&services, &slices, &ingresses).await;
+/// Creates the Service, the Deployment and the Ingress as `kubectl create` would, then waits for
+/// the controller-written EndpointSlice with a ready endpoint.
+async fn deploy(client: &kube::Client, timeout: Duration) -> Result<Backend, Error> {
+    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), NAMESPACE);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    let pp = PostParams::default();
     let svc: Service = serde_json::from_value(json!({
-        "metadata": {"name": NAME}, "spec": {"ports": [{"name": "http", "port": 80, "targetPort": opts.backend.port()}]}
+        "metadata": {"name": NAME, "labels": {"app": NAME}},
+        "spec": {"selector": {"app": NAME}, "ports": [{"name": "http", "port": 80, "targetPort": 80}]}
     }))
     .map_err(bench_err)?;
-    let svc = services.create(&PostParams::default(), &svc).await?;
-    let cluster_ip = svc.spec.and_then(|s| s.cluster_ip).ok_or_else(|| bench_err("no clusterIP allocated"))?;
-    let slice: EndpointSlice = serde_json::from_value(json!({
-        "metadata": {"name": NAME, "labels": {"kubernetes.io/service-name": NAME}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [opts.backend.ip().to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "http", "port": opts.backend.port(), "protocol": "TCP"}]
+    let svc = services.create(&pp, &svc).await?;
+    let cluster_ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        .ok_or_else(|| bench_err("no IPv4 clusterIP allocated"))?;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": NAME, "labels": {"app": NAME}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": NAME}}, "template": {
+            "metadata": {"labels": {"app": NAME}},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx", "ports": [{"containerPort": 80}]}]}}}
     }))
     .map_err(bench_err)?;
-    slices.create(&PostParams::default(), &slice).await?;
+    deployments.create(&pp, &deployment).await?;
     let ing: Ingress = serde_json::from_value(json!({
         "metadata": {"name": NAME},
         "spec": {"ingressClassName": "kplane", "rules": [{"host": HOST, "http": {"paths": [
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": NAME, "port": {"name": "http"}}}}]}}]}
     }))
     .map_err(bench_err)?;
-    ingresses.create(&PostParams::default(), &ing).await?;
+    ingresses.create(&pp, &ing).await?;
 
-    let (stop_proxy, proxy_rx) = oneshot::channel::<()>();
-    let (stop_ingress, ingress_rx) = oneshot::channel::<()>();
-    let proxy = tokio::spawn(run_proxy(client.clone(), ProxyConfig::default(), async move {
-        let _ = proxy_rx.await;
-    }));
-    let ingress_cfg =
-        IngressConfig { http: opts.ingress_http, https: opts.ingress_https, ..IngressConfig::default() };
-    let ingress = tokio::spawn(run_ingress(client.clone(), ingress_cfg, async move {
-        let _ = ingress_rx.await;
-    }));
-
-    let vip: SocketAddr = format!("{cluster_ip}:80").parse().map_err(bench_err)?;
-    let result = async {
-        for target in [opts.backend, vip, opts.ingress_http] {
-            wait_ready(target).await?;
+    let deadline = Instant::now() + timeout;
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}"));
+    loop {
+        let list = slices.list(&lp).await?;
+        if let Some(backend) = list.items.iter().find_map(|s| backend_of(s, cluster_ip)) {
+            return Ok(backend);
         }
-        Ok::<_, Error>(BenchReport {
-            concurrency: opts.concurrency,
-            load: match opts.load {
-                Load::Builtin => "built-in clients",
-                Load::Wrk { .. } => "wrk",
-            },
-            direct: measure(opts.backend, &opts).await?,
-            proxy: measure(vip, &opts).await?,
-            ingress: measure(opts.ingress_http, &opts).await?,
-            nginx: match &opts.nginx {
-                Some(nginx) => Some(measure_nginx(nginx, &opts).await?),
-                None => None,
-            },
-        })
+        if Instant::now() > deadline {
+            let seen: Vec<String> = list.items.iter().map(|s| s.name_any()).collect();
+            return Err(bench_err(format!(
+                "no EndpointSlice of service {NAMESPACE}/{NAME} written by the EndpointSlice controller has a ready \
+                 endpoint after {timeout:?} (slices: {seen:?})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ready pod endpoint of `slice`, if the EndpointSlice controller wrote it.
+fn backend_of(slice: &EndpointSlice, cluster_ip: Ipv4Addr) -> Option<Backend> {
+    let managed_by = slice.labels().get(MANAGED_BY)?;
+    if managed_by != CONTROLLER_MANAGED_BY {
+        return None;
+    }
+    let port = slice.ports.iter().flatten().find(|p| p.name.as_deref() == Some("http"))?.port?;
+    let ep = slice
+        .endpoints
+        .iter()
+        .find(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true) && !e.addresses.is_empty())?;
+    let ip: Ipv4Addr = ep.addresses.first()?.parse().ok()?;
+    let pod = ep.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod"))?;
+    Some(Backend {
+        pod: format!("{}/{}", pod.namespace.as_deref().unwrap_or(NAMESPACE), pod.name.as_deref().unwrap_or("")),
+        node: ep.node_name.clone().unwrap_or_default(),
+        addr: SocketAddr::from((ip, u16::try_from(port).ok()?)),
+        vip: SocketAddr::from((cluster_ip, 80)),
+        slice: slice.name_any(),
+        managed_by: managed_by.clone(),
+    })
+}
+
+async fn measure_all(
+    client: &kube::Client,
+    backend: Backend,
+    opts: &BenchOptions,
+) -> Result<BenchReport, Error> {
+    let deadline = Instant::now() + opts.ready_timeout;
+    for target in [backend.addr, backend.vip, opts.ingress_http] {
+        wait_ready(target, deadline).await?;
+    }
+    let direct = measure(backend.addr, opts).await?;
+    // The userspace row must not be the kernel's: no DNAT for the ClusterIP may exist now.
+    if let Ok(saved) = kernel::read_live().await {
+        if let Some(path) = kernel_path(&saved, backend.vip) {
+            return Err(bench_err(format!(
+                "iptables rules already take {} ({:?}): another kplane runs in iptables mode",
+                backend.vip, path.service_chain
+            )));
+        }
+    }
+    let userspace = measure(backend.vip, opts).await?;
+    let iptables = if opts.iptables {
+        measure_iptables(client, &backend, opts).await?
+    } else {
+        Err("not asked for (--iptables off)".to_string())
+    };
+    let ingress = measure(opts.ingress_http, opts).await?;
+    let nginx = match &opts.nginx {
+        Some(nginx) => Some(measure_nginx(nginx, backend.addr, opts).await?),
+        None => None,
+    };
+    Ok(BenchReport {
+        concurrency: opts.concurrency,
+        load: match opts.load {
+            Load::Builtin => "built-in clients",
+            Load::Wrk { .. } => "wrk",
+        },
+        duration: opts.duration,
+        backend,
+        direct,
+        userspace,
+        iptables,
+        ingress,
+        nginx,
+    })
+}
+
+/// The kernel's DNAT path for `vip`, when kplane's rules take it.
+fn kernel_path(saved: &kernel::Saved, vip: SocketAddr) -> Option<kernel::KernelPath> {
+    let SocketAddr::V4(v4) = vip else { return None };
+    saved.walk(*v4.ip(), v4.port(), "tcp").filter(|p| !p.endpoints.is_empty())
+}
+
+/// Runs an iptables-mode proxy in this process for one measurement of the ClusterIP. `Ok(Err)`:
+/// not measured here, and why (no root or no iptables, or another kplane's rules present).
+async fn measure_iptables(
+    client: &kube::Client,
+    backend: &Backend,
+    opts: &BenchOptions,
+) -> Result<Result<Figure, String>, Error> {
+    if let Err(e) = iptables::preflight().await {
+        return Ok(Err(e.to_string()));
+    }
+    match kernel::read_live().await {
+        Err(e) => return Ok(Err(e)),
+        // Starting would remove the chains of an iptables-mode kplane that is running now.
+        Ok(saved) if saved.is_kplanes() => {
+            return Ok(Err("kplane's iptables chains exist already (another kplane in iptables mode?); \
+                 not touching them"
+                .into()))
+        }
+        Ok(_) => {}
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let proxy = tokio::spawn(iptables::run_iptables_proxy(
+        client.clone(),
+        ProxyConfig::default(),
+        Duration::from_millis(100),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let result = async {
+        // Measured only once the kernel sends the ClusterIP to the pod.
+        let deadline = Instant::now() + opts.ready_timeout;
+        let want = backend.addr.to_string();
+        loop {
+            let saved = kernel::read_live().await.map_err(bench_err)?;
+            let path = kernel_path(&saved, backend.vip);
+            if path.as_ref().is_some_and(|p| p.endpoints.iter().any(|e| e.destination == want)) {
+                break;
+            }
+            if proxy.is_finished() || Instant::now() > deadline {
+                return Err(bench_err(format!("the iptables proxy did not program {} -> {want}", backend.vip)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wait_ready(backend.vip, deadline).await?;
+        measure(backend.vip, opts).await
     }
     .await;
+    let _ = stop.send(());
+    match proxy.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(bench_err(format!("iptables proxy: {e}"))),
+        Err(e) => return Err(bench_err(format!("iptables proxy: {e}"))),
+    }
+    // Its chains are gone: the ClusterIP is the userspace proxy's again.
+    if let Ok(saved) = kernel::read_live().await {
+        if saved.is_kplanes() || kernel_path(&saved, backend.vip).is_some() {
+            return Err(bench_err("the iptables proxy left rules behind"));
+        }
+    }
+    result.map(Ok)
+}
 
-    let _ = stop_proxy.send(());
-    let _ = stop_ingress.send(());
-    let _ = proxy.await;
-    let _ = ingress.await;
-    cleanup(&services, &slices, &ingresses).await;
-    backend_task.abort();
-    result
+async fn cleanup(client: &kube::Client) {
+    let dp = DeleteParams::default();
+    let _ = Api::<Ingress>::namespaced(client.clone(), NAMESPACE).delete(NAME, &dp).await;
+    let _ = Api::<Deployment>::namespaced(client.clone(), NAMESPACE).delete(NAME, &dp).await;
+    let _ = Api::<Service>::namespaced(client.clone(), NAMESPACE).delete(NAME, &dp).await;
 }
 
 /// Runs nginx (see [`NginxReference`]) in a scratch directory for one measurement.
-async fn measure_nginx(nginx: &NginxReference, opts: &BenchOptions) -> Result<Figure, Error> {
+async fn measure_nginx(
+    nginx: &NginxReference,
+    backend: SocketAddr,
+    opts: &BenchOptions,
+) -> Result<Figure, Error> {
     let dir = std::env::temp_dir().join(format!("kplane-bench-nginx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(bench_err)?;
     let d = dir.display();
@@ -237,7 +460,6 @@ async fn measure_nginx(nginx: &NginxReference, opts: &BenchOptions) -> Result<Fi
          proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n\
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Host $host;\n\
          proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Real-IP $remote_addr;\n    }}\n  }}\n}}\n",
-        backend = opts.backend,
         listen = nginx.listen,
     );
     let conf_path = dir.join("nginx.conf");
@@ -255,7 +477,7 @@ async fn measure_nginx(nginx: &NginxReference, opts: &BenchOptions) -> Result<Fi
         .spawn()
         .map_err(|e| bench_err(format!("cannot run {}: {e}", nginx.program.display())))?;
     let result = async {
-        wait_ready(nginx.listen).await?;
+        wait_ready(nginx.listen, Instant::now() + Duration::from_secs(10)).await?;
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
             return Err(bench_err(format!("nginx exited ({status}): {log}")));
@@ -274,29 +496,6 @@ async fn measure_nginx(nginx: &NginxReference, opts: &BenchOptions) -> Result<Fi
     result
 }
 
-async fn cleanup(services: &Api<Service>, slices: &Api<EndpointSlice>, ingresses: &Api<Ingress>) {
-    let dp = DeleteParams::default();
-    let _ = ingresses.delete(NAME, &dp).await;
-    let _ = slices.delete(NAME, &dp).await;
-    let _ = services.delete(NAME, &dp).await;
-}
-
-/// The simulated pod: a small fixed answer, HTTP/1.1 keep-alive.
-async fn serve_backend(listener: TcpListener) {
-    loop {
-        let Ok((s, _)) = listener.accept().await else { continue };
-        let _ = s.set_nodelay(true);
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
-                    b"hello from the pod\n",
-                ))))
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
-        });
-    }
-}
-
 async fn one_request(addr: SocketAddr) -> Result<(), String> {
     let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut send, conn) =
@@ -310,8 +509,7 @@ async fn one_request(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_ready(addr: SocketAddr) -> Result<(), Error> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+async fn wait_ready(addr: SocketAddr, deadline: Instant) -> Result<(), Error> {
     loop {
         match one_request(addr).await {
             Ok(()) => return Ok(()),
