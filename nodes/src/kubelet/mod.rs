@@ -50,9 +50,30 @@ pub(crate) struct Ctx {
     /// Signalled whenever an address is released (pods waiting for one retry).
     pub ip_freed: Notify,
     pub stop: watch::Receiver<bool>,
+    /// What containers' sandboxes know of the cluster network.
+    pub net: crate::runtime::container::ClusterNet,
+    /// The kube-dns ClusterIP, once found.
+    pub dns_ip: Mutex<Option<std::net::Ipv4Addr>>,
 }
 
 impl Ctx {
+    /// The cluster DNS address for resolv.conf: configured, or the kube-dns Service's ClusterIP.
+    pub async fn dns_ip(&self) -> Option<std::net::Ipv4Addr> {
+        if let Some(ip) = self.net.dns_ip.or(*self.dns_ip.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Some(ip);
+        }
+        let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(self.client.clone(), "kube-system");
+        let ip = api
+            .get_opt("kube-dns")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.spec?.cluster_ip)
+            .and_then(|ip| ip.parse().ok());
+        *self.dns_ip.lock().unwrap_or_else(|e| e.into_inner()) = ip;
+        ip
+    }
+
     pub fn release_ip(&self, uid: &str) {
         self.ipam.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
         self.ip_freed.notify_waiters();
@@ -101,6 +122,13 @@ pub async fn run_node(
         status_slots: Semaphore::new(cfg.status_concurrency.max(1)),
         ip_freed: Notify::new(),
         stop: stop.clone(),
+        net: crate::runtime::container::ClusterNet {
+            domain: cfg.cluster_domain.clone(),
+            dns_ip: cfg.cluster_dns,
+            dns_port: cfg.cluster_dns_port,
+            allowed: cfg.cluster_networks.clone(),
+        },
+        dns_ip: Mutex::new(None),
         cfg: cfg.clone(),
     });
 

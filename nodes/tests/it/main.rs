@@ -3,5 +3,6 @@
 mod helpers;
 mod kubelet;
 mod registration;
+mod runtime;
 mod scheduler;
 mod traffic;
