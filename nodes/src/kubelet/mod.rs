@@ -54,6 +54,8 @@ pub(crate) struct Ctx {
     pub net: crate::runtime::container::ClusterNet,
     /// The kube-dns ClusterIP, once found.
     pub dns_ip: Mutex<Option<std::net::Ipv4Addr>>,
+    /// The running containers, for exec/attach/port-forward (`streams::Runtime`).
+    pub containers: Arc<crate::runtime::registry::Containers>,
 }
 
 impl Ctx {
@@ -90,6 +92,17 @@ pub(crate) fn random_hex(len: usize) -> String {
 pub async fn run_node(
     client: Client,
     cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_node_with(client, cfg, crate::runtime::registry::Containers::new(), shutdown).await
+}
+
+/// [`run_node`] with the node's container registry given: it is the node's
+/// `Arc<dyn streams::Runtime>` (exec, attach, pod IPs) for the kubelet's streaming endpoints.
+pub async fn run_node_with(
+    client: Client,
+    cfg: NodeConfig,
+    containers: Arc<crate::runtime::registry::Containers>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = SocketAddr::from((cfg.node_ip, cfg.kubelet_port));
@@ -129,6 +142,7 @@ pub async fn run_node(
             allowed: cfg.cluster_networks.clone(),
         },
         dns_ip: Mutex::new(None),
+        containers,
         cfg: cfg.clone(),
     });
 

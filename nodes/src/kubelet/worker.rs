@@ -23,6 +23,7 @@ use super::traffic::{Listeners, PodIdentity, PortSpec};
 use super::Ctx;
 use crate::runtime::container;
 use crate::runtime::io::{Input, Lines};
+use crate::runtime::registry::{Containers, Running};
 use crate::runtime::{Io, Sandbox, Shell};
 use tokio::time::Instant;
 
@@ -31,12 +32,16 @@ use tokio::time::Instant;
 struct Proc {
     task: tokio::task::JoinHandle<i32>,
     sb: Arc<Sandbox>,
+    /// Where it is registered for exec/attach: (registry, namespace, pod, container).
+    reg: (Arc<Containers>, String, String, String),
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
         self.task.abort();
         self.sb.kill_all();
+        let (reg, ns, pod, c) = &self.reg;
+        reg.stopped(ns, pod, c);
     }
 }
 
@@ -79,13 +84,17 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: PodRx) {
     let uid = pod.uid().unwrap_or_default();
     let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let spec = pod.spec.clone().unwrap_or_default();
-    let names = spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.clone()).collect();
+    let names: Vec<String> =
+        spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.clone()).collect();
+    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+    ctx.containers.add_pod(&ns, &name, names.clone());
     let logs = ctx.logs.add(&key, &uid, names);
     let mut w = Worker { ctx: ctx.clone(), uid: uid.clone(), logs, listeners: Vec::new(), ip: None };
     w.lifecycle(&mut rx).await;
     w.listeners.clear();
     ctx.release_ip(&uid);
     ctx.logs.remove(&key, &uid);
+    ctx.containers.remove_pod(&ns, &name);
 }
 
 struct Worker {
@@ -174,6 +183,7 @@ impl Worker {
         let host_network = pod_host_network(rx);
         let ip = if host_network { self.ctx.cfg.node_ip } else { self.wait_for_ip(rx).await? };
         let pod = current(rx).ok_or(Stop::Gone)?;
+        self.ctx.containers.set_ip(&pod.namespace().unwrap_or_default(), &pod.name_any(), Some(ip));
         let node_ip = self.ctx.cfg.node_ip;
         let already_running = phase(&pod) == "Running";
         if !already_running {
@@ -504,18 +514,31 @@ impl Worker {
         }
         let sb = Arc::new(container::sandbox(pod, c, vols, &net, dns_ip, ip));
         let log = self.logs.start(&c.name);
-        let sink = Arc::new(Lines::new(move |l: String| log.push(l)));
-        let io = Io { stdin: Input::empty(), stdout: sink.clone(), stderr: sink.clone() };
+        let log_for_sink = log.clone();
+        let sink = Arc::new(Lines::new(move |l: String| log_for_sink.push(l)));
+        // `stdin: true`: the main process reads what `kubectl attach` sends.
+        let (stdin_w, stdin) = if c.stdin == Some(true) {
+            let (w, r) = crate::runtime::io::pipe();
+            (Some(w), r)
+        } else {
+            (None, Input::empty())
+        };
+        let io = Io { stdin, stdout: sink.clone(), stderr: sink.clone() };
         let mut sh = Shell::new(sb.clone(), &env);
+        let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let reg = self.ctx.containers.clone();
+        reg.started(&ns, &name, &c.name, Running { sb: sb.clone(), env, log, stdin: stdin_w, exited: exit_rx });
         let task = tokio::spawn(async move {
             let code = match mode {
                 status::Mode::Command(argv) => sh.run_argv(argv, io).await,
                 _ => sh.interactive(&io, false).await,
             };
             sink.flush();
+            let _ = exit_tx.send(Some(code));
             code
         });
-        Spawned::Process(Proc { task, sb })
+        Spawned::Process(Proc { task, sb, reg: (reg, ns, name, c.name.clone()) })
     }
 
     /// Starts a container's server: its listeners, or the error it would exit with when a port

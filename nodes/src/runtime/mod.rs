@@ -18,6 +18,7 @@ pub mod container;
 pub mod io;
 pub mod net;
 pub mod parse;
+pub mod registry;
 pub mod shell;
 pub mod tar;
 pub mod vfs;

@@ -163,3 +163,62 @@ async fn init_containers_run_in_order_and_share_volumes_files_and_env() {
     node.stop().await;
     cluster.shutdown().await;
 }
+
+/// exec through the node's `streams::Runtime`: a command with stdin and an exit code in the
+/// container's sandbox (it sees the files the main process wrote), and upstream's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_in_the_containers_sandbox() {
+    use nodes::kubelet::streams::{Runtime, Stdio, StreamError};
+    use tokio::io::AsyncReadExt;
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let containers = nodes::runtime::registry::Containers::new();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = node_config("worker0", nodes::default_node_ip(0));
+    let node =
+        tokio::spawn(nodes::kubelet::run_node_with(client.clone(), cfg, containers.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+    eventually("node registered", || async {
+        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).get_opt("worker0").await.ok().flatten()
+    })
+    .await;
+    set_pod_cidr(&client, "worker0", "127.250.43.0/24").await;
+    let spec = json!({"containers": [{"name": "main", "image": "busybox",
+        "command": ["sh", "-c", "echo state > /tmp/s; sleep 3600"]}]});
+    create_pod(&client, "default", on("worker0", "shell", spec)).await;
+    in_phase(&client, "shell", "Running").await;
+    let rt: std::sync::Arc<dyn Runtime> = containers.clone();
+    let (mut out_r, out_w) = tokio::io::duplex(4096);
+    let (mut err_r, err_w) = tokio::io::duplex(4096);
+    let io = Stdio {
+        stdin: Some(Box::new(&b"from stdin\n"[..])),
+        stdout: Some(Box::new(out_w)),
+        stderr: Some(Box::new(err_w)),
+        tty: false,
+        resize: None,
+    };
+    let argv = ["sh", "-c", "cat /tmp/s; cat; hostname; nosuch; exit 5"].map(String::from).to_vec();
+    let code = rt.exec("default", "shell", "main", argv, io).await.unwrap();
+    assert_eq!(code, 5);
+    let (mut out, mut err) = (String::new(), String::new());
+    out_r.read_to_string(&mut out).await.unwrap();
+    err_r.read_to_string(&mut err).await.unwrap();
+    assert_eq!(out, "state\nfrom stdin\nshell\n");
+    assert_eq!(err, "sh: nosuch: not found\n");
+    let none = || Stdio { stdin: None, stdout: None, stderr: None, tty: false, resize: None };
+    let e = rt.exec("default", "shell", "nope", vec!["true".into()], none()).await.unwrap_err();
+    assert_eq!(e.to_string(), "container nope is not valid for pod shell");
+    let e = rt.exec("default", "ghost", "main", vec!["true".into()], none()).await.unwrap_err();
+    assert_eq!(e, StreamError::PodNotFound("ghost".into()));
+    assert!(rt.pod_ip("default", "shell").unwrap().to_string().starts_with("127.250.43."));
+    // A container that has exited: not running.
+    let spec = json!({"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]});
+    create_pod(&client, "default", on("worker0", "done", spec)).await;
+    in_phase(&client, "done", "Succeeded").await;
+    let e = rt.exec("default", "done", "main", vec!["true".into()], none()).await.unwrap_err();
+    assert_eq!(e, StreamError::NotRunning("main".into()));
+    let _ = stop_tx.send(());
+    let _ = node.await;
+    cluster.shutdown().await;
+}
