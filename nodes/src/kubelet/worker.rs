@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
@@ -32,6 +33,8 @@ use tokio::time::Instant;
 struct Proc {
     task: tokio::task::JoinHandle<i32>,
     sb: Arc<Sandbox>,
+    /// Its environment (exec probes run with it).
+    env: Vec<(String, String)>,
     /// Where it is registered for exec/attach: (registry, namespace, pod, container).
     reg: (Arc<Containers>, String, String, String),
 }
@@ -66,6 +69,107 @@ struct Slot {
     restart_at: Option<Instant>,
     /// Exited and not restarted (restartPolicy).
     done: bool,
+    readiness: Option<Prober>,
+    liveness: Option<Prober>,
+}
+
+/// A probe's schedule and its consecutive results (upstream's prober worker).
+struct Prober {
+    probe: Probe,
+    next: Instant,
+    successes: i32,
+    failures: i32,
+}
+
+/// "Not ready until the probe says so": a readiness time that never comes by itself.
+fn never() -> Timestamp {
+    Timestamp::now() + SignedDuration::from_hours(24 * 365 * 10)
+}
+
+impl Prober {
+    fn new(p: &Probe) -> Prober {
+        let delay = u64::try_from(p.initial_delay_seconds.unwrap_or(0)).unwrap_or(0);
+        Prober {
+            probe: p.clone(),
+            next: Instant::now() + Duration::from_secs(delay),
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    /// Records a result; Some(verdict) when a threshold is reached.
+    fn record(&mut self, ok: bool) -> Option<bool> {
+        let period = u64::try_from(self.probe.period_seconds.unwrap_or(10).max(1)).unwrap_or(10);
+        self.next = Instant::now() + Duration::from_secs(period);
+        if ok {
+            self.failures = 0;
+            self.successes += 1;
+            (self.successes >= self.probe.success_threshold.unwrap_or(1).max(1)).then_some(true)
+        } else {
+            self.successes = 0;
+            self.failures += 1;
+            (self.failures >= self.probe.failure_threshold.unwrap_or(3).max(1)).then_some(false)
+        }
+    }
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+fn probe_port(port: &IntOrString, c: &Container) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+/// Runs one probe against a container (exec in its sandbox; TCP/HTTP from the node to the pod
+/// IP), bounded by timeoutSeconds.
+async fn probe_once(p: &Probe, slot: &Slot, ip: Ipv4Addr) -> bool {
+    let timeout = Duration::from_secs(u64::try_from(p.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
+    let run = async {
+        if let Some(e) = &p.exec {
+            // A simulated server has no sandbox to run a command in: it counts as healthy.
+            let Some(proc) = &slot.proc else { return slot.server.is_some() };
+            let mut sh = Shell::new(proc.sb.clone(), &proc.env);
+            return sh.run_argv(e.command.clone().unwrap_or_default(), Io::null()).await == 0;
+        }
+        // A simulated server listens only on its declared ports; the image it stands for also
+        // listens on ports it does not declare (nginx on 80): probes of those pass.
+        let undeclared = |port: u16| {
+            slot.server.is_some() && !slot.c.ports.iter().flatten().any(|p| p.container_port == i32::from(port))
+        };
+        if let Some(t) = &p.tcp_socket {
+            let Some(port) = probe_port(&t.port, &slot.c) else { return false };
+            if undeclared(port) {
+                return true;
+            }
+            return tokio::net::TcpStream::connect((ip, port)).await.is_ok();
+        }
+        if let Some(h) = &p.http_get {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Some(port) = probe_port(&h.port, &slot.c) else { return false };
+            if undeclared(port) {
+                return true;
+            }
+            let Ok(mut s) = tokio::net::TcpStream::connect((ip, port)).await else { return false };
+            let path = h.path.clone().unwrap_or_else(|| "/".into());
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut buf = vec![0u8; 64];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return (200..400).contains(&code);
+        }
+        true
+    };
+    tokio::time::timeout(timeout, run).await.unwrap_or(false)
 }
 
 /// Why a wait ended early.
@@ -307,8 +411,8 @@ impl Worker {
         let mut slots: Vec<Slot> = Vec::new();
         for c in &spec.containers {
             let (cid, started_at) = prior.get(&c.name).cloned().unwrap_or_else(|| (super::random_hex(64), now));
-            let delay = c.readiness_probe.as_ref().and_then(|p| p.initial_delay_seconds).unwrap_or(0);
-            let ready_at = (delay > 0).then(|| started_at + SignedDuration::from_secs(i64::from(delay)));
+            // A container with a readiness probe is ready once the probe succeeds.
+            let ready_at = c.readiness_probe.as_ref().map(|_| never());
             let run = ContainerRun::new(cid, started_at, ready_at);
             slots.push(Slot {
                 c: c.clone(),
@@ -318,6 +422,8 @@ impl Worker {
                 back_off: BACK_OFF_INITIAL,
                 restart_at: None,
                 done: false,
+                readiness: c.readiness_probe.as_ref().map(Prober::new),
+                liveness: c.liveness_probe.as_ref().map(Prober::new),
             });
         }
         let mut first = true;
@@ -345,11 +451,9 @@ impl Worker {
                     s.run.exit = None;
                     s.run.back_off = None;
                     s.run.message = None;
-                    if let Some(d) =
-                        s.c.readiness_probe.as_ref().and_then(|p| p.initial_delay_seconds).filter(|d| *d > 0)
-                    {
-                        s.run.ready_at = Some(s.run.started_at + SignedDuration::from_secs(i64::from(d)));
-                    }
+                    s.run.ready_at = s.c.readiness_probe.as_ref().map(|_| never());
+                    s.readiness = s.c.readiness_probe.as_ref().map(Prober::new);
+                    s.liveness = s.c.liveness_probe.as_ref().map(Prober::new);
                 }
                 let c = slot.c.clone();
                 if first && !prior.contains_key(&c.name) && status::is_server(&c) {
@@ -411,9 +515,60 @@ impl Worker {
                 self.ip = None;
                 return Ok(());
             }
-            // Wait for a process to exit, a restart or readiness time, or the pod to change.
+            // Probes that are due.
+            let mut probed = false;
+            for slot in slots.iter_mut() {
+                let running = slot.proc.is_some() || slot.server.is_some();
+                if !running {
+                    continue;
+                }
+                if let Some(pr) = slot.readiness.as_ref().filter(|p| p.next <= Instant::now()) {
+                    let ok = probe_once(&pr.probe, slot, ip).await;
+                    let verdict = slot.readiness.as_mut().and_then(|p| p.record(ok));
+                    match verdict {
+                        Some(true) if slot.run.ready_at.is_none_or(|t| t > Timestamp::now()) => {
+                            slot.run.ready_at = Some(Timestamp::now());
+                            probed = true;
+                        }
+                        Some(false) if slot.run.ready_at.is_some_and(|t| t <= Timestamp::now()) => {
+                            slot.run.ready_at = Some(never());
+                            probed = true;
+                            let msg = format!("Readiness probe failed: container {}", slot.c.name);
+                            self.event(&pod, EventType::Warning, "Unhealthy", "Probing", msg).await;
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(pr) = slot.liveness.as_ref().filter(|p| p.next <= Instant::now()) {
+                    let ok = probe_once(&pr.probe, slot, ip).await;
+                    if slot.liveness.as_mut().and_then(|p| p.record(ok)) == Some(false) {
+                        let name = slot.c.name.clone();
+                        let msg = format!("Container {name} failed liveness probe, will be restarted");
+                        self.event(&pod, EventType::Normal, "Killing", "Killing", msg).await;
+                        // Killed: SIGKILL's 137, then restarted as its restartPolicy says.
+                        slot.proc = None;
+                        slot.server = None;
+                        slot.run.message = None;
+                        self.exited(&pod, &restart_policy, slot, 137);
+                        probed = true;
+                    }
+                }
+            }
+            if probed {
+                continue;
+            }
+            // Wait for a process to exit, a restart, readiness or probe time, or the pod to change.
             let now_ts = Timestamp::now();
-            let mut wake: Option<Instant> = slots.iter().filter_map(|s| s.restart_at).min();
+            let mut wake: Option<Instant> = slots
+                .iter()
+                .filter_map(|s| s.restart_at)
+                .chain(
+                    slots
+                        .iter()
+                        .filter(|s| s.proc.is_some() || s.server.is_some())
+                        .flat_map(|s| s.readiness.iter().chain(s.liveness.iter()).map(|p| p.next)),
+                )
+                .min();
             for s in &slots {
                 if let Some(t) = s.run.ready_at {
                     let d = t.duration_since(now_ts);
@@ -528,7 +683,12 @@ impl Worker {
         let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
         let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         let reg = self.ctx.containers.clone();
-        reg.started(&ns, &name, &c.name, Running { sb: sb.clone(), env, log, stdin: stdin_w, exited: exit_rx });
+        reg.started(
+            &ns,
+            &name,
+            &c.name,
+            Running { sb: sb.clone(), env: env.clone(), log, stdin: stdin_w, exited: exit_rx },
+        );
         let task = tokio::spawn(async move {
             let code = match mode {
                 status::Mode::Command(argv) => sh.run_argv(argv, io).await,
@@ -538,7 +698,7 @@ impl Worker {
             let _ = exit_tx.send(Some(code));
             code
         });
-        Spawned::Process(Proc { task, sb, reg: (reg, ns, name, c.name.clone()) })
+        Spawned::Process(Proc { task, sb, env, reg: (reg, ns, name, c.name.clone()) })
     }
 
     /// Starts a container's server: its listeners, or the error it would exit with when a port

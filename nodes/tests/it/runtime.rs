@@ -222,3 +222,86 @@ async fn exec_runs_in_the_containers_sandbox() {
     let _ = node.await;
     cluster.shutdown().await;
 }
+
+/// (ready, not ready) addresses of Endpoints `name`.
+async fn endpoint_ips(client: &kube::Client, name: &str) -> Option<(Vec<String>, Vec<String>)> {
+    use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints};
+    let eps = Api::<Endpoints>::namespaced(client.clone(), "default").get_opt(name).await.ok()??;
+    let subsets = eps.subsets.unwrap_or_default();
+    let ips = |f: fn(&EndpointSubset) -> Option<&Vec<EndpointAddress>>| {
+        subsets.iter().filter_map(f).flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
+    };
+    Some((ips(|s| s.addresses.as_ref()), ips(|s| s.not_ready_addresses.as_ref())))
+}
+
+/// A readiness probe that starts failing makes the pod unready and moves it to the Endpoints'
+/// notReadyAddresses; a failing liveness probe restarts the container (exit 137).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_drive_readiness_endpoints_and_restarts() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let node = ready_node(&client, "worker0", 0, "127.250.44.0/24").await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = controller_manager::Config {
+        leader_elect: false,
+        controllers: vec!["endpoint".into()],
+        ..controller_manager::Config::default()
+    };
+    tokio::spawn(controller_manager::run(client.clone(), cfg, async move {
+        let _ = stop_rx.await;
+    }));
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "probed"},
+        "spec": {"selector": {"app": "probed"}, "ports": [{"port": 80, "targetPort": 80}]}});
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &serde_json::from_value(svc).unwrap())
+        .await
+        .unwrap();
+    let mut p = on(
+        "worker0",
+        "probed",
+        json!({"containers": [{"name": "main", "image": "busybox",
+        "command": ["sh", "-c", "touch /tmp/ready; sleep 3; rm /tmp/ready; sleep 3600"],
+        "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}}]}),
+    );
+    p["metadata"]["labels"] = json!({"app": "probed"});
+    create_pod(&client, "default", p).await;
+    let ip = eventually("ready and in the endpoints", || async {
+        let p = get_pod(&client, "default", "probed").await?;
+        let ip = p.status.as_ref()?.pod_ip.clone()?;
+        let (ready, _) = endpoint_ips(&client, "probed").await?;
+        (condition(&p, "Ready").map(|c| c.0).as_deref() == Some("True") && ready == vec![ip.clone()])
+            .then_some(ip)
+    })
+    .await;
+    eventually("unready and moved to notReadyAddresses", || async {
+        let p = get_pod(&client, "default", "probed").await?;
+        let (ready, not_ready) = endpoint_ips(&client, "probed").await?;
+        (condition(&p, "Ready").map(|c| c.0).as_deref() == Some("False")
+            && ready.is_empty()
+            && not_ready == vec![ip.clone()])
+        .then_some(())
+    })
+    .await;
+    assert_eq!(phase_of(&get_pod(&client, "default", "probed").await.unwrap()), "Running");
+
+    let spec = json!({"containers": [{"name": "main", "image": "busybox",
+        "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 3600"],
+        "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}]});
+    create_pod(&client, "default", on("worker0", "lively", spec)).await;
+    let p = eventually("killed by its liveness probe", || async {
+        get_pod(&client, "default", "lively").await.filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .is_some_and(|c| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).is_some())
+        })
+    })
+    .await;
+    let cs = p.status.unwrap().container_statuses.unwrap()[0].clone();
+    let t = cs.last_state.and_then(|s| s.terminated).unwrap();
+    assert_eq!(t.exit_code, 137);
+    let _ = stop_tx.send(());
+    node.stop().await;
+    cluster.shutdown().await;
+}
