@@ -549,8 +549,13 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     let (stop_components, stopping) = crate::components::Shutdown::new();
     let mut running = tokio::task::JoinSet::new();
     if let Some(components) = &components {
-        let dns_ip = args.api.service_cluster_ip_range.nth(10);
-        crate::components::spawn_up(&mut running, &state, components, dns_ip, &stopping);
+        crate::components::spawn_up(
+            &mut running,
+            &state,
+            components,
+            args.api.service_cluster_ip_range,
+            &stopping,
+        );
         if let Some(addr) =
             crate::components::start_xray(&mut running, &state, &components.xray, &stopping).await?
         {

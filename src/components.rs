@@ -442,9 +442,10 @@ pub fn spawn_up(
     set: &mut JoinSet<Result<()>>,
     state: &apiserver::AppState,
     args: &UpComponents,
-    dns_ip: Ipv4Addr,
+    service_range: apiserver::Cidr,
     stop: &Shutdown,
 ) {
+    let dns_ip = service_range.nth(10);
     if !args.net.no_networking {
         let dns = args.net.dns(dns_ip);
         let proxy = networking::proxy::ProxyConfig {
@@ -481,7 +482,16 @@ pub fn spawn_up(
     for i in 0..args.nodes {
         let name = format!("worker{i}");
         let client = in_process_client(state, "kubelet", &format!("system:node:{name}"), &["system:nodes"]);
-        let (cfg, stop) = (args.node.config(name, nodes::default_node_ip(i), 0), stop.wait());
+        let mut cfg = args.node.config(name, nodes::default_node_ip(i), 0);
+        // Containers resolve through the cluster DNS and may reach the service and pod ranges.
+        cfg.cluster_dns = Some(dns_ip);
+        cfg.cluster_dns_port = args.net.cluster_dns_port;
+        cfg.cluster_domain = args.net.cluster_domain.clone();
+        cfg.cluster_networks.push((service_range.base, service_range.bits));
+        if let Ok(c) = args.controller.cluster_cidr.parse::<apiserver::Cidr>() {
+            cfg.cluster_networks.push((c.base, c.bits));
+        }
+        let stop = stop.wait();
         set.spawn(async move { nodes::run_node(client, cfg, stop).await.context("node") });
     }
 }

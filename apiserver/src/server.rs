@@ -435,7 +435,13 @@ impl OpenApiV2 {
     fn new(json: Vec<u8>, protobuf: Vec<u8>) -> OpenApiV2 {
         let digest = ring::digest::digest(&ring::digest::SHA512, &json);
         let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-        OpenApiV2 { etag: format!("\"{hex}\""), json_gz: gzip(&json), protobuf_gz: gzip(&protobuf), json, protobuf }
+        OpenApiV2 {
+            etag: format!("\"{hex}\""),
+            json_gz: gzip(&json),
+            protobuf_gz: gzip(&protobuf),
+            json,
+            protobuf,
+        }
     }
 }
 
@@ -854,7 +860,9 @@ mod tests {
 
     async fn openapi_v2_with(headers: &[(&str, &str)]) -> (u16, axum::http::HeaderMap, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(dir.path())).await.unwrap();
+        let store = store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(dir.path()))
+            .await
+            .unwrap();
         let st = AppState::new(Arc::new(store), Config::default());
         let app = Router::new().route("/openapi/v2", get_route(openapi_v2)).with_state(st);
         let mut req = Request::builder().uri("/openapi/v2");

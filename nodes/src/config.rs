@@ -41,6 +41,16 @@ pub struct NodeConfig {
     pub status_report_frequency: Duration,
     /// How many pod status writes may be in flight at once.
     pub status_concurrency: usize,
+    /// The cluster's DNS domain (containers' resolv.conf search path).
+    pub cluster_domain: String,
+    /// The cluster DNS address for containers' resolv.conf (None: the `kube-system/kube-dns`
+    /// Service's ClusterIP, looked up when a pod starts).
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// The port the cluster DNS answers on (containers query it there).
+    pub cluster_dns_port: u16,
+    /// The addresses containers may connect to (service VIPs, pod IPs, node IPs); the node's own
+    /// podCIDR is always added.
+    pub cluster_networks: Vec<(Ipv4Addr, u8)>,
 }
 
 impl NodeConfig {
@@ -62,6 +72,14 @@ impl NodeConfig {
             status_update_frequency: Duration::from_secs(10),
             status_report_frequency: Duration::from_secs(300),
             status_concurrency: 32,
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: None,
+            cluster_dns_port: 53,
+            cluster_networks: vec![
+                (Ipv4Addr::new(127, 96, 0, 0), 12),
+                (Ipv4Addr::new(127, 244, 0, 0), 16),
+                (Ipv4Addr::new(127, 0, 0, 0), 16),
+            ],
         }
     }
 }

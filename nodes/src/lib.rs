@@ -20,6 +20,7 @@ mod config;
 mod error;
 pub mod kubelet;
 pub mod quantity;
+pub mod runtime;
 pub mod scheduler;
 
 pub use config::{default_node_ip, NodeConfig, SchedulerConfig};

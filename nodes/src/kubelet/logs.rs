@@ -57,6 +57,8 @@ pub struct PodLogs {
     pub names: Vec<String>,
     /// The containers that have started.
     pub started: Mutex<HashMap<String, Arc<ContainerLog>>>,
+    /// The log of each restarted container's previous instance (`kubectl logs --previous`).
+    pub previous: Mutex<HashMap<String, Arc<ContainerLog>>>,
 }
 
 impl PodLogs {
@@ -69,6 +71,22 @@ impl PodLogs {
     pub fn get(&self, container: &str) -> Option<Arc<ContainerLog>> {
         self.started.lock().unwrap_or_else(|e| e.into_inner()).get(container).cloned()
     }
+
+    /// A container restarts: its current log becomes its previous one, and a new one starts.
+    pub fn restart(&self, container: &str) -> Arc<ContainerLog> {
+        let fresh = Arc::new(ContainerLog::new());
+        let old =
+            self.started.lock().unwrap_or_else(|e| e.into_inner()).insert(container.to_string(), fresh.clone());
+        if let Some(old) = old {
+            self.previous.lock().unwrap_or_else(|e| e.into_inner()).insert(container.to_string(), old);
+        }
+        fresh
+    }
+
+    /// The previous instance's log, if the container was restarted.
+    pub fn previous(&self, container: &str) -> Option<Arc<ContainerLog>> {
+        self.previous.lock().unwrap_or_else(|e| e.into_inner()).get(container).cloned()
+    }
 }
 
 /// Every pod's logs on one node, by "namespace/name".
@@ -80,7 +98,12 @@ pub struct LogStore {
 impl LogStore {
     /// Registers a pod (replacing an older pod of the same name).
     pub fn add(&self, key: &str, uid: &str, names: Vec<String>) -> Arc<PodLogs> {
-        let logs = Arc::new(PodLogs { uid: uid.to_string(), names, started: Mutex::new(HashMap::new()) });
+        let logs = Arc::new(PodLogs {
+            uid: uid.to_string(),
+            names,
+            started: Mutex::new(HashMap::new()),
+            previous: Mutex::new(HashMap::new()),
+        });
         let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
         match pods.get(key) {
             Some(existing) if existing.uid == uid => existing.clone(),

@@ -52,9 +52,32 @@ pub(crate) struct Ctx {
     /// Signalled whenever an address is released (pods waiting for one retry).
     pub ip_freed: Notify,
     pub stop: watch::Receiver<bool>,
+    /// What containers' sandboxes know of the cluster network.
+    pub net: crate::runtime::container::ClusterNet,
+    /// The kube-dns ClusterIP, once found.
+    pub dns_ip: Mutex<Option<std::net::Ipv4Addr>>,
+    /// The running containers, for exec/attach/port-forward (`streams::Runtime`).
+    pub containers: Arc<crate::runtime::registry::Containers>,
 }
 
 impl Ctx {
+    /// The cluster DNS address for resolv.conf: configured, or the kube-dns Service's ClusterIP.
+    pub async fn dns_ip(&self) -> Option<std::net::Ipv4Addr> {
+        if let Some(ip) = self.net.dns_ip.or(*self.dns_ip.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Some(ip);
+        }
+        let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(self.client.clone(), "kube-system");
+        let ip = api
+            .get_opt("kube-dns")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.spec?.cluster_ip)
+            .and_then(|ip| ip.parse().ok());
+        *self.dns_ip.lock().unwrap_or_else(|e| e.into_inner()) = ip;
+        ip
+    }
+
     pub fn release_ip(&self, uid: &str) {
         self.ipam.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
         self.ip_freed.notify_waiters();
@@ -71,6 +94,17 @@ pub(crate) fn random_hex(len: usize) -> String {
 pub async fn run_node(
     client: Client,
     cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_node_with(client, cfg, crate::runtime::registry::Containers::new(), shutdown).await
+}
+
+/// [`run_node`] with the node's container registry given: it is the node's
+/// `Arc<dyn streams::Runtime>` (exec, attach, pod IPs) for the kubelet's streaming endpoints.
+pub async fn run_node_with(
+    client: Client,
+    cfg: NodeConfig,
+    containers: Arc<crate::runtime::registry::Containers>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = SocketAddr::from((cfg.node_ip, cfg.kubelet_port));
@@ -103,13 +137,20 @@ pub async fn run_node(
         status_slots: Semaphore::new(cfg.status_concurrency.max(1)),
         ip_freed: Notify::new(),
         stop: stop.clone(),
+        net: crate::runtime::container::ClusterNet {
+            domain: cfg.cluster_domain.clone(),
+            dns_ip: cfg.cluster_dns,
+            dns_port: cfg.cluster_dns_port,
+            allowed: cfg.cluster_networks.clone(),
+        },
+        dns_ip: Mutex::new(None),
+        containers,
         cfg: cfg.clone(),
     });
 
-    // TEMPORARY: the listen-only runtime (pod IPs only) until the sandboxed runtime is merged.
-    let runtime = Arc::new(stream_server::ListenOnlyRuntime::default());
+    // exec, attach and port-forward reach the node's containers through the streams seam.
     let server_stop = stop.clone();
-    let server_runtime: Arc<dyn streams::Runtime> = runtime.clone();
+    let server_runtime: Arc<dyn streams::Runtime> = ctx.containers.clone();
     tasks.spawn(async move {
         let mut s = server_stop;
         let app = server::router(logs, server_runtime).into_make_service();
@@ -123,7 +164,7 @@ pub async fn run_node(
     tasks.spawn(watch_own_node(ctx.clone(), nodes.clone(), cidr_tx, latest_tx, stop.clone()));
     tasks.spawn(node::run_status(nodes, cfg.clone(), id, port, latest_rx, cidr_rx, stop.clone()));
     tasks.spawn(node::run_lease(client, cfg.clone(), node::uid_of(&registered), stop.clone()));
-    let mut pods = tokio::spawn(run_pods(ctx, runtime, stop.clone()));
+    let mut pods = tokio::spawn(run_pods(ctx, stop.clone()));
 
     let _ = stop.changed().await;
     // Workers end on `stop`; their listeners close and their logs' followers end with them.
@@ -174,11 +215,7 @@ async fn watch_own_node(
 }
 
 /// The pod manager: one worker per pod bound here, fed the pod as the watch shows it.
-async fn run_pods(
-    ctx: Arc<Ctx>,
-    table: Arc<stream_server::ListenOnlyRuntime>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.name));
     let mut events = watcher(api, cfg).default_backoff().boxed();
@@ -220,18 +257,12 @@ async fn run_pods(
                         tx.send_replace(None);
                     }
                 }
-                table.pod_ips.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 for p in pods {
-                    note_pod_ip(&table, &p, true);
                     apply(&ctx, &mut workers, &mut tasks, p);
                 }
             }
-            Some(Ok(Event::Apply(p))) => {
-                note_pod_ip(&table, &p, true);
-                apply(&ctx, &mut workers, &mut tasks, p)
-            }
+            Some(Ok(Event::Apply(p))) => apply(&ctx, &mut workers, &mut tasks, p),
             Some(Ok(Event::Delete(p))) => {
-                note_pod_ip(&table, &p, false);
                 if let Some(tx) = workers.get(&p.uid().unwrap_or_default()) {
                     tx.send_replace(None);
                 }
@@ -243,21 +274,6 @@ async fn run_pods(
     // Workers see `stop` and end; give them a moment to close their sockets.
     let _ = tokio::time::timeout(Duration::from_secs(3), async { while tasks.join_next().await.is_some() {} })
         .await;
-}
-
-/// Keeps the streaming runtime's `ns/name` → pod IP table in step with the pod watch.
-fn note_pod_ip(table: &stream_server::ListenOnlyRuntime, pod: &Pod, present: bool) {
-    let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|s| s.parse().ok());
-    let mut t = table.pod_ips.lock().unwrap_or_else(|e| e.into_inner());
-    match ip {
-        Some(ip) if present => {
-            t.insert(key, ip);
-        }
-        _ => {
-            t.remove(&key);
-        }
-    }
 }
 
 fn apply(

@@ -1,7 +1,7 @@
 //! The kubelet's HTTP endpoint on `node_ip:kubelet_port`: `/healthz` and
 //! `GET /containerLogs/{namespace}/{pod}/{container}` (and the streaming endpoints of
 //! `stream_server.rs`: `/exec`, `/attach`, `/portForward`) with upstream's query parameters (`follow`,
-//! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`; `previous` has nothing to show). The API server's `pods/log` proxies here.
+//! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`; `previous`: the instance before the last restart). The API server's `pods/log` proxies here.
 //! Plain HTTP: everything is on loopback.
 
 use std::collections::HashMap;
@@ -83,7 +83,7 @@ async fn container_logs(
     Path((ns, pod, container)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let opts = match LogOptions::parse(&q) {
+    let mut opts = match LogOptions::parse(&q) {
         Ok(o) => o,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -93,18 +93,27 @@ async fn container_logs(
     if !pod_logs.names.iter().any(|n| n == &container) {
         return text(StatusCode::NOT_FOUND, format!("container \"{container}\" not found in pod \"{pod}\""));
     }
-    if q.get("previous").is_some_and(|v| v == "true" || v == "1") {
-        // Simulated containers never restart, so there is no previous instance.
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
-        );
-    }
-    let Some(log) = pod_logs.get(&container) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"),
-        );
+    let previous = q.get("previous").is_some_and(|v| v == "true" || v == "1");
+    let log = if previous {
+        // The instance before the last restart; it has ended, so there is nothing to follow.
+        opts.follow = false;
+        pod_logs.previous(&container).ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+            )
+        })
+    } else {
+        pod_logs.get(&container).ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"),
+            )
+        })
+    };
+    let log = match log {
+        Ok(l) => l,
+        Err(resp) => return resp,
     };
     drop(pod_logs);
     let (mut lines, rx) = log.snapshot_and_subscribe();
@@ -206,10 +215,8 @@ mod tests {
         let log = pod.start("c");
         let req =
             axum::http::Request::get("/containerLogs/default/p/c?follow=true").body(Body::empty()).unwrap();
-        let resp = router(logs.clone(), Arc::new(super::super::stream_server::ListenOnlyRuntime::default()))
-            .oneshot(req)
-            .await
-            .unwrap();
+        let resp =
+            router(logs.clone(), crate::runtime::registry::Containers::new()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         // More lines than the broadcast holds, before the follower reads anything.
         for i in 0..600 {

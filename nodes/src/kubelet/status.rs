@@ -27,6 +27,8 @@ pub struct ContainerRun {
     pub back_off: Option<String>,
     /// `lastState` of a container running again after a failure.
     pub last_state: Option<Value>,
+    /// Why it could not be created (`state.waiting` `CreateContainerConfigError`).
+    pub config_error: Option<String>,
 }
 
 impl ContainerRun {
@@ -40,6 +42,7 @@ impl ContainerRun {
             restart_count: 0,
             back_off: None,
             last_state: None,
+            config_error: None,
         }
     }
 
@@ -153,6 +156,7 @@ pub fn started(
     host: Ipv4Addr,
     pod_ip: Option<Ipv4Addr>,
     runs: &HashMap<String, ContainerRun>,
+    init_runs: &HashMap<String, ContainerRun>,
     terminal: Option<&str>,
     now: Timestamp,
 ) -> Value {
@@ -175,6 +179,10 @@ pub fn started(
         let id = run.map(|r| format!("kplane-sim://{}", r.id)).unwrap_or_default();
         let started_at = run.map(|r| r.started_at).unwrap_or(now).to_string();
         let (state, last_state) = match run {
+            Some(r) if r.config_error.is_some() => (
+                json!({"waiting": {"reason": "CreateContainerConfigError", "message": r.config_error}}),
+                r.last_state.clone().unwrap_or(json!({})),
+            ),
             // Crashed, waiting for its restart: upstream's CrashLoopBackOff.
             Some(r) if r.back_off.is_some() => (
                 json!({"waiting": {"reason": "CrashLoopBackOff", "message": r.back_off}}),
@@ -213,8 +221,13 @@ pub fn started(
         ],
         "containerStatuses": cs.iter().map(status_of).collect::<Vec<_>>(),
     });
-    if !init_containers(pod).is_empty() {
-        // Init containers are simulated as having completed at once; keep their earlier statuses.
+    if !init_runs.is_empty() {
+        s["initContainerStatuses"] = json!(init_containers(pod)
+            .iter()
+            .map(|c| container_status(c, init_runs.get(&c.name), now))
+            .collect::<Vec<_>>());
+    } else if !init_containers(pod).is_empty() {
+        // After a kubelet restart the init containers are not run again; keep their statuses.
         let existing = pod.status.as_ref().and_then(|s| s.init_container_statuses.clone());
         let done =
             existing.filter(|e| e.iter().all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some())));
@@ -226,40 +239,162 @@ pub fn started(
     merge(s, ips(host, pod_ip))
 }
 
-/// The exit a container's command simulates, when the pod may complete (restartPolicy Never or
-/// OnFailure) — see ARCHITECTURE.md: `true` → 0, `false` → 1, `echo …` → 0 printing its
-/// arguments, `sh|bash|ash -c "<script>"` where the script is one of those or `exit N` → N. The
-/// command line is `command` + `args` (or `args` alone). Anything else (including neither: the
-/// image's entrypoint) runs until the pod is deleted.
-/// Returns (exit code, output line).
-pub fn simulated_exit(c: &Container) -> Option<(i32, Option<String>)> {
-    // With no `command`, `args` replace the image's CMD; for the shell-style images these commands
-    // come from (busybox, alpine, …) that is what runs, so `kubectl run --restart=Never -- echo hi`
-    // completes.
-    let argv: Vec<String> = c.command.iter().flatten().chain(c.args.iter().flatten()).cloned().collect();
-    if argv.is_empty() {
-        return None;
+/// One container's status from its run (None: not started yet, `PodInitializing`).
+fn container_status(c: &Container, run: Option<&ContainerRun>, now: Timestamp) -> Value {
+    let Some(r) = run else {
+        return json!({"name": c.name, "image": c.image, "imageID": "", "ready": false, "started": false,
+                      "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}, "lastState": {}});
+    };
+    let state = if let Some(e) = &r.config_error {
+        json!({"waiting": {"reason": "CreateContainerConfigError", "message": e}})
+    } else if r.back_off.is_some() {
+        json!({"waiting": {"reason": "CrashLoopBackOff", "message": r.back_off}})
+    } else if let Some(t) = r.terminated() {
+        json!({"terminated": t})
+    } else {
+        json!({"running": {"startedAt": r.started_at.to_string()}})
+    };
+    let last = if r.back_off.is_some() {
+        r.terminated().map(|t| json!({"terminated": t})).unwrap_or(json!({}))
+    } else {
+        r.last_state.clone().unwrap_or(json!({}))
+    };
+    let _ = now;
+    let done_ok = r.exit.is_some_and(|(c, _)| c == 0) && r.back_off.is_none();
+    json!({"name": c.name, "image": c.image, "imageID": image_id(c), "containerID": format!("kplane-sim://{}", r.id),
+           "ready": done_ok, "started": r.exit.is_none() && r.config_error.is_none(), "restartCount": r.restart_count,
+           "state": state, "lastState": last})
+}
+
+fn init_statuses(pod: &Pod, init_runs: &HashMap<String, ContainerRun>, now: Timestamp) -> Value {
+    json!(init_containers(pod)
+        .iter()
+        .map(|c| container_status(c, init_runs.get(&c.name), now))
+        .collect::<Vec<_>>())
+}
+
+/// Pending while the init containers run: `Initialized` False, app containers `PodInitializing`.
+pub fn initializing(
+    pod: &Pod,
+    host: Ipv4Addr,
+    pod_ip: Option<Ipv4Addr>,
+    init_runs: &HashMap<String, ContainerRun>,
+    now: Timestamp,
+) -> Value {
+    pending_with_init(pod, host, pod_ip, init_runs, "Pending", now)
+}
+
+/// An init container failed and the pod never restarts: Failed.
+pub fn init_failed(
+    pod: &Pod,
+    host: Ipv4Addr,
+    pod_ip: Option<Ipv4Addr>,
+    init_runs: &HashMap<String, ContainerRun>,
+    now: Timestamp,
+) -> Value {
+    pending_with_init(pod, host, pod_ip, init_runs, "Failed", now)
+}
+
+fn pending_with_init(
+    pod: &Pod,
+    host: Ipv4Addr,
+    pod_ip: Option<Ipv4Addr>,
+    init_runs: &HashMap<String, ContainerRun>,
+    phase: &str,
+    now: Timestamp,
+) -> Value {
+    let incomplete: Vec<&str> = init_containers(pod)
+        .iter()
+        .filter(|c| {
+            !init_runs.get(&c.name).is_some_and(|r| r.exit.is_some_and(|(x, _)| x == 0) && r.back_off.is_none())
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    let names: Vec<&str> = containers(pod).iter().map(|c| c.name.as_str()).collect();
+    let unready = format!("containers with unready status: [{}]", names.join(" "));
+    let waiting = |c: &Container| {
+        json!({"name": c.name, "image": c.image, "imageID": "", "ready": false, "started": false,
+               "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}, "lastState": {}})
+    };
+    let s = json!({
+        "phase": phase,
+        "startTime": start_time(pod, now),
+        "conditions": [
+            cond(pod, "PodReadyToStartContainers", phase == "Pending", None, None, now),
+            cond(pod, "Initialized", false, Some("ContainersNotInitialized"),
+                 Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))), now),
+            cond(pod, "Ready", false, Some("ContainersNotReady"), Some(unready.clone()), now),
+            cond(pod, "ContainersReady", false, Some("ContainersNotReady"), Some(unready), now),
+            cond(pod, "PodScheduled", true, None, None, now),
+        ],
+        "containerStatuses": containers(pod).iter().map(waiting).collect::<Vec<_>>(),
+        "initContainerStatuses": init_statuses(pod, init_runs, now),
+    });
+    merge(s, ips(host, pod_ip))
+}
+
+/// How a container runs in the simulated runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Its command line (`command` + `args`, or `args` replacing a shell image's CMD) in the shell.
+    Command(Vec<String>),
+    /// An interactive `sh` on stdin: the default of busybox-like images with no command.
+    Shell,
+    /// The simulated server of images with no command (listeners on its ports): nginx & co.
+    Server,
+}
+
+/// An image reference's repository without registry, `library/`, tag or digest:
+/// `docker.io/library/busybox:1.36` → `busybox`.
+pub fn image_repo(image: &str) -> String {
+    let image = image.split('@').next().unwrap_or_default();
+    let (path, _) = match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => (&image[..i], &image[i + 1..]),
+        _ => (image, ""),
+    };
+    let mut parts: Vec<&str> = path.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+        parts.remove(0);
     }
-    let prog = argv[0].rsplit('/').next().unwrap_or_default();
-    match prog {
-        "sh" | "bash" | "ash" if argv.get(1).map(String::as_str) == Some("-c") => {
-            let script = argv.get(2)?.trim();
-            let words: Vec<&str> = script.split_whitespace().collect();
-            match words.first().copied() {
-                Some("exit") => Some((words.get(1).map_or(Some(0), |n| n.parse().ok())?, None)),
-                Some("true") if words.len() == 1 => Some((0, None)),
-                Some("false") if words.len() == 1 => Some((1, None)),
-                Some("echo") if !script.contains([';', '&', '|', '`', '$']) => {
-                    Some((0, Some(words[1..].join(" ").trim_matches(['"', '\'']).to_string())))
-                }
-                _ => None,
-            }
+    if parts.first() == Some(&"library") && parts.len() > 1 {
+        parts.remove(0);
+    }
+    parts.join("/")
+}
+
+/// Images whose default command is a shell.
+const SHELL_IMAGES: &[&str] =
+    &["busybox", "tutum/curl", "curlimages/curl", "alpine", "ubuntu", "debian", "tutum/dnsutils"];
+
+pub fn mode_of(c: &Container) -> Mode {
+    let command = c.command.clone().unwrap_or_default();
+    let args = c.args.clone().unwrap_or_default();
+    if !command.is_empty() {
+        return Mode::Command(command.into_iter().chain(args).collect());
+    }
+    let repo = image_repo(c.image.as_deref().unwrap_or_default());
+    let shell_image = SHELL_IMAGES.contains(&repo.as_str());
+    if let Some(first) = args.first() {
+        let prog = crate::runtime::shell::program_name(first);
+        let known = crate::runtime::applets::PROGRAMS.contains(&prog);
+        // curlimages/curl's entrypoint is curl itself: its args are curl's.
+        if repo == "curlimages/curl" && !known {
+            return Mode::Command(std::iter::once("curl".to_string()).chain(args).collect());
         }
-        "true" => Some((0, None)),
-        "false" => Some((1, None)),
-        "echo" => Some((0, Some(argv[1..].join(" ")))),
-        _ => None,
+        if shell_image || known {
+            return Mode::Command(args);
+        }
+        return Mode::Server;
     }
+    if shell_image {
+        Mode::Shell
+    } else {
+        Mode::Server
+    }
+}
+
+pub fn is_server(c: &Container) -> bool {
+    mode_of(c) == Mode::Server
 }
 
 #[cfg(test)]
@@ -276,16 +411,29 @@ mod tests {
     }
 
     #[test]
-    fn completion_rule() {
-        assert_eq!(simulated_exit(&c(&["true"], &[])), Some((0, None)));
-        assert_eq!(simulated_exit(&c(&["/bin/false"], &[])), Some((1, None)));
-        assert_eq!(simulated_exit(&c(&["echo"], &["hello", "world"])), Some((0, Some("hello world".into()))));
-        assert_eq!(simulated_exit(&c(&["sh", "-c", "exit 3"], &[])), Some((3, None)));
-        assert_eq!(simulated_exit(&c(&["/bin/sh"], &["-c", "echo hi"])), Some((0, Some("hi".into()))));
-        assert_eq!(simulated_exit(&c(&["sh", "-c", "sleep 3600"], &[])), None);
-        assert_eq!(simulated_exit(&c(&["nginx"], &[])), None);
-        assert_eq!(simulated_exit(&c(&[], &["echo", "hi"])), Some((0, Some("hi".into()))), "args replace CMD");
-        assert_eq!(simulated_exit(&c(&[], &["-g", "daemon off;"])), None);
-        assert_eq!(simulated_exit(&c(&[], &[])), None, "the image's entrypoint runs");
+    fn modes_of_well_known_images() {
+        assert_eq!(image_repo("docker.io/library/busybox:1.36"), "busybox");
+        assert_eq!(image_repo("registry.k8s.io/e2e-test-images/agnhost:2.39"), "e2e-test-images/agnhost");
+        assert_eq!(image_repo("localhost:5000/tutum/curl@sha256:abc"), "tutum/curl");
+        assert_eq!(
+            mode_of(&c(&["sh", "-c", "exit 3"], &[])),
+            Mode::Command(vec!["sh".into(), "-c".into(), "exit 3".into()])
+        );
+        assert_eq!(
+            mode_of(&c(&[], &["echo", "hi"])),
+            Mode::Command(vec!["echo".into(), "hi".into()]),
+            "args replace CMD"
+        );
+        let mut nginx = c(&[], &["-g", "daemon off;"]);
+        nginx.image = Some("nginx".into());
+        assert_eq!(mode_of(&nginx), Mode::Server);
+        nginx.args = None;
+        assert_eq!(mode_of(&nginx), Mode::Server, "the image's entrypoint serves");
+        let mut bb = c(&[], &[]);
+        bb.image = Some("busybox".into());
+        assert_eq!(mode_of(&bb), Mode::Shell);
+        let mut curl = c(&[], &["-s", "http://x"]);
+        curl.image = Some("curlimages/curl:8.5.0".into());
+        assert_eq!(mode_of(&curl), Mode::Command(vec!["curl".into(), "-s".into(), "http://x".into()]));
     }
 }

@@ -857,50 +857,6 @@ async fn ws_port_forward(ws: WebSocketStream<Io>, ports: Vec<u16>, target: Targe
     writer.abort();
 }
 
-/// TEMPORARY (until the sandboxed runtime is merged): the runtime a node has today. Its containers
-/// run no commands, so exec and attach answer `NotRunning`; `pod_ip` is real, from the pod table the
-/// pod manager keeps (`ns/name` → status.podIP of the pods bound here). The merger replaces this
-/// with the runtime that runs the pods' commands.
-#[derive(Default)]
-pub struct ListenOnlyRuntime {
-    pub pod_ips: std::sync::Mutex<HashMap<String, IpAddr>>,
-}
-
-impl Runtime for ListenOnlyRuntime {
-    fn exec(
-        &self,
-        _namespace: &str,
-        _pod: &str,
-        container: &str,
-        _argv: Vec<String>,
-        _io: Stdio,
-    ) -> futures::future::BoxFuture<'static, Result<i32, StreamError>> {
-        let c = container.to_string();
-        Box::pin(async move { Err(StreamError::NotRunning(c)) })
-    }
-
-    fn attach(
-        &self,
-        _namespace: &str,
-        _pod: &str,
-        container: &str,
-        _io: Stdio,
-    ) -> futures::future::BoxFuture<'static, Result<i32, StreamError>> {
-        let c = container.to_string();
-        Box::pin(async move { Err(StreamError::NotRunning(c)) })
-    }
-
-    fn pod_ip(&self, namespace: &str, pod: &str) -> Result<IpAddr, StreamError> {
-        let key = format!("{namespace}/{pod}");
-        self.pod_ips
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied()
-            .ok_or(StreamError::PodNotFound(key))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,8 @@ pub struct Listeners {
     /// already completed (a proxy's dial succeeded) but the accept loop has not yet taken, so that
     /// closing the listener does not reset them.
     backlogs: Vec<(std::net::TcpListener, Arc<Port>)>,
+    /// Whatever must live exactly as long as the listeners (the container's exec registration).
+    guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Default for Listeners {
@@ -63,6 +65,7 @@ impl Default for Listeners {
             tasks: JoinSet::new(),
             stopping: tokio::sync::watch::channel(false).0,
             backlogs: Vec::new(),
+            guard: None,
         }
     }
 }
@@ -98,6 +101,11 @@ struct Port {
 }
 
 impl Listeners {
+    /// Keeps `guard` until these listeners are dropped.
+    pub fn hold(&mut self, guard: impl std::any::Any + Send + Sync) {
+        self.guard = Some(Box::new(guard));
+    }
+
     /// Binds every port. Ports that cannot be bound are returned as messages (the pod runs without
     /// them; the caller reports them), never a panic.
     pub async fn start(id: &PodIdentity, ports: Vec<PortSpec>) -> (Listeners, Vec<String>) {

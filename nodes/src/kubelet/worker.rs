@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
@@ -21,6 +22,172 @@ use super::logs::{ContainerLog, PodLogs};
 use super::status::{self, ContainerRun};
 use super::traffic::{Listeners, PodIdentity, PortSpec};
 use super::Ctx;
+use crate::runtime::container;
+use crate::runtime::io::{Input, Lines};
+use crate::runtime::registry::{Containers, Running};
+use crate::runtime::{Io, Sandbox, Shell};
+use tokio::time::Instant;
+
+/// A container's running process (its shell task). Dropping it kills the process and its
+/// background jobs.
+struct Proc {
+    task: tokio::task::JoinHandle<i32>,
+    sb: Arc<Sandbox>,
+    /// Its environment (exec probes run with it).
+    env: Vec<(String, String)>,
+    /// Where it is registered for exec/attach: (registry, namespace, pod, container).
+    reg: (Arc<Containers>, String, String, String),
+}
+
+/// A simulated server's exec registration, held by its listeners: dropped with them, it kills what
+/// exec started in the sandbox and unregisters the container.
+struct ServerRegistration {
+    reg: (Arc<Containers>, String, String, String),
+    sb: Arc<Sandbox>,
+    /// Exec sessions end when this is dropped (the container stopped).
+    _exit: tokio::sync::watch::Sender<Option<i32>>,
+}
+
+impl Drop for ServerRegistration {
+    fn drop(&mut self) {
+        self.sb.kill_all();
+        let (reg, ns, pod, c) = &self.reg;
+        reg.stopped(ns, pod, c);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.sb.kill_all();
+        let (reg, ns, pod, c) = &self.reg;
+        reg.stopped(ns, pod, c);
+    }
+}
+
+/// What starting a container gave.
+enum Spawned {
+    Process(Proc),
+    /// A simulated server: its listeners, or the bind error it exits with.
+    Server(Result<Listeners, String>),
+    /// Its environment or files could not be built (`CreateContainerConfigError`).
+    ConfigError(String),
+}
+
+/// An app container's life in the pod.
+struct Slot {
+    c: Container,
+    run: ContainerRun,
+    proc: Option<Proc>,
+    server: Option<Listeners>,
+    /// The next crash-loop back-off.
+    back_off: Duration,
+    /// When it is restarted (while in back-off).
+    restart_at: Option<Instant>,
+    /// Exited and not restarted (restartPolicy).
+    done: bool,
+    readiness: Option<Prober>,
+    liveness: Option<Prober>,
+}
+
+/// A probe's schedule and its consecutive results (upstream's prober worker).
+struct Prober {
+    probe: Probe,
+    next: Instant,
+    successes: i32,
+    failures: i32,
+}
+
+/// "Not ready until the probe says so": a readiness time that never comes by itself.
+fn never() -> Timestamp {
+    Timestamp::now() + SignedDuration::from_hours(24 * 365 * 10)
+}
+
+impl Prober {
+    fn new(p: &Probe) -> Prober {
+        let delay = u64::try_from(p.initial_delay_seconds.unwrap_or(0)).unwrap_or(0);
+        Prober {
+            probe: p.clone(),
+            next: Instant::now() + Duration::from_secs(delay),
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    /// Records a result; Some(verdict) when a threshold is reached.
+    fn record(&mut self, ok: bool) -> Option<bool> {
+        let period = u64::try_from(self.probe.period_seconds.unwrap_or(10).max(1)).unwrap_or(10);
+        self.next = Instant::now() + Duration::from_secs(period);
+        if ok {
+            self.failures = 0;
+            self.successes += 1;
+            (self.successes >= self.probe.success_threshold.unwrap_or(1).max(1)).then_some(true)
+        } else {
+            self.successes = 0;
+            self.failures += 1;
+            (self.failures >= self.probe.failure_threshold.unwrap_or(3).max(1)).then_some(false)
+        }
+    }
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+fn probe_port(port: &IntOrString, c: &Container) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+/// Runs one probe against a container (exec in its sandbox; TCP/HTTP from the node to the pod
+/// IP), bounded by timeoutSeconds.
+async fn probe_once(p: &Probe, slot: &Slot, ip: Ipv4Addr) -> bool {
+    let timeout = Duration::from_secs(u64::try_from(p.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
+    let run = async {
+        if let Some(e) = &p.exec {
+            // A simulated server has no sandbox to run a command in: it counts as healthy.
+            let Some(proc) = &slot.proc else { return slot.server.is_some() };
+            let mut sh = Shell::new(proc.sb.clone(), &proc.env);
+            return sh.run_argv(e.command.clone().unwrap_or_default(), Io::null()).await == 0;
+        }
+        // A simulated server listens only on its declared ports; the image it stands for also
+        // listens on ports it does not declare (nginx on 80): probes of those pass.
+        let undeclared = |port: u16| {
+            slot.server.is_some() && !slot.c.ports.iter().flatten().any(|p| p.container_port == i32::from(port))
+        };
+        if let Some(t) = &p.tcp_socket {
+            let Some(port) = probe_port(&t.port, &slot.c) else { return false };
+            if undeclared(port) {
+                return true;
+            }
+            return tokio::net::TcpStream::connect((ip, port)).await.is_ok();
+        }
+        if let Some(h) = &p.http_get {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Some(port) = probe_port(&h.port, &slot.c) else { return false };
+            if undeclared(port) {
+                return true;
+            }
+            let Ok(mut s) = tokio::net::TcpStream::connect((ip, port)).await else { return false };
+            let path = h.path.clone().unwrap_or_else(|| "/".into());
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut buf = vec![0u8; 64];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return (200..400).contains(&code);
+        }
+        true
+    };
+    tokio::time::timeout(timeout, run).await.unwrap_or(false)
+}
 
 /// Why a wait ended early.
 enum Stop {
@@ -38,13 +205,17 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: PodRx) {
     let uid = pod.uid().unwrap_or_default();
     let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let spec = pod.spec.clone().unwrap_or_default();
-    let names = spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.clone()).collect();
+    let names: Vec<String> =
+        spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.clone()).collect();
+    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+    ctx.containers.add_pod(&ns, &name, names.clone());
     let logs = ctx.logs.add(&key, &uid, names);
     let mut w = Worker { ctx: ctx.clone(), uid: uid.clone(), logs, listeners: Vec::new(), ip: None };
     w.lifecycle(&mut rx).await;
     w.listeners.clear();
     ctx.release_ip(&uid);
     ctx.logs.remove(&key, &uid);
+    ctx.containers.remove_pod(&ns, &name);
 }
 
 struct Worker {
@@ -133,6 +304,7 @@ impl Worker {
         let host_network = pod_host_network(rx);
         let ip = if host_network { self.ctx.cfg.node_ip } else { self.wait_for_ip(rx).await? };
         let pod = current(rx).ok_or(Stop::Gone)?;
+        self.ctx.containers.set_ip(&pod.namespace().unwrap_or_default(), &pod.name_any(), Some(ip));
         let node_ip = self.ctx.cfg.node_ip;
         let already_running = phase(&pod) == "Running";
         if !already_running {
@@ -155,148 +327,426 @@ impl Worker {
                 Some((c.name, (id, started)))
             })
             .collect();
-        let may_complete = matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure"));
-        let exits: Vec<_> = spec.containers.iter().map(status::simulated_exit).collect();
-        let completes = may_complete && !exits.is_empty() && exits.iter().all(Option::is_some);
-        // Init containers are simulated as having run to completion before the others start.
-        for c in spec.init_containers.iter().flatten() {
-            let log = self.logs.start(&c.name);
-            if !already_running {
-                log.push(format!("kplane-sim: init container {} completed (simulated, nothing ran)", c.name));
-            }
-        }
-        let mut runs = HashMap::new();
-        for (c, exit) in spec.containers.iter().zip(&exits) {
-            let (id, started_at) = prior.get(&c.name).cloned().unwrap_or_else(|| (super::random_hex(64), now));
-            let log = self.logs.start(&c.name);
-            if !prior.contains_key(&c.name) {
-                log.push(format!(
-                    "kplane-sim: container {} started (image {}; simulated, nothing runs)",
-                    c.name,
-                    c.image.as_deref().unwrap_or_default()
-                ));
-            }
-            let delay = c.readiness_probe.as_ref().and_then(|p| p.initial_delay_seconds).unwrap_or(0);
-            let ready_at = (delay > 0).then(|| started_at + SignedDuration::from_secs(i64::from(delay)));
-            let mut run = ContainerRun::new(id, started_at, ready_at);
-            if completes {
-                let (code, out) = exit.clone().unwrap_or((0, None));
-                if let Some(out) = out {
-                    log.push(out);
-                }
-                run.exit = Some((code, Timestamp::now()));
-            }
-            runs.insert(c.name.clone(), run);
-        }
+        let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
         let id = PodIdentity {
             namespace: pod.namespace().unwrap_or_default(),
             name: pod.name_any(),
             ip,
             node: self.ctx.cfg.name.clone(),
         };
-        // Containers whose server could not bind a port: like nginx on :80 without the privilege,
-        // they exit at once with an error.
-        let mut crashed: Vec<String> = Vec::new();
-        let restarts = spec.restart_policy.as_deref() != Some("Never");
-        if !completes {
-            for c in &spec.containers {
-                if let Err(msg) = self.start_container(&id, c).await {
-                    tracing::warn!(pod = %id.name, container = %c.name, "{msg}");
-                    if let Some(run) = runs.get_mut(&c.name) {
-                        run.exit = Some((BIND_FAILED_EXIT, Timestamp::now()));
-                        run.message = Some(msg.clone());
-                        run.back_off = restarts.then(|| back_off_message(BACK_OFF_INITIAL, &c.name, &pod));
-                    }
-                    crashed.push(c.name.clone());
-                }
+        let vols = match container::pod_volumes(&self.ctx.client, &pod).await {
+            Ok(v) => Arc::new(v),
+            Err(msg) => {
+                // Upstream retries the volume setup; the pod stays ContainerCreating meanwhile.
+                self.event(
+                    &pod,
+                    EventType::Warning,
+                    "FailedMount",
+                    "Starting",
+                    format!("MountVolume.SetUp failed: {msg}"),
+                )
+                .await;
+                self.until(rx, Some(Duration::from_secs(10))).await?;
+                return Box::pin(self.start_and_run(rx)).await;
             }
-        }
-        // A pod that will not restart its containers and has none left running has failed.
-        let all_exited = runs.values().all(|r| r.exit.is_some());
-        if !completes && !restarts && all_exited {
-            let st = status::started(&pod, node_ip, Some(ip), &runs, Some("Failed"), Timestamp::now());
-            self.write(&pod, st).await?;
-            if !already_running {
-                self.start_events(&pod).await;
-            }
-            self.crash_events(&pod, &crashed, &runs, restarts).await;
-            self.ctx.release_ip(&self.uid);
-            self.ip = None;
-            return Ok(());
-        }
-        if completes {
-            let ok = runs.values().all(|r| r.exit.is_some_and(|(c, _)| c == 0));
-            let phase = if ok { "Succeeded" } else { "Failed" };
-            let st = status::started(&pod, node_ip, Some(ip), &runs, Some(phase), Timestamp::now());
-            self.write(&pod, st).await?;
-            if !already_running {
-                self.start_events(&pod).await;
-            }
-            // A finished pod's sandbox is gone: its address is free again (its status keeps it).
-            self.ctx.release_ip(&self.uid);
-            self.ip = None;
-            return Ok(());
-        }
-        self.write(&pod, status::started(&pod, node_ip, Some(ip), &runs, None, Timestamp::now())).await?;
-        // The events come after the status write, so that a pod is Running as early as possible.
+        };
+        let dns_ip = self.ctx.dns_ip().await;
+        // Init containers run one after another, each to success, before the app containers.
+        let mut init_runs: HashMap<String, ContainerRun> = HashMap::new();
         if !already_running {
-            self.start_events(&pod).await;
-        }
-        self.crash_events(&pod, &crashed, &runs, restarts).await;
-        // Readiness: write again once the last readiness delay has passed.
-        if let Some(last) = runs.values().filter_map(|r| r.ready_at).max() {
-            let wait = last.duration_since(Timestamp::now());
-            if wait.is_positive() {
-                self.until(rx, Some(wait.unsigned_abs())).await?;
-                let pod = current(rx).ok_or(Stop::Gone)?;
-                self.write(&pod, status::started(&pod, node_ip, Some(ip), &runs, None, Timestamp::now()))
+            for c in spec.init_containers.iter().flatten() {
+                let mut back_off = BACK_OFF_INITIAL;
+                loop {
+                    let pod = current(rx).ok_or(Stop::Gone)?;
+                    let mut run = match init_runs.remove(&c.name) {
+                        Some(mut prev) => {
+                            self.logs.restart(&c.name);
+                            prev.last_state = prev.terminated().map(|t| json!({"terminated": t}));
+                            prev.restart_count += 1;
+                            prev.id = super::random_hex(64);
+                            prev.started_at = Timestamp::now();
+                            prev.exit = None;
+                            prev.back_off = None;
+                            prev
+                        }
+                        None => ContainerRun::new(super::random_hex(64), Timestamp::now(), None),
+                    };
+                    let proc = self.spawn(&pod, c, &vols, dns_ip, ip, &id).await;
+                    let code = match proc {
+                        Spawned::Process(mut p) => {
+                            init_runs.insert(c.name.clone(), run.clone());
+                            self.write(
+                                &pod,
+                                status::initializing(&pod, node_ip, Some(ip), &init_runs, Timestamp::now()),
+                            )
+                            .await?;
+                            tokio::select! {
+                                code = &mut p.task => code.unwrap_or(2),
+                                r = self.until(rx, None) => { r?; 0 }
+                            }
+                        }
+                        Spawned::Server(_) => 0,
+                        Spawned::ConfigError(msg) => {
+                            run.config_error = Some(msg);
+                            init_runs.insert(c.name.clone(), run);
+                            self.write(
+                                &pod,
+                                status::initializing(&pod, node_ip, Some(ip), &init_runs, Timestamp::now()),
+                            )
+                            .await?;
+                            self.until(rx, Some(BACK_OFF_INITIAL)).await?;
+                            continue;
+                        }
+                    };
+                    run.exit = Some((code, Timestamp::now()));
+                    if code == 0 {
+                        init_runs.insert(c.name.clone(), run);
+                        break;
+                    }
+                    if restart_policy == "Never" {
+                        init_runs.insert(c.name.clone(), run);
+                        let st = status::init_failed(&pod, node_ip, Some(ip), &init_runs, Timestamp::now());
+                        self.write(&pod, st).await?;
+                        self.ctx.release_ip(&self.uid);
+                        self.ip = None;
+                        return Ok(());
+                    }
+                    run.back_off = Some(back_off_message(back_off, &c.name, &pod));
+                    init_runs.insert(c.name.clone(), run);
+                    self.write(
+                        &pod,
+                        status::initializing(&pod, node_ip, Some(ip), &init_runs, Timestamp::now()),
+                    )
                     .await?;
+                    self.crash_events(&pod, std::slice::from_ref(&c.name), &init_runs, true).await;
+                    self.until(rx, Some(back_off)).await?;
+                    back_off = (back_off * 2).min(BACK_OFF_MAX);
+                }
             }
         }
-        // Crashed containers are restarted after a back-off that doubles while they keep failing.
-        let mut back_off = BACK_OFF_INITIAL;
-        while restarts && !crashed.is_empty() {
-            self.until(rx, Some(back_off)).await?;
-            back_off = (back_off * 2).min(BACK_OFF_MAX);
+        // The app containers.
+        let mut slots: Vec<Slot> = Vec::new();
+        for c in &spec.containers {
+            let (cid, started_at) = prior.get(&c.name).cloned().unwrap_or_else(|| (super::random_hex(64), now));
+            // A container with a readiness probe is ready once the probe succeeds.
+            let ready_at = c.readiness_probe.as_ref().map(|_| never());
+            let run = ContainerRun::new(cid, started_at, ready_at);
+            slots.push(Slot {
+                c: c.clone(),
+                run,
+                proc: None,
+                server: None,
+                back_off: BACK_OFF_INITIAL,
+                restart_at: None,
+                done: false,
+                readiness: c.readiness_probe.as_ref().map(Prober::new),
+                liveness: c.liveness_probe.as_ref().map(Prober::new),
+            });
+        }
+        let mut first = true;
+        let mut last_written: Option<Value> = None;
+        loop {
             let pod = current(rx).ok_or(Stop::Gone)?;
-            let mut still = Vec::new();
-            for name in std::mem::take(&mut crashed) {
-                let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
-                let Some(run) = runs.get_mut(&name) else { continue };
-                let last = run.terminated().map(|t| json!({"terminated": t}));
-                run.restart_count += 1;
-                run.id = super::random_hex(64);
-                run.started_at = Timestamp::now();
-                run.last_state = last;
-                match self.start_container(&id, c).await {
-                    Ok(()) => {
-                        run.exit = None;
-                        run.message = None;
-                        run.back_off = None;
+            // Start what is due.
+            let mut crashed = Vec::new();
+            for slot in slots.iter_mut() {
+                let due = !slot.done
+                    && slot.proc.is_none()
+                    && slot.server.is_none()
+                    && slot.restart_at.is_none_or(|t| t <= Instant::now());
+                if !due {
+                    continue;
+                }
+                if slot.restart_at.take().is_some() && slot.run.config_error.is_none() {
+                    // The new instance logs afresh; the last one's log is its `previous`.
+                    self.logs.restart(&slot.c.name);
+                    let s = &mut *slot;
+                    s.run.last_state = s.run.terminated().map(|t| json!({"terminated": t}));
+                    s.run.restart_count += 1;
+                    s.run.id = super::random_hex(64);
+                    s.run.started_at = Timestamp::now();
+                    s.run.exit = None;
+                    s.run.back_off = None;
+                    s.run.message = None;
+                    s.run.ready_at = s.c.readiness_probe.as_ref().map(|_| never());
+                    s.readiness = s.c.readiness_probe.as_ref().map(Prober::new);
+                    s.liveness = s.c.liveness_probe.as_ref().map(Prober::new);
+                }
+                let c = slot.c.clone();
+                if first && !prior.contains_key(&c.name) && status::is_server(&c) {
+                    self.logs.start(&c.name).push(format!(
+                        "kplane-sim: container {} started (image {}; simulated, nothing runs)",
+                        c.name,
+                        c.image.as_deref().unwrap_or_default()
+                    ));
+                }
+                match self.spawn(&pod, &c, &vols, dns_ip, ip, &id).await {
+                    Spawned::Process(p) => {
+                        slot.run.config_error = None;
+                        slot.proc = Some(p);
                     }
-                    Err(msg) => {
-                        run.exit = Some((BIND_FAILED_EXIT, Timestamp::now()));
-                        run.message = Some(msg);
-                        run.back_off = Some(back_off_message(back_off, &name, &pod));
-                        still.push(name);
+                    Spawned::Server(Ok(l)) => {
+                        slot.run.config_error = None;
+                        slot.server = Some(l);
+                    }
+                    Spawned::Server(Err(msg)) => {
+                        slot.run.message = Some(msg);
+                        let code = BIND_FAILED_EXIT;
+                        self.exited(&pod, &restart_policy, slot, code);
+                        crashed.push(c.name.clone());
+                    }
+                    Spawned::ConfigError(msg) => {
+                        slot.run.config_error = Some(msg);
+                        slot.restart_at = Some(Instant::now() + BACK_OFF_INITIAL);
                     }
                 }
             }
-            crashed = still;
-            self.write(&pod, status::started(&pod, node_ip, Some(ip), &runs, None, Timestamp::now())).await?;
-            self.crash_events(&pod, &crashed, &runs, restarts).await;
+            let runs: HashMap<String, ContainerRun> =
+                slots.iter().map(|s| (s.c.name.clone(), s.run.clone())).collect();
+            let all_done = slots.iter().all(|s| s.done);
+            let terminal = all_done.then(|| {
+                if slots.iter().all(|s| s.run.exit.is_some_and(|(c, _)| c == 0)) {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                }
+            });
+            let st = status::started(&pod, node_ip, Some(ip), &runs, &init_runs, terminal, Timestamp::now());
+            if last_written.as_ref() != Some(&st) {
+                self.write(&pod, st.clone()).await?;
+                last_written = Some(st);
+            }
+            if first && !already_running {
+                self.start_events(&pod).await;
+            }
+            first = false;
+            let crashed_restarting: Vec<String> =
+                crashed.iter().filter(|n| slots.iter().any(|s| &s.c.name == *n && !s.done)).cloned().collect();
+            let crashed_done: Vec<String> =
+                crashed.iter().filter(|n| slots.iter().any(|s| &s.c.name == *n && s.done)).cloned().collect();
+            self.crash_events(&pod, &crashed_restarting, &runs, true).await;
+            self.crash_events(&pod, &crashed_done, &runs, false).await;
+            if let Some(_phase) = terminal {
+                // A finished pod's sandbox is gone: its address is free again (its status keeps it).
+                self.ctx.release_ip(&self.uid);
+                self.ip = None;
+                return Ok(());
+            }
+            // Probes that are due.
+            let mut probed = false;
+            for slot in slots.iter_mut() {
+                let running = slot.proc.is_some() || slot.server.is_some();
+                if !running {
+                    continue;
+                }
+                if let Some(pr) = slot.readiness.as_ref().filter(|p| p.next <= Instant::now()) {
+                    let ok = probe_once(&pr.probe, slot, ip).await;
+                    let verdict = slot.readiness.as_mut().and_then(|p| p.record(ok));
+                    match verdict {
+                        Some(true) if slot.run.ready_at.is_none_or(|t| t > Timestamp::now()) => {
+                            slot.run.ready_at = Some(Timestamp::now());
+                            probed = true;
+                        }
+                        Some(false) if slot.run.ready_at.is_some_and(|t| t <= Timestamp::now()) => {
+                            slot.run.ready_at = Some(never());
+                            probed = true;
+                            let msg = format!("Readiness probe failed: container {}", slot.c.name);
+                            self.event(&pod, EventType::Warning, "Unhealthy", "Probing", msg).await;
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(pr) = slot.liveness.as_ref().filter(|p| p.next <= Instant::now()) {
+                    let ok = probe_once(&pr.probe, slot, ip).await;
+                    if slot.liveness.as_mut().and_then(|p| p.record(ok)) == Some(false) {
+                        let name = slot.c.name.clone();
+                        let msg = format!("Container {name} failed liveness probe, will be restarted");
+                        self.event(&pod, EventType::Normal, "Killing", "Killing", msg).await;
+                        // Killed: SIGKILL's 137, then restarted as its restartPolicy says.
+                        slot.proc = None;
+                        slot.server = None;
+                        slot.run.message = None;
+                        self.exited(&pod, &restart_policy, slot, 137);
+                        probed = true;
+                    }
+                }
+            }
+            if probed {
+                continue;
+            }
+            // Wait for a process to exit, a restart, readiness or probe time, or the pod to change.
+            let now_ts = Timestamp::now();
+            let mut wake: Option<Instant> = slots
+                .iter()
+                .filter_map(|s| s.restart_at)
+                .chain(
+                    slots
+                        .iter()
+                        .filter(|s| s.proc.is_some() || s.server.is_some())
+                        .flat_map(|s| s.readiness.iter().chain(s.liveness.iter()).map(|p| p.next)),
+                )
+                .min();
+            for s in &slots {
+                if let Some(t) = s.run.ready_at {
+                    let d = t.duration_since(now_ts);
+                    if d.is_positive() {
+                        let at = Instant::now() + d.unsigned_abs();
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                    }
+                }
+            }
+            let procs: Vec<usize> = (0..slots.len()).filter(|k| slots[*k].proc.is_some()).collect();
+            let exited = {
+                let mut handles: Vec<&mut tokio::task::JoinHandle<i32>> =
+                    slots.iter_mut().filter_map(|s| s.proc.as_mut().map(|p| &mut p.task)).collect();
+                let any_exit = async {
+                    if handles.is_empty() {
+                        std::future::pending::<(i32, usize)>().await
+                    } else {
+                        let (r, idx, _) = futures::future::select_all(handles.iter_mut()).await;
+                        (r.unwrap_or(2), idx)
+                    }
+                };
+                let sleep = async {
+                    match wake {
+                        Some(w) => tokio::time::sleep_until(w).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    (code, idx) = any_exit => Some((code, idx)),
+                    _ = sleep => None,
+                    r = self.until(rx, None) => { r?; None }
+                }
+            };
+            if let Some((code, idx)) = exited {
+                let k = procs[idx];
+                slots[k].proc = None;
+                let name = slots[k].c.name.clone();
+                if code != 0 {
+                    slots[k].run.message = None;
+                }
+                self.exited(&pod, &restart_policy, &mut slots[k], code);
+                if code != 0 || !slots[k].done {
+                    let runs: HashMap<String, ContainerRun> =
+                        slots.iter().map(|s| (s.c.name.clone(), s.run.clone())).collect();
+                    if slots[k].done {
+                        self.crash_events(&pod, &[name], &runs, false).await;
+                    } else {
+                        self.crash_events(&pod, &[name], &runs, true).await;
+                    }
+                }
+            }
         }
-        self.until(rx, None).await
+    }
+
+    /// A container's process ended with `code`: restart it after the back-off (restartPolicy
+    /// Always, or OnFailure with a failure), else it is done.
+    fn exited(&self, pod: &Pod, policy: &str, s: &mut Slot, code: i32) {
+        let now = Timestamp::now();
+        let ran = now.duration_since(s.run.started_at);
+        s.run.exit = Some((code, now));
+        let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
+        if !restart {
+            s.done = true;
+            return;
+        }
+        // Upstream forgets the back-off of a container that ran for 10 minutes.
+        if ran >= SignedDuration::from_secs(600) {
+            s.back_off = BACK_OFF_INITIAL;
+        }
+        s.run.back_off = Some(back_off_message(s.back_off, &s.c.name, pod));
+        s.restart_at = Some(Instant::now() + s.back_off);
+        s.back_off = (s.back_off * 2).min(BACK_OFF_MAX);
+    }
+
+    /// Starts a container: its command in the sandbox, or (images with no command) today's
+    /// simulated server.
+    async fn spawn(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        vols: &Arc<container::PodVolumes>,
+        dns_ip: Option<Ipv4Addr>,
+        ip: Ipv4Addr,
+        id: &PodIdentity,
+    ) -> Spawned {
+        let mode = status::mode_of(c);
+        let host = container::hostname(pod);
+        let env = match container::environment(&self.ctx.client, pod, c, &host).await {
+            Ok(e) => e,
+            Err(msg) => return Spawned::ConfigError(msg),
+        };
+        let mut net = self.ctx.net.clone();
+        if let Some(cidr) = *self.ctx.cidr.borrow() {
+            net.allowed.push((cidr.base, cidr.prefix));
+        }
+        let sb = Arc::new(container::sandbox(pod, c, vols, &net, dns_ip, ip));
+        if matches!(mode, status::Mode::Server) {
+            // The image's server is the main process; `kubectl exec` still gets a shell in the
+            // container's sandbox, as a real nginx image has one, for as long as the server runs.
+            let mut started = self.start_container(id, c).await;
+            if let Ok(listeners) = &mut started {
+                let log = self.logs.get(&c.name).unwrap_or_else(|| self.logs.start(&c.name));
+                let (exit_tx, exited) = tokio::sync::watch::channel(None);
+                let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+                let running = Running { sb: sb.clone(), env, log, stdin: None, stdin_once: false, exited };
+                self.ctx.containers.started(&ns, &name, &c.name, running);
+                listeners.hold(ServerRegistration {
+                    reg: (self.ctx.containers.clone(), ns, name, c.name.clone()),
+                    sb,
+                    _exit: exit_tx,
+                });
+            }
+            return Spawned::Server(started);
+        }
+        let log = self.logs.start(&c.name);
+        let log_for_sink = log.clone();
+        let sink = Arc::new(Lines::new(move |l: String| log_for_sink.push(l)));
+        // `stdin: true`: the main process reads what `kubectl attach` sends.
+        let (stdin_w, stdin) = if c.stdin == Some(true) {
+            let (w, r) = crate::runtime::io::pipe();
+            (Some(w), r)
+        } else {
+            (None, Input::empty())
+        };
+        let io = Io { stdin, stdout: sink.clone(), stderr: sink.clone() };
+        let mut sh = Shell::new(sb.clone(), &env);
+        let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let reg = self.ctx.containers.clone();
+        reg.started(
+            &ns,
+            &name,
+            &c.name,
+            Running {
+                sb: sb.clone(),
+                env: env.clone(),
+                log,
+                stdin: stdin_w,
+                stdin_once: c.stdin_once == Some(true),
+                exited: exit_rx,
+            },
+        );
+        let task = tokio::spawn(async move {
+            let code = match mode {
+                status::Mode::Command(argv) => sh.run_argv(argv, io).await,
+                _ => sh.interactive(&io, false).await,
+            };
+            sink.flush();
+            let _ = exit_tx.send(Some(code));
+            code
+        });
+        Spawned::Process(Proc { task, sb, env, reg: (reg, ns, name, c.name.clone()) })
     }
 
     /// Starts a container's server: its listeners, or the error it would exit with when a port
     /// cannot be bound (its other ports close with it).
-    async fn start_container(&mut self, id: &PodIdentity, c: &Container) -> Result<(), String> {
+    async fn start_container(&mut self, id: &PodIdentity, c: &Container) -> Result<Listeners, String> {
         let log = self.logs.get(&c.name).unwrap_or_else(|| self.logs.start(&c.name));
         let (listeners, failures) = Listeners::start(id, port_specs(c, &log)).await;
         if failures.is_empty() {
-            self.listeners.push(listeners);
-            return Ok(());
+            return Ok(listeners);
         }
         drop(listeners);
         let msg = failures.join("; ");
@@ -314,7 +764,8 @@ impl Worker {
         restarts: bool,
     ) {
         for name in crashed {
-            let msg = runs.get(name).and_then(|r| r.message.clone()).unwrap_or_default();
+            let msg = runs.get(name).and_then(|r| r.message.clone());
+            let code = runs.get(name).and_then(|r| r.exit).map_or(BIND_FAILED_EXIT, |(c, _)| c);
             if restarts {
                 let note = format!(
                     "Back-off restarting failed container {name} in pod {}_{}({})",
@@ -324,7 +775,10 @@ impl Worker {
                 );
                 self.event(pod, EventType::Warning, "BackOff", "Starting", note).await;
             } else {
-                let note = format!("Error: container {name} exited with code {BIND_FAILED_EXIT}: {msg}");
+                let note = match msg {
+                    Some(msg) => format!("Error: container {name} exited with code {code}: {msg}"),
+                    None => format!("Error: container {name} exited with code {code}"),
+                };
                 self.event(pod, EventType::Warning, "Failed", "Starting", note).await;
             }
         }
@@ -433,7 +887,15 @@ impl Worker {
                         (c.name, run)
                     })
                     .collect();
-                let st = status::started(&pod, self.ctx.cfg.node_ip, self.ip, &runs, Some("Succeeded"), now);
+                let st = status::started(
+                    &pod,
+                    self.ctx.cfg.node_ip,
+                    self.ip,
+                    &runs,
+                    &HashMap::new(),
+                    Some("Succeeded"),
+                    now,
+                );
                 if self.write(&pod, st).await.is_err() {
                     return;
                 }

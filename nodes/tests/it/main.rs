@@ -3,6 +3,7 @@
 mod helpers;
 mod kubelet;
 mod registration;
+mod runtime;
 mod scheduler;
 mod streams;
 mod traffic;
