@@ -33,6 +33,10 @@ pub struct BenchClusterArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// What each pod runs: `server` (an nginx container simulated as a server on its port) or
+    /// `sleep` (a busybox container running `sleep 3600` in the sandboxed shell).
+    #[arg(long, default_value = "server", value_parser = ["server", "sleep"])]
+    pub pod: String,
 }
 
 struct Cluster {
@@ -125,11 +129,15 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     services.create(&PostParams::default(), &serde_json::from_value(svc)?).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    let container = match args.pod.as_str() {
+        "sleep" => json!({"name": "sleeper", "image": "busybox", "command": ["sleep", "3600"]}),
+        _ => json!({"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}),
+    };
     let deployment = json!({
         "metadata": {"name": "bench"},
         "spec": {"replicas": n, "selector": {"matchLabels": {"app": "bench"}}, "template": {
             "metadata": {"labels": {"app": "bench"}},
-            "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}}},
+            "spec": {"containers": [container]}}},
     });
 
     let start = Instant::now();
@@ -250,9 +258,10 @@ impl std::fmt::Display for Report {
             last = *at;
         }
         let per_pod = (self.busy_rss - self.idle_rss) * 1024.0 / n.max(1) as f64;
+        let what = if self.args.pod == "sleep" { "running `sleep 3600`" } else { "simulated servers" };
         writeln!(
             f,
-            "memory: idle {:.1} MiB, with {n} pods {:.1} MiB: {per_pod:.1} KiB per simulated pod",
+            "memory: idle {:.1} MiB, with {n} pods ({what}) {:.1} MiB: {per_pod:.1} KiB per simulated pod",
             self.idle_rss, self.busy_rss
         )
     }

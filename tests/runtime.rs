@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{eventually, free_port, Kplane};
+use common::{eventually, free_port, stderr, Kplane};
 use serde_json::Value;
 
 fn pod_json(kp: &Kplane, name: &str) -> Value {
@@ -38,6 +38,10 @@ fn commands_run_exit_and_log_as_kubectl_shows() {
     let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!((t["exitCode"].as_i64(), t["reason"].as_str()), (Some(3), Some("Error")));
     assert_eq!(kp.kubectl_ok(&["logs", "fails"]), "hi\n");
+    // Never restarted: no previous instance, upstream's kubelet error.
+    let out = kp.kubectl(&["logs", "fails", "--previous"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("previous terminated container"), "{}", stderr(&out));
     assert_eq!(kubectl_status(&kp, "fails"), "Error");
 
     // A Job-like pod: runs to success → Succeeded, STATUS Completed.
@@ -58,6 +62,8 @@ fn commands_run_exit_and_log_as_kubectl_shows() {
     assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
     assert_eq!(p["status"]["phase"], "Running");
     assert_eq!(kp.kubectl_ok(&["logs", "crashy"]), "boom\n");
+    // The instance before the restart, as `--previous` shows it.
+    assert_eq!(kp.kubectl_ok(&["logs", "crashy", "--previous"]), "boom\n");
 
     // Init containers run in order before the app container (kubectl shows Init:1/2 meanwhile).
     apply(

@@ -29,6 +29,9 @@ pub struct ContainerRun {
     pub last_state: Option<Value>,
     /// Why it could not be created (`state.waiting` `CreateContainerConfigError`).
     pub config_error: Option<String>,
+    /// Its startup probe has not succeeded yet: `started` is false, and readiness and liveness
+    /// are not probed (upstream's prober manager).
+    pub startup_pending: bool,
 }
 
 impl ContainerRun {
@@ -43,6 +46,7 @@ impl ContainerRun {
             back_off: None,
             last_state: None,
             config_error: None,
+            startup_pending: false,
         }
     }
 
@@ -196,7 +200,7 @@ pub fn started(
                 run.and_then(|r| r.last_state.clone()).unwrap_or(json!({})),
             ),
         };
-        let running = run.is_some_and(|r| r.exit.is_none());
+        let running = run.is_some_and(|r| r.exit.is_none() && !r.startup_pending);
         let restarts = run.map_or(0, |r| r.restart_count);
         json!({"name": c.name, "image": c.image, "imageID": image_id(c), "containerID": id,
                "ready": ready_of(c), "started": running, "restartCount": restarts, "state": state,

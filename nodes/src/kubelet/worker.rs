@@ -88,6 +88,8 @@ struct Slot {
     done: bool,
     readiness: Option<Prober>,
     liveness: Option<Prober>,
+    /// Until it succeeds once; then None (upstream stops probing startup).
+    startup: Option<Prober>,
 }
 
 /// A probe's schedule and its consecutive results (upstream's prober worker).
@@ -430,7 +432,8 @@ impl Worker {
             let (cid, started_at) = prior.get(&c.name).cloned().unwrap_or_else(|| (super::random_hex(64), now));
             // A container with a readiness probe is ready once the probe succeeds.
             let ready_at = c.readiness_probe.as_ref().map(|_| never());
-            let run = ContainerRun::new(cid, started_at, ready_at);
+            let mut run = ContainerRun::new(cid, started_at, ready_at);
+            run.startup_pending = c.startup_probe.is_some();
             slots.push(Slot {
                 c: c.clone(),
                 run,
@@ -441,6 +444,7 @@ impl Worker {
                 done: false,
                 readiness: c.readiness_probe.as_ref().map(Prober::new),
                 liveness: c.liveness_probe.as_ref().map(Prober::new),
+                startup: c.startup_probe.as_ref().map(Prober::new),
             });
         }
         let mut first = true;
@@ -471,6 +475,8 @@ impl Worker {
                     s.run.ready_at = s.c.readiness_probe.as_ref().map(|_| never());
                     s.readiness = s.c.readiness_probe.as_ref().map(Prober::new);
                     s.liveness = s.c.liveness_probe.as_ref().map(Prober::new);
+                    s.startup = s.c.startup_probe.as_ref().map(Prober::new);
+                    s.run.startup_pending = s.startup.is_some();
                 }
                 let c = slot.c.clone();
                 if first && !prior.contains_key(&c.name) && status::is_server(&c) {
@@ -539,6 +545,27 @@ impl Worker {
                 if !running {
                     continue;
                 }
+                // A startup probe holds the other two back until it succeeds; failing it kills
+                // the container as a liveness failure does.
+                if let Some(pr) = slot.startup.as_ref() {
+                    if pr.next > Instant::now() {
+                        continue;
+                    }
+                    let ok = probe_once(&pr.probe, slot, ip).await;
+                    match slot.startup.as_mut().and_then(|p| p.record(ok)) {
+                        Some(true) => {
+                            slot.startup = None;
+                            slot.run.startup_pending = false;
+                            probed = true;
+                        }
+                        Some(false) => {
+                            self.kill_for_probe(&pod, &restart_policy, slot, "startup").await;
+                            probed = true;
+                        }
+                        None => {}
+                    }
+                    continue;
+                }
                 if let Some(pr) = slot.readiness.as_ref().filter(|p| p.next <= Instant::now()) {
                     let ok = probe_once(&pr.probe, slot, ip).await;
                     let verdict = slot.readiness.as_mut().and_then(|p| p.record(ok));
@@ -559,14 +586,7 @@ impl Worker {
                 if let Some(pr) = slot.liveness.as_ref().filter(|p| p.next <= Instant::now()) {
                     let ok = probe_once(&pr.probe, slot, ip).await;
                     if slot.liveness.as_mut().and_then(|p| p.record(ok)) == Some(false) {
-                        let name = slot.c.name.clone();
-                        let msg = format!("Container {name} failed liveness probe, will be restarted");
-                        self.event(&pod, EventType::Normal, "Killing", "Killing", msg).await;
-                        // Killed: SIGKILL's 137, then restarted as its restartPolicy says.
-                        slot.proc = None;
-                        slot.server = None;
-                        slot.run.message = None;
-                        self.exited(&pod, &restart_policy, slot, 137);
+                        self.kill_for_probe(&pod, &restart_policy, slot, "liveness").await;
                         probed = true;
                     }
                 }
@@ -579,12 +599,12 @@ impl Worker {
             let mut wake: Option<Instant> = slots
                 .iter()
                 .filter_map(|s| s.restart_at)
-                .chain(
-                    slots
-                        .iter()
-                        .filter(|s| s.proc.is_some() || s.server.is_some())
-                        .flat_map(|s| s.readiness.iter().chain(s.liveness.iter()).map(|p| p.next)),
-                )
+                .chain(slots.iter().filter(|s| s.proc.is_some() || s.server.is_some()).flat_map(|s| {
+                    match &s.startup {
+                        Some(p) => vec![p.next],
+                        None => s.readiness.iter().chain(s.liveness.iter()).map(|p| p.next).collect(),
+                    }
+                }))
                 .min();
             for s in &slots {
                 if let Some(t) = s.run.ready_at {
@@ -638,6 +658,18 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A failed liveness or startup probe: upstream's `Killing` event, then the container is killed
+    /// (SIGKILL's 137) and restarted as its restartPolicy says.
+    async fn kill_for_probe(&self, pod: &Pod, policy: &str, slot: &mut Slot, probe: &str) {
+        let name = slot.c.name.clone();
+        let msg = format!("Container {name} failed {probe} probe, will be restarted");
+        self.event(pod, EventType::Normal, "Killing", "Killing", msg).await;
+        slot.proc = None;
+        slot.server = None;
+        slot.run.message = None;
+        self.exited(pod, policy, slot, 137);
     }
 
     /// A container's process ended with `code`: restart it after the back-off (restartPolicy

@@ -301,6 +301,50 @@ async fn probes_drive_readiness_endpoints_and_restarts() {
     let cs = p.status.unwrap().container_statuses.unwrap()[0].clone();
     let t = cs.last_state.and_then(|s| s.terminated).unwrap();
     assert_eq!(t.exit_code, 137);
+
+    // A startup probe: `started` stays false and the readiness probe is held back until it
+    // succeeds (the file appears after 2 s); then started, then ready.
+    let spec = json!({"containers": [{"name": "main", "image": "busybox",
+        "command": ["sh", "-c", "sleep 2; touch /tmp/up; sleep 3600"],
+        "startupProbe": {"exec": {"command": ["test", "-f", "/tmp/up"]}, "periodSeconds": 1, "failureThreshold": 30},
+        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]});
+    create_pod(&client, "default", on("worker0", "slow-start", spec)).await;
+    let started = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .map(|c| (c.started == Some(true), c.ready))
+    };
+    let early = eventually("running, not yet started", || async {
+        let p = get_pod(&client, "default", "slow-start").await?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    assert_eq!(started(&early), Some((false, false)), "{:?}", early.status);
+    eventually("started, then ready", || async {
+        let p = get_pod(&client, "default", "slow-start").await?;
+        (started(&p) == Some((true, true))).then_some(())
+    })
+    .await;
+
+    // A startup probe that never succeeds kills the container (137), as upstream's does.
+    let spec = json!({"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"],
+        "startupProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}]});
+    create_pod(&client, "default", on("worker0", "never-up", spec)).await;
+    let p = eventually("killed by its startup probe", || async {
+        get_pod(&client, "default", "never-up").await.filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .is_some_and(|c| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).is_some())
+        })
+    })
+    .await;
+    let cs = p.status.unwrap().container_statuses.unwrap()[0].clone();
+    assert_eq!(cs.last_state.and_then(|s| s.terminated).unwrap().exit_code, 137);
+    assert_eq!(cs.started, Some(false));
     let _ = stop_tx.send(());
     node.stop().await;
     cluster.shutdown().await;
