@@ -234,6 +234,17 @@ async fn endpoint_ips(client: &kube::Client, name: &str) -> Option<(Vec<String>,
     Some((ips(|s| s.addresses.as_ref()), ips(|s| s.not_ready_addresses.as_ref())))
 }
 
+/// The first container's status once it has a `lastState.terminated` (it was killed or exited and
+/// was restarted).
+async fn killed(client: &kube::Client, pod: &str, what: &str) -> k8s_openapi::api::core::v1::ContainerStatus {
+    eventually(what, || async {
+        let p = get_pod(client, "default", pod).await?;
+        let cs = p.status?.container_statuses?.into_iter().next()?;
+        cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).is_some().then_some(cs)
+    })
+    .await
+}
+
 /// A readiness probe that starts failing makes the pod unready and moves it to the Endpoints'
 /// notReadyAddresses; a failing liveness probe restarts the container (exit 137).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,19 +299,8 @@ async fn probes_drive_readiness_endpoints_and_restarts() {
         "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 3600"],
         "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}]});
     create_pod(&client, "default", on("worker0", "lively", spec)).await;
-    let p = eventually("killed by its liveness probe", || async {
-        get_pod(&client, "default", "lively").await.filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .is_some_and(|c| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).is_some())
-        })
-    })
-    .await;
-    let cs = p.status.unwrap().container_statuses.unwrap()[0].clone();
-    let t = cs.last_state.and_then(|s| s.terminated).unwrap();
-    assert_eq!(t.exit_code, 137);
+    let cs = killed(&client, "lively", "killed by its liveness probe").await;
+    assert_eq!(cs.last_state.and_then(|s| s.terminated).unwrap().exit_code, 137);
 
     // A startup probe: `started` stays false and the readiness probe is held back until it
     // succeeds (the file appears after 2 s); then started, then ready.
@@ -332,17 +332,7 @@ async fn probes_drive_readiness_endpoints_and_restarts() {
     let spec = json!({"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"],
         "startupProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}]});
     create_pod(&client, "default", on("worker0", "never-up", spec)).await;
-    let p = eventually("killed by its startup probe", || async {
-        get_pod(&client, "default", "never-up").await.filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .is_some_and(|c| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).is_some())
-        })
-    })
-    .await;
-    let cs = p.status.unwrap().container_statuses.unwrap()[0].clone();
+    let cs = killed(&client, "never-up", "killed by its startup probe").await;
     assert_eq!(cs.last_state.and_then(|s| s.terminated).unwrap().exit_code, 137);
     assert_eq!(cs.started, Some(false));
     let _ = stop_tx.send(());
