@@ -4,64 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{free_port, stderr, stdout, Kplane};
 use etcd_client::Client;
-
-/// A tmpfs of `size` mounted on a fresh temp dir, unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new().prefix("kplane-fulldisk-").tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount could not run");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs needs root (this test must not be skipped): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
-/// Free bytes of the file system holding `dir`, from `df`.
-fn free_bytes(dir: &Path) -> u64 {
-    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df prints the free bytes")
-}
-
-/// Fills the file system holding `dir` with one file, leaving about `leave` bytes free.
-fn fill(dir: &Path, leave: u64) -> PathBuf {
-    use std::io::Write;
-    let filler = dir.join("filler");
-    let mut left = free_bytes(dir).saturating_sub(leave);
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&filler).unwrap());
-    let chunk = vec![0xa5u8; 64 * 1024];
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        if w.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        left -= n as u64;
-    }
-    let _ = w.flush();
-    filler
-}
+use store::testing::disk::{fill, Tmpfs};
 
 /// A ConfigMap manifest with about `size` bytes of data.
 fn big_configmap(name: &str, size: usize) -> String {
@@ -77,10 +27,10 @@ fn big_configmap(name: &str, size: usize) -> String {
 #[test]
 fn a_full_disk_fails_writes_with_the_cause_and_recovers_when_space_is_freed() {
     let fs = Tmpfs::mount("40m");
-    let data = fs.0.path().join("data");
+    let data = fs.path().join("data");
     let port = free_port();
     let mut kp = Kplane::start_cmd("apiserver", &data, port, &[]);
-    let filler = fill(fs.0.path(), 2 << 20);
+    let filler = fill(fs.path(), 2 << 20);
 
     let mut acked = Vec::new();
     let mut refusal = None;

@@ -889,3 +889,67 @@ pub async fn check_compaction(store: &DynStore, prefix: &str) {
         other => panic!("compact at a future revision should be FutureRevision, got {other:?}"),
     }
 }
+
+/// Full-disk faults for tests: a small tmpfs (root only) and a file that fills it.
+pub mod disk {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// A tmpfs of `size` mounted on a fresh temp dir, unmounted on drop.
+    pub struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        /// Mounts it; panics without root, since the tests that need it must not be skipped.
+        pub fn mount(size: &str) -> Tmpfs {
+            let dir = tempfile::Builder::new().prefix("kplane-fulldisk-").tempdir().expect("a temp dir");
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("mount could not run");
+            assert!(
+                out.status.success(),
+                "mounting a tmpfs needs root (this test must not be skipped): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Tmpfs(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    /// Free bytes of the file system holding `dir`, from `df`.
+    pub fn free_bytes(dir: &Path) -> u64 {
+        let out =
+            Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().expect("df could not run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df prints the free bytes")
+    }
+
+    /// Fills the file system holding `dir` with one file, leaving about `leave` bytes free (tmpfs
+    /// allocates on write, not on `set_len`, so the bytes are written).
+    pub fn fill(dir: &Path, leave: u64) -> PathBuf {
+        let filler = dir.join("filler");
+        let mut left = free_bytes(dir).saturating_sub(leave);
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&filler).expect("the filler file"));
+        let chunk = vec![0xa5u8; 64 * 1024];
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if w.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = w.flush();
+        filler
+    }
+}

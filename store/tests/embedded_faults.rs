@@ -1,73 +1,11 @@
 //! Faults under the embedded store (issue 19, item 5): a full disk. Needs root (it mounts a small
 //! tmpfs as the data dir, and unmounts it after); fails, never skips, without it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use store::embedded::{EmbeddedConfig, EmbeddedStore};
+use store::testing::disk::{fill, Tmpfs};
 use store::{Error, Store};
-
-/// A tmpfs of `size` mounted on a fresh temp dir, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new().prefix("kplane-fulldisk-").tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount could not run");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs needs root (this test must not be skipped): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// Fills the file system holding `dir` with a file, leaving about `leave` bytes free.
-fn fill(dir: &Path, leave: u64) -> PathBuf {
-    let stat = nix_free_bytes(dir);
-    let filler = dir.join("filler");
-    let size = stat.saturating_sub(leave);
-    let f = std::fs::File::create(&filler).unwrap();
-    // tmpfs allocates on write, not on set_len: write the bytes.
-    use std::io::Write;
-    let mut w = std::io::BufWriter::new(f);
-    let chunk = vec![0xa5u8; 64 * 1024];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        if w.write_all(&chunk[..n]).is_err() {
-            break;
-        }
-        left -= n as u64;
-    }
-    let _ = w.flush();
-    filler
-}
-
-/// Free bytes of the file system holding `dir`, from `df`.
-fn nix_free_bytes(dir: &Path) -> u64 {
-    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df prints the free bytes")
-}
 
 fn key(i: usize) -> String {
     format!("/registry/configmaps/default/cm-{i:06}")
