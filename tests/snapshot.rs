@@ -220,12 +220,17 @@ async fn etcdctl_snapshot_during_writes_is_the_store_at_one_revision() {
     let file = dir.path().join("during.db");
     let (ep2, f2) = (ep.clone(), file.clone());
     tokio::task::spawn_blocking(move || snapshot_save(&ep2, &f2)).await.unwrap();
+    let revision = status_json(&file)["revision"].as_i64().unwrap();
+    // At least the revision seen before it started (a later write may or may not be in it).
+    assert!(revision >= start + 30, "snapshot at {revision}, writes seen up to {}", start + 30);
+    // The writers go on until the store has moved past the snapshot.
+    while current(c.get("/registry/none", None).await.unwrap()) <= revision {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         assert!(w.await.unwrap() > 0, "the writers ran");
     }
-    let revision = status_json(&file)["revision"].as_i64().unwrap();
-    assert!(revision > start + 30);
     let end = current(c.get("/registry/none", None).await.unwrap());
     assert!(end > revision, "writes went on past the snapshot ({revision} → {end})");
     let expected = registry_at(&ep, revision);
