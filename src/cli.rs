@@ -389,6 +389,9 @@ fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>>
 }
 
 async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
+    // SIGTERM is caught from the first moment: the stores and endpoints below serve before
+    // `ready`, and a client that stops us then still gets a clean shutdown.
+    let shutdown = shutdown_signal();
     // A bad audit policy stops kplane before anything starts.
     let audit = apiserver::audit::Auditor::from_args(&apiserver::audit::AuditArgs {
         policy_file: args.api.audit_policy_file.clone(),
@@ -573,7 +576,7 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     println!("kplane: ready");
     let mut failed = None;
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = shutdown => {}
         Some(done) = running.join_next() => {
             // A component stopped by itself: report it and bring the rest down.
             failed = Some(match done {
@@ -616,22 +619,27 @@ async fn up(args: ServerArgs, components: Option<crate::components::UpComponents
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). Both are caught from the moment this is called (not
+/// first polled), so the process never dies of a signal sent while it is still starting.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| {
+        let registered = signal(kind).map_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"));
+        async move {
+            match registered {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(()) => std::future::pending::<()>().await,
             }
         }
     };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
+    let (term, int) = (listen(SignalKind::terminate(), "SIGTERM"), listen(SignalKind::interrupt(), "SIGINT"));
+    async move {
+        tokio::select! {
+            _ = term => {},
+            _ = int => {},
+        }
     }
 }
 
