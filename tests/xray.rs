@@ -237,8 +237,11 @@ fn an_ingress_without_a_class_gets_the_default_class_and_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let etcd_port = free_port();
     let kp = Kplane::start(dir.path(), etcd_port);
-    let class: Value =
-        serde_json::from_str(&kp.kubectl_ok(&["get", "ingressclass", "kplane", "-o", "json"])).unwrap();
+    // The ingress controller creates its class as it starts, alongside the other components.
+    let class: Value = eventually(30, "the default IngressClass", || {
+        let out = kp.kubectl(&["get", "ingressclass", "kplane", "-o", "json"]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    });
     assert_eq!(
         class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"], "true",
         "{class}"
