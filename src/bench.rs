@@ -37,11 +37,27 @@ pub struct BenchClusterArgs {
     /// `sleep` (a busybox container running `sleep 3600` in the sandboxed shell).
     #[arg(long, default_value = "server", value_parser = ["server", "sleep"])]
     pub pod: String,
+    /// What is measured: a Deployment of `--replicas`, or a Job of `--completions` at `--parallelism`.
+    #[arg(long, value_enum, default_value_t = Workload::Deployment)]
+    pub workload: Workload,
+    /// `--workload job`: the Job's completions.
+    #[arg(long, default_value_t = 1000)]
+    pub completions: usize,
+    /// `--workload job`: the Job's parallelism.
+    #[arg(long, default_value_t = 100)]
+    pub parallelism: usize,
 }
 
-struct Cluster {
-    child: Child,
-    kubeconfig: PathBuf,
+/// The workload `kplane bench cluster` measures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Deployment,
+    Job,
+}
+
+pub(crate) struct Cluster {
+    pub(crate) child: Child,
+    pub(crate) kubeconfig: PathBuf,
 }
 
 impl Drop for Cluster {
@@ -51,7 +67,7 @@ impl Drop for Cluster {
     }
 }
 
-fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
+pub(crate) fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
     let mut flags: Vec<String> = vec!["--nodes".into(), args.nodes.to_string()];
     if let Some(etcd) = &args.etcd_servers {
         flags.extend(["--etcd-servers".into(), etcd.clone()]);

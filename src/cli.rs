@@ -282,8 +282,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { what: BenchCommand::Cluster(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
-            let report = crate::bench::run(args, exe).await?;
-            println!("{report}");
+            match args.workload {
+                crate::bench::Workload::Job => println!("{}", crate::bench_job::run(args, exe).await?),
+                crate::bench::Workload::Deployment => println!("{}", crate::bench::run(args, exe).await?),
+            }
             Ok(())
         }
         Command::Bench { what: BenchCommand::Faults(args) } => {

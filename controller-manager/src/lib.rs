@@ -9,6 +9,8 @@
 //! - `replicas`: the ReplicaSet and ReplicationController controllers (one mechanism, two kinds).
 //! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
+//! - `job/`: the Job controller (completions, Indexed, back-off, failure/success policies, suspend);
+//!   `ttlafterfinished`: deletes finished Jobs after `ttlSecondsAfterFinished`.
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
 //! - `events`: event recording off the reconcile path; `util`: pure helpers.
@@ -28,12 +30,14 @@ mod events;
 mod expectations;
 mod gc;
 mod informer;
+mod job;
 pub mod leader;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
 mod replicas;
 mod serviceaccount;
+mod ttlafterfinished;
 mod util;
 
 use context::Ctx;
@@ -72,6 +76,10 @@ pub struct Config {
     pub concurrent_gc_syncs: u16,
     /// `--concurrent-namespace-syncs`.
     pub concurrent_namespace_syncs: u16,
+    /// `--concurrent-job-syncs`.
+    pub concurrent_job_syncs: u16,
+    /// `--concurrent-ttl-after-finished-syncs`.
+    pub concurrent_ttl_after_finished_syncs: u16,
     /// `--max-endpoints-per-slice`.
     pub max_endpoints_per_slice: usize,
     /// `--allocate-node-cidrs`.
@@ -104,6 +112,8 @@ impl Default for Config {
             concurrent_service_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,
             concurrent_namespace_syncs: 10,
+            concurrent_job_syncs: 5,
+            concurrent_ttl_after_finished_syncs: 5,
             max_endpoints_per_slice: 100,
             allocate_node_cidrs: true,
             cluster_cidr: "127.244.0.0/16".into(),
