@@ -656,4 +656,37 @@ mod decide_tests {
             assert!((92..=108).contains(&info.pods.len()), "{name}: {}", info.pods.len());
         }
     }
+
+    /// The same for the pods of one ReplicaSet (selected by a Service too): every decision counts
+    /// the matching pods of every node for the default spreading, so this is the costlier case.
+    #[test]
+    fn a_thousand_decisions_for_one_replicaset() {
+        let nodes: Vec<Node> = (0..10).map(|i| node(&format!("w{i}"), json!({}))).collect();
+        let mut c = cache(nodes, vec![]);
+        for n in c.nodes.values_mut() {
+            n.allocatable = cache::Resources { milli_cpu: 64_000, memory: 256 << 30, ephemeral_storage: 0 };
+            n.allocatable_pods = 110;
+        }
+        let sel = selector::Selector::from_map(&[("app".to_string(), "bulk".to_string())].into());
+        c.owners.replicasets.insert(("default".into(), "bulk".into()), Some(sel));
+        c.owners
+            .services_flat
+            .insert(("default".into(), "bulk".into()), [("app".to_string(), "bulk".to_string())].into());
+        let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "bulk", "uid": "rs", "controller": true}]);
+        let mut rng = rand::rng();
+        let started = std::time::Instant::now();
+        for i in 0..1000 {
+            let mut p = pod(&format!("p{i}"), json!({"app": "bulk"}), json!({}));
+            p.metadata.owner_references = serde_json::from_value(owner.clone()).unwrap();
+            let usage = PodUsage::of(&p);
+            let best = decide(&c, &p, &usage, &mut rng).expect("fits");
+            c.add_pod(&format!("p{i}"), &best, usage);
+        }
+        let took = started.elapsed();
+        eprintln!("1000 decisions (one ReplicaSet) in {took:?} ({:?} each)", took / 1000);
+        // The hostname default constraint keeps them within a pod or two of each other.
+        for (name, info) in &c.nodes {
+            assert!((98..=102).contains(&info.pods.len()), "{name}: {}", info.pods.len());
+        }
+    }
 }
