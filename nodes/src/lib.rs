@@ -6,7 +6,9 @@
 //! - `quantity.rs`: resource quantities ("500m", "8Gi") as integers.
 //! - `scheduler/`: the `default-scheduler` — `cache.rs` (nodes and their assigned pods, kept from
 //!   watches), `filter.rs` (the feasibility checks and upstream's failure reasons), `score.rs`
-//!   (least-allocated plus spreading), `mod.rs` (the loop: queue, assume, bind concurrently, retry).
+//!   (upstream's default score plugins and weights, random tie-breaking), `spread.rs`
+//!   (PodTopologySpread), `interpod.rs` (InterPodAffinity), `selector.rs` (label selectors),
+//!   `mod.rs` (the loop: queue, decide, assume, bind concurrently, retry).
 //! - `kubelet/`: one simulated kubelet per node — `node.rs` (registration, status, lease heartbeat),
 //!   `ipam.rs` (pod IPs from `spec.podCIDR`), `worker.rs` (one task per pod: start, run, stop,
 //!   complete, delete), `status.rs` (the pod statuses a kubelet writes), `traffic.rs` (the pod's

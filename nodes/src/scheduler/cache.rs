@@ -3,9 +3,11 @@
 //! scheduling decision never lists anything.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 
+use super::selector::{self, Selector};
 use crate::quantity;
 
 /// Amounts of the resources the scheduler accounts for.
@@ -29,21 +31,131 @@ impl Resources {
     }
 }
 
-/// What one assigned pod takes from its node.
-#[derive(Clone, Debug)]
+/// What one assigned pod takes from its node, and what the inter-pod plugins read of it.
+#[derive(Clone, Debug, Default)]
 pub struct PodUsage {
     pub requests: Resources,
     /// Requests with upstream's scoring defaults (100m cpu, 200Mi memory) for unset ones.
     pub nonzero: Resources,
-    /// Pods with the same key are spread across nodes (see [`spread_key`]).
-    pub spread_key: Option<String>,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: upstream's topology spreading does not count it.
+    pub terminating: bool,
+    /// Its pod affinity/anti-affinity terms, when it has any.
+    pub affinity: Option<Arc<PodAffinityTerms>>,
 }
 
 impl PodUsage {
     pub fn of(pod: &Pod) -> PodUsage {
         let requests = pod_requests(pod, false);
         let nonzero = pod_requests(pod, true);
-        PodUsage { requests, nonzero, spread_key: spread_key(pod) }
+        let terms = PodAffinityTerms::of(pod);
+        PodUsage {
+            requests,
+            nonzero,
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            affinity: (!terms.is_empty()).then(|| Arc::new(terms)),
+        }
+    }
+}
+
+/// The namespaces a pod affinity term looks at (upstream's `GetNamespacesFromPodAffinityTerm`):
+/// the listed ones, else the pod's own; an empty `namespaceSelector` ({}) means all namespaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Namespaces {
+    All,
+    Only(Vec<String>),
+}
+
+/// One `PodAffinityTerm` (with its weight when it is a preferred one).
+#[derive(Clone, Debug)]
+pub struct AffinityTerm {
+    /// None: matches no pod (a nil or invalid labelSelector).
+    pub selector: Option<Selector>,
+    pub namespaces: Namespaces,
+    pub topology_key: String,
+    pub weight: i64,
+}
+
+impl AffinityTerm {
+    fn of(t: &PodAffinityTerm, own_ns: &str, weight: i64) -> AffinityTerm {
+        let listed = t.namespaces.clone().unwrap_or_default();
+        let all = t.namespace_selector.as_ref().is_some_and(|s| {
+            s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        });
+        let namespaces = if all {
+            Namespaces::All
+        } else if listed.is_empty() && t.namespace_selector.is_none() {
+            Namespaces::Only(vec![own_ns.to_string()])
+        } else {
+            Namespaces::Only(listed)
+        };
+        AffinityTerm {
+            selector: selector::of(t.label_selector.as_ref()),
+            namespaces,
+            topology_key: t.topology_key.clone(),
+            weight,
+        }
+    }
+
+    /// Whether the pod with these labels in this namespace is one the term selects.
+    pub fn matches(&self, ns: &str, labels: &BTreeMap<String, String>) -> bool {
+        let in_ns = match &self.namespaces {
+            Namespaces::All => true,
+            Namespaces::Only(l) => l.iter().any(|n| n == ns),
+        };
+        in_ns && self.selector.as_ref().is_some_and(|s| s.matches(labels))
+    }
+}
+
+/// A pod's `affinity.podAffinity` and `affinity.podAntiAffinity` terms.
+#[derive(Clone, Debug, Default)]
+pub struct PodAffinityTerms {
+    pub required_affinity: Vec<AffinityTerm>,
+    pub required_anti: Vec<AffinityTerm>,
+    pub preferred_affinity: Vec<AffinityTerm>,
+    pub preferred_anti: Vec<AffinityTerm>,
+}
+
+impl PodAffinityTerms {
+    pub fn of(pod: &Pod) -> PodAffinityTerms {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let aff = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let pa = aff.and_then(|a| a.pod_affinity.as_ref());
+        let anti = aff.and_then(|a| a.pod_anti_affinity.as_ref());
+        let req = |v: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
+            v.into_iter().flatten().map(|t| AffinityTerm::of(t, ns, 1)).collect()
+        };
+        let pref = |v: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<AffinityTerm> {
+            v.into_iter()
+                .flatten()
+                .map(|w| AffinityTerm::of(&w.pod_affinity_term, ns, i64::from(w.weight)))
+                .collect()
+        };
+        PodAffinityTerms {
+            required_affinity: req(
+                pa.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+            ),
+            required_anti: req(
+                anti.and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+            ),
+            preferred_affinity: pref(
+                pa.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref()),
+            ),
+            preferred_anti: pref(
+                anti.and_then(|p| p.preferred_during_scheduling_ignored_during_execution.as_ref()),
+            ),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.required_affinity.is_empty()
+            && self.required_anti.is_empty()
+            && self.preferred_affinity.is_empty()
+            && self.preferred_anti.is_empty()
     }
 }
 
@@ -57,8 +169,15 @@ pub struct NodeInfo {
     pub requested: Resources,
     pub nonzero_requested: Resources,
     pub pods: HashMap<String, PodUsage>,
-    /// Assigned pods per spread key.
-    pub spread: HashMap<String, i64>,
+    /// How many of `pods` have pod affinity/anti-affinity terms.
+    pub with_affinity: usize,
+}
+
+impl NodeInfo {
+    /// The node's labels (none while the node is unknown).
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.node.as_ref().and_then(|n| n.metadata.labels.as_ref())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +185,12 @@ pub struct Cache {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Pod uid → the node it is assigned to.
     pod_node: HashMap<String, String>,
+    /// Assigned pods with pod affinity/anti-affinity terms (the inter-pod plugins skip the pods
+    /// of nodes that have none).
+    pub with_affinity: usize,
+    /// The selectors of Services, ReplicationControllers, ReplicaSets and StatefulSets, for the
+    /// default topology spreading.
+    pub owners: Owners,
 }
 
 impl Cache {
@@ -98,15 +223,13 @@ impl Cache {
 
     /// Assigns a pod (by uid) to a node, replacing any earlier assignment of the same uid.
     pub fn add_pod(&mut self, uid: &str, node: &str, usage: PodUsage) {
-        if self.pod_node.get(uid).is_some_and(|n| n == node) {
-            return;
-        }
         self.remove_pod(uid);
         let info = self.nodes.entry(node.to_string()).or_default();
         info.requested.add(&usage.requests);
         info.nonzero_requested.add(&usage.nonzero);
-        if let Some(k) = &usage.spread_key {
-            *info.spread.entry(k.clone()).or_default() += 1;
+        if usage.affinity.is_some() {
+            info.with_affinity += 1;
+            self.with_affinity += 1;
         }
         info.pods.insert(uid.to_string(), usage);
         self.pod_node.insert(uid.to_string(), node.to_string());
@@ -119,13 +242,9 @@ impl Cache {
             if let Some(usage) = info.pods.remove(uid) {
                 info.requested.sub(&usage.requests);
                 info.nonzero_requested.sub(&usage.nonzero);
-                if let Some(k) = &usage.spread_key {
-                    if let Some(c) = info.spread.get_mut(k) {
-                        *c -= 1;
-                        if *c <= 0 {
-                            info.spread.remove(k);
-                        }
-                    }
+                if usage.affinity.is_some() {
+                    info.with_affinity -= 1;
+                    self.with_affinity -= 1;
                 }
             }
             if info.node.is_none() && info.pods.is_empty() {
@@ -202,15 +321,91 @@ pub fn pod_requests(pod: &Pod, nonzero: bool) -> Resources {
     total
 }
 
-/// Pods are spread by their controller (the owner reference with `controller: true`), or, when they
-/// have none, by namespace plus their exact labels. Pods with neither are not spread.
-pub fn spread_key(pod: &Pod) -> Option<String> {
-    let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
-    if let Some(o) = owner {
-        return Some(format!("owner:{}", o.uid));
+/// The selectors upstream's `helper.DefaultSelector` reads, by namespace and name.
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// Service selectors by (namespace, name); a Service without a selector is left out.
+    pub services_flat: HashMap<(String, String), BTreeMap<String, String>>,
+    pub rcs: HashMap<(String, String), BTreeMap<String, String>>,
+    pub replicasets: HashMap<(String, String), Option<Selector>>,
+    pub statefulsets: HashMap<(String, String), Option<Selector>>,
+}
+
+impl Owners {
+    /// Upstream's `DefaultSelector`: the selectors of the Services that select the pod, merged,
+    /// plus the selector of its controlling ReplicationController, ReplicaSet or StatefulSet.
+    /// Empty when there are none (then the pod is not spread by default).
+    pub fn default_selector(&self, pod: &Pod) -> Selector {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let empty = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let mut set: BTreeMap<String, String> = BTreeMap::new();
+        for ((_, _), sel) in self.services_flat.iter().filter(|((n, _), _)| *n == ns) {
+            if Selector::from_map(sel).matches(labels) {
+                set.extend(sel.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+        let Some(owner) = owner else { return Selector::from_map(&set) };
+        let key = (ns, owner.name.clone());
+        let group = owner.api_version.split('/').rev().nth(1).unwrap_or_default();
+        match (group, owner.kind.as_str()) {
+            ("", "ReplicationController") => {
+                if let Some(sel) = self.rcs.get(&key) {
+                    set.extend(sel.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                Selector::from_map(&set)
+            }
+            ("apps", "ReplicaSet") | ("apps", "StatefulSet") => {
+                let map = if owner.kind == "ReplicaSet" { &self.replicasets } else { &self.statefulsets };
+                let mut out = Selector::from_map(&set);
+                if let Some(Some(sel)) = map.get(&key) {
+                    out.add(sel.clone());
+                }
+                out
+            }
+            _ => Selector::from_map(&set),
+        }
     }
-    let labels = pod.metadata.labels.as_ref().filter(|l| !l.is_empty())?;
-    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Some(format!("labels:{ns}/{}", pairs.join(",")))
+}
+
+/// Building caches in the plugins' unit tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// A Ready node with 4 cpu, 8Gi, 110 pods and these labels (plus its hostname label).
+    pub fn node(name: &str, labels: Value) -> Node {
+        let mut l = labels.as_object().cloned().unwrap_or_default();
+        l.insert("kubernetes.io/hostname".into(), json!(name));
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": l},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap()
+    }
+
+    /// A pod in `default` with these labels and spec fields (containers default to one nginx).
+    pub fn pod(name: &str, labels: Value, spec: Value) -> Pod {
+        let mut spec = spec.as_object().cloned().unwrap_or_default();
+        spec.entry("containers").or_insert(json!([{"name": "c", "image": "nginx"}]));
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": name,
+            "labels": labels}, "spec": spec}))
+        .unwrap()
+    }
+
+    pub fn cache(nodes: Vec<Node>, pods: Vec<(&str, Pod)>) -> Cache {
+        let mut c = Cache::default();
+        for n in nodes {
+            c.set_node(n);
+        }
+        for (node, p) in pods {
+            c.add_pod(p.metadata.uid.as_deref().unwrap(), node, PodUsage::of(&p));
+        }
+        c
+    }
+
+    pub fn infos(c: &Cache) -> Vec<&NodeInfo> {
+        c.nodes.values().filter(|i| i.node.is_some()).collect()
+    }
 }

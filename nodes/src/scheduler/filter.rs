@@ -14,9 +14,42 @@ pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 
-/// The reasons this node cannot take the pod; empty when it can. `req` is the pod's requests.
-pub fn check(pod: &Pod, info: &NodeInfo, req: &Resources) -> Vec<String> {
-    let Some(node) = info.node.as_ref() else { return vec!["node(s) not found".into()] };
+/// Why a node cannot take a pod: upstream's reasons from the first filter plugin that failed, and
+/// whether preemption could help there (upstream's `Unschedulable`, as opposed to
+/// `UnschedulableAndUnresolvable`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Failure {
+    pub reasons: Vec<String>,
+    pub resolvable: bool,
+}
+
+impl Failure {
+    pub fn new(reason: impl Into<String>, resolvable: bool) -> Failure {
+        Failure { reasons: vec![reason.into()], resolvable }
+    }
+}
+
+/// The node-local filters (NodeUnschedulable, TaintToleration, NodeAffinity, NodeResourcesFit);
+/// None when the node passes them. `req` is the pod's requests.
+pub fn check(pod: &Pod, info: &NodeInfo, req: &Resources) -> Option<Failure> {
+    let reasons = check_reasons(pod, info, req);
+    if reasons.is_empty() {
+        return None;
+    }
+    // Only NodeResourcesFit's failures are worth a preemption attempt.
+    let resolvable = !reasons.iter().any(|r| {
+        r == REASON_UNSCHEDULABLE
+            || r == REASON_AFFINITY
+            || r.starts_with("node(s) had untolerated taint")
+            || r == REASON_NOT_FOUND
+    });
+    Some(Failure { reasons, resolvable })
+}
+
+const REASON_NOT_FOUND: &str = "node(s) not found";
+
+fn check_reasons(pod: &Pod, info: &NodeInfo, req: &Resources) -> Vec<String> {
+    let Some(node) = info.node.as_ref() else { return vec![REASON_NOT_FOUND.into()] };
     let tolerations: &[Toleration] =
         pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
     // NodeUnschedulable.
@@ -131,6 +164,13 @@ pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
     }
 }
 
+/// One node selector term against a node (its labels and name).
+pub fn term_matches_node(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    term_matches(term, labels, node.metadata.name.as_deref().unwrap_or_default())
+}
+
 /// One node selector term: all its expressions and fields must match; an empty term matches nothing.
 fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
@@ -165,17 +205,29 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
 }
 
 /// Upstream's FitError message: "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't
-/// match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not
-/// helpful for scheduling." (kplane does not preempt).
-pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
+/// match Pod's node affinity/selector. preemption: 0/3 nodes are available: 1 No preemption victims
+/// found for incoming pod, 2 Preemption is not helpful for scheduling." `reasons` counts nodes per
+/// reason, `resolvable` is how many nodes failed only in ways preemption could address: kplane
+/// does not preempt, and as upstream's preemption finds no victims among pods of equal priority
+/// (every pod here), those nodes read "No preemption victims found for incoming pod".
+pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>, resolvable: usize) -> String {
     if num_nodes == 0 {
         return "no nodes available to schedule pods".into();
     }
     let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
     parts.sort();
+    let mut pre = Vec::new();
+    if resolvable > 0 {
+        pre.push(format!("{resolvable} No preemption victims found for incoming pod"));
+    }
+    if num_nodes > resolvable {
+        pre.push(format!("{} Preemption is not helpful for scheduling", num_nodes - resolvable));
+    }
+    pre.sort();
     format!(
-        "0/{num_nodes} nodes are available: {}. preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful for scheduling.",
-        parts.join(", ")
+        "0/{num_nodes} nodes are available: {}. preemption: 0/{num_nodes} nodes are available: {}.",
+        parts.join(", "),
+        pre.join(", ")
     )
 }
 
@@ -233,9 +285,17 @@ mod tests {
         r.insert(REASON_AFFINITY.to_string(), 2);
         r.insert("Insufficient cpu".to_string(), 1);
         assert_eq!(
-            fit_error(3, &r),
+            fit_error(3, &r, 1),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector. \
-             preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+             preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+             2 Preemption is not helpful for scheduling."
+        );
+        let mut r = BTreeMap::new();
+        r.insert("node(s) didn't match pod anti-affinity rules".to_string(), 3);
+        assert_eq!(
+            fit_error(3, &r, 3),
+            "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+             preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
         );
     }
 }

@@ -5,5 +5,6 @@ mod kubelet;
 mod registration;
 mod runtime;
 mod scheduler;
+mod scoring;
 mod streams;
 mod traffic;
