@@ -258,3 +258,40 @@ async fn kube_rs_patch_apply_with_force() {
     assert_eq!(entries[0].manager.as_deref(), Some("two"));
     assert_eq!(entries[0].operation.as_deref(), Some("Apply"));
 }
+
+#[test]
+fn python_client_applies_server_side() {
+    let (_dir, kp) = start();
+    let script = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+config.load_kube_config(sys.argv[1])
+v1 = client.CoreV1Api()
+body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py"}, "data": {"k": "1"}}
+made = v1.patch_namespaced_config_map("py", "default", body, field_manager="py-one",
+                                      _content_type="application/apply-patch+yaml")
+assert made.data == {"k": "1"}, made.data
+assert made.metadata.managed_fields[0].operation == "Apply"
+body["data"]["k"] = "2"
+try:
+    v1.patch_namespaced_config_map("py", "default", body, field_manager="py-two",
+                                   _content_type="application/apply-patch+yaml")
+    raise SystemExit("no conflict")
+except ApiException as e:
+    assert e.status == 409, e.status
+    assert 'conflict with \\"py-one\\": .data.k' in e.body, e.body
+forced = v1.patch_namespaced_config_map("py", "default", body, field_manager="py-two", force=True,
+                                        _content_type="application/apply-patch+yaml")
+assert forced.data == {"k": "2"}, forced.data
+print("python apply: ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&kp.kubeconfig)
+        .output()
+        .expect("python3 with the kubernetes client (this test must not be skipped)");
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("python apply: ok"));
+}
