@@ -295,3 +295,30 @@ print("python apply: ok")
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("python apply: ok"));
 }
+
+#[test]
+fn every_kubectl_from_1_27_applies_server_side_and_diffs() {
+    let (_dir, kp) = start();
+    for minor in 27..=33 {
+        let name = format!("kubectl.1.{minor}");
+        let program = store::etcd_process::find_program(&name, &["/usr/lib/google-cloud-sdk/bin"])
+            .unwrap_or_else(|| panic!("{name} is missing: the version-skew checks need it"));
+        let program = program.to_string_lossy();
+        let manifest = |v: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: v{minor}\ndata:\n  a: \"{v}\"\n")
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cm.yaml");
+        std::fs::write(&file, manifest("1")).unwrap();
+        let f = file.to_string_lossy().to_string();
+        let o = kp.kubectl_program(&program, &["apply", "--server-side", "-f", &f]);
+        assert!(o.status.success(), "{name}: {}\n{}", stdout(&o), stderr(&o));
+        std::fs::write(&file, manifest("2")).unwrap();
+        let o = kp.kubectl_program(&program, &["diff", "--server-side", "-f", &f]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}\n{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("+  a: \"2\""), "{name}: {}", stdout(&o));
+        let o = kp.kubectl_program(&program, &["apply", "--server-side", "-f", &f]);
+        assert!(o.status.success(), "{name}: {}\n{}", stdout(&o), stderr(&o));
+        assert_eq!(get(&kp, &["cm", &format!("v{minor}")])["data"]["a"], "2", "{name}");
+    }
+}
