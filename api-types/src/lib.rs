@@ -26,6 +26,7 @@
 //!
 //! Invariant: this crate does no I/O. Everything here is a function of its arguments.
 
+pub mod apply;
 pub mod crd;
 pub mod events;
 pub mod fieldcheck;

@@ -47,7 +47,7 @@ pub const PATCH_META: &[(&str, &str, &str, Option<&str>)] = &[
 ];
 
 /// The definition a (possibly wrapped) `$ref` schema names.
-fn definition_of(s: &Value) -> Option<&str> {
+pub(crate) fn definition_of(s: &Value) -> Option<&str> {
     let mut cur = s;
     for _ in 0..4 {
         if let Some(r) = cur.get("$ref").and_then(Value::as_str) {

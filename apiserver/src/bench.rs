@@ -2,7 +2,8 @@
 //!
 //! It starts a real etcd (or uses `--etcd-servers`), starts `kplane apiserver` on it as a separate
 //! process (so its memory can be read), then measures with a plain HTTP/1.1 client:
-//! creates and GETs at concurrency C against raw etcd-client puts and gets (the anchor), the LIST
+//! creates and GETs at concurrency C against raw etcd-client puts and gets (the anchor), updates
+//! (merge patches) beside server-side applies of the same objects, the LIST
 //! of N pods, watch event delivery to W watchers, and the server's idle RSS.
 
 use std::fmt;
@@ -114,11 +115,21 @@ pub fn rss_mib(pid: u32) -> f64 {
 }
 
 async fn request(c: &HttpClient, method: &str, url: &str, body: Option<Value>) -> store::Result<(u16, Bytes)> {
+    request_as(c, method, url, "application/json", body).await
+}
+
+async fn request_as(
+    c: &HttpClient,
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: Option<Value>,
+) -> store::Result<(u16, Bytes)> {
     let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let req = http::Request::builder()
         .method(method)
         .uri(url)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(Full::new(bytes))
         .map_err(err)?;
     let resp = c.request(req).await.map_err(err)?;
@@ -143,6 +154,10 @@ pub struct Report {
     pub raw_txn_watched: Figure,
     pub api_create: Figure,
     pub api_get: Figure,
+    /// Merge patches of each created ConfigMap (Update operations).
+    pub api_update: Figure,
+    /// Server-side applies of each created ConfigMap (whole configuration, `force`).
+    pub api_apply: Figure,
     pub list_ms: f64,
     pub list_items: usize,
     pub watch: Figure,
@@ -233,6 +248,34 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
     })
     .await?;
 
+    // Updates (merge patches) and server-side applies of the same ConfigMaps, each changing the
+    // value; the applies take the field from the updater (force), as a controller's apply would.
+    let (h, b, n) = (http.clone(), base.clone(), args.creates.max(1));
+    let api_update = drive(args.creates, c, move |i| {
+        let (h, b) = (h.clone(), b.clone());
+        async move {
+            let url =
+                format!("{b}/api/v1/namespaces/default/configmaps/cm-{:08}?fieldManager=bench-update", i % n);
+            let patch = json!({"data": {"v": format!("{i:08}{}", "u".repeat(192))}});
+            let (code, body) =
+                request_as(&h, "PATCH", &url, "application/merge-patch+json", Some(patch)).await?;
+            expect(code, 200, "update", &body)
+        }
+    })
+    .await?;
+    let (h, b, n) = (http.clone(), base.clone(), args.creates.max(1));
+    let api_apply = drive(args.creates, c, move |i| {
+        let (h, b) = (h.clone(), b.clone());
+        async move {
+            let name = format!("cm-{:08}", i % n);
+            let url = format!("{b}/api/v1/namespaces/default/configmaps/{name}?fieldManager=bench-apply&force=true");
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": format!("{i:08}{}", "a".repeat(192))}});
+            let (code, body) = request_as(&h, "PATCH", &url, "application/apply-patch+yaml", Some(cm)).await?;
+            expect(code, 200, "apply", &body)
+        }
+    })
+    .await?;
+
     // LIST of N pods in their own namespace.
     let (code, body) = request(
         &http,
@@ -275,6 +318,8 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         raw_txn_watched: raw_txn,
         api_create,
         api_get,
+        api_update,
+        api_apply,
         list_ms: best,
         list_items,
         watch,
@@ -427,6 +472,16 @@ impl fmt::Display for Report {
             self.api_get.ops_per_sec,
             self.raw_get.ops_per_sec,
             ratio(self.api_get.ops_per_sec, self.raw_get.ops_per_sec)
+        )?;
+        writeln!(f, "{:<44} {:>12.0}", "updates/s (API merge PATCH)", self.api_update.ops_per_sec)?;
+        writeln!(
+            f,
+            "{:<44} {:>12.0} {:>12} {:>7.2}x   {:<22}",
+            "server-side applies/s (vs updates/s)",
+            self.api_apply.ops_per_sec,
+            "",
+            ratio(self.api_apply.ops_per_sec, self.api_update.ops_per_sec),
+            ">= 0.50x"
         )?;
         writeln!(
             f,

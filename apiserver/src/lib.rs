@@ -23,6 +23,7 @@
 //! Invariant: only this crate knows HTTP wire details. It reaches storage only through `store::Store`.
 
 mod admission;
+mod apply;
 pub mod audit;
 pub mod auth;
 pub mod bench;

@@ -8,42 +8,28 @@
 //! `Update` entry, which also gets the write's time; other managers lose them, and an entry left
 //! with no fields is dropped. A write that changes nothing changes no entry.
 //!
-//! What this does not do (said plainly, so no one relies on it): server-side apply (`Apply`
-//! entries and conflicts) is not served, and lists are owned as a whole (`f:containers: {}`)
-//! rather than per key (`k:{"name":...}`) as upstream's structured-merge-diff does with the
-//! schema's list types.
+//! The sets are computed by `api_types::apply` (structured-merge-diff's semantics: lists by their
+//! list type, `k:{"name":...}` for map-keyed items, `.` for maps and items that appeared), the same
+//! code server-side apply (`crate::apply`) keeps its `Apply` entries with, so the two kinds of
+//! entries live side by side: an update takes fields from appliers as from anyone.
 
-use std::collections::BTreeSet;
-
+use api_types::apply::{Node, Writer};
+use api_types::ResourceDef;
 use axum::http::HeaderMap;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::meta;
 use crate::params::Params;
-
-/// A field path: `["f:spec", "f:replicas"]`.
-type Path = Vec<String>;
-
-/// The metadata the server owns, which no manager is recorded for.
-const SERVER_FIELDS: &[&str] = &[
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "selfLink",
-    "managedFields",
-];
+use crate::strategy::Half;
 
 /// Who a write is attributed to.
 #[derive(Debug, Clone)]
 pub struct Manager {
     pub name: String,
     pub subresource: Option<&'static str>,
+    /// A server-side apply: its entries are computed by the apply, not by [`record`].
+    pub applied: bool,
 }
 
 impl Manager {
@@ -63,7 +49,39 @@ impl Manager {
                 agent.split('/').next().unwrap_or("").chars().take(128).collect()
             }
         };
-        Ok(Manager { name, subresource })
+        Ok(Manager { name, subresource, applied: false })
+    }
+}
+
+/// After the strategy reset what this half may not change, puts an apply's entries back (a status
+/// write starts from the stored object) and drops from the applier's entry the fields that were
+/// reset: `status` on the main resource, everything but `status` on the status subresource (as
+/// upstream's reset fields do).
+pub fn keep_applied(res: &ResourceDef, half: Half, manager: &Manager, obj: &mut Value, entries: Option<Value>) {
+    let Some(Value::Array(mut entries)) = entries else {
+        meta::remove(obj, "managedFields");
+        return;
+    };
+    for e in &mut entries {
+        let mine = e.get("manager").and_then(Value::as_str).unwrap_or("") == manager.name
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            && e.get("subresource").and_then(Value::as_str) == manager.subresource;
+        let Some(fields) = e.get_mut("fieldsV1").and_then(Value::as_object_mut).filter(|_| mine) else {
+            continue;
+        };
+        match half {
+            Half::Main if crate::strategy::has_status(res) => {
+                fields.remove("f:status");
+            }
+            Half::Status => fields.retain(|k, _| k == "f:status"),
+            _ => {}
+        }
+    }
+    entries.retain(|e| e.get("fieldsV1").and_then(Value::as_object).is_none_or(|m| !m.is_empty()));
+    if entries.is_empty() {
+        meta::remove(obj, "managedFields");
+    } else {
+        meta::set(obj, "managedFields", Value::Array(entries));
     }
 }
 
@@ -87,196 +105,68 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// The schema node server-side apply and the field manager read a resource's objects by: the
+/// CRD version's schema for custom resources, the kind's definition for built-in ones.
+pub fn node_of(res: &ResourceDef) -> Node<'static> {
+    if let Some(cr) = crate::crd::custom(res) {
+        return Node::root(&cr.spec.schema);
+    }
+    match api_types::schema::schema_of(res.group, res.version, res.kind) {
+        Some(s) => Node::root(s),
+        None => Node::untyped(),
+    }
+}
+
 /// Attributes the change from `old` (None for a create) to `new` to `manager`, rewriting `new`'s
-/// `managedFields`. Client-supplied entries in `new` are kept as given; an empty list resets them;
-/// none at all carries the old ones over, as upstream does.
-pub fn record(api_version: &str, manager: &Manager, new: &mut Value, old: Option<&Value>) {
-    let given = meta::meta(new).and_then(|m| m.get("managedFields")).cloned();
-    let mut entries: Vec<Value> = match (given, old) {
-        (Some(Value::Array(list)), _) => list,
-        (_, Some(old)) => meta::meta(old)
-            .and_then(|m| m.get("managedFields"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    let mut changed = BTreeSet::new();
-    let mut removed = BTreeSet::new();
-    diff(old, Some(&*new), &mut Vec::new(), &mut changed, &mut removed);
-    if changed.is_empty() && removed.is_empty() {
-        set_entries(new, entries);
+/// `managedFields` (an apply has done that already: nothing to do). Client-supplied entries in
+/// `new` are kept as given; an empty list resets them; none at all carries the old ones over,
+/// as upstream does. An object the schema cannot read (a list item without its key, which
+/// validation refuses anyway) keeps the entries it had.
+pub fn record(res: &ResourceDef, manager: &Manager, new: &mut Value, old: Option<&Value>) {
+    if manager.applied {
         return;
     }
-    let gone = |p: &Path| {
-        removed.iter().any(|r: &Path| p.starts_with(r))
-            || changed.iter().any(|c: &Path| p.starts_with(c) || c.starts_with(p))
+    let given = meta::meta(new).and_then(|m| m.get("managedFields")).is_some_and(Value::is_array);
+    let now = meta::now_rfc3339();
+    let api_version = res.api_version();
+    let writer = Writer {
+        manager: &manager.name,
+        subresource: manager.subresource,
+        api_version: &api_version,
+        time: &now,
     };
-    let mine = |e: &Value| {
-        e.get("manager").and_then(Value::as_str).unwrap_or("") == manager.name
-            && e.get("operation").and_then(Value::as_str) == Some("Update")
-            && e.get("subresource").and_then(Value::as_str) == manager.subresource
-    };
-    let mut owned = BTreeSet::new();
-    for e in &mut entries {
-        let fields = paths_of(e.get("fieldsV1"));
-        if mine(e) {
-            owned = fields.into_iter().filter(|p| !gone(p)).collect();
-        } else {
-            let kept: BTreeSet<Path> = fields.into_iter().filter(|p| !gone(p)).collect();
-            e["fieldsV1"] = tree_of(&kept);
-        }
-    }
-    entries.retain(|e| !mine(e) && e.get("fieldsV1").and_then(Value::as_object).is_some_and(|m| !m.is_empty()));
-    owned.extend(changed);
-    if !owned.is_empty() {
-        let mut entry = json!({
-            "manager": manager.name,
-            "operation": "Update",
-            "apiVersion": api_version,
-            "time": meta::now_rfc3339(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": tree_of(&owned),
-        });
-        if manager.name.is_empty() {
-            entry.as_object_mut().map(|m| m.remove("manager"));
-        }
-        if let Some(sub) = manager.subresource {
-            entry["subresource"] = json!(sub);
-        }
-        entries.push(entry);
-    }
-    set_entries(new, entries);
-}
-
-fn set_entries(obj: &mut Value, entries: Vec<Value>) {
-    if entries.is_empty() {
-        meta::remove(obj, "managedFields");
-    } else {
-        meta::set(obj, "managedFields", Value::Array(entries));
-    }
-}
-
-/// Whether a top-level field (`at` empty) or a metadata field (`at` = `[f:metadata]`) is one that
-/// field sets leave out: apiVersion, kind, and the metadata the server owns.
-fn skipped(at: &Path, key: &str) -> bool {
-    match at.as_slice() {
-        [] => key == "apiVersion" || key == "kind",
-        [m] if m == "f:metadata" => SERVER_FIELDS.contains(&key),
-        _ => false,
-    }
-}
-
-/// Collects the leaf paths whose value differs between `old` and `new` (present in `new`) into
-/// `changed`, and the paths that exist in `old` only (or changed shape) into `removed`.
-fn diff(
-    old: Option<&Value>,
-    new: Option<&Value>,
-    at: &mut Path,
-    changed: &mut BTreeSet<Path>,
-    removed: &mut BTreeSet<Path>,
-) {
-    match (old, new) {
-        (Some(Value::Object(o)), Some(Value::Object(n)))
-            if (!o.is_empty() && !n.is_empty()) || at.len() < 2 =>
-        {
-            for (k, nv) in n {
-                if skipped(at, k) {
-                    continue;
+    let before = new.clone();
+    if let Err(e) = api_types::apply::record_update(old, new, given, &node_of(res), &writer) {
+        tracing::debug!(error = %e.0, "managedFields not updated");
+        *new = before;
+        if !given {
+            match old.and_then(|o| meta::meta(o)).and_then(|m| m.get("managedFields")).cloned() {
+                Some(list) => {
+                    meta::set(new, "managedFields", list);
                 }
-                at.push(format!("f:{k}"));
-                diff(o.get(k), Some(nv), at, changed, removed);
-                at.pop();
-            }
-            for k in o.keys() {
-                if n.contains_key(k) || skipped(at, k) {
-                    continue;
-                }
-                at.push(format!("f:{k}"));
-                removed.insert(at.clone());
-                at.pop();
-            }
-        }
-        (Some(o), Some(n)) if o == n => {}
-        (old, Some(n)) => {
-            if old.is_some() {
-                removed.insert(at.clone());
-            }
-            leaves(n, at, changed);
-        }
-        (Some(_), None) => {
-            removed.insert(at.clone());
-        }
-        (None, None) => {}
-    }
-}
-
-/// Every leaf path of `v` under `at`: scalars, lists and empty maps are leaves.
-fn leaves(v: &Value, at: &mut Path, out: &mut BTreeSet<Path>) {
-    match v {
-        Value::Object(m) if !m.is_empty() || at.len() < 2 => {
-            for (k, child) in m {
-                if skipped(at, k) {
-                    continue;
-                }
-                at.push(format!("f:{k}"));
-                leaves(child, at, out);
-                at.pop();
-            }
-        }
-        _ => {
-            if !at.is_empty() {
-                out.insert(at.clone());
-            }
-        }
-    }
-}
-
-/// The paths a `fieldsV1` tree holds (its keys taken as they are, so entries written by others,
-/// with `k:`/`v:`/`.` keys, survive untouched unless a write takes their fields).
-fn paths_of(fields: Option<&Value>) -> BTreeSet<Path> {
-    fn walk(v: &Map<String, Value>, at: &mut Path, out: &mut BTreeSet<Path>) {
-        for (k, child) in v {
-            at.push(k.clone());
-            match child.as_object() {
-                Some(m) if !m.is_empty() => walk(m, at, out),
-                _ => {
-                    out.insert(at.clone());
+                None => {
+                    meta::remove(new, "managedFields");
                 }
             }
-            at.pop();
         }
     }
-    let mut out = BTreeSet::new();
-    if let Some(m) = fields.and_then(Value::as_object) {
-        walk(m, &mut Vec::new(), &mut out);
-    }
-    out
-}
-
-fn tree_of(paths: &BTreeSet<Path>) -> Value {
-    let mut root = Map::new();
-    for p in paths {
-        let mut node = &mut root;
-        for seg in p {
-            node = match node.entry(seg.clone()).or_insert_with(|| json!({})) {
-                Value::Object(m) => m,
-                other => {
-                    *other = json!({});
-                    other.as_object_mut().expect("just made an object")
-                }
-            };
-        }
-    }
-    Value::Object(root)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn dep_res() -> &'static ResourceDef {
+        api_types::resources::lookup("apps", "v1", "deployments").unwrap()
+    }
+
+    fn cm_res() -> &'static ResourceDef {
+        api_types::resources::lookup("", "v1", "configmaps").unwrap()
+    }
 
     fn mgr(name: &str, sub: Option<&'static str>) -> Manager {
-        Manager { name: name.into(), subresource: sub }
+        Manager { name: name.into(), subresource: sub, applied: false }
     }
 
     fn entries(obj: &Value) -> Vec<(String, Value)> {
@@ -297,14 +187,15 @@ mod tests {
             "metadata": {"name": "web", "namespace": "default", "uid": "u", "labels": {"app": "web"}},
             "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
         });
-        record("apps/v1", &mgr("kubectl-create", None), &mut dep, None);
+        record(dep_res(), &mgr("kubectl-create", None), &mut dep, None);
         let got = entries(&dep);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, "kubectl-create");
         assert_eq!(
             got[0].1,
-            json!({"f:metadata": {"f:labels": {"f:app": {}}},
-                   "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {}}}}})
+            json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                   "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {".": {},
+                       "k:{\"name\":\"c\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}})
         );
         assert_eq!(dep["metadata"]["managedFields"][0]["operation"], "Update");
         assert_eq!(dep["metadata"]["managedFields"][0]["fieldsType"], "FieldsV1");
@@ -312,7 +203,7 @@ mod tests {
         // kubectl scale takes spec.replicas over.
         let old = dep.clone();
         dep["spec"]["replicas"] = json!(3);
-        record("apps/v1", &mgr("kubectl", Some("scale")), &mut dep, Some(&old));
+        record(dep_res(), &mgr("kubectl", Some("scale")), &mut dep, Some(&old));
         let got = entries(&dep);
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got[0].1["f:spec"].get("f:replicas").is_none(), "{got:?}");
@@ -322,7 +213,7 @@ mod tests {
         // A status write by the controller is its own entry.
         let old = dep.clone();
         dep["status"] = json!({"replicas": 3});
-        record("apps/v1", &mgr("kube-controller-manager", Some("status")), &mut dep, Some(&old));
+        record(dep_res(), &mgr("kube-controller-manager", Some("status")), &mut dep, Some(&old));
         assert_eq!(
             entries(&dep)[2],
             ("kube-controller-manager".into(), json!({"f:status": {"f:replicas": {}}}))
@@ -331,34 +222,50 @@ mod tests {
         // A no-op changes nothing, not even a time.
         let before = dep.clone();
         let old = dep.clone();
-        record("apps/v1", &mgr("someone", None), &mut dep, Some(&old));
+        record(dep_res(), &mgr("someone", None), &mut dep, Some(&old));
         assert_eq!(dep, before);
 
         // Taking the last field of an entry drops the entry.
         let old = dep.clone();
         dep["spec"]["replicas"] = json!(5);
-        record("apps/v1", &mgr("hpa", None), &mut dep, Some(&old));
+        record(dep_res(), &mgr("hpa", None), &mut dep, Some(&old));
         let names: Vec<String> = entries(&dep).into_iter().map(|e| e.0).collect();
         assert_eq!(names, ["kubectl-create", "kube-controller-manager", "hpa"]);
+
+        // Replacing a container takes its fields from their owner; the new item is the writer's.
+        let old = dep.clone();
+        dep["spec"]["template"]["spec"]["containers"] = json!([{"name": "d", "image": "nginx"}]);
+        record(dep_res(), &mgr("editor", None), &mut dep, Some(&old));
+        let got = entries(&dep);
+        // The creator keeps the list itself; the replaced item's fields left it.
+        assert_eq!(got[0].1["f:spec"]["f:template"]["f:spec"]["f:containers"], json!({}), "{got:?}");
+        assert_eq!(
+            got[3].1,
+            json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"d\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}})
+        );
     }
 
     #[test]
     fn removed_fields_leave_every_owner_and_given_lists_win() {
-        let mut cm = json!({"metadata": {"name": "x", "labels": {"a": "1", "b": "2"}}, "data": {"k": "v"}});
-        record("v1", &mgr("one", None), &mut cm, None);
+        let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "labels": {"a": "1", "b": "2"}}, "data": {"k": "v"}});
+        record(cm_res(), &mgr("one", None), &mut cm, None);
         let old = cm.clone();
         cm["metadata"]["labels"].as_object_mut().unwrap().remove("a");
-        record("v1", &mgr("two", None), &mut cm, Some(&old));
+        record(cm_res(), &mgr("two", None), &mut cm, Some(&old));
         assert_eq!(
             entries(&cm),
-            [("one".into(), json!({"f:metadata": {"f:labels": {"f:b": {}}}, "f:data": {"f:k": {}}}))]
+            [(
+                "one".into(),
+                json!({"f:metadata": {"f:labels": {".": {}, "f:b": {}}}, "f:data": {".": {}, "f:k": {}}})
+            )]
         );
 
         // An empty list from the client resets the entries to just this write's.
         let old = cm.clone();
         cm["metadata"]["managedFields"] = json!([]);
         cm["data"]["k"] = json!("w");
-        record("v1", &mgr("three", None), &mut cm, Some(&old));
+        record(cm_res(), &mgr("three", None), &mut cm, Some(&old));
         assert_eq!(entries(&cm), [("three".into(), json!({"f:data": {"f:k": {}}}))]);
     }
 
@@ -386,10 +293,10 @@ mod tests {
             let obj = json!({"metadata": {"managedFields": bad}});
             assert!(!validate(&obj).is_empty(), "{bad}");
         }
-        let mut obj = json!({"metadata": {"name": "n", "managedFields": [{"manager": "m", "fieldsV1": {"f:a": {"k:{\"x\":1}": {}}}}]}, "a": 1});
+        let mut obj = json!({"metadata": {"name": "n", "managedFields": [{"manager": "m", "operation": "Update", "fieldsV1": {"f:a": {"k:{\"x\":1}": {}}}}]}, "a": 1});
         let old = obj.clone();
         obj["a"] = json!(2);
-        record("v1", &mgr("n", None), &mut obj, Some(&old));
+        record(cm_res(), &mgr("n", None), &mut obj, Some(&old));
         assert_eq!(entries(&obj), [("n".into(), json!({"f:a": {}}))]);
     }
 }

@@ -1,6 +1,7 @@
 //! Patches applied to stored objects: the patch module's algorithms with the OpenAPI schemas as the
 //! strategic-merge metadata, then the result decoded as the kind, as upstream's patcher decodes the
-//! patched JSON into the Go type before anything is stored.
+//! patched JSON into the Go type before anything is stored. Server-side apply of whole objects is
+//! `crate::apply`; an applied Scale merges here.
 
 use api_types::typecheck::{self, Dialect};
 use api_types::ResourceDef;
@@ -36,6 +37,22 @@ pub fn apply(res: &ResourceDef, pt: PatchType, old: &Value, body: &[u8]) -> ApiR
 /// Applies a patch to a Scale (plain JSON merge semantics for strategic patches: Scale has no
 /// lists) and decodes the result as an `autoscaling/v1` Scale.
 pub fn apply_scale(pt: PatchType, old: &Value, body: &[u8]) -> ApiResult<Value> {
+    if pt == PatchType::ApplyYaml {
+        // An applied Scale merges into the current one (a Scale has no lists to key).
+        let config: Value = serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !config.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                typecheck::json_kind(&config)
+            )));
+        }
+        let merged = api_types::apply::ops::merge(old, &config, &api_types::apply::Node::untyped())
+            .map_err(|e| ApiError::internal(e.0))?;
+        let json_body = config.to_string();
+        return decode_patched("autoscaling", "v1", "Scale", PatchType::Merge, merged, json_body.as_bytes())
+            .map(|(obj, _)| obj);
+    }
     let patched = api_types::patch::apply(pt, old, body, &api_types::patch::NoSchema).map_err(to_api)?;
     decode_patched("autoscaling", "v1", "Scale", pt, patched, body).map(|(obj, _)| obj)
 }

@@ -52,7 +52,7 @@ fn tracks_generation(res: &ResourceDef) -> bool {
         || crate::crd::custom(res).is_some()
 }
 
-fn has_status(res: &ResourceDef) -> bool {
+pub(crate) fn has_status(res: &ResourceDef) -> bool {
     res.has(api_types::Subresource::Status)
 }
 

@@ -143,8 +143,9 @@ async fn bad_input_gets_upstreams_status_and_writes_nothing() {
         &format!("{cms}/s"),
         "application/apply-patch+yaml",
         b"{}".to_vec(),
-        415,
-        "UnsupportedMediaType",
+        // Server-side apply is served; without a fieldManager it is upstream's 422.
+        422,
+        "Invalid",
     )
     .await;
     a.refused(

@@ -13,7 +13,7 @@
 //! | situation | upstream | here |
 //! | --- | --- | --- |
 //! | Content-Type not a patch type | 415 UnsupportedMediaType, "the body of the request was in an unknown format - accepted media types include: …" | [`PatchError::UnsupportedMediaType`] |
-//! | `application/apply-patch+yaml` (server-side apply) | handled by the field manager; 415 when SSA is off | [`PatchError::ApplyNotSupported`] (415) |
+//! | `application/apply-patch+yaml` (server-side apply) | handled by the field manager | `crate::apply` (this module's [`apply`]: [`PatchError::ApplyNotSupported`], 415) |
 //! | body not decodable (any patch type) | 400 BadRequest with the decoder's message (merge patch: "Invalid JSON Patch") | [`PatchError::MalformedPatch`] |
 //! | JSON patch with more than 10000 operations | 413 RequestEntityTooLarge | [`PatchError::TooManyOperations`] |
 //! | JSON patch operation fails (test fails, path missing, unknown op) | 422 Invalid, generic message "the server rejected our request due to an error in our request" (the detail is dropped) | [`PatchError::JsonPatchFailed`] |
@@ -38,10 +38,10 @@ use serde_json::Value;
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
 /// The patch media types kplane accepts, in the order upstream lists them in its 415 message.
-/// `application/apply-patch+yaml` is left out until server-side apply exists, which is exactly what
-/// upstream lists when its ServerSideApply feature is off.
-pub const SUPPORTED_PATCH_MEDIA_TYPES: [&str; 3] =
-    [PatchType::JSON, PatchType::MERGE, PatchType::STRATEGIC_MERGE];
+/// `application/apply-patch+yaml` is server-side apply, served by the API server with
+/// `crate::apply` (this module's [`apply`] does not do it).
+pub const SUPPORTED_PATCH_MEDIA_TYPES: [&str; 4] =
+    [PatchType::JSON, PatchType::MERGE, PatchType::STRATEGIC_MERGE, PatchType::APPLY_YAML];
 
 /// The kind of a PATCH body, chosen by its Content-Type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,8 +52,9 @@ pub enum PatchType {
     Merge,
     /// `application/strategic-merge-patch+json`: Kubernetes' strategic merge patch.
     StrategicMerge,
-    /// `application/apply-patch+yaml`: server-side apply. Recognised so the API server can answer it
-    /// precisely, but [`apply`] rejects it with [`PatchError::ApplyNotSupported`].
+    /// `application/apply-patch+yaml`: server-side apply, which is not a patch algorithm here: the
+    /// API server serves it with `crate::apply`; [`apply`] rejects it with
+    /// [`PatchError::ApplyNotSupported`].
     ApplyYaml,
 }
 

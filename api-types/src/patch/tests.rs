@@ -71,7 +71,8 @@ fn unknown_content_type_is_415_with_upstream_message() {
         assert_eq!(
             status.message,
             "the body of the request was in an unknown format - accepted media types include: \
-             application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+             application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, \
+             application/apply-patch+yaml"
         );
     }
 }

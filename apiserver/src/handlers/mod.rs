@@ -112,7 +112,7 @@ pub async fn read(st: &AppState, rp: &ResourcePath, name: &str) -> ApiResult<(Va
     Ok((decode(rp.res, &kv)?, kv.mod_revision))
 }
 
-fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+pub(crate) fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
         if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
             resp.headers_mut().append("Warning", v);

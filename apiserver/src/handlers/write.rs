@@ -61,10 +61,23 @@ pub(crate) async fn create(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let res = rp.res;
     let dry_run = params.dry_run("CreateOptions")?;
     let manager = Manager::of(params, headers, None)?;
-    let (mut obj, warnings) = decode_validated(res, params, headers, body)?;
+    let (obj, warnings) = decode_validated(rp.res, params, headers, body)?;
+    create_object(st, rp, headers, obj, &warnings, &manager, dry_run).await
+}
+
+/// The create path after decoding: a POST's object, or the object a server-side apply creates.
+pub(crate) async fn create_object(
+    st: &AppState,
+    rp: &ResourcePath,
+    headers: &HeaderMap,
+    mut obj: Value,
+    warnings: &[String],
+    manager: &Manager,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let res = rp.res;
     check_namespace(rp, &mut obj)?;
     for field in ["resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta::remove(&mut obj, field);
@@ -78,6 +91,10 @@ pub(crate) async fn create(
     meta::set(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
     meta::set(&mut obj, "creationTimestamp", json!(meta::now_rfc3339()));
     strategy::prepare_create(res, &mut obj);
+    if manager.applied {
+        let entries = meta::meta(&obj).and_then(|m| m.get("managedFields")).cloned();
+        managed::keep_applied(res, Half::Main, manager, &mut obj, entries);
+    }
     crate::admission::on_create(st, res, &mut obj).await?;
     let name = meta::name(&obj).unwrap_or("").to_string();
     let mut causes = strategy::validate(res, &obj, None);
@@ -86,7 +103,7 @@ pub(crate) async fn create(
         return Err(ApiError::invalid(res, &name, causes));
     }
     crate::admission::check_quota(st, res, &obj).await?;
-    managed::record(&res.api_version(), &manager, &mut obj, None);
+    managed::record(res, manager, &mut obj, None);
     check_namespace_accepts(st, rp).await?;
     // An existing Service is AlreadyExists before its allocation could fail for its sake (the create
     // below still guards the race; other kinds allocate nothing, so they skip the extra read).
@@ -102,7 +119,7 @@ pub(crate) async fn create(
         // Everything ran but the write: the object as it would be, with no resourceVersion.
         return Ok(with_warnings(
             crate::render::object_with_code(res, obj, 0, headers, StatusCode::CREATED),
-            &warnings,
+            warnings,
         ));
     }
     let mut retried_lease = false;
@@ -130,7 +147,7 @@ pub(crate) async fn create(
             meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
             Ok(with_warnings(
                 crate::render::object_with_code(res, obj, kv.mod_revision, headers, StatusCode::CREATED),
-                &warnings,
+                warnings,
             ))
         }
         Err(e) => {
@@ -178,14 +195,19 @@ pub async fn write_update(
     old_rev: i64,
 ) -> Result<(Value, i64), (ApiError, bool)> {
     let res = rp.res;
+    let applied_entries =
+        ctx.manager.applied.then(|| meta::meta(&new).and_then(|m| m.get("managedFields")).cloned());
     strategy::prepare_update(res, ctx.half, &mut new, old);
+    if let Some(entries) = applied_entries {
+        managed::keep_applied(res, ctx.half, ctx.manager, &mut new, entries);
+    }
     meta::set(&mut new, "name", json!(name));
     let mut causes = strategy::validate(res, &new, Some(old));
     causes.extend(managed::validate(&new));
     if !causes.is_empty() {
         return Err((ApiError::invalid(res, name, causes), false));
     }
-    managed::record(&res.api_version(), ctx.manager, &mut new, Some(old));
+    managed::record(res, ctx.manager, &mut new, Some(old));
     let mut unchanged_new = new.clone();
     meta::remove(&mut unchanged_new, "resourceVersion");
     let mut unchanged_old = old.clone();
@@ -325,6 +347,15 @@ pub(crate) async fn patch(
     let res = rp.res;
     let dry_run = params.dry_run("PatchOptions")?;
     let patch_type = patch_type(headers)?;
+    if patch_type == crate::patching::PatchType::ApplyYaml {
+        return crate::apply::patch(st, rp, name, half, params, headers, body).await;
+    }
+    if params.get("force").is_some() {
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
+            crate::error::Cause::forbidden("force", "may not be specified for non-apply patch"),
+        ));
+    }
     // Patch is an update transform: the same validation and conflict retry as PUT.
     let mut warnings = Vec::new();
     let manager = Manager::of(params, headers, half.subresource())?;
