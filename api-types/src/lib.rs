@@ -36,6 +36,7 @@ pub mod patch;
 pub mod patchmeta;
 pub mod printing;
 pub mod protobuf;
+pub mod quota;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

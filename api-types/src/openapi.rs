@@ -502,24 +502,19 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
                 let n = names(&id, "Scale", format!("scale of the specified {}", r.kind));
                 read_write_ops(&mut p, &n, ("autoscaling", "v1", "Scale"), &schema_ref(scale), &tag);
             }
-            Subresource::Binding => {
-                let Some(binding) = schema::definition_name("", "v1", "Binding") else {
+            Subresource::Binding | Subresource::Eviction => {
+                let (group, kind) =
+                    if *sub == Subresource::Binding { ("", "Binding") } else { ("policy", "Eviction") };
+                let Some(def) = schema::definition_name(group, "v1", kind) else {
                     continue;
                 };
-                let binding = schema_ref(binding);
+                let def = schema_ref(def);
                 let params = vec![dry_run(), field_manager(), field_validation()];
-                let created = responses(&[("200", "OK"), ("201", "Created"), ("202", "Accepted")], &binding);
-                let what = format!("create binding of a {}", r.kind);
-                let post_body = Some(body(content(binding)));
-                let post = op(
-                    id("create", "Binding"),
-                    what,
-                    "post",
-                    ("", "v1", "Binding"),
-                    params,
-                    post_body,
-                    created,
-                );
+                let created = responses(&[("200", "OK"), ("201", "Created"), ("202", "Accepted")], &def);
+                let what = format!("create {} of a {}", kind.to_lowercase(), r.kind);
+                let post_body = Some(body(content(def)));
+                let post =
+                    op(id("create", kind), what, "post", (group, "v1", kind), params, post_body, created);
                 p.insert("post".into(), post);
             }
             Subresource::Finalize => {

@@ -13,6 +13,8 @@ pub enum Subresource {
     Binding,
     /// `pods/log`: the pod's log.
     Log,
+    /// `pods/eviction`: a policy/v1 Eviction, honouring PodDisruptionBudgets.
+    Eviction,
     /// `namespaces/finalize`: the namespace controller's removal of `spec.finalizers`.
     Finalize,
     /// `serviceaccounts/token`: a TokenRequest, answered with a signed token.
@@ -30,6 +32,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
             Subresource::Exec => "exec",
@@ -143,7 +146,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
         short: &["ns"], cat: NONE, sub: &[Status, Finalize], fields: &["status.phase"]),
     res!("", "v1", "Pod", "pods", "pod", true, "/registry/pods",
-        short: &["po"], cat: ALL, sub: &[Status, Binding, Log, Exec, Attach, PortForward],
+        short: &["po"], cat: ALL, sub: &[Status, Binding, Eviction, Log, Exec, Attach, PortForward],
         fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
                   "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"]),
     res!("", "v1", "Service", "services", "service", true, "/registry/services/specs",

@@ -121,6 +121,7 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("apiregistration.k8s.io", "v1", "APIService") => add::<apiregistration::v1::APIService>(gen),
 
         ("", "v1", "Binding") => add::<core::v1::Binding>(gen),
+        ("policy", "v1", "Eviction") => add::<policy::v1::Eviction>(gen),
         ("apps", "v1", "Deployment") => add::<apps::v1::Deployment>(gen),
         ("apps", "v1", "ReplicaSet") => add::<apps::v1::ReplicaSet>(gen),
         ("autoscaling", "v1", "Scale") => add::<autoscaling::v1::Scale>(gen),
@@ -152,8 +153,9 @@ fn build() -> Registry {
     let mut gen = SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
     // Subresource kinds are served too (pods/binding, */scale, serviceaccounts/token), so they get GVKs like upstream's.
-    let extras: [(&'static str, &'static str, &str); 3] = [
+    let extras: [(&'static str, &'static str, &str); 4] = [
         ("", "v1", "Binding"),
+        ("policy", "v1", "Eviction"),
         ("autoscaling", "v1", "Scale"),
         ("authentication.k8s.io", "v1", "TokenRequest"),
     ];

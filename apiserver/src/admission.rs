@@ -25,6 +25,8 @@ use std::sync::Arc;
 use api_types::ResourceDef;
 use serde_json::{json, Value};
 
+use api_types::quota::{counts_toward_quota, format_milli, milli, resource_list, usage_of};
+
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
@@ -77,85 +79,7 @@ async fn objects_in(st: &AppState, res: &'static ResourceDef, ns: &str) -> Resul
     list.items.iter().map(|kv| crate::objects::decode(res, kv).map(Arc::new).map_err(|e| e.message)).collect()
 }
 
-/// A Kubernetes quantity in thousandths (`500m` -> 500, `1Gi` -> 1073741824000). None when it
-/// does not parse (typed decoding has refused those already).
-pub fn milli(q: &str) -> Option<i128> {
-    let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    let negative = int.starts_with('-');
-    let int = int.trim_start_matches(['+', '-']);
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    // Work in units of 10^-9 so every decimal suffix and fraction up to nine digits is exact.
-    let frac: String = frac.chars().take(9).collect();
-    let mut nanos: i128 = int.parse::<i128>().unwrap_or(0).checked_mul(1_000_000_000)?;
-    if !frac.is_empty() {
-        nanos += frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32);
-    }
-    let (mul, div): (i128, i128) = match suffix {
-        "" => (1, 1),
-        "n" => (1, 1_000_000_000),
-        "u" => (1, 1_000_000),
-        "m" => (1, 1_000),
-        "k" => (1_000, 1),
-        "M" => (1_000_000, 1),
-        "G" => (1_000_000_000, 1),
-        "T" => (1_000_000_000_000, 1),
-        "P" => (1_000_000_000_000_000, 1),
-        "E" => (1_000_000_000_000_000_000, 1),
-        "Ki" => (1 << 10, 1),
-        "Mi" => (1 << 20, 1),
-        "Gi" => (1 << 30, 1),
-        "Ti" => (1 << 40, 1),
-        "Pi" => (1 << 50, 1),
-        "Ei" => (1 << 60, 1),
-        s if s.starts_with(['e', 'E']) => {
-            let exp: i32 = s[1..].parse().ok()?;
-            if exp >= 0 {
-                (10i128.checked_pow(exp as u32)?, 1)
-            } else {
-                (1, 10i128.checked_pow(exp.unsigned_abs())?)
-            }
-        }
-        _ => return None,
-    };
-    let value = nanos.checked_mul(mul)? / div / 1_000_000;
-    Some(if negative { -value } else { value })
-}
-
-/// A sum of quantities printed as upstream's canonical forms mostly read: whole numbers plain,
-/// binary multiples with their suffix, the rest in milli-units.
-pub fn format_milli(m: i128) -> String {
-    if m % 1000 != 0 {
-        return format!("{m}m");
-    }
-    let v = m / 1000;
-    for (suffix, unit) in [
-        ("Ei", 1i128 << 60),
-        ("Pi", 1 << 50),
-        ("Ti", 1 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ] {
-        if v != 0 && v % unit == 0 {
-            return format!("{}{suffix}", v / unit);
-        }
-    }
-    v.to_string()
-}
-
 const LIMIT_RANGER_ANNOTATION: &str = "kubernetes.io/limit-ranger";
-
-/// A resource list (`{"cpu": "100m"}`) as name -> quantity string.
-fn resource_list(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, q)| q.as_str().map(|q| (k.clone(), q.to_string()))).collect())
-        .unwrap_or_default()
-}
 
 /// Upstream's LimitRanger for pods: defaults (as `SetDefaults_LimitRangeItem` completes them), then
 /// the min/max checks of each Container item.
@@ -279,88 +203,6 @@ async fn limit_ranger(st: &AppState, res: &ResourceDef, pod: &mut Value) -> ApiR
         1 => Err(ApiError::forbidden(res, &name, &errors[0])),
         _ => Err(ApiError::forbidden(res, &name, &format!("[{}]", errors.join(", ")))),
     }
-}
-
-/// The resource names a pod's containers set under `field` (`requests`/`limits`), summed.
-fn pod_resources(pod: &Value, field: &str) -> std::collections::BTreeMap<String, i128> {
-    let mut out = std::collections::BTreeMap::new();
-    for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        for (k, q) in resource_list(c.pointer(&format!("/resources/{field}"))) {
-            *out.entry(k).or_insert(0) += milli(&q).unwrap_or(0);
-        }
-    }
-    // Init containers run one at a time, before the others: the pod needs the larger of the two.
-    for c in pod.pointer("/spec/initContainers").and_then(Value::as_array).into_iter().flatten() {
-        for (k, q) in resource_list(c.pointer(&format!("/resources/{field}"))) {
-            let v = milli(&q).unwrap_or(0);
-            let e = out.entry(k).or_insert(0);
-            *e = (*e).max(v);
-        }
-    }
-    out
-}
-
-/// What one object adds to each quota resource name, as upstream's evaluators count it.
-fn usage_of(res: &ResourceDef, obj: &Value) -> std::collections::BTreeMap<String, i128> {
-    let mut u = std::collections::BTreeMap::new();
-    let count_key = if res.group.is_empty() {
-        format!("count/{}", res.plural)
-    } else {
-        format!("count/{}.{}", res.plural, res.group)
-    };
-    u.insert(count_key, 1000);
-    if res.group.is_empty() {
-        let legacy = match res.kind {
-            "Pod" => Some("pods"),
-            "Service" => Some("services"),
-            "ConfigMap" => Some("configmaps"),
-            "Secret" => Some("secrets"),
-            "PersistentVolumeClaim" => Some("persistentvolumeclaims"),
-            "ReplicationController" => Some("replicationcontrollers"),
-            "ResourceQuota" => Some("resourcequotas"),
-            _ => None,
-        };
-        if let Some(l) = legacy {
-            u.insert(l.to_string(), 1000);
-        }
-    }
-    match (res.group, res.kind) {
-        ("", "Pod") => {
-            for (k, v) in pod_resources(obj, "requests") {
-                u.insert(format!("requests.{k}"), v);
-                if k == "cpu" || k == "memory" || k == "ephemeral-storage" {
-                    u.insert(k, v);
-                }
-            }
-            for (k, v) in pod_resources(obj, "limits") {
-                u.insert(format!("limits.{k}"), v);
-            }
-        }
-        ("", "Service") => {
-            let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
-            if ty == "NodePort" || ty == "LoadBalancer" {
-                let ports = obj.pointer("/spec/ports").and_then(Value::as_array).map_or(0, Vec::len);
-                u.insert("services.nodeports".into(), ports as i128 * 1000);
-            }
-            if ty == "LoadBalancer" {
-                u.insert("services.loadbalancers".into(), 1000);
-            }
-        }
-        ("", "PersistentVolumeClaim") => {
-            if let Some(q) = obj.pointer("/spec/resources/requests/storage").and_then(Value::as_str) {
-                u.insert("requests.storage".into(), milli(q).unwrap_or(0));
-            }
-        }
-        _ => {}
-    }
-    u
-}
-
-/// Finished pods use nothing (upstream's `QuotaV1Pod`).
-fn counts_toward_quota(res: &ResourceDef, obj: &Value) -> bool {
-    !(res.kind == "Pod"
-        && res.group.is_empty()
-        && matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
 }
 
 /// Pod compute resources a quota on them requires every container to state (upstream's
@@ -537,21 +379,6 @@ fn default_toleration_seconds(pod: &mut Value, seconds: i64, taint: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities_parse_and_print() {
-        assert_eq!(milli("500m"), Some(500));
-        assert_eq!(milli("1"), Some(1000));
-        assert_eq!(milli("1.5"), Some(1500));
-        assert_eq!(milli("1Gi"), Some(1_073_741_824_000));
-        assert_eq!(milli("256Mi"), Some(268_435_456_000));
-        assert_eq!(milli("2k"), Some(2_000_000));
-        assert_eq!(milli("1e3"), Some(1_000_000));
-        assert_eq!(milli("x"), None);
-        assert_eq!(format_milli(500), "500m");
-        assert_eq!(format_milli(3000), "3");
-        assert_eq!(format_milli(536_870_912_000), "512Mi");
-    }
 
     #[test]
     fn quota_usage_and_constraints() {

@@ -160,6 +160,7 @@ fn subresource(
         Subresource::Status => (r.kind, &["get", "patch", "update"], None),
         Subresource::Scale => ("Scale", &["get", "patch", "update"], Some(("autoscaling", "v1"))),
         Subresource::Binding => ("Binding", &["create"], None),
+        Subresource::Eviction => ("Eviction", &["create"], Some(("policy", "v1"))),
         Subresource::Log => ("Pod", &["get"], None),
         Subresource::Finalize => (r.kind, &["update"], None),
         Subresource::Token => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),

@@ -295,7 +295,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.status_text();
-        (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut resp = (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        // As upstream's response writer: a suggested retry is also the Retry-After header.
+        let retry = self.details.as_ref().and_then(|d| d.get("retryAfterSeconds")).and_then(Value::as_i64);
+        if let Some(secs) = retry.filter(|s| *s > 0) {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -7,7 +7,7 @@
 //! - `handlers/`: get, list, create, update, patch, delete, deletecollection for every resource.
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
-//! - `subresources.rs`: scale and pods/binding; `podlog.rs`: pods/log, proxied to the pod's kubelet;
+//! - `subresources.rs`: scale and pods/binding; `eviction.rs`: pods/eviction honouring PodDisruptionBudgets; `podlog.rs`: pods/log, proxied to the pod's kubelet;
 //!   `synthetic.rs`: componentstatuses and selfsubjectaccessreviews; `tokenrequest.rs`:
 //!   `serviceaccounts/token` (ServiceAccount JWTs, signed in `auth/serviceaccount.rs`).
 //! - `services.rs`: ClusterIP and node-port allocation. `admission.rs`: default-on mutating admission.
@@ -31,6 +31,7 @@ mod cacher;
 mod crd;
 mod discovery;
 mod error;
+mod eviction;
 mod handlers;
 mod managed;
 mod meta;

@@ -78,6 +78,9 @@ pub async fn serve(
         ("POST", "binding") if res.kind == "Pod" => {
             bind(st, rp, name, headers, body, params.dry_run("CreateOptions")?).await
         }
+        ("POST", "eviction") if res.has(api_types::Subresource::Eviction) => {
+            crate::eviction::evict(st, rp, name, params, headers, body).await
+        }
         ("POST", "token") if res.has(api_types::Subresource::Token) => {
             // Not a storage write: the options are checked, and a token is minted either way.
             params.dry_run("CreateOptions")?;

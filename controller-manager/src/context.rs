@@ -193,6 +193,12 @@ impl Ctx {
         if c.enabled("endpointslice") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpointslice::run(self.clone(), stop.clone())));
         }
+        if c.enabled("disruption") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::disruption::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("resourcequota") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::resourcequota::run(self.clone(), stop.clone())));
+        }
         if c.enabled("garbagecollector") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::gc::run(self.clone(), stop.clone())));
         }

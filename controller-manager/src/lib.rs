@@ -11,6 +11,8 @@
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `job/`: the Job controller (completions, Indexed, back-off, failure/success policies, suspend);
 //!   `ttlafterfinished`: deletes finished Jobs after `ttlSecondsAfterFinished`.
+//! - `disruption`: PodDisruptionBudget status (expected/healthy pods, disruptions allowed).
+//! - `resourcequota`: ResourceQuota status (`status.hard`, `status.used`).
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
 //! - `events`: event recording off the reconcile path; `util`: pure helpers.
@@ -24,6 +26,7 @@ use tokio::task::JoinSet;
 
 mod context;
 mod deployment;
+mod disruption;
 mod endpoints;
 mod endpointslice;
 mod events;
@@ -36,6 +39,7 @@ mod namespace;
 mod nodeipam;
 mod nodelifecycle;
 mod replicas;
+mod resourcequota;
 mod serviceaccount;
 mod ttlafterfinished;
 mod util;
@@ -92,6 +96,10 @@ pub struct Config {
     pub node_monitor_grace_period: Duration,
     /// `--node-monitor-period`.
     pub node_monitor_period: Duration,
+    /// `--resource-quota-sync-period`: the full recount of every quota.
+    pub resource_quota_sync_period: Duration,
+    /// `--concurrent-resource-quota-syncs`.
+    pub concurrent_resource_quota_syncs: u16,
 }
 
 impl Default for Config {
@@ -120,6 +128,8 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
+            resource_quota_sync_period: Duration::from_secs(300),
+            concurrent_resource_quota_syncs: 5,
         }
     }
 }

@@ -336,6 +336,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["coordination.k8s.io"], &["leases"], &rw),
         // As upstream's edit role: stepping into pods, and reading those subresources.
         rule(&[""], &["pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], &rw),
+        // As upstream's edit role: evicting pods (kubectl drain).
+        rule(&[""], &["pods/eviction"], &["create"]),
     ];
     edit_rules.extend(view_rules.iter().cloned());
     let mut admin_rules = edit_rules.clone();
