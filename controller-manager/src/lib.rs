@@ -11,6 +11,7 @@
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
+//! - `hpa/`: the HorizontalPodAutoscaler controller (metrics.k8s.io, scale subresource, behavior).
 //! - `events`: event recording off the reconcile path; `util`: pure helpers.
 
 use std::future::Future;
@@ -27,6 +28,7 @@ mod endpointslice;
 mod events;
 mod expectations;
 mod gc;
+mod hpa;
 mod informer;
 pub mod leader;
 mod namespace;
@@ -84,6 +86,11 @@ pub struct Config {
     pub node_monitor_grace_period: Duration,
     /// `--node-monitor-period`.
     pub node_monitor_period: Duration,
+    /// `--horizontal-pod-autoscaler-sync-period`.
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// `--horizontal-pod-autoscaler-downscale-stabilization`: the scale-down window of HPAs whose
+    /// behavior sets none.
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
 }
 
 impl Default for Config {
@@ -110,6 +117,8 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
+            horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
+            horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
         }
     }
 }
