@@ -75,6 +75,12 @@ pub struct ControllerArgs {
     /// A node whose kubelet has not reported for this long is marked NotReady (Unknown) and tainted.
     #[arg(long, default_value = "40s", value_parser = parse_go_duration)]
     pub node_monitor_grace_period: Duration,
+    /// How often each HorizontalPodAutoscaler is reconciled.
+    #[arg(long, default_value = "15s", value_parser = parse_go_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// The scale-down stabilization window of HPAs whose behavior sets none.
+    #[arg(long, default_value = "5m", value_parser = parse_go_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
 }
 
 impl ControllerArgs {
@@ -88,6 +94,9 @@ impl ControllerArgs {
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             node_monitor_grace_period: self.node_monitor_grace_period,
+            horizontal_pod_autoscaler_sync_period: self.horizontal_pod_autoscaler_sync_period,
+            horizontal_pod_autoscaler_downscale_stabilization: self
+                .horizontal_pod_autoscaler_downscale_stabilization,
             ..controller_manager::Config::default()
         }
     }
@@ -102,6 +111,11 @@ pub struct NodeArgs {
     /// Longest grace period a deleted pod is given on a simulated node (the pod's own if shorter).
     #[arg(long, default_value = "2s", value_parser = parse_go_duration)]
     pub max_pod_grace_period: Duration,
+    /// Simulated usage: the CPU one request answered by a simulated server costs, in
+    /// millicore-seconds (so N requests/s use N × this many millicores; `/metrics/resource`,
+    /// `kubectl top`, HPAs).
+    #[arg(long, default_value_t = 1.0)]
+    pub simulated_cpu_per_request: f64,
 }
 
 impl NodeArgs {
@@ -112,6 +126,7 @@ impl NodeArgs {
         cfg.lease_renew_interval =
             Duration::from_secs_f64(f64::from(self.node_lease_duration_seconds.max(1)) / 4.0);
         cfg.max_grace = self.max_pod_grace_period;
+        cfg.usage.cpu_per_request_millicores = self.simulated_cpu_per_request.max(0.0);
         cfg
     }
 }

@@ -54,7 +54,8 @@ fn groups(registry: &Registry) -> Vec<&'static str> {
 
 /// `/apis`: every named group.
 pub fn api_group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = groups(registry).into_iter().map(|g| group_entry(registry, g)).collect();
+    let mut groups: Vec<Value> = groups(registry).into_iter().map(|g| group_entry(registry, g)).collect();
+    groups.push(crate::metrics_api::group_entry());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -224,7 +225,7 @@ impl Aggregated {
     pub fn document(self, registry: &Registry, legacy: bool) -> Value {
         let all = registry.all();
         let group_names: Vec<&'static str> = if legacy { vec![""] } else { groups(registry) };
-        let items: Vec<Value> = group_names
+        let mut items: Vec<Value> = group_names
             .into_iter()
             .map(|g| {
                 let versions: Vec<&'static str> = if legacy { vec!["v1"] } else { registry.versions_of(g) };
@@ -269,6 +270,10 @@ impl Aggregated {
                 json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})
             })
             .collect();
+        if !legacy {
+            // Aggregated APIs come after the built-in groups, as upstream's aggregator lists them.
+            items.push(crate::metrics_api::aggregated_entry());
+        }
         json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{}", self.version()),
                "metadata": {}, "items": items})
     }

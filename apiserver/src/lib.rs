@@ -36,6 +36,7 @@ mod handlers;
 mod managed;
 mod meta;
 pub mod metrics;
+mod metrics_api;
 mod objects;
 mod params;
 mod patching;

@@ -86,6 +86,22 @@ pub async fn serve(st: &AppState, rp: &ResourcePath, name: &str, params: &Params
     })
 }
 
+/// A GET of a kubelet URL (plain HTTP on loopback; the caller checked the address), its body as
+/// text; an error for a failed dial, a non-2xx answer or `timeout` passing.
+pub(crate) async fn get_text(url: &str, timeout: std::time::Duration) -> Result<String, String> {
+    let uri: axum::http::Uri = url.parse().map_err(|e| format!("bad kubelet URL {url}: {e}"))?;
+    let fetch = async {
+        let resp = client().get(uri).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("Get \"{url}\": {status}"));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(timeout, fetch).await.map_err(|_| format!("Get \"{url}\": timed out"))?
+}
+
 /// A node's kubelet endpoint, as upstream's node connection info resolves it: the Node's InternalIP
 /// and `status.daemonEndpoints.kubeletEndpoint.Port`. The caller decides whether it may dial it.
 pub(crate) async fn kubelet_of(st: &AppState, node_name: &str) -> ApiResult<(String, u64)> {

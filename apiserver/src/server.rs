@@ -83,6 +83,8 @@ pub struct AppState {
     bootstrapped: Arc<std::sync::atomic::AtomicBool>,
     /// The resources this server serves: the built-ins plus its CRDs' (kept by `crd::start`).
     pub registry: Arc<api_types::Registry>,
+    /// The built-in metrics-server's kubelet samples (`metrics.k8s.io`).
+    pub(crate) metrics_api: Arc<crate::metrics_api::Samples>,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
             leases: Arc::default(),
             bootstrapped: Arc::default(),
             registry: Arc::default(),
+            metrics_api: Arc::default(),
         }
     }
 
@@ -110,6 +113,7 @@ impl AppState {
             leases: Arc::downgrade(&self.leases),
             bootstrapped: Arc::downgrade(&self.bootstrapped),
             registry: Arc::downgrade(&self.registry),
+            metrics_api: Arc::downgrade(&self.metrics_api),
         }
     }
 }
@@ -123,6 +127,7 @@ pub(crate) struct WeakState {
     leases: std::sync::Weak<crate::ttl::LeaseManager>,
     bootstrapped: std::sync::Weak<std::sync::atomic::AtomicBool>,
     registry: std::sync::Weak<api_types::Registry>,
+    metrics_api: std::sync::Weak<crate::metrics_api::Samples>,
 }
 
 impl WeakState {
@@ -137,6 +142,7 @@ impl WeakState {
             metrics: self.metrics.upgrade()?,
             leases: self.leases.upgrade()?,
             bootstrapped: self.bootstrapped.upgrade()?,
+            metrics_api: self.metrics_api.upgrade()?,
             registry,
         })
     }
@@ -585,6 +591,10 @@ async fn handle(st: AppState, core: bool, req: Request) -> Response {
             .await
             .map_err(|_| ApiError::too_large(st.config.max_body))?;
         if !core {
+            // The built-in metrics-server's group (outside the resource table: nothing is stored).
+            if let Some(mp) = crate::metrics_api::parse(&rest) {
+                return Ok(crate::metrics_api::serve(&st, &method, mp?, &params, &parts.headers).await);
+            }
             let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
             if segs.len() == 1 {
                 return crate::discovery::api_group(&st.registry, segs[0])

@@ -211,6 +211,9 @@ impl Ctx {
         if c.enabled("nodeipam") && c.allocate_node_cidrs {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::nodeipam::run(self.clone(), stop.clone())));
         }
+        if c.enabled("horizontalpodautoscaling") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::hpa::run(self.clone(), stop.clone())));
+        }
         if c.enabled("nodelifecycle") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::nodelifecycle::run(self.clone(), stop.clone())));
         }

@@ -15,6 +15,7 @@
 //! - `resourcequota`: ResourceQuota status (`status.hard`, `status.used`).
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
+//! - `hpa/`: the HorizontalPodAutoscaler controller (metrics.k8s.io, scale subresource, behavior).
 //! - `events`: event recording off the reconcile path; `util`: pure helpers.
 
 use std::future::Future;
@@ -32,6 +33,7 @@ mod endpointslice;
 mod events;
 mod expectations;
 mod gc;
+mod hpa;
 mod informer;
 mod job;
 pub mod leader;
@@ -100,6 +102,11 @@ pub struct Config {
     pub resource_quota_sync_period: Duration,
     /// `--concurrent-resource-quota-syncs`.
     pub concurrent_resource_quota_syncs: u16,
+    /// `--horizontal-pod-autoscaler-sync-period`.
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// `--horizontal-pod-autoscaler-downscale-stabilization`: the scale-down window of HPAs whose
+    /// behavior sets none.
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
 }
 
 impl Default for Config {
@@ -130,6 +137,8 @@ impl Default for Config {
             node_monitor_period: Duration::from_secs(5),
             resource_quota_sync_period: Duration::from_secs(300),
             concurrent_resource_quota_syncs: 5,
+            horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
+            horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
         }
     }
 }

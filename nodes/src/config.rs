@@ -51,6 +51,8 @@ pub struct NodeConfig {
     /// The addresses containers may connect to (service VIPs, pod IPs, node IPs); the node's own
     /// podCIDR is always added.
     pub cluster_networks: Vec<(Ipv4Addr, u8)>,
+    /// The simulated resource usage model (`/metrics/resource`).
+    pub usage: crate::kubelet::usage::UsageModel,
 }
 
 impl NodeConfig {
@@ -80,6 +82,7 @@ impl NodeConfig {
                 (Ipv4Addr::new(127, 244, 0, 0), 16),
                 (Ipv4Addr::new(127, 0, 0, 0), 16),
             ],
+            usage: Default::default(),
         }
     }
 }

@@ -53,6 +53,24 @@ impl Attributes {
         } else {
             None
         };
+        if let Some(Ok(crate::metrics_api::MetricsPath::Resource { resource, namespace, name })) =
+            path.strip_prefix("/apis/").and_then(crate::metrics_api::parse)
+        {
+            let verb = match (method.as_str(), &name) {
+                ("GET" | "HEAD", _) if watch => "watch",
+                ("GET" | "HEAD", None) => "list",
+                ("GET" | "HEAD", Some(_)) => "get",
+                _ => "",
+            };
+            return Attributes::Resource {
+                verb: verb.into(),
+                group: crate::metrics_api::GROUP.into(),
+                resource: resource.into(),
+                subresource: String::new(),
+                namespace: namespace.unwrap_or_default(),
+                name: name.unwrap_or_default(),
+            };
+        }
         let Some(rp) = rp else {
             let verb = match *method {
                 Method::GET | Method::HEAD => "get",
@@ -323,6 +341,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["discovery.k8s.io"], &["endpointslices"], &read),
         rule(&["events.k8s.io"], &["events"], &read),
         rule(&["coordination.k8s.io"], &["leases"], &read),
+        // Upstream's system:aggregated-metrics-reader, aggregated into view, edit and admin.
+        rule(&["metrics.k8s.io"], &["pods", "nodes"], &["get", "list", "watch"]),
     ];
     let mut edit_rules = vec![
         rule(&[""], &workloads_core, &rw),
@@ -436,6 +456,10 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         ("admin", admin_rules),
         ("edit", edit_rules),
         ("view", view_rules),
+        (
+            "system:aggregated-metrics-reader",
+            vec![rule(&["metrics.k8s.io"], &["pods", "nodes"], &["get", "list", "watch"])],
+        ),
         (
             "system:discovery",
             vec![urls(

@@ -14,6 +14,7 @@ pub mod status;
 pub mod stream_server;
 pub mod streams;
 pub mod traffic;
+pub mod usage;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -58,6 +59,8 @@ pub(crate) struct Ctx {
     pub dns_ip: Mutex<Option<std::net::Ipv4Addr>>,
     /// The running containers, for exec/attach/port-forward (`streams::Runtime`).
     pub containers: Arc<crate::runtime::registry::Containers>,
+    /// Simulated resource usage (`/metrics/resource`).
+    pub usage: Arc<usage::Usage>,
 }
 
 impl Ctx {
@@ -145,15 +148,17 @@ pub async fn run_node_with(
         },
         dns_ip: Mutex::new(None),
         containers,
+        usage: Arc::new(usage::Usage::new(cfg.usage)),
         cfg: cfg.clone(),
     });
 
     // exec, attach and port-forward reach the node's containers through the streams seam.
     let server_stop = stop.clone();
     let server_runtime: Arc<dyn streams::Runtime> = ctx.containers.clone();
+    let server_usage = ctx.usage.clone();
     tasks.spawn(async move {
         let mut s = server_stop;
-        let app = server::router(logs, server_runtime).into_make_service();
+        let app = server::router(logs, server_runtime, server_usage).into_make_service();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = s.changed().await;
         });

@@ -2,6 +2,7 @@
 //! `GET /containerLogs/{namespace}/{pod}/{container}` (and the streaming endpoints of
 //! `stream_server.rs`: `/exec`, `/attach`, `/portForward`) with upstream's query parameters (`follow`,
 //! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes`; `previous`: the instance before the last restart). The API server's `pods/log` proxies here.
+//! `/metrics/resource`: the simulated resource usage (`usage.rs`), as metrics-server scrapes it.
 //! Plain HTTP: everything is on loopback.
 
 use std::collections::HashMap;
@@ -20,12 +21,21 @@ use tokio::sync::broadcast;
 use super::logs::{Line, LogStore};
 use super::streams::Runtime;
 
-pub fn router(logs: Arc<LogStore>, runtime: Arc<dyn Runtime>) -> Router {
+pub fn router(logs: Arc<LogStore>, runtime: Arc<dyn Runtime>, usage: Arc<super::usage::Usage>) -> Router {
+    let resource = Router::new()
+        .route(
+            "/metrics/resource",
+            get(|State(u): State<Arc<super::usage::Usage>>| async move {
+                ([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], u.render())
+            }),
+        )
+        .with_state(usage);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .with_state(logs)
         .merge(super::stream_server::router(runtime))
+        .merge(resource)
 }
 
 /// Parsed `/containerLogs` options (upstream's `PodLogOptions`).
@@ -215,8 +225,14 @@ mod tests {
         let log = pod.start("c");
         let req =
             axum::http::Request::get("/containerLogs/default/p/c?follow=true").body(Body::empty()).unwrap();
-        let resp =
-            router(logs.clone(), crate::runtime::registry::Containers::new()).oneshot(req).await.unwrap();
+        let resp = router(
+            logs.clone(),
+            crate::runtime::registry::Containers::new(),
+            Arc::new(crate::kubelet::usage::Usage::new(Default::default())),
+        )
+        .oneshot(req)
+        .await
+        .unwrap();
         assert_eq!(resp.status(), 200);
         // More lines than the broadcast holds, before the follower reads anything.
         for i in 0..600 {

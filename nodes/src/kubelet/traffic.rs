@@ -38,6 +38,8 @@ pub struct PortSpec {
     pub port: u16,
     pub udp: bool,
     pub log: Arc<ContainerLog>,
+    /// The container's usage counters: each answered request costs CPU.
+    pub usage: Option<Arc<super::usage::ContainerUsage>>,
 }
 
 /// How long open connections may take to finish once their pod stops.
@@ -98,6 +100,7 @@ struct Port {
     container: String,
     behaviour: Behaviour,
     log: Arc<ContainerLog>,
+    usage: Option<Arc<super::usage::ContainerUsage>>,
 }
 
 impl Listeners {
@@ -125,6 +128,7 @@ impl Listeners {
                         container: p.container.clone(),
                         behaviour: Behaviour::of(&p.image),
                         log: p.log.clone(),
+                        usage: p.usage.clone(),
                     });
                     let backlog = s.into_std()?;
                     let s = TcpListener::from_std(backlog.try_clone()?)?;
@@ -214,7 +218,10 @@ async fn serve_connection(
 }
 
 fn answer<B>(port: &Port, peer: SocketAddr, req: &Request<B>) -> Response<Full<Bytes>> {
-    let Port { id, container, behaviour, log } = port;
+    let Port { id, container, behaviour, log, usage } = port;
+    if let Some(u) = usage {
+        u.served_one();
+    }
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let line = format!("{} {} {:?}", req.method(), target, req.version());
     let (status, body) = match behaviour {
@@ -280,7 +287,8 @@ mod tests {
     fn pod(name: &str, ip: Ipv4Addr, port: u16) -> (PodIdentity, PortSpec, SocketAddr) {
         let id = PodIdentity { namespace: "default".into(), name: name.into(), ip, node: "n".into() };
         let log = Arc::new(ContainerLog::new());
-        let spec = PortSpec { container: "c".into(), image: "nginx".into(), port, udp: false, log };
+        let spec =
+            PortSpec { container: "c".into(), image: "nginx".into(), port, udp: false, log, usage: None };
         (id, spec, SocketAddr::from((ip, port)))
     }
 

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::logs::{ContainerLog, PodLogs};
 use super::status::{self, ContainerRun};
 use super::traffic::{Listeners, PodIdentity, PortSpec};
+use super::usage::ContainerUsage;
 use super::Ctx;
 use crate::runtime::container;
 use crate::runtime::io::{Input, Lines};
@@ -212,11 +213,13 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: PodRx) {
     let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
     ctx.containers.add_pod(&ns, &name, names.clone());
     let logs = ctx.logs.add(&key, &uid, names);
+    ctx.usage.add_pod(&uid, &ns, &name);
     let mut w = Worker { ctx: ctx.clone(), uid: uid.clone(), logs, listeners: Vec::new(), ip: None };
     w.lifecycle(&mut rx).await;
     w.listeners.clear();
     ctx.release_ip(&uid);
     ctx.logs.remove(&key, &uid);
+    ctx.usage.remove_pod(&uid);
     ctx.containers.remove_pod(&ns, &name);
 }
 
@@ -238,7 +241,7 @@ const BACK_OFF_MAX: Duration = Duration::from_secs(300);
 const BIND_FAILED_EXIT: i32 = 1;
 
 /// The ports a container listens on (SCTP is not simulated).
-fn port_specs(c: &Container, log: &Arc<ContainerLog>) -> Vec<PortSpec> {
+fn port_specs(c: &Container, log: &Arc<ContainerLog>, usage: &Arc<ContainerUsage>) -> Vec<PortSpec> {
     c.ports
         .iter()
         .flatten()
@@ -250,6 +253,7 @@ fn port_specs(c: &Container, log: &Arc<ContainerLog>) -> Vec<PortSpec> {
                 port: u16::try_from(p.container_port).ok()?,
                 udp: p.protocol.as_deref() == Some("UDP"),
                 log: log.clone(),
+                usage: Some(usage.clone()),
             })
         })
         .collect()
@@ -760,11 +764,18 @@ impl Worker {
                 exited: exit_rx,
             },
         );
+        let usage = self.ctx.usage.start_container(&self.uid, c);
         let task = tokio::spawn(async move {
-            let code = match mode {
-                status::Mode::Command(argv) => sh.run_argv(argv, io).await,
-                _ => sh.interactive(&io, false).await,
-            };
+            // The time the process spends computing is its CPU (`usage.rs`).
+            let code = usage
+                .timed(async {
+                    match mode {
+                        status::Mode::Command(argv) => sh.run_argv(argv, io).await,
+                        _ => sh.interactive(&io, false).await,
+                    }
+                })
+                .await;
+            usage.end();
             sink.flush();
             let _ = exit_tx.send(Some(code));
             code
@@ -776,11 +787,13 @@ impl Worker {
     /// cannot be bound (its other ports close with it).
     async fn start_container(&mut self, id: &PodIdentity, c: &Container) -> Result<Listeners, String> {
         let log = self.logs.get(&c.name).unwrap_or_else(|| self.logs.start(&c.name));
-        let (listeners, failures) = Listeners::start(id, port_specs(c, &log)).await;
+        let usage = self.ctx.usage.start_container(&self.uid, c);
+        let (listeners, failures) = Listeners::start(id, port_specs(c, &log, &usage)).await;
         if failures.is_empty() {
             return Ok(listeners);
         }
         drop(listeners);
+        usage.end();
         let msg = failures.join("; ");
         log.push(format!("kplane-sim: container {} exited with code {BIND_FAILED_EXIT}: {msg}", c.name));
         Err(msg)

@@ -120,7 +120,11 @@ impl Runtime for TestRuntime {
 
 /// The kubelet's router with the test runtime, on an ephemeral loopback port.
 async fn kubelet() -> SocketAddr {
-    let app = nodes::kubelet::server::router(Arc::new(LogStore::default()), Arc::new(TestRuntime));
+    let app = nodes::kubelet::server::router(
+        Arc::new(LogStore::default()),
+        Arc::new(TestRuntime),
+        Arc::new(nodes::kubelet::usage::Usage::new(Default::default())),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
