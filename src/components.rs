@@ -75,6 +75,9 @@ pub struct ControllerArgs {
     /// A node whose kubelet has not reported for this long is marked NotReady (Unknown) and tainted.
     #[arg(long, default_value = "40s", value_parser = parse_go_duration)]
     pub node_monitor_grace_period: Duration,
+    /// Terminated pods (Succeeded/Failed) kept before the pod GC deletes the oldest; 0 turns it off.
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: i32,
 }
 
 impl ControllerArgs {
@@ -88,6 +91,7 @@ impl ControllerArgs {
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             node_monitor_grace_period: self.node_monitor_grace_period,
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             ..controller_manager::Config::default()
         }
     }

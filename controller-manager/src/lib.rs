@@ -10,6 +10,10 @@
 //! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
+//! - `cronjob/`: the CronJob controller (`schedule`: cron parsing and upstream's missed-schedule
+//!   arithmetic, in the CronJob's time zone).
+//! - `podgc`: the pod garbage collector (terminated pods over the threshold, orphans of deleted
+//!   nodes, terminating pods on out-of-service nodes, unscheduled terminating pods).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
 //! - `events`: event recording off the reconcile path; `util`: pure helpers.
 
@@ -21,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod context;
+mod cronjob;
 mod deployment;
 mod endpoints;
 mod endpointslice;
@@ -32,6 +37,7 @@ pub mod leader;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
+mod podgc;
 mod replicas;
 mod serviceaccount;
 mod util;
@@ -84,6 +90,15 @@ pub struct Config {
     pub node_monitor_grace_period: Duration,
     /// `--node-monitor-period`.
     pub node_monitor_period: Duration,
+    /// `--concurrent-cron-job-syncs`.
+    pub concurrent_cron_job_syncs: u16,
+    /// `--terminated-pod-gc-threshold`: terminated pods kept before the oldest are deleted (0: off).
+    pub terminated_pod_gc_threshold: i32,
+    /// How long a pod's node must stay missing before the pod GC deletes it (upstream's fixed 40s
+    /// `quarantineTime`; a field so tests can shorten it).
+    pub podgc_quarantine: Duration,
+    /// How often the pod GC looks (upstream's fixed 20s `gcCheckPeriod`).
+    pub podgc_period: Duration,
 }
 
 impl Default for Config {
@@ -110,6 +125,10 @@ impl Default for Config {
             node_cidr_mask_size: 24,
             node_monitor_grace_period: Duration::from_secs(40),
             node_monitor_period: Duration::from_secs(5),
+            concurrent_cron_job_syncs: 5,
+            terminated_pod_gc_threshold: 12500,
+            podgc_quarantine: Duration::from_secs(40),
+            podgc_period: Duration::from_secs(20),
         }
     }
 }
