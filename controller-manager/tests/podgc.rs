@@ -76,7 +76,7 @@ async fn a_pod_of_a_deleted_node_is_marked_failed_with_a_disruption_target_then_
     assert!(deleted.elapsed() >= Duration::from_secs(2), "not before the quarantine");
     tokio::time::sleep(Duration::from_millis(200)).await;
     w.abort();
-    let seen = seen.lock().unwrap();
+    let seen: Vec<Pod> = seen.lock().unwrap().clone();
     let marked = seen
         .iter()
         .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
@@ -91,7 +91,6 @@ async fn a_pod_of_a_deleted_node_is_marked_failed_with_a_disruption_target_then_
         (cond.status.as_str(), cond.reason.as_deref(), cond.message.as_deref()),
         ("True", Some("DeletionByPodGC"), Some("PodGC: node no longer exists"))
     );
-    drop(seen);
     env.shutdown().await;
 }
 
