@@ -81,6 +81,9 @@ pub struct ControllerArgs {
     /// The scale-down stabilization window of HPAs whose behavior sets none.
     #[arg(long, default_value = "5m", value_parser = parse_go_duration)]
     pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// Terminated pods (Succeeded/Failed) kept before the pod GC deletes the oldest; 0 turns it off.
+    #[arg(long, default_value_t = 12500)]
+    pub terminated_pod_gc_threshold: i32,
 }
 
 impl ControllerArgs {
@@ -97,6 +100,7 @@ impl ControllerArgs {
             horizontal_pod_autoscaler_sync_period: self.horizontal_pod_autoscaler_sync_period,
             horizontal_pod_autoscaler_downscale_stabilization: self
                 .horizontal_pod_autoscaler_downscale_stabilization,
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
             ..controller_manager::Config::default()
         }
     }

@@ -620,7 +620,7 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
             );
         }
         "Job" if res.group == "batch" => validate_job(obj, old, &mut causes),
-        "CronJob" => validate_cron_job(obj, &mut causes),
+        "CronJob" => validate_cron_job(obj, old, &mut causes),
         "PodDisruptionBudget" => validate_pdb(obj, &mut causes),
         "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
         "PersistentVolumeClaim" => validate_pvc(obj, &mut causes),
@@ -891,21 +891,33 @@ fn validate_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
 }
 
-/// robfig/cron's `ParseStandard` field count (descriptors such as `@hourly` aside), with its message.
+/// robfig/cron's `ParseStandard` (what upstream's validation calls), with its messages: a `TZ=` /
+/// `CRON_TZ=` prefix naming a known zone, a descriptor (`@hourly`, …, `@every <duration>`), or 5
+/// fields of comma-separated `*`/`?`/number/name, `a-b` ranges and `/step`s within each field's bounds.
 fn cron_schedule_error(schedule: &str) -> Option<String> {
     let s = schedule.trim();
     if s.is_empty() {
         return Some("empty spec string".into());
     }
     let s = match s.strip_prefix("TZ=").or_else(|| s.strip_prefix("CRON_TZ=")) {
-        Some(rest) => rest.split_once(' ').map(|(_, r)| r.trim()).unwrap_or(""),
+        Some(rest) => {
+            let (zone, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some(e) = time_zone_error(zone) {
+                return Some(format!("provided bad location {zone}: {e}"));
+            }
+            tail.trim()
+        }
         None => s,
     };
     if s.starts_with('@') {
         const DESCRIPTORS: &[&str] =
             &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
-        if DESCRIPTORS.contains(&s) || s.starts_with("@every ") {
+        if DESCRIPTORS.contains(&s) {
             return None;
+        }
+        if let Some(d) = s.strip_prefix("@every ") {
+            let ok = !d.is_empty() && parse_go_duration_ok(d);
+            return (!ok).then(|| format!("failed to parse duration {s}: time: invalid duration \"{d}\""));
         }
         return Some(format!("unrecognized descriptor: {s}"));
     }
@@ -913,16 +925,126 @@ fn cron_schedule_error(schedule: &str) -> Option<String> {
     if fields.len() != 5 {
         return Some(format!("expected exactly 5 fields, found {}: {}", fields.len(), fields.join(" ")));
     }
-    for f in &fields {
-        let ok = f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'));
-        if !ok {
-            return Some(format!("failed to parse int from {f}"));
+    const MONTHS: &[&str] =
+        &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    let bounds: [(u32, u32, &[&str], u32); 5] =
+        [(0, 59, &[], 0), (0, 23, &[], 0), (1, 31, &[], 0), (1, 12, MONTHS, 1), (0, 6, DAYS, 0)];
+    for (field, (min, max, names, first)) in fields.iter().zip(bounds) {
+        for expr in field.split(',').filter(|e| !e.is_empty()) {
+            if let Err(e) = cron_range(expr, min, max, names, first) {
+                return Some(e);
+            }
         }
     }
     None
 }
 
-fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+/// robfig's `getRange` for one `expr` of a field with bounds `min..=max` and `names` (numbered from
+/// `first`).
+fn cron_range(expr: &str, min: u32, max: u32, names: &[&str], first: u32) -> Result<(), String> {
+    let int = |t: &str| -> Result<u32, String> {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(t)) {
+            return Ok(i as u32 + first);
+        }
+        match t.parse::<i64>() {
+            Ok(n) if n < 0 => Err(format!("negative number ({n}) not allowed: {t}")),
+            Ok(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(_) => {
+                Err(format!("failed to parse int from {t}: strconv.Atoi: parsing \"{t}\": invalid syntax"))
+            }
+        }
+    };
+    let range_step: Vec<&str> = expr.split('/').collect();
+    let low_high: Vec<&str> = range_step[0].split('-').collect();
+    let (start, mut end) = if low_high[0] == "*" || low_high[0] == "?" {
+        (min, max)
+    } else {
+        let start = int(low_high[0])?;
+        match low_high.len() {
+            1 => (start, start),
+            2 => (start, int(low_high[1])?),
+            _ => return Err(format!("too many hyphens: {expr}")),
+        }
+    };
+    let step = match range_step.len() {
+        1 => 1,
+        2 => {
+            let step = int_plain(range_step[1])?;
+            if low_high.len() == 1 {
+                end = max;
+            }
+            step
+        }
+        _ => return Err(format!("too many slashes: {expr}")),
+    };
+    if start < min {
+        return Err(format!("beginning of range ({start}) below minimum ({min}): {expr}"));
+    }
+    if end > max {
+        return Err(format!("end of range ({end}) above maximum ({max}): {expr}"));
+    }
+    if start > end {
+        return Err(format!("beginning of range ({start}) beyond end of range ({end}): {expr}"));
+    }
+    if step == 0 {
+        return Err(format!("step of range should be a positive number: {expr}"));
+    }
+    Ok(())
+}
+
+fn int_plain(t: &str) -> Result<u32, String> {
+    match t.parse::<i64>() {
+        Ok(n) if n < 0 => Err(format!("negative number ({n}) not allowed: {t}")),
+        Ok(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        Err(_) => Err(format!("failed to parse int from {t}: strconv.Atoi: parsing \"{t}\": invalid syntax")),
+    }
+}
+
+/// Go's `time.ParseDuration` shape: one or more `<decimal><unit>`, unit one of ns us µs ms s m h.
+fn parse_go_duration_ok(d: &str) -> bool {
+    let mut rest = d;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if n == 0 || rest[..n].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        if !matches!(&rest[..u], "ns" | "us" | "µs" | "ms" | "s" | "m" | "h") {
+            return false;
+        }
+        rest = &rest[u..];
+    }
+    true
+}
+
+/// Upstream's `validateTimeZone` for a set `spec.timeZone` (Go's `time.LoadLocation` message).
+fn time_zone_error(tz: &str) -> Option<String> {
+    if tz.is_empty() {
+        return Some("timeZone must be nil or non-empty string".into());
+    }
+    let bad_part = tz.split('/').any(|p| {
+        p == "."
+            || p == ".."
+            || p.starts_with('-')
+            || !p.chars().all(|c| c.is_ascii_alphanumeric() || "-_+".contains(c))
+    });
+    if bad_part {
+        return Some(format!("unknown time zone {tz}"));
+    }
+    if tz.eq_ignore_ascii_case("local") {
+        return Some(
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones".into(),
+        );
+    }
+    jiff::tz::TimeZone::get(tz).is_err().then(|| format!("unknown time zone {tz}"))
+}
+
+fn validate_cron_job(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if let Some(name) = meta::name(obj) {
         // The CronJob's name plus an 11-character suffix names its Jobs, which are labelled with it.
         if name.len() > 52 {
@@ -939,7 +1061,37 @@ fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
             if let Some(e) = cron_schedule_error(schedule) {
                 causes.push(Cause::invalid("spec.schedule", format!("\"{schedule}\""), &e));
             }
+            // Upstream: TZ in the schedule only on an update of a schedule that already had it.
+            let old_had_tz = old
+                .and_then(|o| o.pointer("/spec/schedule"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains("TZ"));
+            let time_zone_set = obj.pointer("/spec/timeZone").is_some_and(|v| !v.is_null());
+            if schedule.contains("TZ") {
+                if !old_had_tz {
+                    causes.push(Cause::invalid(
+                        "spec.schedule",
+                        format!("\"{schedule}\""),
+                        "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                    ));
+                } else if time_zone_set {
+                    causes.push(Cause::invalid(
+                        "spec.schedule",
+                        format!("\"{schedule}\""),
+                        "cannot use both timeZone field and TZ or CRON_TZ in schedule",
+                    ));
+                }
+            }
         }
+    }
+    match obj.pointer("/spec/timeZone") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(tz)) => {
+            if let Some(e) = time_zone_error(tz) {
+                causes.push(Cause::invalid("spec.timeZone", format!("\"{tz}\""), &e));
+            }
+        }
+        Some(v) => causes.push(Cause::invalid("spec.timeZone", v.to_string(), "must be a string")),
     }
     let policy = obj.pointer("/spec/concurrencyPolicy").and_then(Value::as_str).unwrap_or("Allow");
     if !["Allow", "Forbid", "Replace"].contains(&policy) {
@@ -1175,6 +1327,41 @@ mod tests {
         assert_eq!(cron_schedule_error("TZ=UTC 0 0 * * *"), None);
         assert_eq!(cron_schedule_error("nope").as_deref(), Some("expected exactly 5 fields, found 1: nope"));
         assert!(cron_schedule_error("@sometimes").is_some());
+        assert_eq!(cron_schedule_error("0 9 * JAN mon-FRI"), None);
+        assert_eq!(cron_schedule_error("5/15 */2 1,15 * ?"), None);
+        assert_eq!(cron_schedule_error("@every 1h30m"), None);
+        assert_eq!(
+            cron_schedule_error("60 * * * *").as_deref(),
+            Some("end of range (60) above maximum (59): 60")
+        );
+        assert_eq!(cron_schedule_error("* * * * 7").as_deref(), Some("end of range (7) above maximum (6): 7"));
+        assert_eq!(
+            cron_schedule_error("* * 0 * *").as_deref(),
+            Some("beginning of range (0) below minimum (1): 0")
+        );
+        assert_eq!(
+            cron_schedule_error("5-1 * * * *").as_deref(),
+            Some("beginning of range (5) beyond end of range (1): 5-1")
+        );
+        assert_eq!(
+            cron_schedule_error("*/0 * * * *").as_deref(),
+            Some("step of range should be a positive number: */0")
+        );
+        assert_eq!(
+            cron_schedule_error("L * * * *").as_deref(),
+            Some("failed to parse int from L: strconv.Atoi: parsing \"L\": invalid syntax")
+        );
+        assert!(cron_schedule_error("TZ=Mars/Base * * * * *").is_some());
+        assert_eq!(time_zone_error("America/New_York"), None);
+        assert_eq!(time_zone_error("Mars/Base").as_deref(), Some("unknown time zone Mars/Base"));
+        assert!(time_zone_error("Local").is_some());
+        assert!(time_zone_error("../etc").is_some());
+        let tz_in_schedule = validate(
+            res("batch", "v1", "cronjobs"),
+            &json!({"metadata": {"name": "c"}, "spec": {"schedule": "TZ=UTC 0 0 * * *"}}),
+            None,
+        );
+        assert_eq!(tz_in_schedule[0].field, "spec.schedule");
         let causes = validate(
             res("batch", "v1", "cronjobs"),
             &json!({"metadata": {"name": "c"}, "spec": {"schedule": "x y"}}),

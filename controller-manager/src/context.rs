@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::{Api, Client, Resource};
@@ -112,6 +112,7 @@ pub struct Informers {
     pub nodes: Arc<Informer<Node>>,
     pub namespaces: Arc<Informer<Namespace>>,
     pub jobs: Arc<Informer<Job>>,
+    pub cronjobs: Arc<Informer<CronJob>>,
 }
 
 pub struct Ctx {
@@ -142,6 +143,7 @@ impl Ctx {
             nodes: Informer::new(Api::all(client.clone())),
             namespaces: Informer::new(Api::all(client.clone())),
             jobs: Informer::new(Api::all(client.clone())),
+            cronjobs: Informer::new(Api::all(client.clone())),
         };
         Ctx { client, config, cidr, events, inf }
     }
@@ -160,6 +162,7 @@ impl Ctx {
             wait_ready(&i.nodes.store()).await;
             wait_ready(&i.namespaces.store()).await;
             wait_ready(&i.jobs.store()).await;
+            wait_ready(&i.cronjobs.store()).await;
         };
         tokio::select! {
             _ = stop.clone().wait() => false,
@@ -223,6 +226,12 @@ impl Ctx {
         if c.enabled("ttl-after-finished") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::ttlafterfinished::run(self.clone(), stop.clone())));
         }
+        if c.enabled("cronjob") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::cronjob::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("podgc") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::podgc::run(self.clone(), stop.clone())));
+        }
         let i = &self.inf;
         tasks.spawn(i.pods.clone().run(stop.clone()));
         tasks.spawn(i.replicasets.clone().run(stop.clone()));
@@ -232,6 +241,7 @@ impl Ctx {
         tasks.spawn(i.nodes.clone().run(stop.clone()));
         tasks.spawn(i.namespaces.clone().run(stop.clone()));
         tasks.spawn(i.jobs.clone().run(stop.clone()));
+        tasks.spawn(i.cronjobs.clone().run(stop.clone()));
     }
 }
 

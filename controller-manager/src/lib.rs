@@ -14,6 +14,10 @@
 //! - `disruption`: PodDisruptionBudget status (expected/healthy pods, disruptions allowed).
 //! - `resourcequota`: ResourceQuota status (`status.hard`, `status.used`).
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
+//! - `cronjob/`: the CronJob controller (`schedule`: cron parsing and upstream's missed-schedule
+//!   arithmetic, in the CronJob's time zone).
+//! - `podgc`: the pod garbage collector (terminated pods over the threshold, orphans of deleted
+//!   nodes, terminating pods on out-of-service nodes, unscheduled terminating pods).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
 //! - `hpa/`: the HorizontalPodAutoscaler controller (metrics.k8s.io, scale subresource, behavior).
 //! - `events`: event recording off the reconcile path; `util`: pure helpers.
@@ -26,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod context;
+mod cronjob;
 mod deployment;
 mod disruption;
 mod endpoints;
@@ -40,6 +45,7 @@ pub mod leader;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
+mod podgc;
 mod replicas;
 mod resourcequota;
 mod serviceaccount;
@@ -107,6 +113,15 @@ pub struct Config {
     /// `--horizontal-pod-autoscaler-downscale-stabilization`: the scale-down window of HPAs whose
     /// behavior sets none.
     pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
+    /// `--concurrent-cron-job-syncs`.
+    pub concurrent_cron_job_syncs: u16,
+    /// `--terminated-pod-gc-threshold`: terminated pods kept before the oldest are deleted (0: off).
+    pub terminated_pod_gc_threshold: i32,
+    /// How long a pod's node must stay missing before the pod GC deletes it (upstream's fixed 40s
+    /// `quarantineTime`; a field so tests can shorten it).
+    pub podgc_quarantine: Duration,
+    /// How often the pod GC looks (upstream's fixed 20s `gcCheckPeriod`).
+    pub podgc_period: Duration,
 }
 
 impl Default for Config {
@@ -139,6 +154,10 @@ impl Default for Config {
             concurrent_resource_quota_syncs: 5,
             horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
             horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
+            concurrent_cron_job_syncs: 5,
+            terminated_pod_gc_threshold: 12500,
+            podgc_quarantine: Duration::from_secs(40),
+            podgc_period: Duration::from_secs(20),
         }
     }
 }

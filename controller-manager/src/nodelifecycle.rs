@@ -1,5 +1,5 @@
-//! The node lifecycle controller: node health, NoExecute taint eviction, and the pod GC pass for
-//! pods bound to nodes that no longer exist.
+//! The node lifecycle controller: node health and NoExecute taint eviction (pods of deleted nodes
+//! are the pod GC's, `podgc`).
 //!
 //! Every `--node-monitor-period`, for each node: its last heartbeat is the later of the Ready
 //! condition's lastHeartbeatTime and its Lease (`kube-node-lease/<node>`) renewTime (or its
@@ -10,9 +10,8 @@
 //! Pods on a node with NoExecute taints they do not tolerate are deleted now; tolerated with
 //! `tolerationSeconds` → deleted once the taint is that old.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -37,9 +36,8 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
         _ = async { crate::informer::wait_ready(&nodes).await; crate::informer::wait_ready(&pods).await; } => {}
     }
     let period = ctx.config.node_monitor_period.max(Duration::from_millis(100));
-    let mut missing: HashMap<String, Instant> = HashMap::new();
     loop {
-        if let Err(e) = pass(&ctx, &mut missing).await {
+        if let Err(e) = pass(&ctx).await {
             tracing::warn!(error = %e, "node lifecycle pass failed");
         }
         tokio::select! {
@@ -49,7 +47,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     }
 }
 
-async fn pass(ctx: &Ctx, missing: &mut HashMap<String, Instant>) -> Result<(), kube::Error> {
+async fn pass(ctx: &Ctx) -> Result<(), kube::Error> {
     let grace = ctx.config.node_monitor_grace_period.as_secs_f64();
     let node_api: Api<Node> = Api::all(ctx.client.clone());
     let leases: Vec<Lease> = Api::<Lease>::namespaced(ctx.client.clone(), "kube-node-lease")
@@ -103,7 +101,7 @@ async fn pass(ctx: &Ctx, missing: &mut HashMap<String, Instant>) -> Result<(), k
         let taints = sync_taints(ctx, node, &ready_status, now).await?;
         evict(ctx, &name, &taints, now).await?;
     }
-    pod_gc(ctx, &nodes, missing).await
+    Ok(())
 }
 
 /// Makes the node's unreachable/not-ready taints match its Ready status; returns its taints.
@@ -203,41 +201,5 @@ async fn evict(ctx: &Ctx, node: &str, taints: &[Taint], now: Timestamp) -> Resul
             Err(e) => return Err(e),
         }
     }
-    Ok(())
-}
-
-/// Upstream's pod GC for orphaned pods: bound to a node that does not exist — absent from the
-/// cache for a whole quarantine (the grace period, upstream's 40s) and confirmed by a live GET.
-async fn pod_gc(
-    ctx: &Ctx,
-    nodes: &[Arc<Node>],
-    missing: &mut HashMap<String, Instant>,
-) -> Result<(), kube::Error> {
-    let node_api: Api<Node> = Api::all(ctx.client.clone());
-    let quarantine = ctx.config.node_monitor_grace_period;
-    let mut seen_missing: HashSet<String> = HashSet::new();
-    for pod in ctx.inf.pods.store().state() {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) else {
-            continue;
-        };
-        if nodes.iter().any(|n| n.name_any() == node) {
-            continue;
-        }
-        seen_missing.insert(node.clone());
-        let since = *missing.entry(node.clone()).or_insert_with(Instant::now);
-        if since.elapsed() < quarantine || node_api.get_opt(&node).await?.is_some() {
-            continue;
-        }
-        let ns = pod.namespace().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    missing.retain(|n, _| seen_missing.contains(n));
     Ok(())
 }

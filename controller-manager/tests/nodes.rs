@@ -44,6 +44,8 @@ fn fast_config() -> controller_manager::Config {
     controller_manager::Config {
         node_monitor_grace_period: Duration::from_secs(3),
         node_monitor_period: Duration::from_millis(300),
+        podgc_quarantine: Duration::from_secs(3),
+        podgc_period: Duration::from_millis(300),
         ..test_config()
     }
 }

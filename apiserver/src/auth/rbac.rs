@@ -401,6 +401,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
             &rw,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
+        // The CronJob controller creates and deletes Jobs.
+        rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], &rw),
         rule(&["*"], &["*"], &["update", "patch"]),
         events.clone(),
         leases.clone(),
