@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::{Api, Client, Resource};
@@ -110,6 +110,8 @@ pub struct Informers {
     pub services: Arc<Informer<Service>>,
     pub nodes: Arc<Informer<Node>>,
     pub namespaces: Arc<Informer<Namespace>>,
+    pub daemonsets: Arc<Informer<DaemonSet>>,
+    pub revisions: Arc<Informer<ControllerRevision>>,
 }
 
 pub struct Ctx {
@@ -139,6 +141,8 @@ impl Ctx {
             services: Informer::new(Api::all(client.clone())),
             nodes: Informer::new(Api::all(client.clone())),
             namespaces: Informer::new(Api::all(client.clone())),
+            daemonsets: Informer::new(Api::all(client.clone())),
+            revisions: Informer::new(Api::all(client.clone())),
         };
         Ctx { client, config, cidr, events, inf }
     }
@@ -156,6 +160,8 @@ impl Ctx {
             wait_ready(&i.services.store()).await;
             wait_ready(&i.nodes.store()).await;
             wait_ready(&i.namespaces.store()).await;
+            wait_ready(&i.daemonsets.store()).await;
+            wait_ready(&i.revisions.store()).await;
         };
         tokio::select! {
             _ = stop.clone().wait() => false,
@@ -182,6 +188,9 @@ impl Ctx {
         }
         if c.enabled("deployment") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::deployment::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("daemonset") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::daemonset::run(self.clone(), stop.clone())));
         }
         if c.enabled("endpoint") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpoints::run(self.clone(), stop.clone())));
@@ -212,6 +221,8 @@ impl Ctx {
         tasks.spawn(i.services.clone().run(stop.clone()));
         tasks.spawn(i.nodes.clone().run(stop.clone()));
         tasks.spawn(i.namespaces.clone().run(stop.clone()));
+        tasks.spawn(i.daemonsets.clone().run(stop.clone()));
+        tasks.spawn(i.revisions.clone().run(stop.clone()));
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `expectations`: upstream's ControllerExpectations idea, so a lagging cache never double-creates.
 //! - `replicas`: the ReplicaSet and ReplicationController controllers (one mechanism, two kinds).
 //! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
+//! - `daemonset/`: the DaemonSet controller (one pod per eligible node, rolling update with
+//!   maxUnavailable/maxSurge, ControllerRevision history).
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
@@ -21,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod context;
+mod daemonset;
 mod deployment;
 mod endpoints;
 mod endpointslice;
@@ -64,6 +67,8 @@ pub struct Config {
     pub concurrent_replicaset_syncs: u16,
     /// `--concurrent-deployment-syncs`.
     pub concurrent_deployment_syncs: u16,
+    /// `--concurrent-daemonset-syncs`.
+    pub concurrent_daemonset_syncs: u16,
     /// `--concurrent-endpoint-syncs`.
     pub concurrent_endpoint_syncs: u16,
     /// `--concurrent-service-endpoint-syncs` (EndpointSlices).
@@ -100,6 +105,7 @@ impl Default for Config {
             identity: None,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_daemonset_syncs: 2,
             concurrent_endpoint_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,
