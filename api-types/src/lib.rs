@@ -23,6 +23,8 @@
 //!   pruned, values normalised as Go's types re-emit them (one pass, reusable for CRD schemas).
 //! - `selectors/`: label and field selectors (`labelSelector` / `fieldSelector` query parameters and
 //!   `metav1.LabelSelector`), parsed, validated, printed and matched as upstream does.
+//! - `scheduling.rs`: taints against tolerations, nodeSelector and required node affinity against a
+//!   node (shared by the scheduler and the DaemonSet controller).
 //!
 //! Invariant: this crate does no I/O. Everything here is a function of its arguments.
 
@@ -38,6 +40,7 @@ pub mod printing;
 pub mod protobuf;
 pub mod quota;
 pub mod resources;
+pub mod scheduling;
 pub mod schema;
 pub mod selectors;
 pub mod typecheck;

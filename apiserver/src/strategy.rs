@@ -108,6 +108,9 @@ pub fn prepare_create(res: &ResourceDef, obj: &mut Value) {
     if res.group == "batch" && res.kind == "Job" {
         generate_job_selector(obj);
     }
+    if res.kind == "DaemonSet" {
+        set_template_generation(obj, 1);
+    }
     default(res, obj);
     if res.kind == "Service" && res.group.is_empty() {
         // Upstream resets the status to an empty ServiceStatus, whose LoadBalancer struct is never
@@ -166,6 +169,17 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
                 let g = meta::meta(old).and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
                 meta::set(new, "generation", json!(g + 1));
             }
+            if res.kind == "DaemonSet" {
+                // Upstream's spec.templateGeneration, served in apps/v1 as this annotation: the
+                // old value, plus one when the pod template changed.
+                let g = old
+                    .pointer("/metadata/annotations/deprecated.daemonset.template.generation")
+                    .and_then(Value::as_str)
+                    .and_then(|g| g.parse::<i64>().ok())
+                    .unwrap_or(0);
+                let changed = new.pointer("/spec/template") != old.pointer("/spec/template");
+                set_template_generation(new, if changed { g + 1 } else { g.max(1) });
+            }
         }
         Half::Finalize => {
             let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
@@ -193,6 +207,18 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
                 meta::set(new, "resourceVersion", json!(rv));
             }
         }
+    }
+}
+
+/// Sets a DaemonSet's `deprecated.daemonset.template.generation` annotation.
+fn set_template_generation(obj: &mut Value, g: i64) {
+    let Some(m) = meta::meta_mut(obj) else { return };
+    let ann = m.entry("annotations").or_insert_with(|| json!({}));
+    if !ann.is_object() {
+        *ann = json!({});
+    }
+    if let Some(a) = ann.as_object_mut() {
+        a.insert("deprecated.daemonset.template.generation".into(), json!(g.to_string()));
     }
 }
 

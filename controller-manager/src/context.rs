@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use kube::runtime::controller::{self, Action, Controller};
@@ -113,6 +113,8 @@ pub struct Informers {
     pub namespaces: Arc<Informer<Namespace>>,
     pub jobs: Arc<Informer<Job>>,
     pub cronjobs: Arc<Informer<CronJob>>,
+    pub daemonsets: Arc<Informer<DaemonSet>>,
+    pub revisions: Arc<Informer<ControllerRevision>>,
 }
 
 pub struct Ctx {
@@ -144,6 +146,8 @@ impl Ctx {
             namespaces: Informer::new(Api::all(client.clone())),
             jobs: Informer::new(Api::all(client.clone())),
             cronjobs: Informer::new(Api::all(client.clone())),
+            daemonsets: Informer::new(Api::all(client.clone())),
+            revisions: Informer::new(Api::all(client.clone())),
         };
         Ctx { client, config, cidr, events, inf }
     }
@@ -163,6 +167,8 @@ impl Ctx {
             wait_ready(&i.namespaces.store()).await;
             wait_ready(&i.jobs.store()).await;
             wait_ready(&i.cronjobs.store()).await;
+            wait_ready(&i.daemonsets.store()).await;
+            wait_ready(&i.revisions.store()).await;
         };
         tokio::select! {
             _ = stop.clone().wait() => false,
@@ -189,6 +195,9 @@ impl Ctx {
         }
         if c.enabled("deployment") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::deployment::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("daemonset") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::daemonset::run(self.clone(), stop.clone())));
         }
         if c.enabled("endpoint") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpoints::run(self.clone(), stop.clone())));
@@ -242,6 +251,8 @@ impl Ctx {
         tasks.spawn(i.namespaces.clone().run(stop.clone()));
         tasks.spawn(i.jobs.clone().run(stop.clone()));
         tasks.spawn(i.cronjobs.clone().run(stop.clone()));
+        tasks.spawn(i.daemonsets.clone().run(stop.clone()));
+        tasks.spawn(i.revisions.clone().run(stop.clone()));
     }
 }
 

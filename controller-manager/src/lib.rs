@@ -8,6 +8,8 @@
 //! - `expectations`: upstream's ControllerExpectations idea, so a lagging cache never double-creates.
 //! - `replicas`: the ReplicaSet and ReplicationController controllers (one mechanism, two kinds).
 //! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
+//! - `daemonset/`: the DaemonSet controller (one pod per eligible node, rolling update with
+//!   maxUnavailable/maxSurge, ControllerRevision history).
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `job/`: the Job controller (completions, Indexed, back-off, failure/success policies, suspend);
 //!   `ttlafterfinished`: deletes finished Jobs after `ttlSecondsAfterFinished`.
@@ -31,6 +33,7 @@ use tokio::task::JoinSet;
 
 mod context;
 mod cronjob;
+mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
@@ -80,6 +83,8 @@ pub struct Config {
     pub concurrent_replicaset_syncs: u16,
     /// `--concurrent-deployment-syncs`.
     pub concurrent_deployment_syncs: u16,
+    /// `--concurrent-daemonset-syncs`.
+    pub concurrent_daemonset_syncs: u16,
     /// `--concurrent-endpoint-syncs`.
     pub concurrent_endpoint_syncs: u16,
     /// `--concurrent-service-endpoint-syncs` (EndpointSlices).
@@ -138,6 +143,7 @@ impl Default for Config {
             identity: None,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_daemonset_syncs: 2,
             concurrent_endpoint_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,

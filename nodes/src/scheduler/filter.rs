@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorTerm, Pod, Taint, Toleration};
+
+// The pure predicates live in api-types, shared with the DaemonSet controller.
+pub use api_types::scheduling::{matches_node_affinity, tolerates};
 
 use super::cache::{NodeInfo, Resources};
 
@@ -119,89 +122,11 @@ pub fn effective_taints(node: &Node) -> Vec<Taint> {
     taints
 }
 
-/// Upstream's `Toleration.ToleratesTaint`.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
-            return false;
-        }
-    }
-    let key = t.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            !key.is_empty()
-                && t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
-
-/// `spec.nodeSelector` (every pair must be a node label) and required node affinity (any term).
-pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    let Some(spec) = pod.spec.as_ref() else { return true };
-    if let Some(sel) = spec.node_selector.as_ref() {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
-    match required {
-        None => true,
-        Some(sel) => {
-            let name = node.metadata.name.as_deref().unwrap_or_default();
-            sel.node_selector_terms.iter().any(|t| term_matches(t, labels, name))
-        }
-    }
-}
-
 /// One node selector term against a node (its labels and name).
 pub fn term_matches_node(term: &NodeSelectorTerm, node: &Node) -> bool {
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    term_matches(term, labels, node.metadata.name.as_deref().unwrap_or_default())
-}
-
-/// One node selector term: all its expressions and fields must match; an empty term matches nothing.
-fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    let int = |s: &str| s.parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(int), values.first().and_then(|s| int(s))) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
+    api_types::scheduling::term_matches(term, labels, node.metadata.name.as_deref().unwrap_or_default())
 }
 
 /// Upstream's FitError message: "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't
