@@ -21,9 +21,12 @@ use serde_json::json;
 /// Flags of `kplane bench cluster`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchClusterArgs {
-    /// Replicas of the measured Deployment.
-    #[arg(long, default_value_t = 1000)]
-    pub replicas: usize,
+    /// What is measured: `deployment`, or `statefulset` (see `bench_statefulset`).
+    #[arg(long, value_enum, default_value_t = Workload::Deployment)]
+    pub workload: Workload,
+    /// Replicas of the measured workload (default: 1000 for a Deployment, 100 for a StatefulSet).
+    #[arg(long)]
+    pub replicas: Option<usize>,
     /// Simulated nodes (110 pods each).
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
@@ -39,9 +42,26 @@ pub struct BenchClusterArgs {
     pub pod: String,
 }
 
-struct Cluster {
-    child: Child,
-    kubeconfig: PathBuf,
+/// The workloads `kplane bench cluster` can time.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Deployment,
+    Statefulset,
+}
+
+impl BenchClusterArgs {
+    /// `--replicas`, or the workload's default.
+    pub fn replicas(&self) -> usize {
+        self.replicas.unwrap_or(match self.workload {
+            Workload::Deployment => 1000,
+            Workload::Statefulset => 100,
+        })
+    }
+}
+
+pub(crate) struct Cluster {
+    pub(crate) child: Child,
+    pub(crate) kubeconfig: PathBuf,
 }
 
 impl Drop for Cluster {
@@ -51,7 +71,7 @@ impl Drop for Cluster {
     }
 }
 
-fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
+pub(crate) fn start(exe: &Path, dir: &Path, args: &BenchClusterArgs) -> Result<Cluster> {
     let mut flags: Vec<String> = vec!["--nodes".into(), args.nodes.to_string()];
     if let Some(etcd) = &args.etcd_servers {
         flags.extend(["--etcd-servers".into(), etcd.clone()]);
@@ -99,7 +119,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     let tmp = tempfile::Builder::new().prefix("kplane-bench-cluster-").tempdir()?;
     let cluster = start(&exe, &tmp.path().join("cluster"), &args)?;
     let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
-    let n = args.replicas;
+    let n = args.replicas();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
 
     // Wait for the nodes, then let the idle cluster settle before reading its memory.
@@ -192,7 +212,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
 
 /// The store writes N pods need, made directly: create, then two updates (bind, status), per pod, 16
 /// pods at a time. Returns seconds.
-async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
+pub(crate) async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
     let mut embedded = None;
     let store: store::DynStore = match &args.etcd_servers {
         Some(url) => {
@@ -211,7 +231,7 @@ async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
     let value = pod.to_string().into_bytes();
     let prefix = format!("/registry/bench-anchor-{}/", uuid::Uuid::new_v4());
     let started = Instant::now();
-    store::bench::drive(args.replicas, 16, move |i| {
+    store::bench::drive(args.replicas(), 16, move |i| {
         let (store, value, key) = (store.clone(), value.clone(), format!("{prefix}{i}"));
         async move {
             let kv = store.create(&key, value.clone(), 0).await?;
@@ -229,7 +249,7 @@ async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.args.replicas;
+        let n = self.args.replicas();
         let store = if self.args.etcd_servers.is_some() { "real etcd" } else { "embedded store" };
         writeln!(
             f,

@@ -280,6 +280,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Bench { what: BenchCommand::Cluster(args) }
+            if args.workload == crate::bench::Workload::Statefulset =>
+        {
+            let exe = std::env::current_exe().context("finding the kplane binary")?;
+            println!("{}", crate::bench_statefulset::run(args, exe).await?);
+            Ok(())
+        }
         Command::Bench { what: BenchCommand::Cluster(args) } => {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             let report = crate::bench::run(args, exe).await?;
@@ -388,7 +395,10 @@ fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>>
     Ok(Some(tls))
 }
 
-async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
+async fn up(args: ServerArgs, mut components: Option<crate::components::UpComponents>) -> Result<()> {
+    if let Some(c) = components.as_mut() {
+        c.controller.volume_dir.get_or_insert_with(|| args.store.data_dir.join("volumes"));
+    }
     // A bad audit policy stops kplane before anything starts.
     let audit = apiserver::audit::Auditor::from_args(&apiserver::audit::AuditArgs {
         policy_file: args.api.audit_policy_file.clone(),

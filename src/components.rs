@@ -75,6 +75,9 @@ pub struct ControllerArgs {
     /// A node whose kubelet has not reported for this long is marked NotReady (Unknown) and tainted.
     #[arg(long, default_value = "40s", value_parser = parse_go_duration)]
     pub node_monitor_grace_period: Duration,
+    /// Where provisioned volumes' hostPath-like paths point (`up`: `<data dir>/volumes`).
+    #[arg(long)]
+    pub volume_dir: Option<std::path::PathBuf>,
 }
 
 impl ControllerArgs {
@@ -88,6 +91,10 @@ impl ControllerArgs {
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             node_monitor_grace_period: self.node_monitor_grace_period,
+            volume_dir: match &self.volume_dir {
+                Some(d) => d.display().to_string(),
+                None => controller_manager::Config::default().volume_dir,
+            },
             ..controller_manager::Config::default()
         }
     }

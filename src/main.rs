@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_faults;
+mod bench_statefulset;
 mod cli;
 mod components;
 mod kubeconfig;

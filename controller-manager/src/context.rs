@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -110,6 +113,11 @@ pub struct Informers {
     pub services: Arc<Informer<Service>>,
     pub nodes: Arc<Informer<Node>>,
     pub namespaces: Arc<Informer<Namespace>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
+    pub controllerrevisions: Arc<Informer<ControllerRevision>>,
+    pub pvcs: Arc<Informer<PersistentVolumeClaim>>,
+    pub pvs: Arc<Informer<PersistentVolume>>,
+    pub storageclasses: Arc<Informer<StorageClass>>,
 }
 
 pub struct Ctx {
@@ -139,6 +147,11 @@ impl Ctx {
             services: Informer::new(Api::all(client.clone())),
             nodes: Informer::new(Api::all(client.clone())),
             namespaces: Informer::new(Api::all(client.clone())),
+            statefulsets: Informer::new(Api::all(client.clone())),
+            controllerrevisions: Informer::new(Api::all(client.clone())),
+            pvcs: Informer::new(Api::all(client.clone())),
+            pvs: Informer::new(Api::all(client.clone())),
+            storageclasses: Informer::new(Api::all(client.clone())),
         };
         Ctx { client, config, cidr, events, inf }
     }
@@ -156,6 +169,11 @@ impl Ctx {
             wait_ready(&i.services.store()).await;
             wait_ready(&i.nodes.store()).await;
             wait_ready(&i.namespaces.store()).await;
+            wait_ready(&i.statefulsets.store()).await;
+            wait_ready(&i.controllerrevisions.store()).await;
+            wait_ready(&i.pvcs.store()).await;
+            wait_ready(&i.pvs.store()).await;
+            wait_ready(&i.storageclasses.store()).await;
         };
         tokio::select! {
             _ = stop.clone().wait() => false,
@@ -182,6 +200,12 @@ impl Ctx {
         }
         if c.enabled("deployment") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::deployment::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("statefulset") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::statefulset::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("persistentvolume-binder") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::volume::run(self.clone(), stop.clone())));
         }
         if c.enabled("endpoint") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpoints::run(self.clone(), stop.clone())));
@@ -212,6 +236,11 @@ impl Ctx {
         tasks.spawn(i.services.clone().run(stop.clone()));
         tasks.spawn(i.nodes.clone().run(stop.clone()));
         tasks.spawn(i.namespaces.clone().run(stop.clone()));
+        tasks.spawn(i.statefulsets.clone().run(stop.clone()));
+        tasks.spawn(i.controllerrevisions.clone().run(stop.clone()));
+        tasks.spawn(i.pvcs.clone().run(stop.clone()));
+        tasks.spawn(i.pvs.clone().run(stop.clone()));
+        tasks.spawn(i.storageclasses.clone().run(stop.clone()));
     }
 }
 

@@ -8,6 +8,9 @@
 //! - `expectations`: upstream's ControllerExpectations idea, so a lagging cache never double-creates.
 //! - `replicas`: the ReplicaSet and ReplicationController controllers (one mechanism, two kinds).
 //! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
+//! - `statefulset/`: the StatefulSet controller (ordinals, ordered/parallel, rolling update, claims).
+//! - `history`: ControllerRevision history (hash, create, claim, truncate) for StatefulSets and DaemonSets.
+//! - `volume`: the persistentvolume-binder with the built-in `kplane.io/hostpath` provisioner.
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `gc`: the garbage collector (owner → dependents graph; background, foreground, orphan).
 //! - `namespace`, `serviceaccount`, `nodeipam`, `nodelifecycle`: the smaller controllers.
@@ -27,6 +30,7 @@ mod endpointslice;
 mod events;
 mod expectations;
 mod gc;
+mod history;
 mod informer;
 pub mod leader;
 mod namespace;
@@ -34,7 +38,9 @@ mod nodeipam;
 mod nodelifecycle;
 mod replicas;
 mod serviceaccount;
+mod statefulset;
 mod util;
+mod volume;
 
 use context::Ctx;
 pub use context::WorkqueueMetrics;
@@ -64,6 +70,10 @@ pub struct Config {
     pub concurrent_replicaset_syncs: u16,
     /// `--concurrent-deployment-syncs`.
     pub concurrent_deployment_syncs: u16,
+    /// `--concurrent-statefulset-syncs`.
+    pub concurrent_statefulset_syncs: u16,
+    /// Where provisioned hostPath-like volumes live (`<data dir>/volumes`); only written into PVs.
+    pub volume_dir: String,
     /// `--concurrent-endpoint-syncs`.
     pub concurrent_endpoint_syncs: u16,
     /// `--concurrent-service-endpoint-syncs` (EndpointSlices).
@@ -100,6 +110,8 @@ impl Default for Config {
             identity: None,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_statefulset_syncs: 5,
+            volume_dir: "/var/lib/kplane/volumes".into(),
             concurrent_endpoint_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,

@@ -379,6 +379,10 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
             &rw,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
+        // The StatefulSet controller and the persistentvolume-binder (with its default StorageClass).
+        rule(&["apps"], &["statefulsets", "statefulsets/status", "controllerrevisions"], &rw),
+        rule(&[""], &["persistentvolumeclaims", "persistentvolumes", "persistentvolumes/status"], &rw),
+        rule(&["storage.k8s.io"], &["storageclasses"], &rw),
         rule(&["*"], &["*"], &["update", "patch"]),
         events.clone(),
         leases.clone(),
