@@ -1,7 +1,7 @@
 //! StatefulSets on a real `kplane up`, driven by the real kubectl (and the real `dig`): ordered
 //! creation and scale-down, Parallel management, per-pod DNS through the headless Service, claims
 //! bound by the built-in provisioner with the retention policy honoured, a partitioned rolling
-//! update, OnDelete, and `kubectl rollout status/history/undo`.
+//! update, OnDelete, `kubectl rollout status/history/undo`, and DefaultStorageClass admission.
 
 mod common;
 
@@ -396,4 +396,25 @@ fn parallel_ordered_and_on_delete() {
         (st["updatedReplicas"] == 1 && st["currentReplicas"] == 1).then_some(st)
     });
     assert_ne!(st["currentRevision"], st["updateRevision"]);
+
+    // DefaultStorageClass: a claim naming no class gets the default one (and is bound); an
+    // explicit "" asks for no class: not defaulted, not ours to provision.
+    let claim = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n{class}  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 2Gi}}}}\n"
+        )
+    };
+    apply(&kp, &claim("plain", ""));
+    apply(&kp, &claim("none", "  storageClassName: \"\"\n"));
+    let plain = eventually(20, "plain claim bound", || {
+        let c = json(&kp, &["get", "pvc", "plain"]);
+        (c["status"]["phase"] == "Bound").then_some(c)
+    });
+    assert_eq!(plain["spec"]["storageClassName"], "standard");
+    assert_eq!(plain["status"]["capacity"]["storage"], "2Gi");
+    std::thread::sleep(Duration::from_secs(1));
+    let none = json(&kp, &["get", "pvc", "none"]);
+    assert_eq!(none["spec"]["storageClassName"], "");
+    assert_eq!(none["status"]["phase"], "Pending");
+    assert!(none["spec"]["volumeName"].is_null());
 }
