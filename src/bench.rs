@@ -21,9 +21,13 @@ use serde_json::json;
 /// Flags of `kplane bench cluster`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchClusterArgs {
-    /// Replicas of the measured Deployment.
-    #[arg(long, default_value_t = 1000)]
-    pub replicas: usize,
+    /// What is measured: a Deployment of `--replicas`, a Job of `--completions` at `--parallelism`
+    /// (`bench_job`), or a StatefulSet of `--replicas` in Parallel mode (`bench_statefulset`).
+    #[arg(long, value_enum, default_value_t = Workload::Deployment)]
+    pub workload: Workload,
+    /// Replicas of the measured workload (default: 1000 for a Deployment, 100 for a StatefulSet).
+    #[arg(long)]
+    pub replicas: Option<usize>,
     /// Simulated nodes (110 pods each).
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
@@ -37,9 +41,6 @@ pub struct BenchClusterArgs {
     /// `sleep` (a busybox container running `sleep 3600` in the sandboxed shell).
     #[arg(long, default_value = "server", value_parser = ["server", "sleep"])]
     pub pod: String,
-    /// What is measured: a Deployment of `--replicas`, or a Job of `--completions` at `--parallelism`.
-    #[arg(long, value_enum, default_value_t = Workload::Deployment)]
-    pub workload: Workload,
     /// `--workload job`: the Job's completions.
     #[arg(long, default_value_t = 1000)]
     pub completions: usize,
@@ -48,11 +49,22 @@ pub struct BenchClusterArgs {
     pub parallelism: usize,
 }
 
-/// The workload `kplane bench cluster` measures.
+/// The workloads `kplane bench cluster` can time.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     Deployment,
     Job,
+    Statefulset,
+}
+
+impl BenchClusterArgs {
+    /// `--replicas`, or the workload's default.
+    pub fn replicas(&self) -> usize {
+        self.replicas.unwrap_or(match self.workload {
+            Workload::Deployment | Workload::Job => 1000,
+            Workload::Statefulset => 100,
+        })
+    }
 }
 
 pub(crate) struct Cluster {
@@ -115,7 +127,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     let tmp = tempfile::Builder::new().prefix("kplane-bench-cluster-").tempdir()?;
     let cluster = start(&exe, &tmp.path().join("cluster"), &args)?;
     let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
-    let n = args.replicas;
+    let n = args.replicas();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
 
     // Wait for the nodes, then let the idle cluster settle before reading its memory.
@@ -208,7 +220,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
 
 /// The store writes N pods need, made directly: create, then two updates (bind, status), per pod, 16
 /// pods at a time. Returns seconds.
-async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
+pub(crate) async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
     let mut embedded = None;
     let store: store::DynStore = match &args.etcd_servers {
         Some(url) => {
@@ -227,7 +239,7 @@ async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
     let value = pod.to_string().into_bytes();
     let prefix = format!("/registry/bench-anchor-{}/", uuid::Uuid::new_v4());
     let started = Instant::now();
-    store::bench::drive(args.replicas, 16, move |i| {
+    store::bench::drive(args.replicas(), 16, move |i| {
         let (store, value, key) = (store.clone(), value.clone(), format!("{prefix}{i}"));
         async move {
             let kv = store.create(&key, value.clone(), 0).await?;
@@ -245,7 +257,7 @@ async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.args.replicas;
+        let n = self.args.replicas();
         let store = if self.args.etcd_servers.is_some() { "real etcd" } else { "embedded store" };
         writeln!(
             f,

@@ -284,6 +284,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             let exe = std::env::current_exe().context("finding the kplane binary")?;
             match args.workload {
                 crate::bench::Workload::Job => println!("{}", crate::bench_job::run(args, exe).await?),
+                crate::bench::Workload::Statefulset => {
+                    println!("{}", crate::bench_statefulset::run(args, exe).await?)
+                }
                 crate::bench::Workload::Deployment => println!("{}", crate::bench::run(args, exe).await?),
             }
             Ok(())
@@ -390,10 +393,13 @@ fn endpoint_tls(args: &ServerArgs) -> Result<Option<store::server::EndpointTls>>
     Ok(Some(tls))
 }
 
-async fn up(args: ServerArgs, components: Option<crate::components::UpComponents>) -> Result<()> {
+async fn up(args: ServerArgs, mut components: Option<crate::components::UpComponents>) -> Result<()> {
     // SIGTERM is caught from the first moment: the stores and endpoints below serve before
     // `ready`, and a client that stops us then still gets a clean shutdown.
     let shutdown = shutdown_signal();
+    if let Some(c) = components.as_mut() {
+        c.controller.volume_dir.get_or_insert_with(|| args.store.data_dir.join("volumes"));
+    }
     // A bad audit policy stops kplane before anything starts.
     let audit = apiserver::audit::Auditor::from_args(&apiserver::audit::AuditArgs {
         policy_file: args.api.audit_policy_file.clone(),

@@ -84,6 +84,9 @@ pub struct ControllerArgs {
     /// Terminated pods (Succeeded/Failed) kept before the pod GC deletes the oldest; 0 turns it off.
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: i32,
+    /// Where provisioned volumes' hostPath-like paths point (`up`: `<data dir>/volumes`).
+    #[arg(long)]
+    pub volume_dir: Option<std::path::PathBuf>,
 }
 
 impl ControllerArgs {
@@ -101,6 +104,10 @@ impl ControllerArgs {
             horizontal_pod_autoscaler_downscale_stabilization: self
                 .horizontal_pod_autoscaler_downscale_stabilization,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            volume_dir: match &self.volume_dir {
+                Some(d) => d.display().to_string(),
+                None => controller_manager::Config::default().volume_dir,
+            },
             ..controller_manager::Config::default()
         }
     }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_faults;
 mod bench_job;
+mod bench_statefulset;
 mod cli;
 mod components;
 mod kubeconfig;

@@ -19,6 +19,10 @@
 //! `kubernetes.io/ingress.class` annotation gets the IngressClass annotated
 //! `ingressclass.kubernetes.io/is-default-class: "true"`; when several are, the newest (then the
 //! first by name), as upstream's plugin since 1.28.
+//!
+//! DefaultStorageClass: a PersistentVolumeClaim created without `spec.storageClassName` (absent or
+//! null; an explicit `""` asks for no class) gets the StorageClass annotated
+//! `storageclass.kubernetes.io/is-default-class: "true"` (the newest when several are).
 
 use std::sync::Arc;
 
@@ -34,6 +38,9 @@ use crate::AppState;
 pub const DEFAULT_INGRESS_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// The legacy class annotation (`networking/v1beta1.AnnotationIngressClass`): when set, no default.
 pub const LEGACY_INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+/// Marks the default StorageClass (upstream's `IsDefaultStorageClassAnnotation`).
+pub const DEFAULT_STORAGE_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
 
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -59,6 +66,17 @@ pub async fn on_create(st: &AppState, res: &ResourceDef, obj: &mut Value) -> Api
             if let Some(class) = default_ingress_class(&classes) {
                 if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                     spec.insert("ingressClassName".into(), json!(class));
+                }
+            }
+        }
+        ("", "PersistentVolumeClaim") if obj.pointer("/spec/storageClassName").is_none_or(Value::is_null) => {
+            let name = crate::meta::name(obj).unwrap_or("").to_string();
+            let classes = cluster_objects(st, "storage.k8s.io", "v1", "storageclasses")
+                .await
+                .map_err(|e| ApiError::forbidden(res, &name, &format!("cannot list StorageClasses: {e}")))?;
+            if let Some(class) = newest_default(&classes, DEFAULT_STORAGE_CLASS_ANNOTATION) {
+                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("storageClassName".into(), json!(class));
                 }
             }
         }
@@ -328,8 +346,17 @@ fn needs_default_class(ing: &Value) -> bool {
 
 /// Every IngressClass, from the watch cache or else the store.
 async fn ingress_classes(st: &AppState) -> Result<Vec<Arc<Value>>, String> {
-    let res = api_types::resources::lookup("networking.k8s.io", "v1", "ingressclasses")
-        .ok_or("no ingressclasses resource")?;
+    cluster_objects(st, "networking.k8s.io", "v1", "ingressclasses").await
+}
+
+/// Every object of a cluster-scoped resource, from the watch cache or else the store.
+async fn cluster_objects(
+    st: &AppState,
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Result<Vec<Arc<Value>>, String> {
+    let res = api_types::resources::lookup(group, version, plural).ok_or(format!("no {plural} resource"))?;
     let prefix = res.list_prefix(None);
     if let Some(found) = st.cacher.cache(&st.store, res).and_then(|c| c.under(&prefix)) {
         return Ok(found);
@@ -342,6 +369,11 @@ async fn ingress_classes(st: &AppState) -> Result<Vec<Arc<Value>>, String> {
 /// The name of the default IngressClass: of those annotated `is-default-class: "true"` (exactly
 /// that string), the newest by creationTimestamp, ties to the smallest name.
 fn default_ingress_class(classes: &[Arc<Value>]) -> Option<String> {
+    newest_default(classes, DEFAULT_INGRESS_CLASS_ANNOTATION)
+}
+
+/// Of the objects annotated `<annotation>: "true"`, the newest one's name (ties: smallest name).
+fn newest_default(classes: &[Arc<Value>], annotation: &str) -> Option<String> {
     let created = |c: &Value| {
         let ts = c.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("");
         ts.parse::<jiff::Timestamp>().map(|t| t.as_nanosecond()).unwrap_or(0)
@@ -349,9 +381,7 @@ fn default_ingress_class(classes: &[Arc<Value>]) -> Option<String> {
     classes
         .iter()
         .filter(|c| {
-            c.pointer("/metadata/annotations")
-                .and_then(|a| a.get(DEFAULT_INGRESS_CLASS_ANNOTATION))
-                .and_then(Value::as_str)
+            c.pointer("/metadata/annotations").and_then(|a| a.get(annotation)).and_then(Value::as_str)
                 == Some("true")
         })
         .map(|c| (created(c), crate::meta::name(c).unwrap_or("")))

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -114,7 +117,11 @@ pub struct Informers {
     pub jobs: Arc<Informer<Job>>,
     pub cronjobs: Arc<Informer<CronJob>>,
     pub daemonsets: Arc<Informer<DaemonSet>>,
-    pub revisions: Arc<Informer<ControllerRevision>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
+    pub controllerrevisions: Arc<Informer<ControllerRevision>>,
+    pub pvcs: Arc<Informer<PersistentVolumeClaim>>,
+    pub pvs: Arc<Informer<PersistentVolume>>,
+    pub storageclasses: Arc<Informer<StorageClass>>,
 }
 
 pub struct Ctx {
@@ -147,7 +154,11 @@ impl Ctx {
             jobs: Informer::new(Api::all(client.clone())),
             cronjobs: Informer::new(Api::all(client.clone())),
             daemonsets: Informer::new(Api::all(client.clone())),
-            revisions: Informer::new(Api::all(client.clone())),
+            statefulsets: Informer::new(Api::all(client.clone())),
+            controllerrevisions: Informer::new(Api::all(client.clone())),
+            pvcs: Informer::new(Api::all(client.clone())),
+            pvs: Informer::new(Api::all(client.clone())),
+            storageclasses: Informer::new(Api::all(client.clone())),
         };
         Ctx { client, config, cidr, events, inf }
     }
@@ -168,7 +179,11 @@ impl Ctx {
             wait_ready(&i.jobs.store()).await;
             wait_ready(&i.cronjobs.store()).await;
             wait_ready(&i.daemonsets.store()).await;
-            wait_ready(&i.revisions.store()).await;
+            wait_ready(&i.statefulsets.store()).await;
+            wait_ready(&i.controllerrevisions.store()).await;
+            wait_ready(&i.pvcs.store()).await;
+            wait_ready(&i.pvs.store()).await;
+            wait_ready(&i.storageclasses.store()).await;
         };
         tokio::select! {
             _ = stop.clone().wait() => false,
@@ -198,6 +213,12 @@ impl Ctx {
         }
         if c.enabled("daemonset") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::daemonset::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("statefulset") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::statefulset::run(self.clone(), stop.clone())));
+        }
+        if c.enabled("persistentvolume-binder") {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::volume::run(self.clone(), stop.clone())));
         }
         if c.enabled("endpoint") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::endpoints::run(self.clone(), stop.clone())));
@@ -252,7 +273,11 @@ impl Ctx {
         tasks.spawn(i.jobs.clone().run(stop.clone()));
         tasks.spawn(i.cronjobs.clone().run(stop.clone()));
         tasks.spawn(i.daemonsets.clone().run(stop.clone()));
-        tasks.spawn(i.revisions.clone().run(stop.clone()));
+        tasks.spawn(i.statefulsets.clone().run(stop.clone()));
+        tasks.spawn(i.controllerrevisions.clone().run(stop.clone()));
+        tasks.spawn(i.pvcs.clone().run(stop.clone()));
+        tasks.spawn(i.pvs.clone().run(stop.clone()));
+        tasks.spawn(i.storageclasses.clone().run(stop.clone()));
     }
 }
 

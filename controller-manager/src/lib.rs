@@ -10,6 +10,9 @@
 //! - `deployment/`: the Deployment controller (rolling update, recreate, revisions, conditions).
 //! - `daemonset/`: the DaemonSet controller (one pod per eligible node, rolling update with
 //!   maxUnavailable/maxSurge, ControllerRevision history).
+//! - `statefulset/`: the StatefulSet controller (ordinals, ordered/parallel, rolling update, claims).
+//! - `history`: ControllerRevision history (hash, create, claim, truncate) for StatefulSets and DaemonSets.
+//! - `volume`: the persistentvolume-binder with the built-in `kplane.io/hostpath` provisioner.
 //! - `endpoints`, `endpointslice`: Service → Endpoints / EndpointSlices.
 //! - `job/`: the Job controller (completions, Indexed, back-off, failure/success policies, suspend);
 //!   `ttlafterfinished`: deletes finished Jobs after `ttlSecondsAfterFinished`.
@@ -41,6 +44,7 @@ mod endpointslice;
 mod events;
 mod expectations;
 mod gc;
+mod history;
 mod hpa;
 mod informer;
 mod job;
@@ -52,8 +56,10 @@ mod podgc;
 mod replicas;
 mod resourcequota;
 mod serviceaccount;
+mod statefulset;
 mod ttlafterfinished;
 mod util;
+mod volume;
 
 use context::Ctx;
 pub use context::WorkqueueMetrics;
@@ -85,6 +91,10 @@ pub struct Config {
     pub concurrent_deployment_syncs: u16,
     /// `--concurrent-daemonset-syncs`.
     pub concurrent_daemonset_syncs: u16,
+    /// `--concurrent-statefulset-syncs`.
+    pub concurrent_statefulset_syncs: u16,
+    /// Where provisioned hostPath-like volumes live (`<data dir>/volumes`); only written into PVs.
+    pub volume_dir: String,
     /// `--concurrent-endpoint-syncs`.
     pub concurrent_endpoint_syncs: u16,
     /// `--concurrent-service-endpoint-syncs` (EndpointSlices).
@@ -144,6 +154,8 @@ impl Default for Config {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_daemonset_syncs: 2,
+            concurrent_statefulset_syncs: 5,
+            volume_dir: "/var/lib/kplane/volumes".into(),
             concurrent_endpoint_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             concurrent_gc_syncs: 20,

@@ -399,6 +399,8 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                 "replicasets/scale",
                 "daemonsets",
                 "daemonsets/status",
+                "statefulsets",
+                "statefulsets/status",
                 "controllerrevisions",
             ],
             &rw,
@@ -406,6 +408,10 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         rule(&["discovery.k8s.io"], &["endpointslices"], &rw),
         // The CronJob controller creates and deletes Jobs.
         rule(&["batch"], &["jobs", "jobs/status", "cronjobs", "cronjobs/status"], &rw),
+        // The StatefulSet controller's claims and the persistentvolume-binder (with its default
+        // StorageClass).
+        rule(&[""], &["persistentvolumeclaims", "persistentvolumes", "persistentvolumes/status"], &rw),
+        rule(&["storage.k8s.io"], &["storageclasses"], &rw),
         rule(&["*"], &["*"], &["update", "patch"]),
         events.clone(),
         leases.clone(),

@@ -61,7 +61,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     let daemonsets = ctx.inf.daemonsets.store();
     let pods = ctx.inf.pods.store();
     let nodes = ctx.inf.nodes.store();
-    let revisions = ctx.inf.revisions.store();
+    let revisions = ctx.inf.controllerrevisions.store();
     let dctx = Arc::new(DsCtx {
         ctx: ctx.clone(),
         daemonsets: daemonsets.clone(),
@@ -110,7 +110,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
     let controller = Controller::for_shared_stream(ctx.inf.daemonsets.subscribe(), daemonsets)
         .watches_shared_stream(ctx.inf.pods.subscribe(), pod_mapper)
         .watches_shared_stream(ctx.inf.nodes.subscribe(), node_mapper)
-        .watches_shared_stream(ctx.inf.revisions.subscribe(), rev_mapper);
+        .watches_shared_stream(ctx.inf.controllerrevisions.subscribe(), rev_mapper);
     // Controllers start once the shared caches have listed (see `Ctx::informers_ready`).
     if !ctx.informers_ready(&stop).await {
         return;
