@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, free_port, stderr, stdout, Kplane};
+use common::{assert_rollback_skipped, eventually, free_port, stderr, stdout, Kplane};
 use serde_json::Value;
 
 fn json(kp: &Kplane, args: &[&str]) -> Value {
@@ -337,6 +337,8 @@ fn rolling_updates_respect_max_unavailable_and_max_surge_and_undo() {
     let history = kp.kubectl_ok(&["rollout", "history", "daemonset/roll"]);
     let revs: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(revs, ["2", "3"], "{history}");
+    // Undoing to what is already current is refused by kubectl.
+    assert_rollback_skipped(&kp.kubectl(&["rollout", "undo", "daemonset/roll", "--to-revision=3"]));
     let ds = json(&kp, &["get", "daemonset", "roll"]);
     assert_eq!(ds["status"]["updatedNumberScheduled"], 3);
     assert_eq!(ds["metadata"]["annotations"]["deprecated.daemonset.template.generation"], "3");

@@ -1,20 +1,23 @@
 //! ControllerRevision history shared by the controllers that keep one (StatefulSet, DaemonSet):
 //! upstream's `pkg/controller/history` plus the revision helpers of its callers.
 //!
-//! A revision snapshots what a workload's pods are made from as a patch (`data`), numbered
-//! (`revision`), named `<parent>-<hash>` and labelled `controller-revision-hash=<hash>`. The hash
-//! is upstream's `HashControllerRevision`: FNV-32 (not 32a) over the raw data, then the decimal
-//! collision count when there is one, rendered through `rand.SafeEncodeString`. Two revisions are
-//! equal when their data is (the JSON values, so key order does not matter).
+//! A revision snapshots what a workload's pods are made from as a patch (`data`, upstream's
+//! `getPatch`: the pod template replacing the owner's wholesale), numbered (`revision`), named
+//! `<parent>-<hash>` and labelled `controller-revision-hash=<hash>`. The StatefulSet's hash is
+//! upstream's `HashControllerRevision` ([`hash`]); the DaemonSet names its revisions with the
+//! template hash instead (upstream's `snapshot` uses `controller.ComputeHash`), so the hash is the
+//! caller's. Two revisions are equal when their data is (the JSON values, so key order does not
+//! matter).
 //!
-//! Pure helpers ([`new_revision`], [`hash`], [`equal`], [`sort`], [`next_number`],
-//! [`to_truncate`]) and the API side ([`History`]: claim/adopt orphans, create with collision
-//! handling, renumber, delete), all through the API.
+//! Pure helpers ([`template_patch`], [`patch_template`], [`hash`], [`new_revision`], [`equal`],
+//! [`split_current`], [`sort`], [`next_number`], [`to_truncate`]) and the API side ([`History`]:
+//! claim/adopt/release, create with collision handling, renumber, delete), all through the API.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -52,23 +55,51 @@ pub fn revision_name(parent: &str, hash: &str) -> String {
     format!("{p}-{hash}")
 }
 
-/// Upstream's `NewControllerRevision`: labels copied from `labels` plus the hash label, owned by
-/// `owner` (controller), named after the parent and the hash of `data` and `collision_count`.
+/// The strategic merge patch a StatefulSet or DaemonSet revision stores (upstream's `getPatch`):
+/// `{"spec": {"template": <template with "$patch": "replace">}}`. Applying it restores the
+/// template exactly; `kubectl rollout undo` does just that, and skips the rollback when the
+/// owner's own encoding equals these bytes, so the template's metadata carries
+/// `creationTimestamp: null` as Go encodes an ObjectMeta.
+pub fn template_patch(template: &PodTemplateSpec) -> Value {
+    let mut t = serde_json::to_value(template).unwrap_or_else(|_| json!({}));
+    if let Some(o) = t.as_object_mut() {
+        o.insert("$patch".into(), json!("replace"));
+        let meta = o.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.entry("creationTimestamp").or_insert(Value::Null);
+        }
+    }
+    json!({"spec": {"template": t}})
+}
+
+/// The template a [`template_patch`] holds.
+pub fn patch_template(data: &Value) -> Option<PodTemplateSpec> {
+    let mut t = data.pointer("/spec/template")?.clone();
+    if let Some(o) = t.as_object_mut() {
+        o.remove("$patch");
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("creationTimestamp");
+        }
+    }
+    serde_json::from_value(t).ok()
+}
+
+/// Upstream's `NewControllerRevision`: labels copied from `labels` plus the hash label, the
+/// owner's annotations, owned by `owner` (controller), named after the parent and `hash`.
 pub fn new_revision(
     owner: &OwnerReference,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
     annotations: Option<&BTreeMap<String, String>>,
+    hash: &str,
     data: Value,
     number: i64,
-    collision_count: Option<i32>,
 ) -> ControllerRevision {
-    let h = hash(&data, collision_count);
     let mut labels = labels.cloned().unwrap_or_default();
-    labels.insert(HASH_LABEL.into(), h.clone());
+    labels.insert(HASH_LABEL.into(), hash.into());
     ControllerRevision {
         metadata: ObjectMeta {
-            name: Some(revision_name(&owner.name, &h)),
+            name: Some(revision_name(&owner.name, hash)),
             namespace: Some(namespace.into()),
             labels: Some(labels),
             annotations: annotations.filter(|a| !a.is_empty()).cloned(),
@@ -84,23 +115,20 @@ fn data(r: &ControllerRevision) -> Option<&Value> {
     r.data.as_ref().map(|d| &d.0)
 }
 
-/// Upstream's `EqualRevision`: same data (hash labels, when both have one, must agree too).
+/// Upstream's `EqualRevision`: the same data. (Upstream also compares the hash labels when both
+/// parse as decimal numbers; SafeEncodeString's never do.)
 pub fn equal(a: &ControllerRevision, b: &ControllerRevision) -> bool {
-    let la = a.labels().get(HASH_LABEL);
-    let lb = b.labels().get(HASH_LABEL);
-    if la.is_some() && lb.is_some() && la != lb {
-        // Different collision counts give different hashes over equal data: still equal data.
-        return data(a) == data(b);
-    }
     data(a) == data(b)
 }
 
-/// The revisions in `revs` equal to `needle` (upstream's `FindEqualRevisions`).
-pub fn find_equal<'a>(
-    revs: &'a [ControllerRevision],
-    needle: &ControllerRevision,
-) -> Vec<&'a ControllerRevision> {
-    revs.iter().filter(|r| equal(r, needle)).collect()
+/// Splits revisions into those storing `data` (upstream's `FindEqualRevisions`, the current
+/// ones) and the others (old), both oldest first as [`sort`] orders them.
+pub fn split_current(
+    mut revs: Vec<ControllerRevision>,
+    data: &Value,
+) -> (Vec<ControllerRevision>, Vec<ControllerRevision>) {
+    sort(&mut revs);
+    revs.into_iter().partition(|r| self::data(r) == Some(data))
 }
 
 /// Oldest first: by revision number, then creation time, then name (upstream's `SortControllerRevisions`).
@@ -119,18 +147,36 @@ pub fn next_number(revs: &[ControllerRevision]) -> i64 {
     revs.iter().map(|r| r.revision).max().unwrap_or(0) + 1
 }
 
-/// Upstream's `truncateHistory`: the names of the oldest revisions to delete so that at most
-/// `limit` remain besides those in `live` (revisions some pod or the status still uses).
-/// `revs` must be sorted oldest first.
-pub fn to_truncate(revs: &[ControllerRevision], live: &HashSet<String>, limit: i32) -> Vec<String> {
-    let history: Vec<&ControllerRevision> = revs.iter().filter(|r| !live.contains(&r.name_any())).collect();
-    let extra = history.len().saturating_sub(limit.max(0) as usize);
+/// Whether revisions still in use count toward the history limit; upstream's two controllers
+/// differ here.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LiveCounts {
+    /// StatefulSet's `truncateHistory`: at most `limit` revisions besides the live ones.
+    No,
+    /// DaemonSet's `cleanupHistory`: at most `limit` (old) revisions in all, live ones kept even
+    /// so.
+    Yes,
+}
+
+/// The names of the revisions to delete so that at most `limit` remain: the oldest first, never
+/// one `live` says is still in use (by a pod, or as the current/update revision). `revs` must be
+/// sorted oldest first.
+pub fn to_truncate(
+    revs: &[ControllerRevision],
+    limit: i32,
+    live: impl Fn(&ControllerRevision) -> bool,
+    counts: LiveCounts,
+) -> Vec<String> {
+    let history: Vec<&ControllerRevision> = revs.iter().filter(|r| !live(r)).collect();
+    let counted = if counts == LiveCounts::Yes { revs.len() } else { history.len() };
+    let extra = counted.saturating_sub(limit.max(0) as usize);
     history.iter().take(extra).map(|r| r.name_any()).collect()
 }
 
 /// The ControllerRevisions of one namespace, through the API.
 pub struct History {
     api: Api<ControllerRevision>,
+    namespace: String,
 }
 
 /// What [`History::create`] made (or found).
@@ -142,14 +188,14 @@ pub struct Created {
 
 impl History {
     pub fn new(client: Client, namespace: &str) -> History {
-        History { api: Api::namespaced(client, namespace) }
+        History { api: Api::namespaced(client, namespace), namespace: namespace.into() }
     }
 
-    /// Upstream's `ClaimControllerRevisions` over cached revisions of the owner's namespace: the
-    /// ones the owner controls and still selects, plus orphans it selects (adopted by a patch that
-    /// adds its controller reference). Owned ones that stopped matching are released.
-    /// `owner_live` must be a fresh check that the owner exists and is not being deleted (upstream's
-    /// RecheckDeletionTimestamp), asked only when there is something to adopt.
+    /// Upstream's `ClaimControllerRevisions` over cached revisions (those of other namespaces are
+    /// skipped): the ones the owner controls and still selects, plus orphans it selects (adopted
+    /// by a patch that adds its controller reference). Owned ones that stopped matching are
+    /// released. `owner_live` must be a fresh check that the owner exists and is not being
+    /// deleted (upstream's RecheckDeletionTimestamp), asked only when there is something to adopt.
     pub async fn claim<F, Fut>(
         &self,
         cached: impl IntoIterator<Item = Arc<ControllerRevision>>,
@@ -164,20 +210,16 @@ impl History {
         let mut owned = Vec::new();
         let mut orphans = Vec::new();
         for r in cached {
+            if r.metadata.namespace.as_deref() != Some(self.namespace.as_str()) {
+                continue;
+            }
             let matches = util::selector_matches(Some(selector), r.metadata.labels.as_ref());
             match util::controller_ref(&r.metadata) {
                 Some(c) if c.uid == owner.uid => {
                     if matches {
                         owned.push(r.as_ref().clone());
                     } else {
-                        let refs: Vec<&OwnerReference> =
-                            r.owner_references().iter().filter(|o| o.uid != owner.uid).collect();
-                        let p = json!({"metadata": {"ownerReferences": refs, "resourceVersion": r.resource_version()}});
-                        match self.api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&p)).await {
-                            Ok(_) => {}
-                            Err(e) if util::is_not_found(&e) => {}
-                            Err(e) => return Err(e),
-                        }
+                        self.set_owners(&r, r.owner_references().iter().filter(|o| o.uid != owner.uid)).await?;
                     }
                 }
                 Some(_) => {}
@@ -187,34 +229,55 @@ impl History {
         }
         if !orphans.is_empty() && owner_live().await? {
             for r in orphans {
-                let mut refs = r.owner_references().to_vec();
-                refs.push(owner.clone());
-                let p = json!({"metadata": {"ownerReferences": refs, "resourceVersion": r.resource_version()}});
-                match self.api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&p)).await {
-                    Ok(r) => owned.push(r),
-                    Err(e) if util::is_not_found(&e) => {}
-                    Err(e) => return Err(e),
+                let refs = r.owner_references().iter().chain(std::iter::once(owner));
+                if let Some(r) = self.set_owners(&r, refs).await? {
+                    owned.push(r);
                 }
             }
         }
         Ok(owned)
     }
 
-    /// Creates `rev` (built by [`new_revision`] with `collision_count`). When a revision of that
-    /// name exists: the same data means it is ours already (returned); other data is a hash
-    /// collision, so the count goes up and the name is recomputed (upstream's `CreateControllerRevision`).
+    /// Replaces a revision's ownerReferences, guarded by its resourceVersion; `None` when it is gone.
+    async fn set_owners<'a>(
+        &self,
+        r: &ControllerRevision,
+        refs: impl Iterator<Item = &'a OwnerReference>,
+    ) -> Result<Option<ControllerRevision>, kube::Error> {
+        let refs: Vec<&OwnerReference> = refs.collect();
+        let p = json!({"metadata": {"ownerReferences": refs, "resourceVersion": r.resource_version()}});
+        match self.api.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(&p)).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if util::is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates `rev`; when a revision of that name exists already and stores the same data it is
+    /// returned instead. `None`: the name is taken by other data (a hash collision).
+    pub async fn try_create(
+        &self,
+        rev: &ControllerRevision,
+    ) -> Result<Option<ControllerRevision>, kube::Error> {
+        match self.api.create(&PostParams::default(), rev).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if util::is_already_exists(&e) => {
+                Ok(self.api.get_opt(&rev.name_any()).await?.filter(|have| equal(have, rev)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Upstream's `CreateControllerRevision`: [`try_create`](Self::try_create) `rev` (built with
+    /// [`hash`] of its data and `collision_count`); on a collision the count goes up and the name
+    /// is recomputed.
     pub async fn create(&self, rev: ControllerRevision, collision_count: i32) -> Result<Created, kube::Error> {
         let mut count = collision_count;
         let mut rev = rev;
         loop {
-            match self.api.create(&PostParams::default(), &rev).await {
-                Ok(r) => return Ok(Created { revision: r, collision_count: count }),
-                Err(e) if util::is_already_exists(&e) && count < collision_count + 16 => {
-                    if let Some(have) = self.api.get_opt(&rev.name_any()).await? {
-                        if equal(&have, &rev) {
-                            return Ok(Created { revision: have, collision_count: count });
-                        }
-                    }
+            match self.try_create(&rev).await? {
+                Some(r) => return Ok(Created { revision: r, collision_count: count }),
+                None if count < collision_count + 16 => {
                     count += 1;
                     let d = data(&rev).cloned().unwrap_or(Value::Null);
                     let h = hash(&d, Some(count));
@@ -226,7 +289,11 @@ impl History {
                     rev.metadata.name = Some(revision_name(&parent, &h));
                     rev.metadata.labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), h);
                 }
-                Err(e) => return Err(e),
+                None => {
+                    return Err(kube::Error::Service(
+                        format!("revision {}: too many hash collisions", rev.name_any()).into(),
+                    ))
+                }
             }
         }
     }
@@ -267,7 +334,8 @@ mod tests {
     }
 
     fn rev(data: Value, n: i64) -> ControllerRevision {
-        new_revision(&owner(), "default", None, None, data, n, None)
+        let h = hash(&data, None);
+        new_revision(&owner(), "default", None, None, &h, data, n)
     }
 
     #[test]
@@ -295,19 +363,50 @@ mod tests {
         let c = rev(json!({"spec": {"template": {"x": 2}}}), 3);
         assert!(equal(&a, &b));
         assert!(!equal(&a, &c));
-        let all = vec![a.clone(), c.clone()];
-        assert_eq!(find_equal(&all, &b).len(), 1);
-        assert_eq!(next_number(&all), 4);
+        let (cur, old) =
+            split_current(vec![c.clone(), b.clone(), a.clone()], &json!({"spec": {"template": {"x": 1}}}));
+        assert_eq!(cur.iter().map(|r| r.revision).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(old.iter().map(|r| r.revision).collect::<Vec<_>>(), [3]);
+        assert_eq!(next_number(&[a, c]), 4);
+        assert_eq!(next_number(&[]), 1);
         assert_eq!(revision_name(&"x".repeat(300), "h").len(), 225);
+    }
+
+    #[test]
+    fn patch_replaces_the_template_as_go_encodes_it() {
+        let t: PodTemplateSpec = serde_json::from_value(
+            json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .unwrap();
+        let p = template_patch(&t);
+        assert_eq!(p["spec"]["template"]["$patch"], "replace");
+        assert_eq!(p["spec"]["template"]["metadata"]["creationTimestamp"], Value::Null);
+        assert!(p["spec"]["template"]["metadata"].as_object().unwrap().contains_key("creationTimestamp"));
+        // kubectl compares bytes: Go sorts map keys and writes no spaces.
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"a"}},"spec":{"containers":[{"image":"x","name":"c"}]}}}}"#
+        );
+        assert_eq!(patch_template(&p).unwrap(), t);
+        let empty = template_patch(&PodTemplateSpec::default());
+        assert_eq!(empty["spec"]["template"]["metadata"]["creationTimestamp"], Value::Null);
     }
 
     #[test]
     fn truncation_keeps_live_and_the_newest() {
         let mut revs: Vec<ControllerRevision> = (1..=5).map(|n| rev(json!({ "n": n }), n)).collect();
         sort(&mut revs);
-        let live: HashSet<String> = [revs[0].name_any(), revs[4].name_any()].into_iter().collect();
-        let gone = to_truncate(&revs, &live, 1);
+        let live = [revs[0].name_any(), revs[4].name_any()];
+        let is_live = |r: &ControllerRevision| live.contains(&r.name_any());
+        // StatefulSet: one besides the live ones.
+        let gone = to_truncate(&revs, 1, is_live, LiveCounts::No);
         assert_eq!(gone, vec![revs[1].name_any(), revs[2].name_any()]);
-        assert!(to_truncate(&revs, &live, 10).is_empty());
+        assert!(to_truncate(&revs, 10, is_live, LiveCounts::No).is_empty());
+        // DaemonSet: three in all, live ones kept even so.
+        let gone = to_truncate(&revs, 3, is_live, LiveCounts::Yes);
+        assert_eq!(gone, vec![revs[1].name_any(), revs[2].name_any()]);
+        let gone = to_truncate(&revs, 1, is_live, LiveCounts::Yes);
+        assert_eq!(gone, vec![revs[1].name_any(), revs[2].name_any(), revs[3].name_any()]);
+        assert!(to_truncate(&revs, 5, is_live, LiveCounts::Yes).is_empty());
     }
 }

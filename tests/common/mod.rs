@@ -250,6 +250,13 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// kubectl's `rollout undo --to-revision=<current>`: refused with "skipped rollback" (kubectl
+/// compares the owner's own encoding of its template with the revision's bytes).
+pub fn assert_rollback_skipped(o: &Output) {
+    let (out, err) = (stdout(o), stderr(o));
+    assert!(out.contains("skipped rollback") || err.contains("skipped rollback"), "{out}{err}");
+}
+
 /// The seed's `default-http-backend` ReplicationController, from YAML as the post creates it.
 pub const SEED_DEFAULT_BACKEND_RC: &str = "apiVersion: v1
 kind: ReplicationController

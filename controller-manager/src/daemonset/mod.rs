@@ -14,12 +14,11 @@
 //! metadata.name In [<node>]` and the scheduler binds it (cordoned nodes included: daemon pods
 //! tolerate `node.kubernetes.io/unschedulable`).
 //!
-//! Modules: `util` (pure decisions), `history` (owner-agnostic ControllerRevision helpers).
+//! Modules: `util` (pure decisions); ControllerRevisions through the shared `crate::history`.
 
-pub mod history;
 pub mod util;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +35,7 @@ use serde_json::json;
 
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::expectations::{Expectations, Seen};
+use crate::history::{self, History, LiveCounts, HASH_LABEL};
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "daemonset-controller";
@@ -196,7 +196,6 @@ async fn reconcile(ds: Arc<DaemonSet>, d: Arc<DsCtx>) -> Result<Action, Reconcil
         return Ok(Action::await_change());
     }
     let pods_api: Api<Pod> = Api::namespaced(d.ctx.client.clone(), &ns);
-    let rev_api: Api<ControllerRevision> = Api::namespaced(d.ctx.client.clone(), &ns);
 
     // 1. Claim pods and revisions.
     let mut owned: Vec<Arc<Pod>> = Vec::new();
@@ -219,39 +218,32 @@ async fn reconcile(ds: Arc<DaemonSet>, d: Arc<DsCtx>) -> Result<Action, Reconcil
             None => {}
         }
     }
-    let claimed = history::claim(d.revisions.state(), &ns, &uid, selector, false);
-    for r in &claimed.strays {
-        history::set_controller(&rev_api, r, None, &uid).await?;
-    }
-    let mut revisions = claimed.owned;
-    if !adopt_pods.is_empty() || !claimed.orphans.is_empty() {
-        // Upstream's RecheckDeletionTimestamp: never adopt for a DaemonSet that is gone or going.
+    // Upstream's RecheckDeletionTimestamp: never adopt for a DaemonSet that is gone or going.
+    let owner_live = || async {
         let live = Api::<DaemonSet>::namespaced(d.ctx.client.clone(), &ns).get_opt(&name).await?;
-        if live
-            .is_some_and(|l| l.metadata.uid.as_deref() == Some(uid.as_str()) && !u::is_terminating(&l.metadata))
-        {
-            let oref = owner_ref(&ds);
-            for pod in adopt_pods {
-                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(oref.clone());
-                let p =
-                    json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
-                match pods_api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&p)).await {
-                    Ok(p) => owned.push(Arc::new(p)),
-                    Err(e) if u::is_not_found(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            for r in &claimed.orphans {
-                if let Some(r) = history::set_controller(&rev_api, r, Some(&oref), &uid).await? {
-                    revisions.push(Arc::new(r));
-                }
+        Ok::<_, kube::Error>(live.is_some_and(|l| {
+            l.metadata.uid.as_deref() == Some(uid.as_str()) && !u::is_terminating(&l.metadata)
+        }))
+    };
+    let oref = owner_ref(&ds);
+    if !adopt_pods.is_empty() && owner_live().await? {
+        for pod in adopt_pods {
+            let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+            refs.push(oref.clone());
+            let p = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.resource_version()}});
+            match pods_api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&p)).await {
+                Ok(p) => owned.push(Arc::new(p)),
+                Err(e) if u::is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
+    let hist = History::new(d.ctx.client.clone(), &ns);
+    let selector = selector.cloned().unwrap_or_default();
+    let revisions = hist.claim(d.revisions.state(), &oref, &selector, owner_live).await?;
 
     // 2. History: the current revision and its hash.
-    let (hash, old) = construct_history(&d, &ds, &rev_api, revisions).await?;
+    let (hash, old) = construct_history(&d, &ds, &hist, revisions).await?;
 
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in owned {
@@ -292,7 +284,7 @@ async fn reconcile(ds: Arc<DaemonSet>, d: Arc<DsCtx>) -> Result<Action, Reconcil
             result = s.rolling_update().await;
         }
         if result.is_ok() {
-            result = s.cleanup_history(&rev_api, &old).await;
+            result = s.cleanup_history(&hist, &old).await;
         }
     }
 
@@ -317,51 +309,34 @@ async fn release_pod(api: &Api<Pod>, pod: &Pod, uid: &str) -> Result<(), Reconci
 async fn construct_history(
     d: &DsCtx,
     ds: &Arc<DaemonSet>,
-    api: &Api<ControllerRevision>,
-    revisions: Vec<Arc<ControllerRevision>>,
-) -> Result<(String, Vec<Arc<ControllerRevision>>), ReconcileError> {
+    hist: &History,
+    revisions: Vec<ControllerRevision>,
+) -> Result<(String, Vec<ControllerRevision>), ReconcileError> {
     let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     let data = history::template_patch(&template);
     let (cur, old) = history::split_current(revisions, &data);
-    let next = history::max_revision(&old) + 1;
-    let hash_of = |r: &ControllerRevision| {
-        r.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(history::REVISION_HASH_LABEL))
-            .cloned()
-            .unwrap_or_default()
-    };
-    if let Some(c) = cur.first() {
+    let next = history::next_number(&old);
+    let hash_of = |r: &ControllerRevision| r.labels().get(HASH_LABEL).cloned().unwrap_or_default();
+    if let Some(c) = cur.last() {
         if c.revision < next {
-            history::set_revision(api, c, next).await?;
+            hist.renumber(c, next).await?;
         }
         return Ok((hash_of(c), old));
     }
+    // Upstream's `snapshot`: named and labelled with the template hash (`controller.ComputeHash`,
+    // as the Deployment's ReplicaSets), not `HashControllerRevision`.
     let collision = ds.status.as_ref().and_then(|s| s.collision_count);
-    let hash = history::compute_hash(&template, collision);
+    let hash = crate::deployment::util::pod_template_hash(&template, collision);
     let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
-    let rev = history::new_revision(
-        owner_ref(ds),
-        &ds.namespace().unwrap_or_default(),
-        labels,
-        ds.metadata.annotations.as_ref(),
-        &hash,
-        data.clone(),
-        next,
-    );
-    match api.create(&PostParams::default(), &rev).await {
-        Ok(r) => Ok((hash_of(&r), old)),
-        Err(e) if u::is_already_exists(&e) => {
-            let existing = api.get(&rev.name_any()).await?;
-            let ours =
-                u::controller_ref(&existing.metadata).is_some_and(|r| Some(&r.uid) == ds.metadata.uid.as_ref());
-            if ours && history::data_equals(&existing, &data) {
-                return Ok((hash_of(&existing), old));
-            }
+    let (ns, annotations) = (ds.namespace().unwrap_or_default(), ds.metadata.annotations.as_ref());
+    let rev = history::new_revision(&owner_ref(ds), &ns, labels, annotations, &hash, data, next);
+    match hist.try_create(&rev).await? {
+        Some(r) if u::controller_ref(&r.metadata).is_some_and(|c| Some(&c.uid) == ds.metadata.uid.as_ref()) => {
+            Ok((hash_of(&r), old))
+        }
+        _ => {
             // A hash collision with another revision: bump collisionCount and try again.
-            let dapi: Api<DaemonSet> =
-                Api::namespaced(d.ctx.client.clone(), &ds.namespace().unwrap_or_default());
+            let dapi: Api<DaemonSet> = Api::namespaced(d.ctx.client.clone(), &ns);
             let p = json!({"status": {"collisionCount": collision.unwrap_or(0) + 1}});
             dapi.patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&p)).await?;
             Err(ReconcileError::Other(format!(
@@ -369,7 +344,6 @@ async fn construct_history(
                 rev.name_any()
             )))
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -556,21 +530,21 @@ impl Sync<'_> {
         }
     }
 
-    /// Upstream's `cleanupHistory`.
-    async fn cleanup_history(
-        &self,
-        api: &Api<ControllerRevision>,
-        old: &[Arc<ControllerRevision>],
-    ) -> Result<(), ReconcileError> {
-        let limit = self.ds.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
-        let live: Vec<&str> = self
+    /// Upstream's `cleanupHistory`: old revisions beyond the limit, oldest first, never one a
+    /// pod still carries the hash of.
+    async fn cleanup_history(&self, hist: &History, old: &[ControllerRevision]) -> Result<(), ReconcileError> {
+        let limit = self.ds.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10);
+        let live: HashSet<&str> = self
             .by_node
             .values()
             .flatten()
-            .filter_map(|p| p.metadata.labels.as_ref()?.get(util::HASH_LABEL).map(String::as_str))
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(HASH_LABEL).map(String::as_str))
             .collect();
-        let gone = history::to_truncate(old, limit, |h| live.contains(&h));
-        history::delete_all(api, &gone).await?;
+        let is_live =
+            |r: &ControllerRevision| r.labels().get(HASH_LABEL).is_some_and(|h| live.contains(h.as_str()));
+        for name in history::to_truncate(old, limit, is_live, LiveCounts::Yes) {
+            hist.delete(&name).await?;
+        }
         Ok(())
     }
 

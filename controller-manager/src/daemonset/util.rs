@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::util as u;
 
 /// The pod label holding the ControllerRevision hash of the template a pod was made from.
-pub const HASH_LABEL: &str = "controller-revision-hash";
+pub use crate::history::HASH_LABEL;
 /// The pod label holding the DaemonSet's template generation (upstream's backward-compatible one).
 pub const GENERATION_LABEL: &str = "pod-template-generation";
 /// The DaemonSet annotation the API server keeps the template generation in.

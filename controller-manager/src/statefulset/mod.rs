@@ -41,7 +41,7 @@ use serde_json::json;
 
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::expectations::{Expectations, Seen};
-use crate::history::{self, History};
+use crate::history::{self, History, LiveCounts};
 use crate::{util, Stop};
 use pods as p;
 
@@ -197,22 +197,21 @@ async fn reconcile(set: Arc<StatefulSet>, sc: Arc<SetCtx>) -> Result<Action, Rec
 
     // 2. Revisions.
     let hist = History::new(client.clone(), &ns);
-    let cached = sc.revisions.state().into_iter().filter(|r| r.namespace().as_deref() == Some(ns.as_str()));
-    let mut revisions = hist.claim(cached, &oref, &selector, live).await?;
+    let mut revisions = hist.claim(sc.revisions.state(), &oref, &selector, live).await?;
     history::sort(&mut revisions);
     let status = set.status.clone().unwrap_or_default();
     let mut collision_count = status.collision_count.unwrap_or(0);
     let data = p::revision_data(&set);
+    let (equal, _) = history::split_current(revisions.clone(), &data);
     let probe = history::new_revision(
         &oref,
         &ns,
         p::labels_of(&set),
         set.metadata.annotations.as_ref(),
+        &history::hash(&data, Some(collision_count)),
         data,
         history::next_number(&revisions),
-        Some(collision_count),
     );
-    let equal: Vec<ControllerRevision> = history::find_equal(&revisions, &probe).into_iter().cloned().collect();
     let update_rev = match equal.last() {
         Some(e) if revisions.last().map(|r| r.name_any()) == Some(e.name_any()) => e.clone(),
         Some(e) => {
@@ -243,7 +242,7 @@ async fn reconcile(set: Arc<StatefulSet>, sc: Arc<SetCtx>) -> Result<Action, Rec
     let current_tpl = current_rev
         .data
         .as_ref()
-        .and_then(|d| p::revision_template(&d.0))
+        .and_then(|d| history::patch_template(&d.0))
         .unwrap_or_else(|| update_tpl.clone());
 
     // 3-4. Pods.
@@ -334,7 +333,7 @@ async fn reconcile(set: Arc<StatefulSet>, sc: Arc<SetCtx>) -> Result<Action, Rec
         live.insert(current_revision);
         live.insert(update_name);
         let limit = spec.revision_history_limit.unwrap_or(10);
-        for r in history::to_truncate(&revisions, &live, limit) {
+        for r in history::to_truncate(&revisions, limit, |r| live.contains(&r.name_any()), LiveCounts::No) {
             hist.delete(&r).await?;
         }
     }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde_json::Value;
 
-use crate::history::HASH_LABEL;
+use crate::history::{self, HASH_LABEL};
 use crate::util;
 
 /// Upstream's `StatefulSetPodNameLabel`.
@@ -107,29 +107,7 @@ pub fn claim_templates(set: &StatefulSet) -> &[PersistentVolumeClaim] {
 
 /// The revision's patch (upstream's `getPatch`): the template, replacing the set's wholesale.
 pub fn revision_data(set: &StatefulSet) -> Value {
-    let mut t =
-        set.spec.as_ref().map(|s| serde_json::to_value(&s.template).unwrap_or_default()).unwrap_or_default();
-    if let Some(o) = t.as_object_mut() {
-        o.insert("$patch".into(), Value::String("replace".into()));
-        // As Go encodes an ObjectMeta (kubectl compares its own encoding with the revision's bytes).
-        let meta = o.entry("metadata").or_insert_with(|| serde_json::json!({}));
-        if let Some(m) = meta.as_object_mut() {
-            m.entry("creationTimestamp").or_insert(Value::Null);
-        }
-    }
-    serde_json::json!({"spec": {"template": t}})
-}
-
-/// The template a revision's patch holds.
-pub fn revision_template(data: &Value) -> Option<PodTemplateSpec> {
-    let mut t = data.pointer("/spec/template")?.clone();
-    if let Some(o) = t.as_object_mut() {
-        o.remove("$patch");
-        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("creationTimestamp");
-        }
-    }
-    serde_json::from_value(t).ok()
+    history::template_patch(&set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default())
 }
 
 /// The pod of `ordinal` made from `template` at `revision` (upstream's `newStatefulSetPod` and
@@ -334,7 +312,7 @@ mod tests {
         assert_eq!(c.labels()["t"], "1");
         let data = revision_data(&s);
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
-        assert_eq!(revision_template(&data).unwrap(), tpl);
+        assert_eq!(history::patch_template(&data).unwrap(), tpl);
     }
 
     #[test]
