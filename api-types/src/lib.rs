@@ -14,6 +14,7 @@
 //!   validation and status, structural schemas (pruning, defaulting, validation of custom
 //!   resources), printer columns (JSONPath), OpenAPI v3 of CRD group-versions.
 //! - `events.rs`: core/v1 ⇄ events.k8s.io/v1 Event conversion (one storage, two APIs).
+//! - `hpa.rs`: autoscaling/v2 ⇄ autoscaling/v1 HorizontalPodAutoscaler conversion (stored as v2).
 //! - `schema.rs`: every served kind's JSON schema, generated from k8s-openapi's types, and a walker.
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
 //! - `openapi_v2.rs`: the `/openapi/v2` Swagger 2.0 document (JSON and gnostic's protobuf),
@@ -32,6 +33,7 @@ pub mod apply;
 pub mod crd;
 pub mod events;
 pub mod fieldcheck;
+pub mod hpa;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;

@@ -207,9 +207,11 @@ pub static RESOURCES: &[ResourceDef] = &[
         short: NONE, cat: ALL, sub: &[Status], fields: &["status.successful"]),
     res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, "/registry/cronjobs",
         short: &["cj"], cat: ALL, sub: &[Status], fields: NONE),
-    // autoscaling/v2 only: kplane's discovery serves one version per group (autoscaling/v1
-    // HorizontalPodAutoscalers would need it to serve two, and a v1<->v2 conversion).
     res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler",
+        true, "/registry/horizontalpodautoscalers", short: &["hpa"], cat: ALL, sub: &[Status], fields: NONE),
+    // autoscaling/v1 serves the same stored (v2) objects, converted (`crate::hpa`); listed after v2
+    // so that v2 stays the group's preferred version.
+    res!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler",
         true, "/registry/horizontalpodautoscalers", short: &["hpa"], cat: ALL, sub: &[Status], fields: NONE),
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true,
         "/registry/poddisruptionbudgets", short: &["pdb"], cat: NONE, sub: &[Status], fields: NONE),

@@ -88,6 +88,9 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("autoscaling", "v2", "HorizontalPodAutoscaler") => {
             add::<autoscaling::v2::HorizontalPodAutoscaler>(gen)
         }
+        ("autoscaling", "v1", "HorizontalPodAutoscaler") => {
+            add::<autoscaling::v1::HorizontalPodAutoscaler>(gen)
+        }
         ("policy", "v1", "PodDisruptionBudget") => add::<policy::v1::PodDisruptionBudget>(gen),
         ("networking.k8s.io", "v1", "NetworkPolicy") => add::<networking::v1::NetworkPolicy>(gen),
         ("networking.k8s.io", "v1", "IPAddress") => add::<networking::v1::IPAddress>(gen),

@@ -119,7 +119,7 @@ pub fn api_resource_list(registry: &Registry, group: &str, version: &str) -> Api
             verbs: r.verbs(),
             short_names: r.short_names,
             categories: r.categories,
-            storage_version_hash: r.stored.then(|| storage_version_hash(r.group, r.version, r.kind)),
+            storage_version_hash: r.stored.then(|| storage_version_hash(r.group, storage_version(r), r.kind)),
         });
         for sub in r.subresources {
             let (kind, verbs, group_override) = subresource(r, sub);
@@ -276,6 +276,16 @@ impl Aggregated {
         }
         json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{}", self.version()),
                "metadata": {}, "items": items})
+    }
+}
+
+/// The version a resource is stored in (autoscaling/v1 HorizontalPodAutoscalers are stored as v2,
+/// so both versions report v2's hash, as upstream).
+fn storage_version(r: &ResourceDef) -> &'static str {
+    if crate::objects::stored_as_hpa_v2(r) {
+        "v2"
+    } else {
+        r.version
     }
 }
 

@@ -14,6 +14,17 @@ pub fn stored_as_core_event(res: &ResourceDef) -> bool {
     res.group == "events.k8s.io" && res.kind == "Event"
 }
 
+/// Whether the resource is autoscaling/v1 HorizontalPodAutoscalers, stored as autoscaling/v2.
+pub fn stored_as_hpa_v2(res: &ResourceDef) -> bool {
+    res.group == "autoscaling" && res.version == "v1" && res.kind == "HorizontalPodAutoscaler"
+}
+
+/// Whether the resource is served in another form than it is stored, so every read and write
+/// converts (and the raw-bytes fast paths do not apply).
+pub fn converts(res: &ResourceDef) -> bool {
+    stored_as_core_event(res) || stored_as_hpa_v2(res)
+}
+
 /// The bytes stored for an object: its JSON without `metadata.resourceVersion`, in storage form.
 pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
     // Custom resources are stored in their CRD's storage version (conversion None: only the
@@ -26,11 +37,17 @@ pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
         }
         return serde_json::to_vec(&o).unwrap_or_default();
     }
-    if !stored_as_core_event(res) && meta::resource_version(obj).is_none() {
+    if !converts(res) && meta::resource_version(obj).is_none() {
         // Nothing to strip or convert: no copy needed (every create takes this path).
         return serde_json::to_vec(obj).unwrap_or_default();
     }
-    let mut o = if stored_as_core_event(res) { api_types::events::to_core(obj) } else { obj.clone() };
+    let mut o = if stored_as_core_event(res) {
+        api_types::events::to_core(obj)
+    } else if stored_as_hpa_v2(res) {
+        api_types::hpa::from_v1(obj)
+    } else {
+        obj.clone()
+    };
     meta::remove(&mut o, "resourceVersion");
     serde_json::to_vec(&o).unwrap_or_default()
 }
@@ -41,6 +58,8 @@ pub fn decode(res: &ResourceDef, kv: &KeyValue) -> ApiResult<Value> {
         .map_err(|e| ApiError::internal(format!("stored object at {} is not valid JSON: {e}", kv.key)))?;
     if stored_as_core_event(res) {
         obj = api_types::events::from_core(&obj);
+    } else if stored_as_hpa_v2(res) {
+        obj = api_types::hpa::to_v1(&obj);
     }
     set_kind(res, &mut obj);
     meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));

@@ -373,8 +373,20 @@ pub fn default(res: &ResourceDef, obj: &mut Value) {
         }
         "HorizontalPodAutoscaler" => {
             set_default(obj, &["spec", "minReplicas"], json!(1));
+            // autoscaling/v1 (stored as v2): upstream applies v2's default metric whenever the
+            // stored object is decoded; with no cpu target and no metrics annotation, that default
+            // reads back through v1 as targetCPUUtilizationPercentage 80.
+            if res.version == "v1" {
+                let annotated = obj
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(api_types::hpa::METRICS_ANNOTATION))
+                    .is_some();
+                if !annotated && obj.get("spec").is_some_and(Value::is_object) {
+                    set_default(obj, &["spec", "targetCPUUtilizationPercentage"], json!(80));
+                }
+            }
             let no_metrics = obj.pointer("/spec/metrics").and_then(Value::as_array).is_none_or(Vec::is_empty);
-            if no_metrics && obj.get("spec").is_some_and(Value::is_object) {
+            if res.version == "v2" && no_metrics && obj.get("spec").is_some_and(Value::is_object) {
                 meta::set_path(
                     obj,
                     &["spec", "metrics"],

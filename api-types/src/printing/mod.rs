@@ -297,6 +297,10 @@ impl Printer {
             Printer::DaemonSet => batch::daemon_set_row(v, now),
             Printer::ControllerRevision => batch::controller_revision_row(v, now),
             Printer::PodDisruptionBudget => batch::pod_disruption_budget_row(v, now),
+            // Upstream prints the internal form: autoscaling/v1 objects are printed as their v2 form.
+            Printer::HorizontalPodAutoscaler if v["apiVersion"] == "autoscaling/v1" => {
+                batch::horizontal_pod_autoscaler_row(&crate::hpa::from_v1(v), now)
+            }
             Printer::HorizontalPodAutoscaler => batch::horizontal_pod_autoscaler_row(v, now),
             Printer::NetworkPolicy => admin::network_policy_row(v, now),
             Printer::IPAddress => admin::ip_address_row(v),

@@ -34,6 +34,7 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("batch", "v1", "Job", &API_BATCH_V1_JOB),
     ("batch", "v1", "CronJob", &API_BATCH_V1_CRON_JOB),
     ("autoscaling", "v2", "HorizontalPodAutoscaler", &API_AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER),
+    ("autoscaling", "v1", "HorizontalPodAutoscaler", &API_AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER),
     ("policy", "v1", "PodDisruptionBudget", &API_POLICY_V1_POD_DISRUPTION_BUDGET),
     ("discovery.k8s.io", "v1", "EndpointSlice", &API_DISCOVERY_V1_ENDPOINT_SLICE),
     ("networking.k8s.io", "v1", "Ingress", &API_NETWORKING_V1_INGRESS),
@@ -656,6 +657,45 @@ pub(crate) static API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Message = M
         F { tag: 2, json: "reason", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 3, json: "evaluationError", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 4, json: "denied", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE: Message = Message {
+    name: "api.autoscaling.v1.CrossVersionObjectReference",
+    fields: &[
+        F { tag: 1, json: "kind", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "name", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "apiVersion", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER: Message = Message {
+    name: "api.autoscaling.v1.HorizontalPodAutoscaler",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_SPEC: Message = Message {
+    name: "api.autoscaling.v1.HorizontalPodAutoscalerSpec",
+    fields: &[
+        F { tag: 1, json: "scaleTargetRef", kind: K::Message(&API_AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE), label: L::One, keep_zero: false },
+        F { tag: 2, json: "minReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 3, json: "maxReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "targetCPUUtilizationPercentage", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER_STATUS: Message = Message {
+    name: "api.autoscaling.v1.HorizontalPodAutoscalerStatus",
+    fields: &[
+        F { tag: 1, json: "observedGeneration", kind: K::Int64, label: L::One, keep_zero: false },
+        F { tag: 2, json: "lastScaleTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 3, json: "currentReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 4, json: "desiredReplicas", kind: K::Int32, label: L::One, keep_zero: false },
+        F { tag: 5, json: "currentCPUUtilizationPercentage", kind: K::Int32, label: L::One, keep_zero: false },
     ],
 };
 

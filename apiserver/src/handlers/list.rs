@@ -240,7 +240,7 @@ pub(crate) async fn list(
     params: &Params,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    if crate::render::wants_table(headers) || crate::objects::stored_as_core_event(rp.res) {
+    if crate::render::wants_table(headers) || crate::objects::converts(rp.res) {
         let (items, list_meta, _) = list_items(st, rp, params).await?;
         return crate::render::list(rp.res, items, list_meta, headers, params);
     }

@@ -1,0 +1,507 @@
+//! Conversion between `autoscaling/v2` HorizontalPodAutoscalers (the stored form) and
+//! `autoscaling/v1` ones, as upstream's `pkg/apis/autoscaling/v1/conversion.go`:
+//!
+//! - `spec.targetCPUUtilizationPercentage` ⇄ a Resource `cpu` metric with a Utilization target;
+//!   `status.currentCPUUtilizationPercentage` ⇄ the Resource `cpu` current averageUtilization.
+//! - Every other metric (spec and status) travels in the annotations
+//!   `autoscaling.alpha.kubernetes.io/metrics` / `…/current-metrics`, as JSON lists in v1's
+//!   (v2beta1-shaped) MetricSpec / MetricStatus form; `spec.behavior` in `…/behavior` and
+//!   `status.conditions` in `…/conditions`. A v1 write reads them back and drops the annotations.
+
+use serde_json::{json, Map, Value};
+
+pub const METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/metrics";
+pub const CURRENT_METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
+pub const BEHAVIOR_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/behavior";
+pub const CONDITIONS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/conditions";
+
+/// Copies the listed keys of `from` that are present into `to`, renamed (from-key, to-key).
+fn copy(from: &Value, to: &mut Map<String, Value>, keys: &[(&str, &str)]) {
+    for (f, t) in keys {
+        if let Some(v) = from.get(*f).filter(|v| !v.is_null()) {
+            to.insert((*t).to_string(), v.clone());
+        }
+    }
+}
+
+fn obj(m: Map<String, Value>) -> Value {
+    Value::Object(m)
+}
+
+/// Whether a v2 metric (spec) is the cpu Utilization metric v1 carries in its own field.
+fn is_cpu_utilization(m: &Value) -> bool {
+    m.get("type").and_then(Value::as_str) == Some("Resource")
+        && m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
+        && m.pointer("/resource/target/averageUtilization").is_some_and(|v| !v.is_null())
+}
+
+fn is_cpu_current_utilization(m: &Value) -> bool {
+    m.get("type").and_then(Value::as_str) == Some("Resource")
+        && m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
+        && m.pointer("/resource/current/averageUtilization").is_some_and(|v| !v.is_null())
+}
+
+/// A v2 MetricSpec in v1's annotation form.
+fn spec_to_v1(m: &Value) -> Value {
+    let mut out = Map::new();
+    copy(m, &mut out, &[("type", "type")]);
+    let null = Value::Null;
+    let target = |s: &Value| s.get("target").cloned().unwrap_or(Value::Null);
+    if let Some(s) = m.get("object").filter(|v| v.is_object()) {
+        let (t, mut o) = (target(s), Map::new());
+        copy(s, &mut o, &[("describedObject", "target")]);
+        copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
+        copy(&t, &mut o, &[("value", "targetValue"), ("averageValue", "averageValue")]);
+        out.insert("object".into(), obj(o));
+    }
+    if let Some(s) = m.get("pods").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
+        copy(&target(s), &mut o, &[("averageValue", "targetAverageValue")]);
+        out.insert("pods".into(), obj(o));
+    }
+    for key in ["resource", "containerResource"] {
+        if let Some(s) = m.get(key).filter(|v| v.is_object()) {
+            let mut o = Map::new();
+            copy(s, &mut o, &[("name", "name"), ("container", "container")]);
+            copy(
+                &target(s),
+                &mut o,
+                &[("averageUtilization", "targetAverageUtilization"), ("averageValue", "targetAverageValue")],
+            );
+            out.insert(key.into(), obj(o));
+        }
+    }
+    if let Some(s) = m.get("external").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(
+            s.get("metric").unwrap_or(&null),
+            &mut o,
+            &[("name", "metricName"), ("selector", "metricSelector")],
+        );
+        copy(&target(s), &mut o, &[("value", "targetValue"), ("averageValue", "targetAverageValue")]);
+        out.insert("external".into(), obj(o));
+    }
+    obj(out)
+}
+
+/// A v1 annotation MetricSpec in v2's form.
+fn spec_from_v1(m: &Value) -> Value {
+    let mut out = Map::new();
+    copy(m, &mut out, &[("type", "type")]);
+    let metric = |s: &Value, selector: &str| {
+        let mut id = Map::new();
+        copy(s, &mut id, &[("metricName", "name"), (selector, "selector")]);
+        obj(id)
+    };
+    if let Some(s) = m.get("object").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(s, &mut o, &[("target", "describedObject")]);
+        o.insert("metric".into(), metric(s, "selector"));
+        let target = match s.get("averageValue").filter(|v| !v.is_null()) {
+            Some(av) => json!({"type": "AverageValue", "averageValue": av}),
+            None => {
+                let mut t = Map::from_iter([("type".to_string(), json!("Value"))]);
+                copy(s, &mut t, &[("targetValue", "value")]);
+                obj(t)
+            }
+        };
+        o.insert("target".into(), target);
+        out.insert("object".into(), obj(o));
+    }
+    if let Some(s) = m.get("pods").filter(|v| v.is_object()) {
+        let mut t = Map::from_iter([("type".to_string(), json!("AverageValue"))]);
+        copy(s, &mut t, &[("targetAverageValue", "averageValue")]);
+        out.insert("pods".into(), json!({"metric": metric(s, "selector"), "target": obj(t)}));
+    }
+    for key in ["resource", "containerResource"] {
+        if let Some(s) = m.get(key).filter(|v| v.is_object()) {
+            let mut o = Map::new();
+            copy(s, &mut o, &[("name", "name"), ("container", "container")]);
+            let utilization = s.get("targetAverageUtilization").filter(|v| !v.is_null());
+            let mut t = Map::new();
+            t.insert("type".into(), json!(if utilization.is_some() { "Utilization" } else { "AverageValue" }));
+            copy(
+                s,
+                &mut t,
+                &[("targetAverageUtilization", "averageUtilization"), ("targetAverageValue", "averageValue")],
+            );
+            o.insert("target".into(), obj(t));
+            out.insert(key.into(), obj(o));
+        }
+    }
+    if let Some(s) = m.get("external").filter(|v| v.is_object()) {
+        let value = s.get("targetValue").filter(|v| !v.is_null());
+        let mut t = Map::new();
+        t.insert("type".into(), json!(if value.is_some() { "Value" } else { "AverageValue" }));
+        copy(s, &mut t, &[("targetValue", "value"), ("targetAverageValue", "averageValue")]);
+        out.insert("external".into(), json!({"metric": metric(s, "metricSelector"), "target": obj(t)}));
+    }
+    obj(out)
+}
+
+/// A v2 MetricStatus in v1's annotation form.
+fn status_to_v1(m: &Value) -> Value {
+    let mut out = Map::new();
+    copy(m, &mut out, &[("type", "type")]);
+    let null = Value::Null;
+    let current = |s: &Value| s.get("current").cloned().unwrap_or(Value::Null);
+    if let Some(s) = m.get("object").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(s, &mut o, &[("describedObject", "target")]);
+        copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
+        copy(&current(s), &mut o, &[("value", "currentValue"), ("averageValue", "averageValue")]);
+        out.insert("object".into(), obj(o));
+    }
+    if let Some(s) = m.get("pods").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
+        copy(&current(s), &mut o, &[("averageValue", "currentAverageValue")]);
+        out.insert("pods".into(), obj(o));
+    }
+    for key in ["resource", "containerResource"] {
+        if let Some(s) = m.get(key).filter(|v| v.is_object()) {
+            let mut o = Map::new();
+            copy(s, &mut o, &[("name", "name"), ("container", "container")]);
+            copy(
+                &current(s),
+                &mut o,
+                &[("averageUtilization", "currentAverageUtilization"), ("averageValue", "currentAverageValue")],
+            );
+            out.insert(key.into(), obj(o));
+        }
+    }
+    if let Some(s) = m.get("external").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(
+            s.get("metric").unwrap_or(&null),
+            &mut o,
+            &[("name", "metricName"), ("selector", "metricSelector")],
+        );
+        copy(&current(s), &mut o, &[("value", "currentValue"), ("averageValue", "currentAverageValue")]);
+        out.insert("external".into(), obj(o));
+    }
+    obj(out)
+}
+
+/// A v1 annotation MetricStatus in v2's form.
+fn status_from_v1(m: &Value) -> Value {
+    let mut out = Map::new();
+    copy(m, &mut out, &[("type", "type")]);
+    let metric = |s: &Value, selector: &str| {
+        let mut id = Map::new();
+        copy(s, &mut id, &[("metricName", "name"), (selector, "selector")]);
+        obj(id)
+    };
+    let current = |s: &Value, keys: &[(&str, &str)]| {
+        let mut c = Map::new();
+        copy(s, &mut c, keys);
+        obj(c)
+    };
+    if let Some(s) = m.get("object").filter(|v| v.is_object()) {
+        let mut o = Map::new();
+        copy(s, &mut o, &[("target", "describedObject")]);
+        o.insert("metric".into(), metric(s, "selector"));
+        o.insert("current".into(), current(s, &[("currentValue", "value"), ("averageValue", "averageValue")]));
+        out.insert("object".into(), obj(o));
+    }
+    if let Some(s) = m.get("pods").filter(|v| v.is_object()) {
+        let c = current(s, &[("currentAverageValue", "averageValue")]);
+        out.insert("pods".into(), json!({"metric": metric(s, "selector"), "current": c}));
+    }
+    for key in ["resource", "containerResource"] {
+        if let Some(s) = m.get(key).filter(|v| v.is_object()) {
+            let mut o = Map::new();
+            copy(s, &mut o, &[("name", "name"), ("container", "container")]);
+            let c = current(
+                s,
+                &[("currentAverageUtilization", "averageUtilization"), ("currentAverageValue", "averageValue")],
+            );
+            o.insert("current".into(), c);
+            out.insert(key.into(), obj(o));
+        }
+    }
+    if let Some(s) = m.get("external").filter(|v| v.is_object()) {
+        let c = current(s, &[("currentValue", "value"), ("currentAverageValue", "averageValue")]);
+        out.insert("external".into(), json!({"metric": metric(s, "metricSelector"), "current": c}));
+    }
+    obj(out)
+}
+
+fn annotations_mut(o: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    let meta = o.entry("metadata").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    let m = meta.as_object_mut().expect("metadata is an object");
+    let a = m.entry("annotations").or_insert_with(|| json!({}));
+    if !a.is_object() {
+        *a = json!({});
+    }
+    a.as_object_mut().expect("annotations is an object")
+}
+
+/// Drops `metadata.annotations` when it ended up empty.
+fn prune_annotations(o: &mut Map<String, Value>) {
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        if meta.get("annotations").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            meta.remove("annotations");
+        }
+    }
+}
+
+/// A stored autoscaling/v2 HorizontalPodAutoscaler as served by autoscaling/v1.
+pub fn to_v1(v2: &Value) -> Value {
+    let Some(src) = v2.as_object() else { return v2.clone() };
+    let mut out = Map::new();
+    for (k, v) in src {
+        if !matches!(k.as_str(), "spec" | "status") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out.insert("apiVersion".into(), json!("autoscaling/v1"));
+    out.insert("kind".into(), json!("HorizontalPodAutoscaler"));
+    let empty = Vec::new();
+    if let Some(spec) = v2.get("spec").filter(|s| s.is_object()) {
+        let mut s = Map::new();
+        copy(
+            spec,
+            &mut s,
+            &[
+                ("scaleTargetRef", "scaleTargetRef"),
+                ("minReplicas", "minReplicas"),
+                ("maxReplicas", "maxReplicas"),
+            ],
+        );
+        let metrics = spec.get("metrics").and_then(Value::as_array).unwrap_or(&empty);
+        let mut others = Vec::new();
+        for m in metrics {
+            if is_cpu_utilization(m) {
+                if !s.contains_key("targetCPUUtilizationPercentage") {
+                    s.insert(
+                        "targetCPUUtilizationPercentage".into(),
+                        m["resource"]["target"]["averageUtilization"].clone(),
+                    );
+                }
+            } else {
+                others.push(spec_to_v1(m));
+            }
+        }
+        if !others.is_empty() {
+            let enc = serde_json::to_string(&others).unwrap_or_default();
+            annotations_mut(&mut out).insert(METRICS_ANNOTATION.into(), json!(enc));
+        }
+        if let Some(b) = spec.get("behavior").filter(|b| !b.is_null()) {
+            let enc = serde_json::to_string(b).unwrap_or_default();
+            annotations_mut(&mut out).insert(BEHAVIOR_ANNOTATION.into(), json!(enc));
+        }
+        out.insert("spec".into(), obj(s));
+    }
+    if let Some(status) = v2.get("status").filter(|s| s.is_object()) {
+        let mut s = Map::new();
+        copy(
+            status,
+            &mut s,
+            &[
+                ("observedGeneration", "observedGeneration"),
+                ("lastScaleTime", "lastScaleTime"),
+                ("currentReplicas", "currentReplicas"),
+                ("desiredReplicas", "desiredReplicas"),
+            ],
+        );
+        let current = status.get("currentMetrics").and_then(Value::as_array).unwrap_or(&empty);
+        let mut others = Vec::new();
+        for m in current {
+            if is_cpu_current_utilization(m) {
+                if !s.contains_key("currentCPUUtilizationPercentage") {
+                    s.insert(
+                        "currentCPUUtilizationPercentage".into(),
+                        m["resource"]["current"]["averageUtilization"].clone(),
+                    );
+                }
+            } else {
+                others.push(status_to_v1(m));
+            }
+        }
+        if !others.is_empty() {
+            let enc = serde_json::to_string(&others).unwrap_or_default();
+            annotations_mut(&mut out).insert(CURRENT_METRICS_ANNOTATION.into(), json!(enc));
+        }
+        if let Some(c) = status.get("conditions").and_then(Value::as_array).filter(|c| !c.is_empty()) {
+            let enc = serde_json::to_string(c).unwrap_or_default();
+            annotations_mut(&mut out).insert(CONDITIONS_ANNOTATION.into(), json!(enc));
+        }
+        out.insert("status".into(), obj(s));
+    }
+    prune_annotations(&mut out);
+    obj(out)
+}
+
+/// Takes an annotation off the object, parsed as JSON (a value that does not parse is dropped, as
+/// upstream's conversion ignores what it cannot decode).
+fn take_annotation(o: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    let a = o.get_mut("metadata")?.get_mut("annotations")?.as_object_mut()?;
+    let raw = a.remove(key)?;
+    serde_json::from_str(raw.as_str()?).ok()
+}
+
+/// An autoscaling/v1 HorizontalPodAutoscaler (as written by a client) as the autoscaling/v2 object
+/// that is stored.
+pub fn from_v1(v1: &Value) -> Value {
+    let Some(src) = v1.as_object() else { return v1.clone() };
+    let mut out = Map::new();
+    for (k, v) in src {
+        if !matches!(k.as_str(), "spec" | "status") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out.insert("apiVersion".into(), json!("autoscaling/v2"));
+    out.insert("kind".into(), json!("HorizontalPodAutoscaler"));
+    let metrics = take_annotation(&mut out, METRICS_ANNOTATION);
+    let current = take_annotation(&mut out, CURRENT_METRICS_ANNOTATION);
+    let behavior = take_annotation(&mut out, BEHAVIOR_ANNOTATION);
+    let conditions = take_annotation(&mut out, CONDITIONS_ANNOTATION);
+    prune_annotations(&mut out);
+    if let Some(spec) = v1.get("spec").filter(|s| s.is_object()) {
+        let mut s = Map::new();
+        copy(
+            spec,
+            &mut s,
+            &[
+                ("scaleTargetRef", "scaleTargetRef"),
+                ("minReplicas", "minReplicas"),
+                ("maxReplicas", "maxReplicas"),
+            ],
+        );
+        // Upstream puts the annotation's metrics first, the cpu field's metric last.
+        let mut list: Vec<Value> = metrics
+            .as_ref()
+            .and_then(Value::as_array)
+            .map(|ms| ms.iter().map(spec_from_v1).collect())
+            .unwrap_or_default();
+        if let Some(cpu) = spec.get("targetCPUUtilizationPercentage").filter(|v| !v.is_null()) {
+            list.push(json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": cpu}}}));
+        }
+        if !list.is_empty() {
+            s.insert("metrics".into(), Value::Array(list));
+        }
+        if let Some(b) = behavior.filter(Value::is_object) {
+            s.insert("behavior".into(), b);
+        }
+        out.insert("spec".into(), obj(s));
+    }
+    if let Some(status) = v1.get("status").filter(|s| s.is_object()) {
+        let mut s = Map::new();
+        copy(
+            status,
+            &mut s,
+            &[
+                ("observedGeneration", "observedGeneration"),
+                ("lastScaleTime", "lastScaleTime"),
+                ("currentReplicas", "currentReplicas"),
+                ("desiredReplicas", "desiredReplicas"),
+            ],
+        );
+        let mut list: Vec<Value> = current
+            .as_ref()
+            .and_then(Value::as_array)
+            .map(|ms| ms.iter().map(status_from_v1).collect())
+            .unwrap_or_default();
+        if let Some(cpu) = status.get("currentCPUUtilizationPercentage").filter(|v| !v.is_null()) {
+            list.push(json!({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": cpu}}}));
+        }
+        if !list.is_empty() {
+            s.insert("currentMetrics".into(), Value::Array(list));
+        }
+        if let Some(c) = conditions.filter(Value::is_array) {
+            s.insert("conditions".into(), c);
+        }
+        out.insert("status".into(), obj(s));
+    }
+    obj(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2() -> Value {
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+                "minReplicas": 1, "maxReplicas": 3,
+                "metrics": [
+                    {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+                    {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
+                    {"type": "External", "external": {"metric": {"name": "queue", "selector": {"matchLabels": {"q": "a"}}},
+                        "target": {"type": "Value", "value": "5"}}},
+                    {"type": "Object", "object": {"describedObject": {"kind": "Service", "name": "s", "apiVersion": "v1"},
+                        "metric": {"name": "rps"}, "target": {"type": "Value", "value": "2"}}},
+                    {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}
+                ],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}
+            },
+            "status": {
+                "currentReplicas": 2, "desiredReplicas": 3, "lastScaleTime": "2026-12-07T10:00:00Z",
+                "currentMetrics": [
+                    {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "80Mi"}}},
+                    {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40}}}
+                ],
+                "conditions": [{"type": "AbleToScale", "status": "True"}]
+            }
+        })
+    }
+
+    #[test]
+    fn cpu_target_is_v1s_own_field_and_other_metrics_travel_in_annotations() {
+        let v1 = to_v1(&v2());
+        assert_eq!(v1["apiVersion"], "autoscaling/v1");
+        assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+        assert!(v1["spec"].get("metrics").is_none());
+        assert_eq!(v1["status"]["currentCPUUtilizationPercentage"], 40);
+        assert_eq!(v1["status"]["currentReplicas"], 2);
+        assert_eq!(v1["status"]["desiredReplicas"], 3);
+        let ann = &v1["metadata"]["annotations"];
+        let metrics: Value = serde_json::from_str(ann[METRICS_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(
+            metrics[0],
+            json!({"type": "Resource", "resource": {"name": "memory", "targetAverageValue": "100Mi"}})
+        );
+        assert_eq!(
+            metrics[1],
+            json!({"type": "Pods", "pods": {"metricName": "qps", "targetAverageValue": "10"}})
+        );
+        assert_eq!(
+            metrics[2],
+            json!({"type": "External", "external": {"metricName": "queue", "metricSelector": {"matchLabels": {"q": "a"}}, "targetValue": "5"}})
+        );
+        assert_eq!(metrics[3]["object"]["target"]["name"], "s");
+        assert!(ann.get(BEHAVIOR_ANNOTATION).is_some() && ann.get(CONDITIONS_ANNOTATION).is_some());
+        assert!(ann.get(CURRENT_METRICS_ANNOTATION).is_some());
+    }
+
+    #[test]
+    fn v1_round_trips_to_the_same_v2() {
+        let back = from_v1(&to_v1(&v2()));
+        assert_eq!(back, v2());
+    }
+
+    #[test]
+    fn plain_v1_write_becomes_a_cpu_metric() {
+        let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "x"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 3,
+                     "targetCPUUtilizationPercentage": 50}});
+        let v2 = from_v1(&v1);
+        assert_eq!(v2["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            v2["spec"]["metrics"],
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}])
+        );
+        assert!(v2["metadata"].get("annotations").is_none());
+        assert_eq!(to_v1(&v2), v1);
+    }
+}
