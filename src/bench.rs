@@ -123,14 +123,21 @@ pub struct Report {
     busy_rss: f64,
 }
 
-pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
-    let tmp = tempfile::Builder::new().prefix("kplane-bench-cluster-").tempdir()?;
-    let cluster = start(&exe, &tmp.path().join("cluster"), &args)?;
-    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
-    let n = args.replicas();
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+/// A `kplane up` child for one `bench cluster` run, its nodes up (each has its pod CIDR) and
+/// settled for 2 s, with a client and the run's deadline. `dir` holds the cluster's data and the
+/// anchor's store.
+pub(crate) struct Started {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) cluster: Cluster,
+    pub(crate) client: kube::Client,
+    pub(crate) deadline: Instant,
+}
 
-    // Wait for the nodes, then let the idle cluster settle before reading its memory.
+pub(crate) async fn start_settled(exe: &Path, args: &BenchClusterArgs, prefix: &str) -> Result<Started> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let cluster = start(exe, &dir.path().join("cluster"), args)?;
+    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     loop {
         let ready = nodes
@@ -148,7 +155,15 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Let the idle cluster settle (its memory is read now, and the measured work starts here).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Started { dir, cluster, client, deadline })
+}
+
+pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
+    let Started { dir: tmp, cluster, client, deadline } =
+        start_settled(&exe, &args, "kplane-bench-cluster-").await?;
+    let n = args.replicas();
     let idle_rss = apiserver::bench::rss_mib(cluster.child.id());
 
     let ns = "default";

@@ -31,29 +31,9 @@ pub struct Report {
 }
 
 pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
-    let tmp = tempfile::Builder::new().prefix("kplane-bench-job-").tempdir()?;
-    let cluster = crate::bench::start(&exe, &tmp.path().join("cluster"), &args)?;
-    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
+    let crate::bench::Started { dir: tmp, cluster, client, deadline } =
+        crate::bench::start_settled(&exe, &args, "kplane-bench-job-").await?;
     let (n, p) = (args.completions, args.parallelism);
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    loop {
-        let ready = nodes
-            .list(&Default::default())
-            .await?
-            .items
-            .iter()
-            .filter(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some())
-            .count();
-        if ready >= args.nodes {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {ready} of {} nodes came up", args.nodes);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
     let job = json!({

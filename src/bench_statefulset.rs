@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::bench::{anchor_writes, start, BenchClusterArgs};
+use crate::bench::{anchor_writes, start_settled, BenchClusterArgs, Started};
 
 /// What one run measured.
 pub struct Report {
@@ -25,28 +25,9 @@ pub struct Report {
 }
 
 pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
-    let tmp = tempfile::Builder::new().prefix("kplane-bench-sts-").tempdir()?;
-    let cluster = start(&exe, &tmp.path().join("cluster"), &args)?;
-    let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
+    let Started { dir: tmp, cluster, client, deadline } =
+        start_settled(&exe, &args, "kplane-bench-sts-").await?;
     let n = args.replicas();
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let nodes: Api<Node> = Api::all(client.clone());
-    loop {
-        let up = nodes
-            .list(&Default::default())
-            .await?
-            .items
-            .iter()
-            .filter(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some())
-            .count();
-        if up >= args.nodes {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {up} of {} nodes came up", args.nodes);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let ns = "default";
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let svc = json!({"metadata": {"name": "bench"}, "spec": {"clusterIP": "None", "selector": {"app": "bench"},

@@ -41,23 +41,26 @@ fn is_cpu_current_utilization(m: &Value) -> bool {
         && m.pointer("/resource/current/averageUtilization").is_some_and(|v| !v.is_null())
 }
 
-/// A v2 MetricSpec in v1's annotation form.
-fn spec_to_v1(m: &Value) -> Value {
+/// A v2 MetricSpec (`side` = "target") or MetricStatus (`side` = "current") in v1's annotation
+/// form: v1 names each value after its side (`targetValue`, `currentAverageUtilization`, ...).
+fn metric_to_v1(m: &Value, side: &str) -> Value {
     let mut out = Map::new();
     copy(m, &mut out, &[("type", "type")]);
     let null = Value::Null;
-    let target = |s: &Value| s.get("target").cloned().unwrap_or(Value::Null);
+    let values = |s: &Value| s.get(side).cloned().unwrap_or(Value::Null);
+    let (value, average_value, average_utilization) =
+        (format!("{side}Value"), format!("{side}AverageValue"), format!("{side}AverageUtilization"));
     if let Some(s) = m.get("object").filter(|v| v.is_object()) {
-        let (t, mut o) = (target(s), Map::new());
+        let mut o = Map::new();
         copy(s, &mut o, &[("describedObject", "target")]);
         copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
-        copy(&t, &mut o, &[("value", "targetValue"), ("averageValue", "averageValue")]);
+        copy(&values(s), &mut o, &[("value", &value), ("averageValue", "averageValue")]);
         out.insert("object".into(), obj(o));
     }
     if let Some(s) = m.get("pods").filter(|v| v.is_object()) {
         let mut o = Map::new();
         copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
-        copy(&target(s), &mut o, &[("averageValue", "targetAverageValue")]);
+        copy(&values(s), &mut o, &[("averageValue", &average_value)]);
         out.insert("pods".into(), obj(o));
     }
     for key in ["resource", "containerResource"] {
@@ -65,9 +68,9 @@ fn spec_to_v1(m: &Value) -> Value {
             let mut o = Map::new();
             copy(s, &mut o, &[("name", "name"), ("container", "container")]);
             copy(
-                &target(s),
+                &values(s),
                 &mut o,
-                &[("averageUtilization", "targetAverageUtilization"), ("averageValue", "targetAverageValue")],
+                &[("averageUtilization", &average_utilization), ("averageValue", &average_value)],
             );
             out.insert(key.into(), obj(o));
         }
@@ -79,7 +82,7 @@ fn spec_to_v1(m: &Value) -> Value {
             &mut o,
             &[("name", "metricName"), ("selector", "metricSelector")],
         );
-        copy(&target(s), &mut o, &[("value", "targetValue"), ("averageValue", "targetAverageValue")]);
+        copy(&values(s), &mut o, &[("value", &value), ("averageValue", &average_value)]);
         out.insert("external".into(), obj(o));
     }
     obj(out)
@@ -136,50 +139,6 @@ fn spec_from_v1(m: &Value) -> Value {
         t.insert("type".into(), json!(if value.is_some() { "Value" } else { "AverageValue" }));
         copy(s, &mut t, &[("targetValue", "value"), ("targetAverageValue", "averageValue")]);
         out.insert("external".into(), json!({"metric": metric(s, "metricSelector"), "target": obj(t)}));
-    }
-    obj(out)
-}
-
-/// A v2 MetricStatus in v1's annotation form.
-fn status_to_v1(m: &Value) -> Value {
-    let mut out = Map::new();
-    copy(m, &mut out, &[("type", "type")]);
-    let null = Value::Null;
-    let current = |s: &Value| s.get("current").cloned().unwrap_or(Value::Null);
-    if let Some(s) = m.get("object").filter(|v| v.is_object()) {
-        let mut o = Map::new();
-        copy(s, &mut o, &[("describedObject", "target")]);
-        copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
-        copy(&current(s), &mut o, &[("value", "currentValue"), ("averageValue", "averageValue")]);
-        out.insert("object".into(), obj(o));
-    }
-    if let Some(s) = m.get("pods").filter(|v| v.is_object()) {
-        let mut o = Map::new();
-        copy(s.get("metric").unwrap_or(&null), &mut o, &[("name", "metricName"), ("selector", "selector")]);
-        copy(&current(s), &mut o, &[("averageValue", "currentAverageValue")]);
-        out.insert("pods".into(), obj(o));
-    }
-    for key in ["resource", "containerResource"] {
-        if let Some(s) = m.get(key).filter(|v| v.is_object()) {
-            let mut o = Map::new();
-            copy(s, &mut o, &[("name", "name"), ("container", "container")]);
-            copy(
-                &current(s),
-                &mut o,
-                &[("averageUtilization", "currentAverageUtilization"), ("averageValue", "currentAverageValue")],
-            );
-            out.insert(key.into(), obj(o));
-        }
-    }
-    if let Some(s) = m.get("external").filter(|v| v.is_object()) {
-        let mut o = Map::new();
-        copy(
-            s.get("metric").unwrap_or(&null),
-            &mut o,
-            &[("name", "metricName"), ("selector", "metricSelector")],
-        );
-        copy(&current(s), &mut o, &[("value", "currentValue"), ("averageValue", "currentAverageValue")]);
-        out.insert("external".into(), obj(o));
     }
     obj(out)
 }
@@ -284,7 +243,7 @@ pub fn to_v1(v2: &Value) -> Value {
                     );
                 }
             } else {
-                others.push(spec_to_v1(m));
+                others.push(metric_to_v1(m, "target"));
             }
         }
         if !others.is_empty() {
@@ -320,7 +279,7 @@ pub fn to_v1(v2: &Value) -> Value {
                     );
                 }
             } else {
-                others.push(status_to_v1(m));
+                others.push(metric_to_v1(m, "current"));
             }
         }
         if !others.is_empty() {

@@ -40,6 +40,7 @@ pub mod patch;
 pub mod patchmeta;
 pub mod printing;
 pub mod protobuf;
+pub mod quantity;
 pub mod quota;
 pub mod resources;
 pub mod scheduling;

@@ -119,13 +119,32 @@ mod tests {
         let ok = |e, f| matches_node_affinity(&with(e, f), &n);
         assert!(ok(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}]), json!([])));
         assert!(!ok(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}]), json!([])));
+        assert!(ok(json!([{"key": "zone", "operator": "Exists"}]), json!([])));
+        assert!(ok(json!([{"key": "disk", "operator": "DoesNotExist"}]), json!([])));
         assert!(ok(json!([{"key": "gen", "operator": "Gt", "values": ["4"]}]), json!([])));
+        assert!(!ok(json!([{"key": "gen", "operator": "Lt", "values": ["5"]}]), json!([])));
         assert!(ok(json!([]), json!([{"key": "metadata.name", "operator": "In", "values": ["w1"]}])));
         assert!(!ok(json!([]), json!([{"key": "metadata.name", "operator": "In", "values": ["w2"]}])));
         assert!(!ok(json!([]), json!([])), "an empty term matches nothing");
         let sel = |s: serde_json::Value| pod(json!({"spec": {"containers": [], "nodeSelector": s}}));
         assert!(matches_node_affinity(&sel(json!({"zone": "a"})), &n));
         assert!(!matches_node_affinity(&sel(json!({"zone": "b"})), &n));
+    }
+
+    #[test]
+    fn toleration_rules() {
+        let taint = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        let t = |v: serde_json::Value| serde_json::from_value::<Toleration>(v).unwrap();
+        assert!(tolerates(&t(json!({"key": "k", "operator": "Equal", "value": "v"})), &taint));
+        assert!(!tolerates(&t(json!({"key": "k", "operator": "Equal", "value": "w"})), &taint));
+        assert!(tolerates(&t(json!({"key": "k", "operator": "Exists"})), &taint));
+        assert!(tolerates(&t(json!({"operator": "Exists"})), &taint));
+        assert!(!tolerates(&t(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
     }
 
     #[test]

@@ -304,26 +304,7 @@ async fn delete_evicted(
         let mut written = false;
         for _ in 0..RETRIES {
             let (pod, rev) = read(st, rp, name).await?;
-            if let Some(uid) = &opts.uid {
-                if meta::uid(&pod) != Some(uid.as_str()) {
-                    return Err(ApiError::conflict(
-                        res,
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            meta::uid(&pod).unwrap_or("")
-                        ),
-                    ));
-                }
-            }
-            if let Some(rv) = &opts.resource_version {
-                if meta::resource_version(&pod) != Some(rv.as_str()) {
-                    return Err(ApiError::conflict(res, name, &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        meta::resource_version(&pod).unwrap_or("")
-                    )));
-                }
-            }
+            opts.check_preconditions(res, name, &pod)?;
             let mut new = pod.clone();
             set_disruption_target(&mut new, &meta::now_rfc3339());
             match st.store.update(&crate::handlers::key(rp, name), encode(res, &new), rev, 0).await {

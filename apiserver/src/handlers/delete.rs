@@ -24,6 +24,34 @@ pub struct DeleteOpts {
     pub dry_run: bool,
 }
 
+impl DeleteOpts {
+    /// The options' preconditions (uid, resourceVersion) against the current object: upstream's 409
+    /// when one does not hold.
+    pub fn check_preconditions(&self, res: &ResourceDef, name: &str, current: &Value) -> ApiResult<()> {
+        if let Some(uid) = &self.uid {
+            if meta::uid(current) != Some(uid.as_str()) {
+                return Err(ApiError::conflict(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(current).unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &self.resource_version {
+            if meta::resource_version(current) != Some(rv.as_str()) {
+                return Err(ApiError::conflict(res, name, &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta::resource_version(current).unwrap_or("")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn delete_opts(
     res: &ResourceDef,
     params: &Params,
@@ -141,26 +169,7 @@ pub async fn delete_one(
     }
     for _ in 0..MAX_RETRIES {
         let (old, old_rev) = read(st, rp, name).await?;
-        if let Some(uid) = &opts.uid {
-            if meta::uid(&old) != Some(uid.as_str()) {
-                return Err(ApiError::conflict(
-                    res,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta::uid(&old).unwrap_or("")
-                    ),
-                ));
-            }
-        }
-        if let Some(rv) = &opts.resource_version {
-            if meta::resource_version(&old) != Some(rv.as_str()) {
-                return Err(ApiError::conflict(res, name, &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    meta::resource_version(&old).unwrap_or("")
-                )));
-            }
-        }
+        opts.check_preconditions(res, name, &old)?;
         let mut finalizers = meta::finalizers(&old);
         match opts.propagation.as_deref() {
             Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {

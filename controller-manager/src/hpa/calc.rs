@@ -117,35 +117,7 @@ pub fn pod_requests(pods: &[Pod], resource: &str) -> Result<BTreeMap<String, i64
     Ok(out)
 }
 
-/// A quantity in milli-units (rounded up), e.g. `250m` → 250, `1` → 1000, `64Mi` → 67108864000.
-pub fn milli(q: &str) -> Option<i64> {
-    let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with('e') || s.starts_with('E') => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    let v = (n * mult * 1000.0).ceil();
-    v.is_finite().then_some(v as i64)
-}
+pub use api_types::quantity::milli;
 
 /// Upstream's `GetResourceReplicas` / `GetRawResourceReplicas` for one Resource metric.
 /// `current` is the target's current replica count. Errors are upstream's messages.
@@ -330,14 +302,5 @@ mod tests {
         let m: BTreeMap<_, _> = [("bare".to_string(), metric(10, now))].into();
         let e = resource_replicas(1, Target::Utilization(50), "cpu", &[p], &m, now).unwrap_err();
         assert_eq!(e, "missing request for cpu in container c of Pod bare");
-    }
-
-    #[test]
-    fn quantities_in_milli_units() {
-        assert_eq!(milli("250m"), Some(250));
-        assert_eq!(milli("1"), Some(1000));
-        assert_eq!(milli("1500000n"), Some(2));
-        assert_eq!(milli("64Mi"), Some(64 * 1024 * 1024 * 1000));
-        assert_eq!(milli("x"), None);
     }
 }

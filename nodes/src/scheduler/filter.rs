@@ -159,50 +159,6 @@ pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>, resolvable
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn node(v: serde_json::Value) -> Node {
-        serde_json::from_value(v).unwrap()
-    }
-    fn pod(v: serde_json::Value) -> Pod {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn affinity_operators() {
-        let n = node(json!({"metadata": {"name": "w1", "labels": {"zone": "a", "gen": "5"}}}));
-        let with = |exprs: serde_json::Value, fields: serde_json::Value| {
-            pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "affinity": {"nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": exprs, "matchFields": fields}]}}}}}))
-        };
-        let ok = |e, f| matches_node_affinity(&with(e, f), &n);
-        assert!(ok(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}]), json!([])));
-        assert!(!ok(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}]), json!([])));
-        assert!(ok(json!([{"key": "zone", "operator": "Exists"}]), json!([])));
-        assert!(ok(json!([{"key": "disk", "operator": "DoesNotExist"}]), json!([])));
-        assert!(ok(json!([{"key": "gen", "operator": "Gt", "values": ["4"]}]), json!([])));
-        assert!(!ok(json!([{"key": "gen", "operator": "Lt", "values": ["5"]}]), json!([])));
-        assert!(ok(json!([]), json!([{"key": "metadata.name", "operator": "In", "values": ["w1"]}])));
-        assert!(!ok(json!([]), json!([{"key": "metadata.name", "operator": "In", "values": ["w2"]}])));
-        assert!(!ok(json!([]), json!([])), "an empty term matches nothing");
-    }
-
-    #[test]
-    fn toleration_rules() {
-        let taint = Taint {
-            key: "k".into(),
-            value: Some("v".into()),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        };
-        let t = |v: serde_json::Value| serde_json::from_value::<Toleration>(v).unwrap();
-        assert!(tolerates(&t(json!({"key": "k", "operator": "Equal", "value": "v"})), &taint));
-        assert!(!tolerates(&t(json!({"key": "k", "operator": "Equal", "value": "w"})), &taint));
-        assert!(tolerates(&t(json!({"key": "k", "operator": "Exists"})), &taint));
-        assert!(tolerates(&t(json!({"operator": "Exists"})), &taint));
-        assert!(!tolerates(&t(json!({"key": "k", "operator": "Exists", "effect": "NoExecute"})), &taint));
-    }
 
     #[test]
     fn fit_error_message_matches_upstream() {
