@@ -29,16 +29,38 @@ fn obj(m: Map<String, Value>) -> Value {
 }
 
 /// Whether a v2 metric (spec) is the cpu Utilization metric v1 carries in its own field.
-fn is_cpu_utilization(m: &Value) -> bool {
+/// A v2 Resource metric on cpu with a utilization on `side` ("target" or "current"): the one v1
+/// carries in its own field.
+fn is_cpu_utilization(m: &Value, side: &str) -> bool {
     m.get("type").and_then(Value::as_str) == Some("Resource")
         && m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
-        && m.pointer("/resource/target/averageUtilization").is_some_and(|v| !v.is_null())
+        && m.pointer(&format!("/resource/{side}/averageUtilization")).is_some_and(|v| !v.is_null())
 }
 
-fn is_cpu_current_utilization(m: &Value) -> bool {
-    m.get("type").and_then(Value::as_str) == Some("Resource")
-        && m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
-        && m.pointer("/resource/current/averageUtilization").is_some_and(|v| !v.is_null())
+/// v2 `metrics` (`side` "target") or `currentMetrics` (`side` "current") in v1's form: the first
+/// cpu utilization into `cpu_field` of `s`, every other metric into the `annotation` of `out`.
+fn metrics_to_v1(
+    metrics: &[Value],
+    side: &str,
+    cpu_field: &str,
+    s: &mut Map<String, Value>,
+    annotation: &str,
+    out: &mut Map<String, Value>,
+) {
+    let mut others = Vec::new();
+    for m in metrics {
+        if is_cpu_utilization(m, side) {
+            if !s.contains_key(cpu_field) {
+                s.insert(cpu_field.into(), m["resource"][side]["averageUtilization"].clone());
+            }
+        } else {
+            others.push(metric_to_v1(m, side));
+        }
+    }
+    if !others.is_empty() {
+        let enc = serde_json::to_string(&others).unwrap_or_default();
+        annotations_mut(out).insert(annotation.into(), json!(enc));
+    }
 }
 
 /// A v2 MetricSpec (`side` = "target") or MetricStatus (`side` = "current") in v1's annotation
@@ -233,23 +255,14 @@ pub fn to_v1(v2: &Value) -> Value {
             ],
         );
         let metrics = spec.get("metrics").and_then(Value::as_array).unwrap_or(&empty);
-        let mut others = Vec::new();
-        for m in metrics {
-            if is_cpu_utilization(m) {
-                if !s.contains_key("targetCPUUtilizationPercentage") {
-                    s.insert(
-                        "targetCPUUtilizationPercentage".into(),
-                        m["resource"]["target"]["averageUtilization"].clone(),
-                    );
-                }
-            } else {
-                others.push(metric_to_v1(m, "target"));
-            }
-        }
-        if !others.is_empty() {
-            let enc = serde_json::to_string(&others).unwrap_or_default();
-            annotations_mut(&mut out).insert(METRICS_ANNOTATION.into(), json!(enc));
-        }
+        metrics_to_v1(
+            metrics,
+            "target",
+            "targetCPUUtilizationPercentage",
+            &mut s,
+            METRICS_ANNOTATION,
+            &mut out,
+        );
         if let Some(b) = spec.get("behavior").filter(|b| !b.is_null()) {
             let enc = serde_json::to_string(b).unwrap_or_default();
             annotations_mut(&mut out).insert(BEHAVIOR_ANNOTATION.into(), json!(enc));
@@ -269,23 +282,8 @@ pub fn to_v1(v2: &Value) -> Value {
             ],
         );
         let current = status.get("currentMetrics").and_then(Value::as_array).unwrap_or(&empty);
-        let mut others = Vec::new();
-        for m in current {
-            if is_cpu_current_utilization(m) {
-                if !s.contains_key("currentCPUUtilizationPercentage") {
-                    s.insert(
-                        "currentCPUUtilizationPercentage".into(),
-                        m["resource"]["current"]["averageUtilization"].clone(),
-                    );
-                }
-            } else {
-                others.push(metric_to_v1(m, "current"));
-            }
-        }
-        if !others.is_empty() {
-            let enc = serde_json::to_string(&others).unwrap_or_default();
-            annotations_mut(&mut out).insert(CURRENT_METRICS_ANNOTATION.into(), json!(enc));
-        }
+        let cpu_field = "currentCPUUtilizationPercentage";
+        metrics_to_v1(current, "current", cpu_field, &mut s, CURRENT_METRICS_ANNOTATION, &mut out);
         if let Some(c) = status.get("conditions").and_then(Value::as_array).filter(|c| !c.is_empty()) {
             let enc = serde_json::to_string(c).unwrap_or_default();
             annotations_mut(&mut out).insert(CONDITIONS_ANNOTATION.into(), json!(enc));
