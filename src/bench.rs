@@ -236,6 +236,21 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
 /// The store writes N pods need, made directly: create, then two updates (bind, status), per pod, 16
 /// pods at a time. Returns seconds.
 pub(crate) async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
+    let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}});
+    pod_writes(args, dir, args.replicas(), 2, &pod).await
+}
+
+/// The bare store writes of `pods` pods, each a create of `pod` then `updates` updates, 16 pods at a
+/// time, on the kind of store the cluster ran on (the same etcd, or a fresh embedded store in
+/// `dir`). Returns seconds.
+pub(crate) async fn pod_writes(
+    args: &BenchClusterArgs,
+    dir: &Path,
+    pods: usize,
+    updates: usize,
+    pod: &serde_json::Value,
+) -> Result<f64> {
     let mut embedded = None;
     let store: store::DynStore = match &args.etcd_servers {
         Some(url) => {
@@ -249,17 +264,17 @@ pub(crate) async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result
             Arc::new(s)
         }
     };
-    let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default", "labels": {"app": "bench"}},
-        "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}});
     let value = pod.to_string().into_bytes();
     let prefix = format!("/registry/bench-anchor-{}/", uuid::Uuid::new_v4());
     let started = Instant::now();
-    store::bench::drive(args.replicas(), 16, move |i| {
+    store::bench::drive(pods, 16, move |i| {
         let (store, value, key) = (store.clone(), value.clone(), format!("{prefix}{i}"));
         async move {
-            let kv = store.create(&key, value.clone(), 0).await?;
-            let kv = store.update(&key, value.clone(), kv.mod_revision, 0).await?;
-            store.update(&key, value, kv.mod_revision, 0).await.map(|_| ())
+            let mut rev = store.create(&key, value.clone(), 0).await?.mod_revision;
+            for _ in 0..updates {
+                rev = store.update(&key, value.clone(), rev, 0).await?.mod_revision;
+            }
+            Ok(())
         }
     })
     .await?;

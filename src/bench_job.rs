@@ -8,7 +8,6 @@
 //! Every pod succeeds (`true`), so the back-off of failures plays no part.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -73,41 +72,10 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
 /// The store writes the Job's pods need, made directly: a create and five updates per pod, 16
 /// pods at a time. Returns seconds.
 async fn anchor_writes(args: &BenchClusterArgs, dir: &Path) -> Result<f64> {
-    let mut embedded = None;
-    let store: store::DynStore = match &args.etcd_servers {
-        Some(url) => {
-            Arc::new(store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![url.clone()])).await?)
-        }
-        None => {
-            let s =
-                store::embedded::EmbeddedStore::open(store::embedded::EmbeddedConfig::new(dir.join("anchor")))
-                    .await?;
-            embedded = Some(s.clone());
-            Arc::new(s)
-        }
-    };
     let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "default",
         "labels": {"batch.kubernetes.io/job-name": "bench"}, "finalizers": ["batch.kubernetes.io/job-tracking"]},
         "spec": {"restartPolicy": "Never", "containers": [{"name": "work", "image": "busybox", "command": ["true"]}]}});
-    let value = pod.to_string().into_bytes();
-    let prefix = format!("/registry/bench-anchor-{}/", uuid::Uuid::new_v4());
-    let started = Instant::now();
-    store::bench::drive(args.completions, 16, move |i| {
-        let (store, value, key) = (store.clone(), value.clone(), format!("{prefix}{i}"));
-        async move {
-            let mut rev = store.create(&key, value.clone(), 0).await?.mod_revision;
-            for _ in 0..UPDATES_PER_POD {
-                rev = store.update(&key, value.clone(), rev, 0).await?.mod_revision;
-            }
-            Ok(())
-        }
-    })
-    .await?;
-    let secs = started.elapsed().as_secs_f64();
-    if let Some(s) = embedded {
-        s.shutdown().await;
-    }
-    Ok(secs)
+    crate::bench::pod_writes(args, dir, args.completions, UPDATES_PER_POD, &pod).await
 }
 
 impl std::fmt::Display for Report {
