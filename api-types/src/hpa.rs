@@ -302,6 +302,22 @@ fn take_annotation(o: &mut Map<String, Value>, key: &str) -> Option<Value> {
     serde_json::from_str(raw.as_str()?).ok()
 }
 
+/// A v2 metric list from v1's two places: the annotation's metrics (each through `convert`) first,
+/// then the cpu field's metric last, as upstream orders them; `None` when both are empty.
+fn join_v1_metrics(
+    annotation: Option<&Value>,
+    convert: fn(&Value) -> Value,
+    cpu: Option<&Value>,
+    cpu_metric: impl Fn(&Value) -> Value,
+) -> Option<Value> {
+    let mut list: Vec<Value> =
+        annotation.and_then(Value::as_array).map(|ms| ms.iter().map(convert).collect()).unwrap_or_default();
+    if let Some(cpu) = cpu.filter(|v| !v.is_null()) {
+        list.push(cpu_metric(cpu));
+    }
+    (!list.is_empty()).then_some(Value::Array(list))
+}
+
 /// An autoscaling/v1 HorizontalPodAutoscaler (as written by a client) as the autoscaling/v2 object
 /// that is stored.
 pub fn from_v1(v1: &Value) -> Value {
@@ -330,18 +346,12 @@ pub fn from_v1(v1: &Value) -> Value {
                 ("maxReplicas", "maxReplicas"),
             ],
         );
-        // Upstream puts the annotation's metrics first, the cpu field's metric last.
-        let mut list: Vec<Value> = metrics
-            .as_ref()
-            .and_then(Value::as_array)
-            .map(|ms| ms.iter().map(spec_from_v1).collect())
-            .unwrap_or_default();
-        if let Some(cpu) = spec.get("targetCPUUtilizationPercentage").filter(|v| !v.is_null()) {
-            list.push(json!({"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": cpu}}}));
-        }
-        if !list.is_empty() {
-            s.insert("metrics".into(), Value::Array(list));
+        let cpu = spec.get("targetCPUUtilizationPercentage");
+        if let Some(list) = join_v1_metrics(metrics.as_ref(), spec_from_v1, cpu, |cpu| {
+            json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": cpu}}})
+        }) {
+            s.insert("metrics".into(), list);
         }
         if let Some(b) = behavior.filter(Value::is_object) {
             s.insert("behavior".into(), b);
@@ -360,16 +370,14 @@ pub fn from_v1(v1: &Value) -> Value {
                 ("desiredReplicas", "desiredReplicas"),
             ],
         );
-        let mut list: Vec<Value> = current
-            .as_ref()
-            .and_then(Value::as_array)
-            .map(|ms| ms.iter().map(status_from_v1).collect())
-            .unwrap_or_default();
-        if let Some(cpu) = status.get("currentCPUUtilizationPercentage").filter(|v| !v.is_null()) {
-            list.push(json!({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": cpu}}}));
-        }
-        if !list.is_empty() {
-            s.insert("currentMetrics".into(), Value::Array(list));
+        let cpu = status.get("currentCPUUtilizationPercentage");
+        if let Some(list) = join_v1_metrics(
+            current.as_ref(),
+            status_from_v1,
+            cpu,
+            |cpu| json!({"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": cpu}}}),
+        ) {
+            s.insert("currentMetrics".into(), list);
         }
         if let Some(c) = conditions.filter(Value::is_array) {
             s.insert("conditions".into(), c);
