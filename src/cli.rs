@@ -515,6 +515,10 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
         ..apiserver::Config::default()
     };
     let state = apiserver::AppState::new(opened.dyn_store(), api_cfg);
+    // The embedded store's etcd metrics join the API server's `/metrics`, as the same process serves both.
+    if let Opened::Embedded(store) = &opened {
+        state.metrics.register(|r| store.metrics().register(r));
+    }
     let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let api = tokio::spawn(apiserver::serve(

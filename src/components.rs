@@ -322,6 +322,11 @@ pub struct ControllerManagerCmd {
     pub kubeconfig: PathBuf,
     #[command(flatten)]
     pub controller: ControllerArgs,
+    /// Serve `/metrics` (workqueue_* and rest_client_*) and `/healthz` over plain HTTP on this
+    /// loopback ADDR:PORT (e.g. 127.0.0.1:10257; port 0 picks one). Off unless given.
+    /// kube-controller-manager serves them over HTTPS on --bind-address:--secure-port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
 }
 
 /// `kplane scheduler --kubeconfig FILE`.
@@ -387,12 +392,16 @@ pub struct IngressCmd {
 /// A kube client for a kubeconfig file, as kubectl would use it.
 /// It names itself `agent` in its User-Agent, which is who `managedFields` says wrote what.
 pub async fn client_from_kubeconfig(path: &Path, agent: &str) -> Result<kube::Client> {
+    client_for(kube_config(path).await?, agent)
+}
+
+/// The client configuration of the kubeconfig at `path`.
+async fn kube_config(path: &Path) -> Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
         .await
-        .with_context(|| format!("using kubeconfig {}", path.display()))?;
-    client_for(config, agent)
+        .with_context(|| format!("using kubeconfig {}", path.display()))
 }
 
 /// A kube client for `config` that names itself `agent` in its User-Agent.
@@ -603,9 +612,33 @@ pub async fn controller_manager_cmd(
     cmd: ControllerManagerCmd,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let client = client_from_kubeconfig(&cmd.kubeconfig, "kube-controller-manager").await?;
-    // Alone, it serves no /metrics: its workqueue metrics are kept but not published.
-    run_controller_manager(client, cmd.controller, Default::default(), stop).await
+    const AGENT: &str = "kube-controller-manager";
+    let Some(addr) = cmd.metrics_bind_address else {
+        // Without --metrics-bind-address its metrics are kept but not published.
+        let client = client_from_kubeconfig(&cmd.kubeconfig, AGENT).await?;
+        return run_controller_manager(client, cmd.controller, Default::default(), stop).await;
+    };
+    use crate::component_metrics::{RestClientLayer, RestClientMetrics};
+    let listener = crate::component_metrics::bind(addr).await?;
+    let mut config = kube_config(&cmd.kubeconfig).await?;
+    let host = config.cluster_url.authority().map(|a| a.to_string()).unwrap_or_default();
+    let rest = RestClientMetrics::new(AGENT, &host);
+    config.headers.push((http::header::USER_AGENT, user_agent(AGENT)));
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("building a client")?
+        .with_layer(&RestClientLayer(rest.clone()))
+        .build();
+    let workqueue = controller_manager::WorkqueueMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    workqueue.register(&mut registry);
+    rest.register(&mut registry);
+    println!("kplane: controller-manager metrics at http://{}/metrics", listener.local_addr()?);
+    let (stop_metrics, metrics_stopping) = Shutdown::new();
+    let served = tokio::spawn(crate::component_metrics::serve(listener, registry, metrics_stopping.wait()));
+    let result = run_controller_manager(client, cmd.controller, workqueue, stop).await;
+    let _ = stop_metrics.send(true);
+    served.await.context("the /metrics task")??;
+    result
 }
 
 pub async fn scheduler_cmd(cmd: SchedulerCmd, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {

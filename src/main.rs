@@ -6,6 +6,7 @@ mod bench_faults;
 mod bench_job;
 mod bench_statefulset;
 mod cli;
+mod component_metrics;
 mod components;
 mod kubeconfig;
 mod xray_cmd;

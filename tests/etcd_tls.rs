@@ -4,7 +4,8 @@
 //!   and a wrong CA or a missing client certificate is a clear error exit, not a hang. Fails (never
 //!   skips) when etcd is not installed.
 //! - the embedded store's etcd endpoint serving TLS (`--etcd-listen-certfile`, `-keyfile`,
-//!   `-cafile` for client-certificate auth), read and written by etcdctl over TLS.
+//!   `-cafile` for client-certificate auth), read and written by etcdctl over TLS, its `/metrics`
+//!   read by curl over TLS.
 
 mod common;
 
@@ -280,6 +281,21 @@ fn embedded_etcd_endpoint_serves_tls_with_client_certificates() {
     assert_eq!(stdout(&got).trim(), "y");
     let status = etcdctl_tls(&endpoint, &ca.pem.cert, Some(&client), &["endpoint", "status", "-w", "json"]);
     assert!(status.status.success(), "{}", stderr(&status));
+    // `/metrics` on the same port over TLS, as on etcd's https client URL: with a client
+    // certificate from the CA, and refused without one.
+    let curl = |cert: Option<&Pem>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--fail", "--max-time", "10", "--cacert"]).arg(&ca.pem.cert);
+        if let Some(c) = cert {
+            cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+        }
+        cmd.arg(format!("{endpoint}/metrics")).output().unwrap()
+    };
+    let metrics = curl(Some(&client));
+    assert!(metrics.status.success(), "{}", stderr(&metrics));
+    assert!(stdout(&metrics).contains("etcd_debugging_mvcc_keys_total"), "{}", stdout(&metrics));
+    let refused = curl(None);
+    assert!(!refused.status.success() && !stdout(&refused).contains("etcd_"), "{}", stdout(&refused));
 
     // Refused: no client certificate, one from another CA, plain text, and trusting another CA.
     for (what, out) in [

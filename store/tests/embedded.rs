@@ -111,3 +111,54 @@ async fn a_watcher_that_stops_reading_loses_nothing() {
     }
     store.shutdown().await;
 }
+
+/// The value of the unlabelled sample `name` in the store's own `/metrics` text.
+fn sample(store: &EmbeddedStore, name: &str) -> f64 {
+    let text = store.metrics().encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_commits_and_keys_and_an_idle_store_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmbeddedConfig::new(dir.path());
+    cfg.compaction_interval = Duration::ZERO;
+    cfg.lease_check_interval = Duration::from_millis(10);
+    let store = EmbeddedStore::open(cfg).await.unwrap();
+    const COMMITS: &str = "etcd_disk_wal_fsync_duration_seconds_count";
+    const KEYS: &str = "etcd_debugging_mvcc_keys_total";
+    // A live lease: every expiry tick looks at it and finds nothing to do.
+    let lease = store.grant_lease(600).await.unwrap();
+    store.create(&key(0), b"0".to_vec(), lease).await.unwrap();
+    let idle = sample(&store, COMMITS);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sample(&store, COMMITS), idle, "expiry ticks that expire nothing commit nothing");
+
+    // Each awaited write is its own durable commit.
+    for i in 1..=3 {
+        store.create(&key(i), b"0".to_vec(), 0).await.unwrap();
+    }
+    assert_eq!(sample(&store, COMMITS), idle + 3.0);
+    assert_eq!(sample(&store, KEYS), 4.0);
+    assert_eq!(
+        sample(&store, "etcd_debugging_mvcc_current_revision"),
+        store.current_revision().await.unwrap() as f64
+    );
+    let puts = sample(&store, "etcd_mvcc_put_total");
+    assert!(puts >= 4.0, "{puts}");
+
+    // An expiring lease deletes its key: one delete op, one key fewer, and that tick is committed.
+    let short = store.grant_lease(1).await.unwrap();
+    store.create(&key(9), b"0".to_vec(), short).await.unwrap();
+    assert_eq!(sample(&store, KEYS), 5.0);
+    let deletes = sample(&store, "etcd_mvcc_delete_total");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sample(&store, KEYS) != 4.0 {
+        assert!(std::time::Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&store, "etcd_mvcc_delete_total"), deletes + 1.0);
+    assert!(sample(&store, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
+}

@@ -5,6 +5,7 @@
 //! - `mvcc.rs`: the table layout, reads at a revision, writes, compaction.
 //! - `writer.rs`: the single writer thread with group commit.
 //! - `watch.rs`: watches that replay the log, then follow the live broadcast.
+//! - `metrics.rs`: the etcd server's metrics that apply to this store.
 //!
 //! Reads open their own redb read transaction (a consistent snapshot) on the caller's task; writes
 //! queue to the writer and are acknowledged only after a durable commit (fsync). Two background
@@ -12,6 +13,7 @@
 //! history (upstream's default: every 5 minutes, to the revision seen 5 minutes before).
 
 mod db;
+pub mod metrics;
 mod mvcc;
 mod record;
 mod snapshot;
@@ -29,6 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use self::db::Db;
+use self::metrics::EmbeddedMetrics;
 use self::mvcc::{internal, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use self::txn::{OpResult, RangeRequest, RangeResult, Txn, TxnOp, TxnResult};
 use self::writer::{Batch, Request};
@@ -77,6 +80,7 @@ struct Inner {
     limits: StoreLimits,
     path: PathBuf,
     tickers: Vec<JoinHandle<()>>,
+    metrics: EmbeddedMetrics,
 }
 
 impl Drop for Inner {
@@ -121,11 +125,12 @@ impl EmbeddedStore {
         let db = Arc::new(Db::new(db, &path));
         let (requests, rx) = mpsc::channel(4096);
         let (hub, _) = broadcast::channel(1024);
+        let metrics = EmbeddedMetrics::new(path.clone());
         {
-            let (db, hub) = (db.clone(), hub.clone());
+            let (db, hub, metrics) = (db.clone(), hub.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("kplane-store-writer".into())
-                .spawn(move || writer::run(db, rx, hub))
+                .spawn(move || writer::run(db, rx, hub, metrics))
                 .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         }
         let mut tickers = vec![tokio::spawn(lease_ticker(requests.clone(), cfg.lease_check_interval))];
@@ -136,7 +141,9 @@ impl EmbeddedStore {
                 cfg.compaction_interval,
             )));
         }
-        Ok(EmbeddedStore { inner: Arc::new(Inner { db, requests, hub, limits: cfg.limits, path, tickers }) })
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner { db, requests, hub, limits: cfg.limits, path, tickers, metrics }),
+        })
     }
 
     /// Stops the writer after what is queued and waits for it. Later writes fail with Unavailable.
@@ -153,6 +160,11 @@ impl EmbeddedStore {
     /// The store's limits on writes.
     pub fn limits(&self) -> &StoreLimits {
         &self.inner.limits
+    }
+
+    /// The store's metrics (etcd's names), to register in a registry or serve alone.
+    pub fn metrics(&self) -> &EmbeddedMetrics {
+        &self.inner.metrics
     }
 
     /// Size of the database file in bytes (etcd's `dbSize`).
@@ -228,6 +240,7 @@ impl EmbeddedStore {
     /// Reads a key or range at a revision, as etcd's Range. Synchronous (a redb scan): async
     /// callers run it on the blocking pool, as `list` and the etcd endpoint do.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResult> {
+        self.inner.metrics.range();
         let rtx = self.inner.db.begin_read().map_err(internal)?;
         let (current, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
         let latest = rtx.open_table(LATEST).map_err(internal)?;
@@ -428,6 +441,7 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<KeyValue> {
         let key = key.to_string();
         self.blocking(move |store| {
+            store.inner.metrics.range();
             let rtx = store.inner.db.begin_read().map_err(internal)?;
             let latest = rtx.open_table(LATEST).map_err(internal)?;
             let log = rtx.open_table(LOG).map_err(internal)?;

@@ -12,10 +12,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::db::Db;
+use super::metrics::{EmbeddedMetrics, Tally};
 use super::mvcc::{self, internal, Writer, LATEST, LEASES, LEASE_KEYS, LOG, META};
 use super::txn::{Txn, TxnResult};
 use crate::{Error, Event, Result};
@@ -85,7 +86,17 @@ impl Pending {
 }
 
 /// Runs the writer until every sender is gone or a shutdown request arrives.
-pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::Sender<Arc<Batch>>) {
+pub(crate) fn run(
+    db: Arc<Db>,
+    mut rx: mpsc::Receiver<Request>,
+    hub: broadcast::Sender<Arc<Batch>>,
+    metrics: EmbeddedMetrics,
+) {
+    match state(&db) {
+        Ok((keys, revision, compact)) => metrics.set_state(keys, revision, compact),
+        Err(e) => tracing::warn!(error = %e, "embedded store: cannot read its state for the metrics"),
+    }
+    let committer = Committer { db: &db, hub: &hub, metrics: &metrics };
     let mut compaction_pending = true;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     // Set when a commit failed: before the next one, see whether redb needs reopening (after an I/O
@@ -136,14 +147,14 @@ pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::
                 suspect = false;
             }
         }
-        let (pending, failed) = commit_logged(&db, group, &hub);
+        let (pending, failed) = committer.commit_logged(group);
         compaction_pending = pending;
         suspect |= failed;
         if !defrags.is_empty() {
             // What compaction has logically dropped must be physically gone before the file can
             // shrink: finish it first, one bounded step per commit as usual.
             while compaction_pending {
-                compaction_pending = commit_logged(&db, Vec::new(), &hub).0;
+                compaction_pending = committer.commit_logged(Vec::new()).0;
             }
             let started = std::time::Instant::now();
             let result = db.defragment(DEFRAG_WAIT);
@@ -170,14 +181,31 @@ pub(crate) fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, hub: broadcast::
     }
 }
 
-/// Commits a group; logs a failed commit (every request in it has had its answer). Returns whether
-/// physical compaction still has work, and whether the commit failed.
-fn commit_logged(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> (bool, bool) {
-    match commit_group(db, group, hub) {
-        Ok(pending) => (pending, false),
-        Err(e) => {
-            tracing::error!(error = %e, "embedded store: commit failed");
-            (false, true)
+/// Live keys, revision and compacted revision, as the metrics report them.
+fn state(db: &Db) -> Result<(u64, u64, u64)> {
+    let rtx = db.begin_read().map_err(internal)?;
+    let (revision, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
+    let keys = rtx.open_table(LATEST).map_err(internal)?.len().map_err(internal)?;
+    Ok((keys, revision, compact))
+}
+
+/// What a commit needs besides its group: the database, the watchers' broadcast, the metrics.
+struct Committer<'a> {
+    db: &'a Db,
+    hub: &'a broadcast::Sender<Arc<Batch>>,
+    metrics: &'a EmbeddedMetrics,
+}
+
+impl Committer<'_> {
+    /// Commits a group; logs a failed commit (every request in it has had its answer). Returns whether
+    /// physical compaction still has work, and whether the commit failed.
+    fn commit_logged(&self, group: Vec<Request>) -> (bool, bool) {
+        match commit_group(self, group) {
+            Ok(pending) => (pending, false),
+            Err(e) => {
+                tracing::error!(error = %e, "embedded store: commit failed");
+                (false, true)
+            }
         }
     }
 }
@@ -218,8 +246,8 @@ fn reject(r: Request) {
 
 /// Applies a group in one redb transaction and commits it. Returns whether physical compaction
 /// still has work.
-fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>>) -> Result<bool> {
-    let wtx = match db.begin_write() {
+fn commit_group(c: &Committer<'_>, group: Vec<Request>) -> Result<bool> {
+    let wtx = match c.db.begin_write() {
         Ok(wtx) => wtx,
         Err(e) => {
             // Every request gets its answer: none was written.
@@ -231,6 +259,11 @@ fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>
         }
     };
     let mut replies = Vec::with_capacity(group.len());
+    let mut tally = Tally::default();
+    let mut live_keys = 0;
+    // Whether anything may have changed. A group of lease-expiry ticks that found nothing to expire,
+    // with no compaction step to do, is not committed: an idle store does not fsync.
+    let mut wrote = false;
     let outcome = {
         let meta_table = wtx.open_table(META).map_err(internal)?;
         let (revision, compact) = mvcc::meta_revisions(&meta_table)?;
@@ -247,15 +280,25 @@ fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>
         };
         let mut fatal = None;
         for req in group {
-            if let Err(e) = apply(&mut w, req, &mut replies) {
-                fatal = Some(e);
-                break;
+            match apply(&mut w, req, &mut replies, &mut tally) {
+                Ok(changed) => wrote |= changed,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
             }
         }
         if fatal.is_none() && scanned < w.compact {
+            wrote = true;
             match w.compact_step(scanned) {
                 Ok(s) => scanned = s,
                 Err(e) => fatal = Some(e),
+            }
+        }
+        if fatal.is_none() {
+            match w.latest.len() {
+                Ok(n) => live_keys = n,
+                Err(e) => fatal = Some(internal(e)),
             }
         }
         match fatal {
@@ -264,6 +307,10 @@ fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>
         }
     };
     let (revision, compact, scanned, events) = match outcome {
+        Ok(_) if !wrote => {
+            let _ = wtx.abort();
+            return Ok(false);
+        }
         Ok(v) => v,
         Err(e) => {
             // Something failed after writing began: drop the whole group's writes.
@@ -281,11 +328,18 @@ fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>
         meta.insert(mvcc::META_COMPACT, compact).map_err(internal)?;
         meta.insert(mvcc::META_COMPACT_SCANNED, scanned).map_err(internal)?;
         drop(meta);
-        wtx.commit().map_err(internal)
+        let started = std::time::Instant::now();
+        let done = wtx.commit().map_err(internal);
+        c.metrics.observe_commit(started.elapsed());
+        done
     })();
+    if commit.is_ok() {
+        c.metrics.add(&tally);
+        c.metrics.set_state(live_keys, revision, compact);
+    }
     if commit.is_ok() && !events.is_empty() {
         // No receivers is fine: nobody is watching.
-        let _ = hub.send(Arc::new(Batch { last_revision: revision, events }));
+        let _ = c.hub.send(Arc::new(Batch { last_revision: revision, events }));
     }
     for p in replies {
         p.send(&commit);
@@ -294,13 +348,17 @@ fn commit_group(db: &Db, group: Vec<Request>, hub: &broadcast::Sender<Arc<Batch>
 }
 
 /// Applies one request inside the group. Returns an error only for a fault that poisons the redb
-/// transaction; a request's own failure goes into its reply.
-fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>) -> Result<()> {
+/// transaction; a request's own failure goes into its reply. Otherwise returns whether the request
+/// may have written (only a lease-expiry tick that found nothing expired has not).
+fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>, tally: &mut Tally) -> Result<bool> {
     match req {
         Request::Txn(txn, tx) => match w.prepare(&txn) {
             Err(e) => replies.push(Pending::Txn(tx, Err(e))),
             Ok(succeeded) => match w.execute(&txn, succeeded) {
-                Ok(r) => replies.push(Pending::Txn(tx, Ok(r))),
+                Ok(r) => {
+                    tally.txn(&txn, succeeded);
+                    replies.push(Pending::Txn(tx, Ok(r)))
+                }
                 Err(e) => {
                     replies.push(Pending::Txn(tx, Err(Error::Internal(e.to_string()))));
                     return Err(e);
@@ -323,7 +381,9 @@ fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>) -> Result
             replies.push(Pending::Grant(reply, r));
         }
         Request::LeaseRevoke(id, tx) => {
+            let before = w.events.len();
             let r = w.revoke_lease(id);
+            tally.lease_deletes(w.events.len() - before);
             if let Err(e @ Error::Internal(_)) = r {
                 replies.push(Pending::Unit(tx, Err(Error::Internal(e.to_string()))));
                 return Err(e);
@@ -343,10 +403,14 @@ fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>) -> Result
                     expired.push(id.value());
                 }
             }
+            let any = !expired.is_empty();
             for id in expired {
                 tracing::debug!(lease = id, "embedded store: lease expired");
+                let before = w.events.len();
                 w.revoke_lease(id)?;
+                tally.lease_deletes(w.events.len() - before);
             }
+            return Ok(any);
         }
         // Taken out of the group by `run`; answered here only if that ever changes.
         Request::Defragment(tx) => {
@@ -354,7 +418,7 @@ fn apply(w: &mut Writer<'_>, req: Request, replies: &mut Vec<Pending>) -> Result
         }
         Request::Shutdown(tx) => drop(tx.send(())),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn grant(w: &mut Writer<'_>, id: i64, ttl: i64) -> Result<(i64, i64)> {

@@ -12,6 +12,11 @@
 //! Writes go through the same checks as every other write: keys must be UTF-8 and under the store's
 //! prefix, values within the size limit.
 //!
+//! Beside gRPC, the same port answers `GET /metrics` over plain HTTP/1.1 (or HTTP/2) with the
+//! store's metrics under etcd's names (`embedded::metrics`), as etcd does on its client URLs, so
+//! `curl http://127.0.0.1:2379/metrics` and a Prometheus scrape work as against etcd. The server
+//! accepts HTTP/1.1 for that; gRPC clients speak HTTP/2 and are told apart by the connection preface.
+//!
 //! Plain gRPC by default (the endpoint is loopback-only); with [`EndpointTls`] it serves TLS like
 //! etcd's `--cert-file`/`--key-file`, and with a client CA it requires client certificates signed by
 //! it, like `--trusted-ca-file` with `--client-cert-auth`.
@@ -132,14 +137,52 @@ pub async fn serve_with_tls(
             Error::Unavailable(format!("etcd endpoint TLS configuration: {}", source_chain(&e)))
         })?;
     }
-    builder
+    let metrics = ep.store.metrics().clone();
+    let mut routes = tonic::service::Routes::builder();
+    routes
         .add_service(PbKvServer::new(ep.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(PbWatchServer::new(ep.clone()))
         .add_service(PbLeaseServer::new(ep.clone()))
-        .add_service(PbMaintenanceServer::new(ep))
+        .add_service(PbMaintenanceServer::new(ep));
+    let router = routes
+        .routes()
+        .into_axum_router()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, crate::embedded::metrics::CONTENT_TYPE)],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .fallback(not_found);
+    builder
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Unavailable(format!("etcd endpoint stopped: {e}")))
+}
+
+/// Anything else: a gRPC call to a service the endpoint does not serve gets gRPC's `unimplemented`
+/// (what etcd clients expect, e.g. `etcdctl member list`); a plain HTTP request a 404, as etcd's
+/// HTTP mux answers.
+async fn not_found(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        let service = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        return unimplemented(&format!("the service {service}")).into_http::<axum::body::Body>();
+    }
+    (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
 /// Binds `addr` for [`serve`], with a clear error when the port is taken.
