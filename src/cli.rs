@@ -399,6 +399,12 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
     let shutdown = shutdown_signal();
     if let Some(c) = components.as_mut() {
         c.controller.volume_dir.get_or_insert_with(|| args.store.data_dir.join("volumes"));
+        if !args.api.insecure_http {
+            // The controller-manager signs client certificates with the cluster CA.
+            let tls = args.store.data_dir.join("tls");
+            c.controller.cluster_signing_cert_file.get_or_insert_with(|| tls.join("ca.crt"));
+            c.controller.cluster_signing_key_file.get_or_insert_with(|| tls.join("ca.key"));
+        }
     }
     // A bad audit policy stops kplane before anything starts.
     let audit = apiserver::audit::Auditor::from_args(&apiserver::audit::AuditArgs {

@@ -87,6 +87,16 @@ pub struct ControllerArgs {
     /// Where provisioned volumes' hostPath-like paths point (`up`: `<data dir>/volumes`).
     #[arg(long)]
     pub volume_dir: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) approved `kubernetes.io/kube-apiserver-client` requests are signed
+    /// with (`up`: the cluster CA, unless `--insecure-http`).
+    #[arg(long)]
+    pub cluster_signing_cert_file: Option<std::path::PathBuf>,
+    /// The CA's private key (PEM).
+    #[arg(long)]
+    pub cluster_signing_key_file: Option<std::path::PathBuf>,
+    /// The longest validity of a signed certificate.
+    #[arg(long, default_value = "8760h", value_parser = parse_go_duration)]
+    pub cluster_signing_duration: Duration,
 }
 
 impl ControllerArgs {
@@ -108,7 +118,23 @@ impl ControllerArgs {
                 Some(d) => d.display().to_string(),
                 None => controller_manager::Config::default().volume_dir,
             },
+            cluster_signing: self.cluster_signing(),
+            cluster_signing_duration: self.cluster_signing_duration,
             ..controller_manager::Config::default()
+        }
+    }
+
+    /// The signing CA from the two files; a file that cannot be read turns signing off, loudly.
+    fn cluster_signing(&self) -> Option<controller_manager::csrsigning::ClusterSigning> {
+        let (cert, key) = (self.cluster_signing_cert_file.as_ref()?, self.cluster_signing_key_file.as_ref()?);
+        match (std::fs::read_to_string(cert), std::fs::read_to_string(key)) {
+            (Ok(cert_pem), Ok(key_pem)) => {
+                Some(controller_manager::csrsigning::ClusterSigning { cert_pem, key_pem })
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the cluster signing CA; CertificateSigningRequests will not be signed");
+                None
+            }
         }
     }
 }

@@ -524,6 +524,10 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
                 p.remove("get");
                 p.remove("patch");
             }
+            Subresource::Approval => {
+                let n = names(&id, "Approval", format!("approval of the specified {}", r.kind));
+                read_write_ops(&mut p, &n, gvk, &obj, &tag);
+            }
             // The token operation is not published (its TokenRequest schema is, for decoding);
             // kubectl create token needs no OpenAPI.
             Subresource::Token => continue,
@@ -671,7 +675,12 @@ mod tests {
             }
             // What explain does: the GVK from the resource's list path, then the schema holding it.
             for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
-                let list_path = format!("/{}/{}", gv_path(g, v), r.plural);
+                // A namespaced review is created only in a namespace: no cluster-wide path.
+                let list_path = if r.is_review() && r.namespaced {
+                    format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), r.plural)
+                } else {
+                    format!("/{}/{}", gv_path(g, v), r.plural)
+                };
                 let method = if r.is_review() { "post" } else { "get" };
                 let gvk = &doc["paths"][&list_path][method][GVK_EXTENSION];
                 assert_eq!(gvk["kind"], r.kind, "{list_path}");

@@ -19,6 +19,8 @@ pub enum Subresource {
     Finalize,
     /// `serviceaccounts/token`: a TokenRequest, answered with a signed token.
     Token,
+    /// `certificatesigningrequests/approval`: the Approved/Denied conditions.
+    Approval,
     /// `pods/exec`, `pods/attach`, `pods/portforward`: streaming connections proxied to the kubelet.
     Exec,
     Attach,
@@ -35,6 +37,7 @@ impl Subresource {
             Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
+            Subresource::Approval => "approval",
             Subresource::Exec => "exec",
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
@@ -141,6 +144,26 @@ macro_rules! res {
     };
 }
 
+/// A create-only review kind of `group`/v1: answered, never stored.
+macro_rules! review {
+    ($group:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr) => {
+        ResourceDef {
+            group: $group,
+            version: "v1",
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $namespaced,
+            etcd_prefix: "",
+            short_names: NONE,
+            categories: NONE,
+            subresources: &[],
+            stored: false,
+            field_selectors: NONE,
+        }
+    };
+}
+
 /// Every resource kplane serves, in discovery order.
 pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
@@ -240,36 +263,38 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
         "customresourcedefinition", false, "/registry/apiextensions.k8s.io/customresourcedefinitions",
         short: &["crd", "crds"], cat: &["api-extensions"], sub: &[Status], fields: NONE),
-    // Computed per request, never stored: what the caller may do (`kubectl auth can-i`).
-    ResourceDef {
-        group: "authorization.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectAccessReview",
-        plural: "selfsubjectaccessreviews",
-        singular: "selfsubjectaccessreview",
-        namespaced: false,
-        etcd_prefix: "",
-        short_names: NONE,
-        categories: NONE,
-        subresources: &[],
-        stored: false,
-        field_selectors: NONE,
-    },
-    // Computed per request: who the caller is (`kubectl auth whoami`).
-    ResourceDef {
-        group: "authentication.k8s.io",
-        version: "v1",
-        kind: "SelfSubjectReview",
-        plural: "selfsubjectreviews",
-        singular: "selfsubjectreview",
-        namespaced: false,
-        etcd_prefix: "",
-        short_names: NONE,
-        categories: NONE,
-        subresources: &[],
-        stored: false,
-        field_selectors: NONE,
-    },
+    // Reviews: computed per request, never stored (`kubectl auth can-i`, `kubectl auth whoami`,
+    // webhook token and authorization checks), in upstream's discovery order.
+    review!("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false),
+    review!("authentication.k8s.io", "TokenReview", "tokenreviews", "tokenreview", false),
+    review!(
+        "authorization.k8s.io",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        false
+    ),
+    review!(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false
+    ),
     res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false,
         "/registry/storageclasses", short: &["sc"], cat: NONE, sub: &[], fields: NONE),
     res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, "/registry/csidrivers",
@@ -298,7 +323,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         "/registry/validatingadmissionpolicybindings", short: NONE, cat: API_EXTENSIONS, sub: &[], fields: NONE),
     res!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests",
         "certificatesigningrequest", false, "/registry/certificatesigningrequests",
-        short: &["csr"], cat: NONE, sub: &[Status], fields: &["spec.signerName"]),
+        short: &["csr"], cat: NONE, sub: &[Status, Approval], fields: &["spec.signerName"]),
     res!("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", "flowschema", false,
         "/registry/flowschemas", short: NONE, cat: NONE, sub: &[Status], fields: NONE),
     res!("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations",

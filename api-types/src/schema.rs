@@ -147,6 +147,16 @@ fn add_served_kind(gen: &mut SchemaGenerator, group: &str, version: &str, kind: 
         ("authentication.k8s.io", "v1", "SelfSubjectReview") => {
             add::<authentication::v1::SelfSubjectReview>(gen)
         }
+        ("authentication.k8s.io", "v1", "TokenReview") => add::<authentication::v1::TokenReview>(gen),
+        ("authorization.k8s.io", "v1", "SubjectAccessReview") => {
+            add::<authorization::v1::SubjectAccessReview>(gen)
+        }
+        ("authorization.k8s.io", "v1", "LocalSubjectAccessReview") => {
+            add::<authorization::v1::LocalSubjectAccessReview>(gen)
+        }
+        ("authorization.k8s.io", "v1", "SelfSubjectRulesReview") => {
+            add::<authorization::v1::SelfSubjectRulesReview>(gen)
+        }
         _ => return None,
     };
     Some(name)

@@ -6,7 +6,9 @@
 //!
 //! LimitRanger: a pod created in a namespace with LimitRanges of type Container gets their default
 //! limits and requests where its containers set none (annotated `kubernetes.io/limit-ranger`), and
-//! is refused (403) when a container is outside a range's min/max.
+//! is refused (403, upstream's messages) when a container is outside a Container item's
+//! min/max/maxLimitRequestRatio or the pod's totals outside a Pod item's; a PersistentVolumeClaim
+//! when its storage request is outside a PersistentVolumeClaim item's min/max.
 //!
 //! ResourceQuota: an object created in a namespace with ResourceQuotas is refused (403, upstream's
 //! `exceeded quota: ...`) when it would take a quota's usage past `spec.hard`. Usage is counted
@@ -69,16 +71,20 @@ pub async fn on_create(st: &AppState, res: &ResourceDef, obj: &mut Value) -> Api
                 }
             }
         }
-        ("", "PersistentVolumeClaim") if obj.pointer("/spec/storageClassName").is_none_or(Value::is_null) => {
-            let name = crate::meta::name(obj).unwrap_or("").to_string();
-            let classes = cluster_objects(st, "storage.k8s.io", "v1", "storageclasses")
-                .await
-                .map_err(|e| ApiError::forbidden(res, &name, &format!("cannot list StorageClasses: {e}")))?;
-            if let Some(class) = newest_default(&classes, DEFAULT_STORAGE_CLASS_ANNOTATION) {
-                if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.insert("storageClassName".into(), json!(class));
+        ("", "PersistentVolumeClaim") => {
+            if obj.pointer("/spec/storageClassName").is_none_or(Value::is_null) {
+                let name = crate::meta::name(obj).unwrap_or("").to_string();
+                let classes =
+                    cluster_objects(st, "storage.k8s.io", "v1", "storageclasses").await.map_err(|e| {
+                        ApiError::forbidden(res, &name, &format!("cannot list StorageClasses: {e}"))
+                    })?;
+                if let Some(class) = newest_default(&classes, DEFAULT_STORAGE_CLASS_ANNOTATION) {
+                    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.insert("storageClassName".into(), json!(class));
+                    }
                 }
             }
+            limit_ranger_pvc(st, res, obj).await?;
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crate::crd::admit_create(st, obj).await?,
         _ => {}
@@ -108,17 +114,12 @@ async fn limit_ranger(st: &AppState, res: &ResourceDef, pod: &mut Value) -> ApiR
     let ranges = objects_in(st, ranges_res, &ns)
         .await
         .map_err(|e| ApiError::forbidden(res, &name, &format!("error listing LimitRanges: {e}")))?;
-    let mut items = Vec::new();
-    for lr in &ranges {
-        for item in lr.pointer("/spec/limits").and_then(Value::as_array).into_iter().flatten() {
-            if item.get("type").and_then(Value::as_str) == Some("Container") {
-                items.push(item.clone());
-            }
-        }
-    }
-    if items.is_empty() {
-        return Ok(());
-    }
+    let all_items = limit_items(&ranges);
+    let items: Vec<Value> = all_items
+        .iter()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("Container"))
+        .cloned()
+        .collect();
     let mut notes = Vec::new();
     for item in &items {
         let max = resource_list(item.get("max"));
@@ -185,42 +186,199 @@ async fn limit_ranger(st: &AppState, res: &ResourceDef, pod: &mut Value) -> ApiR
             crate::meta::set_path(pod, &["status", "qosClass"], json!(qos));
         }
     }
+    forbid(res, &name, pod_limit_violations(&all_items, pod))
+}
+
+/// Every `spec.limits` item of a namespace's LimitRanges.
+fn limit_items(ranges: &[Arc<Value>]) -> Vec<Value> {
+    ranges
+        .iter()
+        .flat_map(|lr| lr.pointer("/spec/limits").and_then(Value::as_array).cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Upstream's aggregate of admission errors as one 403.
+fn forbid(res: &ResourceDef, name: &str, errors: Vec<String>) -> ApiResult<()> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(ApiError::forbidden(res, name, &errors[0])),
+        _ => Err(ApiError::forbidden(res, name, &format!("[{}]", errors.join(", ")))),
+    }
+}
+
+/// Upstream's LimitRanger for PersistentVolumeClaims: `min` and `max` of PersistentVolumeClaim
+/// items against `spec.resources.requests` (a claim's limits are not user input there).
+async fn limit_ranger_pvc(st: &AppState, res: &ResourceDef, pvc: &Value) -> ApiResult<()> {
+    let Some(ns) = crate::meta::namespace(pvc).map(str::to_string) else { return Ok(()) };
+    let name = crate::meta::name(pvc).unwrap_or("").to_string();
+    let Some(ranges_res) = api_types::resources::lookup("", "v1", "limitranges") else { return Ok(()) };
+    let ranges = objects_in(st, ranges_res, &ns)
+        .await
+        .map_err(|e| ApiError::forbidden(res, &name, &format!("error listing LimitRanges: {e}")))?;
+    forbid(res, &name, pvc_limit_violations(&limit_items(&ranges), pvc))
+}
+
+/// A quantity as upstream's `Quantity.String()` prints a sum: from thousandths.
+fn shown(m: i128) -> String {
+    format_milli(m)
+}
+
+/// Upstream's `minConstraint`: the request must be there and at least `min`, and so must a limit
+/// that is there.
+fn min_constraint(
+    kind: &str,
+    r: &str,
+    min: &str,
+    requests: &Quantities,
+    limits: &Quantities,
+) -> Option<String> {
+    let enforced = milli(min)?;
+    let Some((req, req_text)) = requests.get(r) else {
+        return Some(format!("minimum {r} usage per {kind} is {min}.  No request is specified"));
+    };
+    if *req < enforced {
+        return Some(format!("minimum {r} usage per {kind} is {min}, but request is {req_text}"));
+    }
+    match limits.get(r) {
+        Some((lim, lim_text)) if *lim < enforced => {
+            Some(format!("minimum {r} usage per {kind} is {min}, but limit is {lim_text}"))
+        }
+        _ => None,
+    }
+}
+
+/// Upstream's `maxConstraint`: the limit must be there and at most `max`, and so must a request
+/// that is there.
+fn max_constraint(
+    kind: &str,
+    r: &str,
+    max: &str,
+    requests: &Quantities,
+    limits: &Quantities,
+) -> Option<String> {
+    let enforced = milli(max)?;
+    let Some((lim, lim_text)) = limits.get(r) else {
+        return Some(format!("maximum {r} usage per {kind} is {max}.  No limit is specified"));
+    };
+    if *lim > enforced {
+        return Some(format!("maximum {r} usage per {kind} is {max}, but limit is {lim_text}"));
+    }
+    match requests.get(r) {
+        Some((req, req_text)) if *req > enforced => {
+            Some(format!("maximum {r} usage per {kind} is {max}, but request is {req_text}"))
+        }
+        _ => None,
+    }
+}
+
+/// Upstream's `limitRequestRatioConstraint`: limit / request at most `ratio`, both set and nonzero.
+fn ratio_constraint(
+    kind: &str,
+    r: &str,
+    ratio: &str,
+    requests: &Quantities,
+    limits: &Quantities,
+) -> Option<String> {
+    let enforced = milli(ratio)?;
+    let req = requests.get(r).map(|(v, _)| *v).filter(|v| *v != 0);
+    let Some(req) = req else {
+        return Some(format!(
+            "{r} max limit to request ratio per {kind} is {ratio}, but no request is specified or request is 0"
+        ));
+    };
+    let lim = limits.get(r).map(|(v, _)| *v).filter(|v| *v != 0);
+    let Some(lim) = lim else {
+        return Some(format!(
+            "{r} max limit to request ratio per {kind} is {ratio}, but no limit is specified or limit is 0"
+        ));
+    };
+    let observed = lim as f64 / req as f64;
+    (observed * 1000.0 > enforced as f64).then(|| {
+        format!("{r} max limit to request ratio per {kind} is {ratio}, but provided ratio is {observed:.6}")
+    })
+}
+
+/// Resource name → (thousandths, text as shown in messages).
+type Quantities = std::collections::BTreeMap<String, (i128, String)>;
+
+fn quantities(list: Option<&Value>) -> Quantities {
+    resource_list(list).into_iter().filter_map(|(k, q)| milli(&q).map(|m| (k, (m, q)))).collect()
+}
+
+/// Every min, max and maxLimitRequestRatio of one item against one set of requests and limits.
+fn item_violations(
+    kind: &str,
+    item: &Value,
+    requests: &Quantities,
+    limits: &Quantities,
+    out: &mut Vec<String>,
+) {
+    for (r, min) in resource_list(item.get("min")) {
+        out.extend(min_constraint(kind, &r, &min, requests, limits));
+    }
+    for (r, max) in resource_list(item.get("max")) {
+        out.extend(max_constraint(kind, &r, &max, requests, limits));
+    }
+    for (r, ratio) in resource_list(item.get("maxLimitRequestRatio")) {
+        out.extend(ratio_constraint(kind, &r, &ratio, requests, limits));
+    }
+}
+
+/// Upstream's `PodValidateLimitFunc`: Container items against each container (init containers
+/// too), Pod items against the pod's total requests and limits (the containers' sum, or the
+/// largest init container's when that is more).
+fn pod_limit_violations(items: &[Value], pod: &Value) -> Vec<String> {
     let mut errors = Vec::new();
-    for item in &items {
-        let max = resource_list(item.get("max"));
-        let min = resource_list(item.get("min"));
-        for list in ["containers", "initContainers"] {
-            for c in pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten() {
-                let requests = resource_list(c.pointer("/resources/requests"));
-                let limits = resource_list(c.pointer("/resources/limits"));
-                for (k, lo) in &min {
-                    match requests.get(k) {
-                        None => errors
-                            .push(format!("minimum {k} usage per Container is {lo}.  No request is specified")),
-                        Some(r) if milli(r) < milli(lo) => {
-                            errors.push(format!("minimum {k} usage per Container is {lo}, but request is {r}"))
-                        }
-                        _ => {}
-                    }
-                }
-                for (k, hi) in &max {
-                    match limits.get(k) {
-                        None => errors
-                            .push(format!("maximum {k} usage per Container is {hi}.  No limit is specified")),
-                        Some(l) if milli(l) > milli(hi) => {
-                            errors.push(format!("maximum {k} usage per Container is {hi}, but limit is {l}"))
-                        }
-                        _ => {}
+    for item in items {
+        match item.get("type").and_then(Value::as_str) {
+            Some("Container") => {
+                for list in ["containers", "initContainers"] {
+                    for c in
+                        pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten()
+                    {
+                        let requests = quantities(c.pointer("/resources/requests"));
+                        let limits = quantities(c.pointer("/resources/limits"));
+                        item_violations("Container", item, &requests, &limits, &mut errors);
                     }
                 }
             }
+            Some("Pod") => {
+                let total = |field: &str| -> Quantities {
+                    api_types::quota::pod_resources(pod, field)
+                        .into_iter()
+                        .map(|(k, m)| (k, (m, shown(m))))
+                        .collect()
+                };
+                item_violations("Pod", item, &total("requests"), &total("limits"), &mut errors);
+            }
+            _ => {}
         }
     }
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(ApiError::forbidden(res, &name, &errors[0])),
-        _ => Err(ApiError::forbidden(res, &name, &format!("[{}]", errors.join(", ")))),
+    errors
+}
+
+/// Upstream's `PersistentVolumeClaimValidateLimitFunc`: `min` as for containers (no limits), `max`
+/// against the request only.
+fn pvc_limit_violations(items: &[Value], pvc: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    let kind = "PersistentVolumeClaim";
+    let requests = quantities(pvc.pointer("/spec/resources/requests"));
+    for item in items.iter().filter(|i| i.get("type").and_then(Value::as_str) == Some(kind)) {
+        for (r, min) in resource_list(item.get("min")) {
+            errors.extend(min_constraint(kind, &r, &min, &requests, &Quantities::new()));
+        }
+        for (r, max) in resource_list(item.get("max")) {
+            let Some(enforced) = milli(&max) else { continue };
+            match requests.get(&r) {
+                None => errors.push(format!("maximum {r} usage per {kind} is {max}.  No request is specified")),
+                Some((req, text)) if *req > enforced => {
+                    errors.push(format!("maximum {r} usage per {kind} is {max}, but request is {text}"))
+                }
+                _ => {}
+            }
+        }
     }
+    errors
 }
 
 /// Pod compute resources a quota on them requires every container to state (upstream's
@@ -409,6 +567,54 @@ fn default_toleration_seconds(pod: &mut Value, seconds: i64, taint: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_ranges_of_pods_and_claims_in_upstreams_words() {
+        let pod = json!({"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}}},
+        ]}});
+        let per_pod = json!({"type": "Pod", "max": {"cpu": "2"}});
+        assert_eq!(pod_limit_violations(&[per_pod], &pod), ["maximum cpu usage per Pod is 2, but limit is 3"]);
+        let ratio = json!({"type": "Container", "maxLimitRequestRatio": {"cpu": "2"}});
+        let greedy = json!({"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1"}}}]}});
+        assert_eq!(
+            pod_limit_violations(std::slice::from_ref(&ratio), &greedy),
+            ["cpu max limit to request ratio per Container is 2, but provided ratio is 4.000000"]
+        );
+        assert!(pod_limit_violations(std::slice::from_ref(&ratio), &pod).is_empty(), "2 and 2: at the limit");
+        let bare = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(
+            pod_limit_violations(&[ratio], &bare),
+            ["cpu max limit to request ratio per Container is 2, but no request is specified or request is 0"]
+        );
+        let min_pod = json!({"type": "Pod", "min": {"memory": "1Gi"}});
+        assert_eq!(
+            pod_limit_violations(&[min_pod], &pod),
+            ["minimum memory usage per Pod is 1Gi.  No request is specified"]
+        );
+        let container_max = json!({"type": "Container", "max": {"cpu": "800m"}});
+        let over_request = json!({"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "900m"}, "limits": {"cpu": "700m"}}}]}});
+        assert_eq!(
+            pod_limit_violations(&[container_max], &over_request),
+            ["maximum cpu usage per Container is 800m, but request is 900m"]
+        );
+
+        let claims =
+            json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}});
+        let claim = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        assert_eq!(
+            pvc_limit_violations(std::slice::from_ref(&claims), &claim("500Mi")),
+            ["minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"]
+        );
+        assert_eq!(
+            pvc_limit_violations(std::slice::from_ref(&claims), &claim("5Gi")),
+            ["maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"]
+        );
+        assert!(pvc_limit_violations(&[claims], &claim("1536Mi")).is_empty());
+    }
 
     #[test]
     fn quota_usage_and_constraints() {

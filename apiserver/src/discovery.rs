@@ -164,6 +164,7 @@ fn subresource(
         Subresource::Eviction => ("Eviction", &["create"], Some(("policy", "v1"))),
         Subresource::Log => ("Pod", &["get"], None),
         Subresource::Finalize => (r.kind, &["update"], None),
+        Subresource::Approval => (r.kind, &["get", "patch", "update"], None),
         Subresource::Token => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
         Subresource::Exec => ("PodExecOptions", &["create", "get"], None),
         Subresource::Attach => ("PodAttachOptions", &["create", "get"], None),

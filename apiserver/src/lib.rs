@@ -8,7 +8,7 @@
 //! - `watch.rs`: chunked watch streams; `cacher.rs`: the watch cache they are served from.
 //! - `strategy.rs`, `validation.rs`: per-resource create/update preparation, defaults, validation.
 //! - `subresources.rs`: scale and pods/binding; `eviction.rs`: pods/eviction honouring PodDisruptionBudgets; `podlog.rs`: pods/log, proxied to the pod's kubelet;
-//!   `synthetic.rs`: componentstatuses and selfsubjectaccessreviews; `tokenrequest.rs`:
+//!   `synthetic.rs`: componentstatuses; `reviews.rs`: the access, rules and token reviews; `tokenrequest.rs`:
 //!   `serviceaccounts/token` (ServiceAccount JWTs, signed in `auth/serviceaccount.rs`).
 //! - `services.rs`: ClusterIP and node-port allocation. `admission.rs`: default-on mutating admission.
 //! - `ttl.rs`: store leases for objects that expire (Events, `--event-ttl`).
@@ -43,6 +43,7 @@ mod patching;
 pub mod pki;
 mod podlog;
 mod render;
+mod reviews;
 mod route;
 mod server;
 mod services;

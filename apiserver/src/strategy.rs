@@ -18,6 +18,9 @@ pub enum Half {
     Status,
     /// `namespaces/finalize`: only `spec.finalizers`.
     Finalize,
+    /// `certificatesigningrequests/approval`: metadata and `status.conditions` (upstream's
+    /// approval strategy), the only write that may add Approved or Denied.
+    Approval,
 }
 
 impl Half {
@@ -27,6 +30,7 @@ impl Half {
             Half::Main => None,
             Half::Status => Some("status"),
             Half::Finalize => Some("finalize"),
+            Half::Approval => Some("approval"),
         }
     }
 }
@@ -190,6 +194,24 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
                 meta::set(new, "resourceVersion", json!(rv));
             }
         }
+        Half::Approval => {
+            // Metadata and the conditions from the request; spec and the certificate stay.
+            let conditions = new.pointer("/status/conditions").cloned();
+            meta::set_path(new, &["spec"], old.get("spec").cloned().unwrap_or_else(|| json!({})));
+            let mut status = old.get("status").cloned().unwrap_or_else(|| json!({}));
+            if let Some(map) = status.as_object_mut() {
+                match conditions {
+                    Some(c) if !c.is_null() => {
+                        map.insert("conditions".into(), c);
+                    }
+                    _ => {
+                        map.remove("conditions");
+                    }
+                }
+            }
+            meta::set_path(new, &["status"], status);
+            stamp_csr_conditions(new, old);
+        }
         Half::Status => {
             // Only status changes: everything else comes from the stored object.
             let status = new.get("status").cloned();
@@ -208,6 +230,147 @@ pub fn prepare_update(res: &ResourceDef, half: Half, new: &mut Value, old: &Valu
             }
         }
     }
+}
+
+/// Upstream's `populateConditionTimestamps` for a CertificateSigningRequest: a condition without
+/// `lastUpdateTime` gets now; without `lastTransitionTime`, the stored condition's of the same type
+/// and status, else now. Conditions without `status` get upstream's default `True`.
+fn stamp_csr_conditions(new: &mut Value, old: &Value) {
+    let now = meta::now_rfc3339();
+    let old_conditions =
+        old.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let Some(conditions) = new.pointer_mut("/status/conditions").and_then(Value::as_array_mut) else { return };
+    for c in conditions.iter_mut().filter_map(Value::as_object_mut) {
+        if c.get("status").and_then(Value::as_str).is_none_or(str::is_empty) {
+            c.insert("status".into(), json!("True"));
+        }
+        if c.get("lastUpdateTime").is_none_or(Value::is_null) {
+            c.insert("lastUpdateTime".into(), json!(now));
+        }
+        if c.get("lastTransitionTime").is_none_or(Value::is_null) {
+            let same = old_conditions
+                .iter()
+                .find(|o| o.get("type") == c.get("type"))
+                .filter(|o| o.get("status") == c.get("status"))
+                .and_then(|o| o.get("lastTransitionTime"))
+                .filter(|t| !t.is_null())
+                .cloned();
+            c.insert("lastTransitionTime".into(), same.unwrap_or_else(|| json!(now)));
+        }
+    }
+}
+
+/// Validation that depends on which half an update writes (upstream's per-subresource
+/// `ValidateUpdate`s): a CertificateSigningRequest's conditions and certificate.
+pub fn validate_update_half(res: &ResourceDef, half: Half, new: &Value, old: &Value) -> Vec<Cause> {
+    if (res.group, res.kind) != ("certificates.k8s.io", "CertificateSigningRequest") {
+        return Vec::new();
+    }
+    validate_csr_update(half, new, old)
+}
+
+fn csr_conditions(csr: &Value) -> Vec<Value> {
+    csr.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn of_type<'a>(conditions: &'a [Value], t: &str) -> Vec<&'a Value> {
+    conditions.iter().filter(|c| c.get("type").and_then(Value::as_str) == Some(t)).collect()
+}
+
+/// Upstream's `validateConditions` plus `validateCertificateSigningRequestUpdate`: what a write of
+/// `half` may do to the conditions and the certificate. Rules that stored data already breaks are
+/// waived, as upstream's compatibility options do.
+pub(crate) fn validate_csr_update(half: Half, new: &Value, old: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let (new_c, old_c) = (csr_conditions(new), csr_conditions(old));
+    let type_of = |c: &Value| c.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    let old_types: Vec<String> = old_c.iter().map(type_of).collect();
+    let allow_both = old_types.iter().any(|t| t == "Approved") && old_types.iter().any(|t| t == "Denied");
+    let allow_duplicates = old_types.iter().enumerate().any(|(i, t)| old_types[..i].contains(t));
+    let allow_empty = old_types.iter().any(String::is_empty);
+    let (mut approved, mut denied) = (false, false);
+    let mut seen: Vec<String> = Vec::new();
+    for (i, c) in new_c.iter().enumerate() {
+        let at = format!("status.conditions[{i}]");
+        let t = type_of(c);
+        if t.is_empty() && !allow_empty {
+            causes.push(Cause::required(format!("{at}.type")));
+        }
+        let status = c.get("status").and_then(Value::as_str).unwrap_or("");
+        let allowed: &[&str] = if matches!(t.as_str(), "Approved" | "Denied" | "Failed") {
+            &["True"]
+        } else {
+            &["False", "True", "Unknown"]
+        };
+        if status.is_empty() {
+            causes.push(Cause::required(format!("{at}.status")));
+        } else if !allowed.contains(&status) {
+            causes.push(Cause::not_supported(format!("{at}.status"), format!("{status:?}"), allowed));
+        }
+        if !allow_both {
+            let clash = match t.as_str() {
+                "Approved" => {
+                    approved = true;
+                    denied
+                }
+                "Denied" => {
+                    denied = true;
+                    approved
+                }
+                _ => false,
+            };
+            if clash {
+                causes.push(Cause::invalid(
+                    format!("{at}.type"),
+                    format!("{t:?}"),
+                    "Approved and Denied conditions are mutually exclusive",
+                ));
+            }
+        }
+        if !allow_duplicates {
+            if seen.contains(&t) {
+                causes.push(Cause::duplicate(format!("{at}.type"), format!("{t:?}")));
+            }
+            seen.push(t);
+        }
+    }
+    for t in ["Approved", "Denied", "Failed"] {
+        if of_type(&new_c, t).len() < of_type(&old_c, t).len() {
+            causes.push(Cause::forbidden(
+                "status.conditions",
+                &format!("updates may not remove a condition of type {t:?}"),
+            ));
+        }
+    }
+    if half != Half::Approval {
+        for t in ["Approved", "Denied"] {
+            let (n, o) = (of_type(&new_c, t), of_type(&old_c, t));
+            if n.len() > o.len() {
+                causes.push(Cause::forbidden(
+                    "status.conditions",
+                    &format!("updates may not add a condition of type {t:?}"),
+                ));
+            } else if n.len() == o.len() && n != o {
+                causes.push(Cause::forbidden(
+                    "status.conditions",
+                    &format!("updates may not modify a condition of type {t:?}"),
+                ));
+            }
+        }
+    }
+    let (new_cert, old_cert) = (new.pointer("/status/certificate"), old.pointer("/status/certificate"));
+    let cert_len = |v: Option<&Value>| v.and_then(Value::as_str).map_or(0, str::len);
+    if new_cert != old_cert && !(cert_len(new_cert) == 0 && cert_len(old_cert) == 0) {
+        if half != Half::Status {
+            causes.push(Cause::forbidden("status.certificate", "updates may not set certificate content"));
+        } else if cert_len(old_cert) > 0 {
+            causes.push(Cause::forbidden(
+                "status.certificate",
+                "updates may not modify existing certificate content",
+            ));
+        }
+    }
+    causes
 }
 
 /// Sets a DaemonSet's `deprecated.daemonset.template.generation` annotation.
@@ -1230,6 +1393,48 @@ fn validate_pvc(obj: &Value, causes: &mut Vec<Cause>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn csr_conditions_follow_upstreams_rules_per_subresource() {
+        let csr = |conditions: Value| json!({"spec": {}, "status": {"conditions": conditions}});
+        let cond = |t: &str| json!({"type": t, "status": "True"});
+        let msgs = |half: Half, new: &Value, old: &Value| -> Vec<String> {
+            validate_csr_update(half, new, old).iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        };
+        let pending = csr(json!([]));
+        let approved = csr(json!([cond("Approved")]));
+        assert!(msgs(Half::Approval, &approved, &pending).is_empty());
+        assert_eq!(
+            msgs(Half::Status, &approved, &pending),
+            ["status.conditions: Forbidden: updates may not add a condition of type \"Approved\""]
+        );
+        assert_eq!(
+            msgs(Half::Approval, &csr(json!([cond("Approved"), cond("Denied")])), &approved),
+            ["status.conditions[1].type: Invalid value: \"Denied\": Approved and Denied conditions are mutually exclusive"]
+        );
+        assert_eq!(
+            msgs(Half::Approval, &pending, &approved),
+            ["status.conditions: Forbidden: updates may not remove a condition of type \"Approved\""]
+        );
+        assert_eq!(
+            msgs(Half::Approval, &csr(json!([cond("Approved"), cond("Approved")])), &pending),
+            ["status.conditions[1].type: Duplicate value: \"Approved\""]
+        );
+        let mut signed = approved.clone();
+        signed["status"]["certificate"] = json!("Y2VydA==");
+        assert!(msgs(Half::Status, &signed, &approved).is_empty());
+        assert_eq!(
+            msgs(Half::Approval, &signed, &approved),
+            ["status.certificate: Forbidden: updates may not set certificate content"]
+        );
+        let mut resigned = signed.clone();
+        resigned["status"]["certificate"] = json!("b3RoZXI=");
+        assert_eq!(
+            msgs(Half::Status, &resigned, &signed),
+            ["status.certificate: Forbidden: updates may not modify existing certificate content"]
+        );
+    }
+
     use super::*;
 
     fn res(group: &str, version: &str, plural: &str) -> &'static ResourceDef {

@@ -77,7 +77,7 @@ pub async fn serve(
     user: Option<&crate::auth::UserInfo>,
 ) -> ApiResult<Response> {
     if rp.res.is_review() {
-        return review(st, method, rp, headers, body, user).await;
+        return crate::reviews::serve(st, method, rp, params, headers, body, user).await;
     }
     if method != Method::GET || rp.subresource.is_some() {
         return Err(ApiError::method_not_allowed());
@@ -92,54 +92,6 @@ pub async fn serve(
             .map(|c| crate::render::object(rp.res, c, rev, headers))
             .ok_or_else(|| ApiError::not_found(rp.res, name)),
     }
-}
-
-/// `POST selfsubjectaccessreviews`: may the caller do what the spec describes? (`kubectl auth can-i`)
-/// `POST selfsubjectreviews`: who is the caller? (`kubectl auth whoami`)
-async fn review(
-    st: &AppState,
-    method: &Method,
-    rp: &ResourcePath,
-    headers: &HeaderMap,
-    body: &bytes::Bytes,
-    user: Option<&crate::auth::UserInfo>,
-) -> ApiResult<Response> {
-    if method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
-        return Err(ApiError::method_not_allowed());
-    }
-    if rp.res.kind == "SelfSubjectReview" {
-        // Who the caller is, as authentication found it. The body carries nothing to read.
-        let user = match user {
-            Some(u) => json!({"username": u.name, "groups": u.groups}),
-            None => json!({"username": "system:admin", "groups": ["system:masters", "system:authenticated"]}),
-        };
-        let obj = json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
-                         "metadata": {"creationTimestamp": null}, "status": {"userInfo": user}});
-        return Ok(crate::handlers::json_response(axum::http::StatusCode::CREATED, &obj));
-    }
-    let mut obj = crate::handlers::body::decode_body(rp.res, headers, body)?;
-    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
-    let Some(attrs) = crate::auth::rbac::Attributes::of_review(&spec) else {
-        let cause = crate::error::Cause::required_because(
-            "spec.resourceAttributes",
-            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-        );
-        return Err(ApiError::invalid(rp.res, "", vec![cause]));
-    };
-    let status = match user {
-        _ if st.config.auth.insecure => {
-            json!({"allowed": true, "reason": "no authorization in --insecure-http mode"})
-        }
-        None => json!({"allowed": false}),
-        Some(user) => match crate::auth::rbac::allowed(st, user, &attrs).await {
-            Some(reason) => json!({"allowed": true, "reason": reason}),
-            None => json!({"allowed": false}),
-        },
-    };
-    obj["status"] = status;
-    obj["apiVersion"] = json!("authorization.k8s.io/v1");
-    obj["kind"] = json!("SelfSubjectAccessReview");
-    Ok(crate::handlers::json_response(axum::http::StatusCode::CREATED, &obj))
 }
 
 #[cfg(test)]

@@ -253,6 +253,9 @@ impl Ctx {
         if c.enabled("job") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::job::run(self.clone(), stop.clone())));
         }
+        if c.enabled("csrsigning") && c.cluster_signing.is_some() {
+            tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::csrsigning::run(self.clone(), stop.clone())));
+        }
         if c.enabled("ttl-after-finished") {
             tasks.spawn(WORKQUEUE.scope(wq.clone(), crate::ttlafterfinished::run(self.clone(), stop.clone())));
         }

@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 
 mod context;
 mod cronjob;
+pub mod csrsigning;
 mod daemonset;
 mod deployment;
 mod disruption;
@@ -132,6 +133,11 @@ pub struct Config {
     pub concurrent_cron_job_syncs: u16,
     /// `--terminated-pod-gc-threshold`: terminated pods kept before the oldest are deleted (0: off).
     pub terminated_pod_gc_threshold: i32,
+    /// `--cluster-signing-cert-file`/`--cluster-signing-key-file`, read: the CA the csrsigning
+    /// controller signs approved `kubernetes.io/kube-apiserver-client` requests with (None: off).
+    pub cluster_signing: Option<csrsigning::ClusterSigning>,
+    /// `--cluster-signing-duration`: the longest validity of a signed certificate.
+    pub cluster_signing_duration: Duration,
     /// How long a pod's node must stay missing before the pod GC deletes it (upstream's fixed 40s
     /// `quarantineTime`; a field so tests can shorten it).
     pub podgc_quarantine: Duration,
@@ -174,6 +180,8 @@ impl Default for Config {
             horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
             concurrent_cron_job_syncs: 5,
             terminated_pod_gc_threshold: 12500,
+            cluster_signing: None,
+            cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
             podgc_quarantine: Duration::from_secs(40),
             podgc_period: Duration::from_secs(20),
         }

@@ -145,6 +145,8 @@ pub struct Spec {
     pub storage_version: String,
     /// The CRD is being deleted: its custom resources may be read and deleted, not created.
     pub terminating: bool,
+    /// The version's `selectableFields` as field-selector keys (`spec.color` for `.spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 /// One served version of a CRD: its resource entry plus everything the API server needs.
@@ -195,7 +197,7 @@ pub fn intern(spec: Spec) -> &'static CustomResource {
         categories: leak_list(&spec.categories),
         subresources: Box::leak(subs.into_boxed_slice()),
         stored: true,
-        field_selectors: &[],
+        field_selectors: leak_list(&spec.selectable_fields),
     };
     let cr: &'static CustomResource = Box::leak(Box::new(CustomResource { def, spec }));
     table.push(cr);
@@ -296,6 +298,14 @@ pub fn served(crd: &Value) -> Vec<&'static CustomResource> {
             columns,
             storage_version: storage_version.clone(),
             terminating: crd.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()),
+            selectable_fields: v
+                .get("selectableFields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                .map(|p| p.strip_prefix('.').unwrap_or(p).to_string())
+                .collect(),
         }));
     }
     out
@@ -472,6 +482,18 @@ pub fn validate_crd(crd: &Value) -> Vec<Violation> {
                 }
             }
         }
+        if let Some(fields) = v.get("selectableFields").and_then(Value::as_array).filter(|f| !f.is_empty()) {
+            match v.pointer("/schema/openAPIV3Schema").filter(|s| !s.is_null()) {
+                None => out.push(Violation::invalid(
+                    format!("{at}.selectableFields"),
+                    &json!(""),
+                    "selectableFields may only be set when version.schema.openAPIV3Schema is not included",
+                )),
+                Some(schema) => {
+                    out.extend(validate_selectable_fields(fields, schema, &format!("{at}.selectableFields")))
+                }
+            }
+        }
         for (j, c) in
             v.get("additionalPrinterColumns").and_then(Value::as_array).into_iter().flatten().enumerate()
         {
@@ -496,6 +518,89 @@ pub fn validate_crd(crd: &Value) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Upstream's limit on a version's `selectableFields`.
+const MAX_SELECTABLE_FIELDS: usize = 8;
+
+/// Upstream's `validateSelectableFields`: each `jsonPath` given, unique, a dotted path (no array
+/// notation) to a field of the schema outside `metadata` whose type is string, boolean or integer.
+fn validate_selectable_fields(fields: &[Value], schema: &Value, at: &str) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if fields.len() > MAX_SELECTABLE_FIELDS {
+        out.push(Violation::too_many(at, fields.len(), MAX_SELECTABLE_FIELDS as i64));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        let jp = str_at(f, "/jsonPath");
+        let field = format!("{at}[{i}].jsonPath");
+        if jp.is_empty() {
+            out.push(Violation::required(format!("{at}[{i}].jsonPath"), ""));
+            continue;
+        }
+        if seen.contains(&jp) {
+            out.push(Violation {
+                reason: "FieldValueDuplicate",
+                field: field.clone(),
+                message: format!("Duplicate value: {jp:?}"),
+            });
+        }
+        seen.push(jp);
+        match field_path_schema(jp, schema) {
+            Err(e) => out.push(Violation::invalid(&field, &json!(jp), &format!("is an invalid path: {e}"))),
+            Ok((root, found)) => {
+                if root == "metadata" {
+                    out.push(Violation::invalid(&field, &json!(jp), "must not point to fields in metadata"));
+                }
+                if !matches!(str_at(found, "/type"), "string" | "boolean" | "integer") {
+                    out.push(Violation::invalid(
+                        &field,
+                        &json!(jp),
+                        "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.",
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Walks a `.a.b` JSON path through a structural schema as upstream's `cel.ValidFieldPath` (array
+/// notation off) does: the path's first segment and the schema it ends at, or upstream's error.
+fn field_path_schema<'a>(path: &'a str, schema: &'a Value) -> Result<(&'a str, &'a Value), String> {
+    let mut tokens = Vec::new();
+    let mut start = 0;
+    for (i, c) in path.char_indices() {
+        if matches!(c, '.' | '[' | ']') {
+            if start < i {
+                tokens.push(&path[start..i]);
+            }
+            tokens.push(&path[i..i + 1]);
+            start = i + 1;
+        }
+    }
+    if start < path.len() {
+        tokens.push(&path[start..]);
+    }
+    let mut tokens = tokens.into_iter();
+    let mut cur = schema;
+    let mut root = None;
+    while let Some(tok) = tokens.next() {
+        match tok {
+            "[" => return Err("array notation is not allowed".into()),
+            "." => {
+                let Some(name) = tokens.next() else { return Err("unexpected end of JSON path".into()) };
+                let next = match cur.get("properties").and_then(Value::as_object) {
+                    Some(props) => props.get(name),
+                    None => cur.get("additionalProperties").filter(|a| a.is_object()),
+                };
+                cur = next.ok_or_else(|| "does not refer to a valid field".to_string())?;
+                root.get_or_insert(name);
+            }
+            other => return Err(format!("expected [ or . but got: {other}")),
+        }
+    }
+    Ok((root.unwrap_or(""), cur))
 }
 
 /// Upstream's immutable-field checks on update: the scope may not change, and the storage version

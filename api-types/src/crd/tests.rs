@@ -190,3 +190,39 @@ fn lengths_items_and_defaults_inside_defaults() {
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].field, "s.properties[n].default");
 }
+
+#[test]
+fn selectable_fields_are_validated_and_become_field_selectors() {
+    let mut c = crd();
+    let fields = |paths: &[&str]| json!(paths.iter().map(|p| json!({"jsonPath": p})).collect::<Vec<_>>());
+    c["spec"]["versions"][0]["selectableFields"] = fields(&[".spec.cronSpec", ".spec.replicas"]);
+    assert_eq!(validate_crd(&c), vec![]);
+    c["status"] = status_for(&c, None, None, "2024-01-01T00:00:00Z");
+    let s = served(&c);
+    assert_eq!(s[0].def.field_selectors, ["spec.cronSpec", "spec.replicas"]);
+
+    let mut bad = crd();
+    bad["spec"]["versions"][0]["selectableFields"] =
+        fields(&[".spec.nope", "spec.cronSpec", ".spec", ".metadata.name", ".spec.mode", ".spec.mode", ""]);
+    let messages: Vec<String> =
+        validate_crd(&bad).iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
+    let at = "spec.versions[0].selectableFields";
+    assert_eq!(
+        messages,
+        [
+            format!("{at}[0].jsonPath: Invalid value: \".spec.nope\": is an invalid path: does not refer to a valid field"),
+            format!("{at}[1].jsonPath: Invalid value: \"spec.cronSpec\": is an invalid path: expected [ or . but got: spec"),
+            format!("{at}[2].jsonPath: Invalid value: \".spec\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."),
+            format!("{at}[3].jsonPath: Invalid value: \".metadata.name\": is an invalid path: does not refer to a valid field"),
+            format!("{at}[5].jsonPath: Duplicate value: \".spec.mode\""),
+            format!("{at}[6].jsonPath: Required value"),
+        ]
+    );
+    let many: Vec<&str> = vec![".spec.mode"; 9];
+    bad["spec"]["versions"][0]["selectableFields"] = fields(&many);
+    let first = validate_crd(&bad).into_iter().next().unwrap();
+    assert_eq!(
+        format!("{}: {}", first.field, first.message),
+        format!("{at}: Too many: 9: must have at most 8 items")
+    );
+}

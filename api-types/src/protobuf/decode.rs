@@ -208,10 +208,14 @@ fn decode_special(
 ) -> Result<Option<Value>, ProtoError> {
     let mut varints = [0u64; 3];
     let mut text: Option<&[u8]> = None;
+    let mut texts: Vec<&[u8]> = Vec::new();
     let mut r = Reader::new(bytes);
     while let Some((tag, wire)) = r.next_field()? {
         match (special_field_is_bytes(special, tag), wire) {
-            (Some(true), Wire::Bytes(b)) => text = Some(b),
+            (Some(true), Wire::Bytes(b)) => {
+                text = Some(b);
+                texts.push(b);
+            }
             (Some(false), Wire::Varint(v)) => {
                 let index = usize::try_from(tag).ok().and_then(|t| t.checked_sub(1));
                 if let Some(slot) = index.and_then(|i| varints.get_mut(i)) {
@@ -253,6 +257,7 @@ fn decode_special(
                     .map_err(|e| invalid(msg, field, format!("FieldsV1 is not JSON: {e}")))?,
             ),
         },
+        Special::StringList => Some(Value::Array(texts.into_iter().map(|t| Value::String(lossy(t))).collect())),
         // Embedded objects are JSON in practice; anything else is kept, as base64 bytes.
         Special::RawExtension => match text {
             None | Some([]) => None,
@@ -268,7 +273,7 @@ fn special_field_is_bytes(special: Special, tag: u32) -> Option<bool> {
         (Special::Time | Special::MicroTime, 1 | 2) | (Special::Duration, 1) => Some(false),
         (Special::IntOrString, 1 | 2) => Some(false),
         (Special::IntOrString, 3) => Some(true),
-        (Special::Quantity | Special::FieldsV1 | Special::RawExtension, 1) => Some(true),
+        (Special::Quantity | Special::FieldsV1 | Special::RawExtension | Special::StringList, 1) => Some(true),
         _ => None,
     }
 }

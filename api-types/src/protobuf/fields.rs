@@ -47,7 +47,11 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("rbac.authorization.k8s.io", "v1", "RoleBinding", &API_RBAC_V1_ROLE_BINDING),
     ("rbac.authorization.k8s.io", "v1", "ClusterRole", &API_RBAC_V1_CLUSTER_ROLE),
     ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", &API_RBAC_V1_CLUSTER_ROLE_BINDING),
+    ("authentication.k8s.io", "v1", "TokenReview", &API_AUTHENTICATION_V1_TOKEN_REVIEW),
+    ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", &API_AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW),
     ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", &API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW),
+    ("authorization.k8s.io", "v1", "SelfSubjectRulesReview", &API_AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW),
+    ("authorization.k8s.io", "v1", "SubjectAccessReview", &API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW),
     ("storage.k8s.io", "v1", "StorageClass", &API_STORAGE_V1_STORAGE_CLASS),
     ("storage.k8s.io", "v1", "CSIDriver", &API_STORAGE_V1_CSI_DRIVER),
     ("storage.k8s.io", "v1", "CSINode", &API_STORAGE_V1_CSI_NODE),
@@ -59,6 +63,7 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", &API_ADMISSIONREGISTRATION_V1_VALIDATING_WEBHOOK_CONFIGURATION),
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", &API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY),
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", &API_ADMISSIONREGISTRATION_V1_VALIDATING_ADMISSION_POLICY_BINDING),
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest", &API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST),
     ("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", &API_FLOWCONTROL_V1_FLOW_SCHEMA),
     ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", &API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION),
     ("apiregistration.k8s.io", "v1", "APIService", &KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE),
@@ -594,6 +599,43 @@ pub(crate) static API_AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Message = Message 
     ],
 };
 
+pub(crate) static API_AUTHENTICATION_V1_TOKEN_REVIEW: Message = Message {
+    name: "api.authentication.v1.TokenReview",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTHENTICATION_V1_TOKEN_REVIEW_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTHENTICATION_V1_TOKEN_REVIEW_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_TOKEN_REVIEW_SPEC: Message = Message {
+    name: "api.authentication.v1.TokenReviewSpec",
+    fields: &[
+        F { tag: 1, json: "token", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "audiences", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_TOKEN_REVIEW_STATUS: Message = Message {
+    name: "api.authentication.v1.TokenReviewStatus",
+    fields: &[
+        F { tag: 1, json: "authenticated", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 2, json: "user", kind: K::Message(&API_AUTHENTICATION_V1_USER_INFO), label: L::One, keep_zero: false },
+        F { tag: 3, json: "error", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "audiences", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHENTICATION_V1_USER_INFO: Message = Message {
+    name: "api.authentication.v1.UserInfo",
+    fields: &[
+        F { tag: 1, json: "username", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "uid", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "groups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "extra", kind: K::Special(S::StringList), label: L::Map, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES: Message = Message {
     name: "api.authorization.v1.FieldSelectorAttributes",
     fields: &[
@@ -610,11 +652,28 @@ pub(crate) static API_AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES: Message = Mess
     ],
 };
 
+pub(crate) static API_AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW: Message = Message {
+    name: "api.authorization.v1.LocalSubjectAccessReview",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES: Message = Message {
     name: "api.authorization.v1.NonResourceAttributes",
     fields: &[
         F { tag: 1, json: "path", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 2, json: "verb", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_NON_RESOURCE_RULE: Message = Message {
+    name: "api.authorization.v1.NonResourceRule",
+    fields: &[
+        F { tag: 1, json: "verbs", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "nonResourceURLs", kind: K::String, label: L::Repeated, keep_zero: false },
     ],
 };
 
@@ -630,6 +689,16 @@ pub(crate) static API_AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Message = Message {
         F { tag: 7, json: "name", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 8, json: "fieldSelector", kind: K::Message(&API_AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES), label: L::One, keep_zero: false },
         F { tag: 9, json: "labelSelector", kind: K::Message(&API_AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_RESOURCE_RULE: Message = Message {
+    name: "api.authorization.v1.ResourceRule",
+    fields: &[
+        F { tag: 1, json: "verbs", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "apiGroups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "resources", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 4, json: "resourceNames", kind: K::String, label: L::Repeated, keep_zero: false },
     ],
 };
 
@@ -650,6 +719,43 @@ pub(crate) static API_AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message 
     ],
 };
 
+pub(crate) static API_AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW: Message = Message {
+    name: "api.authorization.v1.SelfSubjectRulesReview",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC: Message = Message {
+    name: "api.authorization.v1.SelfSubjectRulesReviewSpec",
+    fields: &[
+        F { tag: 1, json: "namespace", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW: Message = Message {
+    name: "api.authorization.v1.SubjectAccessReview",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message {
+    name: "api.authorization.v1.SubjectAccessReviewSpec",
+    fields: &[
+        F { tag: 1, json: "resourceAttributes", kind: K::Message(&API_AUTHORIZATION_V1_RESOURCE_ATTRIBUTES), label: L::One, keep_zero: false },
+        F { tag: 2, json: "nonResourceAttributes", kind: K::Message(&API_AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES), label: L::One, keep_zero: false },
+        F { tag: 3, json: "user", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "groups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 5, json: "extra", kind: K::Special(S::StringList), label: L::Map, keep_zero: false },
+        F { tag: 6, json: "uid", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
 pub(crate) static API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Message = Message {
     name: "api.authorization.v1.SubjectAccessReviewStatus",
     fields: &[
@@ -657,6 +763,16 @@ pub(crate) static API_AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Message = M
         F { tag: 2, json: "reason", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 3, json: "evaluationError", kind: K::String, label: L::One, keep_zero: false },
         F { tag: 4, json: "denied", kind: K::Bool, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS: Message = Message {
+    name: "api.authorization.v1.SubjectRulesReviewStatus",
+    fields: &[
+        F { tag: 1, json: "resourceRules", kind: K::Message(&API_AUTHORIZATION_V1_RESOURCE_RULE), label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "nonResourceRules", kind: K::Message(&API_AUTHORIZATION_V1_NON_RESOURCE_RULE), label: L::Repeated, keep_zero: false },
+        F { tag: 3, json: "incomplete", kind: K::Bool, label: L::One, keep_zero: false },
+        F { tag: 4, json: "evaluationError", kind: K::String, label: L::One, keep_zero: false },
     ],
 };
 
@@ -1090,6 +1206,49 @@ pub(crate) static API_BATCH_V1_UNCOUNTED_TERMINATED_PODS: Message = Message {
     fields: &[
         F { tag: 1, json: "succeeded", kind: K::String, label: L::Repeated, keep_zero: false },
         F { tag: 2, json: "failed", kind: K::String, label: L::Repeated, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST: Message = Message {
+    name: "api.certificates.v1.CertificateSigningRequest",
+    fields: &[
+        F { tag: 1, json: "metadata", kind: K::Message(&APIMACHINERY_PKG_APIS_META_V1_OBJECT_META), label: L::One, keep_zero: false },
+        F { tag: 2, json: "spec", kind: K::Message(&API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_SPEC), label: L::One, keep_zero: false },
+        F { tag: 3, json: "status", kind: K::Message(&API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_STATUS), label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_CONDITION: Message = Message {
+    name: "api.certificates.v1.CertificateSigningRequestCondition",
+    fields: &[
+        F { tag: 1, json: "type", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 2, json: "reason", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "message", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "lastUpdateTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 5, json: "lastTransitionTime", kind: K::Special(S::Time), label: L::One, keep_zero: false },
+        F { tag: 6, json: "status", kind: K::String, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_SPEC: Message = Message {
+    name: "api.certificates.v1.CertificateSigningRequestSpec",
+    fields: &[
+        F { tag: 1, json: "request", kind: K::Bytes, label: L::One, keep_zero: false },
+        F { tag: 2, json: "username", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 3, json: "uid", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 4, json: "groups", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 5, json: "usages", kind: K::String, label: L::Repeated, keep_zero: false },
+        F { tag: 6, json: "extra", kind: K::Special(S::StringList), label: L::Map, keep_zero: false },
+        F { tag: 7, json: "signerName", kind: K::String, label: L::One, keep_zero: false },
+        F { tag: 8, json: "expirationSeconds", kind: K::Int32, label: L::One, keep_zero: false },
+    ],
+};
+
+pub(crate) static API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_STATUS: Message = Message {
+    name: "api.certificates.v1.CertificateSigningRequestStatus",
+    fields: &[
+        F { tag: 1, json: "conditions", kind: K::Message(&API_CERTIFICATES_V1_CERTIFICATE_SIGNING_REQUEST_CONDITION), label: L::Repeated, keep_zero: false },
+        F { tag: 2, json: "certificate", kind: K::Bytes, label: L::One, keep_zero: false },
     ],
 };
 

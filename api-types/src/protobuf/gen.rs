@@ -29,13 +29,10 @@ const EXTRA_KINDS: &[(&str, &str, &str)] = &[
 ];
 
 /// Served kinds whose request bodies are never decoded: a SelfSubjectReview carries nothing the
-/// server reads (and its status's `map<string, ExtraValue>` has no JSON schema to name it by). A
-/// CertificateSigningRequest's `spec.extra` is the same map, so its protobuf bodies are refused
-/// with `UnsupportedKind` (JSON works). CustomResourceDefinitions are sent as JSON by every client
-/// (kubectl's dynamic client, kube-rs).
+/// server reads. CustomResourceDefinitions are sent as JSON by every client (kubectl's dynamic
+/// client, kube-rs).
 const NOT_DECODED: &[(&str, &str, &str)] = &[
     ("authentication.k8s.io", "v1", "SelfSubjectReview"),
-    ("certificates.k8s.io", "v1", "CertificateSigningRequest"),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
 ];
 
@@ -51,6 +48,11 @@ const SPECIALS: &[(&str, &str, Layout)] = &[
     ("apimachinery.pkg.util.intstr.IntOrString", "IntOrString", &[(1, "int64"), (2, "int32"), (3, "string")]),
     ("apimachinery.pkg.api.resource.Quantity", "Quantity", &[(1, "string")]),
     ("apimachinery.pkg.runtime.RawExtension", "RawExtension", &[(1, "bytes")]),
+    // `map<string, ExtraValue>` (a CSR's and the access reviews' `spec.extra`, a TokenReview's
+    // user): ExtraValue is a `[]string` in Go, a JSON list with no schema definition of its own.
+    ("api.certificates.v1.ExtraValue", "StringList", &[(1, "string")]),
+    ("api.authentication.v1.ExtraValue", "StringList", &[(1, "string")]),
+    ("api.authorization.v1.ExtraValue", "StringList", &[(1, "string")]),
 ];
 
 /// Go pointer fields whose zero means something and so must survive zero-pruning (see

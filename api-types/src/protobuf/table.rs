@@ -82,6 +82,8 @@ pub enum Special {
     IntOrString,
     /// `api.resource.Quantity`: 1 string.
     Quantity,
+    /// `ExtraValue` (authentication, authorization, certificates): 1 repeated string; a JSON list.
+    StringList,
     /// `runtime.RawExtension`: 1 raw bytes, usually JSON.
     #[allow(dead_code)]
     RawExtension,

@@ -119,8 +119,8 @@ pub async fn authenticate(
                 return Authn::User(user.clone().authenticated());
             }
             if let Some(keys) = &auth.service_accounts {
-                match service_account(st, keys, token).await {
-                    Ok(user) => return Authn::User(user),
+                match service_account(st, keys, token, &keys.audiences).await {
+                    Ok((user, _, _)) => return Authn::User(user),
                     Err(why) => tracing::debug!(%why, "bearer token rejected"),
                 }
             }
@@ -135,18 +135,79 @@ pub async fn authenticate(
     Authn::Anonymous
 }
 
-/// A ServiceAccount JWT's user, once its signature and claims hold and its ServiceAccount (and the
-/// object it is bound to) still exist with the uids it names.
+/// What a TokenReview learns about a bearer token: the user, its uid and extra (a ServiceAccount's
+/// uid, the pod a token is bound to) and the requested audiences the token is valid for.
+#[derive(Debug)]
+pub struct TokenIdentity {
+    pub user: UserInfo,
+    pub uid: String,
+    pub extra: Vec<(String, String)>,
+    pub audiences: Vec<String>,
+}
+
+/// Authenticates `token` as a bearer token for `audiences` (empty: the API server's), with the
+/// same authenticators as requests: upstream's TokenReview. `Err(None)`: no authenticator knows
+/// the token; `Err(Some(why))`: one knew it and refused it.
+pub async fn review_token(
+    st: &AppState,
+    token: &str,
+    audiences: &[String],
+) -> Result<TokenIdentity, Option<String>> {
+    let auth = &st.config.auth;
+    let api_audiences: Vec<String> =
+        auth.service_accounts.as_ref().map(|k| k.audiences.clone()).unwrap_or_default();
+    let wanted: &[String] = if audiences.is_empty() { &api_audiences } else { audiences };
+    if let Some(user) = auth.tokens.get(token) {
+        // Static tokens know no audience: they are valid for the API server's (upstream's
+        // audience-agnostic wrapper).
+        let matched: Vec<String> = wanted.iter().filter(|a| api_audiences.contains(a)).cloned().collect();
+        if !wanted.is_empty() && !api_audiences.is_empty() && matched.is_empty() {
+            return Err(Some(format!(
+                "token audiences {api_audiences:?} is invalid for the target audiences {wanted:?}"
+            )));
+        }
+        return Ok(TokenIdentity {
+            user: user.clone().authenticated(),
+            uid: String::new(),
+            extra: Vec::new(),
+            audiences: matched,
+        });
+    }
+    let Some(keys) = &auth.service_accounts else { return Err(None) };
+    if !serviceaccount::looks_like_jwt(token) {
+        return Err(None);
+    }
+    match service_account(st, keys, token, wanted).await {
+        Ok((user, claims, audiences)) => {
+            let extra = match &claims.bound {
+                Some((kind, name, uid)) if kind == "Pod" => vec![
+                    ("authentication.kubernetes.io/pod-name".to_string(), name.clone()),
+                    ("authentication.kubernetes.io/pod-uid".to_string(), uid.clone()),
+                ],
+                _ => Vec::new(),
+            };
+            Ok(TokenIdentity { user, uid: claims.uid, extra, audiences })
+        }
+        // A JWT another issuer signed is none of ours (upstream's authenticator passes on it).
+        Err(why) if why == serviceaccount::TokenError::OtherIssuer.to_string() => Err(None),
+        Err(why) => Err(Some(format!("invalid bearer token, {why}"))),
+    }
+}
+
+/// A ServiceAccount JWT's user, once its signature and claims hold for one of `audiences` and its
+/// ServiceAccount (and the object it is bound to) still exist with the uids it names; also its
+/// claims and the audiences it matched.
 async fn service_account(
     st: &AppState,
     keys: &serviceaccount::TokenKeys,
     token: &str,
-) -> Result<UserInfo, String> {
+    audiences: &[String],
+) -> Result<(UserInfo, serviceaccount::SaClaims, Vec<String>), String> {
     if !serviceaccount::looks_like_jwt(token) {
         return Err("not a JWT".into());
     }
     let now = jiff::Timestamp::now().as_second();
-    let claims = keys.verify(token, now).map_err(|e| e.to_string())?;
+    let (claims, matched) = keys.verify_for(token, now, audiences).map_err(|e| e.to_string())?;
     let live_uid = |kind: &str, name: &str| {
         let plural = match kind {
             "ServiceAccount" => "serviceaccounts",
@@ -175,7 +236,8 @@ async fn service_account(
         }
     }
     let ns_group = format!("system:serviceaccounts:{}", claims.namespace);
-    Ok(UserInfo::new(claims.username(), &["system:serviceaccounts", &ns_group]).authenticated())
+    let user = UserInfo::new(claims.username(), &["system:serviceaccounts", &ns_group]).authenticated();
+    Ok((user, claims, matched))
 }
 
 /// Middleware: authenticates (401 if no one), authorizes with RBAC (403 with upstream's message),

@@ -263,29 +263,40 @@ async fn role(st: &AppState, kind: &str, name: &str, namespace: &str) -> Option<
     crate::objects::decode(res, &kv).ok().map(Arc::new)
 }
 
+/// The bindings whose subjects include `user`: every ClusterRoleBinding, and the RoleBindings of
+/// `namespace` when there is one, each with its kind.
+async fn bindings_of(st: &AppState, user: &UserInfo, namespace: &str) -> Vec<(Arc<Value>, &'static str)> {
+    let mut bindings: Vec<(Arc<Value>, &'static str)> =
+        objects(st, "clusterrolebindings", None).await.into_iter().map(|b| (b, "ClusterRoleBinding")).collect();
+    if !namespace.is_empty() {
+        bindings
+            .extend(objects(st, "rolebindings", Some(namespace)).await.into_iter().map(|b| (b, "RoleBinding")));
+    }
+    bindings.retain(|(binding, _)| {
+        let binding_ns = binding.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+        let subjects = binding.get("subjects").and_then(Value::as_array);
+        subjects.is_some_and(|subjects| subjects.iter().any(|s| subject_matches(s, user, binding_ns)))
+    });
+    bindings
+}
+
+fn binding_field<'a>(binding: &'a Value, pointer: &str) -> &'a str {
+    binding.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
 /// Why a request is allowed (upstream's RBAC reason), or None if it is not.
 pub async fn allowed(st: &AppState, user: &UserInfo, attrs: &Attributes) -> Option<String> {
     if user.groups.iter().any(|g| g == "system:masters") {
         return Some(format!("User {:?} is in group \"system:masters\"", user.name));
     }
-    let mut bindings: Vec<(Arc<Value>, &str)> =
-        objects(st, "clusterrolebindings", None).await.into_iter().map(|b| (b, "ClusterRoleBinding")).collect();
-    let ns = attrs.namespace().to_string();
-    if !ns.is_empty() {
-        bindings.extend(objects(st, "rolebindings", Some(&ns)).await.into_iter().map(|b| (b, "RoleBinding")));
-    }
-    for (binding, binding_kind) in bindings {
-        let binding_ns = binding.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-        let subjects = binding.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
-        if !subjects.iter().any(|s| subject_matches(s, user, binding_ns)) {
-            continue;
-        }
-        let role_kind = binding.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or("");
-        let role_name = binding.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");
+    for (binding, binding_kind) in bindings_of(st, user, attrs.namespace()).await {
+        let binding_ns = binding_field(&binding, "/metadata/namespace");
+        let role_kind = binding_field(&binding, "/roleRef/kind");
+        let role_name = binding_field(&binding, "/roleRef/name");
         let Some(role) = role(st, role_kind, role_name, binding_ns).await else { continue };
         let rules = role.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
         if rules.iter().any(|r| rule_allows(r, attrs)) {
-            let binding_name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            let binding_name = binding_field(&binding, "/metadata/name");
             return Some(format!(
                 "RBAC: allowed by {binding_kind} {binding_name:?} of {role_kind} {role_name:?} to User {:?}",
                 user.name
@@ -293,6 +304,49 @@ pub async fn allowed(st: &AppState, user: &UserInfo, attrs: &Attributes) -> Opti
         }
     }
     None
+}
+
+/// What `user` may do in `namespace`, as upstream's RBAC `RulesFor` lists it (a
+/// SelfSubjectRulesReview, `kubectl auth can-i --list`): every rule of every role bound to the user
+/// by a ClusterRoleBinding or a RoleBinding of the namespace, split into resource rules
+/// (`verbs`, `apiGroups`, `resources`, `resourceNames`) and non-resource rules (`verbs`,
+/// `nonResourceURLs`); plus the errors met on the way (a binding naming a missing role), which
+/// make the answer incomplete.
+pub async fn rules_for(
+    st: &AppState,
+    user: &UserInfo,
+    namespace: &str,
+) -> (Vec<Value>, Vec<Value>, Vec<String>) {
+    let (mut resource_rules, mut non_resource_rules, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for (binding, _) in bindings_of(st, user, namespace).await {
+        let binding_ns = binding_field(&binding, "/metadata/namespace");
+        let role_kind = binding_field(&binding, "/roleRef/kind");
+        let role_name = binding_field(&binding, "/roleRef/name");
+        let Some(role) = role(st, role_kind, role_name, binding_ns).await else {
+            let what = if role_kind == "Role" { "role" } else { "clusterrole" };
+            errors.push(format!("{what}.rbac.authorization.k8s.io {role_name:?} not found"));
+            continue;
+        };
+        for rule in role.get("rules").and_then(Value::as_array).into_iter().flatten() {
+            let list = |k: &str| json!(strs(rule, k));
+            let has = |k: &str| !strs(rule, k).is_empty();
+            if has("resources") {
+                let mut r = serde_json::Map::new();
+                r.insert("verbs".into(), list("verbs"));
+                for k in ["apiGroups", "resources", "resourceNames"] {
+                    if has(k) {
+                        r.insert(k.into(), list(k));
+                    }
+                }
+                resource_rules.push(Value::Object(r));
+            }
+            if has("nonResourceURLs") {
+                non_resource_rules
+                    .push(json!({"verbs": list("verbs"), "nonResourceURLs": list("nonResourceURLs")}));
+            }
+        }
+    }
+    (resource_rules, non_resource_rules, errors)
 }
 
 /// The bootstrap policy: upstream's default ClusterRoles (cluster-admin, admin, edit, view, the
@@ -499,6 +553,15 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
                     &["create"],
                 ),
                 rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
+            ],
+        ),
+        // Upstream's role for delegated authentication and authorization (webhook servers asking
+        // the API server who a token is and what it may do); bound to nobody by default.
+        (
+            "system:auth-delegator",
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
             ],
         ),
         (

@@ -162,6 +162,17 @@ impl TokenKeys {
 
     /// Verifies everything about `token` that needs no storage, at `now` (Unix seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<SaClaims, TokenError> {
+        self.verify_for(token, now, &self.audiences).map(|(claims, _)| claims)
+    }
+
+    /// [`TokenKeys::verify`] for `audiences` instead of the API server's (a TokenReview's
+    /// `spec.audiences`); also returns the token's audiences among them.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        now: i64,
+        audiences: &[String],
+    ) -> Result<(SaClaims, Vec<String>), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -200,7 +211,9 @@ impl TokenKeys {
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         };
-        if !auds.iter().any(|a| self.audiences.iter().any(|ours| ours == a)) {
+        let matched: Vec<String> =
+            audiences.iter().filter(|ours| auds.iter().any(|a| a == ours)).cloned().collect();
+        if matched.is_empty() {
             return Err(TokenError::Audience);
         }
         let k8s = payload.get("kubernetes.io").ok_or(TokenError::Claims)?;
@@ -219,7 +232,7 @@ impl TokenKeys {
         if claims.namespace.is_empty() || claims.name.is_empty() || sub != claims.username() {
             return Err(TokenError::Claims);
         }
-        Ok(claims)
+        Ok((claims, matched))
     }
 }
 

@@ -91,6 +91,15 @@ pub async fn dispatch(
             let half = if sub.is_some() { Half::Status } else { Half::Main };
             patch(st, &rp, name, half, &params, headers, &body).await
         }
+        ("PUT", Some(name), Some("approval")) if res.has(api_types::Subresource::Approval) => {
+            update(st, &rp, name, Half::Approval, &params, headers, &body).await
+        }
+        ("PATCH", Some(name), Some("approval")) if res.has(api_types::Subresource::Approval) => {
+            patch(st, &rp, name, Half::Approval, &params, headers, &body).await
+        }
+        ("GET", Some(name), Some("approval")) if res.has(api_types::Subresource::Approval) => {
+            get(st, &rp, name, headers).await
+        }
         ("DELETE", Some(name), None) => delete(st, &rp, name, &params, headers, &body).await,
         ("GET", Some(name), Some("status")) if res.has(api_types::Subresource::Status) => {
             get(st, &rp, name, headers).await

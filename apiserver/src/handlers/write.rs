@@ -203,6 +203,7 @@ pub async fn write_update(
     }
     meta::set(&mut new, "name", json!(name));
     let mut causes = strategy::validate(res, &new, Some(old));
+    causes.extend(strategy::validate_update_half(res, ctx.half, &new, old));
     causes.extend(managed::validate(&new));
     if !causes.is_empty() {
         return Err((ApiError::invalid(res, name, causes), false));

@@ -538,3 +538,63 @@ fn subresource_bodies_and_delete_options() {
     assert_eq!(got["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(got["propagationPolicy"], "Foreground");
 }
+
+#[test]
+fn certificate_approvals_and_reviews_with_extra() {
+    use k8s_pb::api::authorization::v1 as authorization;
+    use k8s_pb::api::certificates::v1 as certificates;
+
+    // `kubectl certificate approve`: the CSR as read back, with an Approved condition appended.
+    let extra = |k: &str, v: &[&str]| {
+        let mut m = BTreeMap::new();
+        m.insert(k.to_string(), certificates::ExtraValue { items: v.iter().map(|s| s.to_string()).collect() });
+        m
+    };
+    let csr = certificates::CertificateSigningRequest {
+        metadata: Some(object_meta("jane", &[])),
+        spec: Some(certificates::CertificateSigningRequestSpec {
+            request: Some(b"-----BEGIN CERTIFICATE REQUEST-----".to_vec()),
+            signer_name: s("kubernetes.io/kube-apiserver-client"),
+            usages: vec!["client auth".into()],
+            username: s("kubernetes-admin"),
+            extra: extra("scopes", &["a", "b"]),
+            ..Default::default()
+        }),
+        status: Some(certificates::CertificateSigningRequestStatus {
+            conditions: vec![certificates::CertificateSigningRequestCondition {
+                r#type: s("Approved"),
+                status: s("True"),
+                reason: s("KubectlApprove"),
+                message: s("This CSR was approved by kubectl certificate approve."),
+                last_update_time: Some(meta::Time { seconds: Some(1_700_000_000), nanos: Some(0) }),
+                ..Default::default()
+            }],
+            certificate: None,
+        }),
+    };
+    let got = roundtrip(&csr, "certificates.k8s.io", "v1", "CertificateSigningRequest");
+    assert_eq!(got["spec"]["extra"], json!({"scopes": ["a", "b"]}));
+    assert_eq!(got["spec"]["signerName"], "kubernetes.io/kube-apiserver-client");
+    assert_eq!(got["spec"]["request"], "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0=");
+    assert_eq!(got["status"]["conditions"][0]["type"], "Approved");
+    assert_eq!(got["status"]["conditions"][0]["lastUpdateTime"], "2023-11-14T22:13:20Z");
+
+    let mut review_extra = BTreeMap::new();
+    review_extra.insert("team".to_string(), authorization::ExtraValue { items: vec![] });
+    let sar = authorization::SubjectAccessReview {
+        metadata: Some(meta::ObjectMeta::default()),
+        spec: Some(authorization::SubjectAccessReviewSpec {
+            user: s("alice"),
+            extra: review_extra,
+            non_resource_attributes: Some(authorization::NonResourceAttributes {
+                path: s("/version"),
+                verb: s("get"),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let got = roundtrip(&sar, "authorization.k8s.io", "v1", "SubjectAccessReview");
+    assert_eq!(got["spec"]["extra"], json!({"team": []}));
+    assert_eq!(got["spec"]["nonResourceAttributes"], json!({"path": "/version", "verb": "get"}));
+}
