@@ -2,7 +2,8 @@
 //!
 //! It starts a real etcd (or uses `--etcd-servers`), starts `kplane apiserver` on it as a separate
 //! process (so its memory can be read), then measures with a plain HTTP/1.1 client:
-//! creates and GETs at concurrency C against raw etcd-client puts and gets (the anchor), updates
+//! creates and GETs at concurrency C against raw etcd-client puts and gets (the anchor), creates
+//! of a CRD's custom resources beside the ConfigMap creates, updates
 //! (merge patches) beside server-side applies of the same objects, the LIST
 //! of N pods, watch event delivery to W watchers, and the server's idle RSS.
 
@@ -153,6 +154,8 @@ pub struct Report {
     pub raw_get: Figure,
     pub raw_txn_watched: Figure,
     pub api_create: Figure,
+    /// Creates of a CRD's custom resources (same size, concurrency and count as the ConfigMaps).
+    pub api_cr_create: Figure,
     pub api_get: Figure,
     /// Merge patches of each created ConfigMap (Update operations).
     pub api_update: Figure,
@@ -237,6 +240,7 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         }
     })
     .await?;
+    let api_cr_create = cr_creates(&http, &base, &args).await?;
     let (h, b, n) = (http.clone(), base.clone(), args.creates.max(1));
     let api_get = drive(args.gets, c, move |i| {
         let (h, b) = (h.clone(), b.clone());
@@ -317,6 +321,7 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         raw_get,
         raw_txn_watched: raw_txn,
         api_create,
+        api_cr_create,
         api_get,
         api_update,
         api_apply,
@@ -325,6 +330,52 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         watch,
         idle_rss_mib,
     })
+}
+
+/// A CRD created in the run, then as many of its custom resources as ConfigMaps, of the same size
+/// and at the same concurrency (schema: `spec.v`, a string, so pruning, defaulting and schema
+/// validation all run).
+async fn cr_creates(http: &HttpClient, base: &str, args: &BenchApiArgs) -> store::Result<Figure> {
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "benchitems.bench.kplane.io"},
+        "spec": {"group": "bench.kplane.io", "scope": "Namespaced",
+            "names": {"plural": "benchitems", "singular": "benchitem", "kind": "BenchItem"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"v": {"type": "string", "maxLength": 1024}}}}}}}]}});
+    let (code, body) = request(
+        http,
+        "POST",
+        &format!("{base}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
+        Some(crd),
+    )
+    .await?;
+    expect(code, 201, "CRD", &body)?;
+    let list = format!("{base}/apis/bench.kplane.io/v1/namespaces/default/benchitems");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = request(http, "GET", &list, None).await?;
+        if code == 200 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!(
+                "the bench CRD is not served: HTTP {code}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = http.clone();
+    drive(args.creates, args.concurrency, move |i| {
+        let (h, url) = (h.clone(), list.clone());
+        async move {
+            let cr = json!({"apiVersion": "bench.kplane.io/v1", "kind": "BenchItem", "metadata": {"name": format!("cr-{i:08}")}, "spec": {"v": "x".repeat(200)}});
+            let (code, body) = request(&h, "POST", &url, Some(cr)).await?;
+            expect(code, 201, "CR create", &body)
+        }
+    })
+    .await
 }
 
 /// W HTTP watches on one namespace's ConfigMaps; E writes at concurrency C, each carrying its send
@@ -464,6 +515,15 @@ impl fmt::Display for Report {
             self.raw_put.ops_per_sec,
             ratio(self.raw_txn_watched.ops_per_sec, self.raw_put.ops_per_sec),
             "(no create can beat it)"
+        )?;
+        writeln!(
+            f,
+            "{:<44} {:>12.0} {:>12} {:>7.2}x   {:<22}",
+            "CR creates/s (vs ConfigMap creates/s)",
+            self.api_cr_create.ops_per_sec,
+            "",
+            ratio(self.api_cr_create.ops_per_sec, self.api_create.ops_per_sec),
+            ">= 0.80x"
         )?;
         writeln!(
             f,

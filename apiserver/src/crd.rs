@@ -5,7 +5,9 @@
 //!   (NamesAccepted, Established, acceptedNames, storedVersions) set on every write, the
 //!   `customresourcecleanup.apiextensions.k8s.io` finalizer added on create.
 //! - Custom resources: unknown fields pruned on decode (reported to field validation), schema
-//!   defaults applied, validated against their version's schema; generation tracked.
+//!   defaults applied, validated against their version's schema and its `x-kubernetes-validations`
+//!   CEL rules (`api_types::crd::cel`; transition rules with the stored object on update);
+//!   generation tracked.
 //! - The controller ([`start`], from `bootstrap`): lists the stored CRDs into this server's
 //!   registry before the server serves (CRDs survive restarts), then watches the CRD prefix, so
 //!   CRDs written by another API server on the same etcd appear and disappear here too. A CRD being
@@ -87,7 +89,14 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         return v.into_iter().map(cause).collect();
     }
     match custom(res) {
-        Some(cr) => crds::schema::validate(&cr.spec.schema, obj).into_iter().map(cause).collect(),
+        Some(cr) => {
+            let mut v = crds::schema::validate(&cr.spec.schema, obj);
+            // As upstream: rules run on an object whose types are right.
+            if !v.iter().any(|v| v.reason == "FieldValueTypeInvalid") {
+                v.extend(crds::cel::validate(&cr.spec.schema, obj, old));
+            }
+            v.into_iter().map(cause).collect()
+        }
         None => Vec::new(),
     }
 }

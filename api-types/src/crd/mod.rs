@@ -16,6 +16,7 @@
 //! The table only grows, by the number of distinct CRD definitions the process ever saw; which
 //! entries a server actually serves is its own [`crate::resources::Registry`]'s business.
 
+pub mod cel;
 pub mod openapi;
 pub mod printing;
 pub mod schema;
@@ -453,6 +454,13 @@ pub fn validate_crd(crd: &Value) -> Vec<Violation> {
             "must have exactly one version marked as storage version",
         ));
     }
+    // Upstream converts a v1 CRD whose versions all have the same schema into one top-level
+    // `spec.validation`, so its schema errors are reported there; per version otherwise.
+    let first = versions[0].pointer("/schema/openAPIV3Schema").filter(|s| !s.is_null());
+    let hoisted = first.is_some() && versions.iter().all(|v| v.pointer("/schema/openAPIV3Schema") == first);
+    if let Some(s) = first.filter(|_| hoisted) {
+        out.extend(schema_errors(s, "spec.validation.openAPIV3Schema"));
+    }
     let mut seen = Vec::new();
     for (i, v) in versions.iter().enumerate() {
         let at = format!("spec.versions[{i}]");
@@ -469,7 +477,8 @@ pub fn validate_crd(crd: &Value) -> Vec<Violation> {
             None | Some(Value::Null) => {
                 out.push(Violation::required(format!("{at}.schema.openAPIV3Schema"), "schemas are required"))
             }
-            Some(s) => out.extend(schema::structural_errors(s, &format!("{at}.schema.openAPIV3Schema"))),
+            Some(_) if hoisted => {}
+            Some(s) => out.extend(schema_errors(s, &format!("{at}.schema.openAPIV3Schema"))),
         }
         if let Some(scale) = v.pointer("/subresources/scale").filter(|s| s.is_object()) {
             for field in ["specReplicasPath", "statusReplicasPath"] {
@@ -601,6 +610,15 @@ fn field_path_schema<'a>(path: &'a str, schema: &'a Value) -> Result<(&'a str, &
         }
     }
     Ok((root.unwrap_or(""), cur))
+}
+
+/// A version's schema errors: structural ones, then (if structural) its CEL rules'.
+fn schema_errors(s: &Value, at: &str) -> Vec<Violation> {
+    let structural = schema::structural_errors(s, at);
+    if !structural.is_empty() {
+        return structural;
+    }
+    cel::check_schema(s, at)
 }
 
 /// Upstream's immutable-field checks on update: the scope may not change, and the storage version

@@ -48,7 +48,7 @@ fn bad_crds_get_upstreams_messages() {
             && t.ends_with("must have exactly one version marked as storage version")),
         "{text:?}"
     );
-    assert!(text.contains(&"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[x].type: Required value: must not be empty for specified object fields".to_string()), "{text:?}");
+    assert!(text.contains(&"spec.validation.openAPIV3Schema.properties[spec].properties[x].type: Required value: must not be empty for specified object fields".to_string()), "{text:?}");
 }
 
 #[test]
