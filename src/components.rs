@@ -540,6 +540,11 @@ pub fn spawn_up(
         let scheduler = in_process_client(state, "kube-scheduler", "system:kube-scheduler", &[]);
         set.spawn(run_scheduler(scheduler, args.controller.leader.clone(), stop.wait()));
     }
+    // One watch of every bound pod for all the nodes, each kubelet reading its own from its index.
+    let pods = nodes::PodInformer::start(
+        in_process_client(state, "kubelet", "system:kplane:kubelets", &["system:nodes"]),
+        None,
+    );
     for i in 0..args.nodes {
         let name = format!("worker{i}");
         let client = in_process_client(state, "kubelet", &format!("system:node:{name}"), &["system:nodes"]);
@@ -553,7 +558,8 @@ pub fn spawn_up(
             cfg.cluster_networks.push((c.base, c.bits));
         }
         let stop = stop.wait();
-        set.spawn(async move { nodes::run_node(client, cfg, stop).await.context("node") });
+        let pods = pods.clone();
+        set.spawn(async move { nodes::run_node_shared(client, cfg, pods, stop).await.context("node") });
     }
 }
 

@@ -27,5 +27,5 @@ pub mod scheduler;
 
 pub use config::{default_node_ip, NodeConfig, SchedulerConfig};
 pub use error::Error;
-pub use kubelet::run_node;
+pub use kubelet::{run_node, run_node_shared, PodInformer};
 pub use scheduler::run_scheduler;

@@ -18,34 +18,58 @@ pub struct Line {
     pub text: String,
 }
 
+/// Lines buffered per follower before it lags.
+const FOLLOW_BUFFER: usize = 256;
+
 /// One container's log.
 #[derive(Debug)]
 pub struct ContainerLog {
-    ring: Mutex<(VecDeque<Line>, u64)>,
-    tx: broadcast::Sender<Line>,
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    lines: VecDeque<Line>,
+    next_seq: u64,
+    /// The followers' broadcast, only while someone follows: its buffer is allocated whole, and
+    /// most containers are never followed.
+    tx: Option<broadcast::Sender<Line>>,
 }
 
 impl ContainerLog {
     pub(crate) fn new() -> ContainerLog {
-        ContainerLog { ring: Mutex::new((VecDeque::new(), 0)), tx: broadcast::channel(256).0 }
+        ContainerLog { ring: Mutex::new(Ring::default()) }
     }
 
     pub fn push(&self, text: impl Into<String>) {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let line = Line { seq: ring.1, time: Timestamp::now(), text: text.into() };
-        ring.1 += 1;
-        if ring.0.len() == RING_LINES {
-            ring.0.pop_front();
+        let line = Line { seq: ring.next_seq, time: Timestamp::now(), text: text.into() };
+        ring.next_seq += 1;
+        if ring.lines.len() == RING_LINES {
+            ring.lines.pop_front();
         }
-        ring.0.push_back(line.clone());
         // Sent under the lock, so a follower's snapshot and its subscription never miss a line.
-        let _ = self.tx.send(line);
+        if let Some(tx) = &ring.tx {
+            if tx.send(line.clone()).is_err() {
+                // Every follower left: free the buffer until the next one comes.
+                ring.tx = None;
+            }
+        }
+        ring.lines.push_back(line);
     }
 
     /// The lines kept, and a subscription to every later line.
     pub fn snapshot_and_subscribe(&self) -> (Vec<Line>, broadcast::Receiver<Line>) {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        (ring.0.iter().cloned().collect(), self.tx.subscribe())
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = match &ring.tx {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(FOLLOW_BUFFER);
+                ring.tx = Some(tx);
+                rx
+            }
+        };
+        (ring.lines.iter().cloned().collect(), rx)
     }
 }
 
@@ -141,5 +165,24 @@ mod tests {
         assert_eq!(lines.len(), RING_LINES);
         assert_eq!(lines[0].text, "line 5");
         assert_eq!(lines.last().unwrap().text, format!("line {}", RING_LINES + 4));
+    }
+
+    #[test]
+    fn followers_get_every_later_line_and_the_buffer_goes_with_them() {
+        let log = ContainerLog::new();
+        log.push("before");
+        let (lines, mut a) = log.snapshot_and_subscribe();
+        assert_eq!(lines.len(), 1);
+        let (_, mut b) = log.snapshot_and_subscribe();
+        log.push("after");
+        assert_eq!(a.try_recv().unwrap().text, "after");
+        assert_eq!(b.try_recv().unwrap().text, "after");
+        drop((a, b));
+        log.push("nobody follows");
+        assert!(log.ring.lock().unwrap().tx.is_none(), "no broadcast buffer kept without followers");
+        let (lines, mut c) = log.snapshot_and_subscribe();
+        assert_eq!(lines.len(), 3);
+        log.push("again");
+        assert_eq!(c.try_recv().unwrap().text, "again");
     }
 }

@@ -8,6 +8,7 @@
 pub mod ipam;
 pub mod logs;
 pub mod node;
+pub mod pods;
 pub mod server;
 pub mod spdy;
 pub mod status;
@@ -38,6 +39,7 @@ use tokio::task::JoinSet;
 use crate::{Error, NodeConfig};
 use ipam::{Cidr, Ipam};
 use logs::LogStore;
+pub use pods::PodInformer;
 
 /// What every task of one kubelet shares.
 pub(crate) struct Ctx {
@@ -99,15 +101,28 @@ pub async fn run_node(
     cfg: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    run_node_with(client, cfg, crate::runtime::registry::Containers::new(), shutdown).await
+    let pods = PodInformer::start(client.clone(), Some(&cfg.name));
+    run_node_with(client, cfg, crate::runtime::registry::Containers::new(), pods, shutdown).await
 }
 
-/// [`run_node`] with the node's container registry given: it is the node's
-/// `Arc<dyn streams::Runtime>` (exec, attach, pod IPs) for the kubelet's streaming endpoints.
+/// [`run_node`] reading its pods from a shared [`PodInformer`] (one watch for all the nodes of a
+/// process) instead of a watch of its own.
+pub async fn run_node_shared(
+    client: Client,
+    cfg: NodeConfig,
+    pods: Arc<PodInformer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_node_with(client, cfg, crate::runtime::registry::Containers::new(), pods, shutdown).await
+}
+
+/// [`run_node`] with the node's container registry and pod informer given: the registry is the
+/// node's `Arc<dyn streams::Runtime>` (exec, attach, pod IPs) for the kubelet's streaming endpoints.
 pub async fn run_node_with(
     client: Client,
     cfg: NodeConfig,
     containers: Arc<crate::runtime::registry::Containers>,
+    pods_informer: Arc<PodInformer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let addr = SocketAddr::from((cfg.node_ip, cfg.kubelet_port));
@@ -169,7 +184,7 @@ pub async fn run_node_with(
     tasks.spawn(watch_own_node(ctx.clone(), nodes.clone(), cidr_tx, latest_tx, stop.clone()));
     tasks.spawn(node::run_status(nodes, cfg.clone(), id, port, latest_rx, cidr_rx, stop.clone()));
     tasks.spawn(node::run_lease(client, cfg.clone(), node::uid_of(&registered), stop.clone()));
-    let mut pods = tokio::spawn(run_pods(ctx, stop.clone()));
+    let mut pods = tokio::spawn(run_pods(ctx, pods_informer, stop.clone()));
 
     let _ = stop.changed().await;
     // Workers end on `stop`; their listeners close and their logs' followers end with them.
@@ -219,16 +234,15 @@ async fn watch_own_node(
     }
 }
 
-/// The pod manager: one worker per pod bound here, fed the pod as the watch shows it.
-async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
-    let api: Api<Pod> = Api::all(ctx.client.clone());
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.name));
-    let mut events = watcher(api, cfg).default_backoff().boxed();
-    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+/// The pod manager: one worker per pod bound here, fed the pod as the informer shows it. It wakes
+/// only when one of this node's pods changes.
+async fn run_pods(ctx: Arc<Ctx>, informer: Arc<PodInformer>, mut stop: watch::Receiver<bool>) {
+    let node = ctx.cfg.name.clone();
+    let wake = informer.subscribe(&node);
+    let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
-    let mut relist: Option<Vec<Pod>> = None;
     loop {
-        let ev = tokio::select! {
+        tokio::select! {
             _ = stop.changed() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(uid) = done {
@@ -236,44 +250,40 @@ async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                 }
                 continue;
             }
-            ev = events.next() => ev,
-        };
-        match ev {
-            Some(Ok(Event::Init)) => relist = Some(Vec::new()),
-            Some(Ok(Event::InitApply(p))) => relist.get_or_insert_with(Vec::new).push(p),
-            Some(Ok(Event::InitDone)) => {
-                let pods = relist.take().unwrap_or_default();
-                // Before any worker allocates, the addresses running pods already report are theirs
-                // (this is how a restarted kubelet rebuilds its IPAM: nothing is persisted).
-                {
-                    let mut ipam = ctx.ipam.lock().unwrap_or_else(|e| e.into_inner());
-                    for p in &pods {
-                        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
-                        let ip =
-                            p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|s| s.parse().ok());
-                        if let (Some(ip), false) = (ip, phase == "Succeeded" || phase == "Failed") {
-                            ipam.pre_reserve(&p.uid().unwrap_or_default(), ip);
-                        }
-                    }
-                }
-                let seen: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
-                for (uid, tx) in &workers {
-                    if !seen.contains(uid) {
-                        tx.send_replace(None);
-                    }
-                }
-                for p in pods {
-                    apply(&ctx, &mut workers, &mut tasks, p);
+            _ = wake.notified() => {}
+        }
+        let Some(changes) = informer.take(&node) else { continue };
+        if changes.relisted {
+            // Before any worker allocates, the addresses running pods already report are theirs
+            // (this is how a restarted kubelet rebuilds its IPAM: nothing is persisted).
+            let mut ipam = ctx.ipam.lock().unwrap_or_else(|e| e.into_inner());
+            for p in changes.pods.iter().filter_map(|(_, p)| p.as_ref()) {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+                let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|s| s.parse().ok());
+                if let (Some(ip), false) = (ip, phase == "Succeeded" || phase == "Failed") {
+                    ipam.pre_reserve(&p.uid().unwrap_or_default(), ip);
                 }
             }
-            Some(Ok(Event::Apply(p))) => apply(&ctx, &mut workers, &mut tasks, p),
-            Some(Ok(Event::Delete(p))) => {
-                if let Some(tx) = workers.get(&p.uid().unwrap_or_default()) {
+        }
+        if changes.relisted {
+            // Workers whose pod the list no longer has are gone.
+            let listed: HashSet<&str> =
+                changes.pods.iter().filter(|(_, p)| p.is_some()).map(|(uid, _)| uid.as_str()).collect();
+            for (uid, tx) in &workers {
+                if !listed.contains(uid.as_str()) {
                     tx.send_replace(None);
                 }
             }
-            Some(Err(e)) => tracing::warn!(node = %ctx.cfg.name, error = %e, "pod watch"),
-            None => break,
+        }
+        for (uid, pod) in changes.pods {
+            match pod {
+                Some(pod) => apply(&ctx, &mut workers, &mut tasks, uid, pod),
+                None => {
+                    if let Some(tx) = workers.get(&uid) {
+                        tx.send_replace(None);
+                    }
+                }
+            }
         }
     }
     // Workers see `stop` and end; give them a moment to close their sockets.
@@ -283,11 +293,11 @@ async fn run_pods(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
 
 fn apply(
     ctx: &Arc<Ctx>,
-    workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+    workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
     tasks: &mut JoinSet<String>,
-    pod: Pod,
+    uid: String,
+    pod: Arc<Pod>,
 ) {
-    let uid = pod.uid().unwrap_or_default();
     if let Some(tx) = workers.get(&uid) {
         tx.send_replace(Some(pod));
         return;

@@ -192,6 +192,14 @@ async fn probe_once(p: &Probe, slot: &Slot, ip: Ipv4Addr) -> bool {
     tokio::time::timeout(timeout, run).await.unwrap_or(false)
 }
 
+/// A digest of a status the worker wrote, to skip writing the same one again without keeping it.
+fn status_digest(status: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    status.to_string().hash(&mut h);
+    h.finish()
+}
+
 /// Why a wait ended early.
 enum Stop {
     /// The pod is gone from the API (or the kubelet is stopping).
@@ -200,17 +208,25 @@ enum Stop {
     Terminating,
 }
 
-/// The pod's latest state from the watch; `None` once it is deleted.
-pub type PodRx = watch::Receiver<Option<Pod>>;
+/// The pod's latest state from the watch (shared with the informer's cache, never copied);
+/// `None` once it is deleted.
+pub type PodRx = watch::Receiver<Option<Arc<Pod>>>;
 
+/// Runs one pod's life. The worker holds the pod only while it looks at it: across its waits it
+/// keeps what it derived (container slots, runs) and reads the latest version from `rx` again, so a
+/// pod's object exists once per process however long the pod runs.
 pub async fn run(ctx: Arc<Ctx>, mut rx: PodRx) {
-    let Some(pod) = rx.borrow().clone() else { return };
-    let uid = pod.uid().unwrap_or_default();
-    let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
-    let spec = pod.spec.clone().unwrap_or_default();
-    let names: Vec<String> =
-        spec.init_containers.iter().flatten().chain(&spec.containers).map(|c| c.name.clone()).collect();
-    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+    let (uid, key, names, ns, name) = {
+        let Some(pod) = current(&rx) else { return };
+        let spec = pod.spec.as_ref();
+        let names: Vec<String> = spec
+            .into_iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .map(|c| c.name.clone())
+            .collect();
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        (pod.uid().unwrap_or_default(), format!("{ns}/{name}"), names, ns, name)
+    };
     ctx.containers.add_pod(&ns, &name, names.clone());
     let logs = ctx.logs.add(&key, &uid, names);
     ctx.usage.add_pod(&uid, &ns, &name);
@@ -270,7 +286,7 @@ fn back_off_message(back_off: Duration, container: &str, pod: &Pod) -> String {
     )
 }
 
-fn current(rx: &PodRx) -> Option<Pod> {
+fn current(rx: &PodRx) -> Option<Arc<Pod>> {
     rx.borrow().clone()
 }
 
@@ -288,9 +304,12 @@ fn phase(pod: &Pod) -> &str {
 
 impl Worker {
     async fn lifecycle(&mut self, rx: &mut PodRx) {
-        let Some(pod) = current(rx) else { return };
-        let done = matches!(phase(&pod), "Succeeded" | "Failed");
-        if !done && !terminating(&pod) {
+        let Some((done, deleting)) =
+            current(rx).map(|pod| (matches!(phase(&pod), "Succeeded" | "Failed"), terminating(&pod)))
+        else {
+            return;
+        };
+        if !done && !deleting {
             match self.start_and_run(rx).await {
                 Ok(()) | Err(Stop::Terminating) => {}
                 Err(Stop::Gone) => return,
@@ -300,7 +319,7 @@ impl Worker {
         if self.until(rx, None).await.is_err_and(|s| matches!(s, Stop::Gone)) {
             return;
         }
-        self.terminate(rx).await;
+        Box::pin(self.terminate(rx)).await;
     }
 
     /// Runs the pod until it is deleted (Err(Terminating)), gone, or completed (Ok).
@@ -309,12 +328,17 @@ impl Worker {
         // node has a podCIDR, as upstream's do before the CNI is ready).
         let host_network = pod_host_network(rx);
         let ip = if host_network { self.ctx.cfg.node_ip } else { self.wait_for_ip(rx).await? };
-        let pod = current(rx).ok_or(Stop::Gone)?;
-        self.ctx.containers.set_ip(&pod.namespace().unwrap_or_default(), &pod.name_any(), Some(ip));
         let node_ip = self.ctx.cfg.node_ip;
-        let already_running = phase(&pod) == "Running";
+        let already_running = {
+            let pod = current(rx).ok_or(Stop::Gone)?;
+            self.ctx.containers.set_ip(&pod.namespace().unwrap_or_default(), &pod.name_any(), Some(ip));
+            let already_running = phase(&pod) == "Running";
+            if !already_running {
+                self.write(&pod, status::creating(&pod, node_ip, Timestamp::now())).await?;
+            }
+            already_running
+        };
         if !already_running {
-            self.write(&pod, status::creating(&pod, node_ip, Timestamp::now())).await?;
             self.until(rx, Some(self.ctx.cfg.start_delay)).await?;
         }
         let pod = current(rx).ok_or(Stop::Gone)?;
@@ -340,7 +364,7 @@ impl Worker {
             ip,
             node: self.ctx.cfg.name.clone(),
         };
-        let vols = match container::pod_volumes(&self.ctx.client, &pod).await {
+        let vols = match Box::pin(container::pod_volumes(&self.ctx.client, &pod)).await {
             Ok(v) => Arc::new(v),
             Err(msg) => {
                 // Upstream retries the volume setup; the pod stays ContainerCreating meanwhile.
@@ -356,7 +380,7 @@ impl Worker {
                 return Box::pin(self.start_and_run(rx)).await;
             }
         };
-        let dns_ip = self.ctx.dns_ip().await;
+        let dns_ip = Box::pin(self.ctx.dns_ip()).await;
         // Init containers run one after another, each to success, before the app containers.
         let mut init_runs: HashMap<String, ContainerRun> = HashMap::new();
         if !already_running {
@@ -377,7 +401,7 @@ impl Worker {
                         }
                         None => ContainerRun::new(super::random_hex(64), Timestamp::now(), None),
                     };
-                    let proc = self.spawn(&pod, c, &vols, dns_ip, ip, &id).await;
+                    let proc = Box::pin(self.spawn(&pod, c, &vols, dns_ip, ip, &id)).await;
                     let code = match proc {
                         Spawned::Process(mut p) => {
                             init_runs.insert(c.name.clone(), run.clone());
@@ -451,8 +475,12 @@ impl Worker {
                 startup: c.startup_probe.as_ref().map(Prober::new),
             });
         }
+        // From here on the worker keeps only what it derived: the pod is read afresh each round.
+        drop(spec);
+        drop(pod);
         let mut first = true;
-        let mut last_written: Option<Value> = None;
+        // The last status written, as a digest (not a copy of it).
+        let mut last_written: Option<u64> = None;
         loop {
             let pod = current(rx).ok_or(Stop::Gone)?;
             // Start what is due.
@@ -490,7 +518,7 @@ impl Worker {
                         c.image.as_deref().unwrap_or_default()
                     ));
                 }
-                match self.spawn(&pod, &c, &vols, dns_ip, ip, &id).await {
+                match Box::pin(self.spawn(&pod, &c, &vols, dns_ip, ip, &id)).await {
                     Spawned::Process(p) => {
                         slot.run.config_error = None;
                         slot.proc = Some(p);
@@ -522,9 +550,10 @@ impl Worker {
                 }
             });
             let st = status::started(&pod, node_ip, Some(ip), &runs, &init_runs, terminal, Timestamp::now());
-            if last_written.as_ref() != Some(&st) {
-                self.write(&pod, st.clone()).await?;
-                last_written = Some(st);
+            let digest = status_digest(&st);
+            if last_written != Some(digest) {
+                self.write(&pod, st).await?;
+                last_written = Some(digest);
             }
             if first && !already_running {
                 self.start_events(&pod).await;
@@ -598,6 +627,8 @@ impl Worker {
             if probed {
                 continue;
             }
+            // Not held across the wait: the pod's next version replaces this one in `rx`.
+            drop(pod);
             // Wait for a process to exit, a restart, readiness or probe time, or the pod to change.
             let now_ts = Timestamp::now();
             let mut wake: Option<Instant> = slots
@@ -644,6 +675,7 @@ impl Worker {
                 }
             };
             if let Some((code, idx)) = exited {
+                let pod = current(rx).ok_or(Stop::Gone)?;
                 let k = procs[idx];
                 slots[k].proc = None;
                 let name = slots[k].c.name.clone();
@@ -983,7 +1015,13 @@ impl Worker {
     }
 
     /// Writes the pod's status (a merge patch of `status`), bounded in concurrency per node.
+    /// Boxed, as are the other requests a worker makes: a worker spends its life waiting, and an
+    /// inline request future would make every waiting worker's task as large as a request's state.
     async fn write(&self, pod: &Pod, status: Value) -> Result<(), Stop> {
+        Box::pin(self.write_now(pod, status)).await
+    }
+
+    async fn write_now(&self, pod: &Pod, status: Value) -> Result<(), Stop> {
         let _slot = self.ctx.status_slots.acquire().await;
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
         let patch = json!({"status": status});
@@ -1019,6 +1057,10 @@ impl Worker {
     }
 
     async fn event(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {
+        Box::pin(self.event_now(pod, type_, reason, action, note)).await
+    }
+
+    async fn event_now(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {
         let _slot = self.ctx.status_slots.acquire().await;
         let ev = KubeEvent {
             type_,

@@ -471,3 +471,64 @@ async fn init_containers_complete_before_the_pod_runs() {
     node.stop().await;
     cluster.shutdown().await;
 }
+
+/// `kplane up`'s wiring: the kubelets of one process read their pods from one shared informer (one
+/// watch of every bound pod, indexed by node) instead of a watch each. Each runs only its own pods,
+/// a deletion reaches only the pod's node, and the index drops the pod once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelets_sharing_one_pod_informer_each_run_only_their_own_pods() {
+    let cluster = apiserver::testing::TestCluster::start().await;
+    let client = cluster.client.clone();
+    let informer = nodes::PodInformer::start(client.clone(), None);
+    let mut stops = Vec::new();
+    let mut handles = Vec::new();
+    for (i, cidr) in [(0, "127.250.23.0/24"), (1, "127.250.24.0/24")] {
+        let name = format!("worker{i}");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let cfg = node_config(&name, nodes::default_node_ip(i));
+        handles.push(tokio::spawn(nodes::run_node_shared(client.clone(), cfg, informer.clone(), async move {
+            let _ = rx.await;
+        })));
+        stops.push(tx);
+        set_pod_cidr(&client, &name, cidr).await;
+    }
+    create_pod(&client, "default", on("worker0", "a", json!({}))).await;
+    create_pod(&client, "default", on("worker1", "b", json!({}))).await;
+    // A pod nobody binds stays out of the index and is run by no one.
+    create_pod(&client, "default", pod("unbound", json!({}))).await;
+    let (a, b) = (running(&client, "a").await, running(&client, "b").await);
+    assert_eq!(&pod_ip(&a).octets()[..3], &[127, 250, 23]);
+    assert_eq!(&pod_ip(&b).octets()[..3], &[127, 250, 24]);
+    assert_eq!(
+        a.status.as_ref().unwrap().host_ip.as_deref(),
+        Some(nodes::default_node_ip(0).to_string().as_str())
+    );
+    assert_eq!(
+        b.status.as_ref().unwrap().host_ip.as_deref(),
+        Some(nodes::default_node_ip(1).to_string().as_str())
+    );
+    assert_eq!(informer.len(), 2, "the index holds the two bound pods only");
+    let unbound = get_pod(&client, "default", "unbound").await.unwrap();
+    assert!(unbound.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|p| p == "Pending"));
+    assert!(unbound.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none());
+
+    // worker0 finishes a's graceful deletion; b, on the other node, runs on.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.delete("a", &DeleteParams::default()).await.unwrap();
+    eventually("a deleted for good", || async {
+        get_pod(&client, "default", "a").await.is_none().then_some(())
+    })
+    .await;
+    eventually("the index drops a", || async { (informer.len() == 1).then_some(()) }).await;
+    let b = get_pod(&client, "default", "b").await.unwrap();
+    assert_eq!(phase_of(&b), "Running");
+    assert!(b.metadata.deletion_timestamp.is_none());
+
+    for tx in stops {
+        let _ = tx.send(());
+    }
+    for h in handles {
+        h.await.expect("node task").expect("node ran");
+    }
+    cluster.shutdown().await;
+}

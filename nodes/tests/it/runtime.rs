@@ -175,10 +175,17 @@ async fn exec_runs_in_the_containers_sandbox() {
     let containers = nodes::runtime::registry::Containers::new();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cfg = node_config("worker0", nodes::default_node_ip(0));
-    let node =
-        tokio::spawn(nodes::kubelet::run_node_with(client.clone(), cfg, containers.clone(), async move {
+    // The node reads its pods from a shared informer of every bound pod, as in `kplane up`.
+    let pods = nodes::PodInformer::start(client.clone(), None);
+    let node = tokio::spawn(nodes::kubelet::run_node_with(
+        client.clone(),
+        cfg,
+        containers.clone(),
+        pods,
+        async move {
             let _ = stop_rx.await;
-        }));
+        },
+    ));
     eventually("node registered", || async {
         Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).get_opt("worker0").await.ok().flatten()
     })
