@@ -108,24 +108,35 @@ pub fn parse_rv(rv: &str) -> ApiResult<i64> {
 pub fn splice(res: &ResourceDef, kv: &KeyValue) -> Option<Vec<u8>> {
     use serde_json::value::RawValue;
     let top: RawPairs<'_> = serde_json::from_slice(&kv.value).ok()?;
-    let meta: RawPairs<'_> = serde_json::from_str(top.get("metadata")?.get()).ok()?;
-    if meta.get("resourceVersion").is_some() {
+    let meta = top.get("metadata")?.get();
+    let body = meta.strip_prefix('{')?;
+    if body.contains("\"resourceVersion\"") {
         return None;
     }
     let api_version = res.api_version();
     let built_in = api_types::goorder::knows(&api_version, res.kind);
-    let rv_at = match api_types::goorder::object_meta_position("resourceVersion") {
-        Some(rv) if built_in => {
-            meta.0.iter().position(|(k, _)| api_types::goorder::object_meta_position(k).is_none_or(|p| p > rv))
-        }
-        _ => meta.0.iter().position(|(k, _)| *k > "resourceVersion"),
-    }
-    .unwrap_or(meta.0.len());
-    let rv = format!("\"{}\"", kv.mod_revision);
-    let rv = RawValue::from_string(rv).ok()?;
-    let mut meta_pairs = meta.0;
-    meta_pairs.insert(rv_at, ("resourceVersion", &rv));
-    let meta_text = RawValue::from_string(write_pairs(&meta_pairs)).ok()?;
+    let rv = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
+    let meta_text = if built_in {
+        // Stored in Go order: the resourceVersion goes after the leading name/namespace/uid members,
+        // found by scanning just those (their values are plain strings).
+        let (at, follows, any_before) = go_rv_position(body)?;
+        let (head, tail) = body.split_at(at);
+        let rv = match (any_before, follows) {
+            (_, true) => format!("{rv},"),
+            (true, false) => format!(",{rv}"),
+            (false, false) => rv,
+        };
+        format!("{{{head}{rv}{tail}")
+    } else {
+        // Custom resources are sorted (upstream's unstructured encoding): among the sorted keys.
+        let pairs: RawPairs<'_> = serde_json::from_str(meta).ok()?;
+        let at = pairs.0.iter().position(|(k, _)| *k > "resourceVersion").unwrap_or(pairs.0.len());
+        let rv_value = RawValue::from_string(format!("\"{}\"", kv.mod_revision)).ok()?;
+        let mut pairs = pairs.0;
+        pairs.insert(at, ("resourceVersion", &rv_value));
+        write_pairs(&pairs)
+    };
+    let meta_text = RawValue::from_string(meta_text).ok()?;
     let api_version = RawValue::from_string(serde_json::to_string(&api_version).ok()?).ok()?;
     let kind = RawValue::from_string(serde_json::to_string(res.kind).ok()?).ok()?;
     let mut out: Vec<(&str, &RawValue)> = Vec::with_capacity(top.0.len() + 2);
@@ -151,6 +162,69 @@ pub fn splice(res: &ResourceDef, kv: &KeyValue) -> Option<Vec<u8>> {
         }
     }
     Some(write_pairs(&out).into_bytes())
+}
+
+/// Where ObjectMeta's resourceVersion goes in a Go-ordered metadata object's text after its `{`:
+/// the offset of the first member that follows it in Go order (`follows`), or of the closing `}`;
+/// and whether members precede it. Only the members before it are read (`name`, `generateName`,
+/// `namespace`, `selfLink`, `uid`: strings); anything unexpected is None (the caller decodes).
+fn go_rv_position(body: &str) -> Option<(usize, bool, bool)> {
+    let b = body.as_bytes();
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    // The end of the JSON string starting at `i` (its opening quote): the index after its closing
+    // quote, and whether it had escapes.
+    let string_end = |i: usize| -> Option<(usize, bool)> {
+        let mut j = i + 1;
+        let mut escaped = false;
+        loop {
+            match b.get(j)? {
+                b'"' => return Some((j + 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    j += 2;
+                }
+                _ => j += 1,
+            }
+        }
+    };
+    let mut i = ws(0);
+    let mut any_before = false;
+    loop {
+        match b.get(i)? {
+            b'}' => return Some((i, false, any_before)),
+            b'"' => {}
+            _ => return None,
+        }
+        let (key_end, escaped) = string_end(i)?;
+        if escaped {
+            return None;
+        }
+        let key = body.get(i + 1..key_end - 1)?;
+        if !matches!(key, "name" | "generateName" | "namespace" | "selfLink" | "uid") {
+            return Some((i, true, any_before));
+        }
+        let colon = ws(key_end);
+        if b.get(colon) != Some(&b':') {
+            return None;
+        }
+        let value = ws(colon + 1);
+        if b.get(value) != Some(&b'"') {
+            return None;
+        }
+        let (value_end, _) = string_end(value)?;
+        any_before = true;
+        let next = ws(value_end);
+        match b.get(next)? {
+            b',' => i = ws(next + 1),
+            b'}' => return Some((next, false, true)),
+            _ => return None,
+        }
+    }
 }
 
 /// A JSON object's members as raw values, in the order written. Keys are borrowed, so a key with
