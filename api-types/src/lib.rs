@@ -19,6 +19,8 @@
 //! - `openapi.rs`: the `/openapi/v3` index and per-group-version OpenAPI 3.0 documents.
 //! - `openapi_v2.rs`: the `/openapi/v2` Swagger 2.0 document (JSON and gnostic's protobuf),
 //!   converted from the v3 documents.
+//! - `goorder.rs`: objects serialized in upstream's Go struct field order (`kind, apiVersion,
+//!   metadata, spec, status` and every nested type of the protobuf table), for responses and storage.
 //! - `fieldcheck.rs`: strict field validation (unknown and duplicate fields), as upstream reports it.
 //! - `typecheck.rs`: typed decoding by schema — type errors with upstream's wording, unknown fields
 //!   pruned, values normalised as Go's types re-emit them (one pass, reusable for CRD schemas).
@@ -33,6 +35,7 @@ pub mod apply;
 pub mod crd;
 pub mod events;
 pub mod fieldcheck;
+pub mod goorder;
 pub mod hpa;
 pub mod openapi;
 pub mod openapi_v2;

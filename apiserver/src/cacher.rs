@@ -76,9 +76,15 @@ pub fn deleted_at(old: &Value, revision: i64) -> Value {
 }
 
 /// One watch event as a newline-terminated JSON line.
+/// One watch event as a newline-terminated JSON line: upstream's WatchEvent order (`type`, then
+/// `object`), the object in Go field order.
 pub fn line(ty: &str, obj: &Value) -> Bytes {
-    let mut s = json!({"type": ty, "object": obj}).to_string();
-    s.push('\n');
+    let mut s = Vec::with_capacity(256);
+    s.extend_from_slice(b"{\"type\":");
+    s.extend_from_slice(Value::String(ty.to_string()).to_string().as_bytes());
+    s.extend_from_slice(b",\"object\":");
+    s.extend_from_slice(&api_types::goorder::to_vec(obj));
+    s.extend_from_slice(b"}\n");
     Bytes::from(s)
 }
 

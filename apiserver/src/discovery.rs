@@ -41,7 +41,10 @@ fn group_entry(registry: &Registry, group: &str) -> Value {
     json!({"name": group, "versions": versions, "preferredVersion": preferred})
 }
 
-/// The named groups, in first-seen order.
+/// The named groups in upstream's discovery order: the aggregator's own group
+/// (`apiregistration.k8s.io`) first, then by group priority, highest first (kube-apiserver's
+/// `APIVersionPriorities`; CRD groups get the CRD registration controller's 1000), equal priorities
+/// by name — the order kube-aggregator sorts APIServices in for both discovery forms.
 fn groups(registry: &Registry) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for (g, _) in registry.group_versions() {
@@ -49,7 +52,35 @@ fn groups(registry: &Registry) -> Vec<&'static str> {
             out.push(g);
         }
     }
+    out.sort_by(|a, b| group_priority(b).cmp(&group_priority(a)).then(a.cmp(b)));
     out
+}
+
+/// A built-in group's discovery priority (upstream's `groupPriorityMinimum` of its APIService).
+fn group_priority(group: &str) -> u32 {
+    match group {
+        "apiregistration.k8s.io" => 18100,
+        "apps" => 17800,
+        "events.k8s.io" => 17750,
+        "authentication.k8s.io" => 17700,
+        "authorization.k8s.io" => 17600,
+        "autoscaling" => 17500,
+        "batch" => 17400,
+        "certificates.k8s.io" => 17300,
+        "networking.k8s.io" => 17200,
+        "policy" => 17100,
+        "rbac.authorization.k8s.io" => 17000,
+        "storage.k8s.io" => 16800,
+        "admissionregistration.k8s.io" | "apiextensions.k8s.io" => 16700,
+        "scheduling.k8s.io" => 16600,
+        "coordination.k8s.io" => 16500,
+        "node.k8s.io" => 16300,
+        "discovery.k8s.io" | "resource.k8s.io" => 16200,
+        "flowcontrol.apiserver.k8s.io" => 16100,
+        "internal.apiserver.k8s.io" => 16000,
+        "storagemigration.k8s.io" => 15800,
+        _ => 1000,
+    }
 }
 
 /// `/apis`: every named group.
@@ -318,5 +349,48 @@ mod tests {
         assert!(apps.starts_with(head), "{apps}");
         let scale = r#"{"name":"deployments/scale","singularName":"","namespaced":true,"group":"autoscaling","version":"v1","kind":"Scale","verbs":["get","patch","update"]}"#;
         assert!(apps.contains(scale), "{apps}");
+    }
+
+    #[test]
+    fn groups_are_in_upstreams_priority_order_in_both_forms() {
+        let registry = Registry::new();
+        let want = [
+            "apiregistration.k8s.io",
+            "apps",
+            "events.k8s.io",
+            "authentication.k8s.io",
+            "authorization.k8s.io",
+            "autoscaling",
+            "batch",
+            "certificates.k8s.io",
+            "networking.k8s.io",
+            "policy",
+            "rbac.authorization.k8s.io",
+            "storage.k8s.io",
+            "admissionregistration.k8s.io",
+            "apiextensions.k8s.io",
+            "scheduling.k8s.io",
+            "coordination.k8s.io",
+            "node.k8s.io",
+            "discovery.k8s.io",
+            "flowcontrol.apiserver.k8s.io",
+        ];
+        let legacy = api_group_list(&registry);
+        let legacy: Vec<&str> =
+            legacy["groups"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+        let served: Vec<&str> = want.iter().copied().filter(|g| legacy.contains(g)).collect();
+        assert!(served.len() >= 15, "{legacy:?}");
+        assert_eq!(&legacy[..served.len()], served.as_slice());
+        // The aggregated API (metrics.k8s.io, priority 100) comes last.
+        assert_eq!(legacy.last(), Some(&"metrics.k8s.io"));
+        let doc = Aggregated::V2.document(&registry, false);
+        let aggregated: Vec<&str> =
+            doc["items"].as_array().unwrap().iter().filter_map(|g| g["metadata"]["name"].as_str()).collect();
+        assert_eq!(aggregated, legacy);
+        let text = String::from_utf8(api_types::goorder::to_vec(&doc)).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"name":"apiregistration.k8s.io","creationTimestamp":null},"versions":[{"version":"v1","resources":[{"resource":"#),
+            "{text}"
+        );
     }
 }

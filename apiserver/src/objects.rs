@@ -25,7 +25,9 @@ pub fn converts(res: &ResourceDef) -> bool {
     stored_as_core_event(res) || stored_as_hpa_v2(res)
 }
 
-/// The bytes stored for an object: its JSON without `metadata.resourceVersion`, in storage form.
+/// The bytes stored for an object: its JSON without `metadata.resourceVersion`, in storage form,
+/// in upstream's field order (`api_types::goorder`), so etcdctl shows what kube-apiserver's
+/// encoder would have written (custom resources sorted, as upstream's unstructured encoder).
 pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
     // Custom resources are stored in their CRD's storage version (conversion None: only the
     // apiVersion changes), whichever served version they were written through.
@@ -35,11 +37,11 @@ pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
         if let Some(m) = o.as_object_mut() {
             m.insert("apiVersion".into(), json!(format!("{}/{}", cr.spec.group, cr.spec.storage_version)));
         }
-        return serde_json::to_vec(&o).unwrap_or_default();
+        return api_types::goorder::to_vec(&o);
     }
     if !converts(res) && meta::resource_version(obj).is_none() {
         // Nothing to strip or convert: no copy needed (every create takes this path).
-        return serde_json::to_vec(obj).unwrap_or_default();
+        return api_types::goorder::to_vec(obj);
     }
     let mut o = if stored_as_core_event(res) {
         api_types::events::to_core(obj)
@@ -49,7 +51,7 @@ pub fn encode(res: &ResourceDef, obj: &Value) -> Vec<u8> {
         obj.clone()
     };
     meta::remove(&mut o, "resourceVersion");
-    serde_json::to_vec(&o).unwrap_or_default()
+    api_types::goorder::to_vec(&o)
 }
 
 /// The object stored in `kv`, with its resourceVersion.
@@ -97,27 +99,180 @@ pub fn parse_rv(rv: &str) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid resource version \"{rv}\"")))
 }
 
-/// The stored object as served, without building a `Value`: the top level is parsed only into raw
-/// values, `apiVersion`/`kind` are set and the resourceVersion is spliced into `metadata`. None
-/// when the stored bytes are not a plain object with an object `metadata` lacking a
-/// resourceVersion (the caller then takes the decoding path and its errors).
+/// The stored object as served, without building a `Value`: the top level and `metadata` are parsed
+/// only into raw values in the order stored, `apiVersion`/`kind` are set and the resourceVersion is
+/// inserted where upstream's order puts it (after `uid` in ObjectMeta's Go order; among the sorted
+/// keys of a custom resource). Built-in kinds get `kind, apiVersion` first. None when the stored
+/// bytes are not a plain object with an object `metadata` lacking a resourceVersion, or have escaped
+/// keys (the caller then takes the decoding path and its errors).
 pub fn splice(res: &ResourceDef, kv: &KeyValue) -> Option<Vec<u8>> {
     use serde_json::value::RawValue;
-    let mut top: std::collections::BTreeMap<&str, &RawValue> = serde_json::from_slice(&kv.value).ok()?;
+    let top: RawPairs<'_> = serde_json::from_slice(&kv.value).ok()?;
     let meta = top.get("metadata")?.get();
-    let inner = meta.strip_prefix('{')?.trim_start();
-    if inner.contains("\"resourceVersion\"") {
+    let body = meta.strip_prefix('{')?;
+    if body.contains("\"resourceVersion\"") {
         return None;
     }
+    let api_version = res.api_version();
+    let built_in = api_types::goorder::knows(&api_version, res.kind);
     let rv = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
-    let spliced = if inner.starts_with('}') { format!("{{{rv}}}") } else { format!("{{{rv},{inner}") };
-    let spliced = RawValue::from_string(spliced).ok()?;
-    let api_version = RawValue::from_string(serde_json::to_string(&res.api_version()).ok()?).ok()?;
+    let meta_text = if built_in {
+        // Stored in Go order: the resourceVersion goes after the leading name/namespace/uid members,
+        // found by scanning just those (their values are plain strings).
+        let (at, follows, any_before) = go_rv_position(body)?;
+        let (head, tail) = body.split_at(at);
+        let rv = match (any_before, follows) {
+            (_, true) => format!("{rv},"),
+            (true, false) => format!(",{rv}"),
+            (false, false) => rv,
+        };
+        format!("{{{head}{rv}{tail}")
+    } else {
+        // Custom resources are sorted (upstream's unstructured encoding): among the sorted keys.
+        let pairs: RawPairs<'_> = serde_json::from_str(meta).ok()?;
+        let at = pairs.0.iter().position(|(k, _)| *k > "resourceVersion").unwrap_or(pairs.0.len());
+        let rv_value = RawValue::from_string(format!("\"{}\"", kv.mod_revision)).ok()?;
+        let mut pairs = pairs.0;
+        pairs.insert(at, ("resourceVersion", &rv_value));
+        write_pairs(&pairs)
+    };
+    let meta_text = RawValue::from_string(meta_text).ok()?;
+    let api_version = RawValue::from_string(serde_json::to_string(&api_version).ok()?).ok()?;
     let kind = RawValue::from_string(serde_json::to_string(res.kind).ok()?).ok()?;
-    top.insert("metadata", &spliced);
-    top.insert("apiVersion", &api_version);
-    top.insert("kind", &kind);
-    serde_json::to_vec(&top).ok()
+    let mut out: Vec<(&str, &RawValue)> = Vec::with_capacity(top.0.len() + 2);
+    if built_in {
+        out.push(("kind", &kind));
+        out.push(("apiVersion", &api_version));
+    } else {
+        // Sorted, as stored: apiVersion and kind lead (unless a custom field sorts before them).
+        for (k, v) in [("apiVersion", &api_version), ("kind", &kind)] {
+            if top.get(k).is_none() {
+                out.push((k, v));
+            }
+        }
+    }
+    for (k, v) in top.0 {
+        match k {
+            "kind" if built_in => {}
+            "apiVersion" if built_in => {}
+            "kind" => out.push((k, &kind)),
+            "apiVersion" => out.push((k, &api_version)),
+            "metadata" => out.push((k, &meta_text)),
+            _ => out.push((k, v)),
+        }
+    }
+    Some(write_pairs(&out).into_bytes())
+}
+
+/// Where ObjectMeta's resourceVersion goes in a Go-ordered metadata object's text after its `{`:
+/// the offset of the first member that follows it in Go order (`follows`), or of the closing `}`;
+/// and whether members precede it. Only the members before it are read (`name`, `generateName`,
+/// `namespace`, `selfLink`, `uid`: strings); anything unexpected is None (the caller decodes).
+fn go_rv_position(body: &str) -> Option<(usize, bool, bool)> {
+    let b = body.as_bytes();
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    // The end of the JSON string starting at `i` (its opening quote): the index after its closing
+    // quote, and whether it had escapes.
+    let string_end = |i: usize| -> Option<(usize, bool)> {
+        let mut j = i + 1;
+        let mut escaped = false;
+        loop {
+            match b.get(j)? {
+                b'"' => return Some((j + 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    j += 2;
+                }
+                _ => j += 1,
+            }
+        }
+    };
+    let mut i = ws(0);
+    let mut any_before = false;
+    loop {
+        match b.get(i)? {
+            b'}' => return Some((i, false, any_before)),
+            b'"' => {}
+            _ => return None,
+        }
+        let (key_end, escaped) = string_end(i)?;
+        if escaped {
+            return None;
+        }
+        let key = body.get(i + 1..key_end - 1)?;
+        if !matches!(key, "name" | "generateName" | "namespace" | "selfLink" | "uid") {
+            return Some((i, true, any_before));
+        }
+        let colon = ws(key_end);
+        if b.get(colon) != Some(&b':') {
+            return None;
+        }
+        let value = ws(colon + 1);
+        if b.get(value) != Some(&b'"') {
+            return None;
+        }
+        let (value_end, _) = string_end(value)?;
+        any_before = true;
+        let next = ws(value_end);
+        match b.get(next)? {
+            b',' => i = ws(next + 1),
+            b'}' => return Some((next, false, true)),
+            _ => return None,
+        }
+    }
+}
+
+/// A JSON object's members as raw values, in the order written. Keys are borrowed, so a key with
+/// an escape fails to parse (splice then falls back to decoding).
+struct RawPairs<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'a> RawPairs<'a> {
+    fn get(&self, key: &str) -> Option<&'a serde_json::value::RawValue> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawPairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = RawPairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = m.next_entry::<&'de str, &'de serde_json::value::RawValue>()? {
+                    out.push(pair);
+                }
+                Ok(RawPairs(out))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// `{"k":v,...}` from borrowed keys (which had no escapes, so are written as they were read).
+fn write_pairs(pairs: &[(&str, &serde_json::value::RawValue)]) -> String {
+    let mut s =
+        String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+    s.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        s.push_str(k);
+        s.push_str("\":");
+        s.push_str(v.get());
+    }
+    s.push('}');
+    s
 }
 
 #[cfg(test)]
@@ -146,12 +301,30 @@ mod tests {
             let fast: Value = serde_json::from_slice(&splice(pods, &kv(stored)).unwrap()).unwrap();
             assert_eq!(fast, decode(pods, &kv(stored)).unwrap(), "{stored}");
         }
+        // What encode stores, splice serves byte for byte as the ordered encoder writes the
+        // decoded object: built-in kinds in Go order, resourceVersion after uid.
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "default",
+            "uid": "u", "creationTimestamp": "2024-01-01T00:00:00Z", "labels": {"x": "y"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Always"}, "status": {}});
+        let stored = String::from_utf8(encode(pods, &pod)).unwrap();
+        assert!(stored.starts_with(r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"default","uid":"u","creationTimestamp""#), "{stored}");
+        let fast = String::from_utf8(splice(pods, &kv(&stored)).unwrap()).unwrap();
+        assert_eq!(fast, api_types::goorder::to_string(&decode(pods, &kv(&stored)).unwrap()));
+        assert!(fast.contains(r#""uid":"u","resourceVersion":"9","creationTimestamp""#), "{fast}");
+        // Stored before the order was kept (sorted): still kind and apiVersion first.
+        let old = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"b"},"spec":{}}"#;
+        let fast = String::from_utf8(splice(pods, &kv(old)).unwrap()).unwrap();
+        assert_eq!(
+            fast,
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"b","resourceVersion":"9"},"spec":{}}"#
+        );
         for odd in [
             r#"[1]"#,
             r#"{"metadata":[]}"#,
             r#"{"metadata":{"resourceVersion":"3"}}"#,
             "not json",
             r#"{"spec":{}}"#,
+            r#"{"metadata":{"na\u006de":"x"}}"#,
         ] {
             assert!(splice(pods, &kv(odd)).is_none(), "{odd}");
         }

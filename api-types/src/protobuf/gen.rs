@@ -198,7 +198,8 @@ pub fn generate(sources: &[(String, String)]) -> Result<String, String> {
     let root_messages = roots.iter().map(|(_, _, _, m)| {
         messages.keys().find(|name| fold(name) == fold(m)).cloned().unwrap_or_else(|| m.clone())
     });
-    let tables = resolve(&messages, &definitions, root_messages.collect())?;
+    let mut go_order = BTreeMap::new();
+    let tables = resolve(&messages, &definitions, root_messages.collect(), &mut go_order)?;
     // prost renames messages as it renames fields (AWSElasticBlockStoreVolumeSource ->
     // AwsElasticBlockStoreVolumeSource), so the table is named after the schema's spelling.
     // Inlined structs without a definition of their own keep prost's spelling.
@@ -243,8 +244,20 @@ pub fn generate(sources: &[(String, String)]) -> Result<String, String> {
         }
         out.push_str("    ],\n};\n");
     }
+    out.push_str(GO_ORDER_HEADER);
+    for (prost_name, tags) in &go_order {
+        let _ = writeln!(out, "    (&{}, &{tags:?}),", static_name(&upstream(prost_name)?));
+    }
+    out.push_str("];\n");
     Ok(out)
 }
+
+const GO_ORDER_HEADER: &str = "
+/// The messages whose Go struct field order — the order upstream's JSON encoder writes, which
+/// prost keeps from `generated.proto` — differs from their tag order, with their tags in Go order.
+/// Every other message's fields are in Go order already.
+pub(crate) static GO_ORDER: &[(&Message, &[u32])] = &[
+";
 
 /// Walks the messages reachable from `roots` through fields the JSON schemas know, naming each
 /// field. Fields the schemas lack must be listed in [`NEWER_THAN_SCHEMA`], and every entry
@@ -253,6 +266,7 @@ fn resolve<'a>(
     messages: &'a Messages,
     definitions: &Definitions,
     roots: Vec<String>,
+    go_order: &mut BTreeMap<String, Vec<u32>>,
 ) -> Result<BTreeMap<String, Vec<Resolved<'a>>>, String> {
     let mut tables = BTreeMap::new();
     let mut skipped = BTreeSet::new();
@@ -318,7 +332,12 @@ fn resolve<'a>(
             }
             resolved.push(Resolved { field, json, inline });
         }
+        // prost keeps the fields in `generated.proto`'s order, which is the Go struct's.
+        let source: Vec<u32> = resolved.iter().map(|r| r.field.tag).collect();
         resolved.sort_by_key(|r| r.field.tag);
+        if resolved.iter().map(|r| r.field.tag).ne(source.iter().copied()) {
+            go_order.insert(name.clone(), source);
+        }
         tables.insert(name, resolved);
     }
     let unexpected: Vec<&String> =

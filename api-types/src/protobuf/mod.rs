@@ -14,11 +14,11 @@
 
 mod decode;
 #[rustfmt::skip]
-mod fields;
+pub(crate) mod fields;
 pub(crate) mod format;
 #[cfg(test)]
 mod gen;
-mod table;
+pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 mod wire;

@@ -257,7 +257,7 @@ pub(crate) async fn list(
             r#"{{"kind":"{}","apiVersion":"{}","metadata":{},"items":["#,
             res.list_kind(),
             res.api_version(),
-            list_meta
+            api_types::goorder::list_meta_to_string(&list_meta)
         )
         .as_bytes(),
     );
@@ -268,9 +268,9 @@ pub(crate) async fn list(
         match e {
             Listed::Raw(kv) => match crate::objects::splice(res, &kv) {
                 Some(bytes) => body.extend_from_slice(&bytes),
-                None => body.extend_from_slice(decode(res, &kv)?.to_string().as_bytes()),
+                None => body.extend_from_slice(&api_types::goorder::to_vec(&decode(res, &kv)?)),
             },
-            Listed::Decoded(v) => body.extend_from_slice(v.to_string().as_bytes()),
+            Listed::Decoded(v) => body.extend_from_slice(&api_types::goorder::to_vec(&v)),
         }
     }
     body.extend_from_slice(b"]}");

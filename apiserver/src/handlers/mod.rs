@@ -34,8 +34,10 @@ use crate::AppState;
 /// How often an update retries after a conflict it caused itself (no client precondition).
 const MAX_RETRIES: usize = 100;
 
+/// A JSON body; objects of built-in kinds (and their lists, and Status) in upstream's Go field order.
 pub fn json_response(code: StatusCode, body: &Value) -> Response {
-    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], api_types::goorder::to_vec(body))
+        .into_response()
 }
 
 /// Dispatches a request on a resource path.
