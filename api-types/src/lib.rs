@@ -33,6 +33,7 @@ pub mod apply;
 pub mod crd;
 pub mod events;
 pub mod fieldcheck;
+pub mod fuzzing;
 pub mod hpa;
 pub mod openapi;
 pub mod openapi_v2;
