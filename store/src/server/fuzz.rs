@@ -28,7 +28,11 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        // On tmpfs where there is one: the store syncs every commit, which on a disk would bound the
+        // fuzzer to a few inputs a second.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+        let dir = dir.expect("a temporary directory");
         let mut cfg = EmbeddedConfig::new(dir.path());
         cfg.compaction_interval = std::time::Duration::ZERO;
         let store = rt.block_on(EmbeddedStore::open(cfg)).expect("the embedded store opens");
