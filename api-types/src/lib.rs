@@ -36,6 +36,7 @@ pub mod crd;
 pub mod events;
 pub mod fieldcheck;
 pub mod goorder;
+pub mod fuzzing;
 pub mod hpa;
 pub mod openapi;
 pub mod openapi_v2;

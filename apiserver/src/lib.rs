@@ -32,6 +32,7 @@ mod crd;
 mod discovery;
 mod error;
 mod eviction;
+pub mod fuzzing;
 mod handlers;
 mod managed;
 mod meta;

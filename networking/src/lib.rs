@@ -24,6 +24,7 @@ mod pipe;
 
 pub mod bench;
 pub mod dns;
+pub mod fuzzing;
 pub mod ingress;
 pub mod proxy;
 

@@ -8,6 +8,10 @@ pub const DEFAULT_PREFIX: &str = "/registry/";
 /// Upstream's per-object limit: etcd's default `--max-request-bytes` is 1.5 MiB.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1536 * 1024;
 
+/// The longest lease TTL, in seconds: etcd's `MaxLeaseTTL` (over 285 years); a longer grant is
+/// refused, as etcd refuses it with "etcdserver: too large lease TTL".
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
 /// What a store accepts for writes.
 #[derive(Clone, Debug)]
 pub struct StoreLimits {

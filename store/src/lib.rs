@@ -27,6 +27,7 @@ pub mod bench;
 pub mod embedded;
 pub mod etcd;
 pub mod etcd_process;
+pub mod fuzzing;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -39,7 +40,7 @@ use futures::{Stream, StreamExt};
 
 pub use error::{Error, Result};
 pub use guaranteed::guaranteed_update;
-pub use keys::{prefix_end, StoreLimits, DEFAULT_MAX_VALUE_BYTES, DEFAULT_PREFIX};
+pub use keys::{prefix_end, StoreLimits, DEFAULT_MAX_VALUE_BYTES, DEFAULT_PREFIX, MAX_LEASE_TTL};
 
 /// One stored key with its etcd metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -162,3 +162,47 @@ async fn metrics_count_commits_and_keys_and_an_idle_store_commits_nothing() {
     assert_eq!(sample(&store, "etcd_mvcc_delete_total"), deletes + 1.0);
     assert!(sample(&store, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
 }
+
+/// Found by the `etcd_requests` fuzz target: a LeaseGrant with a TTL near `i64::MAX` overflowed the
+/// lease's expiry in the writer thread, which then died and every later write failed. etcd refuses a
+/// TTL over 9,000,000,000 s with OutOfRange "etcdserver: too large lease TTL"; so does the embedded
+/// endpoint now (real etcd and our endpoint checked side by side with etcd-client), the store API
+/// refuses it too, and writes go on afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ttl_over_etcds_maximum_is_refused_and_the_store_keeps_writing() {
+    use etcd_client::{Client, LeaseGrantOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = open(dir.path()).await;
+    assert!(matches!(embedded.lease_grant(0, i64::MAX).await, Err(store::Error::Unsupported(_))));
+    assert!(matches!(
+        embedded.lease_grant(0, store::MAX_LEASE_TTL + 1).await,
+        Err(store::Error::Unsupported(_))
+    ));
+    let (id, ttl) = embedded.lease_grant(0, store::MAX_LEASE_TTL).await.unwrap();
+    assert_eq!(ttl, store::MAX_LEASE_TTL);
+    assert_eq!(embedded.keep_alive(id).await.unwrap(), store::MAX_LEASE_TTL);
+    embedded.create(&key(1), b"v".to_vec(), 0).await.unwrap();
+
+    let listener = store::server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(store::server::serve(embedded.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let etcd = store::testing::EtcdProcess::start().await.unwrap_or_else(|e| panic!("starting etcd: {e}"));
+    let ours = Client::connect([format!("http://{addr}")], None).await.unwrap();
+    let theirs = Client::connect([etcd.endpoint()], None).await.unwrap();
+    for (who, mut c) in [("embedded", ours), ("etcd", theirs)] {
+        for ttl in [i64::MAX, store::MAX_LEASE_TTL + 1] {
+            let err = c.lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(77))).await.unwrap_err();
+            let etcd_client::Error::GRpcStatus(status) = err else { panic!("{who}: {err:?}") };
+            assert_eq!(status.code(), tonic::Code::OutOfRange, "{who}: {status:?}");
+            assert_eq!(status.message(), "etcdserver: too large lease TTL", "{who}");
+        }
+        let granted = c.lease_grant(store::MAX_LEASE_TTL, None).await.unwrap();
+        assert_eq!(granted.ttl(), store::MAX_LEASE_TTL, "{who}");
+        c.put("/registry/after-the-refusal", "still writes", None).await.unwrap();
+    }
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+}

@@ -85,7 +85,8 @@ fn open_path(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
@@ -431,19 +432,24 @@ pub struct TokenFileError {
 pub fn read_token_file(path: &Path) -> Result<HashMap<String, UserInfo>, TokenFileError> {
     let err = |line: usize, why: String| TokenFileError { path: path.display().to_string(), line, why };
     let text = std::fs::read_to_string(path).map_err(|e| err(0, e.to_string()))?;
+    parse_token_file(&text).map_err(|(line, why)| err(line, why))
+}
+
+/// [`read_token_file`]'s parse of the file's text; an error gives the line (from 1) and why.
+pub fn parse_token_file(text: &str) -> Result<HashMap<String, UserInfo>, (usize, String)> {
     let mut tokens = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fields = split_csv(line).map_err(|why| err(i + 1, why))?;
+        let fields = split_csv(line).map_err(|why| (i + 1, why))?;
         if fields.len() < 3 {
-            return Err(err(i + 1, "want at least token,user,uid".into()));
+            return Err((i + 1, "want at least token,user,uid".into()));
         }
         let (token, user) = (fields[0].trim(), fields[1].trim());
         if token.is_empty() || user.is_empty() {
-            return Err(err(i + 1, "empty token or user".into()));
+            return Err((i + 1, "empty token or user".into()));
         }
         let groups: Vec<String> = fields
             .get(3)

@@ -225,3 +225,43 @@ fn handle(packet: &[u8], zone: &Zone) -> Option<(Message, usize)> {
         .add_additionals(answer.additionals);
     Some((reply, limit))
 }
+
+/// The fuzz entry (`networking::fuzzing::dns`): `packet` as a UDP query and as a TCP one, against a
+/// zone with a ClusterIP service with named ports, a headless one with endpoints (one by
+/// hostname, one by dashed IP) and an ExternalName, then encoded as each transport would send it.
+pub(crate) fn fuzz_packet(packet: &[u8]) {
+    static ZONE: std::sync::OnceLock<Zone> = std::sync::OnceLock::new();
+    let zone = ZONE.get_or_init(|| {
+        let svc = |v: serde_json::Value| Arc::new(serde_json::from_value::<Service>(v).expect("a valid Service"));
+        let services = [
+            svc(serde_json::json!({"metadata": {"name": "web", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                                              {"name": "dns", "port": 53, "protocol": "UDP"}]}})),
+            svc(serde_json::json!({"metadata": {"name": "db", "namespace": "default"},
+                "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}})),
+            svc(serde_json::json!({"metadata": {"name": "ext", "namespace": "other"},
+                "spec": {"type": "ExternalName", "externalName": "example.com"}})),
+        ];
+        let ports = Arc::new(vec![endpoints::EndpointPort { name: "pg".into(), port: 5432, protocol: "TCP".into() }]);
+        let index = [(
+            ("default".to_string(), "db".to_string()),
+            vec![
+                endpoints::Endpoint {
+                    ip: [10, 244, 0, 5].into(),
+                    hostname: Some("db-0".into()),
+                    ready: true,
+                    ports: ports.clone(),
+                },
+                endpoints::Endpoint { ip: [10, 244, 0, 6].into(), hostname: None, ready: true, ports },
+            ],
+        )]
+        .into_iter()
+        .collect();
+        let domain = Name::from_ascii("cluster.local.").expect("a valid domain");
+        Zone::build(&domain, 1, &services, &index)
+    });
+    if let Some((reply, limit)) = handle(packet, zone) {
+        let _ = encode(&reply, Some(limit));
+        let _ = encode(&reply, None);
+    }
+}

@@ -401,6 +401,101 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// The fuzz entry (`networking::fuzzing::ingress`): `data` is the bytes a client sends on one
+/// plain-HTTP connection (request lines, headers, bodies, pipelined requests), served by
+/// [`serve_connection`] over an in-memory stream, the client's side closed after the last byte.
+/// The routes send `web.example.com` and `*.apps.example` to a local upstream that answers 200 (or
+/// 101 to an upgrade request), `/none` to a service without endpoints (503), `/refused` to a
+/// closed port (502) and everything else to the default backend (404).
+pub(crate) fn fuzz_connection(data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct World {
+        rt: tokio::runtime::Runtime,
+        routes: Shared,
+    }
+    static WORLD: std::sync::OnceLock<World> = std::sync::OnceLock::new();
+    let world = WORLD.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let upstream = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+            let addr = listener.local_addr().expect("its address");
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let upgrade = String::from_utf8_lossy(&head).to_ascii_lowercase().contains("\nupgrade:");
+                        let answer: &[u8] = if upgrade {
+                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: fuzz\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-drop\r\nX-Drop: 1\r\n\r\nok"
+                        };
+                        let _ = s.write_all(answer).await;
+                        let _ = s.shutdown().await;
+                    });
+                }
+            });
+            addr
+        });
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            l.local_addr().expect("its address")
+        };
+        let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "fuzz", "namespace": "default"},
+            "spec": {"rules": [
+                {"host": "web.example.com", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                    {"path": "/none", "pathType": "Prefix", "backend": {"service": {"name": "none", "port": {"number": 80}}}},
+                    {"path": "/refused", "pathType": "Exact", "backend": {"service": {"name": "refused", "port": {"number": 80}}}}
+                ]}},
+                {"host": "*.apps.example", "http": {"paths": [
+                    {"path": "/api/", "pathType": "ImplementationSpecific", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+                ]}}
+            ]}
+        }))
+        .expect("a valid Ingress");
+        let routes = super::routes::Routes::for_fuzzing(&[ingress], |svc| match svc {
+            "web" => vec![upstream],
+            "refused" => vec![closed],
+            _ => Vec::new(),
+        });
+        World { rt, routes: Arc::new(std::sync::RwLock::new(Arc::new(routes))) }
+    });
+    let timeouts = super::Timeouts {
+        client_header: Duration::from_secs(1),
+        keepalive: Duration::from_secs(1),
+        proxy_read: Duration::from_secs(1),
+        proxy_connect: Duration::from_secs(1),
+    };
+    world.rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 7], 40000));
+        let conn = tokio::spawn(serve_connection(server, peer, false, world.routes.clone(), timeouts));
+        let exchange = async {
+            let _ = client.write_all(data).await;
+            let _ = client.shutdown().await;
+            let mut answer = Vec::new();
+            let _ = client.read_to_end(&mut answer).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), exchange).await;
+        drop(client);
+        // A panic in the connection's task (the replay test has no panic hook that aborts).
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(3), conn).await {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_without_port;

@@ -11,7 +11,7 @@
 //! endpoints (never to its ClusterIP), so a dead pod leaves the rotation as soon as its endpoint
 //! does.
 
-mod http;
+pub(crate) mod http;
 pub mod routes;
 mod tls;
 

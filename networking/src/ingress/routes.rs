@@ -329,3 +329,16 @@ fn resolve(
     endpoints.dedup();
     Some(Arc::new(Backend { service: format!("{ns}/{}", sb.name), endpoints, next: AtomicUsize::new(0) }))
 }
+
+impl Routes {
+    /// Routes for the fuzz entry (`networking::fuzzing::ingress`): `ingresses`' rules, each backend
+    /// service's endpoints given by `endpoints(service name)`.
+    pub(crate) fn for_fuzzing(ingresses: &[Ingress], endpoints: impl Fn(&str) -> Vec<SocketAddr>) -> Routes {
+        let table = RuleTable::build(ingresses, |ns, b| {
+            let name = &b.service.as_ref()?.name;
+            let endpoints = endpoints(name);
+            Some(Arc::new(Backend { service: format!("{ns}/{name}"), endpoints, next: AtomicUsize::new(0) }))
+        });
+        Routes { table, ..Routes::default() }
+    }
+}

@@ -358,7 +358,7 @@ fn init(path: &std::path::Path) -> Result<Database> {
         }
         let now = writer::now_ms();
         for (id, ttl) in all {
-            leases.insert(id, (ttl, now + ttl as u64 * 1000)).map_err(internal)?;
+            leases.insert(id, (ttl, writer::expiry_at(now, ttl))).map_err(internal)?;
         }
     }
     wtx.commit().map_err(internal)?;

@@ -557,7 +557,7 @@ fn build(snapshot: &Path, path: &Path) -> std::result::Result<SnapshotStatus, Sn
                 Entry::Log(pos, record) => drop(log.insert(pos, record.as_slice()).map_err(internal)?),
                 Entry::Latest(key, pos) => drop(latest.insert(key.as_slice(), pos).map_err(internal)?),
                 Entry::Lease(id, ttl) => {
-                    drop(leases.insert(id, (ttl, now + ttl.max(0) as u64 * 1000)).map_err(internal)?)
+                    drop(leases.insert(id, (ttl, super::writer::expiry_at(now, ttl))).map_err(internal)?)
                 }
                 Entry::LeaseKey(id, key) => {
                     drop(lease_keys.insert((id, key.as_slice()), ()).map_err(internal)?)

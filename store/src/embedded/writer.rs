@@ -425,6 +425,12 @@ fn grant(w: &mut Writer<'_>, id: i64, ttl: i64) -> Result<(i64, i64)> {
     if id < 0 {
         return Err(Error::Unsupported(format!("lease id {id} is negative")));
     }
+    if ttl > crate::MAX_LEASE_TTL {
+        return Err(Error::Unsupported(format!(
+            "lease TTL {ttl} s is over etcd's maximum of {} s",
+            crate::MAX_LEASE_TTL
+        )));
+    }
     // etcd's minimum TTL is a few seconds; kplane accepts down to 1 s so tests stay fast.
     let ttl = ttl.max(1);
     let id = if id != 0 {
@@ -441,7 +447,7 @@ fn grant(w: &mut Writer<'_>, id: i64, ttl: i64) -> Result<(i64, i64)> {
         }
         candidate
     };
-    w.leases.insert(id, (ttl, now_ms() + ttl as u64 * 1000)).map_err(internal)?;
+    w.leases.insert(id, (ttl, expiry(ttl))).map_err(internal)?;
     Ok((id, ttl))
 }
 
@@ -450,6 +456,17 @@ fn keep_alive(w: &mut Writer<'_>, id: i64) -> Result<i64> {
         Some(v) => v.value().0,
         None => return Err(Error::LeaseNotFound { id }),
     };
-    w.leases.insert(id, (ttl, now_ms() + ttl as u64 * 1000)).map_err(internal)?;
+    w.leases.insert(id, (ttl, expiry(ttl))).map_err(internal)?;
     Ok(ttl)
+}
+
+/// When a lease granted or renewed now for `ttl` seconds expires, in Unix milliseconds.
+fn expiry(ttl: i64) -> u64 {
+    expiry_at(now_ms(), ttl)
+}
+
+/// When a lease of `ttl` seconds from `now` (Unix milliseconds) expires; saturated, so no TTL (one
+/// from a snapshot or an older store file included) can overflow.
+pub(crate) fn expiry_at(now: u64, ttl: i64) -> u64 {
+    now.saturating_add(u64::try_from(ttl).unwrap_or(0).saturating_mul(1000))
 }

@@ -19,6 +19,9 @@ impl PbLeaseService for Endpoint {
         request: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
         let r = request.into_inner();
+        if r.ttl > crate::MAX_LEASE_TTL {
+            return Err(Status::out_of_range("etcdserver: too large lease TTL"));
+        }
         let (id, ttl) = self.store.lease_grant(r.id, r.ttl).await.map_err(status)?;
         Ok(Response::new(PbLeaseGrantResponse {
             header: self.current_header()?,

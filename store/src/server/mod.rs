@@ -21,6 +21,7 @@
 //! etcd's `--cert-file`/`--key-file`, and with a client CA it requires client certificates signed by
 //! it, like `--trusted-ca-file` with `--client-cert-auth`.
 
+pub(crate) mod fuzz;
 mod kv;
 mod lease;
 mod maintenance;

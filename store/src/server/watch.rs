@@ -27,7 +27,7 @@ const FILTER_NODELETE: i32 = 1;
 /// backend resume after the last revision of a response.
 const MAX_REVISIONS_PER_RESPONSE: usize = 256;
 
-type Out = mpsc::Sender<Result<PbWatchResponse, Status>>;
+pub(super) type Out = mpsc::Sender<Result<PbWatchResponse, Status>>;
 
 struct Active {
     task: JoinHandle<()>,
@@ -56,18 +56,23 @@ impl PbWatchService for Endpoint {
     }
 }
 
-async fn session(ep: Endpoint, mut input: Streaming<PbWatchRequest>, tx: Out) {
+/// One Watch stream: `input` is the client's requests (a gRPC `Streaming`, or a plain stream in the
+/// fuzz entry).
+pub(super) async fn session<S>(ep: Endpoint, mut input: S, tx: Out)
+where
+    S: futures::Stream<Item = Result<PbWatchRequest, Status>> + Unpin,
+{
     let mut watches: HashMap<i64, Active> = HashMap::new();
     let mut next_id = 0i64;
     loop {
         let msg = tokio::select! {
             _ = tx.closed() => break,
-            msg = input.message() => msg,
+            msg = input.next() => msg,
         };
         let req = match msg {
-            Ok(Some(req)) => req,
+            Some(Ok(req)) => req,
             // The client closed its side or the connection broke: the session ends with it.
-            Ok(None) | Err(_) => break,
+            None | Some(Err(_)) => break,
         };
         match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
