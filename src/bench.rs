@@ -191,7 +191,9 @@ async fn startup_times(exe: &Path, samples: usize) -> Result<Vec<f64>> {
         let flags: Vec<String> = vec!["--nodes".into(), "3".into()];
         let started = Instant::now();
         let cluster = tokio::task::spawn_blocking(move || start_up(&exe, &path, &flags)).await??;
-        times.push(started.elapsed().as_secs_f64());
+        let secs = started.elapsed().as_secs_f64();
+        times.push(secs);
+        eprintln!("kplane bench cluster: startup sample {}: {secs:.3} s", times.len());
         drop(cluster);
     }
     Ok(times)
@@ -359,7 +361,12 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
         }
         poll.tick().await;
         if Instant::now() > deadline {
-            bail!("timed out after {:?}", start.elapsed());
+            bail!(
+                "timed out after {:?}: {ready} of {n} pods Ready, Endpoints {}, EndpointSlices {}",
+                start.elapsed(),
+                if endpoints_at.is_some() { "complete" } else { "incomplete" },
+                if slices.is_some() { "complete" } else { "incomplete" }
+            );
         }
         if available.is_none() {
             let status = deployments.get("bench").await?.status.unwrap_or_default();

@@ -616,8 +616,19 @@ async fn watch_fanout(http: &HttpClient, base: &str, args: &BenchApiArgs) -> sto
         let url = format!("{base}/api/v1/namespaces/bench-watch/configmaps?watch=true&resourceVersion={rv}");
         let (h, want, ready) = (http.clone(), args.watch_events, ready.clone());
         watchers.push(tokio::spawn(async move {
-            let req = http::Request::builder().uri(url).body(Full::new(Bytes::new())).map_err(err)?;
-            let resp = h.request(req).await.map_err(err)?;
+            // A thousand TLS handshakes at once can outlast the server's handshake timeout on a
+            // loaded machine: a watch that could not connect tries again, as a reflector would.
+            let mut attempt = 0;
+            let resp = loop {
+                let req = http::Request::builder().uri(&url).body(Full::new(Bytes::new())).map_err(err)?;
+                match h.request(req).await {
+                    Ok(resp) if resp.status() == http::StatusCode::OK => break resp,
+                    Ok(resp) => return Err(err(format!("watch: HTTP {}", resp.status()))),
+                    Err(e) if attempt >= 5 => return Err(err(format!("watch: {e}"))),
+                    Err(_) => attempt += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            };
             ready.fetch_add(1, Ordering::Relaxed);
             let mut body = resp.into_body();
             let mut buf = Vec::new();
@@ -644,7 +655,12 @@ async fn watch_fanout(http: &HttpClient, base: &str, args: &BenchApiArgs) -> sto
             Ok::<_, store::Error>(hist)
         }));
     }
+    // Every watcher connected, or the first that could not ends the run with its error.
     while ready.load(Ordering::Relaxed) < args.watchers {
+        if let Some(i) = watchers.iter().position(|w| w.is_finished()) {
+            watchers.swap_remove(i).await.map_err(err)??;
+            return Err(err("a watcher ended before the writes began"));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let start = Instant::now();
