@@ -5,6 +5,12 @@
 //!
 //! The cluster runs as a separate `kplane up` process so that its memory can be read: memory per
 //! simulated pod is the RSS growth from idle to N Running pods, divided by N.
+//!
+//! Beside those: `kplane up`'s startup (spawn to `kplane: ready`, 3 nodes, fresh data directory;
+//! the median of `--startup-samples`), the EndpointSlices the Service ends up with (every address,
+//! in slices of at most 100 endpoints as upstream's `--max-endpoints-per-slice` default), the
+//! latency of single-object GETs made while the rollout runs, and real `kubectl get pods -A` (a
+//! Table of every pod) once it is done.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -29,7 +36,7 @@ pub struct BenchClusterArgs {
     #[arg(long)]
     pub replicas: Option<usize>,
     /// Simulated nodes (110 pods each).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub nodes: usize,
     /// Run the cluster on this etcd instead of the embedded store (the anchor then writes to it too).
     #[arg(long)]
@@ -47,7 +54,14 @@ pub struct BenchClusterArgs {
     /// `--workload job`: the Job's parallelism.
     #[arg(long, default_value_t = 100)]
     pub parallelism: usize,
+    /// `--workload deployment`: times `kplane up` (3 nodes) is started, each on a fresh data
+    /// directory, to time its startup (0: not measured).
+    #[arg(long, default_value_t = 5)]
+    pub startup_samples: usize,
 }
+
+/// Pods one simulated node takes (its `capacity.pods`, upstream's default).
+pub(crate) const PODS_PER_NODE: usize = 110;
 
 /// The workloads `kplane bench cluster` can time.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +72,25 @@ pub enum Workload {
 }
 
 impl BenchClusterArgs {
+    /// Flag combinations clap cannot check on its own: a workload that cannot fit its nodes.
+    pub fn check(&self) -> Result<()> {
+        let room = self.nodes * PODS_PER_NODE;
+        let (what, pods) = match self.workload {
+            Workload::Job => ("--parallelism", self.parallelism),
+            Workload::Deployment | Workload::Statefulset => ("--replicas", self.replicas()),
+        };
+        if pods == 0 {
+            bail!("{what} 0: there is nothing to measure");
+        }
+        if pods > room {
+            bail!(
+                "{what} {pods} does not fit on --nodes {} ({PODS_PER_NODE} pods each, {room} in all)",
+                self.nodes
+            );
+        }
+        Ok(())
+    }
+
     /// `--replicas`, or the workload's default.
     pub fn replicas(&self) -> usize {
         self.replicas.unwrap_or(match self.workload {
@@ -118,9 +151,131 @@ pub struct Report {
     per_hundred: Vec<(usize, f64)>,
     available: f64,
     endpoints: f64,
+    slices: Slices,
     anchor: f64,
     idle_rss: f64,
     busy_rss: f64,
+    /// Seconds from spawning `kplane up` (3 nodes) to its `kplane: ready`, one per sample.
+    startup: Vec<f64>,
+    /// Single-object GETs made while the rollout ran.
+    rollout_gets: RolloutGets,
+    /// `kubectl get pods -A`: seconds per run and the rows of the last, or why it was not run.
+    kubectl: std::result::Result<(Vec<f64>, usize), String>,
+}
+
+/// The Service's EndpointSlices once they held every address.
+#[derive(Default)]
+struct Slices {
+    /// Seconds from the create until the slices held N ready addresses.
+    at: f64,
+    count: usize,
+    addresses: usize,
+    largest: usize,
+}
+
+#[derive(Default)]
+struct RolloutGets {
+    count: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Seconds from spawning `kplane up --nodes 3` (fresh data directory) to its `kplane: ready`,
+/// `samples` times, one after another.
+async fn startup_times(exe: &Path, samples: usize) -> Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for _ in 0..samples {
+        let dir = tempfile::Builder::new().prefix("kplane-bench-startup-").tempdir()?;
+        let (exe, path) = (exe.to_path_buf(), dir.path().join("cluster"));
+        let flags: Vec<String> = vec!["--nodes".into(), "3".into()];
+        let started = Instant::now();
+        let cluster = tokio::task::spawn_blocking(move || start_up(&exe, &path, &flags)).await??;
+        let secs = started.elapsed().as_secs_f64();
+        times.push(secs);
+        eprintln!("kplane bench cluster: startup sample {}: {secs:.3} s", times.len());
+        drop(cluster);
+    }
+    Ok(times)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// GETs the Service `bench` one after another until `stop`, 20 ms apart, on a client of its own
+/// (its connection made by a first, unrecorded GET, before `ready` is sent): the latency a client
+/// sees for a single object while the rollout's writes go on.
+fn spawn_rollout_gets(
+    kubeconfig: PathBuf,
+    ready: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<RolloutGets>> {
+    tokio::spawn(async move {
+        let client = crate::components::client_from_kubeconfig(&kubeconfig, "kplane-bench-get").await?;
+        let services: Api<Service> = Api::namespaced(client, "default");
+        services.get("bench").await?;
+        let _ = ready.send(());
+        let mut hist = store::bench::histogram()?;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !*stop.borrow() {
+            tick.tick().await;
+            let t = Instant::now();
+            services.get("bench").await?;
+            let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+        }
+        Ok(RolloutGets {
+            count: hist.len(),
+            p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: hist.max() as f64 / 1000.0,
+        })
+    })
+}
+
+/// The Service `bench`'s EndpointSlices: (slices, ready addresses, endpoints in the largest).
+async fn endpoint_slices(slices: &Api<EndpointSlice>) -> Result<(usize, usize, usize)> {
+    let lp = kube::api::ListParams::default().labels("kubernetes.io/service-name=bench");
+    let list = slices.list(&lp).await?;
+    let ready = |e: &k8s_openapi::api::discovery::v1::Endpoint| {
+        e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+    };
+    let addresses = list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().filter(|e| ready(e)).map(|e| e.addresses.len()))
+        .sum();
+    let largest = list.items.iter().map(|s| s.endpoints.len()).max().unwrap_or(0);
+    Ok((list.items.len(), addresses, largest))
+}
+
+/// Real `kubectl get pods -A` (a server-side Table of every pod), 3 times: seconds each, and the
+/// rows of the last.
+fn kubectl_get_pods(kubeconfig: &Path, cache: &Path) -> std::result::Result<(Vec<f64>, usize), String> {
+    let kubectl = store::etcd_process::find_program("kubectl", &[]).ok_or("kubectl is not on PATH")?;
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = Command::new(&kubectl)
+            .args(["get", "pods", "-A", "--cache-dir"])
+            .arg(cache)
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .map_err(|e| format!("running {}: {e}", kubectl.display()))?;
+        times.push(started.elapsed().as_secs_f64());
+        if !out.status.success() {
+            return Err(format!("kubectl get pods -A failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        rows = String::from_utf8_lossy(&out.stdout).lines().count().saturating_sub(1);
+    }
+    Ok((times, rows))
 }
 
 /// A `kplane up` child for one `bench cluster` run, its nodes up (each has its pod CIDR) and
@@ -134,6 +289,7 @@ pub(crate) struct Started {
 }
 
 pub(crate) async fn start_settled(exe: &Path, args: &BenchClusterArgs, prefix: &str) -> Result<Started> {
+    args.check()?;
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let cluster = start(exe, &dir.path().join("cluster"), args)?;
     let client = crate::components::client_from_kubeconfig(&cluster.kubeconfig, "kplane-bench").await?;
@@ -161,6 +317,8 @@ pub(crate) async fn start_settled(exe: &Path, args: &BenchClusterArgs, prefix: &
 }
 
 pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
+    args.check()?;
+    let startup = startup_times(&exe, args.startup_samples).await?;
     let Started { dir: tmp, cluster, client, deadline } =
         start_settled(&exe, &args, "kplane-bench-cluster-").await?;
     let n = args.replicas();
@@ -172,6 +330,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     services.create(&PostParams::default(), &serde_json::from_value(svc)?).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    let endpoint_slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let container = match args.pod.as_str() {
         "sleep" => json!({"name": "sleeper", "image": "busybox", "command": ["sleep", "3600"]}),
         _ => json!({"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}),
@@ -183,26 +342,47 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
             "spec": {"containers": [container]}}},
     });
 
+    let (stop_gets, stop_rx) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let gets = spawn_rollout_gets(cluster.kubeconfig.clone(), ready_tx, stop_rx);
+    if ready_rx.await.is_err() {
+        gets.await??;
+        bail!("the GET client stopped before the rollout");
+    }
     let start = Instant::now();
     deployments.create(&PostParams::default(), &serde_json::from_value(deployment)?).await?;
     let mut per_hundred = Vec::new();
-    let (mut available, mut endpoints_at) = (None, None);
+    let (mut available, mut endpoints_at, mut slices) = (None, None, None);
     let mut poll = tokio::time::interval(Duration::from_millis(50));
-    while available.is_none() || endpoints_at.is_none() {
+    let mut ready = 0;
+    for round in 0u64.. {
+        if available.is_some() && endpoints_at.is_some() && slices.is_some() {
+            break;
+        }
         poll.tick().await;
         if Instant::now() > deadline {
-            bail!("timed out after {:?}", start.elapsed());
+            bail!(
+                "timed out after {:?}: {ready} of {n} pods Ready, Endpoints {}, EndpointSlices {}",
+                start.elapsed(),
+                if endpoints_at.is_some() { "complete" } else { "incomplete" },
+                if slices.is_some() { "complete" } else { "incomplete" }
+            );
         }
         if available.is_none() {
             let status = deployments.get("bench").await?.status.unwrap_or_default();
             // Ready pods as the deployment controller counts them, for the time per 100 pods.
-            let ready = status.ready_replicas.unwrap_or(0).max(0) as usize;
+            ready = status.ready_replicas.unwrap_or(0).max(0) as usize;
             while per_hundred.len() < ready / 100 {
                 per_hundred.push(((per_hundred.len() + 1) * 100, start.elapsed().as_secs_f64()));
             }
             if status.available_replicas.unwrap_or(0) as usize == n {
                 available = Some(start.elapsed().as_secs_f64());
             }
+        }
+        // The Endpoints and EndpointSlices of thousands of pods are big objects: read them every
+        // 50 ms only near the end of the rollout, every 500 ms before.
+        if ready * 10 < n * 9 && round % 10 != 0 {
+            continue;
         }
         if endpoints_at.is_none() {
             if let Some(ep) = endpoints.get_opt("bench").await? {
@@ -217,7 +397,16 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
                 }
             }
         }
+        if slices.is_none() {
+            let (count, addresses, largest) = endpoint_slices(&endpoint_slices_api).await?;
+            if addresses == n {
+                slices = Some(Slices { at: start.elapsed().as_secs_f64(), count, addresses, largest });
+            }
+        }
     }
+    let _ = stop_gets.send(true);
+    let rollout_gets = gets.await??;
+    let kubectl = kubectl_get_pods(&cluster.kubeconfig, &tmp.path().join("kubectl-cache"));
     let busy_rss = apiserver::bench::rss_mib(cluster.child.id());
     drop(cluster);
 
@@ -227,9 +416,13 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
         per_hundred,
         available: available.unwrap_or_default(),
         endpoints: endpoints_at.unwrap_or_default(),
+        slices: slices.unwrap_or_default(),
         anchor,
         idle_rss,
         busy_rss,
+        startup,
+        rollout_gets,
+        kubectl,
     })
 }
 
@@ -309,7 +502,47 @@ impl std::fmt::Display for Report {
             format!("create -> {n} addresses in the Service's Endpoints"),
             self.endpoints
         )?;
+        writeln!(
+            f,
+            "{:<52} {:>9.2}s {:>11.2}s {:>7.1}x   {} slices, at most {} endpoints each (goal <= 100, upstream's default)",
+            format!("create -> {} addresses in EndpointSlices", self.slices.addresses),
+            self.slices.at,
+            self.anchor,
+            self.slices.at / self.anchor.max(1e-9),
+            self.slices.count,
+            self.slices.largest
+        )?;
         writeln!(f, "  (anchor: the {} bare store writes those pods need, at concurrency 16)", 3 * n)?;
+        let g = &self.rollout_gets;
+        writeln!(
+            f,
+            "{:<52} {:>9.2}ms   (p50 {:.2} ms, max {:.2} ms, {} GETs)   goal < 50 ms",
+            "single-object GET p99 during the rollout", g.p99_ms, g.p50_ms, g.max_ms, g.count
+        )?;
+        match &self.kubectl {
+            Ok((times, rows)) => writeln!(
+                f,
+                "{:<52} {:>9.2}s   (median of {}; first {:.2}s; {rows} rows)   goal < 1 s",
+                "kubectl get pods -A (a Table of every pod)",
+                median(times),
+                times.len(),
+                times.first().copied().unwrap_or_default()
+            )?,
+            Err(why) => {
+                writeln!(f, "{:<52} not measured: {why}", "kubectl get pods -A (a Table of every pod)")?
+            }
+        }
+        if !self.startup.is_empty() {
+            let lo = self.startup.iter().copied().fold(f64::MAX, f64::min);
+            let hi = self.startup.iter().copied().fold(0.0, f64::max);
+            writeln!(
+                f,
+                "{:<52} {:>9.3}s   (median of {}, {lo:.3}-{hi:.3} s; fresh data dir)   goal < 0.25 s",
+                "startup: kplane up (3 nodes) -> kplane: ready",
+                median(&self.startup),
+                self.startup.len()
+            )?;
+        }
         let mut last = 0.0;
         for (count, at) in &self.per_hundred {
             writeln!(f, "  {count:>6} pods Ready at {at:>6.2}s   (+{:.2}s for these 100)", at - last)?;

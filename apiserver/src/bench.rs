@@ -1,11 +1,18 @@
-//! `kplane bench api`: the API server over HTTP, measured beside raw etcd in the same run.
+//! `kplane bench api`: the API server over HTTPS, measured beside raw etcd in the same run.
 //!
-//! It starts a real etcd (or uses `--etcd-servers`), starts `kplane apiserver` on it as a separate
-//! process (so its memory can be read), then measures with a plain HTTP/1.1 client:
-//! creates and GETs at concurrency C against raw etcd-client puts and gets (the anchor), creates
-//! of a CRD's custom resources beside the ConfigMap creates, updates
-//! (merge patches) beside server-side applies of the same objects, the LIST
-//! of N pods, watch event delivery to W watchers, and the server's idle RSS.
+//! It starts a real etcd (or uses `--etcd-servers`) and runs `kplane apiserver` on it as a separate
+//! process (so its memory can be read), in its default configuration: HTTPS, a client certificate
+//! for a user that is not in `system:masters`, so every request goes through RBAC (the user is bound
+//! to a ClusterRole of its own). Its creates are judged against etcd's own create transaction (a
+//! Txn comparing create_revision == 0, then a put, with one watcher on the prefix as the API
+//! server's watch cache has), same concurrency, same value sizes (the bytes an API create stores),
+//! in interleaved rounds so that load from elsewhere on the machine falls on both alike. Beside the
+//! headline: the same creates on a second server with `--insecure-http` (no TLS, authentication or
+//! RBAC) on the same etcd, and on a third on the embedded store (judged against raw etcd puts).
+//! Then, on the headline server: GETs beside raw etcd gets, updates (merge patches) beside
+//! server-side applies of the same objects, the LIST of N pods, watch event delivery to W
+//! watchers, creates of a CRD's custom resources beside the ConfigMap creates, and the server's
+//! idle RSS.
 
 use std::fmt;
 use std::io::{BufRead, BufReader};
@@ -16,11 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use store::bench::{drive, histogram, Figure};
+use store::bench::{drive, drive_timed, figure, histogram, Figure};
 
 /// Flags of `kplane bench api`.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,14 +36,17 @@ pub struct BenchApiArgs {
     /// Measure against this etcd instead of starting one from PATH.
     #[arg(long)]
     pub etcd_servers: Option<String>,
-    /// Creates through the API (and raw etcd puts).
-    #[arg(long, default_value_t = 5_000)]
+    /// Creates through the API in each configuration (and as many etcd create txns and puts).
+    #[arg(long, default_value_t = 5_000, value_parser = at_least_one())]
     pub creates: usize,
+    /// The creates are measured in this many interleaved rounds (etcd put, etcd create txn, API).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one())]
+    pub rounds: usize,
     /// Single GETs through the API (and raw etcd gets).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one())]
     pub gets: usize,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one())]
     pub concurrency: usize,
     /// Pods in the measured LIST.
     #[arg(long, default_value_t = 10_000)]
@@ -52,7 +63,61 @@ pub struct BenchApiArgs {
     pub watch_rate: u64,
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+impl BenchApiArgs {
+    /// Flag combinations clap cannot check on its own.
+    pub fn check(&self) -> Result<(), String> {
+        if self.creates < self.rounds {
+            return Err(format!(
+                "--creates {} is fewer than --rounds {}: each round needs at least one create",
+                self.creates, self.rounds
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One client for both schemes: plain HTTP for `--insecure-http`, HTTPS with the bench user's
+/// client certificate otherwise (HTTP/1.1 keep-alive connections, one per request in flight).
+type HttpClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+/// A client presenting `identity` (a certificate and key, PEM), trusting only `ca_pem`; with no
+/// identity, a plain-HTTP client.
+fn http_client(tls: Option<(&str, &crate::pki::CertPair)>) -> store::Result<HttpClient> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(err)?;
+    let config = match tls {
+        Some((ca_pem, identity)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                roots.add(ca.map_err(err)?).map_err(err)?;
+            }
+            let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(err)?;
+            builder.with_root_certificates(roots).with_client_auth_cert(certs, key).map_err(err)?
+        }
+        None => builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth(),
+    };
+    let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(conn);
+    Ok(Client::builder(TokioExecutor::new()).pool_max_idle_per_host(2048).build(https))
+}
 
 fn err(e: impl fmt::Display) -> store::Error {
     store::Error::Internal(e.to_string())
@@ -70,19 +135,32 @@ impl Drop for Server {
     }
 }
 
-fn start_server(exe: &PathBuf, etcd: &str, dir: &std::path::Path) -> store::Result<Server> {
-    let mut child = Command::new(exe)
-        .args([
-            "apiserver",
-            "--insecure-http",
-            "--no-etcd-listen",
-            "--secure-port",
-            "0",
-            "--etcd-servers",
-            etcd,
-            "--data-dir",
-        ])
-        .arg(dir)
+/// How a measured API server runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The default: HTTPS, client certificates, RBAC.
+    Secure,
+    /// `--insecure-http`: plain HTTP, no authentication, no authorization.
+    Insecure,
+}
+
+/// `kplane apiserver` on `etcd` (the embedded store in `dir` when None), once it printed
+/// `kplane: ready`, with a client for it: for a secure server, the bench user's, bound by RBAC.
+async fn start_server(
+    exe: &PathBuf,
+    etcd: Option<&str>,
+    mode: Mode,
+    dir: &std::path::Path,
+) -> store::Result<(Server, HttpClient)> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["apiserver", "--no-etcd-listen", "--secure-port", "0", "--data-dir"]).arg(dir);
+    if let Some(etcd) = etcd {
+        cmd.args(["--etcd-servers", etcd]);
+    }
+    if mode == Mode::Insecure {
+        cmd.arg("--insecure-http");
+    }
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -98,8 +176,61 @@ fn start_server(exe: &PathBuf, etcd: &str, dir: &std::path::Path) -> store::Resu
             break;
         }
     }
-    let base = base.ok_or_else(|| err("the API server did not start"))?;
-    Ok(Server { child, base })
+    let base = base.ok_or_else(|| err("the API server did not start (its error is above)"))?;
+    let server = Server { child, base };
+    let client = match mode {
+        Mode::Insecure => http_client(None)?,
+        Mode::Secure => {
+            let pki = crate::pki::Pki::load(&dir.join("tls")).map_err(err)?;
+            let admin = pki.client("bench-admin", "kplane-bench-admin", &["system:masters"]).map_err(err)?;
+            let user = pki.client("bench-user", BENCH_USER, &[]).map_err(err)?;
+            let admin = http_client(Some((&pki.ca.cert_pem, &admin)))?;
+            bind_bench_user(&admin, &server.base).await?;
+            http_client(Some((&pki.ca.cert_pem, &user)))?
+        }
+    };
+    // Wait until the bench user is authorized (RBAC reads bindings from its watch cache).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = request(
+            &client,
+            "GET",
+            &format!("{}/api/v1/namespaces/default/configmaps?limit=1", server.base),
+            None,
+        )
+        .await?;
+        if code == 200 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!(
+                "the bench user cannot list ConfigMaps: HTTP {code}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((server, client))
+}
+
+/// The user the secure rows run as: not in `system:masters`, so RBAC evaluates every request.
+const BENCH_USER: &str = "kplane-bench";
+
+/// A ClusterRole with what the bench does, bound to [`BENCH_USER`], created as an administrator.
+async fn bind_bench_user(admin: &HttpClient, base: &str) -> store::Result<()> {
+    let rbac = format!("{base}/apis/rbac.authorization.k8s.io/v1");
+    let role = json!({"metadata": {"name": "kplane-bench"}, "rules": [{"apiGroups": [""],
+        "resources": ["configmaps", "pods", "namespaces"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["create", "get"]},
+        {"apiGroups": ["bench.kplane.io"], "resources": ["benchitems"], "verbs": ["get", "list", "create"]}]});
+    let binding = json!({"metadata": {"name": "kplane-bench"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kplane-bench"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": BENCH_USER}]});
+    for (what, body) in [("clusterroles", role), ("clusterrolebindings", binding)] {
+        let (code, resp) = request(admin, "POST", &format!("{rbac}/{what}"), Some(body)).await?;
+        expect(code, 201, what, &resp)?;
+    }
+    Ok(())
 }
 
 /// Resident memory of process `pid` in MiB (0 if it cannot be read). Shared with `kplane bench cluster`.
@@ -150,13 +281,22 @@ fn expect(code: u16, want: u16, what: &str, body: &Bytes) -> store::Result<()> {
 /// Everything one run measured.
 pub struct Report {
     pub args: BenchApiArgs,
+    /// Bytes of the value an API create of the measured ConfigMaps stores (the anchors' value size).
+    pub value_bytes: usize,
     pub raw_put: Figure,
     pub raw_get: Figure,
-    pub raw_txn_watched: Figure,
+    /// etcd's create transaction (compare create_revision == 0, then put), one watcher on the prefix.
+    pub raw_txn: Figure,
+    /// Creates on the headline server: HTTPS, client certificate, RBAC, real etcd.
     pub api_create: Figure,
     /// Creates of a CRD's custom resources (same size, concurrency and count as the ConfigMaps).
     pub api_cr_create: Figure,
+    /// The same creates on a `--insecure-http` server on the same etcd.
+    pub api_create_insecure: Figure,
+    /// The same creates on a secure server on the embedded store.
+    pub api_create_embedded: Figure,
     pub api_get: Figure,
+    pub api_get_insecure: Figure,
     /// Merge patches of each created ConfigMap (Update operations).
     pub api_update: Figure,
     /// Server-side applies of each created ConfigMap (whole configuration, `force`).
@@ -167,7 +307,142 @@ pub struct Report {
     pub idle_rss_mib: f64,
 }
 
+/// Wall time and latencies of one kind of operation, added up over rounds.
+struct Tally {
+    ops: usize,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> store::Result<Tally> {
+        Ok(Tally { ops: 0, elapsed: Duration::ZERO, hist: histogram()? })
+    }
+
+    fn add(&mut self, ops: usize, (elapsed, hist): (Duration, Histogram<u64>)) {
+        self.ops += ops;
+        self.elapsed += elapsed;
+        let _ = self.hist.add(hist);
+    }
+
+    fn figure(&self) -> Figure {
+        figure(self.ops, self.elapsed, &self.hist)
+    }
+}
+
+/// The ConfigMap every measured create posts: `prefix-<i>` with a 200-byte value.
+fn configmap(prefix: &str, i: usize) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{prefix}-{i:08}")}, "data": {"v": "x".repeat(200)}})
+}
+
+/// `args.creates` API creates of `prefix-<i>` ConfigMaps, in `args.rounds` rounds, each round
+/// preceded by as many raw etcd puts and etcd create txns (added to `put` and `txn`), all at the
+/// same concurrency with values of `value_bytes`.
+#[allow(clippy::too_many_arguments)]
+async fn creates_interleaved(
+    args: &BenchApiArgs,
+    etcd: &etcd_client::Client,
+    value_bytes: usize,
+    anchor_at: usize,
+    http: &HttpClient,
+    base: &str,
+    prefix: &'static str,
+    put: &mut Tally,
+    txn: &mut Tally,
+) -> store::Result<Figure> {
+    let (n, c) = (args.creates, args.concurrency);
+    let value = vec![b'x'; value_bytes];
+    let mut api = Tally::new()?;
+    for r in 0..args.rounds {
+        let range = r * n / args.rounds..(r + 1) * n / args.rounds;
+        let count = range.len();
+        let anchor = range.start + anchor_at..range.end + anchor_at;
+        let (ec, v) = (etcd.clone(), value.clone());
+        put.add(
+            count,
+            drive_timed(anchor.clone(), c, move |i| {
+                let (mut kv, v) = (ec.kv_client(), v.clone());
+                async move { kv.put(raw_key("puts", i), v, None).await.map(|_| ()).map_err(err) }
+            })
+            .await?,
+        );
+        let (ec, v) = (etcd.clone(), value.clone());
+        txn.add(
+            count,
+            drive_timed(anchor, c, move |i| {
+                let (mut kv, v) = (ec.kv_client(), v.clone());
+                async move {
+                    let key = raw_key("txns", i);
+                    let txn = etcd_client::Txn::new()
+                        .when([etcd_client::Compare::create_revision(
+                            key.as_str(),
+                            etcd_client::CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then([etcd_client::TxnOp::put(key.as_str(), v, None)]);
+                    let resp = kv.txn(txn).await.map_err(err)?;
+                    if resp.succeeded() {
+                        Ok(())
+                    } else {
+                        Err(err(format!("{key} exists: the create txn did not apply")))
+                    }
+                }
+            })
+            .await?,
+        );
+        let (h, b) = (http.clone(), base.to_string());
+        api.add(
+            count,
+            drive_timed(range, c, move |i| {
+                let (h, b) = (h.clone(), b.clone());
+                async move {
+                    let url = format!("{b}/api/v1/namespaces/default/configmaps");
+                    let (code, body) = request(&h, "POST", &url, Some(configmap(prefix, i))).await?;
+                    expect(code, 201, "create", &body)
+                }
+            })
+            .await?,
+        );
+    }
+    Ok(api.figure())
+}
+
+/// The anchors' keys (`kind`: puts or txns), as long as the API's
+/// `/registry/configmaps/default/cm-<8 digits>`.
+fn raw_key(kind: &str, i: usize) -> String {
+    format!("/registry/bench-{kind}/default/cm-{i:08}")
+}
+
+/// API GETs of the `prefix-<i>` ConfigMaps, `args.creates` of which exist.
+async fn gets(
+    args: &BenchApiArgs,
+    http: &HttpClient,
+    base: &str,
+    prefix: &'static str,
+) -> store::Result<Figure> {
+    let (h, b, n) = (http.clone(), base.to_string(), args.creates.max(1));
+    drive(args.gets, args.concurrency, move |i| {
+        let (h, b) = (h.clone(), b.clone());
+        async move {
+            let url = format!("{b}/api/v1/namespaces/default/configmaps/{prefix}-{:08}", (i * 7919) % n);
+            let (code, body) = request(&h, "GET", &url, None).await?;
+            expect(code, 200, "get", &body)
+        }
+    })
+    .await
+}
+
+/// The bytes an API create of [`configmap`] stores in etcd (metadata, managedFields and all).
+async fn stored_bytes(http: &HttpClient, base: &str, etcd: &etcd_client::Client) -> store::Result<usize> {
+    let url = format!("{base}/api/v1/namespaces/default/configmaps");
+    let (code, body) = request(http, "POST", &url, Some(configmap("sz", 0))).await?;
+    expect(code, 201, "probe create", &body)?;
+    let resp = etcd.kv_client().get("/registry/configmaps/default/sz-00000000", None).await.map_err(err)?;
+    resp.kvs().first().map(|kv| kv.value().len()).ok_or_else(|| err("the probe ConfigMap is not in etcd"))
+}
+
 pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
+    args.check().map_err(err)?;
     let mut _etcd = None;
     let etcd = match &args.etcd_servers {
         Some(u) => u.clone(),
@@ -178,79 +453,35 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
             u
         }
     };
-    let dir = tempfile::tempdir().map_err(err)?;
-    let server = start_server(&exe, &etcd, dir.path())?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_rss_mib = rss_mib(server.child.id());
-
-    let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
-    conn.set_nodelay(true);
-    let http: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(2048).build(conn);
-    let base = server.base.clone();
-    let c = args.concurrency;
-
-    // Raw etcd, the anchor: the same number of puts and gets, same concurrency, same value size.
     let etcd_client = etcd_client::Client::connect([etcd.as_str()], None).await.map_err(err)?;
-    let value = vec![b'x'; 300];
-    let (ec, v) = (etcd_client.clone(), value.clone());
-    let raw_put = drive(args.creates, c, move |i| {
-        let (mut kv, v) = (ec.kv_client(), v.clone());
-        async move { kv.put(format!("/bench/raw/{i:08}"), v, None).await.map(|_| ()).map_err(err) }
-    })
-    .await?;
-    // What an API create costs etcd: a create-if-absent txn, with one watcher on the prefix (the
-    // API server's watch cache). Not the goal's anchor, but it is the ceiling of any create that
-    // keeps upstream's semantics: etcd 3.4 applies every write txn over a copy of its read buffer
-    // (etcd-io/etcd#12896 removed that in 3.5), so a txn costs about two puts, with or without a
-    // compare or a watcher.
+    let dir = tempfile::tempdir().map_err(err)?;
+    let c = args.concurrency;
+    // The anchors' txns pass one watcher, as the API server's watch cache watches its creates.
     let mut watcher_client = etcd_client.clone();
     let mut stream = watcher_client
-        .watch("/bench/txn/", Some(etcd_client::WatchOptions::new().with_prefix()))
+        .watch("/registry/bench-txns/", Some(etcd_client::WatchOptions::new().with_prefix()))
         .await
         .map_err(err)?;
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
-    let (ec, v) = (etcd_client.clone(), value.clone());
-    let raw_txn = drive(args.creates, c, move |i| {
-        let (mut kv, v) = (ec.kv_client(), v.clone());
-        async move {
-            let key = format!("/bench/txn/{i:08}");
-            let txn = etcd_client::Txn::new()
-                .when([etcd_client::Compare::mod_revision(key.as_str(), etcd_client::CompareOp::Equal, 0)])
-                .and_then([etcd_client::TxnOp::put(key.as_str(), v, None)]);
-            kv.txn(txn).await.map(|_| ()).map_err(err)
-        }
-    })
-    .await?;
-    drain.abort();
-    let (ec, n) = (etcd_client.clone(), args.creates.max(1));
+    let (mut put, mut txn) = (Tally::new()?, Tally::new()?);
+
+    // The headline: the default configuration on real etcd.
+    let (server, http) = start_server(&exe, Some(&etcd), Mode::Secure, &dir.path().join("secure")).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss_mib = rss_mib(server.child.id());
+    let base = server.base.clone();
+    let value_bytes = stored_bytes(&http, &base, &etcd_client).await?;
+    let api_create =
+        creates_interleaved(&args, &etcd_client, value_bytes, 0, &http, &base, "cm", &mut put, &mut txn)
+            .await?;
+    let (ec, n) = (etcd_client.clone(), args.creates);
     let raw_get = drive(args.gets, c, move |i| {
         let mut kv = ec.kv_client();
-        async move { kv.get(format!("/bench/raw/{:08}", (i * 7919) % n), None).await.map(|_| ()).map_err(err) }
+        async move { kv.get(raw_key("puts", (i * 7919) % n), None).await.map(|_| ()).map_err(err) }
     })
     .await?;
-
-    // API creates and GETs: ConfigMaps of about the same size as the raw values.
-    let (h, b) = (http.clone(), base.clone());
-    let api_create = drive(args.creates, c, move |i| {
-        let (h, b) = (h.clone(), b.clone());
-        async move {
-            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i:08}")}, "data": {"v": "x".repeat(200)}});
-            let (code, body) = request(&h, "POST", &format!("{b}/api/v1/namespaces/default/configmaps"), Some(cm)).await?;
-            expect(code, 201, "create", &body)
-        }
-    })
-    .await?;
+    let api_get = gets(&args, &http, &base, "cm").await?;
     let api_cr_create = cr_creates(&http, &base, &args).await?;
-    let (h, b, n) = (http.clone(), base.clone(), args.creates.max(1));
-    let api_get = drive(args.gets, c, move |i| {
-        let (h, b) = (h.clone(), b.clone());
-        async move {
-            let url = format!("{b}/api/v1/namespaces/default/configmaps/cm-{:08}", (i * 7919) % n);
-            let (code, body) = request(&h, "GET", &url, None).await?;
-            expect(code, 200, "get", &body)
-        }
-    })
-    .await?;
 
     // Updates (merge patches) and server-side applies of the same ConfigMaps, each changing the
     // value; the applies take the field from the updater (force), as a controller's apply would.
@@ -315,14 +546,51 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
 
     let watch = watch_fanout(&http, &base, &args).await?;
     drop(server);
+
+    // Beside it: the same creates with no TLS, authentication or RBAC, on the same etcd...
+    let (server, http) = start_server(&exe, Some(&etcd), Mode::Insecure, &dir.path().join("insecure")).await?;
+    let api_create_insecure = creates_interleaved(
+        &args,
+        &etcd_client,
+        value_bytes,
+        args.creates,
+        &http,
+        &server.base,
+        "in",
+        &mut put,
+        &mut txn,
+    )
+    .await?;
+    let api_get_insecure = gets(&args, &http, &server.base, "in").await?;
+    drop(server);
+    // ...and in the default configuration on the embedded store.
+    let (server, http) = start_server(&exe, None, Mode::Secure, &dir.path().join("embedded")).await?;
+    let api_create_embedded = creates_interleaved(
+        &args,
+        &etcd_client,
+        value_bytes,
+        2 * args.creates,
+        &http,
+        &server.base,
+        "cm",
+        &mut put,
+        &mut txn,
+    )
+    .await?;
+    drop(server);
+    drain.abort();
     Ok(Report {
         args,
-        raw_put,
+        value_bytes,
+        raw_put: put.figure(),
         raw_get,
-        raw_txn_watched: raw_txn,
+        raw_txn: txn.figure(),
         api_create,
         api_cr_create,
+        api_create_insecure,
+        api_create_embedded,
         api_get,
+        api_get_insecure,
         api_update,
         api_apply,
         list_ms: best,
@@ -401,8 +669,19 @@ async fn watch_fanout(http: &HttpClient, base: &str, args: &BenchApiArgs) -> sto
         let url = format!("{base}/api/v1/namespaces/bench-watch/configmaps?watch=true&resourceVersion={rv}");
         let (h, want, ready) = (http.clone(), args.watch_events, ready.clone());
         watchers.push(tokio::spawn(async move {
-            let req = http::Request::builder().uri(url).body(Full::new(Bytes::new())).map_err(err)?;
-            let resp = h.request(req).await.map_err(err)?;
+            // A thousand TLS handshakes at once can outlast the server's handshake timeout on a
+            // loaded machine: a watch that could not connect tries again, as a reflector would.
+            let mut attempt = 0;
+            let resp = loop {
+                let req = http::Request::builder().uri(&url).body(Full::new(Bytes::new())).map_err(err)?;
+                match h.request(req).await {
+                    Ok(resp) if resp.status() == http::StatusCode::OK => break resp,
+                    Ok(resp) => return Err(err(format!("watch: HTTP {}", resp.status()))),
+                    Err(e) if attempt >= 5 => return Err(err(format!("watch: {e}"))),
+                    Err(_) => attempt += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            };
             ready.fetch_add(1, Ordering::Relaxed);
             let mut body = resp.into_body();
             let mut buf = Vec::new();
@@ -429,7 +708,12 @@ async fn watch_fanout(http: &HttpClient, base: &str, args: &BenchApiArgs) -> sto
             Ok::<_, store::Error>(hist)
         }));
     }
+    // Every watcher connected, or the first that could not ends the run with its error.
     while ready.load(Ordering::Relaxed) < args.watchers {
+        if let Some(i) = watchers.iter().position(|w| w.is_finished()) {
+            watchers.swap_remove(i).await.map_err(err)??;
+            return Err(err("a watcher ended before the writes began"));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let start = Instant::now();
@@ -479,98 +763,114 @@ impl fmt::Display for Report {
         let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
         writeln!(
             f,
-            "kplane bench api: C={}, {} creates, {} gets, LIST of {} pods, {} watchers x {} events at {}",
+            "kplane bench api: C={}, {} creates per configuration in {} interleaved rounds, {} gets, LIST of {} pods, {} watchers x {} events at {}",
             a.concurrency,
             a.creates,
+            a.rounds,
             a.gets,
             a.list_pods,
             a.watchers,
             a.watch_events,
             if a.watch_rate > 0 { format!("{} writes/s", a.watch_rate) } else { "full speed".to_string() }
         )?;
-        writeln!(f, "{:<44} {:>12} {:>12} {:>8}   {:<22}", "", "kplane API", "raw etcd", "ratio", "goal")?;
         writeln!(
             f,
-            "{:<44} {:>12.0} {:>12.0} {:>7.2}x   {:<22}",
-            "creates/s (API POST vs etcd put)",
+            "default configuration: HTTPS (HTTP/1.1 keep-alive), a client certificate, RBAC (user {BENCH_USER:?}, not in system:masters); anchor values of {} bytes (what an API create stores)",
+            self.value_bytes
+        )?;
+        writeln!(f, "{:<48} {:>10} {:>16} {:>7}   goal", "", "kplane API", "anchor", "ratio")?;
+        let row = |f: &mut fmt::Formatter<'_>, label: &str, ours: f64, what: &str, anchor: f64, goal: &str| {
+            writeln!(
+                f,
+                "{label:<48} {ours:>10.0} {what:>5} {anchor:>10.0} {:>6.2}x   {goal}",
+                ratio(ours, anchor)
+            )
+        };
+        row(
+            f,
+            "creates/s, default, real etcd",
             self.api_create.ops_per_sec,
+            "txn",
+            self.raw_txn.ops_per_sec,
+            ">= 0.90x of etcd create txns",
+        )?;
+        row(
+            f,
+            "creates/s, --insecure-http, same etcd",
+            self.api_create_insecure.ops_per_sec,
+            "txn",
+            self.raw_txn.ops_per_sec,
+            "(no TLS, authentication or RBAC)",
+        )?;
+        row(
+            f,
+            "creates/s, default, embedded store",
+            self.api_create_embedded.ops_per_sec,
+            "put",
             self.raw_put.ops_per_sec,
-            ratio(self.api_create.ops_per_sec, self.raw_put.ops_per_sec),
-            ">= 0.60x"
+            ">= 1.50x of raw etcd puts",
         )?;
-        writeln!(
+        row(
             f,
-            "{:<44} {:>12.0} {:>12.0} {:>7.2}x   {:<22}",
-            "  same, vs etcd create txn with a watcher",
-            self.api_create.ops_per_sec,
-            self.raw_txn_watched.ops_per_sec,
-            ratio(self.api_create.ops_per_sec, self.raw_txn_watched.ops_per_sec),
-            "(what a create costs etcd)"
-        )?;
-        writeln!(
-            f,
-            "{:<44} {:>12} {:>12.0} {:>7.2}x   {:<22}",
-            "  ceiling: etcd create txn vs etcd put",
-            "",
+            "etcd create txns/s (vs raw etcd puts)",
+            self.raw_txn.ops_per_sec,
+            "put",
             self.raw_put.ops_per_sec,
-            ratio(self.raw_txn_watched.ops_per_sec, self.raw_put.ops_per_sec),
-            "(no create can beat it)"
+            "(a create's cost to etcd: compare + put, watched)",
         )?;
-        writeln!(
+        row(f, "GETs/s, default (vs etcd get)", self.api_get.ops_per_sec, "get", self.raw_get.ops_per_sec, "")?;
+        row(
             f,
-            "{:<44} {:>12.0} {:>12} {:>7.2}x   {:<22}",
-            "CR creates/s (vs ConfigMap creates/s)",
+            "CR creates/s, default (vs ConfigMap creates)",
             self.api_cr_create.ops_per_sec,
-            "",
-            ratio(self.api_cr_create.ops_per_sec, self.api_create.ops_per_sec),
-            ">= 0.80x"
+            "cm",
+            self.api_create.ops_per_sec,
+            ">= 0.80x of ConfigMap creates",
         )?;
-        writeln!(
+        row(
             f,
-            "{:<44} {:>12.0} {:>12.0} {:>7.2}x",
-            "GETs/s (API GET vs etcd get)",
-            self.api_get.ops_per_sec,
+            "GETs/s, --insecure-http (vs etcd get)",
+            self.api_get_insecure.ops_per_sec,
+            "get",
             self.raw_get.ops_per_sec,
-            ratio(self.api_get.ops_per_sec, self.raw_get.ops_per_sec)
-        )?;
-        writeln!(f, "{:<44} {:>12.0}", "updates/s (API merge PATCH)", self.api_update.ops_per_sec)?;
-        writeln!(
-            f,
-            "{:<44} {:>12.0} {:>12} {:>7.2}x   {:<22}",
-            "server-side applies/s (vs updates/s)",
-            self.api_apply.ops_per_sec,
             "",
+        )?;
+        writeln!(f, "{:<48} {:>10.0}", "updates/s, default (API merge PATCH)", self.api_update.ops_per_sec)?;
+        writeln!(
+            f,
+            "{:<48} {:>10.0} {:>5} {:>10.0} {:>6.2}x   >= 0.50x",
+            "server-side applies/s, default (vs updates/s)",
+            self.api_apply.ops_per_sec,
+            "upd",
+            self.api_update.ops_per_sec,
             ratio(self.api_apply.ops_per_sec, self.api_update.ops_per_sec),
-            ">= 0.50x"
+        )?;
+        let ms = |f: &mut fmt::Formatter<'_>, label: &str, ours: &Figure, anchor: &Figure, what: &str| {
+            writeln!(
+                f,
+                "{label:<48} {:>10} {what:>5} {:>10}",
+                format!("{:.2}/{:.2}", ours.p50_ms, ours.p99_ms),
+                format!("{:.2}/{:.2}", anchor.p50_ms, anchor.p99_ms)
+            )
+        };
+        ms(f, "create p50/p99 ms, default, real etcd", &self.api_create, &self.raw_txn, "txn")?;
+        ms(f, "create p50/p99 ms, --insecure-http", &self.api_create_insecure, &self.raw_txn, "txn")?;
+        ms(f, "create p50/p99 ms, default, embedded store", &self.api_create_embedded, &self.raw_put, "put")?;
+        ms(f, "GET p50/p99 ms, default", &self.api_get, &self.raw_get, "get")?;
+        writeln!(
+            f,
+            "{:<48} {:>10.1} ms ({} items)   goal < 100 ms (from the watch cache)",
+            "LIST of pods, default, best of 3", self.list_ms, self.list_items
         )?;
         writeln!(
             f,
-            "{:<44} {:>8.2}/{:<8.2} {:>6.2}/{:<6.2}",
-            "create p50/p99 ms (API / etcd)",
-            self.api_create.p50_ms,
-            self.api_create.p99_ms,
-            self.raw_put.p50_ms,
-            self.raw_put.p99_ms
+            "{:<48} {:>10.2} ms p99 (p50 {:.2}, {:.0} events/s)   goal < 100 ms",
+            "watch delivery, default", self.watch.p99_ms, self.watch.p50_ms, self.watch.ops_per_sec
         )?;
         writeln!(
             f,
-            "{:<44} {:>8.2}/{:<8.2} {:>6.2}/{:<6.2}",
-            "GET p50/p99 ms (API / etcd)",
-            self.api_get.p50_ms,
-            self.api_get.p99_ms,
-            self.raw_get.p50_ms,
-            self.raw_get.p99_ms
-        )?;
-        writeln!(
-            f,
-            "{:<44} {:>12.1} ms ({} items)   goal < 300 ms",
-            "LIST of pods, best of 3", self.list_ms, self.list_items
-        )?;
-        writeln!(
-            f,
-            "{:<44} {:>12.2} ms p99 (p50 {:.2}, {:.0} events/s)   goal < 100 ms",
-            "watch delivery", self.watch.p99_ms, self.watch.p50_ms, self.watch.ops_per_sec
-        )?;
-        writeln!(f, "{:<44} {:>12.1} MiB   goal < 50 MB", "idle RSS of kplane apiserver", self.idle_rss_mib)
+            "{:<48} {:>10.1} MiB   goal < 50 MB",
+            "idle RSS of kplane apiserver, default", self.idle_rss_mib
+        )
     }
 }

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
@@ -36,15 +37,36 @@ pub async fn run(ctx: Arc<Ctx>, stop: Stop) {
         _ = async { crate::informer::wait_ready(&nodes).await; crate::informer::wait_ready(&pods).await; } => {}
     }
     let period = ctx.config.node_monitor_period.max(Duration::from_millis(100));
+    // Between passes, each node change brings its taints in line with the Ready condition it now
+    // reports, as upstream's NoSchedule tainting pass runs on every node update: a node that turns
+    // Ready is schedulable at once, not a monitor period later.
+    let mut updates = Box::pin(ctx.inf.nodes.subscribe());
     loop {
         if let Err(e) = pass(&ctx).await {
             tracing::warn!(error = %e, "node lifecycle pass failed");
         }
-        tokio::select! {
-            _ = stop.clone().wait() => return,
-            _ = tokio::time::sleep(period) => {}
+        let next_pass = tokio::time::sleep(period);
+        tokio::pin!(next_pass);
+        loop {
+            tokio::select! {
+                _ = stop.clone().wait() => return,
+                _ = &mut next_pass => break,
+                Some(node) = updates.next() => {
+                    if let Err(e) = on_update(&ctx, &node).await {
+                        tracing::warn!(error = %e, node = %node.name_any(), "node taint update failed");
+                    }
+                }
+            }
         }
     }
+}
+
+/// A changed node's not-ready/unreachable taints made to match the Ready condition it reports (a
+/// node that reports none yet is left to the monitor pass, as upstream's update pass leaves it).
+async fn on_update(ctx: &Ctx, node: &Node) -> Result<(), kube::Error> {
+    let conds = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let Some(ready) = conds.and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")) else { return Ok(()) };
+    sync_taints(ctx, node, &ready.status, Timestamp::now()).await.map(|_| ())
 }
 
 async fn pass(ctx: &Ctx) -> Result<(), kube::Error> {

@@ -174,6 +174,40 @@ async fn silent_node_gets_unknown_and_taints_and_its_pods_are_evicted() {
     env.shutdown().await;
 }
 
+/// Taints follow a node's Ready condition as soon as the node changes, not a monitor period later
+/// (upstream's NoSchedule tainting pass runs on each node update): with a one-hour period, only
+/// the updates can be what moves them.
+#[tokio::test]
+async fn taints_follow_ready_on_each_node_update_between_monitor_passes() {
+    let env = Env::start_with(controller_manager::Config {
+        node_monitor_period: Duration::from_secs(3600),
+        node_monitor_grace_period: Duration::from_secs(3600),
+        ..test_config()
+    })
+    .await;
+    let c = &env.client;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let taints = |n: Node| -> Vec<(String, String)> {
+        n.spec.unwrap_or_default().taints.unwrap_or_default().into_iter().map(|t| (t.key, t.effect)).collect()
+    };
+    // Let the first monitor pass happen before the node exists, so none of what follows is its.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node(c, "late", false).await;
+    eventually(10, "not-ready taints on a NotReady node", || async {
+        let t = taints(nodes.get("late").await.unwrap());
+        (t.contains(&("node.kubernetes.io/not-ready".into(), "NoSchedule".into()))
+            && t.contains(&("node.kubernetes.io/not-ready".into(), "NoExecute".into())))
+        .then_some(())
+    })
+    .await;
+    heartbeat(c, "late", true).await;
+    eventually(10, "taints gone once Ready", || async {
+        taints(nodes.get("late").await.unwrap()).is_empty().then_some(())
+    })
+    .await;
+    env.shutdown().await;
+}
+
 #[tokio::test]
 async fn pods_bound_to_a_deleted_node_are_force_deleted() {
     let env = Env::start_with(fast_config()).await;

@@ -152,8 +152,24 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
+    let (elapsed, hist) = drive_timed(0..total, concurrency, op).await?;
+    Ok(figure(total, elapsed, &hist))
+}
+
+/// [`drive`] over the indexes `range`, returning the wall time and the latency histogram (in µs),
+/// so that a benchmark run in interleaved rounds can add its rounds up.
+pub async fn drive_timed<F, Fut>(
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    op: F,
+) -> Result<(Duration, Histogram<u64>)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
     let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let end = range.end;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
@@ -162,7 +178,7 @@ where
             let mut hist = histogram()?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
+                if i >= end {
                     return Ok::<_, Error>(hist);
                 }
                 let t = Instant::now();
@@ -176,7 +192,7 @@ where
         let h = t.await.map_err(bench_err)??;
         let _ = all.add(h);
     }
-    Ok(figure(total, start.elapsed(), &all))
+    Ok((start.elapsed(), all))
 }
 
 fn key(ns: &str, i: usize) -> String {
