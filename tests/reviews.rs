@@ -275,3 +275,56 @@ print(json.dumps(out))
     let stored = keys(&kp);
     assert!(!stored.iter().any(|k| k.to_lowercase().contains("review")), "{stored:?}");
 }
+
+/// core/v1 `bindings`, the older form of `pods/binding` (create only, never stored itself): `kubectl
+/// create -f` of a Binding assigns the pod, which etcdctl then shows with `spec.nodeName` and
+/// PodScheduled; a second Binding is upstream's 409, one without a name a 422, one for a missing
+/// pod a 404, and a dry run writes nothing.
+#[test]
+fn a_binding_created_with_kubectl_assigns_its_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = start(dir.path());
+    let pod =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: c, image: nginx}]\n";
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resources = kp.kubectl(&["api-resources", "--api-group=", "-o", "wide"]);
+    let line = stdout(&resources).lines().find(|l| l.starts_with("bindings ")).map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("{}", stdout(&resources)));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[..5], ["bindings", "v1", "true", "Binding", "create"], "{line}");
+
+    let binding = |pod: &str, node: &str| {
+        format!("apiVersion: v1\nkind: Binding\nmetadata: {{name: {pod}}}\ntarget: {{apiVersion: v1, kind: Node, name: {node}}}\n")
+    };
+    let dry = kp.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &binding("web", "node-a"));
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let stored_pod = || {
+        let out = etcdctl(&kp.endpoint(), &["get", "/registry/pods/default/web", "--print-value-only"]);
+        serde_json::from_str::<serde_json::Value>(stdout(&out).trim()).unwrap()
+    };
+    assert!(stored_pod().pointer("/spec/nodeName").is_none(), "a dry run wrote");
+
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], &binding("web", "node-a"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = stored_pod();
+    assert_eq!(p.pointer("/spec/nodeName").and_then(|v| v.as_str()), Some("node-a"));
+    let conds = p.pointer("/status/conditions").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+    assert!(conds.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "True"), "{conds:?}");
+
+    let again = kp.kubectl_stdin(&["create", "-f", "-"], &binding("web", "node-b"));
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("pod web is already assigned to node \"node-a\""), "{}", stderr(&again));
+    let missing = kp.kubectl_stdin(&["create", "-f", "-"], &binding("nope", "node-a"));
+    assert!(
+        stderr(&missing).contains("NotFound") || stderr(&missing).contains("not found"),
+        "{}",
+        stderr(&missing)
+    );
+    let unnamed = kp.kubectl_stdin(
+        &["create", "-f", "-", "--validate=false"],
+        "apiVersion: v1\nkind: Binding\nmetadata: {generateName: x-}\ntarget: {name: node-a}\n",
+    );
+    assert!(stderr(&unnamed).contains("metadata.name: Required value"), "{}", stderr(&unnamed));
+    assert!(!keys(&kp).iter().any(|k| k.starts_with("/registry/bindings")), "{:?}", keys(&kp));
+}

@@ -424,7 +424,7 @@ fn resource_paths(r: &ResourceDef, base: &str, paths: &mut Map<String, Value>) {
     let list_what = format!("list or watch objects of kind {}", r.kind);
 
     // A review is only created: POST to the collection answers it.
-    if r.is_review() {
+    if r.is_create_only() {
         let mut coll = Map::new();
         coll.insert("parameters".into(), scope_params(false));
         let created = responses(&[("200", "OK"), ("201", "Created"), ("202", "Accepted")], &obj);
@@ -653,8 +653,10 @@ mod tests {
                     assert!(op.get(GVK_EXTENSION).is_some() && op.get("x-kubernetes-action").is_some());
                 }
             }
-            let only_reviews =
-                resources::RESOURCES.iter().filter(|r| (r.group, r.version) == (g, v)).all(|r| r.is_review());
+            let only_reviews = resources::RESOURCES
+                .iter()
+                .filter(|r| (r.group, r.version) == (g, v))
+                .all(|r| r.is_create_only());
             assert!(patches > 0 || only_reviews, "{g}/{v}");
         }
     }
@@ -676,12 +678,12 @@ mod tests {
             // What explain does: the GVK from the resource's list path, then the schema holding it.
             for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
                 // A namespaced review is created only in a namespace: no cluster-wide path.
-                let list_path = if r.is_review() && r.namespaced {
+                let list_path = if r.is_create_only() && r.namespaced {
                     format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), r.plural)
                 } else {
                     format!("/{}/{}", gv_path(g, v), r.plural)
                 };
-                let method = if r.is_review() { "post" } else { "get" };
+                let method = if r.is_create_only() { "post" } else { "get" };
                 let gvk = &doc["paths"][&list_path][method][GVK_EXTENSION];
                 assert_eq!(gvk["kind"], r.kind, "{list_path}");
                 let found = schemas

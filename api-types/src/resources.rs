@@ -105,16 +105,17 @@ impl ResourceDef {
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.stored {
             &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-        } else if self.is_review() {
+        } else if self.is_create_only() {
             &["create"]
         } else {
             &["get", "list"]
         }
     }
 
-    /// A review (SelfSubjectAccessReview, ...): created, answered, never stored or read back.
-    pub fn is_review(&self) -> bool {
-        !self.stored && self.kind.ends_with("Review")
+    /// Created, answered, never stored or read back: a review (SelfSubjectAccessReview, ...) or
+    /// core/v1 `bindings` (the older form of `pods/binding`).
+    pub fn is_create_only(&self) -> bool {
+        !self.stored && (self.kind.ends_with("Review") || self.kind == "Binding")
     }
 }
 
@@ -168,6 +169,8 @@ macro_rules! review {
 pub static RESOURCES: &[ResourceDef] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, "/registry/namespaces",
         short: &["ns"], cat: NONE, sub: &[Status, Finalize], fields: &["status.phase"]),
+    // POST a Binding named after a pod: upstream's older form of `pods/binding`.
+    review!("", "Binding", "bindings", "binding", true),
     res!("", "v1", "Pod", "pods", "pod", true, "/registry/pods",
         short: &["po"], cat: ALL, sub: &[Status, Binding, Eviction, Log, Exec, Attach, PortForward],
         fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",

@@ -42,7 +42,10 @@ pub async fn serve(
         return Err(ApiError::no_route());
     }
     // Validated like any create's options, though nothing is ever written.
-    params.dry_run("CreateOptions")?;
+    let dry_run = params.dry_run("CreateOptions")?;
+    if rp.res.kind == "Binding" {
+        return create_binding(st, rp, headers, body, dry_run).await;
+    }
     if rp.res.kind == "SelfSubjectReview" {
         // Who the caller is, as authentication found it. The body carries nothing to read.
         let user = match user {
@@ -63,6 +66,37 @@ pub async fn serve(
         _ => return Err(ApiError::method_not_allowed()),
     };
     Ok(crate::handlers::json_response(StatusCode::CREATED, &answer(rp.res, obj, status)))
+}
+
+/// `POST /api/v1/namespaces/<ns>/bindings`: the Binding names the pod to bind, in the path's
+/// namespace; answered as `pods/<name>/binding` is.
+async fn create_binding(
+    st: &AppState,
+    rp: &ResourcePath,
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let (binding, _) = crate::handlers::decode_typed("", "v1", "Binding", headers, body)?;
+    let name = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
+        return Err(ApiError::invalid(rp.res, "", vec![Cause::required("metadata.name")]));
+    }
+    let ns = binding.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    if !ns.is_empty() && Some(ns) != rp.namespace.as_deref() {
+        // Upstream's check of an object's namespace against the request's.
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let Some(pods) = api_types::resources::lookup("", "v1", "pods") else { return Err(ApiError::no_route()) };
+    let pod = ResourcePath {
+        res: pods,
+        namespace: rp.namespace.clone(),
+        name: Some(name.to_string()),
+        subresource: Some("binding".into()),
+    };
+    crate::subresources::bind(st, &pod, name, &binding, dry_run).await
 }
 
 /// The review as sent, with its type, an empty `metadata` shown as upstream's encoder shows a zero

@@ -76,7 +76,9 @@ pub async fn serve(
             Ok(json_response(StatusCode::OK, &scale_for(res, &updated)))
         }
         ("POST", "binding") if res.kind == "Pod" => {
-            bind(st, rp, name, headers, body, params.dry_run("CreateOptions")?).await
+            let dry_run = params.dry_run("CreateOptions")?;
+            let (binding, _) = crate::handlers::decode_typed("", "v1", "Binding", headers, body)?;
+            bind(st, rp, name, &binding, dry_run).await
         }
         ("POST", "eviction") if res.has(api_types::Subresource::Eviction) => {
             crate::eviction::evict(st, rp, name, params, headers, body).await
@@ -164,17 +166,16 @@ pub fn scale_of(obj: &Value) -> Value {
     })
 }
 
-/// `pods/binding`: sets `spec.nodeName` once, as the scheduler's bind.
-async fn bind(
+/// `pods/binding` (and core/v1 `bindings`): sets `spec.nodeName` once, as the scheduler's bind.
+/// `rp` addresses the pod.
+pub(crate) async fn bind(
     st: &AppState,
     rp: &ResourcePath,
     name: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
+    binding: &Value,
     dry_run: bool,
 ) -> ApiResult<Response> {
     let res = rp.res;
-    let (binding, _) = crate::handlers::decode_typed("", "v1", "Binding", headers, body)?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|s| !s.is_empty());
     let Some(node) = node else {
         return Err(ApiError::invalid(res, name, vec![crate::error::Cause::required("target.name")]));

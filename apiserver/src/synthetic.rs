@@ -76,7 +76,7 @@ pub async fn serve(
     body: &bytes::Bytes,
     user: Option<&crate::auth::UserInfo>,
 ) -> ApiResult<Response> {
-    if rp.res.is_review() {
+    if rp.res.is_create_only() {
         return crate::reviews::serve(st, method, rp, params, headers, body, user).await;
     }
     if method != Method::GET || rp.subresource.is_some() {

@@ -11,6 +11,7 @@ use super::table::{Field as F, Kind as K, Label as L, Message, Special as S};
 /// The kinds a body can be decoded as: (group, version, kind, message).
 pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("", "v1", "Namespace", &API_CORE_V1_NAMESPACE),
+    ("", "v1", "Binding", &API_CORE_V1_BINDING),
     ("", "v1", "Pod", &API_CORE_V1_POD),
     ("", "v1", "Service", &API_CORE_V1_SERVICE),
     ("", "v1", "Endpoints", &API_CORE_V1_ENDPOINTS),
@@ -68,7 +69,6 @@ pub(crate) static KINDS: &[(&str, &str, &str, &Message)] = &[
     ("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", &API_FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION),
     ("apiregistration.k8s.io", "v1", "APIService", &KUBE_AGGREGATOR_PKG_APIS_APIREGISTRATION_V1_API_SERVICE),
     ("events.k8s.io", "v1", "Event", &API_EVENTS_V1_EVENT),
-    ("", "v1", "Binding", &API_CORE_V1_BINDING),
     ("autoscaling", "v1", "Scale", &API_AUTOSCALING_V1_SCALE),
     ("policy", "v1", "Eviction", &API_POLICY_V1_EVICTION),
     ("authentication.k8s.io", "v1", "TokenRequest", &API_AUTHENTICATION_V1_TOKEN_REQUEST),
