@@ -361,7 +361,7 @@ mod tests {
     /// The line the watch sent before the window went compact: from decoded values.
     fn value_line(c: &Ctx, rev: i64, cur: &Option<Value>, old: &Option<Value>) -> Option<Bytes> {
         let any = cur.as_ref().or(old.as_ref())?;
-        if !c.namespace.as_deref().is_none_or(|ns| meta::namespace(any) == Some(ns)) {
+        if c.namespace.as_deref().is_some_and(|ns| meta::namespace(any) != Some(ns)) {
             return None;
         }
         let cur_ok = cur.as_ref().is_some_and(|o| c.q.matches(o));
