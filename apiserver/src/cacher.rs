@@ -1,7 +1,9 @@
-//! The watch cache, after upstream's Cacher: one store watch per resource feeds a decoded copy of the
+//! The watch cache, after upstream's Cacher: one store watch per resource feeds a copy of the
 //! resource's current objects and a window of recent events. HTTP watches are served from it, so an
 //! event is read from the store and decoded once however many clients watch, and its JSON line is
-//! built once for all the watchers that take it unchanged.
+//! built once for all the watchers that take it unchanged. Each version is held compactly
+//! (`Version`: its JSON bytes and the facts selectors read), never as a decoded `Value` in the
+//! window; a current object is decoded only when a read served from the cache asks for it.
 //!
 //! Correctness rules:
 //! - A watch from revision R is served from the cache only when every event after R is still in the
@@ -174,11 +176,22 @@ pub fn line_with(ty: &str, object: &[u8]) -> (Bytes, Bytes) {
     (l, o)
 }
 
-/// One current object: decoded for the reads served from the cache (GET, RBAC, admission), and
-/// its compact version, the `old` of the next event.
+/// One current object: its compact version (the `old` of its next event), and its decoded form,
+/// made on the first read served from the cache (GET, RBAC, admission) and kept until the object
+/// changes. Objects nobody reads that way (most pods) are never kept decoded.
 struct Current {
-    value: Arc<Value>,
     version: Arc<Version>,
+    value: OnceLock<Arc<Value>>,
+}
+
+impl Current {
+    fn new(version: Arc<Version>) -> Current {
+        Current { version, value: OnceLock::new() }
+    }
+
+    fn value(&self) -> Arc<Value> {
+        self.value.get_or_init(|| Arc::new(self.version.decode())).clone()
+    }
 }
 
 struct State {
@@ -252,7 +265,7 @@ impl ResourceCache {
         if !st.ready {
             return None;
         }
-        st.objects.get(key).map(|c| c.value.clone())
+        st.objects.get(key).map(Current::value)
     }
 
     /// Every current object whose key starts with `prefix`, if the cache is ready.
@@ -262,7 +275,7 @@ impl ResourceCache {
             return None;
         }
         let range = st.objects.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded));
-        Some(range.take_while(|(k, _)| k.starts_with(prefix)).map(|(_, c)| c.value.clone()).collect())
+        Some(range.take_while(|(k, _)| k.starts_with(prefix)).map(|(_, c)| c.value()).collect())
     }
 
     /// Whether the cache is serving.
@@ -365,8 +378,7 @@ async fn run_once(
     let mut objects = BTreeMap::new();
     for kv in &list.items {
         let value = decode(res, kv).map_err(|e| e.message)?;
-        let version = Arc::new(Version::new(res, &value));
-        objects.insert(kv.key.clone(), Current { value: Arc::new(value), version });
+        objects.insert(kv.key.clone(), Current::new(Arc::new(Version::new(res, &value))));
     }
     let mut watch = store.watch_revisions(prefix, list.revision + 1, false).await.map_err(|e| e.to_string())?;
     {
@@ -386,11 +398,7 @@ async fn run_once(
         let mut decoded = Vec::with_capacity(events.len());
         for ev in &events {
             let cur = match ev.kind {
-                EventKind::Put => {
-                    let value = decode(res, &ev.kv).map_err(|e| e.message)?;
-                    let version = Version::new(res, &value);
-                    Some((Arc::new(value), version))
-                }
+                EventKind::Put => Some(Version::new(res, &decode(res, &ev.kv).map_err(|e| e.message)?)),
                 EventKind::Delete => None,
             };
             decoded.push((ev.kv.key.clone(), cur));
@@ -400,11 +408,11 @@ async fn run_once(
         let mut cached = Vec::with_capacity(decoded.len());
         for (key, cur) in decoded {
             let event = match cur {
-                Some((value, version)) => {
+                Some(version) => {
                     let old = st.objects.get(&key).map(|c| c.version.clone());
                     let event = CachedEvent::new(revision, Some(version), old);
                     if let Some(version) = event.cur.clone() {
-                        st.objects.insert(key, Current { value, version });
+                        st.objects.insert(key, Current::new(version));
                     }
                     event
                 }
@@ -475,6 +483,16 @@ mod tests {
         assert_eq!(*deleted.plain_line(), ("DELETED", line("DELETED", &deleted_at(&v2, 9))));
         let got: Value = serde_json::from_slice(&deleted.plain_line().1).unwrap();
         assert_eq!(got["object"]["metadata"]["resourceVersion"], "9");
+    }
+
+    #[test]
+    fn current_objects_decode_on_first_read_to_the_same_value() {
+        let v = pod("p", "a", "n1", 5);
+        let c = Current::new(Arc::new(Version::new(pods(), &v)));
+        assert!(c.value.get().is_none());
+        let first = c.value();
+        assert_eq!(*first, v);
+        assert!(Arc::ptr_eq(&first, &c.value()));
     }
 
     #[test]
