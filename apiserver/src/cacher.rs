@@ -1,7 +1,9 @@
-//! The watch cache, after upstream's Cacher: one store watch per resource feeds a decoded copy of the
+//! The watch cache, after upstream's Cacher: one store watch per resource feeds a copy of the
 //! resource's current objects and a window of recent events. HTTP watches are served from it, so an
 //! event is read from the store and decoded once however many clients watch, and its JSON line is
-//! built once for all the watchers that take it unchanged.
+//! built once for all the watchers that take it unchanged. Each version is held compactly
+//! (`Version`: its JSON bytes and the facts selectors read), never as a decoded `Value` in the
+//! window; a current object is decoded only when a read served from the cache asks for it.
 //!
 //! Correctness rules:
 //! - A watch from revision R is served from the cache only when every event after R is still in the
@@ -41,29 +43,106 @@ pub const DEFAULT_WINDOW: usize = 8192;
 /// Revisions buffered per live watcher before it counts as lagging.
 const LIVE_BUFFER: usize = 4096;
 
-/// One change, decoded once.
+/// One version of an object, held compactly: its JSON exactly as the API serves it (Go field order,
+/// `kind`, `apiVersion` and `resourceVersion` set), and the few facts watch filters read. A decoded
+/// `Value` of a pod is many times the size of its JSON, so the window keeps no `Value`: whatever
+/// needs the whole object (a Table, a DELETED line) decodes these bytes for the moment.
+#[derive(Debug)]
+pub struct Version {
+    /// The object's JSON; for a put in the window, a slice of the event's prebuilt line.
+    pub bytes: Bytes,
+    pub facts: Facts,
+}
+
+/// What label and field selectors read from one version, so a filtered watch never decodes it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Facts {
+    /// `metadata.labels` (string values only, as `selectors::labels_of`).
+    pub labels: Box<[(Box<str>, Box<str>)]>,
+    /// `metadata.name`, `metadata.namespace` and each of the resource's field selectors, with the
+    /// value `selectors::field_value` gives it (the only fields a validated selector may name).
+    pub fields: Box<[(&'static str, Box<str>)]>,
+}
+
+impl Facts {
+    pub fn of(res: &ResourceDef, obj: &Value) -> Facts {
+        let labels = api_types::selectors::labels_of(obj)
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+            .collect();
+        let fields = ["metadata.name", "metadata.namespace"]
+            .into_iter()
+            .chain(res.field_selectors.iter().copied())
+            .map(|f| (f, api_types::selectors::field_value(obj, f).into_boxed_str()))
+            .collect();
+        Facts { labels, fields }
+    }
+
+    /// The labels as a label selector reads them.
+    pub fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// The value a field selector compares for `field`. Selectors are validated against the
+    /// resource's field selectors before a watch starts, so every field asked for is here; any
+    /// other reads as missing ("").
+    pub fn field(&self, field: &str) -> &str {
+        self.fields.iter().find(|(f, _)| *f == field).map_or("", |(_, v)| v)
+    }
+
+    /// `metadata.namespace`, None when unset or empty (as `meta::namespace`).
+    pub fn namespace(&self) -> Option<&str> {
+        Some(self.field("metadata.namespace")).filter(|s| !s.is_empty())
+    }
+}
+
+impl Version {
+    /// The compact form of a decoded object.
+    pub fn new(res: &ResourceDef, obj: &Value) -> Version {
+        Version { bytes: Bytes::from(api_types::goorder::to_vec(obj)), facts: Facts::of(res, obj) }
+    }
+
+    /// The whole object, decoded for the moment (not kept).
+    pub fn decode(&self) -> Value {
+        // The bytes were encoded from a Value by this module, so they always parse.
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+}
+
+/// One change, held compactly.
 #[derive(Debug)]
 pub struct CachedEvent {
     pub revision: i64,
     /// The object after the change (None for a delete).
-    pub cur: Option<Arc<Value>>,
-    /// The object before it (None for a create).
-    pub old: Option<Arc<Value>>,
-    /// The event's JSON line for a watcher without selectors, built on first use.
+    pub cur: Option<Arc<Version>>,
+    /// The object before it (None for a create): the previous event's `cur`, shared.
+    pub old: Option<Arc<Version>>,
+    /// The event's JSON line for a watcher without selectors: prebuilt for a put (whose `cur` bytes
+    /// are a slice of it, so the window holds the object once), built on first use for a delete.
     plain: OnceLock<(&'static str, Bytes)>,
 }
 
 impl CachedEvent {
+    /// An event from the versions before and after it. A put's line is built here, from the
+    /// object's bytes, and `cur` then points into that line.
+    pub fn new(revision: i64, cur: Option<Version>, old: Option<Arc<Version>>) -> CachedEvent {
+        let plain = OnceLock::new();
+        let cur = cur.map(|c| {
+            let ty = if old.is_some() { "MODIFIED" } else { "ADDED" };
+            let (l, object) = line_with(ty, &c.bytes);
+            let _ = plain.set((ty, l));
+            Arc::new(Version { bytes: object, facts: c.facts })
+        });
+        CachedEvent { revision, cur, old, plain }
+    }
+
     /// The event as an unfiltered watcher sees it: ADDED, MODIFIED or DELETED with its JSON line.
     pub fn plain_line(&self) -> &(&'static str, Bytes) {
-        self.plain.get_or_init(|| {
-            let (ty, obj) = match (&self.cur, &self.old) {
-                (Some(c), Some(_)) => ("MODIFIED", (**c).clone()),
-                (Some(c), None) => ("ADDED", (**c).clone()),
-                (None, Some(o)) => ("DELETED", deleted_at(o, self.revision)),
-                (None, None) => ("DELETED", Value::Null),
-            };
-            (ty, line(ty, &obj))
+        self.plain.get_or_init(|| match (&self.cur, &self.old) {
+            (Some(c), Some(_)) => ("MODIFIED", line_with("MODIFIED", &c.bytes).0),
+            (Some(c), None) => ("ADDED", line_with("ADDED", &c.bytes).0),
+            (None, Some(o)) => ("DELETED", line("DELETED", &deleted_at(&o.decode(), self.revision))),
+            (None, None) => ("DELETED", line("DELETED", &Value::Null)),
         })
     }
 }
@@ -75,22 +154,49 @@ pub fn deleted_at(old: &Value, revision: i64) -> Value {
     o
 }
 
-/// One watch event as a newline-terminated JSON line.
 /// One watch event as a newline-terminated JSON line: upstream's WatchEvent order (`type`, then
 /// `object`), the object in Go field order.
 pub fn line(ty: &str, obj: &Value) -> Bytes {
-    let mut s = Vec::with_capacity(256);
-    s.extend_from_slice(b"{\"type\":");
-    s.extend_from_slice(Value::String(ty.to_string()).to_string().as_bytes());
-    s.extend_from_slice(b",\"object\":");
-    s.extend_from_slice(&api_types::goorder::to_vec(obj));
+    line_with(ty, &api_types::goorder::to_vec(obj)).0
+}
+
+/// The line of an event whose object is already encoded (in Go field order), and the object's bytes
+/// as a slice of that line. `ty` is one of upstream's event types (plain ASCII, nothing to escape).
+pub fn line_with(ty: &str, object: &[u8]) -> (Bytes, Bytes) {
+    let mut s = Vec::with_capacity(object.len() + ty.len() + 24);
+    s.extend_from_slice(b"{\"type\":\"");
+    s.extend_from_slice(ty.as_bytes());
+    s.extend_from_slice(b"\",\"object\":");
+    let start = s.len();
+    s.extend_from_slice(object);
+    let end = s.len();
     s.extend_from_slice(b"}\n");
-    Bytes::from(s)
+    let l = Bytes::from(s);
+    let o = l.slice(start..end);
+    (l, o)
+}
+
+/// One current object: its compact version (the `old` of its next event), and its decoded form,
+/// made on the first read served from the cache (GET, RBAC, admission) and kept until the object
+/// changes. Objects nobody reads that way (most pods) are never kept decoded.
+struct Current {
+    version: Arc<Version>,
+    value: OnceLock<Arc<Value>>,
+}
+
+impl Current {
+    fn new(version: Arc<Version>) -> Current {
+        Current { version, value: OnceLock::new() }
+    }
+
+    fn value(&self) -> Arc<Value> {
+        self.value.get_or_init(|| Arc::new(self.version.decode())).clone()
+    }
 }
 
 struct State {
     /// Current objects by store key.
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Current>,
     /// Recent events, oldest first.
     window: VecDeque<Arc<CachedEvent>>,
     /// Every event after this revision is in the window.
@@ -159,7 +265,7 @@ impl ResourceCache {
         if !st.ready {
             return None;
         }
-        st.objects.get(key).cloned()
+        st.objects.get(key).map(Current::value)
     }
 
     /// Every current object whose key starts with `prefix`, if the cache is ready.
@@ -169,7 +275,7 @@ impl ResourceCache {
             return None;
         }
         let range = st.objects.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded));
-        Some(range.take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect())
+        Some(range.take_while(|(k, _)| k.starts_with(prefix)).map(|(_, c)| c.value()).collect())
     }
 
     /// Whether the cache is serving.
@@ -271,7 +377,8 @@ async fn run_once(
         .map_err(|e| e.to_string())?;
     let mut objects = BTreeMap::new();
     for kv in &list.items {
-        objects.insert(kv.key.clone(), Arc::new(decode(res, kv).map_err(|e| e.message)?));
+        let value = decode(res, kv).map_err(|e| e.message)?;
+        objects.insert(kv.key.clone(), Current::new(Arc::new(Version::new(res, &value))));
     }
     let mut watch = store.watch_revisions(prefix, list.revision + 1, false).await.map_err(|e| e.to_string())?;
     {
@@ -291,7 +398,7 @@ async fn run_once(
         let mut decoded = Vec::with_capacity(events.len());
         for ev in &events {
             let cur = match ev.kind {
-                EventKind::Put => Some(Arc::new(decode(res, &ev.kv).map_err(|e| e.message)?)),
+                EventKind::Put => Some(Version::new(res, &decode(res, &ev.kv).map_err(|e| e.message)?)),
                 EventKind::Delete => None,
             };
             decoded.push((ev.kv.key.clone(), cur));
@@ -300,11 +407,18 @@ async fn run_once(
         let mut st = c.state.lock().map_err(|e| e.to_string())?;
         let mut cached = Vec::with_capacity(decoded.len());
         for (key, cur) in decoded {
-            let old = match &cur {
-                Some(o) => st.objects.insert(key, o.clone()),
-                None => st.objects.remove(&key),
+            let event = match cur {
+                Some(version) => {
+                    let old = st.objects.get(&key).map(|c| c.version.clone());
+                    let event = CachedEvent::new(revision, Some(version), old);
+                    if let Some(version) = event.cur.clone() {
+                        st.objects.insert(key, Current::new(version));
+                    }
+                    event
+                }
+                None => CachedEvent::new(revision, None, st.objects.remove(&key).map(|c| c.version)),
             };
-            cached.push(Arc::new(CachedEvent { revision, cur, old, plain: OnceLock::new() }));
+            cached.push(Arc::new(event));
         }
         st.revision = revision;
         for e in &cached {
@@ -320,4 +434,81 @@ async fn run_once(
         let _ = c.live.send((generation, cached.into()));
     }
     Err("store watch ended".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static ResourceDef {
+        api_types::resources::lookup("", "v1", "pods").expect("pods")
+    }
+
+    fn pod(name: &str, app: &str, node: &str, rv: i64) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rv.to_string(),
+                         "labels": {"app": app, "n": "1"}, "uid": "u-1"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1"}
+        })
+    }
+
+    #[test]
+    fn line_from_bytes_is_the_line_from_the_value() {
+        let obj = pod("p", "a", "n1", 7);
+        for ty in ["ADDED", "MODIFIED", "DELETED"] {
+            let (l, o) = line_with(ty, &api_types::goorder::to_vec(&obj));
+            assert_eq!(l, line(ty, &obj));
+            assert_eq!(o, Bytes::from(api_types::goorder::to_vec(&obj)));
+            let back: Value = serde_json::from_slice(&l).unwrap();
+            assert_eq!(back, json!({"type": ty, "object": obj}));
+        }
+    }
+
+    #[test]
+    fn compact_events_render_the_old_lines() {
+        let v1 = pod("p", "a", "", 5);
+        let v2 = pod("p", "a", "n1", 6);
+        let added = CachedEvent::new(5, Some(Version::new(pods(), &v1)), None);
+        assert_eq!(*added.plain_line(), ("ADDED", line("ADDED", &v1)));
+        let cur1 = added.cur.clone().unwrap();
+        // The version is a slice of the event's line: the window holds the object once.
+        assert_eq!(cur1.bytes, Bytes::from(api_types::goorder::to_vec(&v1)));
+        assert_eq!(cur1.decode(), v1);
+        let modified = CachedEvent::new(6, Some(Version::new(pods(), &v2)), Some(cur1.clone()));
+        assert_eq!(*modified.plain_line(), ("MODIFIED", line("MODIFIED", &v2)));
+        assert!(Arc::ptr_eq(modified.old.as_ref().unwrap(), &cur1));
+        let deleted = CachedEvent::new(9, None, modified.cur.clone());
+        assert_eq!(*deleted.plain_line(), ("DELETED", line("DELETED", &deleted_at(&v2, 9))));
+        let got: Value = serde_json::from_slice(&deleted.plain_line().1).unwrap();
+        assert_eq!(got["object"]["metadata"]["resourceVersion"], "9");
+    }
+
+    #[test]
+    fn current_objects_decode_on_first_read_to_the_same_value() {
+        let v = pod("p", "a", "n1", 5);
+        let c = Current::new(Arc::new(Version::new(pods(), &v)));
+        assert!(c.value.get().is_none());
+        let first = c.value();
+        assert_eq!(*first, v);
+        assert!(Arc::ptr_eq(&first, &c.value()));
+    }
+
+    #[test]
+    fn facts_hold_labels_and_selectable_fields() {
+        let f = Facts::of(pods(), &pod("p", "a", "n1", 5));
+        assert_eq!(f.label_map(), api_types::selectors::labels_of(&pod("p", "a", "n1", 5)));
+        assert_eq!(f.field("metadata.name"), "p");
+        assert_eq!(f.namespace(), Some("default"));
+        assert_eq!(f.field("spec.nodeName"), "n1");
+        assert_eq!(f.field("status.phase"), "Running");
+        assert_eq!(f.field("status.podIP"), "10.0.0.1");
+        // Go zero values, as field_value: a pod that never set hostNetwork has it false.
+        assert_eq!(f.field("spec.hostNetwork"), "false");
+        let nodes = api_types::resources::lookup("", "v1", "nodes").unwrap();
+        let n = Facts::of(nodes, &json!({"metadata": {"name": "n1"}}));
+        assert_eq!(n.namespace(), None);
+        assert_eq!(n.field("spec.unschedulable"), "false");
+    }
 }

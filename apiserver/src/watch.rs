@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use store::{EventKind, RevisionStream};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::cacher::{deleted_at, line, Attached, CachedEvent, ResourceCache};
+use crate::cacher::{deleted_at, line, line_with, Attached, CachedEvent, ResourceCache, Version};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::ListQuery;
 use crate::objects::{decode, parse_rv};
@@ -107,8 +107,8 @@ enum Source {
 /// One change, from either source.
 struct Change {
     revision: i64,
-    cur: Option<Arc<Value>>,
-    old: Option<Arc<Value>>,
+    cur: Option<Arc<Version>>,
+    old: Option<Arc<Version>>,
     /// Set when the change came from the cache: its shared, prebuilt line.
     cached: Option<Arc<CachedEvent>>,
 }
@@ -127,8 +127,17 @@ struct Ctx {
 type Out = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 impl Ctx {
-    fn in_namespace(&self, obj: &Value) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| meta::namespace(obj) == Some(ns))
+    fn in_namespace(&self, v: &Version) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| v.facts.namespace() == Some(ns))
+    }
+
+    /// The line of an ADDED or MODIFIED event: straight from the object's bytes, unless a Table
+    /// needs the decoded object.
+    fn render_version(&self, ty: &str, v: &Version) -> Bytes {
+        match self.table {
+            Some(_) => self.render(ty, &v.decode()),
+            None => line_with(ty, &v.bytes).0,
+        }
     }
 
     fn render(&self, ty: &str, obj: &Value) -> Bytes {
@@ -164,13 +173,15 @@ impl Ctx {
                 return Some(c.plain_line().1.clone());
             }
         }
-        let cur_ok = ch.cur.as_deref().is_some_and(|o| self.q.matches(o));
-        let old_ok = ch.old.as_deref().is_some_and(|o| self.q.matches(o));
+        let cur_ok = ch.cur.as_deref().is_some_and(|o| self.q.matches_facts(&o.facts));
+        let old_ok = ch.old.as_deref().is_some_and(|o| self.q.matches_facts(&o.facts));
         match (&ch.cur, cur_ok, old_ok) {
-            (Some(c), true, true) => Some(self.render("MODIFIED", c)),
-            (Some(c), true, false) => Some(self.render("ADDED", c)),
+            (Some(c), true, true) => Some(self.render_version("MODIFIED", c)),
+            (Some(c), true, false) => Some(self.render_version("ADDED", c)),
             // Gone, or no longer selected: DELETED with the last state seen, at this revision.
-            (_, false, true) => ch.old.as_deref().map(|o| self.render("DELETED", &deleted_at(o, ch.revision))),
+            (_, false, true) => {
+                ch.old.as_deref().map(|o| self.render("DELETED", &deleted_at(&o.decode(), ch.revision)))
+            }
             _ => None,
         }
     }
@@ -178,11 +189,11 @@ impl Ctx {
 
 fn store_change(res: &'static api_types::ResourceDef, ev: store::Event) -> Result<Change, ApiError> {
     let cur = match ev.kind {
-        EventKind::Put => Some(Arc::new(decode(res, &ev.kv)?)),
+        EventKind::Put => Some(Arc::new(Version::new(res, &decode(res, &ev.kv)?))),
         EventKind::Delete => None,
     };
     let old = match &ev.prev_kv {
-        Some(p) => Some(Arc::new(decode(res, p)?)),
+        Some(p) => Some(Arc::new(Version::new(res, &decode(res, p)?))),
         None => None,
     };
     Ok(Change { revision: ev.revision(), cur, old, cached: None })
@@ -293,6 +304,130 @@ async fn run(ctx: Ctx, initial: Vec<Value>, send_initial: bool, source: Source, 
                     },
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api_types::selectors::{FieldSelector, LabelSelector};
+
+    fn pods() -> &'static api_types::ResourceDef {
+        api_types::resources::lookup("", "v1", "pods").expect("pods")
+    }
+
+    fn pod(app: &str, node: &str, rv: i64) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "namespace": "default", "resourceVersion": rv.to_string(),
+                            "labels": {"app": app}},
+               "spec": {"nodeName": node}, "status": {"phase": "Pending"}})
+    }
+
+    fn ctx(labels: Option<&str>, fields: Option<&str>, namespace: Option<&str>) -> Ctx {
+        let q = ListQuery {
+            labels: labels.map(|s| LabelSelector::parse(s).unwrap()),
+            fields: fields.map(|s| FieldSelector::parse(s).unwrap()),
+        };
+        let plain = !q.filtering();
+        Ctx {
+            res: pods(),
+            q,
+            namespace: namespace.map(str::to_string),
+            plain,
+            table: None,
+            bookmarks: false,
+            start_rev: 0,
+        }
+    }
+
+    /// A pod's history through the cache: each event with the state after it.
+    fn history(states: &[Option<Value>]) -> Vec<(Arc<CachedEvent>, Option<Value>, Option<Value>)> {
+        let mut out = Vec::new();
+        let mut prev: Option<(Arc<Version>, Value)> = None;
+        for (i, s) in states.iter().enumerate() {
+            let rev = 10 + i as i64;
+            let e = Arc::new(CachedEvent::new(
+                rev,
+                s.as_ref().map(|v| Version::new(pods(), v)),
+                prev.as_ref().map(|(v, _)| v.clone()),
+            ));
+            out.push((e.clone(), s.clone(), prev.as_ref().map(|(_, v)| v.clone())));
+            prev = e.cur.clone().zip(s.clone());
+        }
+        out
+    }
+
+    /// The line the watch sent before the window went compact: from decoded values.
+    fn value_line(c: &Ctx, rev: i64, cur: &Option<Value>, old: &Option<Value>) -> Option<Bytes> {
+        let any = cur.as_ref().or(old.as_ref())?;
+        if c.namespace.as_deref().is_some_and(|ns| meta::namespace(any) != Some(ns)) {
+            return None;
+        }
+        let cur_ok = cur.as_ref().is_some_and(|o| c.q.matches(o));
+        let old_ok = old.as_ref().is_some_and(|o| c.q.matches(o));
+        match (cur, cur_ok, old_ok) {
+            (Some(v), true, true) => Some(line("MODIFIED", v)),
+            (Some(v), true, false) => Some(line("ADDED", v)),
+            (_, false, true) => old.as_ref().map(|o| line("DELETED", &deleted_at(o, rev))),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn selector_transitions_from_compact_events() {
+        let states = [
+            Some(pod("a", "", 10)),   // created, not selected by app=b
+            Some(pod("b", "", 11)),   // enters app=b: ADDED
+            Some(pod("b", "n1", 12)), // stays: MODIFIED; enters spec.nodeName=n1
+            Some(pod("a", "n1", 13)), // leaves app=b: DELETED at 13
+            None,                     // deleted
+        ];
+        let h = history(&states);
+        let sent = |c: &Ctx| -> Vec<Option<String>> {
+            h.iter()
+                .map(|(e, cur, old)| {
+                    let got = c.convert(&cached_change(e));
+                    assert_eq!(got, value_line(c, e.revision, cur, old), "revision {}", e.revision);
+                    got.map(|l| {
+                        let v: Value = serde_json::from_slice(&l).unwrap();
+                        format!(
+                            "{} {}",
+                            v["type"].as_str().unwrap(),
+                            v["object"]["metadata"]["resourceVersion"]
+                        )
+                    })
+                })
+                .collect()
+        };
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            sent(&ctx(Some("app=b"), None, None)),
+            [None, s("ADDED \"11\""), s("MODIFIED \"12\""), s("DELETED \"13\""), None]
+        );
+        assert_eq!(
+            sent(&ctx(None, Some("spec.nodeName=n1"), None)),
+            [None, None, s("ADDED \"12\""), s("MODIFIED \"13\""), s("DELETED \"14\"")]
+        );
+        assert_eq!(
+            sent(&ctx(Some("app!=b"), Some("metadata.namespace=default"), None)),
+            [s("ADDED \"10\""), s("DELETED \"11\""), None, s("ADDED \"13\""), s("DELETED \"14\"")]
+        );
+        assert_eq!(
+            sent(&ctx(None, None, None)),
+            [
+                s("ADDED \"10\""),
+                s("MODIFIED \"11\""),
+                s("MODIFIED \"12\""),
+                s("MODIFIED \"13\""),
+                s("DELETED \"14\"")
+            ]
+        );
+        assert_eq!(sent(&ctx(None, None, Some("other"))), [None, None, None, None, None]);
+        // The plain watcher's line is the event's shared line.
+        let plain = ctx(None, None, Some("default"));
+        for (e, _, _) in &h {
+            assert_eq!(plain.convert(&cached_change(e)), Some(e.plain_line().1.clone()));
         }
     }
 }

@@ -54,6 +54,19 @@ impl ListQuery {
             && self.fields.as_ref().is_none_or(|f| f.matches(obj))
     }
 
+    /// `matches` on a cached version's facts (its labels and selectable fields), the same answer
+    /// without the object.
+    pub fn matches_facts(&self, f: &crate::cacher::Facts) -> bool {
+        use api_types::selectors::FieldOperator;
+        self.labels.as_ref().is_none_or(|l| l.matches(&f.label_map()))
+            && self.fields.as_ref().is_none_or(|s| {
+                s.terms().iter().all(|t| match t.operator {
+                    FieldOperator::Equals => f.field(&t.field) == t.value,
+                    FieldOperator::NotEquals => f.field(&t.field) != t.value,
+                })
+            })
+    }
+
     pub fn filtering(&self) -> bool {
         self.labels.is_some() || self.fields.is_some()
     }
