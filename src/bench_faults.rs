@@ -49,6 +49,22 @@ pub struct BenchFaultsArgs {
     /// Seconds the killed etcd member stays down.
     #[arg(long, default_value_t = 3)]
     pub down: u64,
+    /// The fuzz corpus (`fuzz/corpus` of a checkout): every stored input is replayed through its
+    /// target's entry point, then mutated copies for `--fuzz-seconds` per target.
+    #[arg(long, default_value = "fuzz/corpus")]
+    pub fuzz_corpus: PathBuf,
+    /// Seconds of random mutations per fuzz target (0: replay the corpus only).
+    #[arg(long, default_value_t = 5)]
+    pub fuzz_seconds: u64,
+}
+
+/// One fuzz target's figures: stored inputs replayed, mutated inputs run, and the inputs that
+/// panicked (0 is the goal).
+pub struct FuzzRow {
+    target: &'static str,
+    replayed: usize,
+    mutated: usize,
+    panics: usize,
 }
 
 /// One fault's figures.
@@ -65,6 +81,7 @@ pub struct FaultRow {
 
 pub struct Report {
     rows: Vec<FaultRow>,
+    fuzz: Vec<FuzzRow>,
 }
 
 impl std::fmt::Display for Report {
@@ -90,7 +107,18 @@ impl std::fmt::Display for Report {
         }
         let lost: usize = self.rows.iter().map(|r| r.lost).sum();
         let gapped: usize = self.rows.iter().map(|r| r.gapped + r.duplicated).sum();
-        write!(f, "total: {lost} acknowledged writes lost, {gapped} watch events gapped or duplicated")
+        writeln!(f, "total: {lost} acknowledged writes lost, {gapped} watch events gapped or duplicated")?;
+        writeln!(
+            f,
+            "\n{:<22} {:>8} {:>9} {:>7}  (the network-facing decoders; cargo-fuzz runs: fuzz/README.md)",
+            "fuzz target", "corpus", "mutated", "panics"
+        )?;
+        for r in &self.fuzz {
+            writeln!(f, "{:<22} {:>8} {:>9} {:>7}", r.target, r.replayed, r.mutated, r.panics)?;
+        }
+        let panics: usize = self.fuzz.iter().map(|r| r.panics).sum();
+        let runs: usize = self.fuzz.iter().map(|r| r.replayed + r.mutated).sum();
+        write!(f, "total: {runs} fuzz inputs run, {panics} panicked")
     }
 }
 
@@ -454,5 +482,70 @@ pub async fn run(args: BenchFaultsArgs, exe: PathBuf) -> Result<Report> {
         drop(kp);
     }
     rows.push(embedded_crashes(&exe, args.crash_rounds).await?);
-    Ok(Report { rows })
+    let (corpus, seconds) = (args.fuzz_corpus.clone(), Duration::from_secs(args.fuzz_seconds));
+    let fuzz = tokio::task::spawn_blocking(move || fuzz_pass(&corpus, seconds)).await??;
+    Ok(Report { rows, fuzz })
+}
+
+/// Every fuzz entry point of the library crates, by target name (= its corpus directory).
+fn fuzz_targets() -> Vec<(&'static str, store::fuzzing::Entry)> {
+    let mut all = Vec::new();
+    all.extend(api_types::fuzzing::TARGETS);
+    all.extend(apiserver::fuzzing::TARGETS);
+    all.extend(store::fuzzing::TARGETS);
+    all.extend(networking::fuzzing::TARGETS);
+    all
+}
+
+/// Replays each target's corpus, then runs randomly mutated copies of it (byte flips, inserts,
+/// deletions, duplicated runs) for `seconds`, counting the inputs that panic. Not coverage-guided
+/// (that is cargo-fuzz's job); a quick check that the stored inputs and their neighbours are safe.
+fn fuzz_pass(corpus: &Path, seconds: Duration) -> Result<Vec<FuzzRow>> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut rows = Vec::new();
+    // The panics are counted, not printed.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = (|| {
+        for (target, entry) in fuzz_targets() {
+            let dir = corpus.join(target);
+            let mut inputs = Vec::new();
+            for f in
+                std::fs::read_dir(&dir).with_context(|| format!("reading the fuzz corpus {}", dir.display()))?
+            {
+                inputs.push(std::fs::read(f?.path())?);
+            }
+            anyhow::ensure!(!inputs.is_empty(), "{} holds no input", dir.display());
+            let run = |data: &[u8]| std::panic::catch_unwind(|| entry(data)).is_err();
+            let mut row = FuzzRow { target, replayed: 0, mutated: 0, panics: 0 };
+            for data in &inputs {
+                row.replayed += 1;
+                row.panics += usize::from(run(data));
+            }
+            let until = Instant::now() + seconds;
+            while Instant::now() < until {
+                let mut data = inputs[rng.random_range(0..inputs.len())].clone();
+                for _ in 0..rng.random_range(1..=4) {
+                    let at = if data.is_empty() { 0 } else { rng.random_range(0..data.len()) };
+                    match rng.random_range(0..4) {
+                        0 if !data.is_empty() => data[at] ^= 1 << rng.random_range(0..8),
+                        1 => data.insert(at, rng.random()),
+                        2 if !data.is_empty() => drop(data.remove(at)),
+                        _ => {
+                            let end = (at + rng.random_range(1..=16)).min(data.len());
+                            let run: Vec<u8> = data[at..end].to_vec();
+                            data.splice(at..at, run);
+                        }
+                    }
+                }
+                row.mutated += 1;
+                row.panics += usize::from(run(&data));
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    })();
+    std::panic::set_hook(hook);
+    result
 }

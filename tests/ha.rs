@@ -425,11 +425,13 @@ async fn two_kplanes_on_one_etcd_cluster_share_writes_and_hand_over_leadership()
 }
 
 /// `kplane bench faults` runs its faults end to end and reports nothing lost, gapped or duplicated
-/// (short: one member down 1 s, 2 kill -9 rounds).
+/// (short: one member down 1 s, 2 kill -9 rounds), and runs every fuzz target over its stored
+/// corpus and mutated copies of it with no panic.
 #[test]
 fn bench_faults_reports_no_loss() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kplane"))
-        .args(["bench", "faults", "--crash-rounds", "2", "--down", "1"])
+        .args(["bench", "faults", "--crash-rounds", "2", "--down", "1", "--fuzz-seconds", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run kplane bench faults");
     let text = stdout(&out);
@@ -438,4 +440,18 @@ fn bench_faults_reports_no_loss() {
         assert!(text.contains(fault), "no row for {fault}: {text}");
     }
     assert!(text.contains("total: 0 acknowledged writes lost, 0 watch events gapped or duplicated"), "{text}");
+    // One row per fuzz target: its stored inputs replayed and mutated ones run, none panicking.
+    let targets = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus")).unwrap();
+    for t in targets {
+        let name = t.unwrap().file_name().into_string().unwrap();
+        let row = text.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()));
+        let cols: Vec<u64> = row
+            .unwrap_or_else(|| panic!("no fuzz row for {name}: {text}"))
+            .split_whitespace()
+            .skip(1)
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert!(cols[0] > 0 && cols[1] > 0 && cols[2] == 0, "{name}: {cols:?}");
+    }
+    assert!(text.contains(" fuzz inputs run, 0 panicked"), "{text}");
 }
