@@ -489,12 +489,13 @@ pub async fn run(args: BenchFaultsArgs, exe: PathBuf) -> Result<Report> {
 
 /// Every fuzz entry point of the library crates, by target name (= its corpus directory).
 fn fuzz_targets() -> Vec<(&'static str, store::fuzzing::Entry)> {
-    let mut all = Vec::new();
-    all.extend(api_types::fuzzing::TARGETS);
-    all.extend(apiserver::fuzzing::TARGETS);
-    all.extend(store::fuzzing::TARGETS);
-    all.extend(networking::fuzzing::TARGETS);
-    all
+    [
+        api_types::fuzzing::TARGETS,
+        apiserver::fuzzing::TARGETS,
+        store::fuzzing::TARGETS,
+        networking::fuzzing::TARGETS,
+    ]
+    .concat()
 }
 
 /// Replays each target's corpus, then runs randomly mutated copies of it (byte flips, inserts,
