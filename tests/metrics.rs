@@ -122,7 +122,11 @@ fn normalise(les: Vec<String>) -> Vec<String> {
 }
 
 fn scrape(kp: &Kplane) -> Scrape {
-    parse(&kp.kubectl_ok(&["get", "--raw", "/metrics"]))
+    let text = kp.kubectl_ok(&["get", "--raw", "/metrics"]);
+    // Upstream's help texts end in one period (prometheus-client adds it; ours must not add another).
+    let doubled: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP") && l.ends_with("..")).collect();
+    assert!(doubled.is_empty(), "help texts ending in '..': {doubled:#?}");
+    parse(&text)
 }
 
 #[test]

@@ -170,30 +170,31 @@ impl Default for Metrics {
             m.inflight.get_or_create(&KindLabels { request_kind: kind.into() }).set(0);
         }
         m.register(|r| {
+            // Help texts without their final period: prometheus-client appends one.
             // prometheus-client appends `_total` to counter names.
             r.register(
                 "apiserver_request",
-                "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
+                "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code",
                 m.requests.clone(),
             );
             r.register(
                 "apiserver_request_duration_seconds",
-                "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.",
+                "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component",
                 m.durations.clone(),
             );
             r.register(
                 "apiserver_response_sizes",
-                "Response size distribution in bytes for each group, version, verb, resource, subresource, scope and component.",
+                "Response size distribution in bytes for each group, version, verb, resource, subresource, scope and component",
                 m.sizes.clone(),
             );
             r.register(
                 "apiserver_current_inflight_requests",
-                "Maximal number of currently used inflight request limit of this apiserver per request kind in last second.",
+                "Maximal number of currently used inflight request limit of this apiserver per request kind in last second",
                 m.inflight.clone(),
             );
             r.register(
                 "apiserver_longrunning_requests",
-                "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way.",
+                "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component. Not all requests are tracked this way",
                 m.longrunning.clone(),
             );
             r.register(
@@ -204,22 +205,22 @@ impl Default for Metrics {
             r.register("apiserver_watch_events", "Number of events sent in watch clients", m.watch_events.clone());
             r.register(
                 "apiserver_storage_objects",
-                "Number of stored objects at the time of last check split by kind.",
+                "Number of stored objects at the time of last check split by kind",
                 m.storage_objects.clone(),
             );
             r.register(
                 "etcd_request_duration_seconds",
-                "Etcd request latency in seconds for each operation and object type.",
+                "Etcd request latency in seconds for each operation and object type",
                 m.etcd.clone(),
             );
             r.register(
                 "rest_client_requests",
-                "Number of HTTP requests, partitioned by status code, method, and host.",
+                "Number of HTTP requests, partitioned by status code, method, and host",
                 m.rest_requests.clone(),
             );
             r.register(
                 "rest_client_request_duration_seconds",
-                "Request latency in seconds. Broken down by verb, and host.",
+                "Request latency in seconds. Broken down by verb, and host",
                 m.rest_durations.clone(),
             );
         });

@@ -77,12 +77,12 @@ impl WorkqueueMetrics {
         r.register("workqueue_depth", "Current depth of workqueue", self.depth.clone());
         r.register(
             "workqueue_queue_duration_seconds",
-            "How long in seconds an item stays in workqueue before being requested.",
+            "How long in seconds an item stays in workqueue before being requested",
             self.queue_duration.clone(),
         );
         r.register(
             "workqueue_work_duration_seconds",
-            "How long in seconds processing an item from workqueue takes.",
+            "How long in seconds processing an item from workqueue takes",
             self.work_duration.clone(),
         );
         r.register("workqueue_retries", "Total number of retries handled by workqueue", self.retries.clone());
