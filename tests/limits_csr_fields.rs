@@ -300,8 +300,23 @@ fn approved_client_requests_are_signed_by_the_cluster_ca() {
     let dir = tempfile::tempdir().unwrap();
     let kp = Kplane::start(&dir.path().join("data"), free_port());
     let pem = csr_pem(dir.path(), "jane", "dev");
-    let out = kp.kubectl_stdin(&["create", "-f", "-"], &csr_yaml("jane", &pem));
+    // Who asked is the authenticated requester, whatever the body claims (upstream's
+    // PrepareForCreate); `kubectl get csr` shows it as REQUESTOR.
+    let spoofed =
+        csr_yaml("jane", &pem).replace("  usages:", "  username: mallory\n  groups: [evil]\n  usages:");
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], &spoofed);
     assert!(out.status.success(), "{}", stderr(&out));
+    let me = kp.kubectl_ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    let stored = kp.etcd_get(&kp.endpoint(), "/registry/certificatesigningrequests/jane").unwrap();
+    assert_eq!(stored["spec"]["username"], me.trim(), "{stored}");
+    let groups = stored["spec"]["groups"].as_array().cloned().unwrap_or_default();
+    assert!(
+        groups.contains(&serde_json::json!("system:authenticated"))
+            && !groups.contains(&serde_json::json!("evil")),
+        "{stored}"
+    );
+    let listed = kp.kubectl_ok(&["get", "csr", "jane", "--no-headers"]);
+    assert!(listed.contains(me.trim()), "{listed}");
     let server_usage = csr_yaml("web", &pem).replace("[client auth]", "[client auth, server auth]");
     let out = kp.kubectl_stdin(&["create", "-f", "-"], &server_usage);
     assert!(out.status.success(), "{}", stderr(&out));

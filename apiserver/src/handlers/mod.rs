@@ -81,7 +81,7 @@ pub async fn dispatch(
                     return Err(refused);
                 }
             }
-            create(st, &rp, &params, headers, &body).await
+            create(st, &rp, &params, headers, &body, user).await
         }
         ("DELETE", None, None) => delete_collection(st, &rp, &params, headers, &body).await,
         ("GET", Some(name), None) => get(st, &rp, name, headers).await,

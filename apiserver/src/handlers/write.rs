@@ -60,11 +60,28 @@ pub(crate) async fn create(
     params: &Params,
     headers: &HeaderMap,
     body: &Bytes,
+    user: Option<&crate::auth::UserInfo>,
 ) -> ApiResult<Response> {
     let dry_run = params.dry_run("CreateOptions")?;
     let manager = Manager::of(params, headers, None)?;
-    let (obj, warnings) = decode_validated(rp.res, params, headers, body)?;
+    let (mut obj, warnings) = decode_validated(rp.res, params, headers, body)?;
+    if rp.res.kind == "CertificateSigningRequest" {
+        requested_by(&mut obj, user);
+    }
     create_object(st, rp, headers, obj, &warnings, &manager, dry_run).await
+}
+
+/// Upstream's CSR PrepareForCreate: who asked is the authenticated requester, whatever the body
+/// says (`spec.username`, `uid`, `groups`, `extra` replaced; none without authentication).
+fn requested_by(obj: &mut Value, user: Option<&crate::auth::UserInfo>) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    for field in ["username", "uid", "groups", "extra"] {
+        spec.remove(field);
+    }
+    if let Some(u) = user {
+        spec.insert("username".into(), json!(u.name));
+        spec.insert("groups".into(), json!(u.groups));
+    }
 }
 
 /// The create path after decoding: a POST's object, or the object a server-side apply creates.
@@ -325,7 +342,8 @@ pub(crate) async fn update(
     match update_loop(st, rp, name, ctx, |_| Ok((new.clone(), precondition))).await {
         Ok((obj, rev)) => Ok(with_warnings(crate::render::object(res, obj, rev, headers), &warnings)),
         Err(e) if e.code == 404 && allow_create_on_update(res) && half == Half::Main => {
-            create(st, rp, params, headers, body).await
+            // The kinds created by a PUT (allow_create_on_update) have no requester fields.
+            create(st, rp, params, headers, body, None).await
         }
         Err(e) => Err(e),
     }
