@@ -274,6 +274,7 @@ fn aggregated_discovery_is_in_go_order_with_upstreams_group_order() {
     let dir = tempfile::tempdir().unwrap();
     let kp = Kplane::start(dir.path(), free_port());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut table_text = String::new();
     let (apis, api) = rt.block_on(async {
         let kc = kube::config::Kubeconfig::read_from(&kp.kubeconfig).unwrap();
         let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
@@ -289,8 +290,29 @@ fn aggregated_discovery_is_in_go_order_with_upstreams_group_order() {
                 .body(Vec::new())
                 .unwrap()
         };
+        // What `kubectl get` asks for: a Table, whose rows carry PartialObjectMetadata.
+        let table = http::Request::get("/api/v1/namespaces/kube-system/services/kube-dns")
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+            .body(Vec::new())
+            .unwrap();
+        table_text = client.request_text(table).await.unwrap();
         (client.request_text(get("/apis")).await.unwrap(), client.request_text(get("/api")).await.unwrap())
     });
+    assert!(
+        table_text
+            .starts_with(r#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"#),
+        "{table_text}"
+    );
+    assert!(
+        table_text
+            .contains(r#""columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"#),
+        "{table_text}"
+    );
+    assert!(table_text.contains(r#""rows":[{"cells":["kube-dns","#), "{table_text}");
+    assert!(
+        table_text.contains(r#""object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"kube-dns","namespace":"kube-system","uid":"#),
+        "{table_text}"
+    );
     assert!(
         apis.starts_with(r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"name":"apiregistration.k8s.io","creationTimestamp":null},"versions":[{"version":"v1","resources":[{"resource":"apiservices","responseKind":{"group":"apiregistration.k8s.io","version":"v1","kind":"APIService"},"scope":"Cluster","singularResource":"apiservice","verbs":["#),
         "{apis}"

@@ -24,7 +24,8 @@ use crate::protobuf::fields::{GO_ORDER, KINDS};
 use crate::protobuf::table::{Kind, Label, Message};
 
 /// A hand-written key order, for the few documents outside the protobuf table that clients see:
-/// ListMeta, Status (a deleted object's, or one returned as an object) and aggregated discovery.
+/// ListMeta, Status (a deleted object's, or one returned as an object), aggregated discovery, and
+/// `meta.k8s.io` Tables and PartialObjectMetadata.
 type Fixed = [(&'static str, Sub)];
 
 /// What a [`Fixed`] key's value is written as.
@@ -34,6 +35,8 @@ enum Sub {
     Fixed(&'static Fixed),
     /// metav1.ObjectMeta, by the table's shape.
     ObjectMeta,
+    /// An embedded object (a RawExtension), by its own `apiVersion` and `kind`.
+    Own,
 }
 
 const P: Sub = Sub::Plain;
@@ -109,6 +112,26 @@ static GROUP_DISCOVERY_LIST: &Fixed = &[
     ("items", Sub::Fixed(GROUP_DISCOVERY)),
 ];
 
+// meta.k8s.io/v1 (and v1beta1) Table, as `kubectl get` receives it, and PartialObjectMetadata.
+static TABLE_COLUMN: &Fixed = &[("name", P), ("type", P), ("format", P), ("description", P), ("priority", P)];
+static TABLE_ROW_CONDITION: &Fixed = &[("type", P), ("status", P), ("reason", P), ("message", P)];
+static TABLE_ROW: &Fixed =
+    &[("cells", P), ("conditions", Sub::Fixed(TABLE_ROW_CONDITION)), ("object", Sub::Own)];
+static TABLE: &Fixed = &[
+    ("kind", P),
+    ("apiVersion", P),
+    ("metadata", Sub::Fixed(LIST_META)),
+    ("columnDefinitions", Sub::Fixed(TABLE_COLUMN)),
+    ("rows", Sub::Fixed(TABLE_ROW)),
+];
+static PARTIAL_OBJECT_METADATA: &Fixed = &[("kind", P), ("apiVersion", P), ("metadata", Sub::ObjectMeta)];
+static PARTIAL_OBJECT_METADATA_LIST: &Fixed = &[
+    ("kind", P),
+    ("apiVersion", P),
+    ("metadata", Sub::Fixed(LIST_META)),
+    ("items", Sub::Fixed(PARTIAL_OBJECT_METADATA)),
+];
+
 /// How a value is written.
 #[derive(Clone, Copy, Debug)]
 enum How {
@@ -123,6 +146,8 @@ enum How {
     List(Option<usize>),
     /// A hand-written order (an array of such objects for a list field).
     Fixed(&'static Fixed),
+    /// By the value's own `apiVersion` and `kind` (an embedded object).
+    Own,
 }
 
 /// One field of a shape.
@@ -217,6 +242,12 @@ fn how_for(v: &Value) -> How {
         (Some("APIVersions"), None | Some("v1")) => return How::Fixed(API_VERSIONS),
         (Some("APIGroupList"), None | Some("v1")) => return How::Fixed(API_GROUP_LIST),
         (Some("APIGroup"), None | Some("v1")) => return How::Fixed(API_GROUP),
+        (Some(kind), Some("meta.k8s.io/v1" | "meta.k8s.io/v1beta1")) => match kind {
+            "Table" => return How::Fixed(TABLE),
+            "PartialObjectMetadata" => return How::Fixed(PARTIAL_OBJECT_METADATA),
+            "PartialObjectMetadataList" => return How::Fixed(PARTIAL_OBJECT_METADATA_LIST),
+            _ => {}
+        },
         _ => {}
     }
     let (Some(api_version), Some(kind)) =
@@ -301,6 +332,7 @@ pub fn knows(api_version: &str, kind: &str) -> bool {
 impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match (self.value, self.how) {
+            (_, How::Own) => ordered(self.value).serialize(s),
             (_, How::Plain) | (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_), _) => {
                 self.value.serialize(s)
             }
@@ -366,6 +398,7 @@ impl Serialize for Ordered<'_> {
                     Sub::ObjectMeta => {
                         object_meta_shape().map_or(How::Plain, |shape| How::Shape { shape, top: false })
                     }
+                    Sub::Own => How::Own,
                 };
                 write_object(s, map, &[], order.iter().map(|(k, sub)| (*k, how_of(*sub))))
             }
@@ -543,6 +576,30 @@ mod tests {
         ] {
             assert_eq!(to_string(&v), v.to_string());
         }
+    }
+
+    #[test]
+    fn tables_and_partial_object_metadata_are_written_in_go_order() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "status": {"phase": "Running"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "n"},
+            "metadata": {"uid": "u", "namespace": "d", "name": "p", "labels": {"a": "b"}}});
+        let partial = json!({"metadata": {"uid": "u", "name": "p", "namespace": "d"},
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata"});
+        let table = json!({"rows": [{"object": partial, "cells": ["p", 1]}, {"object": pod, "cells": ["p", 2]}],
+            "metadata": {"resourceVersion": "7"}, "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "columnDefinitions": [{"type": "string", "priority": 0, "name": "Name", "format": "name", "description": "d"}]});
+        let text = to_string(&table);
+        assert_eq!(keys_of(&text, &[]), ["kind", "apiVersion", "metadata", "columnDefinitions", "rows"]);
+        assert_eq!(
+            keys_of(&text, &["columnDefinitions"]),
+            ["name", "type", "format", "description", "priority"]
+        );
+        assert_eq!(keys_of(&text, &["rows"]), ["cells", "object"]);
+        assert!(text.contains(r#""object":{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"p","namespace":"d","uid":"u"}}"#), "{text}");
+        // includeObject=Object: the row's object by its own kind.
+        assert!(text.contains(r#""object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","namespace":"d","uid":"u","labels":{"a":"b"}},"spec":{"containers""#), "{text}");
+        let list = json!({"items": [partial], "metadata": {}, "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList"});
+        assert_eq!(keys_of(&to_string(&list), &[]), ["kind", "apiVersion", "metadata", "items"]);
     }
 
     #[test]
