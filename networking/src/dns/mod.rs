@@ -235,7 +235,7 @@ pub(crate) fn fuzz_packet(packet: &[u8]) {
         let svc = |v: serde_json::Value| Arc::new(serde_json::from_value::<Service>(v).expect("a valid Service"));
         let services = [
             svc(serde_json::json!({"metadata": {"name": "web", "namespace": "default"},
-                "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                "spec": {"clusterIP": "127.96.0.20", "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
                                                               {"name": "dns", "port": 53, "protocol": "UDP"}]}})),
             svc(serde_json::json!({"metadata": {"name": "db", "namespace": "default"},
                 "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}})),
