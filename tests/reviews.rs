@@ -19,6 +19,10 @@ fn kubectl_as(kp: &Kplane, extra: &[&str], args: &[&str]) -> std::process::Outpu
         .env_remove("KUBECONFIG")
         .arg("--kubeconfig")
         .arg(&empty)
+        // Its own discovery cache: one left by an earlier cluster on the same port would skip
+        // discovery, and with it the request whose 401 kubectl words.
+        .arg("--cache-dir")
+        .arg(kp.data_dir.join("kubectl-cache"))
         .args(["--server", &kp.api, "--insecure-skip-tls-verify"])
         .args(extra)
         .args(args)
