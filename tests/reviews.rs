@@ -11,25 +11,6 @@ use std::process::Command;
 
 use common::{etcdctl, free_port, stderr, stdout, Kplane};
 
-/// kubectl with no kubeconfig credentials: only `extra` (a token) authenticates.
-fn kubectl_as(kp: &Kplane, extra: &[&str], args: &[&str]) -> std::process::Output {
-    let empty = kp.data_dir.join("empty.kubeconfig");
-    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
-    Command::new("kubectl")
-        .env_remove("KUBECONFIG")
-        .arg("--kubeconfig")
-        .arg(&empty)
-        // Its own discovery cache: one left by an earlier cluster on the same port would skip
-        // discovery, and with it the request whose 401 kubectl words.
-        .arg("--cache-dir")
-        .arg(kp.data_dir.join("kubectl-cache"))
-        .args(["--server", &kp.api, "--insecure-skip-tls-verify"])
-        .args(extra)
-        .args(args)
-        .output()
-        .expect("kubectl runs")
-}
-
 fn start(dir: &std::path::Path) -> Kplane {
     let tokens = dir.join("tokens.csv");
     std::fs::write(&tokens, "alice-token,alice,1001,\"dev\"\n").unwrap();
@@ -74,22 +55,22 @@ fn can_i_whoami_and_access_reviews_answer_from_rbac() {
     kp.kubectl_ok(&["create", "namespace", "team"]);
     kp.kubectl_ok(&["create", "role", "pod-reader", "-n", "team", "--verb=get,list", "--resource=pods"]);
     kp.kubectl_ok(&["create", "rolebinding", "alice-reads", "-n", "team", "--role=pod-reader", "--user=alice"]);
-    let can = kubectl_as(&kp, &alice, &["auth", "can-i", "list", "pods", "-n", "team"]);
+    let can = kp.kubectl_as(&alice, &["auth", "can-i", "list", "pods", "-n", "team"]);
     assert_eq!(stdout(&can).trim(), "yes", "{}", stderr(&can));
-    let cannot = kubectl_as(&kp, &alice, &["auth", "can-i", "delete", "pods", "-n", "team"]);
+    let cannot = kp.kubectl_as(&alice, &["auth", "can-i", "delete", "pods", "-n", "team"]);
     assert_eq!((stdout(&cannot).trim(), cannot.status.code()), ("no", Some(1)), "{}", stderr(&cannot));
-    let elsewhere = kubectl_as(&kp, &alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
+    let elsewhere = kp.kubectl_as(&alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
     assert_eq!(stdout(&elsewhere).trim(), "no");
-    let hers = kubectl_as(&kp, &alice, &["auth", "can-i", "--list", "-n", "team"]);
+    let hers = kp.kubectl_as(&alice, &["auth", "can-i", "--list", "-n", "team"]);
     let hers = stdout(&hers);
     let pods =
         hers.lines().find(|l| l.split_whitespace().next() == Some("pods")).unwrap_or_else(|| panic!("{hers}"));
     assert!(pods.ends_with("[get list]"), "{pods}");
     assert!(hers.contains("selfsubjectaccessreviews.authorization.k8s.io"), "basic-user: {hers}");
-    let outside = stdout(&kubectl_as(&kp, &alice, &["auth", "can-i", "--list", "-n", "default"]));
+    let outside = stdout(&kp.kubectl_as(&alice, &["auth", "can-i", "--list", "-n", "default"]));
     assert!(!outside.lines().any(|l| l.split_whitespace().next() == Some("pods")), "{outside}");
 
-    let who = kubectl_as(&kp, &alice, &["auth", "whoami", "-o", "json"]);
+    let who = kp.kubectl_as(&alice, &["auth", "whoami", "-o", "json"]);
     let who: serde_json::Value =
         serde_json::from_str(&stdout(&who)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&who)));
     assert_eq!(who["status"]["userInfo"]["username"], "alice");

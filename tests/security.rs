@@ -7,26 +7,6 @@ use std::process::Command;
 
 use common::{free_port, stderr, stdout, Kplane};
 
-fn kubectl_as(kp: &Kplane, extra: &[&str], args: &[&str]) -> std::process::Output {
-    let server = kp.api.clone();
-    // An empty kubeconfig: no credentials at all.
-    let empty = kp.data_dir.join("empty.kubeconfig");
-    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
-    Command::new("kubectl")
-        .env_remove("KUBECONFIG")
-        .arg("--kubeconfig")
-        .arg(&empty)
-        // Its own discovery cache: one left by an earlier cluster on the same port would skip
-        // discovery, and with it the request whose 401 kubectl words.
-        .arg("--cache-dir")
-        .arg(kp.data_dir.join("kubectl-cache"))
-        .args(["--server", &server, "--insecure-skip-tls-verify"])
-        .args(extra)
-        .args(args)
-        .output()
-        .expect("kubectl runs")
-}
-
 #[test]
 fn https_by_default_anonymous_401_tokens_and_private_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,9 +54,9 @@ fn https_by_default_anonymous_401_tokens_and_private_files() {
 
     // A static token authenticates (alice, with no role yet, is then forbidden rather than
     // unauthorized); a wrong one does not.
-    let good = kubectl_as(&kp, &["--token", "s3cret-token"], &["get", "configmaps"]);
+    let good = kp.kubectl_as(&["--token", "s3cret-token"], &["get", "configmaps"]);
     assert!(stderr(&good).contains("User \"alice\" cannot list"), "{}", stderr(&good));
-    let bad = kubectl_as(&kp, &["--token", "nope"], &["get", "configmaps"]);
+    let bad = kp.kubectl_as(&["--token", "nope"], &["get", "configmaps"]);
     assert!(stderr(&bad).contains("Unauthorized"), "{}", stderr(&bad));
 
     // Keys and certificates are private, and a restart reuses them.
@@ -132,17 +112,17 @@ fn rbac_denies_until_a_binding_allows_and_can_i_agrees() {
     );
     let alice = ["--token", "alice-token"];
 
-    let denied = kubectl_as(&kp, &alice, &["get", "pods", "-n", "default"]);
+    let denied = kp.kubectl_as(&alice, &["get", "pods", "-n", "default"]);
     assert!(!denied.status.success());
     assert!(
         stderr(&denied).contains("pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
         "{}",
         stderr(&denied)
     );
-    let no = kubectl_as(&kp, &alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
+    let no = kp.kubectl_as(&alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
     assert_eq!(stdout(&no).trim(), "no", "{}", stderr(&no));
     // Discovery is open to every authenticated user (system:discovery), so kubectl works at all.
-    let discovery = kubectl_as(&kp, &alice, &["get", "--raw", "/apis"]);
+    let discovery = kp.kubectl_as(&alice, &["get", "--raw", "/apis"]);
     assert!(discovery.status.success(), "{}", stderr(&discovery));
 
     // The admin grants view in default.
@@ -156,13 +136,13 @@ fn rbac_denies_until_a_binding_allows_and_can_i_agrees() {
         "default",
     ]);
     kp.kubectl_ok(&["create", "configmap", "c", "--from-literal=a=b"]);
-    let allowed = kubectl_as(&kp, &alice, &["get", "configmaps", "-n", "default", "-o", "name"]);
+    let allowed = kp.kubectl_as(&alice, &["get", "configmaps", "-n", "default", "-o", "name"]);
     assert!(stdout(&allowed).contains("configmap/c"), "{}", stderr(&allowed));
-    let yes = kubectl_as(&kp, &alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
+    let yes = kp.kubectl_as(&alice, &["auth", "can-i", "list", "pods", "-n", "default"]);
     assert_eq!(stdout(&yes).trim(), "yes", "{}", stderr(&yes));
-    let elsewhere = kubectl_as(&kp, &alice, &["get", "pods", "-n", "kube-system"]);
+    let elsewhere = kp.kubectl_as(&alice, &["get", "pods", "-n", "kube-system"]);
     assert!(stderr(&elsewhere).contains("in the namespace \"kube-system\""), "{}", stderr(&elsewhere));
-    let write = kubectl_as(&kp, &alice, &["create", "configmap", "d", "-n", "default"]);
+    let write = kp.kubectl_as(&alice, &["create", "configmap", "d", "-n", "default"]);
     assert!(stderr(&write).contains("cannot create resource \"configmaps\""), "{}", stderr(&write));
     assert!(kp.etcd_get(&kp.endpoint(), "/registry/configmaps/default/d").is_none(), "nothing written");
     // The bootstrap roles are there, as upstream's.
@@ -193,11 +173,8 @@ fn rbac_denies_until_a_binding_allows_and_can_i_agrees() {
         who["status"]["userInfo"]["groups"].to_string().contains("system:serviceaccounts:default"),
         "{who}"
     );
-    let escalate = kubectl_as(
-        &kp,
-        &alice,
-        &["get", "secrets", "--as", "kubernetes-admin", "--as-group", "system:masters"],
-    );
+    let escalate =
+        kp.kubectl_as(&alice, &["get", "secrets", "--as", "kubernetes-admin", "--as-group", "system:masters"]);
     assert!(
         stderr(&escalate).contains("users \"kubernetes-admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
         "{}",
@@ -269,7 +246,7 @@ fn service_account_tokens_from_kubectl_create_token() {
     // `kplane apiserver` runs no ServiceAccount controller, so `default` is made here.
     kp.kubectl_ok(&["create", "serviceaccount", "default"]);
     let default_token = kp.kubectl_ok(&["create", "token", "default"]);
-    let who = kubectl_as(&kp, &["--token", default_token.trim()], &["auth", "whoami"]);
+    let who = kp.kubectl_as(&["--token", default_token.trim()], &["auth", "whoami"]);
     assert!(stdout(&who).contains("system:serviceaccount:default:default"), "{}", stderr(&who));
 
     // kubectl create token: an ES256 JWT with upstream's claims, one hour by default.
@@ -288,7 +265,7 @@ fn service_account_tokens_from_kubectl_create_token() {
     let robot = ["--token", token.as_str()];
 
     // It authenticates as the ServiceAccount, in upstream's groups.
-    let who = kubectl_as(&kp, &robot, &["auth", "whoami", "-o", "json"]);
+    let who = kp.kubectl_as(&robot, &["auth", "whoami", "-o", "json"]);
     assert!(who.status.success(), "{}", stderr(&who));
     let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
     assert_eq!(who["status"]["userInfo"]["username"], "system:serviceaccount:default:robot");
@@ -297,7 +274,7 @@ fn service_account_tokens_from_kubectl_create_token() {
         assert!(groups.contains(&format!("\"{g}\"")), "{g} in {groups}");
     }
     // RBAC applies to it: nothing until a binding names the ServiceAccount.
-    let denied = kubectl_as(&kp, &robot, &["get", "pods"]);
+    let denied = kp.kubectl_as(&robot, &["get", "pods"]);
     assert!(
         stderr(&denied).contains("User \"system:serviceaccount:default:robot\" cannot list resource \"pods\""),
         "{}",
@@ -310,9 +287,9 @@ fn service_account_tokens_from_kubectl_create_token() {
         "--clusterrole=view",
         "--serviceaccount=default:robot",
     ]);
-    let allowed = kubectl_as(&kp, &robot, &["get", "pods"]);
+    let allowed = kp.kubectl_as(&robot, &["get", "pods"]);
     assert!(allowed.status.success(), "{}", stderr(&allowed));
-    let no = kubectl_as(&kp, &robot, &["auth", "can-i", "delete", "pods"]);
+    let no = kp.kubectl_as(&robot, &["auth", "can-i", "delete", "pods"]);
     assert_eq!(stdout(&no).trim(), "no");
 
     // expirationSeconds and audiences, with upstream's defaults and limits.
@@ -332,7 +309,7 @@ fn service_account_tokens_from_kubectl_create_token() {
     let claims: serde_json::Value =
         serde_json::from_slice(&unb64url(vault.trim().split('.').nth(1).unwrap())).unwrap();
     assert_eq!(claims["aud"], serde_json::json!(["vault"]));
-    let other_audience = kubectl_as(&kp, &["--token", vault.trim()], &["get", "pods"]);
+    let other_audience = kp.kubectl_as(&["--token", vault.trim()], &["get", "pods"]);
     assert!(
         stderr(&other_audience).contains("Unauthorized"),
         "a token for another audience: {}",
@@ -344,7 +321,7 @@ fn service_account_tokens_from_kubectl_create_token() {
     // Who may create tokens: edit (and admin) may, view may not.
     let alice = ["--token", "alice-token"];
     kp.kubectl_ok(&["create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice"]);
-    let viewer = kubectl_as(&kp, &alice, &["create", "token", "robot"]);
+    let viewer = kp.kubectl_as(&alice, &["create", "token", "robot"]);
     assert!(
         stderr(&viewer).contains(
             "cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"default\""
@@ -353,7 +330,7 @@ fn service_account_tokens_from_kubectl_create_token() {
         stderr(&viewer)
     );
     kp.kubectl_ok(&["create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice"]);
-    let editor = kubectl_as(&kp, &alice, &["create", "token", "robot"]);
+    let editor = kp.kubectl_as(&alice, &["create", "token", "robot"]);
     assert!(editor.status.success(), "{}", stderr(&editor));
 
     // The signing key is private and survives a restart, so issued tokens stay valid.
@@ -364,22 +341,22 @@ fn service_account_tokens_from_kubectl_create_token() {
     drop(kp);
     let kp = Kplane::start_cmd("apiserver", &data, free_port(), &token_flags);
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key_pem, "the key is reused");
-    let again = kubectl_as(&kp, &robot, &["get", "pods"]);
+    let again = kp.kubectl_as(&robot, &["get", "pods"]);
     assert!(again.status.success(), "after a restart: {}", stderr(&again));
 
     // Deleting the ServiceAccount revokes its tokens; a new one of the same name (new uid) does not
     // bring them back.
     kp.kubectl_ok(&["delete", "serviceaccount", "robot"]);
     common::eventually(10, "the deleted ServiceAccount's token to be refused", || {
-        let out = kubectl_as(&kp, &robot, &["get", "pods"]);
+        let out = kp.kubectl_as(&robot, &["get", "pods"]);
         stderr(&out).contains("Unauthorized").then_some(())
     });
     kp.kubectl_ok(&["create", "serviceaccount", "robot"]);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let recreated = kubectl_as(&kp, &robot, &["get", "pods"]);
+    let recreated = kp.kubectl_as(&robot, &["get", "pods"]);
     assert!(stderr(&recreated).contains("Unauthorized"), "{}", stderr(&recreated));
     let fresh = kp.kubectl_ok(&["create", "token", "robot"]);
-    let fresh = kubectl_as(&kp, &["--token", fresh.trim()], &["auth", "whoami"]);
+    let fresh = kp.kubectl_as(&["--token", fresh.trim()], &["auth", "whoami"]);
     assert!(fresh.status.success(), "{}", stderr(&fresh));
 }
 
@@ -461,7 +438,7 @@ fn bad_certificates_and_tokens_get_401_status() {
     );
     for (what, (cert, key)) in [("expired", &expired), ("not yet valid", &future), ("another CA", &foreign)] {
         assert_401(what, curl(&[&cacert[..], &["--cert", cert, "--key", key]].concat(), &url));
-        let out = kubectl_as(&kp, &["--client-certificate", cert, "--client-key", key], &["get", "pods"]);
+        let out = kp.kubectl_as(&["--client-certificate", cert, "--client-key", key], &["get", "pods"]);
         // kubectl words a 401 to a client-certificate user as upstream's does.
         assert!(
             stderr(&out).contains("the server has asked for the client to provide credentials"),
@@ -755,7 +732,7 @@ fn a_split_node_runs_as_system_node_with_a_minted_kubeconfig() {
         let out = kp.kubectl(&["create", "token", "default"]);
         out.status.success().then(|| stdout(&out).trim().to_string())
     });
-    let who = kubectl_as(&kp, &["--token", &token], &["auth", "whoami"]);
+    let who = kp.kubectl_as(&["--token", &token], &["auth", "whoami"]);
     assert!(stdout(&who).contains("system:serviceaccount:default:default"), "{}", stderr(&who));
 
     // The node registers, heartbeats and becomes Ready under that identity alone.

@@ -135,6 +135,26 @@ impl Kplane {
             .unwrap_or_else(|e| panic!("{program} could not run ({e}); these tests must not be skipped"))
     }
 
+    /// kubectl with no credentials of its own (an empty kubeconfig): only `extra` (a token, a
+    /// client certificate) authenticates, so the tests see what an outsider gets.
+    pub fn kubectl_as(&self, extra: &[&str], args: &[&str]) -> Output {
+        let empty = self.data_dir.join("empty.kubeconfig");
+        std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").unwrap();
+        Command::new("kubectl")
+            .env_remove("KUBECONFIG")
+            .arg("--kubeconfig")
+            .arg(&empty)
+            // Its own discovery cache: one left by an earlier cluster on the same port would skip
+            // discovery, and with it the request whose 401 kubectl words.
+            .arg("--cache-dir")
+            .arg(self.data_dir.join("kubectl-cache"))
+            .args(["--server", &self.api, "--insecure-skip-tls-verify"])
+            .args(extra)
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
     /// Runs kubectl and fails the test unless it succeeds; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
