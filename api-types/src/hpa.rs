@@ -15,6 +15,16 @@ pub const CURRENT_METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/cu
 pub const BEHAVIOR_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/behavior";
 pub const CONDITIONS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/conditions";
 
+/// The spec and status fields autoscaling/v1 and v2 share, copied as they are either way.
+const SAME_SPEC: &[(&str, &str)] =
+    &[("scaleTargetRef", "scaleTargetRef"), ("minReplicas", "minReplicas"), ("maxReplicas", "maxReplicas")];
+const SAME_STATUS: &[(&str, &str)] = &[
+    ("observedGeneration", "observedGeneration"),
+    ("lastScaleTime", "lastScaleTime"),
+    ("currentReplicas", "currentReplicas"),
+    ("desiredReplicas", "desiredReplicas"),
+];
+
 /// Copies the listed keys of `from` that are present into `to`, renamed (from-key, to-key).
 fn copy(from: &Value, to: &mut Map<String, Value>, keys: &[(&str, &str)]) {
     for (f, t) in keys {
@@ -28,7 +38,6 @@ fn obj(m: Map<String, Value>) -> Value {
     Value::Object(m)
 }
 
-/// Whether a v2 metric (spec) is the cpu Utilization metric v1 carries in its own field.
 /// A v2 Resource metric on cpu with a utilization on `side` ("target" or "current"): the one v1
 /// carries in its own field.
 fn is_cpu_utilization(m: &Value, side: &str) -> bool {
@@ -245,15 +254,7 @@ pub fn to_v1(v2: &Value) -> Value {
     let empty = Vec::new();
     if let Some(spec) = v2.get("spec").filter(|s| s.is_object()) {
         let mut s = Map::new();
-        copy(
-            spec,
-            &mut s,
-            &[
-                ("scaleTargetRef", "scaleTargetRef"),
-                ("minReplicas", "minReplicas"),
-                ("maxReplicas", "maxReplicas"),
-            ],
-        );
+        copy(spec, &mut s, SAME_SPEC);
         let metrics = spec.get("metrics").and_then(Value::as_array).unwrap_or(&empty);
         metrics_to_v1(
             metrics,
@@ -271,16 +272,7 @@ pub fn to_v1(v2: &Value) -> Value {
     }
     if let Some(status) = v2.get("status").filter(|s| s.is_object()) {
         let mut s = Map::new();
-        copy(
-            status,
-            &mut s,
-            &[
-                ("observedGeneration", "observedGeneration"),
-                ("lastScaleTime", "lastScaleTime"),
-                ("currentReplicas", "currentReplicas"),
-                ("desiredReplicas", "desiredReplicas"),
-            ],
-        );
+        copy(status, &mut s, SAME_STATUS);
         let current = status.get("currentMetrics").and_then(Value::as_array).unwrap_or(&empty);
         let cpu_field = "currentCPUUtilizationPercentage";
         metrics_to_v1(current, "current", cpu_field, &mut s, CURRENT_METRICS_ANNOTATION, &mut out);
@@ -337,15 +329,7 @@ pub fn from_v1(v1: &Value) -> Value {
     prune_annotations(&mut out);
     if let Some(spec) = v1.get("spec").filter(|s| s.is_object()) {
         let mut s = Map::new();
-        copy(
-            spec,
-            &mut s,
-            &[
-                ("scaleTargetRef", "scaleTargetRef"),
-                ("minReplicas", "minReplicas"),
-                ("maxReplicas", "maxReplicas"),
-            ],
-        );
+        copy(spec, &mut s, SAME_SPEC);
         let cpu = spec.get("targetCPUUtilizationPercentage");
         if let Some(list) = join_v1_metrics(metrics.as_ref(), spec_from_v1, cpu, |cpu| {
             json!({"type": "Resource", "resource": {"name": "cpu",
@@ -360,16 +344,7 @@ pub fn from_v1(v1: &Value) -> Value {
     }
     if let Some(status) = v1.get("status").filter(|s| s.is_object()) {
         let mut s = Map::new();
-        copy(
-            status,
-            &mut s,
-            &[
-                ("observedGeneration", "observedGeneration"),
-                ("lastScaleTime", "lastScaleTime"),
-                ("currentReplicas", "currentReplicas"),
-                ("desiredReplicas", "desiredReplicas"),
-            ],
-        );
+        copy(status, &mut s, SAME_STATUS);
         let cpu = status.get("currentCPUUtilizationPercentage");
         if let Some(list) = join_v1_metrics(
             current.as_ref(),
