@@ -4,13 +4,12 @@
 //! components' metrics in the same document.
 
 mod common;
+mod prom;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{eventually, free_port, Kplane};
-use serde_json::Value;
 
 /// One sample: its name, labels and value.
 #[derive(Debug, Clone)]
@@ -23,46 +22,17 @@ struct Sample {
 /// Families by name: (type, samples).
 struct Scrape(BTreeMap<String, (String, Vec<Sample>)>);
 
-const PARSER: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    out[fam.name] = [fam.type, [[s.name, s.labels, s.value] for s in fam.samples]]
-print(json.dumps(out))
-"#;
-
+/// The document through `prom::parse` (the Python OpenMetrics parser), as [`Sample`]s.
 fn parse(text: &str) -> Scrape {
-    let mut child = Command::new("python3")
-        .args(["-c", PARSER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the OpenMetrics parser refused /metrics: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut fams = BTreeMap::new();
-    for (name, fam) in v.as_object().unwrap() {
-        let ty = fam[0].as_str().unwrap().to_string();
-        let samples = fam[1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| Sample {
-                name: s[0].as_str().unwrap().to_string(),
-                labels: serde_json::from_value(s[1].clone()).unwrap(),
-                value: s[2].as_f64().unwrap(),
-            })
-            .collect();
-        fams.insert(name.clone(), (ty, samples));
-    }
+    let fams = prom::parse(text)
+        .0
+        .into_iter()
+        .map(|(name, (ty, samples))| {
+            let samples =
+                samples.into_iter().map(|(name, labels, value)| Sample { name, labels, value }).collect();
+            (name, (ty, samples))
+        })
+        .collect();
     Scrape(fams)
 }
 
