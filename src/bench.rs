@@ -582,6 +582,10 @@ pub struct BenchNetArgs {
     /// iptables-mode proxy removes all of its rules when the measurement ends.
     #[arg(long, default_value = "auto")]
     pub iptables: String,
+    /// Measure the ClusterIP in nftables mode too: `auto` (when root), `off`. Its proxy deletes
+    /// its table when the measurement ends.
+    #[arg(long, default_value = "auto")]
+    pub nftables: String,
     /// The bench cluster's pod range.
     #[arg(long, default_value = "127.241.0.0/16")]
     pub cluster_cidr: String,
@@ -597,7 +601,7 @@ pub struct BenchNetArgs {
 }
 
 /// `kplane bench net`: a real simulated pod (a Deployment of one `nginx` replica on a `kplane up`
-/// child with one node) measured directly, through the ClusterIP in userspace and iptables modes,
+/// child with one node) measured directly, through the ClusterIP in userspace, iptables and nftables modes,
 /// through the ingress, and through nginx, in one run.
 pub async fn run_net(args: BenchNetArgs, exe: PathBuf) -> Result<networking::bench::BenchReport> {
     let load = match args.load.as_str() {
@@ -616,6 +620,11 @@ pub async fn run_net(args: BenchNetArgs, exe: PathBuf) -> Result<networking::ben
         "auto" => true,
         "off" => false,
         other => bail!("--iptables {other:?}: say auto or off"),
+    };
+    let nftables = match args.nftables.as_str() {
+        "auto" => true,
+        "off" => false,
+        other => bail!("--nftables {other:?}: say auto or off"),
     };
     let https = std::net::SocketAddr::new(args.ingress_http_address.ip(), args.ingress_http_address.port() + 1);
     let tmp = tempfile::Builder::new().prefix("kplane-bench-net-").tempdir()?;
@@ -641,6 +650,7 @@ pub async fn run_net(args: BenchNetArgs, exe: PathBuf) -> Result<networking::ben
         load,
         nginx,
         iptables,
+        nftables,
         ready_timeout: Duration::from_secs(60),
     };
     let report = networking::bench::run(client, opts).await?;

@@ -420,9 +420,9 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
         components.controller.leader.check()?;
         if !components.net.no_networking {
             components.proxy.check().await?;
-            if components.proxy.proxy_mode == crate::components::ProxyMode::Iptables {
+            if let Some(mode) = components.proxy.kernel_mode() {
                 let range = args.api.service_cluster_ip_range;
-                networking::proxy::iptables::check_service_range(range.base, range.bits)?;
+                networking::proxy::iptables::check_service_range(mode, range.base, range.bits)?;
             }
         }
     }

@@ -177,27 +177,44 @@ pub enum ProxyMode {
     /// NAT rules in the kernel (`KUBE-SERVICES` → `KUBE-SVC-*` → `KUBE-SEP-*`); needs root and
     /// iptables.
     Iptables,
+    /// NAT rules in kplane's own nftables table `ip kplane-proxy` (`service-ips` map →
+    /// `service-*` → `endpoint-*`); needs root and nft.
+    Nftables,
 }
 
 /// The service proxy's flags.
 #[derive(Args, Debug, Clone)]
 pub struct ProxyArgs {
-    /// userspace (listeners, no root) or iptables (kernel NAT; root and iptables required, no
-    /// fallback).
+    /// userspace (listeners, no root), iptables or nftables (kernel NAT; root and iptables or
+    /// nft required, no fallback).
     #[arg(long, value_enum, default_value_t = ProxyMode::Userspace)]
     pub proxy_mode: ProxyMode,
     /// iptables mode: the least time between two rule syncs; changes within it are batched.
     #[arg(long, default_value = "1s", value_parser = parse_go_duration)]
     pub iptables_min_sync_period: Duration,
+    /// nftables mode: the least time between two rule syncs; changes within it are batched.
+    #[arg(long, default_value = "1s", value_parser = parse_go_duration)]
+    pub nftables_min_sync_period: Duration,
 }
 
 impl ProxyArgs {
-    /// Fails, naming the userspace mode, when iptables mode cannot work here.
+    /// Fails, naming the userspace mode, when the kernel mode asked for cannot work here.
     pub async fn check(&self) -> Result<()> {
-        if self.proxy_mode == ProxyMode::Iptables {
-            networking::proxy::iptables::preflight().await?;
+        match self.proxy_mode {
+            ProxyMode::Userspace => {}
+            ProxyMode::Iptables => networking::proxy::iptables::preflight().await?,
+            ProxyMode::Nftables => networking::proxy::nftables::preflight().await?,
         }
         Ok(())
+    }
+
+    /// The kernel mode's name (`iptables`, `nftables`), or none in userspace mode.
+    pub fn kernel_mode(&self) -> Option<&'static str> {
+        match self.proxy_mode {
+            ProxyMode::Userspace => None,
+            ProxyMode::Iptables => Some("iptables"),
+            ProxyMode::Nftables => Some("nftables"),
+        }
     }
 
     /// [`ProxyArgs::run`] for a spawned task.
@@ -224,6 +241,15 @@ impl ProxyArgs {
                     client,
                     cfg,
                     self.iptables_min_sync_period,
+                    stop,
+                )
+                .await
+            }
+            ProxyMode::Nftables => {
+                networking::proxy::nftables::run_nftables_proxy(
+                    client,
+                    cfg,
+                    self.nftables_min_sync_period,
                     stop,
                 )
                 .await

@@ -1,6 +1,6 @@
 //! `kplane bench net`, run briefly as a user would: every path has a row with nonzero figures and
 //! no errors, the pod measured is the one in the EndpointSlice the controller wrote, and the run
-//! leaves no iptables rule of its own behind. Behaviour, not speed: the figures are not judged.
+//! leaves no iptables rule nor nftables table of its own behind. Behaviour, not speed: the figures are not judged.
 
 use std::process::{Command, Output};
 
@@ -47,9 +47,10 @@ fn bench_net_measures_every_path_on_the_controller_written_slice() {
 
     let mut paths = vec!["direct", "clusterip-userspace", "ingress", "nginx"];
     if is_root() {
-        paths.push("clusterip-iptables");
+        paths.extend(["clusterip-iptables", "clusterip-nftables"]);
     } else {
         assert!(report.contains("clusterip-iptables   not measured:"), "{report}");
+        assert!(report.contains("clusterip-nftables   not measured:"), "{report}");
     }
     for path in paths {
         let (per_sec, errors) = row(&report, path).unwrap_or_else(|| panic!("no {path} row:\n{report}"));
@@ -62,6 +63,9 @@ fn bench_net_measures_every_path_on_the_controller_written_slice() {
         let saved = Command::new("iptables-save").output().expect("iptables-save");
         let rules = String::from_utf8_lossy(&saved.stdout);
         assert!(!rules.contains("default/kplane-net-bench"), "the bench left rules behind:\n{rules}");
+        let table = Command::new("nft").args(["list", "table", "ip", "kplane-proxy"]).output().expect("nft");
+        assert!(!table.status.success(), "the bench left its nftables table behind");
+        assert!(String::from_utf8_lossy(&table.stderr).contains("No such file or directory"), "{table:?}");
     }
 }
 
@@ -73,4 +77,7 @@ fn bench_net_refuses_bad_flags_clearly() {
     let out = bench(&["--iptables", "yes"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--iptables \"yes\": say auto or off"), "{out:?}");
+    let out = bench(&["--nftables", "on"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nftables \"on\": say auto or off"), "{out:?}");
 }

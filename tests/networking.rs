@@ -546,3 +546,229 @@ fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
     assert!(kp.terminate().success());
     assert!(kplane_iptables_lines().is_empty(), "left after the restart's stop: {:?}", kplane_iptables_lines());
 }
+
+/// `--proxy-mode nftables` needs root and `nft`: without either, `kplane proxy` and `kplane up`
+/// fail at once naming the userspace mode (never a silent fallback); a service range the mode
+/// would not program is refused too.
+#[test]
+fn nftables_mode_without_root_or_nft_fails_at_start_naming_userspace() {
+    let kplane = env!("CARGO_BIN_EXE_kplane");
+    let help = Command::new(kplane).args(["proxy", "--help"]).output().unwrap();
+    assert!(stdout(&help).contains("nftables"), "{}", stdout(&help));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", kplane])
+            .args(args)
+            .output()
+            .expect("setpriv runs")
+    };
+    for out in [
+        as_nobody(&["proxy", "--kubeconfig", "/nonexistent", "--proxy-mode", "nftables"]),
+        as_nobody(&["up", "--data-dir", data, "--proxy-mode", "nftables"]),
+    ] {
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("--proxy-mode nftables: it needs root") && err.contains("--proxy-mode userspace"),
+            "{err}"
+        );
+    }
+    // Root, but no nft on the PATH (simulated with an empty PATH).
+    for args in [
+        &["proxy", "--kubeconfig", "/nonexistent", "--proxy-mode", "nftables"][..],
+        &["up", "--data-dir", data, "--proxy-mode", "nftables"][..],
+    ] {
+        let out = Command::new(kplane).args(args).env("PATH", dir.path()).output().unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("`nft` is not installed") && err.contains("--proxy-mode userspace"), "{err}");
+    }
+    let out = Command::new(kplane)
+        .args([
+            "up",
+            "--data-dir",
+            data,
+            "--proxy-mode",
+            "nftables",
+            "--service-cluster-ip-range",
+            "127.130.0.0/16",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--proxy-mode nftables: the service range 127.130.0.0/16 is not inside 127.96.0.0/12"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(data).exists(), "up failed before creating anything");
+}
+
+/// Deletes kplane's nftables table on drop, whatever the test's outcome.
+struct NftablesCleanup;
+
+impl Drop for NftablesCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("nft").args(["delete", "table", "ip", "kplane-proxy"]).output();
+    }
+}
+
+/// kplane's table as `nft list` prints it; empty when it does not exist.
+fn kplane_nft_table() -> String {
+    let out = Command::new("nft").args(["list", "table", "ip", "kplane-proxy"]).output().expect("nft runs");
+    if !out.status.success() {
+        assert!(stderr(&out).contains("No such file or directory"), "{}", stderr(&out));
+    }
+    stdout(&out)
+}
+
+/// The seed's service path with `--proxy-mode nftables` (as root): the ClusterIP and the
+/// NodePort reach the nginx pods through DNAT from kplane's own table `ip kplane-proxy`, with no
+/// userspace listener on the VIP; `nft list` reads as upstream's (the `service-ips` map element
+/// commented `default/nginx-svc:…`, `numgen` balancing, `dnat to` each pod); X-ray names the mode
+/// and shows the hop; scale to 0 rejects, back to 1 serves; a second kplane in nftables mode is
+/// refused while this one owns the table; nothing is left after SIGTERM, nor after `kill -9` plus
+/// a restart and its stop. Its own service range keeps it apart from the iptables-mode test
+/// running beside it (whose rules live in the `nat` and `filter` tables, never in this one).
+#[test]
+fn nftables_mode_carries_the_seeds_service_path_and_cleans_up() {
+    let _guard = NftablesCleanup;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_port = free_port();
+    let flags = ["--proxy-mode", "nftables", "--service-cluster-ip-range", "127.100.78.0/24"];
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    kp.seed_nginx();
+    let pods = pod_names(&kp, "app=nginx");
+    let svc = json(&kp, &["get", "svc", "nginx-svc"]);
+    let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    answers_from_each(&format!("{vip}:8080"), &pods, 20);
+    drop(std::net::TcpListener::bind(format!("{vip}:8080")).expect("no userspace listener on the VIP"));
+    let node_ip = json(&kp, &["get", "nodes"])["items"][0]["status"]["addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = eventually(10, "the NodePort", || http(&format!("{node_ip}:{node_port}"), "np", "/").ok());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let table = kplane_nft_table();
+    assert!(table.contains(&format!("comment \"kplane service proxy, pid {}\"", kp.child.id())), "{table}");
+    assert!(
+        table.contains(&format!("{vip} . tcp . 8080 comment \"default/nginx-svc\" : goto service-")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("tcp . {node_port} comment \"default/nginx-svc\" : goto service-")),
+        "{table}"
+    );
+    assert!(table.contains("numgen random mod 2 vmap"), "{table}");
+    let mut pod_ips: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{}:80", p["status"]["podIP"].as_str().unwrap()))
+        .collect();
+    pod_ips.sort();
+    for ip in &pod_ips {
+        assert!(table.contains(&format!("dnat to {ip} comment \"default/nginx-svc\"")), "{table}");
+    }
+    // Nothing of this cluster in the iptables tables.
+    let nat = stdout(&Command::new("iptables-save").args(["-t", "nat"]).output().unwrap());
+    assert!(!nat.contains(&vip), "{nat}");
+
+    // A second kplane in nftables mode would take the table over: refused while this one runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["proxy", "--kubeconfig", kp.kubeconfig.to_str().unwrap(), "--proxy-mode", "nftables"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("belongs to a running kplane (pid {})", kp.child.id())), "{err}");
+    assert!(kplane_nft_table().contains(&vip), "the refused proxy left the table alone");
+
+    // X-ray names the mode and shows the kernel hop, read from the live ruleset.
+    let xray = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["xray", "route", "--service", "nginx-svc", "-o", "json"])
+        .env("KUBECONFIG", &kp.kubeconfig)
+        .output()
+        .unwrap();
+    let route: serde_json::Value = serde_json::from_str(&stdout(&xray)).expect("xray json");
+    let entry = &route["route"]["entry"];
+    assert_eq!(entry["proxyMode"], "nftables", "{route}");
+    assert_eq!(entry["listener"], "kernel NAT, nftables mode (ClusterIP)", "{route}");
+    let rules: Vec<&str> =
+        entry["kernel"]["rules"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert!(rules[1].starts_with(&format!("map service-ips: {vip} . tcp . 8080")), "{rules:?}");
+    let chain = entry["kernel"]["serviceChain"].as_str().unwrap();
+    assert!(chain.starts_with("service-") && chain.ends_with("-default/nginx-svc/tcp/"), "{route}");
+    let mut dnat: Vec<String> = entry["kernel"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["destination"].as_str().unwrap().to_string())
+        .collect();
+    dnat.sort();
+    assert_eq!(dnat, pod_ips, "{route}");
+    let text = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["xray", "route", "--url", &format!("http://{node_ip}:{node_port}/")])
+        .env("KUBECONFIG", &kp.kubeconfig)
+        .output()
+        .unwrap();
+    let text = stdout(&text);
+    assert!(text.contains("proxy mode: nftables") && text.contains("rule: map service-nodeports:"), "{text}");
+    assert!(pod_ips.iter().all(|ip| text.contains(&format!("DNAT to {ip}"))), "{text}");
+
+    // Scale to zero: the port goes to `no-endpoint-services` (its chains deleted), and the VIP
+    // refuses at once (reject, not a timeout); back to one: served.
+    kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=0"]);
+    let reject = format!("{vip} . tcp . 8080 comment \"default/nginx-svc\" : goto reject-chain");
+    let table = eventually(20, "the no-endpoint element", || {
+        let table = kplane_nft_table();
+        table.contains(&reject).then_some(table)
+    });
+    assert!(
+        !table.lines().any(|l| l.contains("chain service-") && l.contains("-default/nginx-svc/")),
+        "the service's chains were deleted: {table}"
+    );
+    let refused =
+        std::net::TcpStream::connect_timeout(&format!("{vip}:8080").parse().unwrap(), Duration::from_secs(2));
+    assert!(matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{refused:?}");
+    let xray = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["xray", "route", "--service", "nginx-svc", "-o", "json"])
+        .env("KUBECONFIG", &kp.kubeconfig)
+        .output()
+        .unwrap();
+    let route: serde_json::Value = serde_json::from_str(&stdout(&xray)).expect("xray json");
+    assert!(route["route"]["entry"]["kernel"]["reject"].as_str().unwrap().ends_with("reject"), "{route}");
+    kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=1"]);
+    eventually(30, "served again", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+
+    assert!(kp.terminate().success());
+    assert_eq!(kplane_nft_table(), "", "left after SIGTERM");
+
+    // kill -9 leaves the table; the restarted kplane replaces it and its stop deletes it.
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    eventually(20, "served after the restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    let killed = kp.child.id();
+    kp.kill9();
+    assert!(kplane_nft_table().contains(&format!("pid {killed}\"")), "kill -9 cannot clean up");
+    let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
+    eventually(20, "served after kill -9 and a restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    // The stale table went: the owner is the new process, one endpoint chain per DNAT.
+    let table = kplane_nft_table();
+    assert!(table.contains(&format!("pid {}\"", kp.child.id())), "{table}");
+    let endpoint_chains = table.lines().filter(|l| l.trim_start().starts_with("chain endpoint-")).count();
+    let dnats: Vec<&str> = table.lines().filter(|l| l.contains("dnat to")).collect();
+    assert_eq!(endpoint_chains, dnats.len(), "{table}");
+    assert_eq!(dnats.iter().filter(|l| l.contains("default/nginx-svc")).count(), 1, "{dnats:?}");
+    assert!(kp.terminate().success());
+    assert_eq!(kplane_nft_table(), "", "left after the restart's stop");
+}

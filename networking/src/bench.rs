@@ -1,6 +1,6 @@
 //! `networking::bench::run`: one real simulated pod, measured in the same run directly (its pod
-//! IP), through the userspace service proxy's ClusterIP, through the iptables mode's ClusterIP
-//! (kernel DNAT; root only), through the ingress controller, and through nginx in front of the
+//! IP), through the userspace service proxy's ClusterIP, through the iptables and the nftables
+//! modes' ClusterIP (kernel DNAT; root only), through the ingress controller, and through nginx in front of the
 //! same pod, with C keep-alive HTTP/1.1 connections each sending requests back to back for a fixed
 //! time. Reports throughput and p50/p99 latency, each path's throughput as a ratio of direct (the
 //! ingress also of nginx) and its added p99, beside the goals.
@@ -10,8 +10,9 @@
 //! `default`, and waits for the EndpointSlice that the EndpointSlice controller writes for the
 //! Service. The pod address measured is the one in that slice; a slice not written by the
 //! controller is refused. The cluster's own proxy (userspace) and ingress controller carry the
-//! ClusterIP and ingress rows; for the iptables row, an iptables-mode proxy is started in this
-//! process for that measurement only, and it removes all of its rules when it stops.
+//! ClusterIP and ingress rows; for the iptables (nftables) row, an iptables-mode (nftables-mode)
+//! proxy is started in this process for that measurement only, and it removes all of its rules
+//! when it stops.
 //!
 //! The load comes from `wrk` (a separate process, as the issue asks; [`Load::Wrk`]) or from a
 //! built-in hyper client in this process ([`Load::Builtin`], for machines without wrk).
@@ -35,7 +36,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::proxy::{iptables, kernel, ProxyConfig};
+use crate::proxy::{iptables, kernel, nftables, ProxyConfig};
 use crate::Error;
 
 /// The name of the bench's Deployment, Service and Ingress.
@@ -63,6 +64,8 @@ pub struct BenchOptions {
     /// Measure the iptables mode's ClusterIP (needs root and iptables; when false the row says
     /// why it is missing).
     pub iptables: bool,
+    /// Measure the nftables mode's ClusterIP (needs root and nft), likewise.
+    pub nftables: bool,
     /// How long the pod, its slice and the routes may take to appear.
     pub ready_timeout: Duration,
 }
@@ -93,6 +96,7 @@ impl Default for BenchOptions {
             load: Load::Builtin,
             nginx: None,
             iptables: false,
+            nftables: false,
             ready_timeout: Duration::from_secs(60),
         }
     }
@@ -136,6 +140,8 @@ pub struct BenchReport {
     pub userspace: Figure,
     /// The ClusterIP through the iptables mode's DNAT, or why it was not measured.
     pub iptables: Result<Figure, String>,
+    /// The ClusterIP through the nftables mode's DNAT, or why it was not measured.
+    pub nftables: Result<Figure, String>,
     pub ingress: Figure,
     /// nginx in front of the same pod, when asked for.
     pub nginx: Option<Figure>,
@@ -157,6 +163,9 @@ impl BenchReport {
         let mut rows = vec![("direct", &self.direct), ("clusterip-userspace", &self.userspace)];
         if let Ok(f) = &self.iptables {
             rows.push(("clusterip-iptables", f));
+        }
+        if let Ok(f) = &self.nftables {
+            rows.push(("clusterip-nftables", f));
         }
         rows.push(("ingress", &self.ingress));
         if let Some(f) = &self.nginx {
@@ -202,7 +211,9 @@ impl fmt::Display for BenchReport {
             };
             let goal = match name {
                 "clusterip-userspace" => format!(">= 0.60x direct: {}", met(ratio >= 0.60)),
-                "clusterip-iptables" => format!(">= 0.90x direct: {}", met(ratio >= 0.90)),
+                "clusterip-iptables" | "clusterip-nftables" => {
+                    format!(">= 0.90x direct: {}", met(ratio >= 0.90))
+                }
                 "ingress" => match nginx_ratio {
                     Some(r) => {
                         format!(">= 1.0x nginx: {}; p99 added < 1 ms: {}", met(r >= 1.0), met(added < 1.0))
@@ -220,6 +231,9 @@ impl fmt::Display for BenchReport {
         }
         if let Err(why) = &self.iptables {
             writeln!(f, "{:<20} not measured: {why}", "clusterip-iptables")?;
+        }
+        if let Err(why) = &self.nftables {
+            writeln!(f, "{:<20} not measured: {why}", "clusterip-nftables")?;
         }
         if self.nginx.is_none() {
             writeln!(f, "{:<20} not measured (nginx not found or --nginx off)", "nginx")?;
@@ -331,19 +345,27 @@ async fn measure_all(
     }
     let direct = measure(backend.addr, opts).await?;
     // The userspace row must not be the kernel's: no DNAT for the ClusterIP may exist now.
-    if let Ok(saved) = kernel::read_live().await {
-        if let Some(path) = kernel_path(&saved, backend.vip) {
+    for mode in [KernelKind::Iptables, KernelKind::Nftables] {
+        if let Ok(Some(path)) = mode.live_path(backend.vip).await {
             return Err(bench_err(format!(
-                "iptables rules already take {} ({:?}): another kplane runs in iptables mode",
-                backend.vip, path.service_chain
+                "{} rules already take {} ({:?}): another kplane runs in {} mode",
+                mode.name(),
+                backend.vip,
+                path.service_chain,
+                mode.name()
             )));
         }
     }
     let userspace = measure(backend.vip, opts).await?;
     let iptables = if opts.iptables {
-        measure_iptables(client, &backend, opts).await?
+        measure_kernel(KernelKind::Iptables, client, &backend, opts).await?
     } else {
         Err("not asked for (--iptables off)".to_string())
+    };
+    let nftables = if opts.nftables {
+        measure_kernel(KernelKind::Nftables, client, &backend, opts).await?
+    } else {
+        Err("not asked for (--nftables off)".to_string())
     };
     let ingress = measure(opts.ingress_http, opts).await?;
     let nginx = match &opts.nginx {
@@ -361,6 +383,7 @@ async fn measure_all(
         direct,
         userspace,
         iptables,
+        nftables,
         ingress,
         nginx,
     })
@@ -372,47 +395,99 @@ fn kernel_path(saved: &kernel::Saved, vip: SocketAddr) -> Option<kernel::KernelP
     saved.walk(*v4.ip(), v4.port(), "tcp").filter(|p| !p.endpoints.is_empty())
 }
 
-/// Runs an iptables-mode proxy in this process for one measurement of the ClusterIP. `Ok(Err)`:
-/// not measured here, and why (no root or no iptables, or another kplane's rules present).
-async fn measure_iptables(
+/// The two kernel modes, each measured by the same code path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelKind {
+    Iptables,
+    Nftables,
+}
+
+impl KernelKind {
+    fn name(self) -> &'static str {
+        match self {
+            KernelKind::Iptables => "iptables",
+            KernelKind::Nftables => "nftables",
+        }
+    }
+
+    async fn preflight(self) -> Result<(), Error> {
+        match self {
+            KernelKind::Iptables => iptables::preflight().await,
+            KernelKind::Nftables => nftables::preflight().await,
+        }
+    }
+
+    /// Whether kplane's rules of this mode exist now (`Err`: they cannot be read).
+    async fn present(self) -> Result<bool, String> {
+        match self {
+            KernelKind::Iptables => kernel::read_live().await.map(|s| s.is_kplanes()),
+            KernelKind::Nftables => kernel::read_live_nft().await.map(|t| t.is_some()),
+        }
+    }
+
+    /// The DNAT path this mode's live rules give `vip`, if any.
+    async fn live_path(self, vip: SocketAddr) -> Result<Option<kernel::KernelPath>, String> {
+        let SocketAddr::V4(v4) = vip else { return Ok(None) };
+        Ok(match self {
+            KernelKind::Iptables => kernel_path(&kernel::read_live().await?, vip),
+            KernelKind::Nftables => kernel::read_live_nft()
+                .await?
+                .and_then(|t| t.walk(*v4.ip(), v4.port(), "tcp"))
+                .filter(|p| !p.endpoints.is_empty()),
+        })
+    }
+
+    async fn run(self, client: kube::Client, stopped: oneshot::Receiver<()>) -> Result<(), Error> {
+        let stop = async move {
+            let _ = stopped.await;
+        };
+        let min_sync = Duration::from_millis(100);
+        match self {
+            KernelKind::Iptables => {
+                iptables::run_iptables_proxy(client, ProxyConfig::default(), min_sync, stop).await
+            }
+            KernelKind::Nftables => {
+                nftables::run_nftables_proxy(client, ProxyConfig::default(), min_sync, stop).await
+            }
+        }
+    }
+}
+
+/// Runs a proxy in `mode` in this process for one measurement of the ClusterIP. `Ok(Err)`: not
+/// measured here, and why (no root or no tool, or another kplane's rules of that mode present).
+async fn measure_kernel(
+    mode: KernelKind,
     client: &kube::Client,
     backend: &Backend,
     opts: &BenchOptions,
 ) -> Result<Result<Figure, String>, Error> {
-    if let Err(e) = iptables::preflight().await {
+    let name = mode.name();
+    if let Err(e) = mode.preflight().await {
         return Ok(Err(e.to_string()));
     }
-    match kernel::read_live().await {
+    match mode.present().await {
         Err(e) => return Ok(Err(e)),
-        // Starting would remove the chains of an iptables-mode kplane that is running now.
-        Ok(saved) if saved.is_kplanes() => {
-            return Ok(Err("kplane's iptables chains exist already (another kplane in iptables mode?); \
-                 not touching them"
-                .into()))
+        // Starting would remove the rules of a kplane in that mode that is running now.
+        Ok(true) => {
+            return Ok(Err(format!(
+                "kplane's {name} rules exist already (another kplane in {name} mode?); not touching them"
+            )))
         }
-        Ok(_) => {}
+        Ok(false) => {}
     }
     let (stop, stopped) = oneshot::channel::<()>();
-    let proxy = tokio::spawn(iptables::run_iptables_proxy(
-        client.clone(),
-        ProxyConfig::default(),
-        Duration::from_millis(100),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let proxy = tokio::spawn(mode.run(client.clone(), stopped));
     let result = async {
         // Measured only once the kernel sends the ClusterIP to the pod.
         let deadline = Instant::now() + opts.ready_timeout;
         let want = backend.addr.to_string();
         loop {
-            let saved = kernel::read_live().await.map_err(bench_err)?;
-            let path = kernel_path(&saved, backend.vip);
+            let path = mode.live_path(backend.vip).await.map_err(bench_err)?;
             if path.as_ref().is_some_and(|p| p.endpoints.iter().any(|e| e.destination == want)) {
                 break;
             }
             if proxy.is_finished() || Instant::now() > deadline {
-                return Err(bench_err(format!("the iptables proxy did not program {} -> {want}", backend.vip)));
+                return Err(bench_err(format!("the {name} proxy did not program {} -> {want}", backend.vip)));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -423,14 +498,12 @@ async fn measure_iptables(
     let _ = stop.send(());
     match proxy.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(bench_err(format!("iptables proxy: {e}"))),
-        Err(e) => return Err(bench_err(format!("iptables proxy: {e}"))),
+        Ok(Err(e)) => return Err(bench_err(format!("{name} proxy: {e}"))),
+        Err(e) => return Err(bench_err(format!("{name} proxy: {e}"))),
     }
-    // Its chains are gone: the ClusterIP is the userspace proxy's again.
-    if let Ok(saved) = kernel::read_live().await {
-        if saved.is_kplanes() || kernel_path(&saved, backend.vip).is_some() {
-            return Err(bench_err("the iptables proxy left rules behind"));
-        }
+    // Its rules are gone: the ClusterIP is the userspace proxy's again.
+    if mode.present().await.unwrap_or(false) || mode.live_path(backend.vip).await.is_ok_and(|p| p.is_some()) {
+        return Err(bench_err(format!("the {name} proxy left rules behind")));
     }
     result.map(Ok)
 }

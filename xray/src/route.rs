@@ -87,11 +87,11 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// For a ClusterIP or NodePort, the proxy mode that takes the address, as this machine shows
-    /// it: `iptables` (kplane's rules in the kernel's ruleset take it) or `userspace` (a socket
-    /// listens on it); none when neither shows (the ruleset needs root to read).
+    /// it: `iptables` or `nftables` (kplane's rules in the kernel's ruleset take it) or
+    /// `userspace` (a socket listens on it); none when none shows (the ruleset needs root to read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_mode: Option<String>,
-    /// In iptables mode, the rules the connection walks and their DNAT targets, read from the live
+    /// In a kernel mode, the rules the connection walks and their DNAT targets, read from the live
     /// ruleset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelPath>,
@@ -510,8 +510,9 @@ fn node_ips(n: &Node) -> Vec<String> {
         .collect()
 }
 
-/// Which proxy takes `address` (`ip:port`) on this machine: kplane's iptables rules, read from the
-/// live ruleset (root only), or a userspace listener (`/proc/net/tcp`, readable by anyone).
+/// Which proxy takes `address` (`ip:port`) on this machine: kplane's iptables rules or its
+/// nftables table, read from the live ruleset (root only), or a userspace listener
+/// (`/proc/net/tcp`, readable by anyone).
 async fn proxy_mode(address: &str, protocol: &str, route: &mut Route) -> (Option<String>, Option<KernelPath>) {
     let Ok(addr) = address.parse::<std::net::SocketAddrV4>() else { return (None, None) };
     let (ip, port) = (*addr.ip(), addr.port());
@@ -519,18 +520,24 @@ async fn proxy_mode(address: &str, protocol: &str, route: &mut Route) -> (Option
     if let Some(path) = live.as_ref().and_then(|s| s.walk(ip, port, protocol)) {
         return (Some("iptables".into()), Some(path));
     }
-    // Another cluster on this machine may run in iptables mode while this one runs userspace.
+    let nft = kernel::read_live_nft().await.ok().flatten();
+    if let Some(path) = nft.as_ref().and_then(|t| t.walk(ip, port, protocol)) {
+        return (Some("nftables".into()), Some(path));
+    }
+    // Another cluster on this machine may run in a kernel mode while this one runs userspace.
     if protocol.eq_ignore_ascii_case("TCP") && kernel::tcp_listener(ip, port) {
         return (Some("userspace".into()), None);
     }
-    if live.is_some() {
-        route.problems.push(format!(
-            "no iptables rule and no userspace listener takes {address}/{protocol}: the service proxy has \
-             not synced this Service yet"
-        ));
-        return (Some("iptables".into()), None);
-    }
-    (None, None)
+    let mode = match (&live, &nft) {
+        (Some(_), _) => "iptables",
+        (None, Some(_)) => "nftables",
+        (None, None) => return (None, None),
+    };
+    route.problems.push(format!(
+        "no {mode} rule and no userspace listener takes {address}/{protocol}: the service proxy has not \
+         synced this Service yet"
+    ));
+    (Some(mode.into()), None)
 }
 
 /// Fills the Service hop (and the entry, unless the ingress took the request) for `ports`.
@@ -597,7 +604,7 @@ async fn service_route(
             None => (None, None),
         };
         let listener = match proxy_mode.as_deref() {
-            Some("iptables") => format!("kernel NAT, iptables mode ({kind})"),
+            Some(mode @ ("iptables" | "nftables")) => format!("kernel NAT, {mode} mode ({kind})"),
             _ => format!("service proxy ({kind})"),
         };
         route.entry = Some(Entry { listener, address, proxy_mode, kernel });

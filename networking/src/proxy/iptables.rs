@@ -95,37 +95,92 @@ pub struct Ruleset {
     pub service_chains: BTreeSet<String>,
 }
 
-/// iptables mode programs only VIPs in 127.96.0.0/12: a service range outside it would leave
-/// every Service unserved, so it is refused up front.
-pub fn check_service_range(base: Ipv4Addr, bits: u8) -> Result<(), Error> {
+/// The kernel modes (iptables, nftables) program only VIPs in 127.96.0.0/12: a service range
+/// outside it would leave every Service unserved, so it is refused up front. `mode` is the
+/// `--proxy-mode` value named in the error.
+pub fn check_service_range(mode: &str, base: Ipv4Addr, bits: u8) -> Result<(), Error> {
     if u32::from(bits) >= SERVICE_RANGE.1 && in_service_range(base) {
         return Ok(());
     }
-    Err(unavailable(format!(
-        "the service range {base}/{bits} is not inside {}/{}, the only range it programs",
-        SERVICE_RANGE.0, SERVICE_RANGE.1
-    )))
+    Err(unavailable_in(
+        mode,
+        format!(
+            "the service range {base}/{bits} is not inside {}/{}, the only range it programs",
+            SERVICE_RANGE.0, SERVICE_RANGE.1
+        ),
+    ))
 }
 
-fn in_service_range(ip: Ipv4Addr) -> bool {
+pub(crate) fn in_service_range(ip: Ipv4Addr) -> bool {
     let (base, bits) = SERVICE_RANGE;
     u32::from(ip) >> (32 - bits) == u32::from(base) >> (32 - bits)
+}
+
+/// The base32 (RFC 4648, Go's `base32.StdEncoding`) SHA-256 of `parts` joined as they are: the
+/// hash in both kernel modes' chain names, as upstream's kube-proxy makes them.
+pub(crate) fn sha256_base32(parts: &[&str]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
+    }
+    data_encoding::BASE32.encode(ctx.finish().as_ref())
+}
+
+/// One service port as a kernel mode programs it: only a ClusterIP inside kplane's service range
+/// and not served in place, only loopback NodePort addresses and loopback endpoints.
+pub(crate) struct KernelPort {
+    /// `ns/svc:port` (upstream's `ServicePortName`), every rule's comment.
+    pub name: String,
+    pub key: super::PortKey,
+    pub proto: Protocol,
+    pub vip: std::net::SocketAddrV4,
+    /// `nodeIP:nodePort` for each node address, for NodePort and LoadBalancer Services.
+    pub node_addrs: Vec<SocketAddr>,
+    /// The ready endpoints; empty: the port rejects.
+    pub endpoints: Vec<SocketAddr>,
+    /// ClientIP affinity timeout, seconds.
+    pub affinity: Option<u64>,
+}
+
+/// The service ports a kernel mode programs, sorted by name (the same model for both modes).
+pub(crate) fn kernel_ports(
+    services: &[Arc<Service>],
+    index: &EndpointIndex,
+    node_ips: &[Ipv4Addr],
+    exclude: &[SocketAddr],
+) -> Vec<KernelPort> {
+    let mut wanted: Vec<_> = services.iter().flat_map(|s| Proxier::wanted(s, index, node_ips)).collect();
+    wanted.sort_by_key(|w| w.key.to_string());
+    wanted
+        .into_iter()
+        .filter_map(|w| {
+            let &(proto, SocketAddr::V4(vip)) = w.addrs.first()? else { return None };
+            if !in_service_range(*vip.ip()) || exclude.contains(&SocketAddr::V4(vip)) {
+                return None;
+            }
+            Some(KernelPort {
+                name: w.key.to_string(),
+                proto,
+                vip,
+                node_addrs: w.addrs[1..].iter().map(|(_, a)| *a).filter(|a| a.ip().is_loopback()).collect(),
+                endpoints: w.endpoints.iter().copied().filter(|e| e.ip().is_loopback()).collect(),
+                affinity: w.affinity.map(|t| t.as_secs()),
+                key: w.key,
+            })
+        })
+        .collect()
 }
 
 /// A chain-name suffix exactly as upstream's kube-proxy makes it (`portProtoHash`,
 /// `servicePortEndpointChainName`): the first 16 characters of the base32 SHA-256 of the parts
 /// joined as they are (`ns/svc:port` + protocol [+ `ip:port`]), so the chains read as upstream's.
 fn chain_hash(parts: &[&str]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        ctx.update(p.as_bytes());
-    }
-    let mut encoded = data_encoding::BASE32.encode(ctx.finish().as_ref());
+    let mut encoded = sha256_base32(parts);
     encoded.truncate(16);
     encoded
 }
 
-fn proto_name(p: Protocol) -> &'static str {
+pub(crate) fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -152,19 +207,9 @@ pub(crate) fn rules(
         nat,
         "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
     );
-    let mut wanted: Vec<_> = services.iter().flat_map(|s| Proxier::wanted(s, index, node_ips)).collect();
-    wanted.sort_by_key(|w| w.key.to_string());
-    for w in wanted {
-        let name = w.key.to_string();
-        let Some(&(proto, vip)) = w.addrs.first() else { continue };
-        let SocketAddr::V4(vip) = vip else { continue };
-        if !in_service_range(*vip.ip()) || exclude.contains(&SocketAddr::V4(vip)) {
-            continue;
-        }
+    for kp in kernel_ports(services, index, node_ips, exclude) {
+        let KernelPort { name, proto, vip, node_addrs, endpoints: eps, affinity, .. } = kp;
         let p = proto_name(proto);
-        let node_addrs: Vec<SocketAddr> =
-            w.addrs[1..].iter().map(|(_, a)| *a).filter(|a| a.ip().is_loopback()).collect();
-        let eps: Vec<SocketAddr> = w.endpoints.iter().copied().filter(|e| e.ip().is_loopback()).collect();
         if eps.is_empty() {
             // The ClusterIP, then each NodePort address.
             for a in std::iter::once(SocketAddr::V4(vip)).chain(node_addrs.iter().copied()) {
@@ -199,7 +244,6 @@ pub(crate) fn rules(
             eps.iter().map(|ep| format!("KUBE-SEP-{}", chain_hash(&[&name, p, &ep.to_string()]))).collect();
         // ClientIP affinity: a client the `recent` list of an endpoint has seen within the timeout
         // goes back to it, before any balancing.
-        let affinity = w.affinity.map(|t| t.as_secs());
         if let Some(secs) = affinity {
             for (ep, sep_chain) in eps.iter().zip(&sep_chains) {
                 let _ = writeln!(
@@ -269,24 +313,50 @@ pub async fn run_iptables_proxy(
 ) -> Result<(), Error> {
     preflight().await?;
     cleanup().await?;
+    run_kernel_proxy(client, cfg, min_sync, shutdown, Iptables::default()).await
+}
+
+/// What a kernel mode does at each sync and at stop; [`run_kernel_proxy`] is the loop both
+/// modes share.
+pub(crate) trait KernelMode {
+    /// The `--proxy-mode` value, for logs.
+    const NAME: &'static str;
+    /// Programs the rules for this snapshot in one atomic step; an error leaves the kernel as the
+    /// last sync left it (retried at the next sync).
+    async fn sync(
+        &mut self,
+        services: &[Arc<Service>],
+        index: &EndpointIndex,
+        node_ips: &[Ipv4Addr],
+        exclude: &[SocketAddr],
+    ) -> Result<(), Error>;
+    /// Removes everything the mode programmed.
+    async fn cleanup(&mut self) -> Result<(), Error>;
+}
+
+/// Upstream's sync semantics for a kernel mode: one full sync once the informers have listed,
+/// then one per change batch (changes within `min_sync` of the last sync make one), at least
+/// every `cfg.resync`; on `shutdown`, the mode's cleanup.
+pub(crate) async fn run_kernel_proxy<M: KernelMode>(
+    client: kube::Client,
+    cfg: ProxyConfig,
+    min_sync: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut mode: M,
+) -> Result<(), Error> {
     let changed = Arc::new(Notify::new());
     let sources = Sources::start(&client, &changed);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
-        _ = &mut shutdown => return cleanup().await,
+        _ = &mut shutdown => return mode.cleanup().await,
         _ = sources.ready() => {}
     }
-    tracing::info!(node_ips = ?cfg.node_ips, "service proxy started (iptables mode)");
-    let mut previous: BTreeSet<String> = BTreeSet::new();
+    tracing::info!(node_ips = ?cfg.node_ips, "service proxy started ({} mode)", M::NAME);
     let result = loop {
         let started = Instant::now();
         let (services, index, node_ips) = sources.snapshot(&cfg.node_ips);
-        let set = rules(&services, &index, &node_ips, &cfg.exclude);
-        if let Err(e) = apply(&set, &previous).await {
-            // A failed restore changes nothing (it is atomic per table): retried at the next sync.
-            tracing::warn!(error = %e, "iptables sync failed");
-        } else {
-            previous = set.service_chains;
+        if let Err(e) = mode.sync(&services, &index, &node_ips, &cfg.exclude).await {
+            tracing::warn!(error = %e, "{} sync failed", M::NAME);
         }
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -299,14 +369,47 @@ pub async fn run_iptables_proxy(
             _ = tokio::time::sleep_until(started + min_sync) => {}
         }
     };
-    tracing::info!("service proxy stopping (iptables mode): removing its chains");
-    cleanup().await?;
+    tracing::info!("service proxy stopping ({} mode): removing its rules", M::NAME);
+    mode.cleanup().await?;
     result
 }
 
+/// The iptables mode's state between syncs: the service chains the last sync wrote.
+#[derive(Default)]
+struct Iptables {
+    previous: BTreeSet<String>,
+}
+
+impl KernelMode for Iptables {
+    const NAME: &'static str = "iptables";
+
+    async fn sync(
+        &mut self,
+        services: &[Arc<Service>],
+        index: &EndpointIndex,
+        node_ips: &[Ipv4Addr],
+        exclude: &[SocketAddr],
+    ) -> Result<(), Error> {
+        let set = rules(services, index, node_ips, exclude);
+        // A failed restore changes nothing (it is atomic per table).
+        apply(&set, &self.previous).await?;
+        self.previous = set.service_chains;
+        Ok(())
+    }
+
+    async fn cleanup(&mut self) -> Result<(), Error> {
+        cleanup().await
+    }
+}
+
 fn unavailable(why: String) -> Error {
+    unavailable_in("iptables", why)
+}
+
+/// A kernel mode that cannot work here: the error names the userspace mode (no silent fallback).
+pub(crate) fn unavailable_in(mode: &str, why: String) -> Error {
     Error::Config(format!(
-        "--proxy-mode iptables: {why}; run as root with iptables installed, or use --proxy-mode userspace"
+        "--proxy-mode {mode}: {why}; run as root with {mode} installed, or use --proxy-mode userspace"
     ))
 }
 
@@ -586,10 +689,10 @@ mod tests {
         assert!(in_service_range("127.111.255.255".parse().unwrap()));
         assert!(!in_service_range("127.112.0.0".parse().unwrap()));
         assert!(!in_service_range("127.95.255.255".parse().unwrap()));
-        assert!(check_service_range("127.96.0.0".parse().unwrap(), 12).is_ok());
-        assert!(check_service_range("127.100.77.0".parse().unwrap(), 24).is_ok());
-        assert!(check_service_range("127.96.0.0".parse().unwrap(), 11).is_err());
-        let e = check_service_range("127.130.0.0".parse().unwrap(), 16).unwrap_err().to_string();
+        assert!(check_service_range("iptables", "127.96.0.0".parse().unwrap(), 12).is_ok());
+        assert!(check_service_range("iptables", "127.100.77.0".parse().unwrap(), 24).is_ok());
+        assert!(check_service_range("iptables", "127.96.0.0".parse().unwrap(), 11).is_err());
+        let e = check_service_range("iptables", "127.130.0.0".parse().unwrap(), 16).unwrap_err().to_string();
         assert!(e.contains("127.130.0.0/16") && e.contains("--proxy-mode userspace"), "{e}");
     }
 

@@ -19,6 +19,7 @@
 mod balancer;
 pub mod iptables;
 pub mod kernel;
+pub mod nftables;
 mod tcp;
 mod udp;
 
@@ -163,14 +164,14 @@ fn node_addresses(configured: &[Ipv4Addr], nodes: &[Arc<Node>]) -> Vec<Ipv4Addr>
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
 }
 
 /// A service port: namespace/name:portname.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct PortKey {
+pub(crate) struct PortKey {
     namespace: String,
     name: String,
     port: String,
