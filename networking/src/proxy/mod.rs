@@ -10,6 +10,8 @@
 //!   updates or closes listeners to match.
 //! - `balancer.rs`: endpoint choice per service port.
 //! - `tcp.rs`, `udp.rs`: the data path.
+//! - `iptables.rs`, `nftables.rs`: the kernel modes (`--proxy-mode iptables|nftables`), which
+//!   program NAT rules instead of listening; `kernel.rs` reads their live rules back for X-ray.
 //!
 //! A Service with no ready endpoints keeps its listener, which resets each connection at once (so
 //! `curl` fails immediately with "connection reset"); not listening would race with endpoints
