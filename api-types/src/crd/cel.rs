@@ -29,11 +29,15 @@
 //! `filter`), `size`, `matches`, `startsWith`/`endsWith`/`contains`, the strings extension
 //! (`charAt`, `indexOf`, `lastIndexOf`, `lowerAscii`, `upperAscii`, `replace`, `split`,
 //! `substring`, `trim`, `join`, `format`, `reverse`, `strings.quote`), optionals (`self.?x`,
-//! `orValue`). Not supported (a call is a runtime "no such overload"/undeclared error): the
-//! Kubernetes library's list functions (`isSorted`, `sum`, `min`, `max`, `indexOf` on lists),
-//! `url`, `ip`/`cidr`, `quantity`, `format.*`, regex `find`/`findAll`, timestamps and durations;
-//! static type checking (a type error shows at evaluation, not at CRD creation); escaping of
-//! property names that are not CEL identifiers (`__dash__`).
+//! `orValue`), and the Kubernetes libraries of [`super::cel_lib`]: lists (`isSorted`, `sum`,
+//! `min`, `max`, `indexOf`, `lastIndexOf`), regex `find`/`findAll`, URLs, IPs and CIDRs,
+//! quantities. Object properties are seen under upstream's escaped names (`a-b` as
+//! `a__dash__b`, `namespace` as `__namespace__`; names that cannot be escaped are not visible).
+//! Not supported (a call is a runtime "no such overload"/undeclared error): the Kubernetes
+//! `format.*`, `authz`, `semver` and `lists.includes` libraries; timestamps and durations; static type checking (a type
+//! error shows at evaluation, not at CRD creation; a reserved word such as `self.namespace` is
+//! not refused at CRD time as cel-go's parser does).
+//!
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -203,6 +207,8 @@ fn make_env() -> Env {
     let mut env = Env::stdlib();
     // The strings extension is what cel-go's ext.Strings registers, which Kubernetes includes.
     let _ = env.add_extension(cel::extensions::strings);
+    // The Kubernetes libraries (lists, regex, URLs, IPs/CIDRs, quantities).
+    let _ = env.add_extension(super::cel_lib::register);
     env
 }
 
@@ -328,7 +334,9 @@ fn estimate(e: &cel::IdedExpr, vars: &mut Vec<(String, f64)>, data: f64) -> Est 
                     let size = size_of(0) * (size_of(1) + 1.0) * size_of(1).max(1.0);
                     Est { cost: cost + size, size }
                 }
-                "matches" => Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: 1.0 },
+                "matches" | "find" | "findAll" => {
+                    Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: 1.0 }
+                }
                 "split" => Est { cost: cost + size_of(0), size: size_of(0) },
                 // Comparisons stop at the shorter operand; these give a bool or a number.
                 "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "@in" | "contains" | "startsWith"
@@ -711,8 +719,15 @@ fn to_cel(v: &Value, s: Option<&Value>) -> Cel {
         Value::Object(m) => {
             let props = s.and_then(|s| s.get("properties"));
             let addl = s.and_then(|s| s.get("additionalProperties")).filter(|a| a.is_object());
-            let map: HashMap<String, Cel> =
-                m.iter().map(|(k, x)| (k.clone(), to_cel(x, props.and_then(|p| p.get(k)).or(addl)))).collect();
+            // Declared properties are seen under their escaped names (`a-b` as `a__dash__b`; a
+            // name that cannot be escaped is not accessible); additionalProperties keys as they are.
+            let map: HashMap<String, Cel> = m
+                .iter()
+                .filter_map(|(k, x)| match props.and_then(|p| p.get(k)) {
+                    Some(ps) => super::cel_lib::escape(k).map(|e| (e, to_cel(x, Some(ps)))),
+                    None => Some((k.clone(), to_cel(x, addl))),
+                })
+                .collect();
             Cel::Map(map.into())
         }
     }
@@ -1032,6 +1047,64 @@ mod tests {
             msgs[4],
             "Invalid value: \"object\": no such key: nothere evaluating rule: self.nothere == 1"
         );
+    }
+
+    #[test]
+    fn property_names_are_escaped_as_upstream() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.__dash__x == 'ok'", "message": "leading dash"},
+                {"rule": "self.a__dot__b > 0", "message": "dot"},
+                {"rule": "self.__namespace__ == 'ns'", "message": "reserved"},
+                {"rule": "!has(self.labels) || self.labels['app.kubernetes.io/name'] != ''", "message": "map keys as they are"},
+                {"rule": "self.size() == 4", "message": "unescapable names are not seen"}],
+            "properties": {"-x": {"type": "string"}, "a.b": {"type": "integer"}, "namespace": {"type": "string"},
+                           "has space": {"type": "string"},
+                           "labels": {"type": "object", "additionalProperties": {"type": "string"}}}}}});
+        let good = json!({"spec": {"-x": "ok", "a.b": 1, "namespace": "ns", "has space": "x",
+                                   "labels": {"app.kubernetes.io/name": "a"}}});
+        assert!(validate(&s, &good, None).is_empty(), "{:?}", validate(&s, &good, None));
+        let bad = json!({"spec": {"-x": "no", "a.b": 0, "namespace": "other", "has space": "x",
+                                  "labels": {"app.kubernetes.io/name": ""}}});
+        let msgs: Vec<String> = validate(&s, &bad, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(
+            msgs,
+            ["leading dash", "dot", "reserved", "map keys as they are"]
+                .map(|m| format!("Invalid value: \"object\": {m}"))
+        );
+    }
+
+    #[test]
+    fn kubernetes_libraries_in_rules() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.ports.isSorted() && self.ports.sum() < 100000 && self.ports.max() <= 65535"},
+                {"rule": "url(self.endpoint).getScheme() == 'https'", "messageExpression": "'scheme of ' + self.endpoint"},
+                {"rule": "cidr(self.cidr).containsIP(self.ip)"},
+                {"rule": "quantity(self.memory).isLessThan(quantity('1Gi'))"},
+                {"rule": "self.name.findAll('[0-9]+').size() <= 1"}],
+            "properties": {"ports": {"type": "array", "maxItems": 10, "items": {"type": "integer"}},
+                           "endpoint": {"type": "string", "maxLength": 100}, "cidr": {"type": "string", "maxLength": 50},
+                           "ip": {"type": "string", "maxLength": 50}, "memory": {"type": "string", "maxLength": 20},
+                           "name": {"type": "string", "maxLength": 20}}}}});
+        assert!(check_schema(&s, "s").is_empty(), "{:?}", check_schema(&s, "s"));
+        let good = json!({"spec": {"ports": [80, 443], "endpoint": "https://x.example/", "cidr": "10.0.0.0/8",
+                                   "ip": "10.1.2.3", "memory": "512Mi", "name": "web1"}});
+        assert!(validate(&s, &good, None).is_empty(), "{:?}", validate(&s, &good, None));
+        let bad = json!({"spec": {"ports": [443, 80], "endpoint": "http://x.example/", "cidr": "10.0.0.0/8",
+                                  "ip": "11.1.2.3", "memory": "2Gi", "name": "w1e2"}});
+        let msgs: Vec<String> = validate(&s, &bad, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(msgs.len(), 5, "{msgs:?}");
+        assert_eq!(msgs[1], "Invalid value: \"object\": scheme of http://x.example/");
+        // Bad values are evaluation errors, not panics.
+        let worse = json!({"spec": {"ports": [], "endpoint": "x", "cidr": "10.0.0.0/99", "ip": "1.2.3.4",
+                                    "memory": "lots", "name": "a"}});
+        let msgs: Vec<String> = validate(&s, &worse, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs[0].contains("max called on empty list evaluating rule"), "{msgs:?}");
+        assert!(msgs[1].contains("URL parse error during conversion from string"), "{msgs:?}");
+        assert!(msgs[2].contains("parse error during conversion from string"), "{msgs:?}");
+        assert!(msgs[3].contains("quantities must match the regular expression"), "{msgs:?}");
     }
 
     #[test]

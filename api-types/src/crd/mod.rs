@@ -17,6 +17,7 @@
 //! entries a server actually serves is its own [`crate::resources::Registry`]'s business.
 
 pub mod cel;
+mod cel_lib;
 pub mod openapi;
 pub mod printing;
 pub mod schema;
