@@ -31,10 +31,12 @@
 //! `substring`, `trim`, `join`, `format`, `reverse`, `strings.quote`), optionals (`self.?x`,
 //! `orValue`), and the Kubernetes libraries of [`super::cel_lib`]: lists (`isSorted`, `sum`,
 //! `min`, `max`, `indexOf`, `lastIndexOf`), regex `find`/`findAll`, URLs, IPs and CIDRs,
-//! quantities. Object properties are seen under upstream's escaped names (`a-b` as
+//! quantities; timestamps and durations ([`super::cel_time`]; `format: date-time`/`duration`
+//! strings reach rules as those values). Object properties are seen under upstream's escaped names (`a-b` as
 //! `a__dash__b`, `namespace` as `__namespace__`; names that cannot be escaped are not visible).
 //! Not supported (a call is a runtime "no such overload"/undeclared error): the Kubernetes
-//! `format.*`, `authz`, `semver` and `lists.includes` libraries; timestamps and durations; static type checking (a type
+//! `format.*`, `authz`, `semver` and `lists.includes` libraries; IANA zone names in timestamp
+//! accessors; static type checking (a type
 //! error shows at evaluation, not at CRD creation; a reserved word such as `self.namespace` is
 //! not refused at CRD time as cel-go's parser does).
 //!
@@ -45,8 +47,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
-use cel::common::types::CelOptional;
-use cel::common::value::Val;
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelOptional, CelString, CelUInt,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, Program, Value as Cel};
 use serde_json::{json, Value};
 
@@ -694,41 +699,68 @@ fn walk(
     true
 }
 
-/// The CEL value of `v` typed by schema `s` (`number` as double, `integer` as int).
-fn to_cel(v: &Value, s: Option<&Value>) -> Cel {
+/// The CEL value of `v` typed by schema `s` (`number` as double, `integer` as int, strings of
+/// `format: date-time`/`duration` as timestamps/durations).
+fn to_cel(v: &Value, s: Option<&Value>) -> Box<dyn Val> {
     let ty = s.and_then(|s| s.get("type")).and_then(Value::as_str).unwrap_or("");
     match v {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => {
             if ty == "number" {
-                Cel::Float(n.as_f64().unwrap_or(0.0))
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(0.0)))
             } else if let Some(i) = n.as_i64() {
-                Cel::Int(i)
+                Box::new(CelInt::from(i))
             } else if let Some(u) = n.as_u64() {
-                Cel::UInt(u)
+                Box::new(CelUInt::from(u))
             } else {
-                Cel::Float(n.as_f64().unwrap_or(0.0))
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(0.0)))
             }
         }
-        Value::String(t) => Cel::String(Arc::new(t.clone())),
+        Value::String(t) => {
+            let format = s.and_then(|s| s.get("format")).and_then(Value::as_str).unwrap_or("");
+            super::cel_time::from_schema_string(format, t)
+                .unwrap_or_else(|| Box::new(CelString::from(t.clone())))
+        }
         Value::Array(a) => {
             let is = s.and_then(|s| s.get("items"));
-            Cel::List(Arc::new(a.iter().map(|x| to_cel(x, is)).collect()))
+            let items: Vec<Box<dyn Val>> = a.iter().map(|x| to_cel(x, is)).collect();
+            Box::new(CelList::from(items))
         }
         Value::Object(m) => {
             let props = s.and_then(|s| s.get("properties"));
             let addl = s.and_then(|s| s.get("additionalProperties")).filter(|a| a.is_object());
             // Declared properties are seen under their escaped names (`a-b` as `a__dash__b`; a
             // name that cannot be escaped is not accessible); additionalProperties keys as they are.
-            let map: HashMap<String, Cel> = m
+            let map: HashMap<CelMapKey<'static>, Box<dyn Val>> = m
                 .iter()
                 .filter_map(|(k, x)| match props.and_then(|p| p.get(k)) {
-                    Some(ps) => super::cel_lib::escape(k).map(|e| (e, to_cel(x, Some(ps)))),
-                    None => Some((k.clone(), to_cel(x, addl))),
+                    Some(ps) => super::cel_lib::escape(k).map(|e| (CelMapKey::from(e), to_cel(x, Some(ps)))),
+                    None => Some((CelMapKey::from(k.clone()), to_cel(x, addl))),
                 })
                 .collect();
-            Cel::Map(map.into())
+            Box::new(CelMap::from(map))
+        }
+    }
+}
+
+/// `self` and `oldSelf` of one node, lent to each rule's context without copies.
+struct Vars {
+    this: Box<dyn Val>,
+    old: Option<Box<dyn Val>>,
+    optional_old: bool,
+}
+
+impl VariableResolver for Vars {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "self" => Some(CowVal::Borrowed(self.this.as_ref())),
+            "oldSelf" if self.optional_old => Some(CowVal::owned(match &self.old {
+                Some(o) => CelOptional::of(o.clone_as_boxed()),
+                None => CelOptional::none(),
+            })),
+            "oldSelf" => self.old.as_deref().map(CowVal::Borrowed),
+            _ => None,
         }
     }
 }
@@ -777,8 +809,7 @@ fn run_rules(
     }
     let data = data_size(v).max(old.map_or(1.0, data_size));
     let env = ENV.with(Arc::clone);
-    let self_val = to_cel(v, Some(s));
-    let old_val = old.map(|o| to_cel(o, Some(s)));
+    let mut vars = Vars { this: to_cel(v, Some(s)), old: old.map(|o| to_cel(o, Some(s))), optional_old: false };
     for r in &rules {
         let c = match compile_here(&r.rule) {
             Ok(c) => c,
@@ -791,7 +822,7 @@ fn run_rules(
                 continue;
             }
         };
-        if c.uses_old_self && old_val.is_none() && !r.optional_old_self {
+        if c.uses_old_self && vars.old.is_none() && !r.optional_old_self {
             continue;
         }
         let cost = estimate(c.program.expression(), &mut Vec::new(), data).cost;
@@ -811,20 +842,9 @@ fn run_rules(
             return false;
         }
         *budget -= cost;
+        vars.optional_old = r.optional_old_self;
         let mut ctx = Context::with_env(env.clone());
-        ctx.add_variable_from_value("self", self_val.clone());
-        if r.optional_old_self {
-            let opt = match &old_val {
-                Some(o) => match Box::<dyn Val>::try_from(o.clone()) {
-                    Ok(b) => CelOptional::of(b),
-                    Err(_) => CelOptional::none(),
-                },
-                None => CelOptional::none(),
-            };
-            ctx.add_variable_as_val("oldSelf", Box::new(opt));
-        } else if let Some(o) = &old_val {
-            ctx.add_variable_from_value("oldSelf", o.clone());
-        }
+        ctx.set_variable_resolver(&vars);
         let detail_path = if r.field_path.is_empty() {
             path.to_string()
         } else {
@@ -1105,6 +1125,25 @@ mod tests {
         assert!(msgs[1].contains("URL parse error during conversion from string"), "{msgs:?}");
         assert!(msgs[2].contains("parse error during conversion from string"), "{msgs:?}");
         assert!(msgs[3].contains("quantities must match the regular expression"), "{msgs:?}");
+    }
+
+    #[test]
+    fn date_time_and_duration_fields_are_timestamps_and_durations() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.end > self.start", "message": "end after start"},
+                {"rule": "self.end - self.start <= self.maxLength", "message": "too long"},
+                {"rule": "!has(self.plain) || self.plain.startsWith('2023')", "message": "plain strings stay strings"}],
+            "properties": {"start": {"type": "string", "format": "date-time"},
+                           "end": {"type": "string", "format": "date-time"},
+                           "maxLength": {"type": "string", "format": "duration"},
+                           "plain": {"type": "string"}}}}});
+        let ok = json!({"spec": {"start": "2023-08-26T10:00:00Z", "end": "2023-08-26T12:00:00+01:00",
+                                 "maxLength": "2h", "plain": "2023"}});
+        assert!(validate(&s, &ok, None).is_empty(), "{:?}", validate(&s, &ok, None));
+        let bad = json!({"spec": {"start": "2023-08-26T10:00:00Z", "end": "2023-08-26T09:00:00Z", "maxLength": "-2h"}});
+        let msgs: Vec<String> = validate(&s, &bad, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(msgs, ["Invalid value: \"object\": end after start", "Invalid value: \"object\": too long"]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     urls(env)?;
     ips(env)?;
     quantities(env)?;
+    super::cel_time::register(env)?;
     Ok(())
 }
 
@@ -104,8 +105,10 @@ fn sum<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionErr
         // Without static types the element type of an empty list is unknown: int, as `[].sum()`.
         return Ok(CowVal::owned(CelInt::from(0)));
     };
-    let numeric =
-        |v: &dyn Val| matches!(v.get_type().kind(), Kind::Int | Kind::UInt | Kind::Double | Kind::Duration);
+    let numeric = |v: &dyn Val| {
+        matches!(v.get_type().kind(), Kind::Int | Kind::UInt | Kind::Double | Kind::Duration)
+            || v.get_type().name() == super::cel_time::DURATION_NAME
+    };
     if !numeric(*first) {
         return Err(ExecutionError::no_such_overload("sum", vec![first.get_type().name().to_string()]));
     }
@@ -538,30 +541,51 @@ pub struct Cidr {
 const CIDR_NAME: &str = "net.CIDR";
 opaque!(Cidr, CIDR_TYPE, CIDR_NAME);
 
-/// Go's `netip.ParseAddr` plus upstream's refusals of zones and IPv4-mapped IPv6 addresses.
+/// Go's `netip.ParseAddr` with its error, and upstream's refusals of zones and IPv4-mapped IPv6
+/// addresses (upstream's `parseIPAddr`, its words).
 pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    if s.contains('%') {
-        return Err(format!("IP address with zone value is not allowed: {s}"));
+    let addr = |a: &str| a.parse::<IpAddr>().map_err(|_| format!("ParseAddr({a:?}): unable to parse IP"));
+    match s.split_once('%') {
+        Some((a, _)) if addr(a).is_ok_and(|a| a.is_ipv6()) => {
+            return Err(format!("IP address {s:?} with zone value is not allowed"))
+        }
+        _ => {}
     }
-    let a: IpAddr = s.parse().map_err(|_| format!("ParseAddr({s:?}): unable to parse IP"))?;
+    let a = addr(s).map_err(|e| format!("IP Address {s:?} parse error during conversion from string: {e}"))?;
     if let IpAddr::V6(v6) = a {
         if v6.to_ipv4_mapped().is_some() {
-            return Err(format!("IPv4-mapped IPv6 address is not allowed: {s}"));
+            return Err(format!("IPv4-mapped IPv6 address {s:?} is not allowed"));
         }
     }
     Ok(a)
 }
 
+/// Go's `netip.ParsePrefix` with its errors, and upstream's refusal of IPv4-mapped addresses
+/// (upstream's `parseCIDR`, its words).
 pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    let pre = "network address parse error during conversion from string";
     let Some((a, b)) = s.split_once('/') else {
-        return Err(format!("netip.ParsePrefix({s:?}): no '/'"));
+        return Err(format!("{pre}: netip.ParsePrefix({s:?}): no '/'"));
     };
-    let addr = parse_ip(a).map_err(|e| format!("netip.ParsePrefix({s:?}): {e}"))?;
+    if a.contains('%') {
+        return Err(format!("{pre}: netip.ParsePrefix({s:?}): IPv6 zones cannot be present in a prefix"));
+    }
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{pre}: netip.ParsePrefix({s:?}): ParseAddr({a:?}): unable to parse IP"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let bits: u8 = match b.parse::<u8>() {
-        Ok(n) if n <= max && !b.starts_with('+') && (b == "0" || !b.starts_with('0')) => n,
-        _ => return Err(format!("netip.ParsePrefix({s:?}): bad bits after slash: {b:?}")),
+        Ok(n) if !b.starts_with('+') && (b == "0" || !b.starts_with('0')) => n,
+        _ => return Err(format!("{pre}: netip.ParsePrefix({s:?}): bad bits after slash: {b:?}")),
     };
+    if bits > max {
+        return Err(format!("{pre}: netip.ParsePrefix({s:?}): prefix length out of range"));
+    }
+    if let IpAddr::V6(v6) = addr {
+        if v6.to_ipv4_mapped().is_some() {
+            return Err(format!("IPv4-mapped IPv6 address {s:?} is not allowed"));
+        }
+    }
     Ok(Cidr { addr, bits })
 }
 
@@ -707,9 +731,7 @@ fn ips(env: &mut Env) -> Result<(), DeclarationError> {
 fn to_ip<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [s] = take("ip", args)?;
     let s = str_arg("ip", s.as_ref())?;
-    parse_ip(s)
-        .map(|a| CowVal::owned(Ip(a)))
-        .map_err(|e| err("ip", format!("IP Address {s:?} parse error during conversion from string: {e}")))
+    parse_ip(s).map(|a| CowVal::owned(Ip(a))).map_err(|e| err("ip", e))
 }
 
 fn is_ip<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -720,9 +742,7 @@ fn is_ip<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionE
 fn ip_is_canonical<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [s] = take("ip.isCanonical", args)?;
     let s = str_arg("ip.isCanonical", s.as_ref())?;
-    let a = parse_ip(s).map_err(|e| {
-        err("ip.isCanonical", format!("IP Address {s:?} parse error during conversion from string: {e}"))
-    })?;
+    let a = parse_ip(s).map_err(|e| err("ip.isCanonical", e))?;
     Ok(CowVal::owned(CelBool::from(a.to_string() == s)))
 }
 
@@ -737,9 +757,10 @@ unary!(ip_global, "isGlobalUnicast", Ip, |ip| CowVal::owned(CelBool::from(global
 fn to_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let [s] = take("cidr", args)?;
     let s = str_arg("cidr", s.as_ref())?;
-    parse_cidr(s).map(CowVal::owned).map_err(|e| {
-        err("cidr", format!("network address {s:?} parse error during conversion from string: {e}"))
-    })
+    // Upstream wraps parseCIDR's error (which has the same words) once more.
+    parse_cidr(s)
+        .map(CowVal::owned)
+        .map_err(|e| err("cidr", format!("network address parse error during conversion from string: {e}")))
 }
 
 fn is_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -756,12 +777,7 @@ fn contains_ip<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Exec
     let [c, x] = take("containsIP", args)?;
     let c: &Cidr = opaque_arg("containsIP", c.as_ref())?;
     let a = match x.downcast_ref::<CelString<'_>>() {
-        Some(s) => parse_ip(s.inner()).map_err(|e| {
-            err(
-                "containsIP",
-                format!("IP Address {:?} parse error during conversion from string: {e}", s.inner()),
-            )
-        })?,
+        Some(s) => parse_ip(s.inner()).map_err(|e| err("containsIP", e))?,
         None => opaque_arg::<Ip>("containsIP", x.as_ref())?.0,
     };
     Ok(CowVal::owned(CelBool::from(c.contains(&a))))
@@ -772,10 +788,7 @@ fn contains_cidr<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Ex
     let c: &Cidr = opaque_arg("containsCIDR", c.as_ref())?;
     let other = match x.downcast_ref::<CelString<'_>>() {
         Some(s) => parse_cidr(s.inner()).map_err(|e| {
-            err(
-                "containsCIDR",
-                format!("network address {:?} parse error during conversion from string: {e}", s.inner()),
-            )
+            err("containsCIDR", format!("network address parse error during conversion from string: {e}"))
         })?,
         None => opaque_arg::<Cidr>("containsCIDR", x.as_ref())?.clone(),
     };

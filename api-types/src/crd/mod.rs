@@ -18,6 +18,7 @@
 
 pub mod cel;
 mod cel_lib;
+mod cel_time;
 pub mod openapi;
 pub mod printing;
 pub mod schema;

@@ -197,9 +197,12 @@ fn ips_and_cidrs() {
         "string(cidr('2001:db8::/32')) == '2001:db8::/32'",
     ]);
     all_err(&[
-        ("ip('127.0.0.256')", "parse error during conversion from string"),
-        ("ip('::ffff:1.2.3.4')", "IPv4-mapped IPv6 address is not allowed"),
-        ("cidr('192.168.0.0/33')", "parse error during conversion from string"),
+        ("ip('127.0.0.256')", "IP Address \"127.0.0.256\" parse error during conversion from string: ParseAddr(\"127.0.0.256\"): unable to parse IP"),
+        ("ip('::ffff:1.2.3.4')", "IPv4-mapped IPv6 address \"::ffff:1.2.3.4\" is not allowed"),
+        ("ip('fe80::1%eth0')", "IP address \"fe80::1%eth0\" with zone value is not allowed"),
+        ("cidr('192.168.0.0/33')", "network address parse error during conversion from string: network address parse error during conversion from string: netip.ParsePrefix(\"192.168.0.0/33\"): prefix length out of range"),
+        ("cidr('192.168.0.0')", "netip.ParsePrefix(\"192.168.0.0\"): no '/'"),
+        ("cidr('::ffff:1.2.3.4/120')", "IPv4-mapped IPv6 address \"::ffff:1.2.3.4/120\" is not allowed"),
         ("cidr('192.168.0.0/24').containsIP('nope')", "parse error"),
         ("ip('1.2.3.4').prefixLength()", ""),
         ("ip(1)", ""),
@@ -265,4 +268,59 @@ fn escaping_as_upstream() {
     ] {
         assert_eq!(escape(name).as_deref(), want, "{name}");
     }
+}
+
+#[test]
+fn timestamps_and_durations() {
+    all_true(&[
+        "timestamp('2023-08-26T12:39:00-07:00') == timestamp('2023-08-26T19:39:00Z')",
+        "timestamp('2023-08-26T12:39:00Z') < timestamp('2023-08-26T12:39:00.5Z')",
+        "timestamp('2023-08-26T12:39:00Z') + duration('1h') == timestamp('2023-08-26T13:39:00Z')",
+        "duration('1h') + timestamp('2023-08-26T12:39:00Z') == timestamp('2023-08-26T13:39:00Z')",
+        "timestamp('2023-08-26T12:39:00Z') - duration('90m') == timestamp('2023-08-26T11:09:00Z')",
+        "timestamp('2023-08-27T00:00:00Z') - timestamp('2023-08-26T00:00:00Z') == duration('24h')",
+        "string(timestamp('2023-08-26T12:39:00.120-07:00')) == '2023-08-26T19:39:00.12Z'",
+        "string(duration('1h30m')) == '5400s'",
+        "string(duration('-1.5s')) == '-1.5s'",
+        "string(duration('300ms')) == '0.3s'",
+        "duration('1h') > duration('59m59s')",
+        "duration('1.5h') == duration('90m')",
+        "duration('1us') == duration('1000ns') && duration('1µs') == duration('1us')",
+        "duration('0') == duration('0s')",
+        "duration('1h') - duration('30m') == duration('30m')",
+        "[duration('1m'), duration('1s')].sum() == duration('1m1s')",
+        "[timestamp('2023-01-02T00:00:00Z'), timestamp('2023-01-01T00:00:00Z')].min() == timestamp('2023-01-01T00:00:00Z')",
+        "int(timestamp('1970-01-01T00:01:00Z')) == 60",
+        "timestamp(60) == timestamp('1970-01-01T00:01:00Z')",
+        "duration('2h').getHours() == 2 && duration('2h').getMinutes() == 120",
+        "duration('1.5s').getMilliseconds() == 1500 && duration('1.5s').getSeconds() == 1",
+        "timestamp('2023-08-26T12:39:07.250Z').getFullYear() == 2023",
+        "timestamp('2023-08-26T12:39:07.250Z').getMonth() == 7",
+        "timestamp('2023-08-26T12:39:07.250Z').getDate() == 26",
+        "timestamp('2023-08-26T12:39:07.250Z').getDayOfMonth() == 25",
+        "timestamp('2023-08-26T12:39:07.250Z').getDayOfWeek() == 6",
+        "timestamp('2023-01-01T00:00:00Z').getDayOfYear() == 0",
+        "timestamp('2023-08-26T12:39:07.250Z').getHours() == 12",
+        "timestamp('2023-08-26T12:39:07.250Z').getHours('-07:00') == 5",
+        "timestamp('2023-08-26T02:39:07.250Z').getDate('-07:00') == 25",
+        "timestamp('2023-08-26T12:39:07.250Z').getMinutes() == 39",
+        "timestamp('2023-08-26T12:39:07.250Z').getSeconds() == 7",
+        "timestamp('2023-08-26T12:39:07.250Z').getMilliseconds() == 250",
+        "timestamp('1969-12-31T23:59:59Z').getFullYear() == 1969",
+    ]);
+    all_err(&[
+        ("timestamp('2023-13-01T00:00:00Z')", "month out of range"),
+        ("timestamp('2023-02-29T00:00:00Z')", "day out of range"),
+        ("timestamp('yesterday')", "parsing time \"yesterday\""),
+        ("timestamp('2023-08-26 12:39:00Z')", "cannot parse"),
+        ("duration('1d')", "time: unknown unit \"d\" in duration \"1d\""),
+        ("duration('1')", "time: missing unit in duration \"1\""),
+        ("duration('')", "time: invalid duration \"\""),
+        ("duration('9999999999h')", "time: invalid duration"),
+        ("timestamp('9999-12-31T23:59:59Z') + duration('1s')", "overflow"),
+        ("duration('1h') + 1", ""),
+        ("timestamp('2023-08-26T12:39:00Z') < duration('1h')", ""),
+        ("timestamp('2023-08-26T12:39:00Z').getHours('Europe/Paris')", "unknown time zone"),
+        ("timestamp('2023-08-26T12:39:00Z')", ""),
+    ]);
 }
