@@ -256,9 +256,12 @@ fn compile_here(src: &str) -> Result<Arc<Compiled>, String> {
     let result = if operator_count(src) > MAX_OPERATORS {
         Err(format!("ERROR: <input>:1:1: expression too complex: more than {MAX_OPERATORS} operators"))
     } else {
-        ENV.with(|env| env.compile(src)).map_err(|e| e.to_string()).map(|program| {
+        ENV.with(|env| env.compile(src)).map_err(|e| e.to_string()).and_then(|program| {
+            if let Some(word) = reserved_use(program.expression()) {
+                return Err(format!("ERROR: <input>:1:{}: reserved identifier: {word}", column_of(src, word)));
+            }
             let uses_old_self = program.references().has_variable("oldSelf");
-            Arc::new(Compiled { program, uses_old_self })
+            Ok(Arc::new(Compiled { program, uses_old_self }))
         })
     };
     PROGRAMS.with(|p| {
@@ -269,6 +272,59 @@ fn compile_here(src: &str) -> Result<Arc<Compiled>, String> {
         p.insert(src.to_string(), result.clone());
     });
     result
+}
+
+/// A CEL reserved word used as an identifier or field name (`self.namespace`), which cel-go's
+/// parser refuses and the crate's accepts; upstream's escaped form is `self.__namespace__`.
+fn reserved_use(e: &cel::IdedExpr) -> Option<&'static str> {
+    let reserved = |n: &str| super::cel_lib::RESERVED.iter().copied().find(|r| *r == n);
+    match &e.expr {
+        Expr::Ident(n) => reserved(n),
+        Expr::Select(s) => reserved(&s.field).or_else(|| reserved_use(&s.operand)),
+        Expr::Call(c) => {
+            c.target.as_deref().and_then(reserved_use).or_else(|| c.args.iter().find_map(reserved_use))
+        }
+        Expr::List(l) => l.elements.iter().find_map(reserved_use),
+        Expr::Map(m) => m.entries.iter().find_map(|x| match &x.expr {
+            EntryExpr::MapEntry(m) => reserved_use(&m.key).or_else(|| reserved_use(&m.value)),
+            EntryExpr::StructField(f) => reserved_use(&f.value),
+        }),
+        Expr::Struct(s) => s.entries.iter().find_map(|x| match &x.expr {
+            EntryExpr::MapEntry(m) => reserved_use(&m.key).or_else(|| reserved_use(&m.value)),
+            EntryExpr::StructField(f) => reserved_use(&f.value),
+        }),
+        Expr::Comprehension(c) => [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+            .into_iter()
+            .find_map(reserved_use),
+        Expr::Literal(_) | Expr::Unspecified => None,
+    }
+}
+
+/// The 1-based column of the first whole-word `word` outside string literals (1 if not found).
+fn column_of(src: &str, word: &str) -> usize {
+    let b = src.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+        } else if c == b'\'' || c == b'"' {
+            quote = Some(c);
+        } else if src[i..].starts_with(word)
+            && (i == 0 || !ident(b[i - 1]))
+            && b.get(i + word.len()).is_none_or(|n| !ident(*n))
+        {
+            return src[..i].chars().count() + 1;
+        }
+        i += 1;
+    }
+    1
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1125,6 +1181,20 @@ mod tests {
         assert!(msgs[1].contains("URL parse error during conversion from string"), "{msgs:?}");
         assert!(msgs[2].contains("parse error during conversion from string"), "{msgs:?}");
         assert!(msgs[3].contains("quantities must match the regular expression"), "{msgs:?}");
+    }
+
+    #[test]
+    fn reserved_words_are_refused_at_crd_time() {
+        let s = schema(
+            json!([{"rule": "self.name != 'a' && self.namespace == 'x'"}, {"rule": "has(self.__namespace__)"},
+                              {"rule": "self.items.all(x, x != 'namespace')"}]),
+        );
+        let v = check_schema(&s, "s");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message.ends_with(": compilation failed: ERROR: <input>:1:26: reserved identifier: namespace"),
+            "{v:?}"
+        );
     }
 
     #[test]

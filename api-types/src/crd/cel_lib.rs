@@ -914,7 +914,7 @@ fn q_sub<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionE
 // ---------------------------------------------------------------------------------------------
 // Property name escaping (`k8s.io/apiserver/pkg/cel/escaping.go`).
 
-const RESERVED: [&str; 21] = [
+pub(super) const RESERVED: [&str; 21] = [
     "true",
     "false",
     "null",

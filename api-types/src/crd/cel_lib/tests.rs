@@ -91,6 +91,11 @@ fn strings_and_regex() {
         "'123 abc 456'.findAll('[0-9]+', 1) == ['123']",
         "'123 abc 456'.findAll('xyz') == []",
         "'hello'.matches('^h.*o$')",
+        "'%s has %d items'.format(['list', 3]) == 'list has 3 items'",
+        "strings.quote('a\"b') == '\"a\\\\\"b\"'",
+        "'a,b,c'.split(',', 2) == ['a', 'b,c']",
+        "'aaa'.replace('a', 'b', 2) == 'bba'",
+        "'tacocat'.substring(4).reverse() == 'tac'",
     ]);
     all_err(&[
         ("'abc'.find('[')", "error parsing regexp"),
