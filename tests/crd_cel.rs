@@ -194,6 +194,8 @@ spec:
           spec:
             type: object
             x-kubernetes-validations:
+            - rule: "sets.contains(['http', 'grpc'], self.protocols)"
+              message: "protocols must be http or grpc"
             - rule: "self.ports.isSorted() && self.ports.max() <= 65535 && self.ports.indexOf(22) == -1"
               message: "ports must be sorted, at most 65535 and not 22"
             - rule: "isURL(self.url) && url(self.url).getScheme() == 'https' && url(self.url).getHostname().endsWith('.example.com')"
@@ -214,6 +216,7 @@ spec:
               messageExpression: "'validity ' + string(self.notAfter - self.notBefore) + ' exceeds ' + self.maxAge"
             properties:
               ports: {type: array, maxItems: 16, items: {type: integer}}
+              protocols: {type: array, maxItems: 4, items: {type: string, maxLength: 8}}
               url: {type: string, maxLength: 200}
               cidr: {type: string, maxLength: 50}
               ip: {type: string, maxLength: 50}
@@ -238,7 +241,7 @@ fn kubernetes_cel_libraries_with_kubectl() {
     assert!(out.status.success(), "{}", stderr(&out));
     kp.kubectl_ok(&["wait", "--for=condition=Established", "crd/endpoints.lib.example.com", "--timeout=20s"]);
     let good =
-        "{ports: [80, 443], url: \"https://api.example.com:8443/v1?x=1\", cidr: 10.0.0.0/8, ip: 10.1.2.3, \
+        "{protocols: [http], ports: [80, 443], url: \"https://api.example.com:8443/v1?x=1\", cidr: 10.0.0.0/8, ip: 10.1.2.3, \
                 memory: 512Mi, name: web1, \"-tier\": gold, namespace: apps, notBefore: \"2026-01-01T00:00:00Z\", \
                 notAfter: \"2026-01-31T00:00:00+01:00\", maxAge: 720h}";
     let out = kp.kubectl_stdin(&["create", "-f", "-"], &endpoint("good", good));
@@ -247,12 +250,13 @@ fn kubernetes_cel_libraries_with_kubectl() {
     assert!(kp.etcd_get(&kp.endpoint(), &format!("{key}good")).is_some());
 
     // Every rule fails: upstream's 422 Invalid with each cause, nothing stored.
-    let bad = "{ports: [443, 22], url: \"http://api.example.org/\", cidr: 10.0.0.0/8, ip: 11.1.2.3, \
+    let bad = "{protocols: [http, ftp], ports: [443, 22], url: \"http://api.example.org/\", cidr: 10.0.0.0/8, ip: 11.1.2.3, \
                memory: 2Gi, name: Web1x2, \"-tier\": bronze, namespace: apps, notBefore: \"2026-01-01T00:00:00Z\", \
                notAfter: \"2026-03-01T12:00:00Z\", maxAge: 720h}";
     let err = refused(&kp, &["create", "-f", "-"], &endpoint("bad", bad));
     for want in [
         r#"The Endpoint "bad" is invalid: "#,
+        r#"spec: Invalid value: "object": protocols must be http or grpc"#,
         r#"spec: Invalid value: "object": ports must be sorted, at most 65535 and not 22"#,
         r#"spec.url: Invalid value: "object": url must be https on example.com, not http://api.example.org/"#,
         r#"spec.ip: Invalid value: "object": ip must be in cidr and not loopback"#,
@@ -264,7 +268,7 @@ fn kubernetes_cel_libraries_with_kubectl() {
         assert!(err.contains(want), "{want}\n{err}");
     }
     // Values the functions cannot parse: evaluation errors in upstream's words, no crash.
-    let worse = "{ports: [], url: \"not a url\", cidr: 10.0.0.0/99, ip: 10.1.2.3, memory: lots, name: a, \
+    let worse = "{protocols: [], ports: [], url: \"not a url\", cidr: 10.0.0.0/99, ip: 10.1.2.3, memory: lots, name: a, \
                  \"-tier\": gold, namespace: apps, notBefore: \"2026-01-01T00:00:00Z\", \
                  notAfter: \"2026-01-02T00:00:00Z\", maxAge: 1d}";
     let err = refused(&kp, &["create", "-f", "-"], &endpoint("worse", worse));

@@ -30,7 +30,8 @@
 //! (`charAt`, `indexOf`, `lastIndexOf`, `lowerAscii`, `upperAscii`, `replace`, `split`,
 //! `substring`, `trim`, `join`, `format`, `reverse`, `strings.quote`), optionals (`self.?x`,
 //! `orValue`), and the Kubernetes libraries of [`super::cel_lib`]: lists (`isSorted`, `sum`,
-//! `min`, `max`, `indexOf`, `lastIndexOf`), regex `find`/`findAll`, URLs, IPs and CIDRs,
+//! `min`, `max`, `indexOf`, `lastIndexOf`), sets (`sets.contains`/`equivalent`/`intersects`),
+//! regex `find`/`findAll`, URLs, IPs and CIDRs,
 //! quantities; timestamps and durations ([`super::cel_time`]; `format: date-time`/`duration`
 //! strings reach rules as those values). Object properties are seen under upstream's escaped names (`a-b` as
 //! `a__dash__b`, `namespace` as `__namespace__`; names that cannot be escaped are not visible).
@@ -395,13 +396,22 @@ fn estimate(e: &cel::IdedExpr, vars: &mut Vec<(String, f64)>, data: f64) -> Est 
                     let size = size_of(0) * (size_of(1) + 1.0) * size_of(1).max(1.0);
                     Est { cost: cost + size, size }
                 }
-                "matches" | "find" | "findAll" => {
-                    Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: 1.0 }
+                "matches" => Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: 1.0 },
+                "find" | "findAll" => {
+                    Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: size_of(0) }
+                }
+                // One step per element (list library) or character (strings).
+                "isSorted" | "sum" | "min" | "max" | "indexOf" | "lastIndexOf" => {
+                    Est { cost: cost + size_of(0), size: max }
+                }
+                // Pairwise (sets library).
+                "sets.contains" | "sets.equivalent" | "sets.intersects" => {
+                    Est { cost: cost + size_of(0) * size_of(1), size: 1.0 }
                 }
                 "split" => Est { cost: cost + size_of(0), size: size_of(0) },
                 // Comparisons stop at the shorter operand; these give a bool or a number.
                 "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "@in" | "contains" | "startsWith"
-                | "endsWith" | "indexOf" | "lastIndexOf" => {
+                | "endsWith" => {
                     let min = parts.iter().map(|p| p.size).fold(f64::INFINITY, f64::min).max(1.0);
                     Est { cost: cost + 0.1 * min, size: 1.0 }
                 }
@@ -1061,6 +1071,21 @@ mod tests {
                 .starts_with("Forbidden: estimated rule cost exceeds budget by factor of more than 100x"),
             "{v:?}"
         );
+        // The library functions are costed by their input: a list search inside a loop over an
+        // unbounded list is quadratic and refused, over a list of 10 it is fine.
+        for (rule, max_items, refused) in [
+            ("self.l.all(x, self.l.indexOf(x) >= 0)", None, true),
+            ("self.l.all(x, sets.contains(self.l, [x]))", None, true),
+            ("self.l.all(x, self.l.indexOf(x) >= 0) && self.l.isSorted() && self.l.sum() > 0", Some(10), false),
+        ] {
+            let mut l = json!({"type": "array", "items": {"type": "integer"}});
+            if let Some(m) = max_items {
+                l["maxItems"] = json!(m);
+            }
+            let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+                "x-kubernetes-validations": [{"rule": rule}], "properties": {"l": l}}}});
+            assert_eq!(!check_schema(&s, "s").is_empty(), refused, "{rule}");
+        }
         // Exponential string growth, whatever the data: not run.
         let rule = format!("self.name{}.size() > 0", ".replace('a', 'aaaaaaaaaa')".repeat(12));
         let s = schema(json!([{"rule": rule}]));

@@ -1,6 +1,7 @@
 //! The Kubernetes CEL libraries (`k8s.io/apiserver/pkg/cel/library`) on the `cel` crate, for
 //! `x-kubernetes-validations`: lists (`isSorted`, `sum`, `min`, `max`, `indexOf`,
-//! `lastIndexOf`), regex (`find`, `findAll`), URLs (`url`, `isURL`, `getScheme`, `getHost`,
+//! `lastIndexOf`), cel-go's sets (`sets.contains`, `sets.equivalent`, `sets.intersects`), regex
+//! (`find`, `findAll`), URLs (`url`, `isURL`, `getScheme`, `getHost`,
 //! `getHostname`, `getPort`, `getEscapedPath`, `getQuery`), IP addresses and CIDRs (`ip`, `isIP`,
 //! `ip.isCanonical`, `family`, `isUnspecified`, `isLoopback`, `isLinkLocalMulticast`,
 //! `isLinkLocalUnicast`, `isGlobalUnicast`, `cidr`, `isCIDR`, `containsIP`, `containsCIDR`,
@@ -24,6 +25,7 @@ use cel::{DeclarationError, Env, ExecutionError};
 /// Registers every library of this module on `env`.
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
     lists(env)?;
+    sets(env)?;
     regex(env)?;
     urls(env)?;
     ips(env)?;
@@ -44,7 +46,10 @@ fn take<'b, 'v, const N: usize>(
     args.try_into().map_err(|_| err(function, format!("expected {N} arguments, got {n}")))
 }
 
-fn items<'b, 'v>(function: &str, list: &'b (dyn Val + 'v)) -> Result<Vec<&'b (dyn Val + 'v)>, ExecutionError> {
+/// The elements of a list, borrowed.
+type Items<'b, 'v> = Vec<&'b (dyn Val + 'v)>;
+
+fn items<'b, 'v>(function: &str, list: &'b (dyn Val + 'v)) -> Result<Items<'b, 'v>, ExecutionError> {
     let it = list
         .as_iterable()
         .ok_or_else(|| ExecutionError::no_such_overload(function, vec![list.get_type().name().to_string()]))?;
@@ -169,6 +174,56 @@ fn index_of<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
 
 fn last_index_of<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     position("lastIndexOf", args, true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sets (cel-go's `ext.Sets`, which Kubernetes enables).
+
+fn sets(env: &mut Env) -> Result<(), DeclarationError> {
+    env.add_overload("sets.contains", "list_sets_contains_list", vec![LIST_TYPE, LIST_TYPE], sets_contains)?;
+    env.add_overload(
+        "sets.equivalent",
+        "list_sets_equivalent_list",
+        vec![LIST_TYPE, LIST_TYPE],
+        sets_equivalent,
+    )?;
+    env.add_overload(
+        "sets.intersects",
+        "list_sets_intersects_list",
+        vec![LIST_TYPE, LIST_TYPE],
+        sets_intersects,
+    )?;
+    Ok(())
+}
+
+/// Whether every element of `b` equals some element of `a`.
+fn includes_all(a: &[&dyn Val], b: &[&dyn Val]) -> bool {
+    b.iter().all(|y| a.iter().any(|x| x.equals(*y)))
+}
+
+fn two_lists<'b, 'v>(
+    function: &str,
+    args: &'b [CowVal<'b, 'v>; 2],
+) -> Result<(Items<'b, 'v>, Items<'b, 'v>), ExecutionError> {
+    Ok((items(function, args[0].as_ref())?, items(function, args[1].as_ref())?))
+}
+
+fn sets_contains<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let args: [CowVal<'b, 'v>; 2] = take("sets.contains", args)?;
+    let (a, b) = two_lists("sets.contains", &args)?;
+    Ok(CowVal::owned(CelBool::from(includes_all(&a, &b))))
+}
+
+fn sets_equivalent<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let args: [CowVal<'b, 'v>; 2] = take("sets.equivalent", args)?;
+    let (a, b) = two_lists("sets.equivalent", &args)?;
+    Ok(CowVal::owned(CelBool::from(includes_all(&a, &b) && includes_all(&b, &a))))
+}
+
+fn sets_intersects<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let args: [CowVal<'b, 'v>; 2] = take("sets.intersects", args)?;
+    let (a, b) = two_lists("sets.intersects", &args)?;
+    Ok(CowVal::owned(CelBool::from(b.iter().any(|y| a.iter().any(|x| x.equals(*y))))))
 }
 
 // ---------------------------------------------------------------------------------------------

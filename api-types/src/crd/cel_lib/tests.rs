@@ -72,6 +72,27 @@ fn lists() {
 }
 
 #[test]
+fn sets() {
+    all_true(&[
+        "sets.contains([], [])",
+        "sets.contains([1], [])",
+        "sets.contains([1, 2, 3, 4], [2, 3])",
+        "!sets.contains([1, 2, 3], [4])",
+        "sets.contains(['a', 'b'], ['b', 'b'])",
+        "sets.equivalent([], [])",
+        "sets.equivalent([1], [1, 1])",
+        "sets.equivalent([1, 2, 3], [3, 2, 1])",
+        "!sets.equivalent([1, 2], [2, 2, 2])",
+        "sets.intersects([1], [1])",
+        "sets.intersects([1, 2, 3], [3, 4])",
+        "!sets.intersects([], [])",
+        "!sets.intersects([1], [])",
+        "!sets.intersects([1, 2], [3])",
+    ]);
+    all_err(&[("sets.contains(1, [1])", ""), ("sets.intersects([1])", "")]);
+}
+
+#[test]
 fn strings_and_regex() {
     all_true(&[
         "'hello'.charAt(4) == 'o'",
