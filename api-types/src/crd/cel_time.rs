@@ -27,9 +27,27 @@ pub const DURATION_NAME: &str = "google.protobuf.Duration";
 static TIMESTAMP_TYPE: Type = Type::simple_type(Kind::Opaque, TIMESTAMP_NAME);
 static DURATION_TYPE: Type = Type::simple_type(Kind::Opaque, DURATION_NAME);
 
-/// Nanoseconds since the Unix epoch, UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(i128);
+/// Nanoseconds since the Unix epoch, and the UTC offset (seconds) it was written with, which
+/// only `string()` shows (as Go's `time.Time` keeps its location); equal and ordered by instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Timestamp(i128, i32);
+
+impl PartialEq for Timestamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Timestamp {}
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timestamp {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
 
 /// Nanoseconds, within Go's `time.Duration`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,9 +57,9 @@ fn overflow(op: &str) -> ExecutionError {
     ExecutionError::function_error(op, "timestamp or duration overflow")
 }
 
-fn ts(n: i128, op: &str) -> Result<Timestamp, ExecutionError> {
+fn ts(n: i128, offset: i32, op: &str) -> Result<Timestamp, ExecutionError> {
     if (MIN_TS..=MAX_TS).contains(&n) {
-        Ok(Timestamp(n))
+        Ok(Timestamp(n, offset))
     } else {
         Err(overflow(op))
     }
@@ -121,7 +139,7 @@ impl Adder for Timestamp {
         Self: 'v,
     {
         let d = as_dur(rhs).ok_or_else(|| unsupported("_+_", self, rhs))?;
-        Ok(CowVal::owned(ts(self.0 + d.0, "_+_")?))
+        Ok(CowVal::owned(ts(self.0 + d.0, self.1, "_+_")?))
     }
 }
 
@@ -131,7 +149,7 @@ impl Subtractor for Timestamp {
         Self: 'v,
     {
         if let Some(d) = as_dur(rhs) {
-            return Ok(CowVal::owned(ts(self.0 - d.0, "_-_")?));
+            return Ok(CowVal::owned(ts(self.0 - d.0, self.1, "_-_")?));
         }
         let t = as_ts(rhs).ok_or_else(|| unsupported("_-_", self, rhs))?;
         Ok(CowVal::owned(dur(self.0 - t.0, "_-_")?))
@@ -144,7 +162,7 @@ impl Adder for Duration {
         Self: 'v,
     {
         if let Some(t) = as_ts(rhs) {
-            return Ok(CowVal::owned(ts(self.0 + t.0, "_+_")?));
+            return Ok(CowVal::owned(ts(self.0 + t.0, t.1, "_+_")?));
         }
         let d = as_dur(rhs).ok_or_else(|| unsupported("_+_", self, rhs))?;
         Ok(CowVal::owned(dur(self.0 + d.0, "_+_")?))
@@ -256,7 +274,7 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
     if !(MIN_TS..=MAX_TS).contains(&n) {
         return Err(format!("parsing time {s:?}: year outside of range [1,9999]"));
     }
-    Ok(Timestamp(n))
+    Ok(Timestamp(n, offset as i32))
 }
 
 /// Go's `time.ParseDuration`.
@@ -319,6 +337,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration(n))
 }
 
+/// `Z` or `±hh:mm`.
+fn zone(offset: i32) -> String {
+    if offset == 0 {
+        return "Z".into();
+    }
+    let sign = if offset < 0 { '-' } else { '+' };
+    let a = offset.unsigned_abs();
+    format!("{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
+}
+
 fn frac_digits(nanos: i128) -> String {
     if nanos == 0 {
         return String::new();
@@ -328,18 +356,21 @@ fn frac_digits(nanos: i128) -> String {
 }
 
 impl Timestamp {
-    /// RFC 3339 with trimmed fractional seconds, UTC (`time.RFC3339Nano`).
+    /// RFC 3339 with trimmed fractional seconds in the offset it was written with
+    /// (`time.RFC3339Nano`: `Z` for a zero offset).
     pub fn rfc3339(&self) -> String {
-        let secs = self.0.div_euclid(NANOS) as i64;
-        let nanos = self.0.rem_euclid(NANOS);
+        let local = self.0 + i128::from(self.1) * NANOS;
+        let secs = local.div_euclid(NANOS) as i64;
+        let nanos = local.rem_euclid(NANOS);
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
         format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}Z",
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}{}",
             rem / 3600,
             rem % 3600 / 60,
             rem % 60,
-            frac_digits(nanos)
+            frac_digits(nanos),
+            zone(self.1)
         )
     }
 }
@@ -429,7 +460,7 @@ fn int_to_timestamp<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>,
         .downcast_ref::<CelInt>()
         .map(|i| *i.inner())
         .ok_or_else(|| ExecutionError::no_such_overload("timestamp", vec![a.get_type().name().to_string()]))?;
-    Ok(CowVal::owned(ts(i128::from(secs) * NANOS, "timestamp")?))
+    Ok(CowVal::owned(ts(i128::from(secs) * NANOS, 0, "timestamp")?))
 }
 
 fn to_duration<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
