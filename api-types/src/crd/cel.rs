@@ -317,11 +317,11 @@ fn column_of(src: &str, word: &str) -> usize {
             }
         } else if c == b'\'' || c == b'"' {
             quote = Some(c);
-        } else if src[i..].starts_with(word)
+        } else if src.get(i..).is_some_and(|r| r.starts_with(word))
             && (i == 0 || !ident(b[i - 1]))
             && b.get(i + word.len()).is_none_or(|n| !ident(*n))
         {
-            return src[..i].chars().count() + 1;
+            return src.get(..i).map_or(0, |p| p.chars().count()) + 1;
         }
         i += 1;
     }
@@ -1220,6 +1220,9 @@ mod tests {
             v[0].message.ends_with(": compilation failed: ERROR: <input>:1:26: reserved identifier: namespace"),
             "{v:?}"
         );
+        let s = schema(json!([{"rule": "self.name != 'é' && self.if == 'x'"}]));
+        let v = check_schema(&s, "s");
+        assert!(v[0].message.ends_with("ERROR: <input>:1:26: reserved identifier: if"), "{v:?}");
     }
 
     #[test]
