@@ -31,15 +31,15 @@
 //! `substring`, `trim`, `join`, `format`, `reverse`, `strings.quote`), optionals (`self.?x`,
 //! `orValue`), and the Kubernetes libraries of [`super::cel_lib`]: lists (`isSorted`, `sum`,
 //! `min`, `max`, `indexOf`, `lastIndexOf`), sets (`sets.contains`/`equivalent`/`intersects`),
-//! regex `find`/`findAll`, URLs, IPs and CIDRs,
-//! quantities; timestamps and durations ([`super::cel_time`]; `format: date-time`/`duration`
-//! strings reach rules as those values). Object properties are seen under upstream's escaped names (`a-b` as
-//! `a__dash__b`, `namespace` as `__namespace__`; names that cannot be escaped are not visible).
+//! regex `find`/`findAll`, URLs, IPs and CIDRs, quantities; timestamps and durations
+//! ([`super::cel_time`]; `format: date-time`/`duration` strings reach rules as those values).
+//! Object properties are seen under upstream's escaped names (`a-b` as `a__dash__b`,
+//! `namespace` as `__namespace__`; names that cannot be escaped are not visible); a reserved word
+//! used as a name (`self.namespace`) is refused at CRD time as cel-go's parser refuses it.
 //! Not supported (a call is a runtime "no such overload"/undeclared error): the Kubernetes
-//! `format.*`, `authz`, `semver` and `lists.includes` libraries; IANA zone names in timestamp
-//! accessors; static type checking (a type
-//! error shows at evaluation, not at CRD creation; a reserved word such as `self.namespace` is
-//! not refused at CRD time as cel-go's parser does).
+//! `format.*`, `authz`, `semver`, `image` and `lists.includes` libraries, quantity
+//! `mul`/`div`/`divInt`; IANA zone names in timestamp accessors; static type checking (a type
+//! error shows at evaluation, not at CRD creation).
 //!
 
 use std::cell::RefCell;
