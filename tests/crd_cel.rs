@@ -174,3 +174,118 @@ fn bad_and_hostile_rules_are_refused_and_the_server_goes_on() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(kp.kubectl_ok(&["get", "--raw", "/readyz"]).trim(), "ok");
 }
+
+const LIB_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: endpoints.lib.example.com
+spec:
+  group: lib.example.com
+  scope: Namespaced
+  names: {plural: endpoints, singular: endpoint, kind: Endpoint}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: "sets.contains(['http', 'grpc'], self.protocols)"
+              message: "protocols must be http or grpc"
+            - rule: "self.ports.isSorted() && self.ports.max() <= 65535 && self.ports.indexOf(22) == -1"
+              message: "ports must be sorted, at most 65535 and not 22"
+            - rule: "isURL(self.url) && url(self.url).getScheme() == 'https' && url(self.url).getHostname().endsWith('.example.com')"
+              messageExpression: "'url must be https on example.com, not ' + self.url"
+              fieldPath: .url
+            - rule: "cidr(self.cidr).containsIP(ip(self.ip)) && !ip(self.ip).isLoopback()"
+              message: "ip must be in cidr and not loopback"
+              fieldPath: .ip
+            - rule: "quantity(self.memory).isLessThan(quantity('1Gi')) && quantity(self.memory).sign() == 1"
+              message: "memory must be positive and under 1Gi"
+              reason: FieldValueForbidden
+              fieldPath: .memory
+            - rule: "self.name.lowerAscii() == self.name && self.name.findAll('[0-9]+').size() <= 1"
+              message: "name must be lower case with at most one number"
+            - rule: "self.__dash__tier in ['gold', 'silver'] && self.__namespace__ != 'kube-system'"
+              message: "tier and namespace"
+            - rule: "self.notAfter - self.notBefore <= duration(self.maxAge) && self.notAfter.getFullYear() < 2100"
+              messageExpression: "'validity ' + string(self.notAfter - self.notBefore) + ' exceeds ' + self.maxAge"
+            properties:
+              ports: {type: array, maxItems: 16, items: {type: integer}}
+              protocols: {type: array, maxItems: 4, items: {type: string, maxLength: 8}}
+              url: {type: string, maxLength: 200}
+              cidr: {type: string, maxLength: 50}
+              ip: {type: string, maxLength: 50}
+              memory: {type: string, maxLength: 20}
+              name: {type: string, maxLength: 30}
+              "-tier": {type: string, maxLength: 10}
+              namespace: {type: string, maxLength: 63}
+              notBefore: {type: string, format: date-time}
+              notAfter: {type: string, format: date-time}
+              maxAge: {type: string, maxLength: 20}
+"#;
+
+fn endpoint(name: &str, spec: &str) -> String {
+    format!("apiVersion: lib.example.com/v1\nkind: Endpoint\nmetadata:\n  name: {name}\nspec: {spec}\n")
+}
+
+#[test]
+fn kubernetes_cel_libraries_with_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start_cmd("apiserver", dir.path(), free_port(), &[]);
+    let out = kp.kubectl_stdin(&["apply", "-f", "-"], LIB_CRD);
+    assert!(out.status.success(), "{}", stderr(&out));
+    kp.kubectl_ok(&["wait", "--for=condition=Established", "crd/endpoints.lib.example.com", "--timeout=20s"]);
+    let good =
+        "{protocols: [http], ports: [80, 443], url: \"https://api.example.com:8443/v1?x=1\", cidr: 10.0.0.0/8, ip: 10.1.2.3, \
+                memory: 512Mi, name: web1, \"-tier\": gold, namespace: apps, notBefore: \"2026-01-01T00:00:00Z\", \
+                notAfter: \"2026-01-31T00:00:00+01:00\", maxAge: 720h}";
+    let out = kp.kubectl_stdin(&["create", "-f", "-"], &endpoint("good", good));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = "/registry/lib.example.com/endpoints/default/";
+    assert!(kp.etcd_get(&kp.endpoint(), &format!("{key}good")).is_some());
+
+    // Every rule fails: upstream's 422 Invalid with each cause, nothing stored.
+    let bad = "{protocols: [http, ftp], ports: [443, 22], url: \"http://api.example.org/\", cidr: 10.0.0.0/8, ip: 11.1.2.3, \
+               memory: 2Gi, name: Web1x2, \"-tier\": bronze, namespace: apps, notBefore: \"2026-01-01T00:00:00Z\", \
+               notAfter: \"2026-03-01T12:00:00Z\", maxAge: 720h}";
+    let err = refused(&kp, &["create", "-f", "-"], &endpoint("bad", bad));
+    for want in [
+        r#"The Endpoint "bad" is invalid: "#,
+        r#"spec: Invalid value: "object": protocols must be http or grpc"#,
+        r#"spec: Invalid value: "object": ports must be sorted, at most 65535 and not 22"#,
+        r#"spec.url: Invalid value: "object": url must be https on example.com, not http://api.example.org/"#,
+        r#"spec.ip: Invalid value: "object": ip must be in cidr and not loopback"#,
+        r#"spec.memory: Forbidden: memory must be positive and under 1Gi"#,
+        r#"spec: Invalid value: "object": name must be lower case with at most one number"#,
+        r#"spec: Invalid value: "object": tier and namespace"#,
+        r#"spec: Invalid value: "object": validity 5140800s exceeds 720h"#,
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    // Values the functions cannot parse: evaluation errors in upstream's words, no crash.
+    let worse = "{protocols: [], ports: [], url: \"not a url\", cidr: 10.0.0.0/99, ip: 10.1.2.3, memory: lots, name: a, \
+                 \"-tier\": gold, namespace: apps, notBefore: \"2026-01-01T00:00:00Z\", \
+                 notAfter: \"2026-01-02T00:00:00Z\", maxAge: 1d}";
+    let err = refused(&kp, &["create", "-f", "-"], &endpoint("worse", worse));
+    for want in [
+        "max called on empty list evaluating rule: ports must be sorted",
+        // isURL guards url(): the rule is false, not an error.
+        r#"spec.url: Invalid value: "object": url must be https on example.com, not not a url"#,
+        "network address parse error during conversion from string: network address parse error during conversion \
+         from string: netip.ParsePrefix(\"10.0.0.0/99\"): prefix length out of range evaluating rule: ip must be in \
+         cidr and not loopback",
+        "quantities must match the regular expression",
+        r#"time: unknown unit "d" in duration "1d" evaluating rule: self.notAfter - self.notBefore"#,
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    for n in ["bad", "worse"] {
+        assert!(kp.etcd_get(&kp.endpoint(), &format!("{key}{n}")).is_none(), "{n} stored");
+    }
+    assert_eq!(kp.kubectl_ok(&["get", "--raw", "/readyz"]).trim(), "ok");
+}

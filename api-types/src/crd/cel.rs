@@ -29,11 +29,18 @@
 //! `filter`), `size`, `matches`, `startsWith`/`endsWith`/`contains`, the strings extension
 //! (`charAt`, `indexOf`, `lastIndexOf`, `lowerAscii`, `upperAscii`, `replace`, `split`,
 //! `substring`, `trim`, `join`, `format`, `reverse`, `strings.quote`), optionals (`self.?x`,
-//! `orValue`). Not supported (a call is a runtime "no such overload"/undeclared error): the
-//! Kubernetes library's list functions (`isSorted`, `sum`, `min`, `max`, `indexOf` on lists),
-//! `url`, `ip`/`cidr`, `quantity`, `format.*`, regex `find`/`findAll`, timestamps and durations;
-//! static type checking (a type error shows at evaluation, not at CRD creation); escaping of
-//! property names that are not CEL identifiers (`__dash__`).
+//! `orValue`), and the Kubernetes libraries of [`super::cel_lib`]: lists (`isSorted`, `sum`,
+//! `min`, `max`, `indexOf`, `lastIndexOf`), sets (`sets.contains`/`equivalent`/`intersects`),
+//! regex `find`/`findAll`, URLs, IPs and CIDRs, quantities; timestamps and durations
+//! ([`super::cel_time`]; `format: date-time`/`duration` strings reach rules as those values).
+//! Object properties are seen under upstream's escaped names (`a-b` as `a__dash__b`,
+//! `namespace` as `__namespace__`; names that cannot be escaped are not visible); a reserved word
+//! used as a name (`self.namespace`) is refused at CRD time as cel-go's parser refuses it.
+//! Not supported (a call is a runtime "no such overload"/undeclared error): the Kubernetes
+//! `format.*`, `authz`, `semver`, `image` and `lists.includes` libraries, quantity
+//! `mul`/`div`/`divInt`; IANA zone names in timestamp accessors; static type checking (a type
+//! error shows at evaluation, not at CRD creation).
+//!
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -41,8 +48,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
-use cel::common::types::CelOptional;
-use cel::common::value::Val;
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelOptional, CelString, CelUInt,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, Program, Value as Cel};
 use serde_json::{json, Value};
 
@@ -203,6 +213,8 @@ fn make_env() -> Env {
     let mut env = Env::stdlib();
     // The strings extension is what cel-go's ext.Strings registers, which Kubernetes includes.
     let _ = env.add_extension(cel::extensions::strings);
+    // The Kubernetes libraries (lists, regex, URLs, IPs/CIDRs, quantities).
+    let _ = env.add_extension(super::cel_lib::register);
     env
 }
 
@@ -245,9 +257,12 @@ fn compile_here(src: &str) -> Result<Arc<Compiled>, String> {
     let result = if operator_count(src) > MAX_OPERATORS {
         Err(format!("ERROR: <input>:1:1: expression too complex: more than {MAX_OPERATORS} operators"))
     } else {
-        ENV.with(|env| env.compile(src)).map_err(|e| e.to_string()).map(|program| {
+        ENV.with(|env| env.compile(src)).map_err(|e| e.to_string()).and_then(|program| {
+            if let Some(word) = reserved_use(program.expression()) {
+                return Err(format!("ERROR: <input>:1:{}: reserved identifier: {word}", column_of(src, word)));
+            }
             let uses_old_self = program.references().has_variable("oldSelf");
-            Arc::new(Compiled { program, uses_old_self })
+            Ok(Arc::new(Compiled { program, uses_old_self }))
         })
     };
     PROGRAMS.with(|p| {
@@ -258,6 +273,59 @@ fn compile_here(src: &str) -> Result<Arc<Compiled>, String> {
         p.insert(src.to_string(), result.clone());
     });
     result
+}
+
+/// A CEL reserved word used as an identifier or field name (`self.namespace`), which cel-go's
+/// parser refuses and the crate's accepts; upstream's escaped form is `self.__namespace__`.
+fn reserved_use(e: &cel::IdedExpr) -> Option<&'static str> {
+    let reserved = |n: &str| super::cel_lib::RESERVED.iter().copied().find(|r| *r == n);
+    match &e.expr {
+        Expr::Ident(n) => reserved(n),
+        Expr::Select(s) => reserved(&s.field).or_else(|| reserved_use(&s.operand)),
+        Expr::Call(c) => {
+            c.target.as_deref().and_then(reserved_use).or_else(|| c.args.iter().find_map(reserved_use))
+        }
+        Expr::List(l) => l.elements.iter().find_map(reserved_use),
+        Expr::Map(m) => m.entries.iter().find_map(|x| match &x.expr {
+            EntryExpr::MapEntry(m) => reserved_use(&m.key).or_else(|| reserved_use(&m.value)),
+            EntryExpr::StructField(f) => reserved_use(&f.value),
+        }),
+        Expr::Struct(s) => s.entries.iter().find_map(|x| match &x.expr {
+            EntryExpr::MapEntry(m) => reserved_use(&m.key).or_else(|| reserved_use(&m.value)),
+            EntryExpr::StructField(f) => reserved_use(&f.value),
+        }),
+        Expr::Comprehension(c) => [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+            .into_iter()
+            .find_map(reserved_use),
+        Expr::Literal(_) | Expr::Unspecified => None,
+    }
+}
+
+/// The 1-based column of the first whole-word `word` outside string literals (1 if not found).
+fn column_of(src: &str, word: &str) -> usize {
+    let b = src.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+        } else if c == b'\'' || c == b'"' {
+            quote = Some(c);
+        } else if src.get(i..).is_some_and(|r| r.starts_with(word))
+            && (i == 0 || !ident(b[i - 1]))
+            && b.get(i + word.len()).is_none_or(|n| !ident(*n))
+        {
+            return src.get(..i).map_or(0, |p| p.chars().count()) + 1;
+        }
+        i += 1;
+    }
+    1
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,10 +397,21 @@ fn estimate(e: &cel::IdedExpr, vars: &mut Vec<(String, f64)>, data: f64) -> Est 
                     Est { cost: cost + size, size }
                 }
                 "matches" => Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: 1.0 },
+                "find" | "findAll" => {
+                    Est { cost: cost + 0.25 * size_of(0) * size_of(1) + size_of(1), size: size_of(0) }
+                }
+                // One step per element (list library) or character (strings).
+                "isSorted" | "sum" | "min" | "max" | "indexOf" | "lastIndexOf" => {
+                    Est { cost: cost + size_of(0), size: max }
+                }
+                // Pairwise (sets library).
+                "sets.contains" | "sets.equivalent" | "sets.intersects" => {
+                    Est { cost: cost + size_of(0) * size_of(1), size: 1.0 }
+                }
                 "split" => Est { cost: cost + size_of(0), size: size_of(0) },
                 // Comparisons stop at the shorter operand; these give a bool or a number.
                 "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "@in" | "contains" | "startsWith"
-                | "endsWith" | "indexOf" | "lastIndexOf" => {
+                | "endsWith" => {
                     let min = parts.iter().map(|p| p.size).fold(f64::INFINITY, f64::min).max(1.0);
                     Est { cost: cost + 0.1 * min, size: 1.0 }
                 }
@@ -686,34 +765,68 @@ fn walk(
     true
 }
 
-/// The CEL value of `v` typed by schema `s` (`number` as double, `integer` as int).
-fn to_cel(v: &Value, s: Option<&Value>) -> Cel {
+/// The CEL value of `v` typed by schema `s` (`number` as double, `integer` as int, strings of
+/// `format: date-time`/`duration` as timestamps/durations).
+fn to_cel(v: &Value, s: Option<&Value>) -> Box<dyn Val> {
     let ty = s.and_then(|s| s.get("type")).and_then(Value::as_str).unwrap_or("");
     match v {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => {
             if ty == "number" {
-                Cel::Float(n.as_f64().unwrap_or(0.0))
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(0.0)))
             } else if let Some(i) = n.as_i64() {
-                Cel::Int(i)
+                Box::new(CelInt::from(i))
             } else if let Some(u) = n.as_u64() {
-                Cel::UInt(u)
+                Box::new(CelUInt::from(u))
             } else {
-                Cel::Float(n.as_f64().unwrap_or(0.0))
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(0.0)))
             }
         }
-        Value::String(t) => Cel::String(Arc::new(t.clone())),
+        Value::String(t) => {
+            let format = s.and_then(|s| s.get("format")).and_then(Value::as_str).unwrap_or("");
+            super::cel_time::from_schema_string(format, t)
+                .unwrap_or_else(|| Box::new(CelString::from(t.clone())))
+        }
         Value::Array(a) => {
             let is = s.and_then(|s| s.get("items"));
-            Cel::List(Arc::new(a.iter().map(|x| to_cel(x, is)).collect()))
+            let items: Vec<Box<dyn Val>> = a.iter().map(|x| to_cel(x, is)).collect();
+            Box::new(CelList::from(items))
         }
         Value::Object(m) => {
             let props = s.and_then(|s| s.get("properties"));
             let addl = s.and_then(|s| s.get("additionalProperties")).filter(|a| a.is_object());
-            let map: HashMap<String, Cel> =
-                m.iter().map(|(k, x)| (k.clone(), to_cel(x, props.and_then(|p| p.get(k)).or(addl)))).collect();
-            Cel::Map(map.into())
+            // Declared properties are seen under their escaped names (`a-b` as `a__dash__b`; a
+            // name that cannot be escaped is not accessible); additionalProperties keys as they are.
+            let map: HashMap<CelMapKey<'static>, Box<dyn Val>> = m
+                .iter()
+                .filter_map(|(k, x)| match props.and_then(|p| p.get(k)) {
+                    Some(ps) => super::cel_lib::escape(k).map(|e| (CelMapKey::from(e), to_cel(x, Some(ps)))),
+                    None => Some((CelMapKey::from(k.clone()), to_cel(x, addl))),
+                })
+                .collect();
+            Box::new(CelMap::from(map))
+        }
+    }
+}
+
+/// `self` and `oldSelf` of one node, lent to each rule's context without copies.
+struct Vars {
+    this: Box<dyn Val>,
+    old: Option<Box<dyn Val>>,
+    optional_old: bool,
+}
+
+impl VariableResolver for Vars {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match variable {
+            "self" => Some(CowVal::Borrowed(self.this.as_ref())),
+            "oldSelf" if self.optional_old => Some(CowVal::owned(match &self.old {
+                Some(o) => CelOptional::of(o.clone_as_boxed()),
+                None => CelOptional::none(),
+            })),
+            "oldSelf" => self.old.as_deref().map(CowVal::Borrowed),
+            _ => None,
         }
     }
 }
@@ -762,8 +875,7 @@ fn run_rules(
     }
     let data = data_size(v).max(old.map_or(1.0, data_size));
     let env = ENV.with(Arc::clone);
-    let self_val = to_cel(v, Some(s));
-    let old_val = old.map(|o| to_cel(o, Some(s)));
+    let mut vars = Vars { this: to_cel(v, Some(s)), old: old.map(|o| to_cel(o, Some(s))), optional_old: false };
     for r in &rules {
         let c = match compile_here(&r.rule) {
             Ok(c) => c,
@@ -776,7 +888,7 @@ fn run_rules(
                 continue;
             }
         };
-        if c.uses_old_self && old_val.is_none() && !r.optional_old_self {
+        if c.uses_old_self && vars.old.is_none() && !r.optional_old_self {
             continue;
         }
         let cost = estimate(c.program.expression(), &mut Vec::new(), data).cost;
@@ -796,20 +908,9 @@ fn run_rules(
             return false;
         }
         *budget -= cost;
+        vars.optional_old = r.optional_old_self;
         let mut ctx = Context::with_env(env.clone());
-        ctx.add_variable_from_value("self", self_val.clone());
-        if r.optional_old_self {
-            let opt = match &old_val {
-                Some(o) => match Box::<dyn Val>::try_from(o.clone()) {
-                    Ok(b) => CelOptional::of(b),
-                    Err(_) => CelOptional::none(),
-                },
-                None => CelOptional::none(),
-            };
-            ctx.add_variable_as_val("oldSelf", Box::new(opt));
-        } else if let Some(o) = &old_val {
-            ctx.add_variable_from_value("oldSelf", o.clone());
-        }
+        ctx.set_variable_resolver(&vars);
         let detail_path = if r.field_path.is_empty() {
             path.to_string()
         } else {
@@ -970,6 +1071,21 @@ mod tests {
                 .starts_with("Forbidden: estimated rule cost exceeds budget by factor of more than 100x"),
             "{v:?}"
         );
+        // The library functions are costed by their input: a list search inside a loop over an
+        // unbounded list is quadratic and refused, over a list of 10 it is fine.
+        for (rule, max_items, refused) in [
+            ("self.l.all(x, self.l.indexOf(x) >= 0)", None, true),
+            ("self.l.all(x, sets.contains(self.l, [x]))", None, true),
+            ("self.l.all(x, self.l.indexOf(x) >= 0) && self.l.isSorted() && self.l.sum() > 0", Some(10), false),
+        ] {
+            let mut l = json!({"type": "array", "items": {"type": "integer"}});
+            if let Some(m) = max_items {
+                l["maxItems"] = json!(m);
+            }
+            let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+                "x-kubernetes-validations": [{"rule": rule}], "properties": {"l": l}}}});
+            assert_eq!(!check_schema(&s, "s").is_empty(), refused, "{rule}");
+        }
         // Exponential string growth, whatever the data: not run.
         let rule = format!("self.name{}.size() > 0", ".replace('a', 'aaaaaaaaaa')".repeat(12));
         let s = schema(json!([{"rule": rule}]));
@@ -1032,6 +1148,100 @@ mod tests {
             msgs[4],
             "Invalid value: \"object\": no such key: nothere evaluating rule: self.nothere == 1"
         );
+    }
+
+    #[test]
+    fn property_names_are_escaped_as_upstream() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.__dash__x == 'ok'", "message": "leading dash"},
+                {"rule": "self.a__dot__b > 0", "message": "dot"},
+                {"rule": "self.__namespace__ == 'ns'", "message": "reserved"},
+                {"rule": "!has(self.labels) || self.labels['app.kubernetes.io/name'] != ''", "message": "map keys as they are"},
+                {"rule": "self.size() == 4", "message": "unescapable names are not seen"}],
+            "properties": {"-x": {"type": "string"}, "a.b": {"type": "integer"}, "namespace": {"type": "string"},
+                           "has space": {"type": "string"},
+                           "labels": {"type": "object", "additionalProperties": {"type": "string"}}}}}});
+        let good = json!({"spec": {"-x": "ok", "a.b": 1, "namespace": "ns", "has space": "x",
+                                   "labels": {"app.kubernetes.io/name": "a"}}});
+        assert!(validate(&s, &good, None).is_empty(), "{:?}", validate(&s, &good, None));
+        let bad = json!({"spec": {"-x": "no", "a.b": 0, "namespace": "other", "has space": "x",
+                                  "labels": {"app.kubernetes.io/name": ""}}});
+        let msgs: Vec<String> = validate(&s, &bad, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(
+            msgs,
+            ["leading dash", "dot", "reserved", "map keys as they are"]
+                .map(|m| format!("Invalid value: \"object\": {m}"))
+        );
+    }
+
+    #[test]
+    fn kubernetes_libraries_in_rules() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.ports.isSorted() && self.ports.sum() < 100000 && self.ports.max() <= 65535"},
+                {"rule": "url(self.endpoint).getScheme() == 'https'", "messageExpression": "'scheme of ' + self.endpoint"},
+                {"rule": "cidr(self.cidr).containsIP(self.ip)"},
+                {"rule": "quantity(self.memory).isLessThan(quantity('1Gi'))"},
+                {"rule": "self.name.findAll('[0-9]+').size() <= 1"}],
+            "properties": {"ports": {"type": "array", "maxItems": 10, "items": {"type": "integer"}},
+                           "endpoint": {"type": "string", "maxLength": 100}, "cidr": {"type": "string", "maxLength": 50},
+                           "ip": {"type": "string", "maxLength": 50}, "memory": {"type": "string", "maxLength": 20},
+                           "name": {"type": "string", "maxLength": 20}}}}});
+        assert!(check_schema(&s, "s").is_empty(), "{:?}", check_schema(&s, "s"));
+        let good = json!({"spec": {"ports": [80, 443], "endpoint": "https://x.example/", "cidr": "10.0.0.0/8",
+                                   "ip": "10.1.2.3", "memory": "512Mi", "name": "web1"}});
+        assert!(validate(&s, &good, None).is_empty(), "{:?}", validate(&s, &good, None));
+        let bad = json!({"spec": {"ports": [443, 80], "endpoint": "http://x.example/", "cidr": "10.0.0.0/8",
+                                  "ip": "11.1.2.3", "memory": "2Gi", "name": "w1e2"}});
+        let msgs: Vec<String> = validate(&s, &bad, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(msgs.len(), 5, "{msgs:?}");
+        assert_eq!(msgs[1], "Invalid value: \"object\": scheme of http://x.example/");
+        // Bad values are evaluation errors, not panics.
+        let worse = json!({"spec": {"ports": [], "endpoint": "x", "cidr": "10.0.0.0/99", "ip": "1.2.3.4",
+                                    "memory": "lots", "name": "a"}});
+        let msgs: Vec<String> = validate(&s, &worse, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs[0].contains("max called on empty list evaluating rule"), "{msgs:?}");
+        assert!(msgs[1].contains("URL parse error during conversion from string"), "{msgs:?}");
+        assert!(msgs[2].contains("parse error during conversion from string"), "{msgs:?}");
+        assert!(msgs[3].contains("quantities must match the regular expression"), "{msgs:?}");
+    }
+
+    #[test]
+    fn reserved_words_are_refused_at_crd_time() {
+        let s = schema(
+            json!([{"rule": "self.name != 'a' && self.namespace == 'x'"}, {"rule": "has(self.__namespace__)"},
+                              {"rule": "self.items.all(x, x != 'namespace')"}]),
+        );
+        let v = check_schema(&s, "s");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].message.ends_with(": compilation failed: ERROR: <input>:1:26: reserved identifier: namespace"),
+            "{v:?}"
+        );
+        let s = schema(json!([{"rule": "self.name != 'é' && self.if == 'x'"}]));
+        let v = check_schema(&s, "s");
+        assert!(v[0].message.ends_with("ERROR: <input>:1:26: reserved identifier: if"), "{v:?}");
+    }
+
+    #[test]
+    fn date_time_and_duration_fields_are_timestamps_and_durations() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.end > self.start", "message": "end after start"},
+                {"rule": "self.end - self.start <= self.maxLength", "message": "too long"},
+                {"rule": "!has(self.plain) || self.plain.startsWith('2023')", "message": "plain strings stay strings"}],
+            "properties": {"start": {"type": "string", "format": "date-time"},
+                           "end": {"type": "string", "format": "date-time"},
+                           "maxLength": {"type": "string", "format": "duration"},
+                           "plain": {"type": "string"}}}}});
+        let ok = json!({"spec": {"start": "2023-08-26T10:00:00Z", "end": "2023-08-26T12:00:00+01:00",
+                                 "maxLength": "2h", "plain": "2023"}});
+        assert!(validate(&s, &ok, None).is_empty(), "{:?}", validate(&s, &ok, None));
+        let bad = json!({"spec": {"start": "2023-08-26T10:00:00Z", "end": "2023-08-26T09:00:00Z", "maxLength": "-2h"}});
+        let msgs: Vec<String> = validate(&s, &bad, None).into_iter().map(|v| v.message).collect();
+        assert_eq!(msgs, ["Invalid value: \"object\": end after start", "Invalid value: \"object\": too long"]);
     }
 
     #[test]

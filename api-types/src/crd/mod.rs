@@ -17,6 +17,8 @@
 //! entries a server actually serves is its own [`crate::resources::Registry`]'s business.
 
 pub mod cel;
+mod cel_lib;
+mod cel_time;
 pub mod openapi;
 pub mod printing;
 pub mod schema;
