@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::queue::Controller;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::json;

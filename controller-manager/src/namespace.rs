@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::queue::Controller;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::{verbs, Discovery, Scope};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use serde_json::json;
 

@@ -8,10 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::queue::Controller;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
 use crate::context::{drive, Ctx, ReconcileError};
