@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::queue::Controller;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
@@ -20,6 +19,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::Stop;
 
 pub const CONTROLLER: &str = "csrsigning-controller";

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::Controller;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -39,6 +38,7 @@ use serde_json::json;
 
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::informer::{wait_ready, Informer};
+use crate::queue::Controller;
 use crate::{util, Stop};
 
 pub const CONTROLLER: &str = "disruption-controller";

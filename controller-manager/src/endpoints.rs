@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::queue::Controller;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -24,6 +23,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "endpoint-controller";

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::queue::Controller;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -22,6 +21,7 @@ use kube::ResourceExt;
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::endpoints::{self, PodEndpoint, PodServiceMapper, ResolvedPort};
 use crate::informer::{wait_ready, Informer};
+use crate::queue::Controller;
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "endpointslice-controller";

@@ -13,7 +13,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::Controller;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -31,6 +30,7 @@ use serde_json::json;
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::expectations::{Expectations, Seen};
 use crate::informer::Informer;
+use crate::queue::Controller;
 use crate::util;
 use crate::Stop;
 

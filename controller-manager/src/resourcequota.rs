@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::queue::Controller;
 use api_types::ResourceDef;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, ResourceQuotaStatus, Secret, Service,
@@ -33,6 +32,7 @@ use serde_json::Value;
 
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::informer::{wait_ready, Informer};
+use crate::queue::Controller;
 use crate::{util, Stop};
 
 pub const CONTROLLER: &str = "resourcequota-controller";

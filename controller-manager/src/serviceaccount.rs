@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::queue::Controller;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
@@ -13,6 +12,7 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "serviceaccount-controller";

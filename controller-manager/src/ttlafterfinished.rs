@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::Controller;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
@@ -16,6 +15,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::{util, Stop};
 
 pub const CONTROLLER: &str = "ttl-after-finished-controller";

@@ -17,7 +17,6 @@
 
 use std::sync::Arc;
 
-use crate::queue::Controller;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -27,6 +26,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::{util, Stop};
 
 pub const CONTROLLER: &str = "persistentvolume-binder-controller";

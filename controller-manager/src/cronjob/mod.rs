@@ -25,7 +25,6 @@ pub mod schedule;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::Controller;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -37,6 +36,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::{util, Stop};
 use schedule::{Missed, Times};
 

@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::queue::Controller;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
@@ -37,6 +36,7 @@ use serde_json::json;
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::expectations::{Expectations, Seen};
 use crate::history::{self, History, LiveCounts, HASH_LABEL};
+use crate::queue::Controller;
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "daemonset-controller";

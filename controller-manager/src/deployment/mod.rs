@@ -15,7 +15,6 @@ pub mod util;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::Controller;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -26,6 +25,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "deployment-controller";

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::queue::Controller;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricSpec};
 use k8s_openapi::api::core::v1::Pod;
@@ -28,6 +27,7 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use crate::context::{drive, Ctx, ReconcileError};
+use crate::queue::Controller;
 use crate::Stop;
 
 pub const CONTROLLER: &str = "horizontal-pod-autoscaler";

@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::queue::Controller;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
@@ -41,6 +40,7 @@ use tokio::sync::mpsc;
 
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::expectations::{Expectations, Seen};
+use crate::queue::Controller;
 use crate::{util, Stop};
 
 use policy::Action as PolicyAction;

@@ -28,7 +28,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::Controller;
 use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
@@ -43,6 +42,7 @@ use serde_json::json;
 use crate::context::{drive, Ctx, ReconcileError};
 use crate::expectations::{Expectations, Seen};
 use crate::history::{self, History, LiveCounts};
+use crate::queue::Controller;
 use crate::{util, Stop};
 use pods as p;
 
