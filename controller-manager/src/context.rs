@@ -83,7 +83,8 @@ impl Default for WorkqueueMetrics {
 }
 
 impl WorkqueueMetrics {
-    /// Adds the five families to a registry (the one `/metrics` serves).
+    /// Adds the families to a registry (the one `/metrics` serves). prometheus-client ends each help
+    /// text with a period: upstream's are given here without their final one.
     pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
         r.register("workqueue_adds", "Total number of adds handled by workqueue", self.adds.clone());
         r.register("workqueue_depth", "Current depth of workqueue", self.depth.clone());
@@ -102,12 +103,12 @@ impl WorkqueueMetrics {
             "workqueue_unfinished_work_seconds",
             "How many seconds of work has done that is in progress and hasn't been observed by \
              work_duration. Large values indicate stuck threads. One can deduce the number of stuck \
-             threads by observing the rate at which this increases.",
+             threads by observing the rate at which this increases",
             self.unfinished.clone(),
         );
         r.register(
             "workqueue_longest_running_processor_seconds",
-            "How many seconds has the longest running processor for workqueue been running.",
+            "How many seconds has the longest running processor for workqueue been running",
             self.longest.clone(),
         );
     }
