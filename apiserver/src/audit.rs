@@ -903,6 +903,28 @@ rules:
     }
 
     #[test]
+    fn a_failed_authentication_names_the_credential_kinds_attempted_never_their_value() {
+        let req = |auth: Option<&str>, uri: &str| {
+            let mut b = axum::http::Request::builder().uri(uri);
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        let none = "Authentication failed, no credentials provided";
+        assert_eq!(auth_methods(&req(None, "/api"), false), none);
+        assert_eq!(auth_methods(&req(Some("Bearer"), "/api"), false), none);
+        assert_eq!(
+            auth_methods(&req(Some("Bearer s3cret"), "/api"), false),
+            "Authentication failed, attempted: bearer"
+        );
+        assert_eq!(
+            auth_methods(&req(Some("Basic dTpw"), "/api?access_token=s3cret"), true),
+            "Authentication failed, attempted: basic, access_token, x509"
+        );
+    }
+
+    #[test]
     fn bad_policies_are_refused_with_the_reason() {
         let e = Policy::parse("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n").unwrap_err();
         assert!(e.contains("no rules"), "{e}");
