@@ -9,6 +9,16 @@
 //!   raft leader, is killed with SIGKILL and restarted.
 //! - `embedded kill -9`: `kplane apiserver` on the embedded store, etcd-client puts on its etcd
 //!   endpoint, SIGKILL at a random moment, restart; N rounds. Unavailability is the restart time.
+//! - `embedded full disk`: `kplane apiserver` with its data dir on a small tmpfs (mounted here:
+//!   needs root; unmounted however the row ends), the rest of the tmpfs filled, then 300 kB
+//!   ConfigMap creates through the API (kube-rs) until one fails. Reported: the error the client saw
+//!   (HTTP code, reason, message), whether reads (list, get) still answer with every acknowledged
+//!   write, and, once space is freed, the seconds until a create succeeds again (the unavailability);
+//!   lost is counted after a kill -9 and restart.
+//! - `controller-manager takeover`: two `kplane up` on one real etcd (etcd from PATH), kill -9 of the
+//!   one holding the `kube-controller-manager` Lease; then a Deployment is created through the
+//!   other. Reported: seconds until the other holds the Lease, and until the Deployment has its
+//!   ReplicaSet (the unavailability), with the lease flags used (`--takeover-lease-duration` etc.).
 //!
 //! The kplane children log at `error`; `KPLANE_BENCH_FAULTS_LOG` sets their `RUST_LOG` instead.
 //!
@@ -56,6 +66,18 @@ pub struct BenchFaultsArgs {
     /// Seconds of random mutations per fuzz target (0: replay the corpus only).
     #[arg(long, default_value_t = 5)]
     pub fuzz_seconds: u64,
+    /// Size of the tmpfs the full-disk row runs on (`mount -o size=`).
+    #[arg(long, default_value = "40m")]
+    pub full_disk_size: String,
+    /// `--leader-elect-lease-duration` of the two kplanes of the takeover row (upstream's default).
+    #[arg(long, default_value = "15s")]
+    pub takeover_lease_duration: String,
+    /// `--leader-elect-renew-deadline` of the takeover row.
+    #[arg(long, default_value = "10s")]
+    pub takeover_renew_deadline: String,
+    /// `--leader-elect-retry-period` of the takeover row.
+    #[arg(long, default_value = "2s")]
+    pub takeover_retry_period: String,
 }
 
 /// One fuzz target's figures: stored inputs replayed, mutated inputs run, and the inputs that
@@ -88,13 +110,13 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<22} {:>8} {:>7} {:>5} {:>7} {:>10} {:>12}  note",
+            "{:<28} {:>8} {:>7} {:>5} {:>7} {:>10} {:>12}  note",
             "fault", "acked", "failed", "lost", "gapped", "duplicated", "unavailable"
         )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "{:<22} {:>8} {:>7} {:>5} {:>7} {:>10} {:>11.2}s  {}",
+                "{:<28} {:>8} {:>7} {:>5} {:>7} {:>10} {:>11.2}s  {}",
                 r.name,
                 r.acked,
                 r.failed,
@@ -144,8 +166,13 @@ impl Kplane {
 
 /// Starts `kplane apiserver` with `args` and waits for its ready line.
 fn start_kplane(exe: &Path, data_dir: &Path, args: &[&str]) -> Result<Kplane> {
+    start_kplane_cmd(exe, "apiserver", data_dir, args)
+}
+
+/// Starts `kplane <cmd>` (`apiserver` or `up`) with `args` and waits for its ready line.
+fn start_kplane_cmd(exe: &Path, cmd: &str, data_dir: &Path, args: &[&str]) -> Result<Kplane> {
     let mut child = Command::new(exe)
-        .args(["apiserver", "--secure-port", "0", "--data-dir"])
+        .args([cmd, "--secure-port", "0", "--data-dir"])
         .arg(data_dir)
         .args(args)
         .env("RUST_LOG", std::env::var("KPLANE_BENCH_FAULTS_LOG").unwrap_or_else(|_| "error".into()))
@@ -167,7 +194,7 @@ fn start_kplane(exe: &Path, data_dir: &Path, args: &[&str]) -> Result<Kplane> {
     }
     if !ready {
         let _ = child.kill();
-        bail!("kplane apiserver did not become ready");
+        bail!("kplane {cmd} did not become ready");
     }
     Ok(Kplane { child, kubeconfig })
 }
@@ -467,6 +494,285 @@ async fn embedded_crashes(exe: &Path, rounds: usize) -> Result<FaultRow> {
     })
 }
 
+/// A tmpfs of `size` on a fresh temp dir; unmounted (lazily if still busy) and removed on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("kplane-bench-fulldisk-").tempdir()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            bail!("mounting a {size} tmpfs (needs root): {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(self.0.path()).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+        }
+    }
+}
+
+/// Free bytes of the file system holding `dir` (`df`).
+fn free_bytes(dir: &Path) -> Result<u64> {
+    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().context("running df")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).context("df printed no free bytes")
+}
+
+/// Fills the file system holding `dir` with one file, leaving about `leave` bytes free.
+fn fill(dir: &Path, leave: u64) -> Result<PathBuf> {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut left = free_bytes(dir)?.saturating_sub(leave);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&filler)?);
+    let chunk = vec![0xa5u8; 64 * 1024];
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        if w.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        left -= n as u64;
+    }
+    let _ = w.flush();
+    Ok(filler)
+}
+
+/// A ConfigMap `name` of about `size` bytes, labelled for the row.
+fn big_configmap(name: &str, size: usize) -> ConfigMap {
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some(name.into());
+    cm.metadata.labels = Some([("bench-faults".to_string(), "full-disk".to_string())].into());
+    cm.data = Some([("v".to_string(), "x".repeat(size))].into());
+    cm
+}
+
+/// How a failed request reached the client: the Status's code, reason and message.
+fn described(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("HTTP {} {}: {}", s.code, s.reason, s.message),
+        e => e.to_string(),
+    }
+}
+
+/// A full disk under the embedded store (see the module doc).
+async fn embedded_full_disk(exe: &Path, size: &str) -> Result<FaultRow> {
+    // Declared first, dropped last: the kplane process goes before the unmount.
+    let fs = Tmpfs::mount(size)?;
+    let data = fs.0.path().join("data");
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut kp = start_kplane(exe, &data, &["--etcd-listen", &listen])?;
+    let kubeconfig = kp.kubeconfig.clone().context("no kubeconfig line")?;
+    let client = crate::components::client_from_kubeconfig(&kubeconfig, "kplane-bench-faults").await?;
+    let api = Api::<ConfigMap>::namespaced(client, "default");
+    let filler = fill(fs.0.path(), 2 << 20)?;
+
+    let mut acked: Vec<(String, i64)> = Vec::new();
+    let mut failed = 0;
+    let mut refusal = None;
+    for i in 0..200 {
+        match api.create(&PostParams::default(), &big_configmap(&format!("big-{i:03}"), 300_000)).await {
+            Ok(c) => acked.push((c.metadata.name.clone().unwrap_or_default(), rv(&c))),
+            Err(e) => {
+                failed += 1;
+                refusal = Some(described(&e));
+                break;
+            }
+        }
+    }
+    let refusal = refusal.context("200 creates of 300 kB all succeeded: the disk never filled")?;
+    let alive = kp.child.try_wait()?.is_none();
+    // Still full: a list and a get answer, with every acknowledged create.
+    let listed = api.list(&ListParams::default().labels("bench-faults=full-disk")).await;
+    let reads_ok = match (&listed, acked.first()) {
+        (Ok(l), first) => {
+            let names: BTreeSet<String> = l.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+            let got = match first {
+                Some((n, _)) => api.get(n).await.is_ok(),
+                None => true,
+            };
+            got && acked.iter().all(|(n, _)| names.contains(n))
+        }
+        (Err(_), _) => false,
+    };
+    // Space freed: creates succeed again.
+    std::fs::remove_file(&filler)?;
+    let freed = Instant::now();
+    let mut resumed = None;
+    for i in 0..600 {
+        match api.create(&PostParams::default(), &big_configmap(&format!("after-{i:03}"), 1000)).await {
+            Ok(c) => {
+                acked.push((c.metadata.name.clone().unwrap_or_default(), rv(&c)));
+                resumed = Some(freed.elapsed());
+                break;
+            }
+            Err(_) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Every acknowledged write survives a kill -9 and restart.
+    kp.kill9();
+    let kp = start_kplane(exe, &data, &["--etcd-listen", &listen])?;
+    let kubeconfig = kp.kubeconfig.clone().context("no kubeconfig line")?;
+    let client = crate::components::client_from_kubeconfig(&kubeconfig, "kplane-bench-faults").await?;
+    let api = Api::<ConfigMap>::namespaced(client, "default");
+    let listed = api.list(&ListParams::default().labels("bench-faults=full-disk")).await?;
+    let stored: BTreeMap<String, i64> =
+        listed.items.iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), rv(c))).collect();
+    let lost = acked.iter().filter(|(n, r)| stored.get(n) != Some(r)).count();
+    drop(kp);
+    drop(fs);
+    Ok(FaultRow {
+        name: "embedded full disk".into(),
+        acked: acked.len(),
+        failed,
+        lost,
+        gapped: 0,
+        duplicated: 0,
+        unavailable: resumed.unwrap_or(Duration::from_secs(60)),
+        note: format!(
+            "{size} tmpfs; writes refused with \"{refusal}\"; {}; reads while full {}; writes {} after space was freed (unavailable = free to first write)",
+            if alive { "process up" } else { "PROCESS EXITED" },
+            if reads_ok { "ok" } else { "FAILED" },
+            if resumed.is_some() { "resumed" } else { "DID NOT RESUME" },
+        ),
+    })
+}
+
+/// The holder of the `kube-controller-manager` Lease, if any.
+async fn lease_holder(client: &kube::Client) -> Option<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let lease =
+        Api::<Lease>::namespaced(client.clone(), "kube-system").get_opt("kube-controller-manager").await;
+    lease.ok().flatten()?.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+/// Waits (up to `secs`) for `f` to give a value.
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Controller-manager takeover between two kplanes on one etcd (see the module doc).
+async fn controller_manager_takeover(exe: &Path, args: &BenchFaultsArgs) -> Result<FaultRow> {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    let etcd = store::etcd_process::EtcdProcess::start().await.context("starting etcd (etcd from PATH)")?;
+    // One data dir for both: API servers of one cluster share its CA and service-account key.
+    let dir = tempfile::Builder::new().prefix("kplane-bench-faults-").tempdir()?;
+    let endpoint = etcd.endpoint();
+    let flags = [
+        "--etcd-servers",
+        &endpoint,
+        "--no-etcd-listen",
+        "--nodes",
+        "0",
+        "--no-networking",
+        "--no-xray",
+        "--service-cluster-ip-range",
+        "127.118.0.0/16",
+        "--cluster-cidr",
+        "127.198.0.0/16",
+        "--leader-elect-lease-duration",
+        &args.takeover_lease_duration,
+        "--leader-elect-renew-deadline",
+        &args.takeover_renew_deadline,
+        "--leader-elect-retry-period",
+        &args.takeover_retry_period,
+    ];
+    let mut a = start_kplane_cmd(exe, "up", dir.path(), &flags)?;
+    // Each writes the data dir's kubeconfig with its own address: read each as it starts.
+    let a_client = crate::components::client_from_kubeconfig(
+        &a.kubeconfig.clone().context("no kubeconfig line")?,
+        "kplane-bench-faults",
+    )
+    .await?;
+    // `a` leads before `b` starts, so the process to kill is known.
+    let holder = wait_for(60, || lease_holder(&a_client)).await.context("no controller-manager leader")?;
+    let b = start_kplane_cmd(exe, "up", dir.path(), &flags)?;
+    let client = crate::components::client_from_kubeconfig(
+        &b.kubeconfig.clone().context("no kubeconfig line")?,
+        "kplane-bench-faults",
+    )
+    .await?;
+    // Let `b` campaign (and lose) once, as a standby does.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    a.kill9();
+    let killed = Instant::now();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "after-takeover"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "after-takeover"}},
+            "template": {
+                "metadata": {"labels": {"app": "after-takeover"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9"}]}
+            }
+        }
+    }))?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "default");
+    let created = deployments.create(&PostParams::default(), &deployment).await.map(|_| 1).unwrap_or(0);
+    let rss = Api::<ReplicaSet>::namespaced(client.clone(), "default");
+    let limit = 120;
+    let (lease, rs) = tokio::join!(
+        async {
+            wait_for(limit, || async {
+                lease_holder(&client).await.filter(|h| *h != holder).map(|_| killed.elapsed())
+            })
+            .await
+        },
+        async {
+            wait_for(limit, || async {
+                let l = rss.list(&ListParams::default().labels("app=after-takeover")).await.ok()?;
+                (!l.items.is_empty()).then(|| killed.elapsed())
+            })
+            .await
+        },
+    );
+    // The Deployment acknowledged before is still there.
+    let kept = created == 1 && deployments.get_opt("after-takeover").await.ok().flatten().is_some();
+    drop(b);
+    drop(etcd);
+    let secs = |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    Ok(FaultRow {
+        name: "controller-manager takeover".into(),
+        acked: created,
+        failed: 1 - created,
+        lost: usize::from(created == 1 && !kept),
+        gapped: 0,
+        duplicated: 0,
+        unavailable: rs.or(lease).unwrap_or(Duration::from_secs(limit)),
+        note: format!(
+            "kill -9 of the leader; the other held the lease after {}, the new Deployment's ReplicaSet after {} (lease {}, renew {}, retry {})",
+            secs(lease),
+            secs(rs),
+            args.takeover_lease_duration,
+            args.takeover_renew_deadline,
+            args.takeover_retry_period
+        ),
+    })
+}
+
 pub async fn run(args: BenchFaultsArgs, exe: PathBuf) -> Result<Report> {
     let mut rows = Vec::new();
     {
@@ -482,6 +788,8 @@ pub async fn run(args: BenchFaultsArgs, exe: PathBuf) -> Result<Report> {
         drop(kp);
     }
     rows.push(embedded_crashes(&exe, args.crash_rounds).await?);
+    rows.push(embedded_full_disk(&exe, &args.full_disk_size).await?);
+    rows.push(controller_manager_takeover(&exe, &args).await?);
     let (corpus, seconds) = (args.fuzz_corpus.clone(), Duration::from_secs(args.fuzz_seconds));
     let fuzz = tokio::task::spawn_blocking(move || fuzz_pass(&corpus, seconds)).await??;
     Ok(Report { rows, fuzz })

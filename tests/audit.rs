@@ -265,3 +265,68 @@ fn a_bad_audit_policy_stops_startup_with_a_clear_message() {
     assert!(err.contains("bad-policy.yaml") && err.contains("Loud"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("kplane: ready"));
 }
+
+#[test]
+fn requests_refused_for_want_of_authentication_are_audited_without_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n").unwrap();
+    let log = dir.path().join("audit.log");
+    let kp = start(
+        &dir.path().join("data"),
+        &["--audit-policy-file", policy.to_str().unwrap(), "--audit-log-path", log.to_str().unwrap()],
+    );
+    const TOKEN: &str = "not-a-token-anyone-issued-4f1d";
+
+    // kubectl with a bad token: refused with 401.
+    let out = kp.kubectl_as(&["--token", TOKEN], &["get", "configmaps"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the server has asked for the client to provide credentials"),
+        "{}",
+        stderr(&out)
+    );
+    // curl: the same token on a resource request, then no credential at all.
+    let curl = |extra: &[&str], path: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(format!("{}{path}", kp.api))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    assert_eq!(curl(&["-H", &auth, "-H", "Audit-ID: bad-token-1"], "/api/v1/namespaces/default/pods"), "401");
+    assert_eq!(curl(&["-H", "Audit-ID: no-credential-1"], "/apis/apps/v1/deployments"), "401");
+
+    let evs = eventually(10, "the refusals logged", || {
+        let evs = events(&log);
+        (evs.iter().filter(|e| e["responseStatus"]["code"] == 401).count() >= 3).then_some(evs)
+    });
+    let by_id = |id: &str| evs.iter().filter(|e| e["auditID"] == id).collect::<Vec<_>>();
+    let bad = by_id("bad-token-1");
+    assert_eq!(bad.len(), 1, "one event, at ResponseStarted, as upstream: {bad:?}");
+    let bad = bad[0];
+    assert_eq!(bad["stage"], "ResponseStarted");
+    assert_eq!(bad["level"], "Metadata");
+    assert_eq!(bad["verb"], "list");
+    assert_eq!(bad["user"], serde_json::json!({}), "no user is named");
+    assert_eq!(bad["objectRef"]["resource"], "pods");
+    assert_eq!(bad["objectRef"]["namespace"], "default");
+    assert_eq!(bad["responseStatus"]["code"], 401);
+    assert_eq!(bad["responseStatus"]["message"], "Authentication failed, attempted: bearer");
+    assert_eq!(bad["requestURI"], "/api/v1/namespaces/default/pods");
+    let none = by_id("no-credential-1");
+    assert_eq!(none.len(), 1, "{none:?}");
+    assert_eq!(none[0]["responseStatus"]["message"], "Authentication failed, no credentials provided");
+    assert_eq!(none[0]["objectRef"]["apiGroup"], "apps");
+    // kubectl's refused request is there too.
+    assert!(
+        evs.iter().any(|e| e["responseStatus"]["message"] == "Authentication failed, attempted: bearer"
+            && e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("kubectl"))),
+        "kubectl's refusal is logged"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(TOKEN), "the token is in the audit log");
+}

@@ -76,6 +76,34 @@ fn a_standalone_controller_manager_serves_workqueue_and_rest_client_metrics() {
         let s = parse(&curl(&format!("{url}/metrics"))?);
         (sa_adds(&s) > sa_adds(&before) && rest(&s, "POST", "201") > rest(&before, "POST", "201")).then_some(())
     });
+
+    // A Deployment: its key waits in the deployment controller's queue until a reconcile takes it
+    // (the queue duration observed), and once its ReplicaSet exists the queue is empty again.
+    let dep = [("name", "deployment-controller")];
+    let waited =
+        |s: &Scrape| s.sum("workqueue_queue_duration_seconds", "workqueue_queue_duration_seconds_count", &dep);
+    let depth = |s: &Scrape| s.sum("workqueue_depth", "workqueue_depth", &dep);
+    let at_start = waited(&parse(&curl(&format!("{url}/metrics")).unwrap()));
+    kp.kubectl_ok(&["create", "deployment", "qd", "--image=registry.k8s.io/pause:3.9", "-n", "metrics-ns"]);
+    eventually(30, "the Deployment's ReplicaSet", || {
+        let out = kp.kubectl(&["get", "replicasets", "-n", "metrics-ns", "-l", "app=qd", "-o", "name"]);
+        (out.status.success() && !stdout(&out).trim().is_empty()).then_some(())
+    });
+    let after = eventually(30, "the deployment queue drained, its waits observed", || {
+        let s = parse(&curl(&format!("{url}/metrics"))?);
+        (waited(&s) > at_start && depth(&s) == 0.0).then_some(s)
+    });
+    assert_eq!(after.typ("workqueue_depth"), "gauge");
+    assert!(
+        waited(&after)
+            <= after.sum("workqueue_adds", "workqueue_adds_total", &dep)
+                + after.sum("workqueue_retries", "workqueue_retries_total", &dep),
+        "more items taken than added"
+    );
+    for g in ["workqueue_unfinished_work_seconds", "workqueue_longest_running_processor_seconds"] {
+        assert_eq!(after.typ(g), "gauge", "{g}");
+        assert!(after.sum(g, g, &dep) >= 0.0, "{g}");
+    }
     assert_eq!(curl(&format!("{url}/healthz")).as_deref(), Some("ok"));
 }
 

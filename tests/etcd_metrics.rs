@@ -81,6 +81,10 @@ fn the_etcd_endpoint_serves_etcd_metrics_that_move_with_writes_and_etcdctl_still
     assert_eq!(s0.buckets("etcd_disk_wal_fsync_duration_seconds", &[]), DISK_BUCKETS);
     assert_eq!(s0.buckets("etcd_disk_backend_commit_duration_seconds", &[]), DISK_BUCKETS);
     assert!(s0.gauge("etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    // The bytes in use (redb's allocated pages): some, never more than the file.
+    let in_use = |s: &Scrape| s.gauge("etcd_mvcc_db_total_size_in_use_in_bytes");
+    assert!(in_use(&s0) > 0.0, "{}", in_use(&s0));
+    assert!(in_use(&s0) <= s0.gauge("etcd_mvcc_db_total_size_in_bytes"));
 
     // N new keys through etcdctl on the same port, one commit each.
     const N: usize = 5;
@@ -118,6 +122,15 @@ fn the_etcd_endpoint_serves_etcd_metrics_that_move_with_writes_and_etcdctl_still
     let size_before = s2.gauge("etcd_mvcc_db_total_size_in_bytes");
     let s3 = settled(&kp);
     assert!(s3.gauge("etcd_mvcc_db_total_size_in_bytes") > size_before + 1_000_000.0);
+    // The bytes in use grow with them (measured before a commit at most every 5 s: small puts
+    // give the writer commits to measure in).
+    eventually(30, "the bytes in use grown by the 2 MiB", || {
+        etcdctl_ok(&kp, &["put", "/registry/etcd-metrics-tick", "t"]);
+        let s = scrape_endpoint(&kp);
+        (in_use(&s) > in_use(&s2) + 1_000_000.0).then_some(s)
+    });
+    let s3 = scrape_endpoint(&kp);
+    assert!(in_use(&s3) <= s3.gauge("etcd_mvcc_db_total_size_in_bytes"));
 
     // Compaction.
     let (_, revision) = etcdctl_keys_and_revision(&kp);
@@ -138,6 +151,7 @@ fn the_etcd_endpoint_serves_etcd_metrics_that_move_with_writes_and_etcdctl_still
         let endpoint = scrape_endpoint(&kp);
         assert_eq!(api.buckets("etcd_disk_wal_fsync_duration_seconds", &[]), DISK_BUCKETS);
         assert_eq!(api.gauge("etcd_server_has_leader"), 1.0);
+        assert!(api.gauge("etcd_mvcc_db_total_size_in_use_in_bytes") > 0.0);
         let same = ["etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_current_revision"]
             .iter()
             .all(|g| api.gauge(g) == endpoint.gauge(g));

@@ -425,20 +425,44 @@ async fn two_kplanes_on_one_etcd_cluster_share_writes_and_hand_over_leadership()
 }
 
 /// `kplane bench faults` runs its faults end to end and reports nothing lost, gapped or duplicated
-/// (short: one member down 1 s, 2 kill -9 rounds), and runs every fuzz target over its stored
-/// corpus and mutated copies of it with no panic.
+/// (short: one member down 1 s, 2 kill -9 rounds, 4 s leases for the takeover), a full disk that
+/// refuses writes with the cause while reads answer and writes resume once space is freed, a
+/// controller-manager takeover seen (the Lease moved, the new Deployment got its ReplicaSet), and
+/// runs every fuzz target over its stored corpus and mutated copies of it with no panic.
 #[test]
 fn bench_faults_reports_no_loss() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kplane"))
         .args(["bench", "faults", "--crash-rounds", "2", "--down", "1", "--fuzz-seconds", "1"])
+        .args(["--takeover-lease-duration", "4s", "--takeover-renew-deadline", "3s"])
+        .args(["--takeover-retry-period", "500ms"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run kplane bench faults");
     let text = stdout(&out);
     assert!(out.status.success(), "bench faults failed: {text}{}", stderr(&out));
-    for fault in ["etcd member in use", "etcd leader", "embedded kill -9"] {
+    for fault in [
+        "etcd member in use",
+        "etcd leader",
+        "embedded kill -9",
+        "embedded full disk",
+        "controller-manager takeover",
+    ] {
         assert!(text.contains(fault), "no row for {fault}: {text}");
     }
+    let row = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+    let full = row("embedded full disk");
+    assert!(full.contains("No space left on device") && full.contains("HTTP 5"), "the cause and code: {full}");
+    assert!(full.contains("process up") && full.contains("reads while full ok"), "{full}");
+    assert!(full.contains("writes resumed after space was freed"), "{full}");
+    let takeover = row("controller-manager takeover");
+    assert!(!takeover.contains("never"), "{takeover}");
+    assert!(
+        takeover.contains("the other held the lease after") && takeover.contains("ReplicaSet after"),
+        "{takeover}"
+    );
+    // Columns: acked, failed, lost (the Deployment created after the kill, kept).
+    let cols: Vec<&str> = takeover["controller-manager takeover".len()..].split_whitespace().collect();
+    assert_eq!(cols[..3], ["1", "0", "0"], "{takeover}");
     assert!(text.contains("total: 0 acknowledged writes lost, 0 watch events gapped or duplicated"), "{text}");
     // One row per fuzz target: its stored inputs replayed and mutated ones run, none panicking.
     let targets = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus")).unwrap();

@@ -506,6 +506,76 @@ impl Auditor {
     }
 }
 
+impl Auditor {
+    /// A request refused for want of authentication (upstream's `WithFailedAuthenticationAudit`):
+    /// one event at ResponseStarted, `user` empty (no one was authenticated, so a rule naming users
+    /// or groups does not match), `responseStatus` 401 with the credentials attempted, never their
+    /// value. `x509` is whether a client certificate was presented.
+    pub fn failed_authentication(&self, registry: &api_types::Registry, req: &Request, x509: bool) {
+        let nobody = UserInfo::new("", &[]);
+        let attrs = attrs_of(registry, req.method(), req.uri().path(), req.uri().query(), &nobody);
+        let decision = self.policy.decide(&attrs);
+        if decision.level == Level::None || decision.omit_stages.contains(&Stage::ResponseStarted) {
+            return;
+        }
+        let now = micros(jiff::Timestamp::now());
+        let mut ev = Map::new();
+        ev.insert("kind".into(), json!("Event"));
+        ev.insert("apiVersion".into(), json!("audit.k8s.io/v1"));
+        ev.insert("level".into(), json!(decision.level.name()));
+        ev.insert("auditID".into(), json!(audit_id(req.headers())));
+        ev.insert("stage".into(), json!(Stage::ResponseStarted.name()));
+        let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_else(|| req.uri().path());
+        ev.insert("requestURI".into(), json!(uri));
+        ev.insert("verb".into(), json!(attrs.verb));
+        ev.insert("user".into(), json!({}));
+        ev.insert("sourceIPs".into(), json!(source_ips(req)));
+        if let Some(ua) = req.headers().get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+            ev.insert("userAgent".into(), json!(ua));
+        }
+        if let Some(r) = attrs.resource.as_ref() {
+            ev.insert("objectRef".into(), Value::Object(object_ref(r)));
+        }
+        ev.insert(
+            "responseStatus".into(),
+            json!({"metadata": {}, "message": auth_methods(req, x509), "code": 401}),
+        );
+        ev.insert("requestReceivedTimestamp".into(), json!(now));
+        ev.insert("stageTimestamp".into(), json!(now));
+        self.write(&Value::Object(ev));
+    }
+}
+
+/// Upstream's message for a failed authentication: the kinds of credential the request carried.
+fn auth_methods(req: &Request, x509: bool) -> String {
+    let mut tried = Vec::new();
+    let auth = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut parts = auth.trim().split(' ');
+    let scheme = parts.next().unwrap_or("").to_ascii_lowercase();
+    let has_value = parts.next().is_some();
+    if scheme == "basic" && has_value {
+        tried.push("basic");
+    }
+    if scheme == "bearer" && has_value {
+        tried.push("bearer");
+    }
+    let access_token = crate::params::Params::parse(req.uri().query())
+        .ok()
+        .and_then(|p| p.get("access_token").map(|t| !t.trim().is_empty()))
+        .unwrap_or(false);
+    if access_token {
+        tried.push("access_token");
+    }
+    if x509 {
+        tried.push("x509");
+    }
+    if tried.is_empty() {
+        "Authentication failed, no credentials provided".into()
+    } else {
+        format!("Authentication failed, attempted: {}", tried.join(", "))
+    }
+}
+
 /// One request being recorded.
 pub struct Recorder {
     auditor: Arc<Auditor>,
@@ -830,6 +900,28 @@ rules:
         assert_eq!(level(&attrs("get", "alice", None, "/versions")), Level::None);
         let d = p.decide(&attrs("get", "alice", None, "/version"));
         assert_eq!(d.omit_stages, vec![Stage::RequestReceived, Stage::ResponseStarted]);
+    }
+
+    #[test]
+    fn a_failed_authentication_names_the_credential_kinds_attempted_never_their_value() {
+        let req = |auth: Option<&str>, uri: &str| {
+            let mut b = axum::http::Request::builder().uri(uri);
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        let none = "Authentication failed, no credentials provided";
+        assert_eq!(auth_methods(&req(None, "/api"), false), none);
+        assert_eq!(auth_methods(&req(Some("Bearer"), "/api"), false), none);
+        assert_eq!(
+            auth_methods(&req(Some("Bearer s3cret"), "/api"), false),
+            "Authentication failed, attempted: bearer"
+        );
+        assert_eq!(
+            auth_methods(&req(Some("Basic dTpw"), "/api?access_token=s3cret"), true),
+            "Authentication failed, attempted: basic, access_token, x509"
+        );
     }
 
     #[test]

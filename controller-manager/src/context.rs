@@ -4,8 +4,9 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -14,14 +15,19 @@ use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::{CancelableJoinHandle, StreamBackoff};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::events::{self, EventSink};
 use crate::informer::{wait_ready, Informer};
 use crate::nodeipam::ClusterCidr;
+use crate::queue::{key_of, Controller, Processing, Waiting};
 use crate::{Config, Stop};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,14 +35,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-/// client-go's workqueue metrics, per controller name, measured where kube-runtime's controller
-/// meets our code (its queue itself is hidden): `workqueue_adds_total` counts items the queue hands
-/// to a reconcile (kube-runtime, like client-go's queue, folds repeated triggers of one object into
-/// one item), `workqueue_work_duration_seconds` times each reconcile, `workqueue_retries_total`
-/// counts failed reconciles put back with a backoff (client-go's `AddRateLimited`), and
-/// `workqueue_depth` is the items taken and not yet done. `workqueue_queue_duration_seconds` (time
-/// waiting in the queue) is registered with upstream's buckets but stays empty: that wait happens
-/// inside kube-runtime, where we cannot see it.
+/// client-go's workqueue metrics, per controller name, with client-go's meanings (see `drive`):
+/// `workqueue_adds_total` counts new items (a key added while it already waits folds into that
+/// item, as client-go's dirty set does; a requeue asked by a reconcile or a retry counts when it
+/// runs), `workqueue_depth` is the items added and not yet handed to a reconcile,
+/// `workqueue_queue_duration_seconds` the time from an item's first add until a reconcile takes it,
+/// `workqueue_work_duration_seconds` each reconcile, `workqueue_retries_total` failed reconciles put
+/// back with a backoff (client-go's `AddRateLimited`), and the gauges
+/// `workqueue_unfinished_work_seconds` and `workqueue_longest_running_processor_seconds` the
+/// reconciles in progress (refreshed every 500ms, as client-go does). A requeue waits in
+/// kube-runtime's scheduler, unseen: it is in neither the depth nor the queue duration.
 #[derive(Clone, Debug)]
 pub struct WorkqueueMetrics {
     adds: Family<NameLabels, Counter>,
@@ -44,6 +52,8 @@ pub struct WorkqueueMetrics {
     queue_duration: Family<NameLabels, Histogram, fn() -> Histogram>,
     work_duration: Family<NameLabels, Histogram, fn() -> Histogram>,
     retries: Family<NameLabels, Counter>,
+    unfinished: Family<NameLabels, Gauge<f64, AtomicU64>>,
+    longest: Family<NameLabels, Gauge<f64, AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,12 +76,15 @@ impl Default for WorkqueueMetrics {
             queue_duration: Family::new_with_constructor(workqueue_histogram as fn() -> Histogram),
             work_duration: Family::new_with_constructor(workqueue_histogram as fn() -> Histogram),
             retries: Family::default(),
+            unfinished: Family::default(),
+            longest: Family::default(),
         }
     }
 }
 
 impl WorkqueueMetrics {
-    /// Adds the five families to a registry (the one `/metrics` serves).
+    /// Adds the families to a registry (the one `/metrics` serves). prometheus-client ends each help
+    /// text with a period: upstream's are given here without their final one.
     pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
         r.register("workqueue_adds", "Total number of adds handled by workqueue", self.adds.clone());
         r.register("workqueue_depth", "Current depth of workqueue", self.depth.clone());
@@ -86,6 +99,18 @@ impl WorkqueueMetrics {
             self.work_duration.clone(),
         );
         r.register("workqueue_retries", "Total number of retries handled by workqueue", self.retries.clone());
+        r.register(
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has done that is in progress and hasn't been observed by \
+             work_duration. Large values indicate stuck threads. One can deduce the number of stuck \
+             threads by observing the rate at which this increases",
+            self.unfinished.clone(),
+        );
+        r.register(
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running",
+            self.longest.clone(),
+        );
     }
 }
 
@@ -284,8 +309,11 @@ impl Ctx {
     }
 }
 
-/// Runs a kube-runtime controller until `stop`: failed reconciles are retried after a short
-/// backoff (conflicts sooner), and in-flight reconciles finish before it returns.
+/// Runs one controller until `stop`: its triggers (see `queue::Controller`) go through the
+/// workqueue accounting into kube-runtime's `applier`, as kube-runtime's own `Controller::run` does
+/// (the default watch backoff, each reconcile on its own task, `concurrency` at once, one
+/// reconcile per key at a time); failed reconciles are retried after a short backoff (conflicts
+/// sooner), and in-flight reconciles finish before it returns.
 pub async fn drive<K, C, Fut>(
     name: &'static str,
     controller: Controller<K>,
@@ -294,56 +322,146 @@ pub async fn drive<K, C, Fut>(
     reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
     ctx: Arc<C>,
 ) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Debug + Unpin + Eq + Hash + Clone,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Send + Sync + 'static,
     Fut: Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
     let stopped = stop.clone();
     let wq = WORKQUEUE.try_with(WorkqueueMetrics::clone).unwrap_or_default();
-    let label = NameLabels { name: name.into() };
-    let (adds, depth, work) = (
-        wq.adds.get_or_create_owned(&label),
-        wq.depth.get_or_create_owned(&label),
-        wq.work_duration.get_or_create_owned(&label),
-    );
-    let retries = wq.retries.get_or_create_owned(&label);
-    drop(wq.queue_duration.get_or_create(&label));
-    let mut reconcile = reconcile;
-    let timed = move |obj: Arc<K>, c: Arc<C>| {
-        adds.inc();
-        depth.inc();
-        let (started, depth, work) = (std::time::Instant::now(), depth.clone(), work.clone());
-        let fut = reconcile(obj, c);
-        async move {
-            let r = fut.await;
-            work.observe(started.elapsed().as_secs_f64());
-            depth.dec();
-            r
-        }
-    };
-    controller
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(stop.wait())
-        .run(
-            timed,
-            move |_obj, err, _ctx| {
-                retries.inc();
-                match err {
-                    ReconcileError::Api(e) if crate::util::is_conflict(e) => {
-                        Action::requeue(Duration::from_millis(200))
-                    }
-                    _ => Action::requeue(Duration::from_secs(2)),
-                }
-            },
-            ctx,
-        )
-        .for_each(|r| {
-            if let Err(e) = r {
-                if !stopped.is_stopped() {
-                    tracing::debug!(controller = name, error = %e, "reconcile failed");
+    let m = Arc::new(QueueMetrics::new(&wq, name));
+    let waiting = Arc::new(Waiting::default());
+    let processing = Arc::new(Processing::default());
+
+    let (m1, w1) = (m.clone(), waiting.clone());
+    let queue = StreamBackoff::new(controller.triggers, watcher::DefaultBackoff::default())
+        .take_until(stop.clone().wait())
+        .inspect(move |r| {
+            if let Ok(req) = r {
+                if w1.add(key_of(&req.obj_ref), Instant::now()) {
+                    m1.adds.inc();
+                    m1.depth.inc();
                 }
             }
-            futures::future::ready(())
-        })
-        .await;
+        });
+
+    let (m2, w2, p2) = (m.clone(), waiting.clone(), processing.clone());
+    let mut reconcile = reconcile;
+    let timed = move |obj: Arc<K>, c: Arc<C>| {
+        let started = Instant::now();
+        match w2.take(&key_of(&ObjectRef::from_obj(&*obj))) {
+            Some(added) => m2.taken(added, started),
+            // A requeue the reconcile or the error policy asked for: kube-runtime's scheduler held
+            // it (client-go's `AddAfter`), so it is an add, but its wait is not ours to time.
+            None => {
+                m2.adds.inc();
+            }
+        }
+        let running = Running { processing: p2.clone(), id: p2.start(started) };
+        let work = m2.work.clone();
+        let fut = reconcile(obj, c);
+        CancelableJoinHandle::spawn(
+            async move {
+                let r = fut.await;
+                work.observe(started.elapsed().as_secs_f64());
+                drop(running);
+                r
+            }
+            .in_current_span(),
+            &tokio::runtime::Handle::current(),
+        )
+    };
+    let m3 = m.clone();
+    let error_policy = move |_obj: Arc<K>, err: &ReconcileError, _ctx: Arc<C>| {
+        m3.retries.inc();
+        match err {
+            ReconcileError::Api(e) if crate::util::is_conflict(e) => {
+                Action::requeue(Duration::from_millis(200))
+            }
+            _ => Action::requeue(Duration::from_secs(2)),
+        }
+    };
+    let (m4, w4) = (m.clone(), waiting.clone());
+    let applied = controller::applier(
+        timed,
+        error_policy,
+        ctx,
+        controller.reader,
+        queue,
+        controller::Config::default().concurrency(concurrency),
+    )
+    .for_each(move |r| {
+        match r {
+            // Taken from the queue and found gone: client-go's worker gets such a key too.
+            Err(controller::Error::ObjectNotFound(gone)) => {
+                if let Some(added) = w4.take(&(gone.namespace.clone(), gone.name.clone())) {
+                    m4.taken(added, Instant::now());
+                }
+            }
+            Err(e) if !stopped.is_stopped() => {
+                tracing::debug!(controller = name, error = %e, "reconcile failed")
+            }
+            _ => {}
+        }
+        futures::future::ready(())
+    });
+    // client-go refreshes these two every 500ms.
+    let gauges = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let (sum, longest) = processing.unfinished(Instant::now());
+            m.unfinished.set(sum);
+            m.longest.set(longest);
+        }
+    };
+    tokio::select! {
+        _ = applied => {}
+        _ = gauges => {}
+    }
+    m.unfinished.set(0.0);
+    m.longest.set(0.0);
+}
+
+/// One controller's workqueue metrics.
+struct QueueMetrics {
+    adds: Counter,
+    depth: Gauge,
+    queue_duration: Histogram,
+    work: Histogram,
+    retries: Counter,
+    unfinished: Gauge<f64, AtomicU64>,
+    longest: Gauge<f64, AtomicU64>,
+}
+
+impl QueueMetrics {
+    fn new(wq: &WorkqueueMetrics, name: &str) -> QueueMetrics {
+        let label = NameLabels { name: name.into() };
+        QueueMetrics {
+            adds: wq.adds.get_or_create_owned(&label),
+            depth: wq.depth.get_or_create_owned(&label),
+            queue_duration: wq.queue_duration.get_or_create_owned(&label),
+            work: wq.work_duration.get_or_create_owned(&label),
+            retries: wq.retries.get_or_create_owned(&label),
+            unfinished: wq.unfinished.get_or_create_owned(&label),
+            longest: wq.longest.get_or_create_owned(&label),
+        }
+    }
+
+    /// A waiting item handed to a reconcile (client-go's `get`).
+    fn taken(&self, added: Instant, now: Instant) {
+        self.depth.dec();
+        self.queue_duration.observe(now.saturating_duration_since(added).as_secs_f64());
+    }
+}
+
+/// A reconcile in progress; ends its entry in `Processing` however the task ends.
+struct Running {
+    processing: Arc<Processing>,
+    id: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.processing.done(self.id);
+    }
 }

@@ -54,6 +54,7 @@ mod namespace;
 mod nodeipam;
 mod nodelifecycle;
 mod podgc;
+mod queue;
 mod replicas;
 mod resourcequota;
 mod serviceaccount;

@@ -160,7 +160,10 @@ async fn metrics_count_commits_and_keys_and_an_idle_store_commits_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(sample(&store, "etcd_mvcc_delete_total"), deletes + 1.0);
-    assert!(sample(&store, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    let total = sample(&store, "etcd_mvcc_db_total_size_in_bytes");
+    assert!(total > 0.0);
+    let in_use = sample(&store, "etcd_mvcc_db_total_size_in_use_in_bytes");
+    assert!(in_use > 0.0 && in_use <= total, "in use {in_use}, total {total}");
 }
 
 /// Found by the `etcd_requests` fuzz target: a LeaseGrant with a TTL near `i64::MAX` overflowed the

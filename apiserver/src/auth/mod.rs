@@ -244,14 +244,21 @@ async fn service_account(
 /// Middleware: authenticates (401 if no one), authorizes with RBAC (403 with upstream's message),
 /// and attaches the request's [`UserInfo`] for the handlers.
 pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // A refusal for want of authentication is audited too (upstream's WithFailedAuthenticationAudit).
+    let refuse = |req: &Request, x509: bool| {
+        if let Some(auditor) = &st.config.audit {
+            auditor.failed_authentication(&st.registry, req, x509);
+        }
+        ApiError::unauthorized().into_response()
+    };
     if req.extensions().get::<BadClientCertificate>().is_some() {
-        return ApiError::unauthorized().into_response();
+        return refuse(&req, true);
     }
     let transport = req.extensions().get::<Authenticated>().cloned();
     let user = match authenticate(&st, req.headers(), transport.as_ref()).await {
         Authn::User(user) => user,
         Authn::Anonymous if open_path(req.uri().path()) => return next.run(req).await,
-        Authn::Anonymous | Authn::Rejected => return ApiError::unauthorized().into_response(),
+        Authn::Anonymous | Authn::Rejected => return refuse(&req, false),
     };
     // Audit sits between authentication and authorization, as upstream's filters do.
     let (req, mut audit) = match &st.config.audit {

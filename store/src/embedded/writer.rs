@@ -96,6 +96,7 @@ pub(crate) fn run(
         Ok((keys, revision, compact)) => metrics.set_state(keys, revision, compact),
         Err(e) => tracing::warn!(error = %e, "embedded store: cannot read its state for the metrics"),
     }
+    measure_in_use(&db, &metrics);
     let committer = Committer { db: &db, hub: &hub, metrics: &metrics };
     let mut compaction_pending = true;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
@@ -158,6 +159,7 @@ pub(crate) fn run(
             }
             let started = std::time::Instant::now();
             let result = db.defragment(DEFRAG_WAIT);
+            measure_in_use(&db, &metrics);
             tracing::info!(elapsed = ?started.elapsed(), ok = result.is_ok(), "embedded store: defragmented");
             for r in defrags {
                 if let Request::Defragment(tx) = r {
@@ -187,6 +189,20 @@ fn state(db: &Db) -> Result<(u64, u64, u64)> {
     let (revision, compact) = mvcc::meta_revisions(&rtx.open_table(META).map_err(internal)?)?;
     let keys = rtx.open_table(LATEST).map_err(internal)?.len().map_err(internal)?;
     Ok((keys, revision, compact))
+}
+
+/// `etcd_mvcc_db_total_size_in_use_in_bytes` now, in a write transaction that writes nothing.
+fn measure_in_use(db: &Db, metrics: &EmbeddedMetrics) {
+    match db.begin_write() {
+        Ok(wtx) => {
+            metrics.measure_in_use(&wtx);
+            let _ = wtx.abort();
+        }
+        Err(e) => {
+            metrics.in_use_stale();
+            tracing::debug!(error = %e, "embedded store: cannot measure the pages in use yet");
+        }
+    }
 }
 
 /// What a commit needs besides its group: the database, the watchers' broadcast, the metrics.
@@ -328,6 +344,9 @@ fn commit_group(c: &Committer<'_>, group: Vec<Request>) -> Result<bool> {
         meta.insert(mvcc::META_COMPACT, compact).map_err(internal)?;
         meta.insert(mvcc::META_COMPACT_SCANNED, scanned).map_err(internal)?;
         drop(meta);
+        if c.metrics.in_use_due() {
+            c.metrics.measure_in_use(&wtx);
+        }
         let started = std::time::Instant::now();
         let done = wtx.commit().map_err(internal);
         c.metrics.observe_commit(started.elapsed());
