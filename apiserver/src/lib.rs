@@ -34,6 +34,7 @@ mod error;
 mod eviction;
 pub mod fuzzing;
 mod handlers;
+mod limitrange;
 mod managed;
 mod meta;
 pub mod metrics;

@@ -80,7 +80,13 @@ fn requested_by(obj: &mut Value, user: Option<&crate::auth::UserInfo>) {
     }
     if let Some(u) = user {
         spec.insert("username".into(), json!(u.name));
+        if !u.uid.is_empty() {
+            spec.insert("uid".into(), json!(u.uid));
+        }
         spec.insert("groups".into(), json!(u.groups));
+        if !u.extra.is_empty() {
+            spec.insert("extra".into(), json!(u.extra));
+        }
     }
 }
 
