@@ -471,3 +471,78 @@ print(json.dumps(out))
     assert_eq!(r["from-alice"]["uid"], "1001", "{r}");
     assert_eq!(r["from-alice"]["extra"], serde_json::Value::Null, "{r}");
 }
+
+/// The class kinds' validation and the one-default rule of PriorityClasses, through `kubectl apply`
+/// (422s and the 403 in upstream's words, nothing stored, checked with etcdctl).
+#[test]
+fn class_kinds_are_validated_as_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = start(dir.path());
+    let ep = kp.endpoint();
+    let refused = |yaml: &str, want: &[&str]| {
+        let out = apply(&kp, "kubectl", yaml);
+        assert!(!out.status.success(), "applied: {yaml}");
+        let err = stderr(&out);
+        for w in want {
+            assert!(err.contains(w), "want {w}\ngot {err}");
+        }
+    };
+    let pc = |name: &str, value: i64, default: bool| {
+        format!("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {{name: {name}}}\nvalue: {value}\nglobalDefault: {default}\n")
+    };
+    refused(
+        &pc("huge", 1_000_000_001, false),
+        &["The PriorityClass \"huge\" is invalid: value: Forbidden: maximum allowed value of a user defined priority is 1000000000"],
+    );
+    refused(
+        &pc("system-mine", 10, false),
+        &["metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"],
+    );
+    let ok = apply(&kp, "kubectl", &pc("first", 100, true));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    refused(
+        &pc("second", 200, true),
+        &["priorityclasses.scheduling.k8s.io \"second\" is forbidden: PriorityClass first is already marked as default. Only one default can exist"],
+    );
+    // Not a default: fine; then made one by an update: the same 403. The value may not change.
+    let ok = apply(&kp, "kubectl", &pc("second", 200, false));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    refused(&pc("second", 200, true), &["PriorityClass first is already marked as default"]);
+    refused(&pc("second", 300, false), &["value: Forbidden: may not be changed in an update."]);
+
+    refused(
+        "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: rc}\nhandler: Run_C\n",
+        &["The RuntimeClass \"rc\" is invalid: handler: Invalid value: \"Run_C\": a lowercase RFC 1123 label must consist of"],
+    );
+    refused(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ic}\nspec: {controller: nginx}\n",
+        &["The IngressClass \"ic\" is invalid: spec.controller: Invalid value: \"nginx\": must be a domain-prefixed path (such as \"acme.io/foo\")"],
+    );
+    refused(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: sc}\nprovisioner: my provisioner\nreclaimPolicy: Recycle\n",
+        &[
+            "provisioner: Invalid value: \"my provisioner\": name part must consist of alphanumeric characters",
+            "reclaimPolicy: Unsupported value: \"Recycle\": supported values: \"Delete\", \"Retain\"",
+        ],
+    );
+    let sc = |p: &str| {
+        format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: good}}\nprovisioner: {p}\n"
+        )
+    };
+    let ok = apply(&kp, "kubectl", &sc("example.com/disk"));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    refused(&sc("example.com/other"), &["provisioner: Forbidden: updates to provisioner are forbidden."]);
+    for key in [
+        "/registry/priorityclasses/huge",
+        "/registry/priorityclasses/system-mine",
+        "/registry/runtimeclasses/rc",
+        "/registry/ingressclasses/ic",
+        "/registry/storageclasses/sc",
+    ] {
+        assert!(kp.etcd_get(&ep, key).is_none(), "{key} stored");
+    }
+    assert_eq!(kp.etcd_get(&ep, "/registry/priorityclasses/second").unwrap()["value"], 200);
+    assert_eq!(kp.etcd_get(&ep, "/registry/priorityclasses/second").unwrap()["globalDefault"], false);
+    assert_eq!(kp.etcd_get(&ep, "/registry/storageclasses/good").unwrap()["provisioner"], "example.com/disk");
+}

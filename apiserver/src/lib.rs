@@ -28,6 +28,7 @@ pub mod audit;
 pub mod auth;
 pub mod bench;
 mod cacher;
+mod classes;
 mod crd;
 mod discovery;
 mod error;

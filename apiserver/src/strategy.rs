@@ -829,6 +829,9 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         "PodTemplate" => validate_pod_spec(obj.pointer("/template/spec"), "template.spec", &mut causes),
         "Service" => validate_service(obj, &mut causes),
         "LimitRange" => crate::limitrange::validate(obj, &mut causes),
+        "PriorityClass" | "RuntimeClass" | "IngressClass" | "StorageClass" => {
+            crate::classes::validate(res.kind, obj, old, &mut causes)
+        }
         _ => {}
     }
     causes.extend(crate::crd::validate(res, obj, old));

@@ -126,6 +126,7 @@ pub(crate) async fn create_object(
         return Err(ApiError::invalid(res, &name, causes));
     }
     crate::admission::check_quota(st, res, &obj).await?;
+    crate::admission::one_default_priority_class(st, res, &obj).await?;
     managed::record(res, manager, &mut obj, None);
     check_namespace_accepts(st, rp).await?;
     // An existing Service is AlreadyExists before its allocation could fail for its sake (the create
@@ -230,6 +231,9 @@ pub async fn write_update(
     causes.extend(managed::validate(&new));
     if !causes.is_empty() {
         return Err((ApiError::invalid(res, name, causes), false));
+    }
+    if ctx.half == Half::Main {
+        crate::admission::one_default_priority_class(st, res, &new).await.map_err(|e| (e, false))?;
     }
     managed::record(res, ctx.manager, &mut new, Some(old));
     let mut unchanged_new = new.clone();
