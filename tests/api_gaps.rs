@@ -546,3 +546,66 @@ fn class_kinds_are_validated_as_upstream() {
     assert_eq!(kp.etcd_get(&ep, "/registry/priorityclasses/second").unwrap()["globalDefault"], false);
     assert_eq!(kp.etcd_get(&ep, "/registry/storageclasses/good").unwrap()["provisioner"], "example.com/disk");
 }
+
+/// Server-side apply on a `scale` subresource through the Python client (an
+/// `application/apply-patch+yaml` PATCH of a Scale, as client-go's ApplyScale and kube-rs send
+/// it): a 409 naming the parent's owner of `spec.replicas`, taken with `force=true`, then owned by
+/// an `Apply` entry with `subresource: scale` (read with etcdctl); the same manager re-applies
+/// without force; a dry run writes nothing.
+#[test]
+fn server_side_apply_on_scale_subresources() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = start(dir.path());
+    let ep = kp.endpoint();
+    let dep = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: c, image: nginx}]}\n";
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(&kp.kubeconfig).args(["apply", "--server-side", "-f", "-"]);
+    let out = common::with_stdin(cmd, dep.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = r#"
+import json, sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+config.load_kube_config(config_file=sys.argv[1])
+api = client.AppsV1Api()
+def scale(n, **kw):
+    body = {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": n}}
+    try:
+        r = api.patch_namespaced_deployment_scale("web", "default", body, field_manager="scaler",
+                                                  _content_type="application/apply-patch+yaml", **kw)
+        return {"kind": r.kind, "replicas": r.spec.replicas}
+    except ApiException as e:
+        return {"status": e.status, "body": json.loads(e.body)}
+out = {"plain": scale(3), "forced": scale(3, force=True), "again": scale(4), "dry": scale(7, dry_run="All")}
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, kp.kubeconfig.to_str().unwrap()])
+        .output()
+        .expect("python3 with the kubernetes client (this test must not be skipped)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(r["plain"]["status"], 409, "{r}");
+    assert_eq!(
+        r["plain"]["body"]["message"],
+        "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas",
+        "{r}"
+    );
+    assert_eq!(r["plain"]["body"]["details"]["causes"][0]["field"], ".spec.replicas", "{r}");
+    assert_eq!(r["forced"], serde_json::json!({"kind": "Scale", "replicas": 3}), "{r}");
+    assert_eq!(r["again"], serde_json::json!({"kind": "Scale", "replicas": 4}), "{r}");
+    assert_eq!(r["dry"], serde_json::json!({"kind": "Scale", "replicas": 7}), "{r}");
+
+    let stored = kp.etcd_get(&ep, "/registry/deployments/default/web").unwrap();
+    assert_eq!(stored["spec"]["replicas"], 4, "the dry run wrote nothing: {stored}");
+    let entries = stored["metadata"]["managedFields"].as_array().unwrap();
+    let scaler = entries.iter().find(|e| e["manager"] == "scaler").unwrap_or_else(|| panic!("{stored}"));
+    assert_eq!(scaler["operation"], "Apply");
+    assert_eq!(scaler["subresource"], "scale");
+    assert_eq!(scaler["apiVersion"], "apps/v1");
+    assert_eq!(scaler["fieldsV1"], serde_json::json!({"f:spec": {"f:replicas": {}}}));
+    let kubectl = entries.iter().find(|e| e["manager"] == "kubectl").unwrap();
+    assert!(kubectl["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "taken by force: {stored}");
+    assert!(kubectl["fieldsV1"]["f:spec"].get("f:template").is_some(), "{stored}");
+}
