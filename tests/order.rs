@@ -395,3 +395,204 @@ fn kubectl_1_27_and_1_33_get_apply_and_diff_still_work() {
         assert_eq!(v["data"]["k"], "two", "{text}");
     }
 }
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget, shortNames: [wd], listKind: WidgetList}
+  group: example.com
+  versions:
+  - subresources:
+      status: {}
+      scale: {statusReplicasPath: .status.replicas, specReplicasPath: .spec.replicas}
+    storage: true
+    served: true
+    name: v1
+    additionalPrinterColumns:
+    - type: string
+      name: Color
+      jsonPath: .spec.color
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            x-kubernetes-validations:
+            - rule: "self.replicas >= 0"
+              message: no negative replicas
+            required: [color]
+            type: object
+            description: the widget
+            properties:
+              replicas: {minimum: 0, type: integer, default: 1}
+              color: {type: string, enum: [red, blue]}
+          status:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+"#;
+
+/// apiextensions.k8s.io CustomResourceDefinitions (outside the protobuf table) in the Go order of
+/// their structs — JSON schemas included — in etcd, in GET and LIST responses.
+#[test]
+fn custom_resource_definitions_are_in_go_field_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start_cmd("apiserver", &dir.path().join("data"), free_port(), &[]);
+    let out = kp.kubectl_stdin(&["apply", "-f", "-"], CRD);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    kp.kubectl_ok(&["wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=20s"]);
+
+    let out = etcdctl(
+        &kp.endpoint(),
+        &[
+            "get",
+            "/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com",
+            "--print-value-only",
+        ],
+    );
+    let stored = stdout(&out).trim().to_string();
+    let got = kp.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+    ]);
+    let list = kp.kubectl_ok(&["get", "--raw", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"]);
+    assert_eq!(keys_at(&list, &[]), ["kind", "apiVersion", "metadata", "items"], "{list}");
+    let listed = keys_at(&list, &["items", "0"]);
+    assert_eq!(listed, ["kind", "apiVersion", "metadata", "spec", "status"], "{list}");
+    // Upstream's struct order (apiextensions/v1 types.go, types_jsonschema.go).
+    let schema_props: &[&str] = &[
+        "id",
+        "$schema",
+        "$ref",
+        "description",
+        "type",
+        "format",
+        "title",
+        "default",
+        "maximum",
+        "exclusiveMaximum",
+        "minimum",
+        "exclusiveMinimum",
+        "maxLength",
+        "minLength",
+        "pattern",
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "multipleOf",
+        "enum",
+        "maxProperties",
+        "minProperties",
+        "required",
+        "items",
+        "allOf",
+        "oneOf",
+        "anyOf",
+        "not",
+        "properties",
+        "additionalProperties",
+        "patternProperties",
+        "dependencies",
+        "additionalItems",
+        "definitions",
+        "externalDocs",
+        "example",
+        "nullable",
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-embedded-resource",
+        "x-kubernetes-int-or-string",
+        "x-kubernetes-list-map-keys",
+        "x-kubernetes-list-type",
+        "x-kubernetes-map-type",
+        "x-kubernetes-validations",
+    ];
+    for (what, text, base) in
+        [("stored", &stored, vec![]), ("got", &got, vec![]), ("listed", &list, vec!["items", "0"])]
+    {
+        let at = |p: &[&str]| {
+            let mut full = base.clone();
+            full.extend_from_slice(p);
+            keys_at(text, &full)
+        };
+        assert_eq!(at(&[]), ["kind", "apiVersion", "metadata", "spec", "status"], "{what}: {text}");
+        assert_order(&at(&["metadata"]), OBJECT_META, what);
+        assert_order(
+            &at(&["spec"]),
+            &["group", "names", "scope", "versions", "conversion", "preserveUnknownFields"],
+            what,
+        );
+        assert_order(
+            &at(&["spec", "names"]),
+            &["plural", "singular", "shortNames", "kind", "listKind", "categories"],
+            what,
+        );
+        let version = &[
+            "name",
+            "served",
+            "storage",
+            "deprecated",
+            "deprecationWarning",
+            "schema",
+            "subresources",
+            "additionalPrinterColumns",
+            "selectableFields",
+        ];
+        assert_order(&at(&["spec", "versions", "0"]), version, what);
+        assert_order(
+            &at(&["spec", "versions", "0", "subresources", "scale"]),
+            &["specReplicasPath", "statusReplicasPath", "labelSelectorPath"],
+            what,
+        );
+        assert_order(
+            &at(&["spec", "versions", "0", "additionalPrinterColumns", "0"]),
+            &["name", "type", "format", "description", "priority", "jsonPath"],
+            what,
+        );
+        let schema = ["spec", "versions", "0", "schema", "openAPIV3Schema"];
+        assert_order(&at(&schema), schema_props, what);
+        let spec_schema: Vec<&str> = schema.iter().copied().chain(["properties", "spec"]).collect();
+        assert_order(&at(&spec_schema), schema_props, what);
+        let mut replicas = spec_schema.clone();
+        replicas.extend(["properties", "replicas"]);
+        assert_order(&at(&replicas), schema_props, what);
+        let mut rule = spec_schema.clone();
+        rule.extend(["x-kubernetes-validations", "0"]);
+        assert_order(
+            &at(&rule),
+            &["rule", "message", "messageExpression", "reason", "fieldPath", "optionalOldSelf"],
+            what,
+        );
+        assert_order(
+            &at(&["status"]),
+            &["conditions", "acceptedNames", "storedVersions", "observedGeneration"],
+            what,
+        );
+        assert_order(
+            &at(&["status", "conditions", "0"]),
+            &["type", "status", "lastTransitionTime", "reason", "message", "observedGeneration"],
+            what,
+        );
+        assert_order(
+            &at(&["status", "acceptedNames"]),
+            &["plural", "singular", "shortNames", "kind", "listKind", "categories"],
+            what,
+        );
+    }
+    // Clients still read it: kubectl's own decoding and its printer.
+    let shown = kp.kubectl_ok(&[
+        "get",
+        "crd",
+        "widgets.example.com",
+        "-o",
+        "jsonpath={.spec.versions[0].schema.openAPIV3Schema.properties.spec.required}",
+    ]);
+    assert_eq!(shown, r#"["color"]"#);
+    let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {color: red}\n";
+    let out = kp.kubectl_stdin(&["apply", "-f", "-"], w);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(kp.kubectl_ok(&["get", "wd", "w", "-o", "jsonpath={.spec.replicas}"]), "1");
+}

@@ -10,7 +10,10 @@
 //! (`json:",inline"`) are flattened in place. Every kind the table knows is covered, nested types
 //! included. Keys a shape does not know follow the known ones, sorted.
 //!
-//! Kinds outside the table are written sorted, as today: custom resources, which upstream encodes
+//! CustomResourceDefinitions, outside the table (their bodies are never decoded from protobuf),
+//! have a hand-written order here (`CRD`, JSON schemas included).
+//!
+//! Other kinds outside the table are written sorted, as today: custom resources, which upstream encodes
 //! from `map[string]interface{}` with Go's `encoding/json`, which sorts map keys — so sorted is
 //! upstream's order for them — and API-machinery documents with their own serializers.
 
@@ -37,6 +40,8 @@ enum Sub {
     ObjectMeta,
     /// An embedded object (a RawExtension), by its own `apiVersion` and `kind`.
     Own,
+    /// A map whose values are written by a hand-written order (a JSON schema's `properties`).
+    FixedMap(&'static Fixed),
 }
 
 const P: Sub = Sub::Plain;
@@ -132,6 +137,135 @@ static PARTIAL_OBJECT_METADATA_LIST: &Fixed = &[
     ("items", Sub::Fixed(PARTIAL_OBJECT_METADATA)),
 ];
 
+// apiextensions.k8s.io/v1 CustomResourceDefinition: not in the protobuf table (its bodies are
+// never decoded from protobuf), so its order is written out here, from the Go structs (the order
+// of k8s-pb's apiextensions messages, which keep generated.proto's).
+static CRD_NAMES: &Fixed =
+    &[("plural", P), ("singular", P), ("shortNames", P), ("kind", P), ("listKind", P), ("categories", P)];
+static CRD_SERVICE_REFERENCE: &Fixed = &[("namespace", P), ("name", P), ("path", P), ("port", P)];
+static CRD_CLIENT_CONFIG: &Fixed =
+    &[("url", P), ("service", Sub::Fixed(CRD_SERVICE_REFERENCE)), ("caBundle", P)];
+static CRD_WEBHOOK_CONVERSION: &Fixed =
+    &[("clientConfig", Sub::Fixed(CRD_CLIENT_CONFIG)), ("conversionReviewVersions", P)];
+static CRD_CONVERSION: &Fixed = &[("strategy", P), ("webhook", Sub::Fixed(CRD_WEBHOOK_CONVERSION))];
+static CRD_VALIDATION_RULE: &Fixed = &[
+    ("rule", P),
+    ("message", P),
+    ("messageExpression", P),
+    ("reason", P),
+    ("fieldPath", P),
+    ("optionalOldSelf", P),
+];
+static CRD_EXTERNAL_DOCS: &Fixed = &[("description", P), ("url", P)];
+/// JSONSchemaProps. Its `default`, `enum` and `example` values are raw JSON upstream, kept as the
+/// client sent them; here they are written sorted.
+static JSON_SCHEMA_PROPS: [(&str, Sub); 44] = [
+    ("id", P),
+    ("$schema", P),
+    ("$ref", P),
+    ("description", P),
+    ("type", P),
+    ("format", P),
+    ("title", P),
+    ("default", P),
+    ("maximum", P),
+    ("exclusiveMaximum", P),
+    ("minimum", P),
+    ("exclusiveMinimum", P),
+    ("maxLength", P),
+    ("minLength", P),
+    ("pattern", P),
+    ("maxItems", P),
+    ("minItems", P),
+    ("uniqueItems", P),
+    ("multipleOf", P),
+    ("enum", P),
+    ("maxProperties", P),
+    ("minProperties", P),
+    ("required", P),
+    // JSONSchemaPropsOrArray: one schema or a list of them.
+    ("items", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("allOf", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("oneOf", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("anyOf", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("not", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("properties", Sub::FixedMap(&JSON_SCHEMA_PROPS)),
+    // JSONSchemaPropsOrBool: a schema or a boolean.
+    ("additionalProperties", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("patternProperties", Sub::FixedMap(&JSON_SCHEMA_PROPS)),
+    // JSONSchemaPropsOrStringArray values: a schema or a list of names.
+    ("dependencies", Sub::FixedMap(&JSON_SCHEMA_PROPS)),
+    ("additionalItems", Sub::Fixed(&JSON_SCHEMA_PROPS)),
+    ("definitions", Sub::FixedMap(&JSON_SCHEMA_PROPS)),
+    ("externalDocs", Sub::Fixed(CRD_EXTERNAL_DOCS)),
+    ("example", P),
+    ("nullable", P),
+    ("x-kubernetes-preserve-unknown-fields", P),
+    ("x-kubernetes-embedded-resource", P),
+    ("x-kubernetes-int-or-string", P),
+    ("x-kubernetes-list-map-keys", P),
+    ("x-kubernetes-list-type", P),
+    ("x-kubernetes-map-type", P),
+    ("x-kubernetes-validations", Sub::Fixed(CRD_VALIDATION_RULE)),
+];
+static CRD_VALIDATION: &Fixed = &[("openAPIV3Schema", Sub::Fixed(&JSON_SCHEMA_PROPS))];
+static CRD_SCALE: &Fixed = &[("specReplicasPath", P), ("statusReplicasPath", P), ("labelSelectorPath", P)];
+static CRD_SUBRESOURCES: &Fixed = &[("status", P), ("scale", Sub::Fixed(CRD_SCALE))];
+static CRD_COLUMN: &Fixed =
+    &[("name", P), ("type", P), ("format", P), ("description", P), ("priority", P), ("jsonPath", P)];
+static CRD_SELECTABLE_FIELD: &Fixed = &[("jsonPath", P)];
+static CRD_VERSION: &Fixed = &[
+    ("name", P),
+    ("served", P),
+    ("storage", P),
+    ("deprecated", P),
+    ("deprecationWarning", P),
+    ("schema", Sub::Fixed(CRD_VALIDATION)),
+    ("subresources", Sub::Fixed(CRD_SUBRESOURCES)),
+    ("additionalPrinterColumns", Sub::Fixed(CRD_COLUMN)),
+    ("selectableFields", Sub::Fixed(CRD_SELECTABLE_FIELD)),
+];
+static CRD_SPEC: &Fixed = &[
+    ("group", P),
+    ("names", Sub::Fixed(CRD_NAMES)),
+    ("scope", P),
+    ("versions", Sub::Fixed(CRD_VERSION)),
+    ("conversion", Sub::Fixed(CRD_CONVERSION)),
+    ("preserveUnknownFields", P),
+];
+static CRD_CONDITION: &Fixed = &[
+    ("type", P),
+    ("status", P),
+    ("lastTransitionTime", P),
+    ("reason", P),
+    ("message", P),
+    ("observedGeneration", P),
+];
+static CRD_STATUS: &Fixed = &[
+    ("conditions", Sub::Fixed(CRD_CONDITION)),
+    ("acceptedNames", Sub::Fixed(CRD_NAMES)),
+    ("storedVersions", P),
+    ("observedGeneration", P),
+];
+static CRD: &Fixed = &[
+    ("kind", P),
+    ("apiVersion", P),
+    ("metadata", Sub::ObjectMeta),
+    ("spec", Sub::Fixed(CRD_SPEC)),
+    ("status", Sub::Fixed(CRD_STATUS)),
+];
+static CRD_LIST: &Fixed =
+    &[("kind", P), ("apiVersion", P), ("metadata", Sub::Fixed(LIST_META)), ("items", Sub::Fixed(CRD))];
+
+/// The hand-written order of a kind outside the protobuf table, if there is one.
+fn fixed_kind(api_version: &str, kind: &str) -> Option<&'static Fixed> {
+    match (api_version, kind) {
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => Some(CRD),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinitionList") => Some(CRD_LIST),
+        _ => None,
+    }
+}
+
 /// How a value is written.
 #[derive(Clone, Copy, Debug)]
 enum How {
@@ -148,6 +282,8 @@ enum How {
     Fixed(&'static Fixed),
     /// By the value's own `apiVersion` and `kind` (an embedded object).
     Own,
+    /// A map whose values are each written by a hand-written order.
+    FixedMap(&'static Fixed),
 }
 
 /// One field of a shape.
@@ -258,6 +394,9 @@ fn how_for(v: &Value) -> How {
     if let Some(shape) = kind_shape(api_version, kind) {
         return How::Shape { shape, top: true };
     }
+    if let Some(order) = fixed_kind(api_version, kind) {
+        return How::Fixed(order);
+    }
     if kind == "Status" && api_version == "v1" {
         return How::Fixed(STATUS);
     }
@@ -326,7 +465,7 @@ fn object_meta_shape() -> Option<usize> {
 
 /// Whether the table knows the kind (so its objects are written in Go order rather than sorted).
 pub fn knows(api_version: &str, kind: &str) -> bool {
-    kind_shape(api_version, kind).is_some()
+    kind_shape(api_version, kind).is_some() || fixed_kind(api_version, kind).is_some()
 }
 
 impl Serialize for Ordered<'_> {
@@ -353,6 +492,13 @@ impl Serialize for Ordered<'_> {
                 let fields = shapes().shapes.get(shape).map(Vec::as_slice).unwrap_or_default();
                 let head: &[&str] = if top { &["kind", "apiVersion"] } else { &[] };
                 write_object(s, map, head, fields.iter().map(|f| (f.json, f.how)))
+            }
+            (Value::Object(map), How::FixedMap(order)) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    m.serialize_entry(k, &Ordered { value: v, how: How::Fixed(order) })?;
+                }
+                m.end()
             }
             (Value::Object(map), How::MapOf(shape)) => {
                 let mut m = s.serialize_map(Some(map.len()))?;
@@ -399,6 +545,7 @@ impl Serialize for Ordered<'_> {
                         object_meta_shape().map_or(How::Plain, |shape| How::Shape { shape, top: false })
                     }
                     Sub::Own => How::Own,
+                    Sub::FixedMap(f) => How::FixedMap(f),
                 };
                 write_object(s, map, &[], order.iter().map(|(k, sub)| (*k, how_of(*sub))))
             }
@@ -503,6 +650,76 @@ mod tests {
             i += 1;
         }
         out
+    }
+
+    #[test]
+    fn custom_resource_definitions_are_written_in_go_order() {
+        let crd = json!({
+            "status": {"storedVersions": ["v1"], "conditions": [{"message": "m", "reason": "r", "status": "True",
+                        "type": "Established", "lastTransitionTime": "t"}],
+                       "acceptedNames": {"kind": "W", "plural": "ws"}},
+            "spec": {"versions": [{"subresources": {"status": {}, "scale": {"statusReplicasPath": ".s", "specReplicasPath": ".r"}},
+                                   "storage": true, "served": true, "name": "v1",
+                                   "additionalPrinterColumns": [{"type": "string", "name": "N", "jsonPath": ".x"}],
+                                   "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                       "spec": {"x-kubernetes-validations": [{"rule": "true", "message": "m"}],
+                                                "required": ["a"], "type": "object", "description": "d",
+                                                "properties": {"a": {"minimum": 1, "type": "integer", "default": 2}},
+                                                "additionalProperties": false},
+                                       "list": {"x-kubernetes-list-type": "map", "items": {"type": "object", "format": "f"},
+                                                "type": "array"}}}}}],
+                     "scope": "Namespaced", "names": {"kind": "W", "plural": "ws", "shortNames": ["w"], "listKind": "WList"},
+                     "group": "example.com", "conversion": {"strategy": "None"}},
+            "metadata": {"name": "ws.example.com", "uid": "u"},
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+        });
+        let text = to_string(&crd);
+        assert_eq!(keys_of(&text, &[]), ["kind", "apiVersion", "metadata", "spec", "status"], "{text}");
+        assert_eq!(keys_of(&text, &["metadata"]), ["name", "uid"]);
+        assert_eq!(keys_of(&text, &["spec"]), ["group", "names", "scope", "versions", "conversion"]);
+        assert_eq!(keys_of(&text, &["names"]), ["plural", "shortNames", "kind", "listKind"]);
+        assert_eq!(
+            keys_of(&text, &["versions"]),
+            ["name", "served", "storage", "schema", "subresources", "additionalPrinterColumns"]
+        );
+        assert_eq!(keys_of(&text, &["scale"]), ["specReplicasPath", "statusReplicasPath"]);
+        assert_eq!(keys_of(&text, &["additionalPrinterColumns"]), ["name", "type", "jsonPath"]);
+        assert_eq!(keys_of(&text, &["openAPIV3Schema"]), ["type", "properties"]);
+        // A schema's properties: the map sorted (Go sorts map keys), each value in Go order.
+        assert_eq!(keys_of(&text, &["openAPIV3Schema", "properties"]), ["list", "spec"]);
+        assert_eq!(
+            keys_of(&text, &["properties", "spec"]),
+            [
+                "description",
+                "type",
+                "required",
+                "properties",
+                "additionalProperties",
+                "x-kubernetes-validations"
+            ]
+        );
+        assert_eq!(keys_of(&text, &["properties", "spec", "properties", "a"]), ["type", "default", "minimum"]);
+        assert_eq!(keys_of(&text, &["list"]), ["type", "items", "x-kubernetes-list-type"]);
+        assert_eq!(keys_of(&text, &["list", "items"]), ["type", "format"]);
+        assert_eq!(keys_of(&text, &["x-kubernetes-validations"]), ["rule", "message"]);
+        // (The first "status" in the text is a version's status subresource.)
+        let status =
+            to_string(&json!({"kind": "CustomResourceDefinition", "apiVersion": "apiextensions.k8s.io/v1",
+                                       "status": crd["status"]}));
+        assert_eq!(keys_of(&status, &["status"]), ["conditions", "acceptedNames", "storedVersions"]);
+        assert_eq!(
+            keys_of(&text, &["conditions"]),
+            ["type", "status", "lastTransitionTime", "reason", "message"]
+        );
+        assert_eq!(keys_of(&text, &["acceptedNames"]), ["plural", "kind"]);
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), crd);
+        assert!(knows("apiextensions.k8s.io/v1", "CustomResourceDefinition"));
+        let list = json!({"kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+                          "metadata": {"resourceVersion": "3"}, "items": [crd]});
+        let text = to_string(&list);
+        assert_eq!(keys_of(&text, &[]), ["kind", "apiVersion", "metadata", "items"]);
+        assert!(text.contains(r#""items":[{"kind":"CustomResourceDefinition","apiVersion":"apiextensions.k8s.io/v1","metadata":{"name""#), "{text}");
     }
 
     #[test]

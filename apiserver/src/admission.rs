@@ -502,6 +502,31 @@ fn needs_default_class(ing: &Value) -> bool {
     !named && !annotated
 }
 
+/// Upstream's Priority admission for PriorityClasses: at most one may be the global default. A
+/// create or update setting `globalDefault` while another class is the default is its 403.
+pub async fn one_default_priority_class(st: &AppState, res: &ResourceDef, obj: &Value) -> ApiResult<()> {
+    if (res.group, res.kind) != ("scheduling.k8s.io", "PriorityClass")
+        || obj.get("globalDefault").and_then(Value::as_bool) != Some(true)
+    {
+        return Ok(());
+    }
+    let name = crate::meta::name(obj).unwrap_or("");
+    let classes = cluster_objects(st, "scheduling.k8s.io", "v1", "priorityclasses")
+        .await
+        .map_err(|e| ApiError::forbidden(res, name, &format!("failed to get default priority class: {e}")))?;
+    let other = classes.iter().find(|c| {
+        c.get("globalDefault").and_then(Value::as_bool) == Some(true) && crate::meta::name(c) != Some(name)
+    });
+    match other.and_then(|c| crate::meta::name(c)) {
+        Some(other) => Err(ApiError::forbidden(
+            res,
+            name,
+            &format!("PriorityClass {other} is already marked as default. Only one default can exist"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Every IngressClass, from the watch cache or else the store.
 async fn ingress_classes(st: &AppState) -> Result<Vec<Arc<Value>>, String> {
     cluster_objects(st, "networking.k8s.io", "v1", "ingressclasses").await

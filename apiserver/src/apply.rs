@@ -83,6 +83,83 @@ pub(crate) async fn patch(
     }
 }
 
+/// Server-side apply of a `scale` subresource (`kubectl apply --server-side --subresource=scale`):
+/// as upstream's scale handler, the applied Scale's `spec.replicas` becomes the manager's applied
+/// configuration of the parent's replicas field (`spec.replicas`, a custom resource's
+/// `specReplicasPath`), owned by an `Apply` entry with `subresource: scale`, so conflicts with the
+/// parent's other managers (409, or taken with `force=true`) are the parent's. Answers the Scale.
+pub(crate) async fn patch_scale(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    let dry_run = params.dry_run("PatchOptions")?;
+    if params.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
+            Cause {
+                reason: "FieldValueRequired",
+                field: "fieldManager".into(),
+                message: "Required value: is required for apply patch".into(),
+            },
+        ));
+    }
+    let force = params.bool("force")?;
+    let mut manager = Manager::of(params, headers, Some("scale"))?;
+    manager.applied = true;
+    // The applied Scale, typed as upstream decodes it (a wrong type is its 400).
+    let given: Value = serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !given.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_kind(&given)
+        )));
+    }
+    let mut scale = given.clone();
+    typecheck::check_kind("autoscaling", "v1", "Scale", &mut scale, Dialect::Json)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let replicas = scale.pointer("/spec/replicas").cloned();
+    if let Some(r) = replicas.as_ref().and_then(Value::as_i64).filter(|r| *r < 0) {
+        let cause = Cause::invalid("spec.replicas", r, "must be greater than or equal to 0");
+        return Err(ApiError::invalid(res, name, vec![cause]));
+    }
+    let mut config = json!({"apiVersion": res.api_version(), "kind": res.kind, "metadata": {"name": name}});
+    if let Some(ns) = rp.namespace.as_deref().filter(|_| res.namespaced) {
+        config["metadata"]["namespace"] = json!(ns);
+    }
+    if let Some(replicas) = replicas {
+        match crate::crd::custom(res).and_then(|cr| cr.spec.scale.as_ref()) {
+            Some(paths) => {
+                api_types::crd::printing::set(&paths.spec_replicas, &mut config, replicas);
+            }
+            None => meta::set_path(&mut config, &["spec", "replicas"], replicas),
+        }
+    }
+    let node = managed::node_of(res);
+    let api_version = res.api_version();
+    let now = meta::now_rfc3339();
+    let writer =
+        Writer { manager: &manager.name, subresource: Some("scale"), api_version: &api_version, time: &now };
+    let ctx = UpdateCtx { half: Half::Main, manager: &manager, dry_run };
+    let (updated, _) = update_loop(st, rp, name, ctx, |live| {
+        let applied = api_types::apply::apply(live, &config, &node, &writer, force)
+            .map_err(|e| apply_error(rp, name, e))?;
+        let mut obj = applied.object;
+        set_kind(res, &mut obj);
+        Ok((decode_result(res, obj)?, None))
+    })
+    .await?;
+    Ok(crate::handlers::json_response(
+        axum::http::StatusCode::OK,
+        &crate::subresources::scale_for(res, &updated),
+    ))
+}
+
 /// The applied configuration: a YAML or JSON object of the resource's group-version and kind,
 /// named as the URL, decoded as the kind (wrong types are upstream's 400, unknown fields dropped
 /// and returned for field validation). A custom resource is pruned by its schema.

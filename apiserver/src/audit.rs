@@ -481,7 +481,7 @@ impl Auditor {
         let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_else(|| req.uri().path());
         base.insert("requestURI".into(), json!(uri));
         base.insert("verb".into(), json!(attrs.verb));
-        base.insert("user".into(), json!({"username": user.name, "groups": user.groups}));
+        base.insert("user".into(), crate::reviews::user_info(user));
         base.insert("sourceIPs".into(), json!(source_ips(&req)));
         if let Some(ua) = req.headers().get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
             base.insert("userAgent".into(), json!(ua));
@@ -588,7 +588,7 @@ pub struct Recorder {
 impl Recorder {
     /// The user the request acts as (`kubectl --as`): upstream's `impersonatedUser`.
     pub fn impersonated(&mut self, user: &UserInfo) {
-        self.base.insert("impersonatedUser".into(), json!({"username": user.name, "groups": user.groups}));
+        self.base.insert("impersonatedUser".into(), crate::reviews::user_info(user));
     }
 
     /// The authorization decision: `allow` with the authorizer's reason, or `forbid`.

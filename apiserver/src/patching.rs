@@ -35,24 +35,9 @@ pub fn apply(res: &ResourceDef, pt: PatchType, old: &Value, body: &[u8]) -> ApiR
 }
 
 /// Applies a patch to a Scale (plain JSON merge semantics for strategic patches: Scale has no
-/// lists) and decodes the result as an `autoscaling/v1` Scale.
+/// lists) and decodes the result as an `autoscaling/v1` Scale. Server-side apply of a Scale is
+/// `apply::patch_scale`.
 pub fn apply_scale(pt: PatchType, old: &Value, body: &[u8]) -> ApiResult<Value> {
-    if pt == PatchType::ApplyYaml {
-        // An applied Scale merges into the current one (a Scale has no lists to key).
-        let config: Value = serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-        if !config.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "error decoding YAML: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
-                typecheck::json_kind(&config)
-            )));
-        }
-        let merged = api_types::apply::ops::merge(old, &config, &api_types::apply::Node::untyped())
-            .map_err(|e| ApiError::internal(e.0))?;
-        let json_body = config.to_string();
-        return decode_patched("autoscaling", "v1", "Scale", PatchType::Merge, merged, json_body.as_bytes())
-            .map(|(obj, _)| obj);
-    }
     let patched = api_types::patch::apply(pt, old, body, &api_types::patch::NoSchema).map_err(to_api)?;
     decode_patched("autoscaling", "v1", "Scale", pt, patched, body).map(|(obj, _)| obj)
 }

@@ -49,7 +49,7 @@ pub async fn serve(
     if rp.res.kind == "SelfSubjectReview" {
         // Who the caller is, as authentication found it. The body carries nothing to read.
         let user = match user {
-            Some(u) => json!({"username": u.name, "groups": u.groups}),
+            Some(u) => user_info(u),
             None => json!({"username": "system:admin", "groups": ["system:masters", "system:authenticated"]}),
         };
         let obj = json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
@@ -132,17 +132,7 @@ async fn token_review(st: &AppState, obj: &Value) -> ApiResult<Value> {
     let audiences = strings(obj.pointer("/spec/audiences"));
     Ok(match crate::auth::review_token(st, token, &audiences).await {
         Ok(id) => {
-            let mut user = Map::new();
-            user.insert("username".into(), json!(id.user.name));
-            if !id.uid.is_empty() {
-                user.insert("uid".into(), json!(id.uid));
-            }
-            user.insert("groups".into(), json!(id.user.groups));
-            if !id.extra.is_empty() {
-                let extra: Map<String, Value> = id.extra.into_iter().map(|(k, v)| (k, json!([v]))).collect();
-                user.insert("extra".into(), Value::Object(extra));
-            }
-            let mut status = json!({"authenticated": true, "user": user});
+            let mut status = json!({"authenticated": true, "user": user_info(&id.user)});
             if !id.audiences.is_empty() {
                 status["audiences"] = json!(id.audiences);
             }
@@ -151,6 +141,21 @@ async fn token_review(st: &AppState, obj: &Value) -> ApiResult<Value> {
         Err(None) => json!({"user": {}}),
         Err(Some(why)) => json!({"user": {}, "error": why}),
     })
+}
+
+/// An `authentication.k8s.io/v1` UserInfo: username, uid, groups, extra (uid and extra only when
+/// set, as upstream's omitempty).
+pub(crate) fn user_info(u: &UserInfo) -> Value {
+    let mut user = Map::new();
+    user.insert("username".into(), json!(u.name));
+    if !u.uid.is_empty() {
+        user.insert("uid".into(), json!(u.uid));
+    }
+    user.insert("groups".into(), json!(u.groups));
+    if !u.extra.is_empty() {
+        user.insert("extra".into(), json!(u.extra));
+    }
+    Value::Object(user)
 }
 
 /// Go's `%#v` of the internal NonResourceAttributes, as upstream's Invalid message prints it.
@@ -261,6 +266,7 @@ async fn access_review(
         UserInfo {
             name: spec.get("user").and_then(Value::as_str).unwrap_or("").to_string(),
             groups: strings(spec.get("groups")),
+            ..Default::default()
         }
     };
     Ok(if st.config.auth.insecure {

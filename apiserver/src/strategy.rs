@@ -576,6 +576,7 @@ pub fn default(res: &ResourceDef, obj: &mut Value) {
             set_default(obj, &["volumeBindingMode"], json!("Immediate"));
         }
         "PriorityClass" => set_default(obj, &["preemptionPolicy"], json!("PreemptLowerPriority")),
+        "LimitRange" => crate::limitrange::default(obj),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => {
             let mutating = res.kind == "MutatingWebhookConfiguration";
             if let Some(hooks) = obj.get_mut("webhooks").and_then(Value::as_array_mut) {
@@ -827,6 +828,10 @@ pub fn validate(res: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Caus
         "PersistentVolumeClaim" => validate_pvc(obj, &mut causes),
         "PodTemplate" => validate_pod_spec(obj.pointer("/template/spec"), "template.spec", &mut causes),
         "Service" => validate_service(obj, &mut causes),
+        "LimitRange" => crate::limitrange::validate(obj, &mut causes),
+        "PriorityClass" | "RuntimeClass" | "IngressClass" | "StorageClass" => {
+            crate::classes::validate(res.kind, obj, old, &mut causes)
+        }
         _ => {}
     }
     causes.extend(crate::crd::validate(res, obj, old));

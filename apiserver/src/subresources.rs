@@ -33,6 +33,12 @@ pub async fn serve(
             let (obj, _) = read(st, rp, name).await?;
             Ok(json_response(StatusCode::OK, &scale_for(res, &obj)))
         }
+        ("PATCH", "scale")
+            if res.has(api_types::Subresource::Scale)
+                && crate::handlers::patch_type(headers)? == api_types::patch::PatchType::ApplyYaml =>
+        {
+            crate::apply::patch_scale(st, rp, name, params, headers, body).await
+        }
         ("PUT" | "PATCH", "scale") if res.has(api_types::Subresource::Scale) => {
             let patch_type =
                 if method == Method::PATCH { Some(crate::handlers::patch_type(headers)?) } else { None };

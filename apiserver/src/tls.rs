@@ -107,7 +107,7 @@ impl Served {
         let (name, groups) =
             crate::pki::subject_of_der(leaf).ok_or_else(|| "the certificate names no user".to_string())?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
-        Ok(Some((UserInfo { name, groups }, cert.validity().not_after.timestamp())))
+        Ok(Some((UserInfo { name, groups, ..Default::default() }, cert.validity().not_after.timestamp())))
     }
 }
 

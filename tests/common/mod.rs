@@ -244,7 +244,7 @@ pub fn etcdctl_stdin(endpoint: &str, args: &[&str], input: &[u8]) -> Output {
 
 /// Runs `cmd` with `input` on stdin, written from a thread so a large input cannot deadlock
 /// against the child's output.
-fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+pub fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = cmd
         .stdin(Stdio::piped())

@@ -23,16 +23,25 @@ use crate::AppState;
 pub mod rbac;
 pub mod serviceaccount;
 
-/// Who made a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who made a request: upstream's `user.Info` (name, uid, groups, extra).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
     pub groups: Vec<String>,
+    /// The static token file's uid column; a ServiceAccount's uid. Empty when none.
+    pub uid: String,
+    /// What a ServiceAccount token adds: `authentication.kubernetes.io/credential-id` (its
+    /// `JTI=`), `pod-name` and `pod-uid` for a pod-bound token.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
     pub fn new(name: impl Into<String>, groups: &[&str]) -> UserInfo {
-        UserInfo { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        UserInfo {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     /// Every authenticated user is also in `system:authenticated`, as upstream adds it.
@@ -136,13 +145,12 @@ pub async fn authenticate(
     Authn::Anonymous
 }
 
-/// What a TokenReview learns about a bearer token: the user, its uid and extra (a ServiceAccount's
-/// uid, the pod a token is bound to) and the requested audiences the token is valid for.
+/// What a TokenReview learns about a bearer token: the user (with its uid and extra: a
+/// ServiceAccount's uid, the pod a token is bound to) and the requested audiences the token is
+/// valid for.
 #[derive(Debug)]
 pub struct TokenIdentity {
     pub user: UserInfo,
-    pub uid: String,
-    pub extra: Vec<(String, String)>,
     pub audiences: Vec<String>,
 }
 
@@ -167,28 +175,14 @@ pub async fn review_token(
                 "token audiences {api_audiences:?} is invalid for the target audiences {wanted:?}"
             )));
         }
-        return Ok(TokenIdentity {
-            user: user.clone().authenticated(),
-            uid: String::new(),
-            extra: Vec::new(),
-            audiences: matched,
-        });
+        return Ok(TokenIdentity { user: user.clone().authenticated(), audiences: matched });
     }
     let Some(keys) = &auth.service_accounts else { return Err(None) };
     if !serviceaccount::looks_like_jwt(token) {
         return Err(None);
     }
     match service_account(st, keys, token, wanted).await {
-        Ok((user, claims, audiences)) => {
-            let extra = match &claims.bound {
-                Some((kind, name, uid)) if kind == "Pod" => vec![
-                    ("authentication.kubernetes.io/pod-name".to_string(), name.clone()),
-                    ("authentication.kubernetes.io/pod-uid".to_string(), uid.clone()),
-                ],
-                _ => Vec::new(),
-            };
-            Ok(TokenIdentity { user, uid: claims.uid, extra, audiences })
-        }
+        Ok((user, _, audiences)) => Ok(TokenIdentity { user, audiences }),
         // A JWT another issuer signed is none of ours (upstream's authenticator passes on it).
         Err(why) if why == serviceaccount::TokenError::OtherIssuer.to_string() => Err(None),
         Err(why) => Err(Some(format!("invalid bearer token, {why}"))),
@@ -237,7 +231,20 @@ async fn service_account(
         }
     }
     let ns_group = format!("system:serviceaccounts:{}", claims.namespace);
-    let user = UserInfo::new(claims.username(), &["system:serviceaccounts", &ns_group]).authenticated();
+    let mut user = UserInfo::new(claims.username(), &["system:serviceaccounts", &ns_group]).authenticated();
+    // As upstream's ServiceAccount authenticator: the ServiceAccount's uid, and in extra the
+    // token's id and the pod it is bound to.
+    user.uid = claims.uid.clone();
+    let key = |k: &str| format!("authentication.kubernetes.io/{k}");
+    if !claims.jti.is_empty() {
+        user.extra.insert(key("credential-id"), vec![format!("JTI={}", claims.jti)]);
+    }
+    if let Some((kind, name, uid)) = &claims.bound {
+        if kind == "Pod" {
+            user.extra.insert(key("pod-name"), vec![name.clone()]);
+            user.extra.insert(key("pod-uid"), vec![uid.clone()]);
+        }
+    }
     Ok((user, claims, matched))
 }
 
@@ -375,7 +382,7 @@ async fn impersonate(st: &AppState, user: UserInfo, headers: &http::HeaderMap) -
             }
         }
     }
-    let impersonated = UserInfo { name: as_user, groups: as_groups };
+    let impersonated = UserInfo { name: as_user, groups: as_groups, ..Default::default() };
     Ok(if impersonated.name == "system:anonymous" { impersonated } else { impersonated.authenticated() })
 }
 
@@ -462,7 +469,9 @@ pub fn parse_token_file(text: &str) -> Result<HashMap<String, UserInfo>, (usize,
             .get(3)
             .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect())
             .unwrap_or_default();
-        tokens.insert(token.to_string(), UserInfo { name: user.to_string(), groups });
+        let uid = fields[2].trim().to_string();
+        tokens
+            .insert(token.to_string(), UserInfo { name: user.to_string(), groups, uid, ..Default::default() });
     }
     Ok(tokens)
 }
@@ -505,8 +514,8 @@ mod tests {
         let path = dir.path().join("tokens.csv");
         std::fs::write(&path, "# comment\nt1,alice,1\nt2,bob,2,\"dev,ops\"\n").unwrap();
         let tokens = read_token_file(&path).unwrap();
-        assert_eq!(tokens["t1"], UserInfo::new("alice", &[]));
-        assert_eq!(tokens["t2"], UserInfo::new("bob", &["dev", "ops"]));
+        assert_eq!(tokens["t1"], UserInfo { uid: "1".into(), ..UserInfo::new("alice", &[]) });
+        assert_eq!(tokens["t2"], UserInfo { uid: "2".into(), ..UserInfo::new("bob", &["dev", "ops"]) });
         std::fs::write(&path, "t1,alice\n").unwrap();
         assert_eq!(read_token_file(&path).unwrap_err().line, 1);
         std::fs::write(&path, "t1,alice,1,\"dev\n").unwrap();

@@ -357,8 +357,16 @@ pub fn bootstrap_policy() -> Vec<(&'static str, Value)> {
         json!({"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
     };
-    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": groups, "resources": resources, "verbs": verbs});
-    let urls = |paths: &[&str], verbs: &[&str]| json!({"nonResourceURLs": paths, "verbs": verbs});
+    // Every list sorted, as upstream's PolicyRuleBuilder.Rule() leaves them (kubectl get clusterrole
+    // and `auth can-i --list` show them so).
+    let sorted = |l: &[&str]| {
+        let mut v: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+        v.sort_unstable();
+        v
+    };
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| json!({"apiGroups": sorted(groups), "resources": sorted(resources), "verbs": sorted(verbs)});
+    let urls =
+        |paths: &[&str], verbs: &[&str]| json!({"nonResourceURLs": sorted(paths), "verbs": sorted(verbs)});
     let read = ["get", "list", "watch"];
     let write = ["create", "delete", "deletecollection", "patch", "update"];
     let rw: Vec<&str> = read.iter().chain(write.iter()).copied().collect();

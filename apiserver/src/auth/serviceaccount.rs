@@ -63,6 +63,8 @@ pub struct SaClaims {
     pub uid: String,
     /// The object the token is bound to: (kind, name, uid).
     pub bound: Option<(String, String, String)>,
+    /// The token's `jti` (empty in a token without one).
+    pub jti: String,
 }
 
 impl SaClaims {
@@ -237,6 +239,7 @@ impl TokenKeys {
                 let kind = if *kind == "pod" { "Pod" } else { "Secret" };
                 Some((kind.to_string(), s(b.get("name")), s(b.get("uid"))))
             }),
+            jti: s(payload.get("jti")),
         };
         let sub = payload.get("sub").and_then(Value::as_str).unwrap_or("");
         if claims.namespace.is_empty() || claims.name.is_empty() || sub != claims.username() {

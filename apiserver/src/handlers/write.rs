@@ -80,7 +80,13 @@ fn requested_by(obj: &mut Value, user: Option<&crate::auth::UserInfo>) {
     }
     if let Some(u) = user {
         spec.insert("username".into(), json!(u.name));
+        if !u.uid.is_empty() {
+            spec.insert("uid".into(), json!(u.uid));
+        }
         spec.insert("groups".into(), json!(u.groups));
+        if !u.extra.is_empty() {
+            spec.insert("extra".into(), json!(u.extra));
+        }
     }
 }
 
@@ -120,6 +126,7 @@ pub(crate) async fn create_object(
         return Err(ApiError::invalid(res, &name, causes));
     }
     crate::admission::check_quota(st, res, &obj).await?;
+    crate::admission::one_default_priority_class(st, res, &obj).await?;
     managed::record(res, manager, &mut obj, None);
     check_namespace_accepts(st, rp).await?;
     // An existing Service is AlreadyExists before its allocation could fail for its sake (the create
@@ -224,6 +231,9 @@ pub async fn write_update(
     causes.extend(managed::validate(&new));
     if !causes.is_empty() {
         return Err((ApiError::invalid(res, name, causes), false));
+    }
+    if ctx.half == Half::Main {
+        crate::admission::one_default_priority_class(st, res, &new).await.map_err(|e| (e, false))?;
     }
     managed::record(res, ctx.manager, &mut new, Some(old));
     let mut unchanged_new = new.clone();
