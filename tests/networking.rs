@@ -438,8 +438,10 @@ fn kplane_iptables_lines() -> Vec<String> {
 
 /// The seed's service path with `--proxy-mode iptables` (as root): the ClusterIP and the NodePort
 /// reach the nginx pods through the kernel's DNAT, with no userspace listener on the VIP; the
-/// rules read as upstream's (`iptables-save -t nat | grep nginx-svc`); nothing is left after
-/// SIGTERM, nor after `kill -9` plus a restart and its stop. Its own service range (a /24 of
+/// rules read as upstream's (`iptables-save -t nat | grep nginx-svc`); a second kplane in iptables
+/// mode is refused while this one owns the chains (the marker rule names its pid); scale to 0
+/// REJECTs, back to 1 serves; nothing is left after SIGTERM, nor after `kill -9` plus a restart
+/// (which removes the dead owner's chains) and its stop. Its own service range (a /24 of
 /// 127.96.0.0/12) keeps its VIPs apart from other clusters on this machine.
 #[test]
 fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
@@ -468,6 +470,24 @@ fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
         .iter()
         .any(|l| l.starts_with("-A KUBE-NODEPORTS") && l.contains(&format!("--dport {node_port}"))));
     assert_eq!(mine.iter().filter(|l| l.contains("-j DNAT")).count(), 2, "{mine:?}");
+    let owner = |pid: u32| {
+        format!("-A KPLANE-PROXY -m comment --comment \"kplane service proxy, pid {pid}\" -j RETURN")
+    };
+    assert!(nat.contains(&owner(kp.child.id())), "the marker rule names the owner: {nat}");
+
+    // A second kplane in iptables mode would remove this one's chains: refused while it runs,
+    // naming its pid, and the rules stay.
+    let before = kplane_iptables_lines();
+    let out = Command::new(env!("CARGO_BIN_EXE_kplane"))
+        .args(["proxy", "--kubeconfig", kp.kubeconfig.to_str().unwrap(), "--proxy-mode", "iptables"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("belongs to a running kplane (pid {})", kp.child.id())), "{err}");
+    assert!(err.contains("--proxy-mode userspace"), "{err}");
+    assert_eq!(kplane_iptables_lines(), before, "the refused proxy left the rules alone");
+    answers_from_each(&format!("{vip}:8080"), &pods, 20);
 
     // X-ray names the mode and shows the kernel hop, read from the live ruleset.
     let mut pod_ips: Vec<String> = json(&kp, &["get", "pods", "-l", "app=nginx"])["items"]
@@ -507,17 +527,27 @@ fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
     assert!(text.contains("proxy mode: iptables") && text.contains("rule: -A KUBE-NODEPORTS"), "{text}");
     assert!(pod_ips.iter().all(|ip| text.contains(&format!("DNAT to {ip}"))), "{text}");
 
-    // Scale to zero: the VIP refuses at once (REJECT); back to one: served.
+    // Scale to zero: the port's REJECT in the live filter table (a pod that stopped listening
+    // before its endpoint went would refuse too, so the rule first), its DNATs gone, and the VIP
+    // refuses at once; back to one: served.
     kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=0"]);
-    eventually(20, "the VIP refusing", || {
-        match std::net::TcpStream::connect_timeout(
-            &format!("{vip}:8080").parse().unwrap(),
-            Duration::from_secs(2),
-        ) {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
-            _ => None,
-        }
+    eventually(20, "the REJECT rule", || {
+        let filter = stdout(&Command::new("iptables-save").args(["-t", "filter"]).output().unwrap());
+        filter
+            .lines()
+            .any(|l| {
+                l.starts_with(&format!("-A KUBE-SERVICES -d {vip}/32"))
+                    && l.contains("--dport 8080")
+                    && l.contains("\"default/nginx-svc has no endpoints\"")
+                    && l.contains("-j REJECT")
+            })
+            .then_some(())
     });
+    let nat = stdout(&Command::new("iptables-save").args(["-t", "nat"]).output().unwrap());
+    assert!(!nat.lines().any(|l| l.contains("default/nginx-svc") && l.contains("-j DNAT")), "{nat}");
+    let refused =
+        std::net::TcpStream::connect_timeout(&format!("{vip}:8080").parse().unwrap(), Duration::from_secs(2));
+    assert!(matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{refused:?}");
     kp.kubectl_ok(&["scale", "deployment", "nginx", "--replicas=1"]);
     eventually(30, "served again", || {
         http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
@@ -531,10 +561,21 @@ fn iptables_mode_carries_the_seeds_service_path_and_cleans_up() {
     eventually(20, "served after the restart", || {
         http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
     });
+    let killed = kp.child.id();
     kp.kill9();
-    assert!(!kplane_iptables_lines().is_empty(), "kill -9 cannot clean up");
+    assert!(kplane_iptables_lines().contains(&owner(killed)), "kill -9 cannot clean up");
     let mut kp = Kplane::start_with(dir.path(), etcd_port, &flags);
     eventually(20, "served after kill -9 and a restart", || {
+        http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    // The dead owner's chains went (its rules served until then: the same pod): the marker rule
+    // names the new process.
+    let lines = eventually(20, "the new owner", || {
+        let lines = kplane_iptables_lines();
+        lines.contains(&owner(kp.child.id())).then_some(lines)
+    });
+    assert!(!lines.contains(&owner(killed)), "{lines:?}");
+    eventually(20, "served by the new owner's rules", || {
         http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
     });
     // No stale chains: each endpoint chain is one DNAT (nginx-svc's one pod, `kubernetes`'s API).
@@ -762,9 +803,12 @@ fn nftables_mode_carries_the_seeds_service_path_and_cleans_up() {
     eventually(20, "served after kill -9 and a restart", || {
         http(&format!("{vip}:8080"), "nginx-svc", "/").ok().filter(|a| a.starts_with("HTTP/1.1 200"))
     });
-    // The stale table went: the owner is the new process, one endpoint chain per DNAT.
-    let table = kplane_nft_table();
-    assert!(table.contains(&format!("pid {}\"", kp.child.id())), "{table}");
+    // The stale table went (it served until then: the same pod): the owner is the new process,
+    // one endpoint chain per DNAT.
+    let table = eventually(20, "the new owner", || {
+        let table = kplane_nft_table();
+        table.contains(&format!("pid {}\"", kp.child.id())).then_some(table)
+    });
     let endpoint_chains = table.lines().filter(|l| l.trim_start().starts_with("chain endpoint-")).count();
     let dnats: Vec<&str> = table.lines().filter(|l| l.contains("dnat to")).collect();
     assert_eq!(endpoint_chains, dnats.len(), "{table}");

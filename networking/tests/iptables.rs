@@ -1,8 +1,10 @@
 //! The service proxy in iptables mode, as root, against an in-process API server with TCP
 //! backends as pods: the kernel's NAT carries the ClusterIP traffic (no userspace listener), rules
 //! follow a scale to zero (REJECT) and back, and nothing of kplane's is left after a stop or after
-//! a killed proxy is replaced. Only loopback addresses are programmed: VIP 127.96.7.20, pods
-//! 127.244.70.x. A guard removes kplane's chains even when an assertion fails.
+//! a killed proxy is replaced; a start is refused while another live kplane owns the chains, and
+//! a dead owner's chains are removed. Only loopback addresses are programmed: VIP 127.96.7.20,
+//! pods 127.244.70.x. A guard removes kplane's chains even when an assertion fails; the tests of
+//! this file take turns (the chains are the machine's).
 
 mod common;
 
@@ -15,6 +17,9 @@ use networking::proxy::iptables::{cleanup, preflight, run_iptables_proxy};
 use networking::proxy::ProxyConfig;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
+
+/// The tests of this file share the machine's chains: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Removes kplane's chains on drop (a failing test included).
 struct Cleanup;
@@ -63,6 +68,7 @@ async fn refused(addr: std::net::SocketAddr) -> bool {
 
 #[tokio::test]
 async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
+    let _serial = SERIAL.lock().await;
     preflight().await.expect("these tests run as root with iptables installed");
     let _guard = Cleanup;
     cleanup().await.unwrap();
@@ -106,6 +112,12 @@ async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
     for _ in 0..20 {
         assert_eq!(read_id(sticky).await.as_deref(), Some(first.as_str()), "ClientIP affinity");
     }
+    // The marker rule names this process as the owner.
+    let owner = format!(
+        "-A KPLANE-PROXY -m comment --comment \"kplane service proxy, pid {}\" -j RETURN",
+        std::process::id()
+    );
+    assert!(save("nat").contains(&owner), "{}", save("nat"));
     // No userspace listener holds the VIP: we can bind it ourselves.
     drop(TcpListener::bind(vip).await.expect("the VIP:port is free: no userspace listener"));
     let nat = save("nat");
@@ -176,5 +188,62 @@ async fn cluster_ip_through_kernel_nat_follows_scaling_and_cleans_up() {
     assert!(refused(vip).await || read_id(vip).await.is_none(), "the deleted service is not served");
     proxy.stop().await;
     assert!(kplane_lines().is_empty(), "left after the restart's stop: {:?}", kplane_lines());
+    cluster.shutdown().await;
+}
+
+/// The owner check: chains whose marker names a live kplane (here a copy of `sleep` named
+/// `kplane`, so that its command name is) make the start fail naming its pid, and stay as they
+/// were; once that process is killed (-9), the next start removes its chains and owns the rest.
+#[tokio::test]
+async fn a_live_owner_refuses_the_start_and_a_dead_owners_chains_are_removed() {
+    let _serial = SERIAL.lock().await;
+    preflight().await.expect("these tests run as root with iptables installed");
+    let _guard = Cleanup;
+    cleanup().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("kplane-owner-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("kplane");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut owner = std::process::Command::new(&fake).arg("120").spawn().unwrap();
+    let pid = owner.id();
+    // Its rules as its start and syncs left them: the marker rule with its pid and a service chain.
+    let stale = "KUBE-SVC-OWNEDBYANOTHER0";
+    let input = format!(
+        "*nat\n:KPLANE-PROXY - [0:0]\n:KUBE-SERVICES - [0:0]\n:{stale} - [0:0]\n\
+         -A KPLANE-PROXY -m comment --comment \"kplane service proxy, pid {pid}\" -j RETURN\nCOMMIT\n"
+    );
+    let mut restore = std::process::Command::new("iptables-restore")
+        .args(["-w", "5", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut restore.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    assert!(restore.wait().unwrap().success());
+    let before = kplane_lines();
+
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let err = preflight().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("belongs to a running kplane (pid {pid}); stop it first")), "{err}");
+    assert!(err.contains("--proxy-mode iptables") && err.contains("--proxy-mode userspace"), "{err}");
+    let run = run_iptables_proxy(c.clone(), config(), Duration::from_millis(100), std::future::pending());
+    let err = tokio::time::timeout(Duration::from_secs(10), run).await.expect("fails at once").unwrap_err();
+    assert!(err.to_string().contains(&format!("(pid {pid})")), "{err}");
+    assert_eq!(kplane_lines(), before, "the refused start touched nothing");
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let client = c.clone();
+    let proxy = spawn_component(move |sd| run_iptables_proxy(client, config(), Duration::from_millis(100), sd));
+    let mine = format!("\"kplane service proxy, pid {}\"", std::process::id());
+    eventually(Duration::from_secs(5), "the dead owner's chains replaced by ours", || async {
+        let nat = save("nat");
+        (nat.contains(&mine) && nat.contains(":KUBE-SERVICES") && !nat.contains(stale)).then_some(())
+    })
+    .await;
+    assert!(!save("nat").contains(&format!("pid {pid}\"")), "{}", save("nat"));
+    proxy.stop().await;
+    assert!(kplane_lines().is_empty(), "left after stop: {:?}", kplane_lines());
     cluster.shutdown().await;
 }

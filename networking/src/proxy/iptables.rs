@@ -16,9 +16,12 @@
 //! Differences from upstream, all for safety on a shared machine: the jumps from the built-in
 //! chains (nat `OUTPUT`, for locally-originated traffic to loopback VIPs, and `PREROUTING`,
 //! `POSTROUTING`, filter `OUTPUT`) match only `127.0.0.0/8`; only ClusterIPs in kplane's service
-//! range 127.96.0.0/12 are programmed, and only loopback endpoints; an empty marker chain
+//! range 127.96.0.0/12 are programmed, and only loopback endpoints; a marker chain
 //! `KPLANE-PROXY` says the `KUBE-*` chains are kplane's (a host whose `KUBE-SERVICES` lacks it
-//! belongs to a real kube-proxy: kplane refuses to start rather than touch it). ClientIP session
+//! belongs to a real kube-proxy: kplane refuses to start rather than touch it). The marker chain's
+//! one rule is commented with the owner's pid (as the nftables mode's table comment): while that
+//! kplane runs, another one in iptables mode refuses to start; once it is dead (`kill -9`), the
+//! next one removes its chains. ClientIP session
 //! affinity uses the `recent` match as upstream. Not done yet: `externalTrafficPolicy: Local`, SCTP.
 //!
 //! [`rules`] is the pure rule generation; [`run_iptables_proxy`] applies it.
@@ -41,8 +44,12 @@ use super::{Protocol, Proxier, ProxyConfig, Sources};
 use crate::endpoints::EndpointIndex;
 use crate::Error;
 
-/// The empty chain that marks the `KUBE-*` chains of this machine as kplane's.
+/// The chain that marks the `KUBE-*` chains of this machine as kplane's; its one rule (never
+/// jumped to) carries the owner's pid in its comment.
 pub const MARKER_CHAIN: &str = "KPLANE-PROXY";
+/// The comment that names the kplane owning a kernel mode's rules (the marker rule in iptables
+/// mode, the table in nftables mode): this prefix, then the pid.
+pub(crate) const OWNER: &str = "kplane service proxy, pid ";
 /// kplane's service range (ClusterIPs); nothing else is ever DNATed.
 const SERVICE_RANGE: (Ipv4Addr, u32) = (Ipv4Addr::new(127, 96, 0, 0), 12);
 /// The packet mark of connections to masquerade (upstream's default `--iptables-masquerade-bit` 14).
@@ -188,18 +195,21 @@ pub(crate) fn proto_name(p: Protocol) -> &'static str {
 }
 
 /// The whole ruleset for `services` with their endpoints in `index`; NodePorts on `node_ips`;
-/// addresses in `exclude` (served in place, the DNS server say) are left alone.
+/// addresses in `exclude` (served in place, the DNS server say) are left alone; `owner` is the pid
+/// written in the marker rule.
 pub(crate) fn rules(
     services: &[Arc<Service>],
     index: &EndpointIndex,
     node_ips: &[Ipv4Addr],
     exclude: &[SocketAddr],
+    owner: u32,
 ) -> Ruleset {
     let mut nat_chains: Vec<String> = NAT_CHAINS.iter().map(|c| c.to_string()).collect();
     let mut nat = String::new();
     let mut filter = String::new();
     let mut service_chains = BTreeSet::new();
     let mut nodeports = String::new();
+    nat.push_str(&owner_rule(owner));
     let _ = writeln!(nat, "-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}");
     let _ = writeln!(nat, "-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN");
     let _ = writeln!(nat, "-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}");
@@ -303,8 +313,15 @@ pub(crate) fn rules(
     Ruleset { text, service_chains }
 }
 
+/// The marker chain's rule naming `owner` (a RETURN in a chain nothing jumps to: it matches no
+/// packet).
+fn owner_rule(owner: u32) -> String {
+    format!("-A {MARKER_CHAIN} -m comment --comment \"{OWNER}{owner}\" -j RETURN\n")
+}
+
 /// Runs the proxy in iptables mode until `shutdown` completes, then removes all of its chains.
-/// Fails at once, naming the userspace mode, without root or without the iptables tools.
+/// Fails at once, naming the userspace mode, without root or without the iptables tools, or while
+/// another running kplane owns kplane's chains.
 pub async fn run_iptables_proxy(
     client: kube::Client,
     cfg: ProxyConfig,
@@ -312,7 +329,12 @@ pub async fn run_iptables_proxy(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     preflight().await?;
+    // The owner is dead (preflight checked): a killed kplane's chains.
     cleanup().await?;
+    // Claim the chains now, not at the first sync (after the informers list): a kplane starting
+    // meanwhile is refused.
+    let claim = format!("*nat\n:{MARKER_CHAIN} - [0:0]\n{}COMMIT\n", owner_rule(std::process::id()));
+    restore(&claim).await.map_err(Error::Config)?;
     run_kernel_proxy(client, cfg, min_sync, shutdown, Iptables::default()).await
 }
 
@@ -390,7 +412,7 @@ impl KernelMode for Iptables {
         node_ips: &[Ipv4Addr],
         exclude: &[SocketAddr],
     ) -> Result<(), Error> {
-        let set = rules(services, index, node_ips, exclude);
+        let set = rules(services, index, node_ips, exclude, std::process::id());
         // A failed restore changes nothing (it is atomic per table).
         apply(&set, &self.previous).await?;
         self.previous = set.service_chains;
@@ -413,6 +435,32 @@ pub(crate) fn unavailable_in(mode: &str, why: String) -> Error {
     ))
 }
 
+/// Whether `pid` is a live kplane process (its command name; a reused pid of another program
+/// does not count, nor a killed kplane its parent has not reaped yet).
+pub(crate) fn kplane_runs(pid: u32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])));
+    !zombie && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kplane")
+}
+
+/// The pid after [`OWNER`] in `text` (a comment as iptables-save or nft prints it).
+pub(crate) fn owner_in(text: &str) -> Option<u32> {
+    let rest = &text[text.find(OWNER)? + OWNER.len()..];
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+/// A kernel mode's start check, one for both modes: `owner` (the pid recorded with the rules
+/// named `what`) must be this process, dead, or not a kplane; otherwise the start fails naming it.
+pub(crate) fn refuse_live_owner(mode: &str, what: &str, owner: Option<u32>) -> Result<(), Error> {
+    match owner {
+        Some(pid) if pid != std::process::id() && kplane_runs(pid) => {
+            Err(unavailable_in(mode, format!("{what} belongs to a running kplane (pid {pid}); stop it first")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// This process's effective user id, from `/proc/self/status`.
 pub(crate) fn euid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -423,6 +471,8 @@ pub(crate) fn euid() -> Option<u32> {
         .and_then(|u| u.parse::<u32>().ok())
 }
 
+/// Fails, naming the userspace mode, when this process cannot run the iptables mode: not root, no
+/// iptables tools, a real kube-proxy's chains, or a running kplane (another process) owns kplane's.
 pub async fn preflight() -> Result<(), Error> {
     if euid() != Some(0) {
         return Err(unavailable("it needs root (CAP_NET_ADMIN) to program the kernel's NAT table".into()));
@@ -439,7 +489,12 @@ pub async fn preflight() -> Result<(), Error> {
             "the nat table has KUBE-* chains that are not kplane's (another kube-proxy runs here)".into(),
         ));
     }
-    Ok(())
+    refuse_live_owner("iptables", "kplane's iptables ruleset (KPLANE-PROXY, KUBE-*)", owner(&nat))
+}
+
+/// The pid in the marker rule of an `iptables-save -t nat` dump; `None` without one.
+fn owner(nat: &str) -> Option<u32> {
+    nat.lines().filter(|l| l.starts_with(&format!("-A {MARKER_CHAIN} "))).find_map(owner_in)
 }
 
 fn has_marker(saved: &str) -> bool {
@@ -579,7 +634,7 @@ mod tests {
     #[test]
     fn a_service_with_endpoints_gets_svc_and_sep_chains_with_random_balancing() {
         let idx = index("web", &["127.244.0.1", "127.244.0.2", "127.244.0.3"], true);
-        let set = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[]);
+        let set = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[], 7);
         let t = &set.text;
         let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
         assert!(t.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n"), "{t}");
@@ -600,6 +655,11 @@ mod tests {
         );
         assert!(t.contains(&format!("-A {sep} -p tcp -m comment --comment \"default/web:http\" -m tcp -j DNAT --to-destination 127.244.0.2:80\n")), "{t}");
         assert_eq!(set.service_chains.len(), 4);
+        // The marker chain's one rule names the owner, as iptables-save prints it back.
+        let marker =
+            format!("-A {MARKER_CHAIN} -m comment --comment \"kplane service proxy, pid 7\" -j RETURN\n");
+        assert!(t.contains(&marker), "{t}");
+        assert_eq!(owner(t), Some(7));
         // The filter table rejects nothing.
         let filter = t.split("*filter\n").nth(1).unwrap();
         assert_eq!(filter, ":KUBE-SERVICES - [0:0]\nCOMMIT\n");
@@ -609,8 +669,13 @@ mod tests {
     #[test]
     fn no_ready_endpoint_rejects_in_the_filter_table() {
         let idx = index("web", &["127.244.0.1"], false);
-        let set =
-            rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &["127.0.10.1".parse().unwrap()], &[]);
+        let set = rules(
+            &[svc("web", "127.96.0.20", 8080, Some(30080))],
+            &idx,
+            &["127.0.10.1".parse().unwrap()],
+            &[],
+            7,
+        );
         let filter = set.text.split("*filter\n").nth(1).unwrap();
         assert!(filter.contains("-A KUBE-SERVICES -d 127.96.0.20/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 8080 -j REJECT --reject-with icmp-port-unreachable\n"), "{filter}");
         assert!(filter.contains("-d 127.0.10.1/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 30080 -j REJECT"), "{filter}");
@@ -621,8 +686,13 @@ mod tests {
     #[test]
     fn node_ports_jump_to_the_service_chain() {
         let idx = index("web", &["127.244.0.1"], true);
-        let set =
-            rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &["127.0.10.1".parse().unwrap()], &[]);
+        let set = rules(
+            &[svc("web", "127.96.0.20", 8080, Some(30080))],
+            &idx,
+            &["127.0.10.1".parse().unwrap()],
+            &[],
+            7,
+        );
         let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
         assert!(set.text.contains(
             "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports\" -j KUBE-NODEPORTS\n"
@@ -646,6 +716,7 @@ mod tests {
             &idx,
             &[],
             &["127.96.0.10:53".parse().unwrap()],
+            7,
         );
         assert!(!set.text.contains("10.0.0.5"), "{}", set.text);
         assert!(!set.text.contains("10.96.0.1"), "{}", set.text);
@@ -662,7 +733,7 @@ mod tests {
         spec.session_affinity = Some("ClientIP".into());
         spec.session_affinity_config =
             serde_json::from_value(serde_json::json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
-        let set = rules(&[Arc::new(s)], &idx, &[], &[]);
+        let set = rules(&[Arc::new(s)], &idx, &[], &[], 7);
         let svc_chain = format!("KUBE-SVC-{}", chain_hash(&["default/web:http", "tcp"]));
         let sep = format!("KUBE-SEP-{}", chain_hash(&["default/web:http", "tcp", "127.244.0.1:80"]));
         let svc_rules: Vec<&str> =
@@ -672,8 +743,26 @@ mod tests {
         assert!(svc_rules[2].contains("statistic"), "{}", svc_rules[2]);
         assert!(set.text.contains(&format!("-A {sep} -p tcp -m comment --comment \"default/web:http\" -m recent --name {sep} --mask 255.255.255.255 --rsource --set -m tcp -j DNAT --to-destination 127.244.0.1:80\n")), "{}", set.text);
         // Without affinity, no recent match at all.
-        let plain = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[]);
+        let plain = rules(&[svc("web", "127.96.0.20", 8080, None)], &idx, &[], &[], 7);
         assert!(!plain.text.contains("recent"));
+    }
+
+    #[test]
+    fn the_owner_is_read_from_the_marker_rule_and_only_a_live_kplane_refuses() {
+        let nat = "*nat\n:KPLANE-PROXY - [0:0]\n:KUBE-SERVICES - [0:0]\n-A KPLANE-PROXY -m comment --comment \"kplane service proxy, pid 4242\" -j RETURN\nCOMMIT\n";
+        assert_eq!(owner(nat), Some(4242));
+        // A marker without its rule (or a rule elsewhere naming a pid): no owner.
+        assert_eq!(owner("*nat\n:KPLANE-PROXY - [0:0]\nCOMMIT\n"), None);
+        assert_eq!(
+            owner("-A KUBE-SERVICES -m comment --comment \"kplane service proxy, pid 9\" -j RETURN"),
+            None
+        );
+        assert_eq!(owner_in("comment \"kplane service proxy, pid 12\""), Some(12));
+        assert_eq!(owner_in("comment \"kplane service proxy, pid x\""), None);
+        // This process, or a pid that is no kplane (pid 1, the machine's init), or none: allowed.
+        assert!(refuse_live_owner("iptables", "kplane's iptables chains", Some(std::process::id())).is_ok());
+        assert!(refuse_live_owner("iptables", "kplane's iptables chains", Some(1)).is_ok());
+        assert!(refuse_live_owner("iptables", "kplane's iptables chains", None).is_ok());
     }
 
     /// Computed outside kplane (Python's hashlib and base64), as Go's `base32.StdEncoding` does.
@@ -704,7 +793,7 @@ mod tests {
         use super::super::kernel::{KernelEndpoint, Saved};
         let idx = index("web", &["127.244.0.1", "127.244.0.2"], true);
         let node: Ipv4Addr = "127.0.10.1".parse().unwrap();
-        let set = rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &[node], &[]);
+        let set = rules(&[svc("web", "127.96.0.20", 8080, Some(30080))], &idx, &[node], &[], 7);
         let saved = Saved::parse(&set.text);
         assert!(saved.is_kplanes());
         let path = saved.walk("127.96.0.20".parse().unwrap(), 8080, "TCP").expect("a path");
@@ -724,14 +813,14 @@ mod tests {
         assert!(saved.walk("127.96.0.20".parse().unwrap(), 8081, "tcp").is_none());
         assert!(saved.walk("127.96.0.20".parse().unwrap(), 8080, "udp").is_none());
 
-        let empty = rules(&[svc("web", "127.96.0.20", 8080, None)], &index("web", &[], true), &[], &[]);
+        let empty = rules(&[svc("web", "127.96.0.20", 8080, None)], &index("web", &[], true), &[], &[], 7);
         let path = Saved::parse(&empty.text).walk("127.96.0.20".parse().unwrap(), 8080, "tcp").unwrap();
         assert!(path.service_chain.is_none() && path.endpoints.is_empty());
         assert!(path.reject.unwrap().contains("has no endpoints"));
 
         let mut web = (*svc("web", "127.96.0.20", 8080, None)).clone();
         web.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
-        let set = rules(&[Arc::new(web)], &index("web", &["127.244.0.1"], true), &[], &[]);
+        let set = rules(&[Arc::new(web)], &index("web", &["127.244.0.1"], true), &[], &[], 7);
         let path = Saved::parse(&set.text).walk("127.96.0.20".parse().unwrap(), 8080, "tcp").unwrap();
         let sep = path.endpoints[0].chain.clone();
         assert_eq!(

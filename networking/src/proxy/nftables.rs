@@ -45,15 +45,16 @@ use k8s_openapi::api::core::v1::Service;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::iptables::{euid, kernel_ports, proto_name, sha256_base32, unavailable_in, KernelMode, KernelPort};
+use super::iptables::{
+    euid, kernel_ports, proto_name, refuse_live_owner, sha256_base32, unavailable_in, KernelMode, KernelPort,
+    OWNER,
+};
 use super::ProxyConfig;
 use crate::endpoints::EndpointIndex;
 use crate::Error;
 
 /// kplane's table (family `ip`).
 pub const TABLE: &str = "kplane-proxy";
-/// The table's comment: this prefix, then the owner's pid.
-const OWNER: &str = "kplane service proxy, pid ";
 /// The packet mark of connections to masquerade: a bit of its own (upstream uses 0x4000, which
 /// kplane's iptables mode uses).
 const MASQ_MARK: &str = "0x2000";
@@ -341,20 +342,8 @@ pub async fn preflight() -> Result<(), Error> {
     if !ok.is_ok_and(|s| s.success()) {
         return Err(unavailable("`nft` is not installed or does not run".into()));
     }
-    if let Some(pid) = owner().await.map_err(unavailable)? {
-        if pid != std::process::id() && kplane_runs(pid) {
-            return Err(unavailable(format!(
-                "the table ip {TABLE} belongs to a running kplane (pid {pid}); stop it first"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Whether `pid` is a live kplane process (its command name; a reused pid of another program
-/// does not count).
-fn kplane_runs(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kplane")
+    let owner = owner().await.map_err(unavailable)?;
+    refuse_live_owner("nftables", &format!("the table ip {TABLE}"), owner)
 }
 
 /// The pid in the table's comment: `None` when the table does not exist (or has no owner).
