@@ -642,6 +642,7 @@ pub async fn run_net(args: BenchNetArgs, exe: PathBuf) -> Result<networking::ben
         nginx,
         iptables,
         ready_timeout: Duration::from_secs(60),
+        cluster_pid: Some(cluster.child.id()),
     };
     let report = networking::bench::run(client, opts).await?;
     drop(cluster);

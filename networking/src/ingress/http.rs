@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{Shared, Timeouts};
+use super::{raw, Shared, Timeouts};
 use crate::pipe::{self, Clock, Ended, Stamped};
 
 /// What the ingress answers: the upstream's streamed body, or its own short text.
@@ -153,8 +153,8 @@ struct Downstream {
     timeouts: Timeouts,
 }
 
-/// Serves one downstream HTTP/1.1 connection until it closes (or times out), driving its upstream
-/// connections in the same task.
+/// Serves one downstream HTTP/1.1 connection until it closes (or times out): on the fast path
+/// ([`super::raw`]) while its requests are plain ones, then on hyper's.
 pub(crate) async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
@@ -162,6 +162,72 @@ pub(crate) async fn serve_connection<I>(
     routes: Shared,
     timeouts: Timeouts,
 ) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let clock = Clock::new();
+    let io = Stamped::new(io, clock.clone());
+    let served = async {
+        match raw::serve(io, peer, https, &routes, &timeouts).await {
+            raw::Ended::Done => Ok(()),
+            raw::Ended::Handoff(io, read) => {
+                serve_hyper(Rewind { read: read.freeze(), io }, peer, https, routes.clone(), timeouts).await
+            }
+        }
+    };
+    tokio::select! {
+        result = served => result,
+        // Dropping the connection closes it (and its upstream connections).
+        () = clock.idle_for(timeouts.keepalive) => {
+            tracing::debug!(%peer, "idle connection closed");
+            Ok(())
+        }
+    }
+}
+
+/// A connection with bytes already read from it put back in front.
+struct Rewind<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serves a downstream connection with hyper (upgrades, `Expect`, HTTP/1.0, and what the fast
+/// path leaves to hyper), driving its upstream connections in the same task.
+async fn serve_hyper<I>(io: I, peer: SocketAddr, https: bool, routes: Shared, timeouts: Timeouts) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -173,8 +239,7 @@ where
         upstreams: Upstreams { idle: Mutex::new(Vec::new()), drive, connect_timeout: timeouts.proxy_connect },
         timeouts,
     });
-    let clock = Clock::new();
-    let io = TokioIo::new(Stamped::new(io, clock.clone()));
+    let io = TokioIo::new(io);
     let svc = service_fn(move |req| handle(req, conn.clone()));
     let mut server = pin!(http1::Builder::new()
         .timer(TokioTimer::new())
@@ -188,11 +253,6 @@ where
             result = &mut server => return result,
             Some(conn) = driven.recv() => conns.push(conn),
             Some(()) = conns.next(), if !conns.is_empty() => {}
-            // Dropping the connection closes it (and its upstream connections).
-            () = clock.idle_for(timeouts.keepalive) => {
-                tracing::debug!(%peer, "idle connection closed");
-                return Ok(());
-            }
         }
     }
 }
