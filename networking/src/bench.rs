@@ -210,7 +210,15 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "{:<20} {:>10} {:>7} {:>8} {:>8} {:>9} {:>8} {:>12} {:>11}   goal",
-            "path", "req/s", "errors", "p50 ms", "p99 ms", "vs direct", "vs nginx", "p99 added ms", "cpu us/req"
+            "path",
+            "req/s",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "vs direct",
+            "vs nginx",
+            "p99 added ms",
+            "cpu us/req"
         )?;
         let nginx_ratio = self.ingress_vs_nginx();
         for (name, fig) in self.rows() {
@@ -250,7 +258,11 @@ impl fmt::Display for BenchReport {
         if let (Some(ing), Some(ngx)) =
             (self.hop_cpu_us("ingress", &self.ingress), self.nginx.as_ref().and_then(|n| n.cpu_us))
         {
-            writeln!(f, "ingress CPU per request / nginx's: {:.2}x (lower is better)", ing / ngx.max(f64::MIN_POSITIVE))?;
+            writeln!(
+                f,
+                "ingress CPU per request / nginx's: {:.2}x (lower is better)",
+                ing / ngx.max(f64::MIN_POSITIVE)
+            )?;
         }
         if let Err(why) = &self.iptables {
             writeln!(f, "{:<20} not measured: {why}", "clusterip-iptables")?;

@@ -241,7 +241,10 @@ where
         match src.read_buf(buf).await {
             Ok(0) if framing == Framing::Close => return Ok(()),
             Ok(0) => {
-                return Err(Side::Src(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the body's end")))
+                return Err(Side::Src(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before the body's end",
+                )))
             }
             Ok(_) => {}
             Err(e) => return Err(Side::Src(e)),
@@ -269,7 +272,8 @@ mod tests {
 
     #[test]
     fn chunked_body_end_is_found_whatever_the_pieces() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n";
+        let body =
+            b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n";
         let end = body.len() - b"GET / HTTP/1.1\r\n".len();
         for step in 1..body.len() {
             assert_eq!(scan_all(body, step), Ok((end, true)), "step {step}");

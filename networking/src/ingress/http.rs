@@ -214,7 +214,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(
@@ -227,7 +230,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 
 /// Serves a downstream connection with hyper (upgrades, `Expect`, HTTP/1.0, and what the fast
 /// path leaves to hyper), driving its upstream connections in the same task.
-async fn serve_hyper<I>(io: I, peer: SocketAddr, https: bool, routes: Shared, timeouts: Timeouts) -> hyper::Result<()>
+async fn serve_hyper<I>(
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    routes: Shared,
+    timeouts: Timeouts,
+) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -47,8 +47,16 @@ pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward, lower case.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
 /// Request headers the ingress sets itself.
 const SET_BY_US: [&str; 4] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"];
 
@@ -187,8 +195,15 @@ fn host_without_port(host: &str) -> &str {
 }
 
 /// Decides what to do with a parsed request head.
-fn plan(req: &httparse::Request<'_, '_>, peer_ip: &str, proto: &str, routes: &Shared) -> Result<Routed, NotFast> {
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else { return Err(NotFast) };
+fn plan(
+    req: &httparse::Request<'_, '_>,
+    peer_ip: &str,
+    proto: &str,
+    routes: &Shared,
+) -> Result<Routed, NotFast> {
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Err(NotFast);
+    };
     if !target.starts_with('/') {
         return Err(NotFast);
     }
@@ -271,7 +286,9 @@ fn plan(req: &httparse::Request<'_, '_>, peer_ip: &str, proto: &str, routes: &Sh
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
-        if is_hop_by_hop(h.name) || is_named(&named, h.name) || SET_BY_US.iter().any(|s| h.name.eq_ignore_ascii_case(s))
+        if is_hop_by_hop(h.name)
+            || is_named(&named, h.name)
+            || SET_BY_US.iter().any(|s| h.name.eq_ignore_ascii_case(s))
         {
             continue;
         }
@@ -360,18 +377,19 @@ async fn exchange<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let Head { mut up, framing, keep_upstream, close_after } = match send(plan, io, buf, pool, timeouts, out, scratch).await {
-        Ok(got) => got,
-        Err(Failed::Client) => return Err(()),
-        Err(Failed::Answer(answer)) => {
-            if io.write_all(&answer).await.is_err() || io.flush().await.is_err() {
-                return Err(());
+    let Head { mut up, framing, keep_upstream, close_after } =
+        match send(plan, io, buf, pool, timeouts, out, scratch).await {
+            Ok(got) => got,
+            Err(Failed::Client) => return Err(()),
+            Err(Failed::Answer(answer)) => {
+                if io.write_all(&answer).await.is_err() || io.flush().await.is_err() {
+                    return Err(());
+                }
+                // The request body may be partly unread: only a request without one keeps the
+                // connection.
+                return Ok(plan.body == Framing::Empty);
             }
-            // The request body may be partly unread: only a request without one keeps the
-            // connection.
-            return Ok(plan.body == Framing::Empty);
-        }
-    };
+        };
     // `out` holds the response head; `up.buf` starts with the body.
     let result = h1::forward(framing, &mut up.stream, &mut up.buf, io, out, scratch).await;
     match result {
@@ -481,6 +499,9 @@ where
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let n = match resp.parse(&up.buf) {
+            Ok(httparse::Status::Complete(n)) if n > MAX_RESPONSE_HEAD => {
+                return Err(bad_gateway(up.addr, &"response head too large"));
+            }
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if up.buf.len() > MAX_RESPONSE_HEAD => {
                 return Err(bad_gateway(up.addr, &"response head too large"));
@@ -586,6 +607,9 @@ async fn read_some(up: &mut Upstream) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use tokio::net::TcpListener;
 
     #[test]
     fn host_header_port_is_stripped() {
@@ -597,9 +621,272 @@ mod tests {
     #[test]
     fn own_answers_frame_their_body() {
         let a = String::from_utf8(text(404, "Not Found", "default backend - 404", false, false)).unwrap();
-        assert!(a.starts_with("HTTP/1.1 404 Not Found\r\n") && a.ends_with("\r\n\r\ndefault backend - 404"), "{a}");
+        assert!(
+            a.starts_with("HTTP/1.1 404 Not Found\r\n") && a.ends_with("\r\n\r\ndefault backend - 404"),
+            "{a}"
+        );
         assert!(a.contains("content-length: 21\r\n"));
         let h = String::from_utf8(text(404, "Not Found", "default backend - 404", true, true)).unwrap();
         assert!(h.ends_with("connection: close\r\n\r\n"), "a HEAD answer has no body: {h}");
+    }
+
+    /// A scripted pod on loopback: on each connection, every time the bytes received since its
+    /// last answer contain `until`, it writes `answer` (then closes, with `close`). It keeps what
+    /// it received and counts its connections.
+    struct Pod {
+        addr: SocketAddr,
+        conns: Arc<AtomicUsize>,
+        received: Arc<Mutex<Vec<u8>>>,
+    }
+
+    async fn pod(answer: &'static [u8], until: &'static [u8], close: bool) -> Pod {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (c, r) = (conns.clone(), received.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut b = [0u8; 65536];
+                    loop {
+                        let n = match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        r.lock().unwrap().extend_from_slice(&b[..n]);
+                        pending.extend_from_slice(&b[..n]);
+                        while let Some(at) = pending.windows(until.len()).position(|w| w == until) {
+                            pending.drain(..at + until.len());
+                            if s.write_all(answer).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Pod { addr, conns, received }
+    }
+
+    fn routes_to(web: SocketAddr) -> Shared {
+        let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "t", "namespace": "default"},
+            "spec": {"rules": [{"host": "t.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                {"path": "/none", "pathType": "Prefix", "backend": {"service": {"name": "none", "port": {"number": 80}}}}
+            ]}}]}
+        }))
+        .unwrap();
+        let routes = super::super::routes::Routes::for_fuzzing(&[ingress], |svc| match svc {
+            "web" => vec![web],
+            _ => Vec::new(),
+        });
+        Arc::new(std::sync::RwLock::new(Arc::new(routes)))
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            client_header: Duration::from_secs(5),
+            keepalive: Duration::from_secs(5),
+            proxy_read: Duration::from_millis(500),
+            proxy_connect: Duration::from_secs(1),
+        }
+    }
+
+    /// Sends `data` on one connection (then ends its side) and returns all the ingress answered
+    /// before it closed the connection.
+    async fn client(routes: &Shared, data: &[u8]) -> String {
+        exchange_on(routes, data, true).await
+    }
+
+    /// [`client`], for what hyper serves: hyper drops a connection whose client ends its side
+    /// (no half-close), so the client leaves it open and waits for the ingress to close it.
+    async fn hyper_client(routes: &Shared, data: &[u8]) -> String {
+        exchange_on(routes, data, false).await
+    }
+
+    async fn exchange_on(routes: &Shared, data: &[u8], half_close: bool) -> String {
+        let (mut c, server) = tokio::io::duplex(1 << 20);
+        let peer = SocketAddr::from(([192, 0, 2, 7], 40000));
+        let conn =
+            tokio::spawn(super::super::http::serve_connection(server, peer, false, routes.clone(), timeouts()));
+        c.write_all(data).await.unwrap();
+        if half_close {
+            c.shutdown().await.unwrap();
+        }
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.unwrap().unwrap();
+        let _ = conn.await;
+        // Long answers shortened, for readable failures.
+        let mut text = String::from_utf8_lossy(&got).into_owned();
+        if text.len() > 2000 {
+            let cut = (1000..).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+            text.replace_range(cut..text.len() - 200, "...");
+        }
+        text
+    }
+
+    const GET: &[u8] = b"GET /a?q=1 HTTP/1.1\r\nHost: t.test\r\n\r\n";
+
+    #[tokio::test]
+    async fn chunked_responses_pass_through_on_one_kept_alive_upstream_connection() {
+        let p = pod(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n",
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let routes = routes_to(p.addr);
+        let got = client(&routes, &[GET, GET, GET].concat()).await;
+        assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{got}");
+        assert_eq!(
+            got.matches("Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\n").count(),
+            3,
+            "{got}"
+        );
+        assert_eq!(p.conns.load(Ordering::SeqCst), 1, "one upstream connection for the three requests");
+        // A second client connection to the same pod gets a connection of its own.
+        client(&routes, GET).await;
+        assert_eq!(p.conns.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn headers_are_rewritten_both_ways() {
+        let p = pod(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\nok",
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let routes = routes_to(p.addr);
+        let req = b"GET /p HTTP/1.1\r\nHost: t.test:8080\r\nConnection: x-drop\r\nX-Drop: 1\r\nTE: trailers\r\nX-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 6.6.6.6\r\nX-Other: kept\r\n\r\n";
+        let got = client(&routes, req).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n") && got.ends_with("\r\n\r\nok"), "{got}");
+        assert!(
+            got.contains("X-Kept: yes") && !got.contains("X-Secret") && !got.contains("Keep-Alive"),
+            "{got}"
+        );
+        assert!(!got.to_ascii_lowercase().contains("connection:"), "{got}");
+        let sent = String::from_utf8(p.received.lock().unwrap().clone()).unwrap();
+        assert!(sent.starts_with("GET /p HTTP/1.1\r\nHost: t.test:8080\r\n"), "{sent}");
+        assert!(sent.contains("X-Other: kept\r\n"), "{sent}");
+        for gone in ["X-Drop", "TE:", "Connection", "6.6.6.6"] {
+            assert!(!sent.contains(gone), "{gone}: {sent}");
+        }
+        assert!(sent.contains("x-forwarded-for: 1.2.3.4, 192.0.2.7\r\n"), "{sent}");
+        assert!(sent.contains("x-real-ip: 192.0.2.7\r\n"), "{sent}");
+        assert!(sent.contains("x-forwarded-host: t.test:8080\r\n"), "{sent}");
+        assert!(sent.contains("x-forwarded-proto: http\r\n"), "{sent}");
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_forwarded_as_they_came() {
+        let p = pod(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", b"0\r\n\r\n", false).await;
+        let routes = routes_to(p.addr);
+        let req =
+            b"POST /up HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let got = client(&routes, req).await;
+        assert!(got.starts_with("HTTP/1.1 201 Created\r\n"), "{got}");
+        let sent = String::from_utf8(p.received.lock().unwrap().clone()).unwrap();
+        assert!(
+            sent.contains("Transfer-Encoding: chunked\r\n") && sent.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+            "{sent}"
+        );
+
+        let p = pod(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"body!", false).await;
+        let routes = routes_to(p.addr);
+        let got = client(&routes, b"PUT /x HTTP/1.1\r\nHost: t.test\r\nContent-Length: 5\r\n\r\nbody!").await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(String::from_utf8_lossy(&p.received.lock().unwrap()).ends_with("\r\n\r\nbody!"));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_closing_inside_a_body_closes_the_client_connection() {
+        let p = pod(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", b"\r\n\r\n", true).await;
+        let routes = routes_to(p.addr);
+        // The second request is never answered: the client sees the truncation as a close.
+        let got = client(&routes, &[GET, GET].concat()).await;
+        assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc");
+    }
+
+    #[tokio::test]
+    async fn bad_upstream_responses_are_502() {
+        for (answer, why) in [
+            (&b""[..], "connection closed before responding"),
+            (b"HTTP/1.1 200 OK\r\nContent-Le", "connection closed inside the response head"),
+            (b"HTTP/1.1 abc\r\n\r\n", "malformed response head"),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed response head"),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
+                "both Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+                "duplicate Content-Length",
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok", "invalid Content-Length"),
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101 Switching Protocols"),
+        ] {
+            let p = pod(answer, b"\r\n\r\n", true).await;
+            let routes = routes_to(p.addr);
+            let got = client(&routes, &[GET, GET].concat()).await;
+            assert!(got.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{why}: {got}");
+            assert!(got.contains(why) && got.contains("default/web"), "{why}: {got}");
+            assert_eq!(got.matches("HTTP/1.1 502").count(), 2, "the client connection is kept: {got}");
+        }
+        // A head larger than the limit.
+        let big: &'static [u8] = Box::leak(
+            format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(MAX_RESPONSE_HEAD))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let p = pod(big, b"\r\n\r\n", false).await;
+        let got = client(&routes_to(p.addr), GET).await;
+        assert!(got.starts_with("HTTP/1.1 502") && got.contains("response head too large"), "{got}");
+        // Silence: 504 after the proxy read timeout.
+        let p = pod(b"", b"never", false).await;
+        let got = client(&routes_to(p.addr), GET).await;
+        assert!(
+            got.starts_with("HTTP/1.1 504 Gateway Timeout") && got.contains("did not answer within"),
+            "{got}"
+        );
+    }
+
+    #[tokio::test]
+    async fn own_answers_and_what_goes_to_hyper() {
+        let p = pod(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"\r\n\r\n", false).await;
+        let routes = routes_to(p.addr);
+        let got = client(
+            &routes,
+            b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\nHEAD / HTTP/1.1\r\nHost: other.test\r\n\r\n",
+        )
+        .await;
+        assert_eq!(got.matches("HTTP/1.1 404 Not Found").count(), 2, "{got}");
+        assert_eq!(got.matches("default backend - 404").count(), 1, "HEAD gets no body: {got}");
+        let got = client(&routes, b"GET /none HTTP/1.1\r\nHost: t.test\r\n\r\n").await;
+        assert!(
+            got.starts_with("HTTP/1.1 503") && got.contains("default/none has no ready endpoints"),
+            "{got}"
+        );
+        // HTTP/1.0 and a head over the fast path's limit go through hyper, still proxied.
+        let got = hyper_client(&routes, b"GET / HTTP/1.0\r\nHost: t.test\r\n\r\n").await;
+        assert!(got.contains(" 200 OK\r\n") && got.ends_with("ok"), "{got}");
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\nX-Long: {}\r\n\r\n",
+            "b".repeat(MAX_REQUEST_HEAD)
+        );
+        let got = hyper_client(&routes, &[GET, long.as_bytes()].concat()).await;
+        assert_eq!(got.matches(" 200 OK\r\n").count(), 2, "{got}");
+        // A head larger than hyper's buffer: hyper's 431.
+        let huge = format!("GET / HTTP/1.1\r\nHost: t.test\r\nX-Huge: {}\r\n\r\n", "c".repeat(600 * 1024));
+        let got = hyper_client(&routes, huge.as_bytes()).await;
+        assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+        // Garbage: hyper's 400.
+        let got = hyper_client(&routes, b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n").await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
     }
 }
