@@ -652,6 +652,7 @@ pub async fn run_net(args: BenchNetArgs, exe: PathBuf) -> Result<networking::ben
         iptables,
         nftables,
         ready_timeout: Duration::from_secs(60),
+        cluster_pid: Some(cluster.child.id()),
     };
     let report = networking::bench::run(client, opts).await?;
     drop(cluster);

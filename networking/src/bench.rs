@@ -68,10 +68,14 @@ pub struct BenchOptions {
     pub nftables: bool,
     /// How long the pod, its slice and the routes may take to appear.
     pub ready_timeout: Duration,
+    /// The process that runs the simulated pod, the userspace proxy and the ingress (the `kplane
+    /// up` child): its CPU time is read around each row, for the CPU-per-request figures.
+    pub cluster_pid: Option<u32>,
 }
 
-/// nginx as a reference reverse proxy: `program`, listening on `listen`, with one worker and
-/// keep-alive upstream connections, setting the same forwarded headers as our ingress.
+/// nginx as a reference reverse proxy: `program`, listening on `listen`, configured as
+/// ingress-nginx runs it (`worker_processes auto`, 320 keep-alive upstream connections, 10000
+/// requests per kept-alive connection), setting the same forwarded headers as our ingress.
 #[derive(Clone, Debug)]
 pub struct NginxReference {
     pub program: std::path::PathBuf,
@@ -98,6 +102,7 @@ impl Default for BenchOptions {
             iptables: false,
             nftables: false,
             ready_timeout: Duration::from_secs(60),
+            cluster_pid: None,
         }
     }
 }
@@ -109,6 +114,10 @@ pub struct Figure {
     pub per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU time (user + system) per request of the processes serving the row, in microseconds:
+    /// the cluster process for every row but nginx's (the pod's share included), nginx's master
+    /// and workers for nginx's. A figure the machine's load barely moves, unlike req/s.
+    pub cpu_us: Option<f64>,
 }
 
 /// The pod measured, as the controllers published it.
@@ -145,6 +154,8 @@ pub struct BenchReport {
     pub ingress: Figure,
     /// nginx in front of the same pod, when asked for.
     pub nginx: Option<Figure>,
+    /// nginx's worker processes (`worker_processes auto`: one per core).
+    pub nginx_workers: usize,
 }
 
 impl BenchReport {
@@ -156,6 +167,15 @@ impl BenchReport {
     /// The ingress's throughput as a fraction of nginx's, when nginx was measured.
     pub fn ingress_vs_nginx(&self) -> Option<f64> {
         self.nginx.map(|n| self.ingress.per_sec / n.per_sec.max(f64::MIN_POSITIVE))
+    }
+
+    /// The CPU time per request that `name`'s hop adds itself: the row's figure less the pod's
+    /// (the direct row's), since the pod runs in the cluster process; nginx's own as measured.
+    pub fn hop_cpu_us(&self, name: &str, fig: &Figure) -> Option<f64> {
+        match name {
+            "direct" | "nginx" => fig.cpu_us,
+            _ => Some(fig.cpu_us? - self.direct.cpu_us?),
+        }
     }
 
     /// Every measured row, by name.
@@ -198,8 +218,16 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<20} {:>10} {:>7} {:>8} {:>8} {:>9} {:>8} {:>12}   goal",
-            "path", "req/s", "errors", "p50 ms", "p99 ms", "vs direct", "vs nginx", "p99 added ms"
+            "{:<20} {:>10} {:>7} {:>8} {:>8} {:>9} {:>8} {:>12} {:>11}   goal",
+            "path",
+            "req/s",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "vs direct",
+            "vs nginx",
+            "p99 added ms",
+            "cpu us/req"
         )?;
         let nginx_ratio = self.ingress_vs_nginx();
         for (name, fig) in self.rows() {
@@ -220,13 +248,31 @@ impl fmt::Display for BenchReport {
                     }
                     None => format!("p99 added < 1 ms: {}", met(added < 1.0)),
                 },
-                "nginx" => "reference: nginx, one worker, keep-alive upstream".to_string(),
+                "nginx" => format!(
+                    "reference: nginx {} worker(s) (worker_processes auto), keepalive 320 upstream",
+                    self.nginx_workers
+                ),
                 _ => String::new(),
             };
+            let cpu = self.hop_cpu_us(name, fig).map_or_else(|| "-".to_string(), |c| format!("{c:.1}"));
             writeln!(
                 f,
-                "{name:<20} {:>10.0} {:>7} {:>8.3} {:>8.3} {:>8.2}x {vs_nginx:>8} {added:>12.3}   {goal}",
+                "{name:<20} {:>10.0} {:>7} {:>8.3} {:>8.3} {:>8.2}x {vs_nginx:>8} {added:>12.3} {cpu:>11}   {goal}",
                 fig.per_sec, fig.errors, fig.p50_ms, fig.p99_ms, ratio
+            )?;
+        }
+        writeln!(
+            f,
+            "cpu us/req: user+system CPU time per request of the serving processes (/proc/<pid>/stat); \
+             direct: the pod's; proxy and ingress rows: their own, the pod's share taken off; nginx: its master and workers"
+        )?;
+        if let (Some(ing), Some(ngx)) =
+            (self.hop_cpu_us("ingress", &self.ingress), self.nginx.as_ref().and_then(|n| n.cpu_us))
+        {
+            writeln!(
+                f,
+                "ingress CPU per request / nginx's: {:.2}x (lower is better)",
+                ing / ngx.max(f64::MIN_POSITIVE)
             )?;
         }
         if let Err(why) = &self.iptables {
@@ -343,7 +389,8 @@ async fn measure_all(
     for target in [backend.addr, backend.vip, opts.ingress_http] {
         wait_ready(target, deadline).await?;
     }
-    let direct = measure(backend.addr, opts).await?;
+    let cluster: Vec<u32> = opts.cluster_pid.into_iter().collect();
+    let direct = measure_cpu(backend.addr, opts, &cluster).await?;
     // The userspace row must not be the kernel's: no DNAT for the ClusterIP may exist now.
     for mode in [KernelKind::Iptables, KernelKind::Nftables] {
         if let Ok(Some(path)) = mode.live_path(backend.vip).await {
@@ -356,7 +403,7 @@ async fn measure_all(
             )));
         }
     }
-    let userspace = measure(backend.vip, opts).await?;
+    let userspace = measure_cpu(backend.vip, opts, &cluster).await?;
     let iptables = if opts.iptables {
         measure_kernel(KernelKind::Iptables, client, &backend, opts).await?
     } else {
@@ -367,10 +414,13 @@ async fn measure_all(
     } else {
         Err("not asked for (--nftables off)".to_string())
     };
-    let ingress = measure(opts.ingress_http, opts).await?;
-    let nginx = match &opts.nginx {
-        Some(nginx) => Some(measure_nginx(nginx, backend.addr, opts).await?),
-        None => None,
+    let ingress = measure_cpu(opts.ingress_http, opts, &cluster).await?;
+    let (nginx, nginx_workers) = match &opts.nginx {
+        Some(nginx) => {
+            let (fig, workers) = measure_nginx(nginx, backend.addr, opts).await?;
+            (Some(fig), workers)
+        }
+        None => (None, 0),
     };
     Ok(BenchReport {
         concurrency: opts.concurrency,
@@ -386,6 +436,7 @@ async fn measure_all(
         nftables,
         ingress,
         nginx,
+        nginx_workers,
     })
 }
 
@@ -492,7 +543,8 @@ async fn measure_kernel(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         wait_ready(backend.vip, deadline).await?;
-        measure(backend.vip, opts).await
+        let cluster: Vec<u32> = opts.cluster_pid.into_iter().collect();
+        measure_cpu(backend.vip, opts, &cluster).await
     }
     .await;
     let _ = stop.send(());
@@ -520,15 +572,15 @@ async fn measure_nginx(
     nginx: &NginxReference,
     backend: SocketAddr,
     opts: &BenchOptions,
-) -> Result<Figure, Error> {
+) -> Result<(Figure, usize), Error> {
     let dir = std::env::temp_dir().join(format!("kplane-bench-nginx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(bench_err)?;
     let d = dir.display();
     let conf = format!(
-        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+        "worker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         upstream pod {{ server {backend}; keepalive 64; }}\n\
+         upstream pod {{ server {backend}; keepalive 320; keepalive_requests 10000; }}\n\
          server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://pod;\n\
          proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n\
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Forwarded-Host $host;\n\
@@ -555,7 +607,11 @@ async fn measure_nginx(
             let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
             return Err(bench_err(format!("nginx exited ({status}): {log}")));
         }
-        measure(nginx.listen, opts).await
+        let master: Option<u32> =
+            std::fs::read_to_string(dir.join("nginx.pid")).ok().and_then(|p| p.trim().parse().ok());
+        let workers = master.map(children_of).unwrap_or_default();
+        let pids: Vec<u32> = master.into_iter().chain(workers.iter().copied()).collect();
+        Ok((measure_cpu(nginx.listen, opts, &pids).await?, workers.len()))
     }
     .await;
     // `-s stop` signals the master (from its pid file), which stops its workers; killing the
@@ -590,6 +646,46 @@ async fn wait_ready(addr: SocketAddr, deadline: Instant) -> Result<(), Error> {
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+/// The CPU time (user + system) of `pids` so far, in seconds (`/proc/<pid>/stat`, in USER_HZ
+/// ticks of 1/100 s as on every Linux kplane runs on).
+fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
+/// The processes whose parent is `pid` (nginx's workers).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).ok().is_some_and(|stat| {
+                stat.rfind(')').and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// [`measure`], with the CPU time per request of the processes `pids` (read before and after).
+async fn measure_cpu(addr: SocketAddr, opts: &BenchOptions, pids: &[u32]) -> Result<Figure, Error> {
+    let before = cpu_seconds(pids);
+    let mut fig = measure(addr, opts).await?;
+    let after = cpu_seconds(pids);
+    if let (Some(b), Some(a)) = (before, after) {
+        if fig.requests > 0 && !pids.is_empty() {
+            fig.cpu_us = Some((a - b) * 1e6 / fig.requests as f64);
+        }
+    }
+    Ok(fig)
 }
 
 async fn measure(addr: SocketAddr, opts: &BenchOptions) -> Result<Figure, Error> {
@@ -638,7 +734,8 @@ fn parse_wrk(text: &str) -> Option<Figure> {
             _ => return None,
         })
     };
-    let mut fig = Figure { requests: 0, errors: 0, per_sec: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN };
+    let mut fig =
+        Figure { requests: 0, errors: 0, per_sec: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN, cpu_us: None };
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -715,6 +812,7 @@ async fn measure_builtin(addr: SocketAddr, opts: &BenchOptions) -> Result<Figure
         per_sec: hist.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu_us: None,
     })
 }
 

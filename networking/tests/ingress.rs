@@ -824,3 +824,119 @@ async fn websocket_upgrades_pass_through_with_bytes_both_ways() {
     ing.stop().await;
     cluster.shutdown().await;
 }
+
+/// A pod that answers each request head with `answer` as raw bytes, then closes when `close`.
+async fn raw_backend(addr: SocketAddr, answer: &'static [u8], close: bool) -> Arc<AtomicUsize> {
+    let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => pending.extend_from_slice(&chunk[..k]),
+                    }
+                    while let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..at + 4);
+                        if s.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    conns
+}
+
+/// curl against the ingress: its exit code and what it wrote to stdout (`-w` adds the status).
+async fn curl(args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn raw_path_with_curl_chunked_truncated_and_malformed_upstreams() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let chunked_conns = raw_backend(
+        sa("127.244.44.1", 8000),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+    raw_backend(sa("127.244.44.2", 8000), b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", true)
+        .await;
+    raw_backend(sa("127.244.44.3", 8000), b"HTTP/1.1 2x0 OK\r\n\r\n", true).await;
+    for (name, ip, pod) in [
+        ("chunky", "127.96.4.1", "127.244.44.1"),
+        ("short", "127.96.4.2", "127.244.44.2"),
+        ("garbled", "127.96.4.3", "127.244.44.3"),
+    ] {
+        service(c, name, ip, pod).await;
+        ingress(c, one_host(name, &format!("{name}.test"), name)).await;
+    }
+    let (ing, http, _) = start(&cluster, 14);
+    let url = |host: &str, path: &str| format!("http://{host}.test{path}");
+    let resolve = format!("chunky.test:8080:{}", http.ip());
+    let base = ["--resolve", &resolve];
+    // Routes appear within a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, out) = curl(&[&base[..], &["-w", " %{http_code}", &url("chunky", ":8080/")]].concat()).await;
+        if out.ends_with(" 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "chunky not routed: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A chunked response, decoded by curl; three requests on one curl connection use one upstream
+    // connection (the ingress keeps it alive).
+    let before = chunked_conns.load(Ordering::SeqCst);
+    let u = url("chunky", ":8080/a");
+    let (code, out) = curl(&[&base[..], &["-w", " %{http_code}\n", &u, &u, &u]].concat()).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "hello world 200\n".repeat(3));
+    assert_eq!(chunked_conns.load(Ordering::SeqCst) - before, 1, "one upstream connection for three requests");
+    // The raw chunked framing reaches the client as the pod sent it.
+    let (_, raw) = curl(&[&base[..], &["--raw", &u]].concat()).await;
+    assert_eq!(raw, "6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n");
+
+    // The pod closes 9 bytes into a 100-byte body: curl sees the truncation (exit 18).
+    let resolve_short = format!("short.test:8080:{}", http.ip());
+    let (code, out) = curl(&["--resolve", &resolve_short, &url("short", ":8080/")]).await;
+    assert_eq!((code, out.as_str()), (18, "only this"), "a truncated body is not passed off as complete");
+
+    // A malformed status line: 502 naming the endpoint and the service.
+    let resolve_bad = format!("garbled.test:8080:{}", http.ip());
+    let (code, out) =
+        curl(&["--resolve", &resolve_bad, "-w", "\n%{http_code}", &url("garbled", ":8080/")]).await;
+    assert_eq!(code, 0);
+    assert!(out.ends_with("\n502"), "{out}");
+    assert!(
+        out.contains("127.244.44.3:8000") && out.contains("default/garbled") && out.contains("malformed"),
+        "{out}"
+    );
+
+    // A request head too large for the ingress: hyper's 431.
+    // (From a file: one argument cannot be that long.)
+    let big = std::env::temp_dir().join(format!("kplane-ingress-big-header-{}", std::process::id()));
+    std::fs::write(&big, format!("X-Big: {}\n", "z".repeat(600 * 1024))).unwrap();
+    let header = format!("@{}", big.display());
+    let (_, out) =
+        curl(&[&base[..], &["-H", &header, "-o", "/dev/null", "-w", "%{http_code}", &u]].concat()).await;
+    let _ = std::fs::remove_file(&big);
+    assert_eq!(out, "431");
+    ing.stop().await;
+    cluster.shutdown().await;
+}

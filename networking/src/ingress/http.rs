@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{Shared, Timeouts};
+use super::{raw, Shared, Timeouts};
 use crate::pipe::{self, Clock, Ended, Stamped};
 
 /// What the ingress answers: the upstream's streamed body, or its own short text.
@@ -153,9 +153,84 @@ struct Downstream {
     timeouts: Timeouts,
 }
 
-/// Serves one downstream HTTP/1.1 connection until it closes (or times out), driving its upstream
-/// connections in the same task.
+/// Serves one downstream HTTP/1.1 connection until it closes (or times out): on the fast path
+/// ([`super::raw`]) while its requests are plain ones, then on hyper's.
 pub(crate) async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    routes: Shared,
+    timeouts: Timeouts,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let clock = Clock::new();
+    let io = Stamped::new(io, clock.clone());
+    let served = async {
+        match raw::serve(io, peer, https, &routes, &timeouts).await {
+            raw::Ended::Done => Ok(()),
+            raw::Ended::Handoff(io, read) => {
+                serve_hyper(Rewind { read: read.freeze(), io }, peer, https, routes.clone(), timeouts).await
+            }
+        }
+    };
+    tokio::select! {
+        result = served => result,
+        // Dropping the connection closes it (and its upstream connections).
+        () = clock.idle_for(timeouts.keepalive) => {
+            tracing::debug!(%peer, "idle connection closed");
+            Ok(())
+        }
+    }
+}
+
+/// A connection with bytes already read from it put back in front.
+struct Rewind<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serves a downstream connection with hyper (upgrades, `Expect`, HTTP/1.0, and what the fast
+/// path leaves to hyper), driving its upstream connections in the same task.
+async fn serve_hyper<I>(
     io: I,
     peer: SocketAddr,
     https: bool,
@@ -173,8 +248,7 @@ where
         upstreams: Upstreams { idle: Mutex::new(Vec::new()), drive, connect_timeout: timeouts.proxy_connect },
         timeouts,
     });
-    let clock = Clock::new();
-    let io = TokioIo::new(Stamped::new(io, clock.clone()));
+    let io = TokioIo::new(io);
     let svc = service_fn(move |req| handle(req, conn.clone()));
     let mut server = pin!(http1::Builder::new()
         .timer(TokioTimer::new())
@@ -188,11 +262,6 @@ where
             result = &mut server => return result,
             Some(conn) = driven.recv() => conns.push(conn),
             Some(()) = conns.next(), if !conns.is_empty() => {}
-            // Dropping the connection closes it (and its upstream connections).
-            () = clock.idle_for(timeouts.keepalive) => {
-                tracing::debug!(%peer, "idle connection closed");
-                return Ok(());
-            }
         }
     }
 }
@@ -405,7 +474,9 @@ fn host_without_port(host: &str) -> &str {
 /// plain-HTTP connection (request lines, headers, bodies, pipelined requests), served by
 /// [`serve_connection`] over an in-memory stream, the client's side closed after the last byte.
 /// The routes send `web.example.com` and `*.apps.example` to a local upstream that answers 200 (or
-/// 101 to an upgrade request), `/none` to a service without endpoints (503), `/refused` to a
+/// 101 to an upgrade request; or, to a request with an `X-Fuzz-Raw` header, the bytes that follow
+/// its head as they are, so the input also chooses the upstream's response for the response
+/// parser and body forwarding), `/none` to a service without endpoints (503), `/refused` to a
 /// closed port (502) and everything else to the default backend (404).
 pub(crate) fn fuzz_connection(data: &[u8]) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -431,8 +502,13 @@ pub(crate) fn fuzz_connection(data: &[u8]) {
                                 Ok(n) => head.extend_from_slice(&buf[..n]),
                             }
                         }
-                        let upgrade = String::from_utf8_lossy(&head).to_ascii_lowercase().contains("\nupgrade:");
-                        let answer: &[u8] = if upgrade {
+                        let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                        let upgrade = lower.contains("\nupgrade:");
+                        let raw = lower.contains("\nx-fuzz-raw:");
+                        let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |i| i + 4);
+                        let answer: &[u8] = if raw {
+                            &head[end..]
+                        } else if upgrade {
                             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: fuzz\r\n\r\n"
                         } else {
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-drop\r\nX-Drop: 1\r\n\r\nok"
@@ -499,6 +575,58 @@ pub(crate) fn fuzz_connection(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::host_without_port;
+
+    /// A short deterministic fuzz pass (cargo-fuzz needs its own sanitizer build): every stored
+    /// seed of the `ingress` target, and byte-level mutations of them (flips, cuts, splices, the
+    /// framing tokens the parsers look for), through the fuzz entry; none may panic.
+    #[test]
+    fn mutated_corpus_inputs_never_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ingress");
+        let mut seeds: Vec<Vec<u8>> =
+            std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+        seeds.sort();
+        assert!(seeds.len() >= 9, "the seeds are in {}", dir.display());
+        let tokens: [&[u8]; 8] = [
+            b"\r\n",
+            b"\r\n\r\n",
+            b"0\r\n\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Content-Length: 9\r\n",
+            b"Connection: close, x\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            b"ffffffffffffffff\r\n",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for seed in &seeds {
+            super::fuzz_connection(seed);
+        }
+        for _ in 0..150 {
+            let mut data = seeds[(next() as usize) % seeds.len()].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % (data.len() + 1);
+                match next() % 4 {
+                    0 if at < data.len() => data[at] ^= 1 << (next() % 8),
+                    1 => data.truncate(at),
+                    2 => {
+                        let t = tokens[(next() as usize) % tokens.len()];
+                        data.splice(at..at, t.iter().copied());
+                    }
+                    _ => {
+                        let other = &seeds[(next() as usize) % seeds.len()];
+                        let from = (next() as usize) % (other.len() + 1);
+                        data.splice(at..at, other[from..].iter().copied());
+                    }
+                }
+            }
+            super::fuzz_connection(&data);
+        }
+    }
 
     #[test]
     fn host_header_port_is_stripped() {

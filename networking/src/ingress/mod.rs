@@ -5,13 +5,17 @@
 //!   that rebuilds the routing snapshot on every Ingress/IngressClass/Service/EndpointSlice/
 //!   Endpoints/Secret change, and `status.loadBalancer`.
 //! - `routes.rs`: the snapshot and host/path matching.
-//! - `http.rs`: the proxying handler; `tls.rs`: SNI certificate choice.
+//! - `raw.rs`: the fast HTTP/1.1 data path over `httparse` (`h1.rs`: body framing and forwarding);
+//!   `http.rs`: each connection's entry, and the hyper path for what `raw.rs` leaves to it;
+//!   `tls.rs`: SNI certificate choice.
 //!
 //! Like the seed's nginx controller, traffic goes straight to the backend Service's ready
 //! endpoints (never to its ClusterIP), so a dead pod leaves the rotation as soon as its endpoint
 //! does.
 
+mod h1;
 pub(crate) mod http;
+mod raw;
 pub mod routes;
 mod tls;
 
