@@ -4,7 +4,9 @@
 //! concurrency 16 on the same kind of store, with no API, controllers or nodes in between.
 //!
 //! The cluster runs as a separate `kplane up` process so that its memory can be read: memory per
-//! simulated pod is the RSS growth from idle to N Running pods, divided by N.
+//! simulated pod is the RSS growth from idle to N Running pods, divided by N, printed beside its
+//! anonymous part (heap, stacks) and the file-backed pages (mostly the binary's text: in a debug
+//! build they are most of the idle RSS, and they grow as more of the code runs, not per pod).
 //!
 //! Beside those: `kplane up`'s startup (spawn to `kplane: ready`, 3 nodes, fresh data directory;
 //! the median of `--startup-samples`), the EndpointSlices the Service ends up with (every address,
@@ -100,6 +102,31 @@ impl BenchClusterArgs {
     }
 }
 
+/// A process's resident memory in MiB, from `/proc/<pid>/status`: all of it (`VmRSS`), its
+/// anonymous part (`RssAnon`: heap, stacks, the allocator's retained pages) and its file-backed
+/// part (`RssFile`: mostly the binary's own text and data pages, large in a debug build). Zero where
+/// unreadable.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Memory {
+    pub(crate) rss: f64,
+    pub(crate) anon: f64,
+    pub(crate) file: f64,
+}
+
+impl Memory {
+    pub(crate) fn of(pid: u32) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        Memory { rss: field("VmRSS:"), anon: field("RssAnon:"), file: field("RssFile:") }
+    }
+}
+
 pub(crate) struct Cluster {
     pub(crate) child: Child,
     pub(crate) kubeconfig: PathBuf,
@@ -153,8 +180,8 @@ pub struct Report {
     endpoints: f64,
     slices: Slices,
     anchor: f64,
-    idle_rss: f64,
-    busy_rss: f64,
+    idle: Memory,
+    busy: Memory,
     /// Seconds from spawning `kplane up` (3 nodes) to its `kplane: ready`, one per sample.
     startup: Vec<f64>,
     /// Single-object GETs made while the rollout ran.
@@ -322,7 +349,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     let Started { dir: tmp, cluster, client, deadline } =
         start_settled(&exe, &args, "kplane-bench-cluster-").await?;
     let n = args.replicas();
-    let idle_rss = apiserver::bench::rss_mib(cluster.child.id());
+    let idle = Memory::of(cluster.child.id());
 
     let ns = "default";
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -407,7 +434,7 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
     let _ = stop_gets.send(true);
     let rollout_gets = gets.await??;
     let kubectl = kubectl_get_pods(&cluster.kubeconfig, &tmp.path().join("kubectl-cache"));
-    let busy_rss = apiserver::bench::rss_mib(cluster.child.id());
+    let busy = Memory::of(cluster.child.id());
     drop(cluster);
 
     let anchor = anchor_writes(&args, tmp.path()).await?;
@@ -418,8 +445,8 @@ pub async fn run(args: BenchClusterArgs, exe: PathBuf) -> Result<Report> {
         endpoints: endpoints_at.unwrap_or_default(),
         slices: slices.unwrap_or_default(),
         anchor,
-        idle_rss,
-        busy_rss,
+        idle,
+        busy,
         startup,
         rollout_gets,
         kubectl,
@@ -548,12 +575,26 @@ impl std::fmt::Display for Report {
             writeln!(f, "  {count:>6} pods Ready at {at:>6.2}s   (+{:.2}s for these 100)", at - last)?;
             last = *at;
         }
-        let per_pod = (self.busy_rss - self.idle_rss) * 1024.0 / n.max(1) as f64;
+        let per_pod = |f: fn(&Memory) -> f64| (f(&self.busy) - f(&self.idle)) * 1024.0 / n.max(1) as f64;
         let what = if self.args.pod == "sleep" { "running `sleep 3600`" } else { "simulated servers" };
         writeln!(
             f,
-            "memory: idle {:.1} MiB, with {n} pods ({what}) {:.1} MiB: {per_pod:.1} KiB per simulated pod",
-            self.idle_rss, self.busy_rss
+            "memory: idle {:.1} MiB, with {n} pods ({what}) {:.1} MiB: {:.1} KiB per simulated pod   goal < 64 KiB, idle < 40 MiB",
+            self.idle.rss,
+            self.busy.rss,
+            per_pod(|m| m.rss)
+        )?;
+        writeln!(
+            f,
+            "  of which anonymous (heap, stacks): idle {:.1} MiB, with {n} pods {:.1} MiB: {:.1} KiB per pod",
+            self.idle.anon,
+            self.busy.anon,
+            per_pod(|m| m.anon)
+        )?;
+        writeln!(
+            f,
+            "  and file-backed (the binary's pages touched): idle {:.1} MiB, with {n} pods {:.1} MiB",
+            self.idle.file, self.busy.file
         )
     }
 }

@@ -17,6 +17,8 @@ use clap::Parser;
 // glibc malloc was a sixth of the CPU samples on the ingress and API hot paths (many small,
 // short-lived allocations across two worker threads); mimalloc's thread-local free lists fit that.
 // Built with `no_thp`: with transparent huge pages its arenas added ~20 MiB of idle RSS.
+// `--features system-allocator` leaves glibc malloc in place for heap profilers (heaptrack).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -55,6 +55,11 @@ fn bench_cluster_prints_every_row_with_nonzero_figures() {
     assert!(report.contains("(median of 2,"), "two startup samples: {report}");
     let memory = report.lines().find(|l| l.starts_with("memory: idle")).expect("a memory line");
     assert!(!memory.contains("idle 0.0 MiB"), "{memory}");
+    // RSS split into its anonymous (heap) and file-backed parts, each read from the process.
+    let anon = numbers(&report, "  of which anonymous (heap, stacks): idle");
+    assert!(anon.first().is_some_and(|v| *v > 0.0), "{anon:?}\n{report}");
+    let file = numbers(&report, "  and file-backed (the binary's pages touched): idle");
+    assert!(file.first().is_some_and(|v| *v > 0.0), "{file:?}\n{report}");
 }
 
 #[test]

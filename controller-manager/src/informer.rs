@@ -72,7 +72,14 @@ where
     /// Drives the watch until `stop`. Call once.
     pub async fn run(self: Arc<Self>, stop: Stop) {
         let Some(mut writer) = lock(&self.writer).take() else { return };
-        let mut stream = Box::pin(watcher(self.api.clone(), watcher::Config::default()).default_backoff());
+        // managedFields trimmed as kube-controller-manager's informers do (`WithTransform(trim)` in
+        // its `CreateControllerContext`): no controller reads them, and on a pod they were 46% of
+        // the decoded object (heaptrack, 1,000 pods). An update sent without them keeps the stored ones.
+        let mut stream = Box::pin(
+            watcher(self.api.clone(), watcher::Config::default())
+                .modify(|o| o.meta_mut().managed_fields = None)
+                .default_backoff(),
+        );
         let mut before_relist: HashMap<ObjectRef<K>, Arc<K>> = HashMap::new();
         loop {
             let ev = tokio::select! {

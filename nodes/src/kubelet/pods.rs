@@ -123,7 +123,9 @@ impl PodInformer {
 /// node's kubelet only.
 async fn run(api: Api<Pod>, selector: String, index: Arc<Mutex<Index>>) {
     let cfg = watcher::Config::default().fields(&selector);
-    let mut events = watcher(api, cfg).default_backoff().boxed();
+    // managedFields trimmed, as upstream's informers do: the kubelet never reads them, and they were
+    // nearly half of each decoded pod.
+    let mut events = watcher(api, cfg).modify(|p| p.metadata.managed_fields = None).default_backoff().boxed();
     // A (re)list in progress: node → uid → pod.
     let mut relist: Option<HashMap<String, HashMap<String, Arc<Pod>>>> = None;
     while let Some(ev) = events.next().await {

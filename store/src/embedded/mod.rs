@@ -329,17 +329,21 @@ fn init(path: &std::path::Path) -> Result<Database> {
     }
     // Checked on every open, not only after a crash: a file altered outside kplane then fails to open
     // with `Corrupted` (a plain open may panic on it). It reads the whole file once at startup.
-    let db = Database::builder().set_check_integrity_on_open(true).create(path).map_err(|e| match e {
-        redb::DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() != std::io::ErrorKind::InvalidData =>
-        {
-            Error::Unavailable(format!("cannot open {}: {io}", path.display()))
-        }
-        redb::DatabaseError::DatabaseAlreadyOpen => {
-            Error::Unavailable(format!("cannot open {}: another process has it open", path.display()))
-        }
-        e => refuse(format!("cannot be opened ({e}); it may be corrupt")),
-    })?;
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .set_cache_size(db::CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                Error::Unavailable(format!("cannot open {}: {io}", path.display()))
+            }
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                Error::Unavailable(format!("cannot open {}: another process has it open", path.display()))
+            }
+            e => refuse(format!("cannot be opened ({e}); it may be corrupt")),
+        })?;
 
     let wtx = db.begin_write().map_err(internal)?;
     {
