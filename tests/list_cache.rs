@@ -187,7 +187,7 @@ try:
     final = None
     wt = watch.Watch()
     for ev in wt.stream(v1.list_namespaced_config_map, ns, resource_version=first.metadata.resource_version,
-                        timeout_seconds=5):
+                        timeout_seconds=120):
         o = ev["object"]; name = o.metadata.name; rv = int(o.metadata.resource_version)
         key = (ev["type"], name, rv)
         assert key not in seen, ("repeated", key)

@@ -345,7 +345,10 @@ impl ResourceCache {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut asked = false;
         loop {
-            if *seen.borrow_and_update() >= revision && self.ready() {
+            // Read apart from `ready()`: the feeder publishes under the state lock, so holding the
+            // channel's borrow while taking that lock could deadlock.
+            let at = *seen.borrow_and_update();
+            if at >= revision && self.ready() {
                 return true;
             }
             if !asked && self.progress() {
