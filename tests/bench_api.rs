@@ -78,6 +78,8 @@ fn bench_api_prints_every_row_with_nonzero_figures() {
     let list = numbers(&report, "LIST of pods, default, best of 3");
     assert!(list[0] > 0.0, "{report}");
     assert_eq!(list[1], 20.0, "the LIST holds every pod: {report}");
+    let cached = numbers(&report, "LIST of pods, resourceVersion=0 (watch cache)");
+    assert!(cached.len() >= 3 && cached[..3].iter().all(|v| *v > 0.0), "{report}");
     let watch = numbers(&report, "watch delivery, default");
     assert!(watch.len() >= 3 && watch[..3].iter().all(|v| *v > 0.0), "{report}");
     assert!(numbers(&report, "idle RSS of kplane apiserver, default")[0] > 0.0, "{report}");

@@ -23,8 +23,19 @@
 //!   Events are never dropped silently.
 //! - When the store watch fails (compaction, store gone), the cache rebuilds from a fresh list and
 //!   the watchers attached to the old one are ended the same way.
+//!
+//! LISTs are served from it too (`ResourceCache::list`), as upstream's 1.33 cacher with
+//! ConsistentListFromCache: the objects and the revision they stand at are read under the lock the
+//! feeder applies whole revisions under, so a list's resourceVersion is exactly the state it shows
+//! and a watch from it neither misses nor repeats an event. The revision also moves on the store
+//! watch's progress reports (`store::WatchItem::Progress`, asked for by `wait_fresh` through
+//! `Store::watch_progress`), so a consistent read waits only until the cache has seen the store's
+//! current revision, even when the last writes were to other resources. A store that cannot report
+//! progress exactly (etcd before 3.4.31/3.5.13) leaves `progress()` false, and consistent reads go to
+//! the store, as upstream's `RequestWatchProgress` check does.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -32,8 +43,8 @@ use api_types::ResourceDef;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use store::{DynStore, EventKind, ListOptions};
-use tokio::sync::broadcast;
+use store::{DynStore, EventKind, ListOptions, WatchItem};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::objects::decode;
@@ -220,6 +231,21 @@ pub struct ResourceCache {
     state: Mutex<State>,
     live: broadcast::Sender<(u64, RevisionEvents)>,
     feeder: Mutex<Option<JoinHandle<()>>>,
+    /// `State::revision`, published for `wait_fresh` whenever it moves.
+    seen: watch::Sender<i64>,
+    /// Asks the store watch for a progress report.
+    ask: Arc<Notify>,
+    /// Whether the store watch reports progress (set when the feeder starts watching).
+    progress: AtomicBool,
+}
+
+/// A list read from the cache: the selected objects in key order and the revision they stand at.
+pub struct CachedList {
+    pub items: Vec<Arc<Version>>,
+    pub revision: i64,
+    /// With a limit that cut the list: the last returned key and how many keys of the range (selected
+    /// or not) follow it, for the continue token.
+    pub cut: Option<(String, i64)>,
 }
 
 impl Drop for ResourceCache {
@@ -281,6 +307,66 @@ impl ResourceCache {
         Some(range.take_while(|(k, _)| k.starts_with(prefix)).map(|(_, c)| c.value()).collect())
     }
 
+    /// The current objects under `prefix` that `keep` accepts, in key order, at most `limit` (0: all),
+    /// and the revision they stand at, read in one go under the feeder's lock. None when not ready.
+    pub fn list(&self, prefix: &str, keep: impl Fn(&Facts) -> bool, limit: usize) -> Option<CachedList> {
+        let st = self.state.lock().ok()?;
+        if !st.ready {
+            return None;
+        }
+        let mut range = st
+            .objects
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        let mut items = Vec::new();
+        let mut cut = None;
+        for (key, c) in range.by_ref() {
+            if keep(&c.version.facts) {
+                items.push(c.version.clone());
+                if limit > 0 && items.len() == limit {
+                    cut = Some(key.clone());
+                    break;
+                }
+            }
+        }
+        // Upstream's cacher: a continue token whenever objects of the range remain after the cut.
+        let cut = cut.map(|k| (k, range.count() as i64)).filter(|(_, left)| *left > 0);
+        Some(CachedList { items, revision: st.revision, cut })
+    }
+
+    /// Whether the store watch feeding the cache reports progress, so `wait_fresh` can learn that the
+    /// cache has seen a revision that wrote nothing of this resource.
+    pub fn progress(&self) -> bool {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `timeout`, until the cache is ready and has seen every change up to `revision`
+    /// (upstream's `waitUntilFreshAndBlock`), asking the store watch for a progress report if it is
+    /// behind. False on timeout.
+    pub async fn wait_fresh(&self, revision: i64, timeout: Duration) -> bool {
+        let mut seen = self.seen.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut asked = false;
+        loop {
+            // Read apart from `ready()`: the feeder publishes under the state lock, so holding the
+            // channel's borrow while taking that lock could deadlock.
+            let at = *seen.borrow_and_update();
+            if at >= revision && self.ready() {
+                return true;
+            }
+            if !asked && self.progress() {
+                // One report answers: it comes at a revision at least the store's current one now,
+                // which is at least `revision` (read from the store before this call).
+                self.ask.notify_one();
+                asked = true;
+            }
+            match tokio::time::timeout_at(deadline, seen.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// Whether the cache is serving.
     pub fn ready(&self) -> bool {
         self.state.lock().map(|s| s.ready).unwrap_or(false)
@@ -337,6 +423,9 @@ impl Cacher {
             }),
             live,
             feeder: Mutex::new(None),
+            seen: watch::Sender::new(0),
+            ask: Arc::new(Notify::new()),
+            progress: AtomicBool::new(false),
         });
         let handle = tokio::spawn(feed(Arc::downgrade(&cache), store.clone(), res));
         if let Ok(mut f) = cache.feeder.lock() {
@@ -383,9 +472,19 @@ async fn run_once(
         let value = decode(res, kv).map_err(|e| e.message)?;
         objects.insert(kv.key.clone(), Current::new(Arc::new(Version::new(res, &value))));
     }
-    let mut watch = store.watch_revisions(prefix, list.revision + 1, false).await.map_err(|e| e.to_string())?;
+    let Some(ask) = cache.upgrade().map(|c| c.ask.clone()) else { return Ok(()) };
+    let (mut watch, progress) =
+        match store.watch_progress(prefix, list.revision + 1, ask).await.map_err(|e| e.to_string())? {
+            Some(w) => (w, true),
+            None => {
+                let w =
+                    store.watch_revisions(prefix, list.revision + 1, false).await.map_err(|e| e.to_string())?;
+                (Box::pin(w.map(|item| item.map(WatchItem::Revision))) as store::ProgressStream, false)
+            }
+        };
     {
         let Some(c) = cache.upgrade() else { return Ok(()) };
+        c.progress.store(progress, Ordering::Relaxed);
         let mut st = c.state.lock().map_err(|e| e.to_string())?;
         st.objects = objects;
         st.window.clear();
@@ -393,9 +492,22 @@ async fn run_once(
         st.revision = list.revision;
         st.generation += 1;
         st.ready = true;
+        c.seen.send_replace(list.revision);
     }
     while let Some(item) = watch.next().await {
-        let events = item.map_err(|e| e.to_string())?;
+        let events = match item.map_err(|e| e.to_string())? {
+            WatchItem::Revision(events) => events,
+            WatchItem::Progress(revision) => {
+                // Nothing of this resource changed up to `revision`.
+                let Some(c) = cache.upgrade() else { return Ok(()) };
+                let mut st = c.state.lock().map_err(|e| e.to_string())?;
+                if revision > st.revision {
+                    st.revision = revision;
+                    c.seen.send_replace(revision);
+                }
+                continue;
+            }
+        };
         let Some(revision) = events.first().map(store::Event::revision) else { continue };
         // Decode before taking the lock, so a bad object restarts the cache with nothing applied.
         let mut decoded = Vec::with_capacity(events.len());
@@ -424,6 +536,7 @@ async fn run_once(
             cached.push(Arc::new(event));
         }
         st.revision = revision;
+        c.seen.send_replace(revision);
         for e in &cached {
             if st.window.len() >= c.window {
                 if let Some(dropped) = st.window.pop_front() {
@@ -496,6 +609,79 @@ mod tests {
         let first = c.value();
         assert_eq!(*first, v);
         assert!(Arc::ptr_eq(&first, &c.value()));
+    }
+
+    fn cache_of(objs: &[Value], revision: i64) -> ResourceCache {
+        let objects = objs
+            .iter()
+            .map(|o| {
+                let key = format!("/registry/pods/default/{}", o["metadata"]["name"].as_str().unwrap());
+                (key, Current::new(Arc::new(Version::new(pods(), o))))
+            })
+            .collect();
+        ResourceCache {
+            window: 10,
+            state: Mutex::new(State {
+                objects,
+                window: VecDeque::new(),
+                window_start: revision,
+                revision,
+                ready: true,
+                generation: 1,
+            }),
+            live: broadcast::channel(4).0,
+            feeder: Mutex::new(None),
+            seen: watch::Sender::new(revision),
+            ask: Arc::new(Notify::new()),
+            progress: AtomicBool::new(true),
+        }
+    }
+
+    #[test]
+    fn lists_select_cut_and_stand_at_the_cache_revision() {
+        let objs: Vec<Value> =
+            (0..5).map(|i| pod(&format!("p{i}"), if i % 2 == 0 { "a" } else { "b" }, "n", 3)).collect();
+        let c = cache_of(&objs, 9);
+        let names = |l: &CachedList| {
+            l.items
+                .iter()
+                .map(|v| v.decode()["metadata"]["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let all = c.list("/registry/pods/", |_| true, 0).unwrap();
+        assert_eq!(all.revision, 9);
+        assert_eq!(names(&all), ["p0", "p1", "p2", "p3", "p4"]);
+        assert!(all.cut.is_none());
+        assert_eq!(all.items[0].bytes, Bytes::from(api_types::goorder::to_vec(&objs[0])));
+        let a = c.list("/registry/pods/default/", |f| f.label_map()["app"] == "a", 0).unwrap();
+        assert_eq!(names(&a), ["p0", "p2", "p4"]);
+        // A limit cuts after the last returned key; the keys after it are counted, selected or not.
+        let page = c.list("/registry/pods/", |f| f.label_map()["app"] == "a", 2).unwrap();
+        assert_eq!(names(&page), ["p0", "p2"]);
+        assert_eq!(page.cut, Some(("/registry/pods/default/p2".to_string(), 2)));
+        // A cut at the last key of the range needs no continue token.
+        let last = c.list("/registry/pods/", |f| f.field("metadata.name") == "p4", 1).unwrap();
+        assert_eq!(names(&last), ["p4"]);
+        assert!(last.cut.is_none());
+        assert!(c.list("/registry/pods/other/", |_| true, 0).unwrap().items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wait_fresh_asks_for_progress_and_times_out() {
+        let c = Arc::new(cache_of(&[], 9));
+        assert!(c.wait_fresh(9, Duration::ZERO).await);
+        assert!(!c.wait_fresh(10, Duration::from_millis(20)).await);
+        // A progress report (as the feeder applies it) ends the wait.
+        let ask = c.ask.clone();
+        let c2 = c.clone();
+        let feeder = tokio::spawn(async move {
+            ask.notified().await;
+            let mut st = c2.state.lock().unwrap();
+            st.revision = 12;
+            c2.seen.send_replace(12);
+        });
+        assert!(c.wait_fresh(12, Duration::from_secs(5)).await);
+        feeder.await.unwrap();
     }
 
     #[test]

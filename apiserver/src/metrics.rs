@@ -10,7 +10,9 @@
 //!   authorization as upstream's route instrumentation is (a refused request is not counted);
 //! - `etcd_request_duration_seconds{operation,type}` by [`MeteredStore`], the decorator the API
 //!   server's `Store` is wrapped in;
-//! - `apiserver_storage_objects{resource}` is counted from the store when `/metrics` is read.
+//! - `apiserver_storage_objects{resource}` is counted from the store when `/metrics` is read;
+//! - `apiserver_cache_list_total{resource_prefix,index}`: LISTs answered by the watch cache
+//!   (`handlers/list.rs`), upstream's cacher counter.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
@@ -86,6 +88,12 @@ pub struct ResourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheListLabels {
+    pub resource_prefix: String,
+    pub index: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EtcdLabels {
     pub operation: String,
     pub r#type: String,
@@ -138,6 +146,7 @@ pub struct Metrics {
     watchers: Family<GvkLabels, Gauge>,
     watch_events: Family<GvkLabels, Counter>,
     storage_objects: Family<ResourceLabels, Gauge>,
+    cache_lists: Family<CacheListLabels, Counter>,
     etcd: HistogramFamily<EtcdLabels>,
     rest_requests: Family<RestLabels, Counter>,
     rest_durations: HistogramFamily<RestDurationLabels>,
@@ -161,6 +170,7 @@ impl Default for Metrics {
             watchers: Family::default(),
             watch_events: Family::default(),
             storage_objects: Family::default(),
+            cache_lists: Family::default(),
             etcd: Family::new_with_constructor(request_duration_histogram as fn() -> Histogram),
             rest_requests: Family::default(),
             rest_durations: Family::new_with_constructor(rest_client_histogram as fn() -> Histogram),
@@ -207,6 +217,11 @@ impl Default for Metrics {
                 "apiserver_storage_objects",
                 "Number of stored objects at the time of last check split by kind",
                 m.storage_objects.clone(),
+            );
+            r.register(
+                "apiserver_cache_list",
+                "Number of LIST requests served from watch cache",
+                m.cache_lists.clone(),
             );
             r.register(
                 "etcd_request_duration_seconds",
@@ -278,6 +293,13 @@ impl Metrics {
         if let Some(size) = size.filter(|_| labels.verb == "GET" || labels.verb == "LIST") {
             self.sizes.get_or_create(labels).observe(size as f64);
         }
+    }
+
+    /// One LIST answered by the watch cache of the resource stored under `resource_prefix`
+    /// (upstream's label: the resource's storage prefix, `/pods` for `/registry/pods`).
+    pub fn cache_list(&self, resource_prefix: &str) {
+        let resource_prefix = resource_prefix.strip_prefix("/registry").unwrap_or(resource_prefix).to_string();
+        self.cache_lists.get_or_create(&CacheListLabels { resource_prefix, index: String::new() }).inc();
     }
 
     /// Counts the stored objects of every stored resource (`apiserver_storage_objects`).
@@ -575,6 +597,15 @@ impl Store for MeteredStore {
         prev_kv: bool,
     ) -> store::Result<store::RevisionStream> {
         self.inner.watch_revisions(prefix, from_revision, prev_kv).await
+    }
+
+    async fn watch_progress(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        ask: std::sync::Arc<tokio::sync::Notify>,
+    ) -> store::Result<Option<store::ProgressStream>> {
+        self.inner.watch_progress(prefix, from_revision, ask).await
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> store::Result<store::WatchStream> {

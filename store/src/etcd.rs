@@ -707,7 +707,28 @@ impl Store for EtcdStore {
 
     /// With `prev_kv` false etcd skips a read of the previous revision for every event it sends.
     async fn watch_revisions(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream> {
-        self.watch_task(prefix, from_revision, prev_kv).await
+        Ok(crate::revisions_only(self.watch_task(prefix, from_revision, prev_kv, None).await?))
+    }
+
+    /// Each notification of `ask` sends etcd a `WatchProgressRequest` on the watch's stream; etcd
+    /// answers with a progress notification at its current revision once the watcher is synced.
+    /// Only on etcd versions whose answer is ordered after the events it covers (as upstream's
+    /// `RequestWatchProgress` feature check): older ones may send it ahead of them (etcd#15220).
+    async fn watch_progress(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        ask: Arc<tokio::sync::Notify>,
+    ) -> Result<Option<crate::ProgressStream>> {
+        let status = self
+            .members
+            .call(Retry::Unavailable, |c| async move { c.maintenance_client().status().await })
+            .await
+            .map_err(map_err)?;
+        if !progress_is_exact(status.version()) {
+            return Ok(None);
+        }
+        Ok(Some(self.watch_task(prefix, from_revision, false, Some(ask)).await?))
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -772,12 +793,31 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
-    async fn watch_task(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream> {
+    /// [`Store::watch_progress`] without its version check: progress requests are sent whatever the
+    /// etcd version. For tests of the mechanism on an etcd whose answers may overtake their events
+    /// under concurrent writes (before 3.4.31/3.5.13); callers that rely on progress use
+    /// `watch_progress`.
+    pub async fn watch_progress_any_version(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        ask: Arc<tokio::sync::Notify>,
+    ) -> Result<crate::ProgressStream> {
+        self.watch_task(prefix, from_revision, false, Some(ask)).await
+    }
+
+    async fn watch_task(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        prev_kv: bool,
+        ask: Option<Arc<tokio::sync::Notify>>,
+    ) -> Result<crate::ProgressStream> {
         let start_rev = if from_revision > 0 { from_revision } else { self.current_revision().await? + 1 };
         let (key, range_end) = range_for(prefix, prefix.as_bytes().to_vec());
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
         let task =
-            WatchTask { members: self.members.clone(), key, range_end, prev_kv, next_rev: start_rev, tx };
+            WatchTask { members: self.members.clone(), key, range_end, prev_kv, next_rev: start_rev, ask, tx };
         tokio::spawn(task.run());
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
@@ -792,7 +832,9 @@ struct WatchTask {
     prev_kv: bool,
     /// The lowest revision not yet delivered; a (re)created etcd watch starts here.
     next_rev: i64,
-    tx: mpsc::Sender<Result<Vec<Event>>>,
+    /// Progress requests from the consumer (`Store::watch_progress`), if it takes progress.
+    ask: Option<Arc<tokio::sync::Notify>>,
+    tx: mpsc::Sender<Result<crate::WatchItem>>,
 }
 
 /// Why one etcd watch stream stopped.
@@ -856,6 +898,12 @@ impl WatchTask {
             let msg = tokio::select! {
                 _ = self.tx.closed() => return StreamEnd::Stop,
                 msg = stream.message() => msg,
+                _ = asked(&self.ask) => {
+                    if stream.request_progress().await.is_err() {
+                        return StreamEnd::Reconnect;
+                    }
+                    continue;
+                }
             };
             let resp = match msg {
                 Ok(Some(resp)) => resp,
@@ -893,6 +941,11 @@ impl WatchTask {
                 if !resp.created() {
                     if let Some(h) = resp.header() {
                         self.next_rev = self.next_rev.max(h.revision() + 1);
+                        if self.ask.is_some()
+                            && self.tx.send(Ok(crate::WatchItem::Progress(self.next_rev - 1))).await.is_err()
+                        {
+                            return StreamEnd::Stop;
+                        }
                     }
                 }
                 continue;
@@ -932,11 +985,36 @@ impl WatchTask {
     /// Sends one revision's events and moves `next_rev` past it; false when the consumer is gone.
     async fn deliver(&mut self, revision: Vec<Event>) -> bool {
         let Some(rev) = revision.first().map(Event::revision) else { return true };
-        if self.tx.send(Ok(revision)).await.is_err() {
+        if self.tx.send(Ok(crate::WatchItem::Revision(revision))).await.is_err() {
             return false;
         }
         self.next_rev = self.next_rev.max(rev + 1);
         true
+    }
+}
+
+/// Whether an etcd server version answers progress requests only after the events they cover:
+/// 3.4.31+, 3.5.13+ or 3.6+ (the versions upstream's etcd feature checker accepts for
+/// `RequestWatchProgress`; the ordering fix is etcd#15237 and etcd#17557).
+fn progress_is_exact(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split(['.', '-', '+']).map(|p| p.parse::<u64>().ok());
+    let (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    match (major, minor) {
+        (3, 4) => patch >= 31,
+        (3, 5) => patch >= 13,
+        (3, m) => m >= 6,
+        (m, _) => m > 3,
+    }
+}
+
+/// Waits for a progress request (forever when the watch takes none).
+async fn asked(ask: &Option<Arc<tokio::sync::Notify>>) {
+    match ask {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -951,4 +1029,19 @@ fn convert_event(ev: &etcd_client::Event) -> Result<Event> {
     }
     let prev_kv = ev.prev_kv().map(convert_kv).transpose()?;
     Ok(Event { kind, kv, prev_kv })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_is_exact;
+
+    #[test]
+    fn progress_only_on_versions_with_ordered_answers() {
+        for v in ["3.4.31", "3.4.35", "3.5.13", "3.5.21", "3.6.0", "v3.6.4", "4.0.0"] {
+            assert!(progress_is_exact(v), "{v}");
+        }
+        for v in ["3.4.23", "3.4.30", "3.5.12", "3.3.27", "", "garbage", "3.5"] {
+            assert!(!progress_is_exact(v), "{v}");
+        }
+    }
 }

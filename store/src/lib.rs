@@ -125,6 +125,30 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
 /// exact whenever it has handled an item. It ends with an error, as [`WatchStream`] does.
 pub type RevisionStream = Pin<Box<dyn Stream<Item = Result<Vec<Event>>> + Send>>;
 
+/// One item of a watch that reports progress ([`Store::watch_progress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// Every event of one revision inside the range, as an item of a [`RevisionStream`].
+    Revision(Vec<Event>),
+    /// Every event inside the range up to this revision has been delivered (etcd's progress
+    /// notification; upstream's cacher advances its resourceVersion on it).
+    Progress(i64),
+}
+
+/// A stream of whole revisions and progress reports, in order; it ends as [`RevisionStream`] does.
+pub type ProgressStream = Pin<Box<dyn Stream<Item = Result<WatchItem>> + Send>>;
+
+/// The revisions of a [`ProgressStream`], its progress reports left out.
+pub fn revisions_only(items: ProgressStream) -> RevisionStream {
+    Box::pin(items.filter_map(|item| async move {
+        match item {
+            Ok(WatchItem::Revision(events)) => Some(Ok(events)),
+            Ok(WatchItem::Progress(_)) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }))
+}
+
 /// One event per item, in order: the events of each revision one after another.
 pub fn flatten_revisions(revisions: RevisionStream) -> WatchStream {
     Box::pin(revisions.flat_map(|item| {
@@ -178,6 +202,19 @@ pub trait Store: Send + Sync + 'static {
     /// for consumers that keep the previous state themselves (the API server's watch cache); a
     /// backend may then do less work per event.
     async fn watch_revisions(&self, prefix: &str, from_revision: i64, prev_kv: bool) -> Result<RevisionStream>;
+
+    /// Like [`Store::watch_revisions`] (events need not carry `prev_kv`), and whenever `ask` is
+    /// notified the watch reports, as soon as it can, a [`WatchItem::Progress`] at a revision at
+    /// least the store's current revision at the time of the request (upstream's
+    /// `RequestWatchProgress`). None when the backend cannot: callers then never rely on progress.
+    async fn watch_progress(
+        &self,
+        _prefix: &str,
+        _from_revision: i64,
+        _ask: Arc<tokio::sync::Notify>,
+    ) -> Result<Option<ProgressStream>> {
+        Ok(None)
+    }
 
     /// Every change under `prefix` from `from_revision` on (0: from the next write), in order.
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {

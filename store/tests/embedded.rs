@@ -209,3 +209,50 @@ async fn a_lease_ttl_over_etcds_maximum_is_refused_and_the_store_keeps_writing()
     let _ = stop.send(());
     served.await.unwrap().unwrap();
 }
+
+/// `watch_progress`: asked, the watch reports a revision at least the store's current one, after
+/// every event in range up to it, and never one below what it delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_asked_for_progress_reports_revisions_written_outside_its_range() {
+    use store::WatchItem;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let first = store.create(&key(0), b"0".to_vec(), 0).await.unwrap().mod_revision;
+    let ask = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut watch =
+        store.watch_progress("/registry/configmaps/", first + 1, ask.clone()).await.unwrap().unwrap();
+    async fn next(w: &mut store::ProgressStream) -> WatchItem {
+        let item = tokio::time::timeout(Duration::from_secs(10), w.next()).await;
+        item.expect("a watch item in time").expect("the watch goes on").unwrap()
+    }
+    // Writes outside the range only: the report covers them.
+    for i in 0..5 {
+        store.create(&format!("/registry/secrets/default/s{i}"), b"s".to_vec(), 0).await.unwrap();
+    }
+    let current = store.current_revision().await.unwrap();
+    ask.notify_one();
+    match next(&mut watch).await {
+        WatchItem::Progress(r) => assert!(r >= current, "progress {r} below the current revision {current}"),
+        other => panic!("expected progress, got {other:?}"),
+    }
+    // A write in range, then at once a request: the event comes first, the report covers it.
+    let cm = store.create(&key(1), b"1".to_vec(), 0).await.unwrap().mod_revision;
+    store.create("/registry/secrets/default/last", b"s".to_vec(), 0).await.unwrap();
+    let current = store.current_revision().await.unwrap();
+    ask.notify_one();
+    match next(&mut watch).await {
+        WatchItem::Revision(events) => {
+            assert_eq!(events.len(), 1);
+            assert_eq!((events[0].kind, events[0].kv.mod_revision), (EventKind::Put, cm));
+        }
+        other => panic!("expected the configmap's revision, got {other:?}"),
+    }
+    match next(&mut watch).await {
+        WatchItem::Progress(r) => assert!(r >= current && r > cm, "progress {r}, current {current}"),
+        other => panic!("expected progress, got {other:?}"),
+    }
+    // The plain watches never see progress items.
+    let mut plain = store.watch_revisions("/registry/configmaps/", first + 1, false).await.unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), plain.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(events[0].kv.mod_revision, cm);
+}

@@ -114,6 +114,82 @@ pub(crate) fn base64_url_decode(s: &str) -> Option<Vec<u8>> {
 pub(crate) enum Listed {
     Raw(store::KeyValue),
     Decoded(Value),
+    /// From the watch cache: the object's JSON as served (Go field order, resourceVersion set).
+    Cached(std::sync::Arc<crate::cacher::Version>),
+}
+
+/// How long a list waits for the watch cache to catch up with the revision it must show before it
+/// reads the store instead (upstream's cacher blocks 3 s in `waitUntilFreshAndBlock`).
+const FRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Which lists the watch cache may answer, after upstream 1.33's `shouldDelegateList` with
+/// ConsistentListFromCache on (and ListFromCacheSnapshot off).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FromCache {
+    /// To the store: `resourceVersionMatch=Exact`, the legacy exact read (a non-zero
+    /// resourceVersion with a limit and no match), and continue tokens.
+    No,
+    /// `resourceVersion=0`: whatever the cache holds; the limit is ignored, as upstream's cacher
+    /// does for "0".
+    Any,
+    /// `resourceVersion=N` (`NotOlderThan`, or unset match without a limit): once the cache has
+    /// seen N.
+    AtLeast(i64),
+    /// resourceVersion unset: a consistent read, once the cache has seen the store's current
+    /// revision.
+    Consistent,
+}
+
+fn from_cache(continued: bool, rv: Option<&str>, rv_match: Option<&str>, limit: i64) -> ApiResult<FromCache> {
+    if continued {
+        return Ok(FromCache::No);
+    }
+    Ok(match (rv, rv_match) {
+        (None, _) => FromCache::Consistent,
+        (Some(_), Some("Exact")) => FromCache::No,
+        (Some(r), m) => match parse_rv(r)? {
+            0 => FromCache::Any,
+            _ if m.is_none() && limit > 0 => FromCache::No,
+            n => FromCache::AtLeast(n),
+        },
+    })
+}
+
+/// The list from the watch cache, if the cache may and can answer it; None sends it to the store.
+async fn cached_list(
+    st: &AppState,
+    res: &'static ResourceDef,
+    prefix: &str,
+    q: &ListQuery,
+    plan: FromCache,
+    limit: i64,
+) -> ApiResult<Option<crate::cacher::CachedList>> {
+    if plan == FromCache::No {
+        return Ok(None);
+    }
+    let Some(cache) = st.cacher.cache(&st.store, res) else { return Ok(None) };
+    // Upstream: a cache that is not ready yet sends the list to the store.
+    if !cache.ready() {
+        return Ok(None);
+    }
+    let need = match plan {
+        FromCache::No => return Ok(None),
+        FromCache::Any => 0,
+        FromCache::AtLeast(n) => n,
+        FromCache::Consistent if cache.progress() => {
+            st.store.current_revision().await.map_err(|e| ApiError::from_store(res, "", e))?
+        }
+        // The cache cannot learn it has seen a revision that wrote nothing of this resource.
+        FromCache::Consistent => return Ok(None),
+    };
+    // Without progress reports a wait could only end by a write of this resource: read the store.
+    let wait = if cache.progress() { FRESH_WAIT } else { std::time::Duration::ZERO };
+    let fresh = need == 0 || cache.wait_fresh(need, wait).await;
+    if !fresh {
+        return Ok(None);
+    }
+    let limit = if plan == FromCache::Any { 0 } else { limit.max(0) as usize };
+    Ok(cache.list(prefix, |f| q.matches_facts(f), limit))
 }
 
 /// The objects of a list request, decoded.
@@ -128,6 +204,7 @@ pub async fn list_items(
         .map(|e| match e {
             Listed::Raw(kv) => decode(rp.res, &kv),
             Listed::Decoded(v) => Ok(v),
+            Listed::Cached(v) => Ok(v.decode()),
         })
         .collect::<ApiResult<Vec<_>>>()?;
     Ok((items, list_meta, revision))
@@ -189,6 +266,18 @@ pub(crate) async fn list_entries(
             }
             (None, None) => {}
         }
+    }
+    let plan = from_cache(after.is_some(), rv, rv_match, limit)?;
+    if let Some(l) = cached_list(st, res, &prefix, &q, plan, limit).await? {
+        st.metrics.cache_list(res.etcd_prefix);
+        let mut list_meta = json!({"resourceVersion": l.revision.to_string()});
+        if let Some((key, left)) = &l.cut {
+            list_meta["continue"] = json!(encode_continue(l.revision, key, *left));
+            if !q.filtering() {
+                list_meta["remainingItemCount"] = json!(left);
+            }
+        }
+        return Ok((l.items.into_iter().map(Listed::Cached).collect(), list_meta, l.revision));
     }
     let mut items = Vec::new();
     let mut remaining = None;
@@ -262,7 +351,14 @@ pub(crate) async fn list(
     let (entries, list_meta, _) = list_entries(st, rp, params).await?;
     let res = rp.res;
     let mut body = Vec::with_capacity(
-        entries.iter().map(|e| if let Listed::Raw(kv) = e { kv.value.len() + 40 } else { 1024 }).sum::<usize>()
+        entries
+            .iter()
+            .map(|e| match e {
+                Listed::Raw(kv) => kv.value.len() + 40,
+                Listed::Cached(v) => v.bytes.len(),
+                Listed::Decoded(_) => 1024,
+            })
+            .sum::<usize>()
             + 256,
     );
     body.extend_from_slice(
@@ -284,8 +380,34 @@ pub(crate) async fn list(
                 None => body.extend_from_slice(&api_types::goorder::to_vec(&decode(res, &kv)?)),
             },
             Listed::Decoded(v) => body.extend_from_slice(&api_types::goorder::to_vec(&v)),
+            Listed::Cached(v) => body.extend_from_slice(&v.bytes),
         }
     }
     body.extend_from_slice(b"]}");
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{from_cache, FromCache};
+
+    #[test]
+    fn which_lists_the_cache_answers_as_upstream_1_33() {
+        let plan = |continued, rv, m, limit| from_cache(continued, rv, m, limit).unwrap();
+        // Unset: a consistent read, with or without a limit.
+        assert_eq!(plan(false, None, None, 0), FromCache::Consistent);
+        assert_eq!(plan(false, None, None, 500), FromCache::Consistent);
+        // "0": whatever the cache holds (its limit ignored later).
+        assert_eq!(plan(false, Some("0"), None, 0), FromCache::Any);
+        assert_eq!(plan(false, Some("0"), None, 5), FromCache::Any);
+        assert_eq!(plan(false, Some("0"), Some("NotOlderThan"), 5), FromCache::Any);
+        // NotOlderThan, or a bare resourceVersion without a limit: once the cache has seen it.
+        assert_eq!(plan(false, Some("42"), Some("NotOlderThan"), 5), FromCache::AtLeast(42));
+        assert_eq!(plan(false, Some("42"), None, 0), FromCache::AtLeast(42));
+        // To the store: Exact, the legacy exact read (a resourceVersion with a limit), continue.
+        assert_eq!(plan(false, Some("42"), Some("Exact"), 0), FromCache::No);
+        assert_eq!(plan(false, Some("42"), None, 5), FromCache::No);
+        assert_eq!(plan(true, None, None, 5), FromCache::No);
+        assert!(from_cache(false, Some("x"), None, 0).is_err());
+    }
 }

@@ -251,8 +251,19 @@ impl EmbeddedStore {
     /// Watches [`key`, `range_end`) (etcd conventions) from `from` (0: from the next revision), one
     /// whole revision per item.
     pub fn watch_range(&self, key: Vec<u8>, range_end: Vec<u8>, from: i64) -> Result<RevisionStream> {
+        Ok(crate::revisions_only(self.watch_range_progress(key, range_end, from, None)?))
+    }
+
+    /// [`EmbeddedStore::watch_range`], reporting progress whenever `ask` is notified.
+    pub fn watch_range_progress(
+        &self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        from: i64,
+        ask: Option<Arc<tokio::sync::Notify>>,
+    ) -> Result<crate::ProgressStream> {
         let from = if from <= 0 { watch::revisions(&self.inner.db)?.0 + 1 } else { from as u64 };
-        watch::start(self.inner.db.clone(), &self.inner.hub, key, range_end, from)
+        watch::start(self.inner.db.clone(), &self.inner.hub, key, range_end, from, ask)
     }
 
     /// Grants a lease; `id` 0 picks one. Returns the id and TTL.
@@ -510,6 +521,19 @@ impl Store for EmbeddedStore {
             end = vec![0];
         }
         self.watch_range(prefix.as_bytes().to_vec(), end, from_revision)
+    }
+
+    async fn watch_progress(
+        &self,
+        prefix: &str,
+        from_revision: i64,
+        ask: Arc<tokio::sync::Notify>,
+    ) -> Result<Option<crate::ProgressStream>> {
+        let mut end = prefix_end(prefix.as_bytes());
+        if end.is_empty() {
+            end = vec![0];
+        }
+        self.watch_range_progress(prefix.as_bytes().to_vec(), end, from_revision, Some(ask)).map(Some)
     }
 
     async fn current_revision(&self) -> Result<i64> {

@@ -13,16 +13,20 @@
 //! Each revision goes out as one item (`RevisionStream`): catch-up reads stop only between revisions
 //! and a broadcast batch holds whole commits, so a revision is never split, and "the last delivered
 //! revision" always means every event of it was delivered.
+//!
+//! Progress (`Store::watch_progress`): when asked, the task reads the current revision C and reports
+//! `Progress` once it has followed the broadcast past C (at once if it already has): every commit up
+//! to C is then either delivered or outside the range.
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::db::Db;
 use super::mvcc::{self, internal, LOG, META};
 use super::writer::Batch;
-use crate::{Error, Event, Result, RevisionStream};
+use crate::{Error, Event, ProgressStream, Result, WatchItem};
 
 /// Log entries read per catch-up step, to bound memory for a watcher far behind.
 const CATCH_UP_CHUNK: usize = 1024;
@@ -42,14 +46,15 @@ pub(crate) fn start(
     start: Vec<u8>,
     end: Vec<u8>,
     from: u64,
-) -> Result<RevisionStream> {
+    ask: Option<Arc<Notify>>,
+) -> Result<ProgressStream> {
     let rx = hub.subscribe();
     let (_, compact) = revisions(&db)?;
     if from < compact {
         return Err(Error::Compacted { requested: from as i64, compact_revision: compact as i64 });
     }
     let (tx, out) = mpsc::channel(CHANNEL);
-    tokio::spawn(run(db, rx, start, end, from, tx));
+    tokio::spawn(run(db, rx, start, end, from, ask, tx));
     Ok(Box::pin(ReceiverStream::new(out)))
 }
 
@@ -77,8 +82,11 @@ async fn run(
     start: Vec<u8>,
     end: Vec<u8>,
     mut next: u64,
-    tx: mpsc::Sender<Result<Vec<Event>>>,
+    ask: Option<Arc<Notify>>,
+    tx: mpsc::Sender<Result<WatchItem>>,
 ) {
+    // The revision a progress report was asked at and not yet given.
+    let mut pending: Option<u64> = None;
     'catch_up: loop {
         // Replay the log until it has nothing newer than what we delivered.
         loop {
@@ -95,7 +103,7 @@ async fn run(
                 }
             };
             for revision in by_revision(step.events) {
-                if tx.send(Ok(revision)).await.is_err() {
+                if tx.send(Ok(WatchItem::Revision(revision))).await.is_err() {
                     return;
                 }
             }
@@ -109,6 +117,19 @@ async fn run(
             let msg = tokio::select! {
                 _ = tx.closed() => return,
                 msg = rx.recv() => msg,
+                _ = asked(&ask) => {
+                    match revisions(&db) {
+                        Ok((current, _)) => pending = pending.max(Some(current)),
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                    if !report(&tx, &mut pending, next).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             match msg {
                 Ok(batch) => {
@@ -124,11 +145,14 @@ async fn run(
                         .cloned()
                         .collect();
                     for revision in by_revision(wanted) {
-                        if tx.send(Ok(revision)).await.is_err() {
+                        if tx.send(Ok(WatchItem::Revision(revision))).await.is_err() {
                             return;
                         }
                     }
                     next = batch.last_revision + 1;
+                    if !report(&tx, &mut pending, next).await {
+                        return;
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, next, "embedded store: watcher lagged, catching up from the log");
@@ -140,6 +164,26 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Waits for a progress request (forever when the watch takes none).
+async fn asked(ask: &Option<Arc<Notify>>) {
+    match ask {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reports progress if one is pending and everything up to it was followed (`next` is past it);
+/// false when the consumer is gone.
+async fn report(tx: &mpsc::Sender<Result<WatchItem>>, pending: &mut Option<u64>, next: u64) -> bool {
+    match *pending {
+        Some(p) if next > p => {
+            *pending = None;
+            tx.send(Ok(WatchItem::Progress((next - 1) as i64))).await.is_ok()
+        }
+        _ => true,
     }
 }
 
