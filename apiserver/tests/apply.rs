@@ -260,16 +260,17 @@ async fn containers_merge_by_name_and_subresources_apply() {
         "/dev/termination-log"
     );
 
-    // The scale subresource takes an applied Scale.
-    let (code, out) = apply(
-        &api,
-        &format!("{DEP}/scale?fieldManager=scaler"),
-        "apiVersion: autoscaling/v1\nkind: Scale\nmetadata: {name: web}\nspec: {replicas: 4}\n",
-    )
-    .await;
+    // The scale subresource takes an applied Scale, as an Apply: `me` owns spec.replicas, so
+    // without force it conflicts (upstream's message, no subresource named for `me`), with force
+    // the scaler takes the field.
+    let scale = "apiVersion: autoscaling/v1\nkind: Scale\nmetadata: {name: web}\nspec: {replicas: 4}\n";
+    let (code, status) = apply(&api, &format!("{DEP}/scale?fieldManager=scaler"), scale).await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(status["message"], "Apply failed with 1 conflict: conflict with \"me\": .spec.replicas");
+    let (code, out) = apply(&api, &format!("{DEP}/scale?fieldManager=scaler&force=true"), scale).await;
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["spec"]["replicas"], 4);
-    // Now `me` re-applying replicas: 1 conflicts with the scaler.
+    // Now `me` re-applying replicas: 1 conflicts with the scaler (an Apply entry: no "using <version>").
     let (code, status) = apply(
         &api,
         &format!("{DEP}?fieldManager=me"),
@@ -279,7 +280,7 @@ async fn containers_merge_by_name_and_subresources_apply() {
     assert_eq!(code, 409, "{status}");
     assert_eq!(
         status["message"],
-        "Apply failed with 1 conflict: conflict with \"scaler\" with subresource \"scale\" using apps/v1: .spec.replicas"
+        "Apply failed with 1 conflict: conflict with \"scaler\" with subresource \"scale\": .spec.replicas"
     );
 
     // Status is applied through its subresource, as its own manager entry.
