@@ -419,11 +419,13 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
         components.xray.check()?;
         components.controller.leader.check()?;
         if !components.net.no_networking {
-            components.proxy.check().await?;
+            // The flags first: a range the kernel mode would not program is refused whatever
+            // the machine's state (root, tools, another kplane owning the rules) is.
             if let Some(mode) = components.proxy.kernel_mode() {
                 let range = args.api.service_cluster_ip_range;
                 networking::proxy::iptables::check_service_range(mode, range.base, range.bits)?;
             }
+            components.proxy.check().await?;
         }
     }
     let opened = open_store(&args.store).await?;
