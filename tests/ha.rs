@@ -460,6 +460,15 @@ fn bench_faults_reports_no_loss() {
         takeover.contains("the other held the lease after") && takeover.contains("ReplicaSet after"),
         "{takeover}"
     );
+    // The standby watches the Lease and acquires when the record it saw expires: the Lease moves
+    // within the lease duration (4 s) of the kill, plus 0.5 s for processes on a loaded machine.
+    let moved: f64 = takeover
+        .split("the other held the lease after ")
+        .nth(1)
+        .and_then(|t| t.split(" s").next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no takeover figure: {takeover}"));
+    assert!(moved <= 4.5, "the Lease moved {moved} s after the kill (lease 4 s): {takeover}");
     // Columns: acked, failed, lost (the Deployment created after the kill, kept).
     let cols: Vec<&str> = takeover["controller-manager takeover".len()..].split_whitespace().collect();
     assert_eq!(cols[..3], ["1", "0", "0"], "{takeover}");

@@ -7,6 +7,10 @@
 //!   `renew_deadline`, leadership is lost.
 //! - Every write is a PUT carrying the resourceVersion we read: a 409 means someone else won.
 //! - Release (client-go's `ReleaseOnCancel`): clear the holder so a standby takes over at once.
+//! - Standing by, a candidate watches the Lease (GET polling every jittered retry period is the
+//!   fallback when the watch fails or ends), so it notes each record change as it happens, and
+//!   tries to acquire right when the record it observed expires, not up to a retry period later:
+//!   a crashed holder is replaced within the lease duration of its last renewal.
 //!
 //! - A lost lease is one term's end, not the process's: the caller stops that term's work and
 //!   campaigns again ([`LeaderElector::campaign`], [`LeaderElector::lead`], [`Term`]).
@@ -16,11 +20,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use tokio::sync::Mutex;
@@ -69,10 +74,26 @@ pub fn default_identity() -> String {
     format!("{host}_{}", uuid::Uuid::new_v4())
 }
 
+/// (holder, renewTime, leaseTransitions): what client-go compares to tell a record changed.
+type Record = (Option<String>, Option<String>, Option<i32>);
+
 struct Observed {
-    /// The (holder, renewTime, transitions) we last saw, and when we first saw it.
-    record: Option<(Option<String>, Option<String>, Option<i32>)>,
+    /// The record we last saw, and when we first saw it.
+    record: Option<Record>,
     at: Instant,
+    /// The holder's `leaseDurationSeconds` in that record: it expires at `at + duration`.
+    duration: Duration,
+    /// The resourceVersion we last read, where a standby's watch starts.
+    version: Option<String>,
+}
+
+/// How a Lease read (a GET or a watch event) left our observation.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// Another holder's record: wait until it expires at this instant.
+    HeldUntil(Instant),
+    /// No holder, or a record naming us (a term we lost): try to acquire now.
+    Free,
 }
 
 pub struct LeaderElector {
@@ -103,11 +124,12 @@ impl LeaderElector {
         // Upstream's events come from the component, which names its lease after itself.
         let reporter = Reporter { controller: config.name.clone(), instance: Some(config.identity.clone()) };
         let recorder = Recorder::new(client, reporter);
+        let duration = config.lease_duration;
         LeaderElector {
             api,
             recorder,
             config,
-            observed: Mutex::new(Observed { record: None, at: Instant::now() }),
+            observed: Mutex::new(Observed { record: None, at: Instant::now(), duration, version: None }),
         }
     }
 
@@ -120,13 +142,15 @@ impl LeaderElector {
     /// when the holder's record changed for anyone else, so we always give up before a standby may
     /// take over). Never gives up on errors: a store or API that is unreachable is retried with an
     /// exponential backoff from the retry period up to the lease duration, and every attempt is
-    /// bounded by the renew deadline, so a stalled connection cannot hang the campaign.
+    /// bounded by the renew deadline, so a stalled connection cannot hang the campaign. Between
+    /// attempts it [stands by](Self::stand_by): the next attempt comes when the holder's record
+    /// expires as we observed it.
     pub async fn campaign(&self, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Option<Instant> {
         let mut failures: u32 = 0;
         loop {
             let started = Instant::now();
             let attempt = tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew(false));
-            let wait = tokio::select! {
+            let wait: Option<Duration> = tokio::select! {
                 biased;
                 _ = &mut *shutdown => return None,
                 r = attempt => match r {
@@ -137,24 +161,31 @@ impl LeaderElector {
                     }
                     Ok(Ok(Attempt::Standby)) => {
                         failures = 0;
-                        self.config.retry_period
+                        None
                     }
                     Ok(Err(e)) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!(lease = %self.lease(), error = %e, "error retrieving or updating the lease; retrying");
-                        self.backoff(failures)
+                        Some(self.backoff(failures))
                     }
                     Err(_) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!(lease = %self.lease(), timeout = ?self.config.renew_deadline, "lease request timed out; retrying");
-                        self.backoff(failures)
+                        Some(self.backoff(failures))
                     }
                 },
             };
-            tokio::select! {
-                biased;
-                _ = &mut *shutdown => return None,
-                () = tokio::time::sleep(jittered(wait)) => {}
+            match wait {
+                Some(wait) => tokio::select! {
+                    biased;
+                    _ = &mut *shutdown => return None,
+                    () = tokio::time::sleep(jittered(wait)) => {}
+                },
+                None => tokio::select! {
+                    biased;
+                    _ = &mut *shutdown => return None,
+                    () = self.stand_by() => {}
+                },
             }
         }
     }
@@ -199,6 +230,102 @@ impl LeaderElector {
                 return Term::Lost;
             }
         }
+    }
+
+    /// Waits, as a standby, until the next acquire attempt is due: when the record we observed
+    /// expires (plus a few ms of jitter to spread standbys), or at once when the record is freed.
+    /// Record changes are observed as they happen through a watch of the Lease from the
+    /// resourceVersion we last read; when the watch cannot be opened (bounded by the renew
+    /// deadline), fails or ends, it falls back to client-go's polling: the next attempt (a GET)
+    /// after a jittered retry period, or at expiry if sooner. A watch that stalls silently only
+    /// makes the attempt at expiry read a newer record and stand by again: the GET decides.
+    async fn stand_by(&self) {
+        let mut expiry = match self.expiry().await {
+            Seen::Free => return,
+            Seen::HeldUntil(at) => at,
+        };
+        let poll_at = Instant::now() + jittered(self.config.retry_period);
+        let version = self.observed.lock().await.version.clone();
+        let opened = match version {
+            Some(version) => {
+                let params = WatchParams::default()
+                    .fields(&format!("metadata.name={}", self.config.name))
+                    .timeout(WATCH_TIMEOUT_SECS);
+                let opening = tokio::time::timeout_at(expiry, self.api.watch(&params, &version));
+                match tokio::time::timeout(self.config.renew_deadline, opening).await {
+                    Ok(Ok(Ok(stream))) => Some(stream),
+                    // Expired while opening: try now.
+                    Ok(Err(_)) => return,
+                    Ok(Ok(Err(e))) => {
+                        tracing::debug!(lease = %self.lease(), error = %e, "watching the lease failed; polling");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        let Some(stream) = opened else {
+            tokio::time::sleep_until(poll_at.min(expiry)).await;
+            return;
+        };
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let event = tokio::select! {
+                () = tokio::time::sleep_until(expiry) => return,
+                e = stream.next() => e,
+            };
+            match event {
+                Some(Ok(WatchEvent::Added(lease) | WatchEvent::Modified(lease))) => {
+                    match self.observe(&lease).await {
+                        Seen::Free => return,
+                        Seen::HeldUntil(at) => expiry = at,
+                    }
+                }
+                Some(Ok(WatchEvent::Bookmark(_))) => {}
+                // Deleted: create it now.
+                Some(Ok(WatchEvent::Deleted(_))) => return,
+                // The watch failed or ended (its timeout, a restart): poll from here; the next
+                // stand-by opens a new one.
+                Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => {
+                    let poll_at = Instant::now() + jittered(self.config.retry_period);
+                    tokio::time::sleep_until(poll_at.min(expiry)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// When the record we observed last expires (with a few ms of jitter), or Free.
+    async fn expiry(&self) -> Seen {
+        let obs = self.observed.lock().await;
+        match &obs.record {
+            Some((Some(holder), _, _)) if *holder != self.config.identity => {
+                Seen::HeldUntil(obs.at + obs.duration + small_jitter())
+            }
+            _ => Seen::Free,
+        }
+    }
+
+    /// Notes `lease`'s record as observed now if it differs from the one we last saw (client-go's
+    /// rule: the observation time is ours, never the holder's clock).
+    async fn observe(&self, lease: &Lease) -> Seen {
+        let default_secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX).max(1);
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let record: Record =
+            (holder, spec.renew_time.as_ref().map(|t| t.0.to_string()), spec.lease_transitions);
+        let mut obs = self.observed.lock().await;
+        if obs.record.as_ref() != Some(&record) {
+            obs.record = Some(record);
+            obs.at = Instant::now();
+        }
+        obs.duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(default_secs).max(1) as u64);
+        if lease.metadata.resource_version.is_some() {
+            obs.version = lease.metadata.resource_version.clone();
+        }
+        drop(obs);
+        self.expiry().await
     }
 
     /// The wait after `failures` failed attempts in a row: the retry period doubled each time, at
@@ -299,20 +426,18 @@ impl LeaderElector {
                 Err(e) => Err(self.err(e)),
             };
         };
+        let seen = self.observe(&lease).await;
         let spec = lease.spec.get_or_insert_with(Default::default);
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-        let record =
-            (holder.clone(), spec.renew_time.as_ref().map(|t| t.0.to_string()), spec.lease_transitions);
         let held_by_me = holder.as_deref() == Some(me.as_str());
         {
-            let mut obs = self.observed.lock().await;
-            if obs.record.as_ref() != Some(&record) {
-                obs.record = Some(record);
-                obs.at = Instant::now();
-            }
-            let their_duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).max(1) as u64);
-            if !held_by_me && holder.is_some() && obs.at.elapsed() < their_duration {
-                return Ok(Attempt::Standby);
+            // Held by another, and not yet a whole lease duration since we saw its record change
+            // (the expiry in `seen` carries a few ms of jitter; the check is on the bare duration).
+            let obs = self.observed.lock().await;
+            if let Seen::HeldUntil(_) = seen {
+                if obs.at.elapsed() < obs.duration {
+                    return Ok(Attempt::Standby);
+                }
             }
         }
         if held_by_me && renewing {
@@ -341,6 +466,15 @@ impl LeaderElector {
 
 /// client-go's `JitterFactor`: waits are stretched by up to this factor.
 const JITTER: f64 = 1.2;
+
+/// The server-side limit of a standby's Lease watch (kube's default); a new one opens after.
+const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// Up to 10 ms after a record's expiry: spreads standbys that observed the same record without
+/// delaying the takeover past the lease duration by more than that.
+fn small_jitter() -> Duration {
+    Duration::from_micros(rand::random::<u64>() % 10_000)
+}
 
 /// Up to 20% extra, as client-go's `wait.Jitter(retryPeriod, 1.2)` spreads standbys.
 fn jittered(d: Duration) -> Duration {
