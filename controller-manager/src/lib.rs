@@ -207,6 +207,9 @@ pub enum Error {
     Config(String),
 }
 
+/// How long a graceful stop waits for the controllers' in-flight work before aborting the rest.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// A cloneable "stop now" signal shared by every task of one controller-manager run.
 #[derive(Clone)]
 pub struct Stop(watch::Receiver<bool>);
@@ -302,10 +305,18 @@ impl Running {
         Running { stop: stop_tx, tasks }
     }
 
-    /// Graceful: in-flight reconciles finish, then every task is joined.
+    /// Graceful: in-flight reconciles finish, then every task is joined; a task still running
+    /// after [`STOP_GRACE`] is aborted (as a process exit would end it), so a shutdown never
+    /// hangs on one task that missed the signal.
     async fn stop(mut self) {
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let joined =
+            tokio::time::timeout(STOP_GRACE, async { while self.tasks.join_next().await.is_some() {} }).await;
+        if joined.is_err() {
+            tracing::warn!(tasks = self.tasks.len(), grace = ?STOP_GRACE, "controllers still running after the stop grace; aborting them");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 
     /// At once (the lease is lost, a standby may lead soon): every task is cancelled at its next
@@ -314,5 +325,43 @@ impl Running {
         let _ = self.stop.send(true);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Sets its flag when dropped: tells whether an aborted task was really ended.
+    struct Dropped(Arc<AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_graceful_stop_ends_a_task_that_misses_the_signal_after_the_grace() {
+        let (stop_tx, stop) = Stop::new();
+        let mut tasks = JoinSet::new();
+        let honours = Arc::new(AtomicBool::new(false));
+        let (flag, s) = (honours.clone(), stop.clone());
+        tasks.spawn(async move {
+            s.wait().await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        let ignored = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(ignored.clone());
+        tasks.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        let started = std::time::Instant::now();
+        Running { stop: stop_tx, tasks }.stop().await;
+        assert!(honours.load(Ordering::SeqCst), "the task that waits for stop ended by itself");
+        assert!(ignored.load(Ordering::SeqCst), "the task that ignores stop was aborted");
+        assert!(started.elapsed() >= STOP_GRACE, "aborted only after the grace");
     }
 }
