@@ -376,3 +376,32 @@ mod tests {
         assert_eq!(key("http").to_string(), "default/nginx-svc:http");
     }
 }
+
+/// Test fixtures the kernel modes' rule-generation tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::endpoints::{Endpoint, EndpointIndex, EndpointPort};
+    use k8s_openapi::api::core::v1::Service;
+    use std::sync::Arc;
+
+    /// A Service `default/<name>` with one TCP port `http`, a NodePort one when `node_port` is set.
+    pub fn svc(name: &str, ip: &str, port: i32, node_port: Option<i32>) -> Arc<Service> {
+        let mut s = serde_json::json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}});
+        if let Some(np) = node_port {
+            s["spec"]["type"] = "NodePort".into();
+            s["spec"]["ports"][0]["nodePort"] = np.into();
+        }
+        Arc::new(serde_json::from_value(s).unwrap())
+    }
+
+    /// The endpoints of Service `default/<name>`: `ips` on port `http`/80, all `ready` or not.
+    pub fn index(name: &str, ips: &[&str], ready: bool) -> EndpointIndex {
+        let ports = Arc::new(vec![EndpointPort { name: "http".into(), port: 80, protocol: "TCP".into() }]);
+        let eps = ips
+            .iter()
+            .map(|ip| Endpoint { ip: ip.parse().unwrap(), hostname: None, ready, ports: ports.clone() })
+            .collect();
+        [(("default".to_string(), name.to_string()), eps)].into()
+    }
+}

@@ -409,26 +409,7 @@ pub async fn cleanup() -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoints::{Endpoint, EndpointPort};
-
-    fn svc(name: &str, ip: &str, port: i32, node_port: Option<i32>) -> Arc<Service> {
-        let mut s = serde_json::json!({"metadata": {"name": name, "namespace": "default"},
-            "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}});
-        if let Some(np) = node_port {
-            s["spec"]["type"] = "NodePort".into();
-            s["spec"]["ports"][0]["nodePort"] = np.into();
-        }
-        Arc::new(serde_json::from_value(s).unwrap())
-    }
-
-    fn index(name: &str, ips: &[&str], ready: bool) -> EndpointIndex {
-        let ports = Arc::new(vec![EndpointPort { name: "http".into(), port: 80, protocol: "TCP".into() }]);
-        let eps = ips
-            .iter()
-            .map(|ip| Endpoint { ip: ip.parse().unwrap(), hostname: None, ready, ports: ports.clone() })
-            .collect();
-        [(("default".to_string(), name.to_string()), eps)].into()
-    }
+    use crate::proxy::fixtures::{index, svc};
 
     fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.contains(needle)).collect()
