@@ -26,17 +26,9 @@ use crate::route::ResourcePath;
 use crate::strategy::Half;
 use crate::{meta, AppState};
 
-/// Serves an apply patch on `name` (its main resource or its status).
-pub(crate) async fn patch(
-    st: &AppState,
-    rp: &ResourcePath,
-    name: &str,
-    half: Half,
-    params: &Params,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
-    let res = rp.res;
+/// An apply's options: `dryRun` and `force`, and the `fieldManager` it requires (upstream's 422
+/// for a missing one).
+fn apply_options(params: &Params) -> ApiResult<(bool, bool)> {
     let dry_run = params.dry_run("PatchOptions")?;
     if params.get("fieldManager").is_none_or(str::is_empty) {
         return Err(ApiError::invalid_options(
@@ -48,7 +40,21 @@ pub(crate) async fn patch(
             },
         ));
     }
-    let force = params.bool("force")?;
+    Ok((dry_run, params.bool("force")?))
+}
+
+/// Serves an apply patch on `name` (its main resource or its status).
+pub(crate) async fn patch(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    half: Half,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = rp.res;
+    let (dry_run, force) = apply_options(params)?;
     let mut manager = Manager::of(params, headers, half.subresource())?;
     manager.applied = true;
     let (config, unknown) = config_of(rp, name, body)?;
@@ -97,18 +103,7 @@ pub(crate) async fn patch_scale(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let res = rp.res;
-    let dry_run = params.dry_run("PatchOptions")?;
-    if params.get("fieldManager").is_none_or(str::is_empty) {
-        return Err(ApiError::invalid_options(
-            "PatchOptions",
-            Cause {
-                reason: "FieldValueRequired",
-                field: "fieldManager".into(),
-                message: "Required value: is required for apply patch".into(),
-            },
-        ));
-    }
-    let force = params.bool("force")?;
+    let (dry_run, force) = apply_options(params)?;
     let mut manager = Manager::of(params, headers, Some("scale"))?;
     manager.applied = true;
     // The applied Scale, typed as upstream decodes it (a wrong type is its 400).
