@@ -44,17 +44,6 @@ type Body = Either<Incoming, Full<Bytes>>;
 /// Idle upstream connections kept per downstream connection.
 const MAX_IDLE: usize = 8;
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    http::header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::UPGRADE,
-];
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -458,7 +447,7 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
             headers.remove(h);
         }
     }
-    for h in &HOP_BY_HOP {
+    for h in super::raw::HOP_BY_HOP {
         headers.remove(h);
     }
 }

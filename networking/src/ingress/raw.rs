@@ -46,8 +46,8 @@ pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Header fields per head: more go to the hyper path (requests) or are a 502 (responses).
 const MAX_HEADERS: usize = 100;
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward, lower case.
-const HOP_BY_HOP: [&str; 8] = [
+/// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy must not forward, lower case (both paths).
+pub(super) const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
