@@ -206,11 +206,14 @@ async fn a_live_owner_refuses_the_start_and_a_dead_owners_chains_are_removed() {
     std::fs::copy("/bin/sleep", &fake).unwrap();
     let mut owner = std::process::Command::new(&fake).arg("120").spawn().unwrap();
     let pid = owner.id();
-    // Its rules as its start and syncs left them: the marker rule with its pid and a service chain.
+    // Its rules as its start and syncs left them: the marker rule with its pid, a service chain,
+    // and (an older kplane's) filter jump taken by every packet, not only a connection's first.
     let stale = "KUBE-SVC-OWNEDBYANOTHER0";
+    let old_jump = "-A OUTPUT -d 127.0.0.0/8 -m comment --comment \"kplane service portals\" -j KUBE-SERVICES";
     let input = format!(
         "*nat\n:KPLANE-PROXY - [0:0]\n:KUBE-SERVICES - [0:0]\n:{stale} - [0:0]\n\
-         -A KPLANE-PROXY -m comment --comment \"kplane service proxy, pid {pid}\" -j RETURN\nCOMMIT\n"
+         -A KPLANE-PROXY -m comment --comment \"kplane service proxy, pid {pid}\" -j RETURN\nCOMMIT\n\
+         *filter\n:KUBE-SERVICES - [0:0]\n{old_jump}\nCOMMIT\n"
     );
     let mut restore = std::process::Command::new("iptables-restore")
         .args(["-w", "5", "--noflush"])
@@ -243,6 +246,12 @@ async fn a_live_owner_refuses_the_start_and_a_dead_owners_chains_are_removed() {
     })
     .await;
     assert!(!save("nat").contains(&format!("pid {pid}\"")), "{}", save("nat"));
+    // The filter jump is upstream's: new connections only.
+    eventually(Duration::from_secs(5), "the filter jump for new connections", || async {
+        save("filter").contains("-A OUTPUT -d 127.0.0.0/8 -m conntrack --ctstate NEW -m comment --comment \"kplane service portals\" -j KUBE-SERVICES").then_some(())
+    })
+    .await;
+    assert!(!save("filter").contains(old_jump), "the old jump is gone: {}", save("filter"));
     proxy.stop().await;
     assert!(kplane_lines().is_empty(), "left after stop: {:?}", kplane_lines());
     cluster.shutdown().await;

@@ -81,12 +81,36 @@ const JUMPS: &[(&str, &str, &[&str])] = &[
             "KUBE-POSTROUTING",
         ],
     ),
+    // As upstream's, the filter jump is taken by a connection's first packet only: the REJECTs
+    // it leads to are for new connections, and the packets of established ones (every request
+    // and response on a kept-alive connection) skip the chain.
     (
         "filter",
         "OUTPUT",
-        &["-d", "127.0.0.0/8", "-m", "comment", "--comment", "kplane service portals", "-j", "KUBE-SERVICES"],
+        &[
+            "-d",
+            "127.0.0.0/8",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kplane service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
     ),
 ];
+
+/// Jumps an older kplane added (the filter jump without `--ctstate NEW`), removed by
+/// [`cleanup`] too so that its chains can go.
+const OLD_JUMPS: &[(&str, &str, &[&str])] = &[(
+    "filter",
+    "OUTPUT",
+    &["-d", "127.0.0.0/8", "-m", "comment", "--comment", "kplane service portals", "-j", "KUBE-SERVICES"],
+)];
 
 /// The fixed chains of each table (besides the per-service ones).
 const NAT_CHAINS: &[&str] =
@@ -567,7 +591,7 @@ async fn apply(set: &Ruleset, previous: &BTreeSet<String>) -> Result<(), Error> 
 /// Removes the jumps and every chain of kplane's (a killed kplane's too): the `KUBE-*` chains
 /// only when the marker chain says they are ours.
 pub async fn cleanup() -> Result<(), Error> {
-    for (table, chain, spec) in JUMPS {
+    for (table, chain, spec) in JUMPS.iter().chain(OLD_JUMPS) {
         while iptables(table, "-D", chain, spec).await {}
     }
     let nat = save("nat").await.map_err(Error::Config)?;
@@ -662,6 +686,27 @@ mod tests {
         assert!(filter.contains("-d 127.0.10.1/32 -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 30080 -j REJECT"), "{filter}");
         assert!(!set.text.contains("KUBE-SVC-"), "{}", set.text);
         assert!(set.service_chains.is_empty());
+    }
+
+    #[test]
+    fn the_filter_jump_takes_new_connections_only_as_upstreams() {
+        let spec = |table: &str, chain: &str| {
+            JUMPS.iter().find(|(t, c, _)| *t == table && *c == chain).map(|(_, _, s)| s.join(" ")).unwrap()
+        };
+        // Upstream: `-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes
+        // service portals" -j KUBE-SERVICES` in filter; the nat jumps have no state match (nat
+        // sees a connection's first packet only).
+        assert_eq!(
+            spec("filter", "OUTPUT"),
+            "-d 127.0.0.0/8 -m conntrack --ctstate NEW -m comment --comment kplane service portals -j KUBE-SERVICES"
+        );
+        for chain in ["OUTPUT", "PREROUTING", "POSTROUTING"] {
+            assert!(!spec("nat", chain).contains("ctstate"), "{chain}");
+        }
+        // The older filter jump (every packet) is still removed on cleanup.
+        assert!(OLD_JUMPS
+            .iter()
+            .all(|(t, c, s)| *t == "filter" && *c == "OUTPUT" && !s.contains(&"conntrack")));
     }
 
     #[test]
