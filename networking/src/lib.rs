@@ -12,7 +12,8 @@
 //! Shared pieces: `informer` (a reflector store plus a change signal), `endpoints` (the ready
 //! endpoints of each Service from EndpointSlices, or Endpoints when a Service has no slice), and
 //! `events` (Warning Events on the objects a component could not serve), `pipe` (bytes both ways
-//! with an idle timeout: proxied TCP connections and upgraded ingress connections).
+//! with an idle timeout: proxied TCP connections and upgraded ingress connections), `workers`
+//! (per-core data-plane threads the ingress and the proxy serve their connections on).
 //!
 //! Everything here reaches the cluster only through a `kube::Client`.
 
@@ -21,6 +22,7 @@ mod error;
 mod events;
 mod informer;
 mod pipe;
+mod workers;
 
 pub mod bench;
 pub mod dns;

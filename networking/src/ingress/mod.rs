@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use crate::endpoints;
 use crate::events::Events;
 use crate::informer::Informer;
+use crate::workers::Workers;
 use crate::Error;
 use routes::Routes;
 
@@ -118,8 +119,16 @@ pub async fn run_ingress(
 
     let routes: Shared = Arc::default();
     let tls = tls::server_config(routes.clone()).map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let _http_task = AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone(), cfg.timeouts)));
-    let _https_task = AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone(), cfg.timeouts)));
+    // The connections are served on per-core worker threads (nginx's worker processes); the
+    // accept loops hold them, and they end once the loops and the connections have ended.
+    let workers = Arc::new(
+        Workers::start("ingress", crate::workers::cores())
+            .map_err(|e| Error::Config(format!("ingress worker threads: {e}")))?,
+    );
+    let _http_task =
+        AbortOnDrop(tokio::spawn(serve(http_listener, None, routes.clone(), cfg.timeouts, workers.clone())));
+    let _https_task =
+        AbortOnDrop(tokio::spawn(serve(https_listener, Some(tls), routes.clone(), cfg.timeouts, workers)));
 
     let changed = Arc::new(Notify::new());
     let ingresses = Informer::start(Api::<Ingress>::all(client.clone()), changed.clone());
@@ -333,6 +342,7 @@ async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     routes: Shared,
     timeouts: Timeouts,
+    workers: Arc<Workers>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -346,7 +356,7 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (routes, acceptor) = (routes.clone(), acceptor.clone());
-        tokio::spawn(async move {
+        workers.serve(stream, move |stream| async move {
             let result = match acceptor {
                 None => http::serve_connection(stream, peer, false, routes, timeouts).await,
                 // The handshake is bounded like a request head.

@@ -76,11 +76,10 @@ struct Upstream {
     buf: BytesMut,
 }
 
-/// One request's plan, from its head.
+/// One request's plan, from its head (the upstream request head is written into the
+/// connection's reused head buffer).
 struct Plan {
     backend: Arc<Backend>,
-    /// The request head for the upstream.
-    head: Vec<u8>,
     body: Framing,
     /// The client asked to close after this request.
     close: bool,
@@ -112,21 +111,25 @@ where
     let proto = if https { "https" } else { "http" };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut pool: Vec<Upstream> = Vec::new();
-    let mut out = Vec::with_capacity(1024);
-    let mut scratch = Vec::new();
+    let mut bufs =
+        Buffers { head: Vec::with_capacity(1024), out: Vec::with_capacity(1024), scratch: Vec::new() };
+    let mut header_timer = Deadline::new();
+    let mut read_timer = Deadline::new();
     loop {
         // hyper's header-read timeout: the whole wait for a head, closed without an answer. The
-        // timer starts only when a read has to wait.
-        let mut deadline = None;
+        // clock starts only when a read has to wait.
+        let mut waiting = false;
         let (routed, head_len) = loop {
             if !buf.is_empty() {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut req = httparse::Request::new(&mut headers);
                 match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => match plan(&req, &peer_ip, proto, routes) {
-                        Ok(routed) => break (routed, n),
-                        Err(NotFast) => return Ended::Handoff(io, buf),
-                    },
+                    Ok(httparse::Status::Complete(n)) => {
+                        match plan(&req, &peer_ip, proto, routes, &mut bufs.head) {
+                            Ok(routed) => break (routed, n),
+                            Err(NotFast) => return Ended::Handoff(io, buf),
+                        }
+                    }
                     Ok(httparse::Status::Partial) if buf.len() <= MAX_REQUEST_HEAD => {}
                     _ => return Ended::Handoff(io, buf),
                 }
@@ -134,9 +137,11 @@ where
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
             }
-            let deadline =
-                *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeouts.client_header);
-            match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            if !waiting {
+                waiting = true;
+                header_timer.set(tokio::time::Instant::now() + timeouts.client_header);
+            }
+            match header_timer.bound(io.read_buf(&mut buf)).await {
                 Err(_) | Ok(Err(_)) => return Ended::Done,
                 Ok(Ok(0)) if buf.is_empty() => return Ended::Done,
                 // A partial head, then the end: hyper says what it says to that.
@@ -158,11 +163,69 @@ where
                 continue;
             }
         };
-        match exchange(&plan, &mut io, &mut buf, &mut pool, timeouts, &mut out, &mut scratch).await {
+        match exchange(&plan, &mut io, &mut buf, &mut pool, timeouts, &mut bufs, &mut read_timer).await {
             Ok(keep) if keep && !plan.close => {}
             _ => {
                 let _ = io.shutdown().await;
                 return Ended::Done;
+            }
+        }
+    }
+}
+
+/// A connection's buffers, reused by each of its requests.
+struct Buffers {
+    /// The upstream request head.
+    head: Vec<u8>,
+    /// The response head for the client.
+    out: Vec<u8>,
+    /// A head and the body bytes at hand, joined for one write.
+    scratch: Vec<u8>,
+}
+
+/// A deadline that is cheap to move: one tokio timer per connection, armed at the deadline it had
+/// when it was last armed and re-armed only when it fires before the current one. Moving the
+/// deadline on every request then costs a clock read, not a timer wheel insertion and removal
+/// (the same lazy timer as the keep-alive watchdog's, [`crate::pipe::Clock::idle_for`]).
+pub(crate) struct Deadline {
+    at: tokio::time::Instant,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// A [`Deadline`] passed.
+#[derive(Debug)]
+pub(crate) struct Elapsed;
+
+impl Deadline {
+    /// A deadline far away (set it before use).
+    pub fn new() -> Deadline {
+        let at = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        Deadline { at, sleep: Box::pin(tokio::time::sleep_until(at)) }
+    }
+
+    /// Moves the deadline to `at`.
+    pub fn set(&mut self, at: tokio::time::Instant) {
+        self.at = at;
+        // A timer armed later than the new deadline would fire late: re-arm it now (rare: the
+        // deadlines of one connection move forward).
+        if self.sleep.deadline() > at {
+            self.sleep.as_mut().reset(at);
+        }
+    }
+
+    /// Runs `f` until it completes or the deadline passes.
+    pub async fn bound<F: std::future::Future>(&mut self, f: F) -> Result<F::Output, Elapsed> {
+        let mut f = std::pin::pin!(f);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut f => return Ok(out),
+                () = &mut self.sleep => {
+                    if tokio::time::Instant::now() >= self.at {
+                        return Err(Elapsed);
+                    }
+                    self.sleep.as_mut().reset(self.at);
+                }
             }
         }
     }
@@ -200,6 +263,7 @@ fn plan(
     peer_ip: &str,
     proto: &str,
     routes: &Shared,
+    head: &mut Vec<u8>,
 ) -> Result<Routed, NotFast> {
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Err(NotFast);
@@ -280,7 +344,7 @@ fn plan(
     }
 
     let named = named_by_connection(req.headers);
-    let mut head = Vec::with_capacity(512);
+    head.clear();
     head.extend_from_slice(method.as_bytes());
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
@@ -312,7 +376,7 @@ fn plan(
     head.extend_from_slice(b"\r\nx-forwarded-proto: ");
     head.extend_from_slice(proto.as_bytes());
     head.extend_from_slice(b"\r\n\r\n");
-    Ok(Routed::To(Plan { backend, head, body, close, head_method }))
+    Ok(Routed::To(Plan { backend, body, close, head_method }))
 }
 
 /// The ingress's own short answer.
@@ -371,14 +435,14 @@ async fn exchange<I>(
     buf: &mut BytesMut,
     pool: &mut Vec<Upstream>,
     timeouts: &Timeouts,
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
+    bufs: &mut Buffers,
+    read_timer: &mut Deadline,
 ) -> Result<bool, ()>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let Head { mut up, framing, keep_upstream, close_after } =
-        match send(plan, io, buf, pool, timeouts, out, scratch).await {
+        match send(plan, io, buf, pool, timeouts, bufs, read_timer).await {
             Ok(got) => got,
             Err(Failed::Client) => return Err(()),
             Err(Failed::Answer(answer)) => {
@@ -391,7 +455,7 @@ where
             }
         };
     // `out` holds the response head; `up.buf` starts with the body.
-    let result = h1::forward(framing, &mut up.stream, &mut up.buf, io, out, scratch).await;
+    let result = h1::forward(framing, &mut up.stream, &mut up.buf, io, &bufs.out, &mut bufs.scratch).await;
     match result {
         Ok(()) => {
             if keep_upstream && up.buf.is_empty() {
@@ -428,8 +492,8 @@ async fn send<I>(
     buf: &mut BytesMut,
     pool: &mut Vec<Upstream>,
     timeouts: &Timeouts,
-    out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
+    bufs: &mut Buffers,
+    read_timer: &mut Deadline,
 ) -> Result<Head, Failed>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -443,8 +507,8 @@ where
     let mut fresh = false;
     let read_timeout = timeouts.proxy_read;
     // The response head must be complete within the proxy read timeout after the request.
-    let mut head_deadline = None;
-    let mut deadline = || *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + read_timeout);
+    let mut timer_set = false;
+    let Buffers { head, out, scratch } = bufs;
     let bad_gateway = |endpoint: SocketAddr, error: &dyn std::fmt::Display| {
         let body = format!("502 Bad Gateway: endpoint {endpoint} of service {service} failed: {error}\n");
         Failed::Answer(text(502, "Bad Gateway", &body, plan.head_method, !replayable))
@@ -475,9 +539,13 @@ where
                 }
             },
         };
-        let sent = h1::forward(plan.body, io, buf, &mut up.stream, &plan.head, scratch).await;
+        let sent = h1::forward(plan.body, io, buf, &mut up.stream, head, scratch).await;
+        if !timer_set {
+            timer_set = true;
+            read_timer.set(tokio::time::Instant::now() + read_timeout);
+        }
         let failure = match sent {
-            Ok(()) => match tokio::time::timeout_at(deadline(), read_some(&mut up)).await {
+            Ok(()) => match read_timer.bound(read_some(&mut up)).await {
                 Err(_) => return Err(timed_out(endpoint)),
                 Ok(Ok(())) => break up,
                 Ok(Err(e)) => e,
@@ -506,13 +574,11 @@ where
             Ok(httparse::Status::Partial) if up.buf.len() > MAX_RESPONSE_HEAD => {
                 return Err(bad_gateway(up.addr, &"response head too large"));
             }
-            Ok(httparse::Status::Partial) => {
-                match tokio::time::timeout_at(deadline(), read_some(&mut up)).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => return Err(bad_gateway(up.addr, &e)),
-                    Err(_) => return Err(timed_out(up.addr)),
-                }
-            }
+            Ok(httparse::Status::Partial) => match read_timer.bound(read_some(&mut up)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => return Err(bad_gateway(up.addr, &e)),
+                Err(_) => return Err(timed_out(up.addr)),
+            },
             Err(e) => return Err(bad_gateway(up.addr, &format!("malformed response head: {e}"))),
         };
         let code = resp.code.unwrap_or(0);
@@ -616,6 +682,40 @@ mod tests {
         assert_eq!(host_without_port("foobar.com:8080"), "foobar.com");
         assert_eq!(host_without_port("foobar.com"), "foobar.com");
         assert_eq!(host_without_port("[::1]:80"), "::1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_bounds_a_wait_and_moves_either_way() {
+        use tokio::time::{sleep, Instant};
+        let never = std::future::pending::<()>;
+        let start = Instant::now();
+        let mut d = Deadline::new();
+        d.set(start + Duration::from_secs(10));
+        assert!(d.bound(never()).await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_secs(10), "ends at the deadline");
+        // What completes first is returned.
+        d.set(Instant::now() + Duration::from_secs(10));
+        assert_eq!(
+            d.bound(async {
+                sleep(Duration::from_secs(3)).await;
+                7
+            })
+            .await
+            .unwrap(),
+            7
+        );
+        // Moved later while armed earlier: the timer fires at the old time, and the wait goes on
+        // to the new deadline.
+        let t = Instant::now();
+        d.set(t + Duration::from_secs(60));
+        assert!(d.bound(never()).await.is_err());
+        assert_eq!(t.elapsed(), Duration::from_secs(60));
+        // Moved earlier than the armed timer: it ends at the earlier time.
+        d.set(Instant::now() + Duration::from_secs(1000));
+        let t = Instant::now();
+        d.set(t + Duration::from_secs(2));
+        assert!(d.bound(never()).await.is_err());
+        assert_eq!(t.elapsed(), Duration::from_secs(2));
     }
 
     #[test]

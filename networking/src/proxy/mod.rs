@@ -40,6 +40,7 @@ use tokio::task::JoinHandle;
 use crate::endpoints::{self, EndpointIndex};
 use crate::events::Events;
 use crate::informer::Informer;
+use crate::workers::Workers;
 use crate::Error;
 use balancer::Balancer;
 
@@ -94,7 +95,12 @@ pub async fn run_proxy(
 ) -> Result<(), Error> {
     let changed = Arc::new(Notify::new());
     let sources = Sources::start(&client, &changed);
-    let mut proxier = Proxier::new(cfg.clone(), Events::new(client, "kplane-proxy"));
+    // Proxied connections run on per-core worker threads, each connection's two sockets on one.
+    let workers = Arc::new(
+        Workers::start("proxy", crate::workers::cores())
+            .map_err(|e| Error::Config(format!("service proxy worker threads: {e}")))?,
+    );
+    let mut proxier = Proxier::new(cfg.clone(), Events::new(client, "kplane-proxy"), workers);
 
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
@@ -206,6 +212,7 @@ impl Drop for Listener {
 struct Proxier {
     cfg: ProxyConfig,
     events: Events,
+    workers: Arc<Workers>,
     balancers: HashMap<PortKey, Arc<Balancer>>,
     listeners: HashMap<(Protocol, SocketAddr), Listener>,
     /// Addresses that could not be bound, and for whom: the Event is sent once per failure streak.
@@ -222,8 +229,15 @@ struct Wanted {
 }
 
 impl Proxier {
-    fn new(cfg: ProxyConfig, events: Events) -> Self {
-        Proxier { cfg, events, balancers: HashMap::new(), listeners: HashMap::new(), failed: HashMap::new() }
+    fn new(cfg: ProxyConfig, events: Events, workers: Arc<Workers>) -> Self {
+        Proxier {
+            cfg,
+            events,
+            workers,
+            balancers: HashMap::new(),
+            listeners: HashMap::new(),
+            failed: HashMap::new(),
+        }
     }
 
     async fn sync(&mut self, services: &[Arc<Service>], index: &EndpointIndex, node_ips: &[Ipv4Addr]) {
@@ -289,7 +303,13 @@ impl Proxier {
                 sock.set_reuseaddr(true)?;
                 sock.bind(addr)?;
                 let listener = sock.listen(1024)?;
-                tokio::spawn(tcp::serve(listener, balancer, self.cfg.tcp_idle_timeout, name))
+                tokio::spawn(tcp::serve(
+                    listener,
+                    balancer,
+                    self.cfg.tcp_idle_timeout,
+                    name,
+                    self.workers.clone(),
+                ))
             }
             Protocol::Udp => {
                 let sock = tokio::net::UdpSocket::bind(addr).await?;

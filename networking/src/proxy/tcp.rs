@@ -9,14 +9,22 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::balancer::Balancer;
 use crate::pipe::{self, Ended};
+use crate::workers::Workers;
 
 /// Upstream userspace proxy's dial timeouts: one try per entry, each on the next endpoint.
 const DIAL_TIMEOUTS: [Duration; 4] =
     [Duration::from_millis(250), Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)];
 
 /// Accepts until the task is aborted (the listener is then dropped and the port closed). Each
-/// connection runs in its own task, so aborting the accept loop lets open connections drain.
-pub(crate) async fn serve(listener: TcpListener, balancer: Arc<Balancer>, idle: Duration, name: Arc<str>) {
+/// connection runs in its own task on one of `workers` (dial, then both directions, all on that
+/// worker's thread), so aborting the accept loop lets open connections drain.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    balancer: Arc<Balancer>,
+    idle: Duration,
+    name: Arc<str>,
+    workers: Arc<Workers>,
+) {
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -33,7 +41,9 @@ pub(crate) async fn serve(listener: TcpListener, balancer: Arc<Balancer>, idle: 
         }
         let balancer = balancer.clone();
         let name = name.clone();
-        tokio::spawn(async move { proxy_connection(client, peer, &balancer, idle, &name).await });
+        workers.serve(client, move |client| async move {
+            proxy_connection(client, peer, &balancer, idle, &name).await
+        });
     }
 }
 
