@@ -547,8 +547,12 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
     };
     let scheme = if pki.is_some() { "https" } else { "http" };
     let server = format!("{scheme}://{addr}");
-    // The admin's kubeconfig, and one per component for running it as a separate process.
+    // The admin's kubeconfig, and one per component for running it as a separate process. Each is a
+    // certificate, its key and the kubeconfig, every file synced to disk: written side by side, and
+    // while the in-process components start (they need none of the files).
     let kubeconfig = args.store.data_dir.join("kubeconfig");
+    let pki = pki.map(Arc::new);
+    let mut kubeconfigs = tokio::task::JoinSet::new();
     for (file, user, cn, groups) in [
         ("kubeconfig", "admin", "kubernetes-admin", &["system:masters"][..]),
         ("controller-manager.kubeconfig", "controller-manager", "system:kube-controller-manager", &[][..]),
@@ -557,17 +561,19 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
         ("dns.kubeconfig", "dns", "system:kube-dns", &[][..]),
         ("ingress.kubeconfig", "ingress", "system:kplane:ingress-controller", &[][..]),
     ] {
-        let path = args.store.data_dir.join(file);
-        let creds = match &pki {
-            Some(pki) => Some(pki.client(user, cn, groups).with_context(|| format!("the {user} certificate"))?),
-            None => None,
-        };
-        let tls = pki.as_ref().zip(creds.as_ref()).map(|(pki, c)| (pki.ca.cert_pem.as_str(), c));
-        apiserver::write_kubeconfig(&path, &server, tls, user)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let (path, server, pki) = (args.store.data_dir.join(file), server.clone(), pki.clone());
+        kubeconfigs.spawn_blocking(move || -> Result<()> {
+            let creds = match &pki {
+                Some(pki) => {
+                    Some(pki.client(user, cn, groups).with_context(|| format!("the {user} certificate"))?)
+                }
+                None => None,
+            };
+            let tls = pki.as_deref().zip(creds.as_ref()).map(|(pki, c)| (pki.ca.cert_pem.as_str(), c));
+            apiserver::write_kubeconfig(&path, &server, tls, user)
+                .with_context(|| format!("writing {}", path.display()))
+        });
     }
-    let kubeconfig = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
-    println!("kplane: API server at {server}");
     // The in-process components reach the API through its router, with no socket.
     let (stop_components, stopping) = crate::components::Shutdown::new();
     let mut running = tokio::task::JoinSet::new();
@@ -579,6 +585,13 @@ async fn up(args: ServerArgs, mut components: Option<crate::components::UpCompon
             args.api.service_cluster_ip_range,
             &stopping,
         );
+    }
+    while let Some(written) = kubeconfigs.join_next().await {
+        written.context("writing the kubeconfigs")??;
+    }
+    let kubeconfig = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
+    println!("kplane: API server at {server}");
+    if let Some(components) = &components {
         if let Some(addr) =
             crate::components::start_xray(&mut running, &state, &components.xray, &stopping).await?
         {

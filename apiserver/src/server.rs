@@ -708,23 +708,32 @@ async fn reconcile_role(st: &AppState, collection: &str, want: &Value) -> Result
 /// (first service IP) with Endpoints at the API server, and the `kube-dns` service (tenth IP, no
 /// selector: the DNS component publishes its endpoints).
 pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), String> {
+    use futures::future::try_join_all;
     crate::crd::start(st).await;
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let (code, body) =
-            call(st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await?;
-        if code != 201 && code != 409 {
-            return Err(format!("creating namespace {ns}: {code} {body}"));
-        }
-    }
-    for (plural, obj) in crate::auth::rbac::bootstrap_policy() {
-        let uri = format!("/apis/rbac.authorization.k8s.io/v1/{plural}");
-        let (code, body) = call(st, Method::POST, &uri, obj.clone()).await?;
-        if code == 409 && plural == "clusterroles" {
-            reconcile_role(st, &uri, &obj).await?;
-        } else if code != 201 && code != 409 {
-            return Err(format!("creating bootstrap RBAC policy in {plural}: {code} {body}"));
-        }
-    }
+    // The namespaces and the RBAC policy are independent cluster-scoped objects: written all at
+    // once, so that the store's group commit makes them a few durable commits instead of one each
+    // (one after another they were most of `kplane up`'s startup).
+    let namespaces =
+        try_join_all(["default", "kube-system", "kube-public", "kube-node-lease"].map(|ns| async move {
+            let (code, body) =
+                call(st, Method::POST, "/api/v1/namespaces", json!({"metadata": {"name": ns}})).await?;
+            if code != 201 && code != 409 {
+                return Err(format!("creating namespace {ns}: {code} {body}"));
+            }
+            Ok(())
+        }));
+    let policy =
+        try_join_all(crate::auth::rbac::bootstrap_policy().into_iter().map(|(plural, obj)| async move {
+            let uri = format!("/apis/rbac.authorization.k8s.io/v1/{plural}");
+            let (code, body) = call(st, Method::POST, &uri, obj.clone()).await?;
+            if code == 409 && plural == "clusterroles" {
+                reconcile_role(st, &uri, &obj).await?;
+            } else if code != 201 && code != 409 {
+                return Err(format!("creating bootstrap RBAC policy in {plural}: {code} {body}"));
+            }
+            Ok(())
+        }));
+    futures::future::try_join(namespaces, policy).await?;
     let cidr = st.config.service_cidr;
     let kubernetes = json!({
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -737,12 +746,14 @@ pub async fn bootstrap(st: &AppState, advertise: SocketAddr) -> Result<(), Strin
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
         ]},
     });
-    for (ns, svc) in [("default", kubernetes), ("kube-system", kube_dns)] {
+    try_join_all([("default", kubernetes), ("kube-system", kube_dns)].map(|(ns, svc)| async move {
         let (code, body) = call(st, Method::POST, &format!("/api/v1/namespaces/{ns}/services"), svc).await?;
         if code != 201 && code != 409 {
             return Err(format!("creating a bootstrap service in {ns}: {code} {body}"));
         }
-    }
+        Ok(())
+    }))
+    .await?;
     // Earlier kplane versions gave kube-dns CoreDNS's selector, which no pod matches (the DNS server
     // publishes its own endpoints): drop it from a Service that still has exactly that selector.
     let uri = "/api/v1/namespaces/kube-system/services/kube-dns";
