@@ -529,6 +529,7 @@ pub fn spawn_up(
     set: &mut JoinSet<Result<()>>,
     state: &apiserver::AppState,
     args: &UpComponents,
+    nodes_runtime: &tokio::runtime::Handle,
     service_range: apiserver::Cidr,
     stop: &Shutdown,
 ) {
@@ -566,7 +567,9 @@ pub fn spawn_up(
         let scheduler = in_process_client(state, "kube-scheduler", "system:kube-scheduler", &[]);
         set.spawn(run_scheduler(scheduler, args.controller.leader.clone(), stop.wait()));
     }
-    // One watch of every bound pod for all the nodes, each kubelet reading its own from its index.
+    // One watch of every bound pod for all the nodes, each kubelet reading its own from its index;
+    // the informer and the kubelets (and the pod workers they spawn) on `nodes_runtime`.
+    let _nodes = nodes_runtime.enter();
     let pods = nodes::PodInformer::start(
         in_process_client(state, "kubelet", "system:kplane:kubelets", &["system:nodes"]),
         None,
@@ -585,7 +588,10 @@ pub fn spawn_up(
         }
         let stop = stop.wait();
         let pods = pods.clone();
-        set.spawn(async move { nodes::run_node_shared(client, cfg, pods, stop).await.context("node") });
+        set.spawn_on(
+            async move { nodes::run_node_shared(client, cfg, pods, stop).await.context("node") },
+            nodes_runtime,
+        );
     }
 }
 

@@ -228,6 +228,38 @@ fn deployment_rolls_out_to_pods_that_answer_and_cascades_away() {
     }
 }
 
+/// `up` runs the simulated nodes on a runtime of their own and the API's listener on another
+/// (`cli.rs`, `SideRuntime`): pods come up and answer on the nodes' runtime, a client's GET and watch
+/// are served on the API's, and SIGTERM with all of it running stops every runtime cleanly (exit
+/// 0: no panic from a runtime dropped inside another, nothing left hanging).
+#[test]
+fn sigterm_with_pods_running_and_a_watch_open_stops_every_runtime_cleanly() {
+    let (mut kp, _dir) = up(&[]);
+    kp.kubectl_ok(&["create", "deployment", "web", "--image=nginx", "--replicas=3", "--port=80"]);
+    kp.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let pods = running_pods(&kp, "app=web");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let ip = pods[0]["status"]["podIP"].as_str().unwrap().to_string();
+    let answer = http_get(&ip, 80, "/").expect("the pod answers");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(json(&kp, &["get", "deployment", "web"])["status"]["availableReplicas"], 3);
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kp.kubeconfig)
+        .args(["get", "pods", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let mut first = [0u8; 4];
+    watch.stdout.as_mut().unwrap().read_exact(&mut first).expect("the watch lists the pods");
+    assert_eq!(&first, b"pod/");
+    let status = kp.terminate();
+    assert!(status.success(), "kplane exited with {status:?} on SIGTERM");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
 #[test]
 fn replication_controller_from_yaml_as_in_the_seed() {
     let (kp, _dir) = up(&[]);
