@@ -326,6 +326,12 @@ pub struct Report {
     pub api_create_insecure: Figure,
     /// The same creates on a secure server on the embedded store.
     pub api_create_embedded: Figure,
+    /// CPU of the server and etcd during each configuration's creates, and etcd's during its
+    /// create txns (the client's own side, this process, is not counted in either).
+    pub api_create_cpu: CpuUse,
+    pub api_create_insecure_cpu: CpuUse,
+    pub api_create_embedded_cpu: CpuUse,
+    pub raw_txn_cpu: CpuUse,
     pub api_get: Figure,
     pub api_get_insecure: Figure,
     /// Merge patches of each created ConfigMap (Update operations).
@@ -369,6 +375,57 @@ impl Tally {
     }
 }
 
+/// CPU time (user + system, every thread) of process `pid` in seconds, from `/proc/<pid>/stat`
+/// (`utime` and `stime`, in the kernel ABI's USER_HZ of 100 ticks a second). None when unreadable.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses: state is field 3, so
+    // utime (14) and stime (15) are the 12th and 13th after it.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The processes whose CPU a measured phase is charged with: the API server and, when the bench
+/// started it, etcd.
+#[derive(Clone, Copy)]
+struct Procs {
+    server: Option<u32>,
+    etcd: Option<u32>,
+}
+
+/// CPU seconds used by the API server and etcd over some operations (None: not readable).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUse {
+    pub ops: usize,
+    pub server: Option<f64>,
+    pub etcd: Option<f64>,
+}
+
+impl CpuUse {
+    /// Runs `phase` (`ops` operations) and adds the CPU the processes used meanwhile.
+    async fn measure<T>(&mut self, procs: Procs, ops: usize, phase: impl std::future::Future<Output = T>) -> T {
+        let read = |pid: Option<u32>| pid.and_then(cpu_seconds);
+        let (s0, e0) = (read(procs.server), read(procs.etcd));
+        let out = phase.await;
+        let add = |acc: Option<f64>, before: Option<f64>, after: Option<f64>| match (before, after) {
+            (Some(b), Some(a)) => Some(acc.unwrap_or(0.0) + (a - b)),
+            _ => acc,
+        };
+        self.server = add(self.server, s0, read(procs.server));
+        self.etcd = add(self.etcd, e0, read(procs.etcd));
+        self.ops += ops;
+        out
+    }
+
+    /// Microseconds of CPU per operation, of the server and of etcd.
+    pub fn per_op_us(&self) -> (Option<f64>, Option<f64>) {
+        let per = |s: Option<f64>| s.filter(|_| self.ops > 0).map(|s| s * 1e6 / self.ops as f64);
+        (per(self.server), per(self.etcd))
+    }
+}
+
 /// The ConfigMap every measured create posts: `prefix-<i>` with a 200-byte value.
 fn configmap(prefix: &str, i: usize) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{prefix}-{i:08}")}, "data": {"v": "x".repeat(200)}})
@@ -376,7 +433,8 @@ fn configmap(prefix: &str, i: usize) -> Value {
 
 /// `args.creates` API creates of `prefix-<i>` ConfigMaps, in `args.rounds` rounds, each round
 /// preceded by as many raw etcd puts and etcd create txns (added to `put` and `txn`), all at the
-/// same concurrency with values of `value_bytes`.
+/// same concurrency with values of `value_bytes`. The CPU the server and etcd use during the API
+/// creates is returned with their figure; etcd's during the create txns is added to `txn_cpu`.
 #[allow(clippy::too_many_arguments)]
 async fn creates_interleaved(
     args: &BenchApiArgs,
@@ -388,10 +446,13 @@ async fn creates_interleaved(
     prefix: &'static str,
     put: &mut Tally,
     txn: &mut Tally,
-) -> store::Result<Figure> {
+    procs: Procs,
+    txn_cpu: &mut CpuUse,
+) -> store::Result<(Figure, CpuUse)> {
     let (n, c) = (args.creates, args.concurrency);
     let value = vec![b'x'; value_bytes];
     let mut api = Tally::new()?;
+    let mut api_cpu = CpuUse::default();
     for r in 0..args.rounds {
         let range = r * n / args.rounds..(r + 1) * n / args.rounds;
         let count = range.len();
@@ -406,44 +467,55 @@ async fn creates_interleaved(
             .await?,
         );
         let (ec, v) = (etcd.clone(), value.clone());
+        let etcd_only = Procs { server: None, ..procs };
         txn.add(
             count,
-            drive_timed(anchor, c, move |i| {
-                let (mut kv, v) = (ec.kv_client(), v.clone());
-                async move {
-                    let key = raw_key("txns", i);
-                    let txn = etcd_client::Txn::new()
-                        .when([etcd_client::Compare::create_revision(
-                            key.as_str(),
-                            etcd_client::CompareOp::Equal,
-                            0,
-                        )])
-                        .and_then([etcd_client::TxnOp::put(key.as_str(), v, None)]);
-                    let resp = kv.txn(txn).await.map_err(err)?;
-                    if resp.succeeded() {
-                        Ok(())
-                    } else {
-                        Err(err(format!("{key} exists: the create txn did not apply")))
-                    }
-                }
-            })
-            .await?,
+            txn_cpu
+                .measure(
+                    etcd_only,
+                    count,
+                    drive_timed(anchor, c, move |i| {
+                        let (mut kv, v) = (ec.kv_client(), v.clone());
+                        async move {
+                            let key = raw_key("txns", i);
+                            let txn = etcd_client::Txn::new()
+                                .when([etcd_client::Compare::create_revision(
+                                    key.as_str(),
+                                    etcd_client::CompareOp::Equal,
+                                    0,
+                                )])
+                                .and_then([etcd_client::TxnOp::put(key.as_str(), v, None)]);
+                            let resp = kv.txn(txn).await.map_err(err)?;
+                            if resp.succeeded() {
+                                Ok(())
+                            } else {
+                                Err(err(format!("{key} exists: the create txn did not apply")))
+                            }
+                        }
+                    }),
+                )
+                .await?,
         );
         let (h, b) = (http.clone(), base.to_string());
         api.add(
             count,
-            drive_timed(range, c, move |i| {
-                let (h, b) = (h.clone(), b.clone());
-                async move {
-                    let url = format!("{b}/api/v1/namespaces/default/configmaps");
-                    let (code, body) = request(&h, "POST", &url, Some(configmap(prefix, i))).await?;
-                    expect(code, 201, "create", &body)
-                }
-            })
-            .await?,
+            api_cpu
+                .measure(
+                    procs,
+                    count,
+                    drive_timed(range, c, move |i| {
+                        let (h, b) = (h.clone(), b.clone());
+                        async move {
+                            let url = format!("{b}/api/v1/namespaces/default/configmaps");
+                            let (code, body) = request(&h, "POST", &url, Some(configmap(prefix, i))).await?;
+                            expect(code, 201, "create", &body)
+                        }
+                    }),
+                )
+                .await?,
         );
     }
-    Ok(api.figure())
+    Ok((api.figure(), api_cpu))
 }
 
 /// The anchors' keys (`kind`: puts or txns), as long as the API's
@@ -483,11 +555,13 @@ async fn stored_bytes(http: &HttpClient, base: &str, etcd: &etcd_client::Client)
 pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
     args.check().map_err(err)?;
     let mut _etcd = None;
+    let mut etcd_pid = None;
     let etcd = match &args.etcd_servers {
         Some(u) => u.clone(),
         None => {
             let p = store::etcd_process::EtcdProcess::start().await.map_err(err)?;
             let u = p.endpoint();
+            etcd_pid = p.pid();
             _etcd = Some(p);
             u
         }
@@ -503,6 +577,7 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         .map_err(err)?;
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = stream.message().await {} });
     let (mut put, mut txn) = (Tally::new()?, Tally::new()?);
+    let mut txn_cpu = CpuUse::default();
 
     // The headline: the default configuration on real etcd.
     let (server, http) = start_server(&exe, Some(&etcd), Mode::Secure, &dir.path().join("secure")).await?;
@@ -510,9 +585,21 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
     let idle_rss_mib = rss_mib(server.child.id());
     let base = server.base.clone();
     let value_bytes = stored_bytes(&http, &base, &etcd_client).await?;
-    let api_create =
-        creates_interleaved(&args, &etcd_client, value_bytes, 0, &http, &base, "cm", &mut put, &mut txn)
-            .await?;
+    let procs = Procs { server: Some(server.child.id()), etcd: etcd_pid };
+    let (api_create, api_create_cpu) = creates_interleaved(
+        &args,
+        &etcd_client,
+        value_bytes,
+        0,
+        &http,
+        &base,
+        "cm",
+        &mut put,
+        &mut txn,
+        procs,
+        &mut txn_cpu,
+    )
+    .await?;
     let (ec, n) = (etcd_client.clone(), args.creates);
     let raw_get = drive(args.gets, c, move |i| {
         let mut kv = ec.kv_client();
@@ -586,7 +673,8 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
 
     // Beside it: the same creates with no TLS, authentication or RBAC, on the same etcd...
     let (server, http) = start_server(&exe, Some(&etcd), Mode::Insecure, &dir.path().join("insecure")).await?;
-    let api_create_insecure = creates_interleaved(
+    let procs = Procs { server: Some(server.child.id()), etcd: etcd_pid };
+    let (api_create_insecure, api_create_insecure_cpu) = creates_interleaved(
         &args,
         &etcd_client,
         value_bytes,
@@ -596,13 +684,16 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         "in",
         &mut put,
         &mut txn,
+        procs,
+        &mut txn_cpu,
     )
     .await?;
     let api_get_insecure = gets(&args, &http, &server.base, "in").await?;
     drop(server);
     // ...and in the default configuration on the embedded store.
     let (server, http) = start_server(&exe, None, Mode::Secure, &dir.path().join("embedded")).await?;
-    let api_create_embedded = creates_interleaved(
+    let procs = Procs { server: Some(server.child.id()), etcd: etcd_pid };
+    let (api_create_embedded, api_create_embedded_cpu) = creates_interleaved(
         &args,
         &etcd_client,
         value_bytes,
@@ -612,6 +703,8 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         "cm",
         &mut put,
         &mut txn,
+        procs,
+        &mut txn_cpu,
     )
     .await?;
     drop(server);
@@ -626,6 +719,10 @@ pub async fn run(args: BenchApiArgs, exe: PathBuf) -> store::Result<Report> {
         api_cr_create,
         api_create_insecure,
         api_create_embedded,
+        api_create_cpu,
+        api_create_insecure_cpu,
+        api_create_embedded_cpu,
+        raw_txn_cpu: txn_cpu,
         api_get,
         api_get_insecure,
         api_update,
@@ -897,6 +994,22 @@ impl fmt::Display for Report {
         ms(f, "create p50/p99 ms, --insecure-http", &self.api_create_insecure, &self.raw_txn, "txn")?;
         ms(f, "create p50/p99 ms, default, embedded store", &self.api_create_embedded, &self.raw_put, "put")?;
         ms(f, "GET p50/p99 ms, default", &self.api_get, &self.raw_get, "get")?;
+        let us = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.0}"));
+        let (_, txn_etcd) = self.raw_txn_cpu.per_op_us();
+        for (label, cpu) in [
+            ("CPU us per create, default, real etcd", &self.api_create_cpu),
+            ("CPU us per create, --insecure-http", &self.api_create_insecure_cpu),
+            ("CPU us per create, default, embedded store", &self.api_create_embedded_cpu),
+        ] {
+            let (server, etcd) = cpu.per_op_us();
+            writeln!(
+                f,
+                "{label:<48} {:>10} server + {} etcd   (etcd per create txn: {})",
+                us(server),
+                us(etcd),
+                us(txn_etcd)
+            )?;
+        }
         writeln!(
             f,
             "{:<48} {:>10.1} ms ({} items)   goal < 100 ms (from the watch cache: {})",

@@ -135,10 +135,10 @@ pub fn record(res: &ResourceDef, manager: &Manager, new: &mut Value, old: Option
         api_version: &api_version,
         time: &now,
     };
-    let before = new.clone();
+    // `record_update` changes `new` only once it succeeded: a failure leaves it as it was (no copy
+    // kept to restore from).
     if let Err(e) = api_types::apply::record_update(old, new, given, &node_of(res), &writer) {
         tracing::debug!(error = %e.0, "managedFields not updated");
-        *new = before;
         if !given {
             match old.and_then(|o| meta::meta(o)).and_then(|m| m.get("managedFields")).cloned() {
                 Some(list) => {

@@ -40,9 +40,9 @@ pub fn parse(registry: &Registry, core: bool, rest: &str) -> ApiResult<Target> {
             _ => return Err(ApiError::no_route()),
         }
     };
-    if !registry.group_versions().contains(&(group, version)) {
-        return Err(ApiError::no_route());
-    }
+    // A resource lookup finds only served group-versions, so the (costlier) list of every served
+    // group-version is consulted only for a bare group-version path. Every request is routed
+    // several times (authorization, metrics, audit, the handler).
     let lookup = |plural: &str| registry.lookup(group, version, plural).ok_or_else(ApiError::no_route);
     let path = |res, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
         Ok(Target::Resource(ResourcePath {
@@ -53,7 +53,10 @@ pub fn parse(registry: &Registry, core: bool, rest: &str) -> ApiResult<Target> {
         }))
     };
     match tail {
-        [] => Ok(Target::GroupVersion { group: group.to_string(), version: version.to_string() }),
+        [] if registry.group_versions().contains(&(group, version)) => {
+            Ok(Target::GroupVersion { group: group.to_string(), version: version.to_string() })
+        }
+        [] => Err(ApiError::no_route()),
         [plural] => path(lookup(plural)?, None, None, None),
         // `namespaces/<ns>/<plural>` is a namespaced collection unless `<plural>` is a subresource of
         // the namespace itself (status, finalize).
@@ -123,5 +126,10 @@ mod tests {
             assert_eq!(parse(&Registry::new(), true, p).unwrap_err().code, 404, "{p}");
         }
         assert_eq!(parse(&Registry::new(), false, "nope/v1/things").unwrap_err().code, 404);
+        // Unserved group-versions, bare or with a plural that another version serves.
+        for p in ["nope/v1", "apps/v2", "apps/v2/deployments", "apps/v1beta1/namespaces/a/deployments/x"] {
+            assert_eq!(parse(&Registry::new(), false, p).unwrap_err().code, 404, "{p}");
+        }
+        assert_eq!(parse(&Registry::new(), true, "v2").unwrap_err().code, 404);
     }
 }

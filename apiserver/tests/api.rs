@@ -932,3 +932,56 @@ async fn paged_lists_at_an_old_revision_on_the_embedded_store_and_etcd() {
         store::etcd::EtcdStore::connect(store::etcd::EtcdConfig::new(vec![etcd.endpoint()])).await.unwrap();
     paged_list_at_an_old_revision(Arc::new(store)).await;
 }
+
+/// A create answers with the stored bytes and the resourceVersion spliced in: the same object a GET
+/// then reads, in upstream's field order (kind and apiVersion first), for a plain kind, a pod that
+/// admission and defaulting change, a generated name and a kind served in another form than stored
+/// (events.k8s.io, which takes the encoder); a Table is still a Table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_answers_what_a_get_reads() {
+    let a = api().await;
+    let pod = json!({"metadata": {"name": "p1", "labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    let gen = json!({"metadata": {"generateName": "gen-"}, "data": {"k": "v"}});
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "x/y", "reportingInstance": "i",
+        "action": "A", "reason": "R", "type": "Normal", "regarding": {"kind": "Pod", "name": "p1", "namespace": "default"}});
+    for (collection, body) in [
+        ("/api/v1/namespaces/default/configmaps", cm("c1")),
+        ("/api/v1/namespaces/default/pods", pod),
+        ("/api/v1/namespaces/default/configmaps", gen),
+        ("/apis/events.k8s.io/v1/namespaces/default/events", event),
+    ] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(collection)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = apiserver::router(a.st.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{collection}");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.starts_with(r#"{"kind":""#), "{text}");
+        let created: Value = serde_json::from_str(&text).unwrap();
+        let name = created["metadata"]["name"].as_str().unwrap();
+        let (code, got) = a.call(Method::GET, &format!("{collection}/{name}"), Value::Null).await;
+        assert_eq!(code, 200);
+        assert_eq!(created, got, "{collection}: the create's answer is what a GET reads");
+        let rv: i64 = created["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        assert_eq!(rv, a.revision().await, "{collection}: resourceVersion is the create's revision");
+    }
+    // Asked for a Table, a create answers with one.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Body::from(cm("c2").to_string()))
+        .unwrap();
+    let resp = apiserver::router(a.st.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let table: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(table["kind"], "Table", "{table}");
+}

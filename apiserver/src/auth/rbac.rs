@@ -182,28 +182,38 @@ fn strs(v: &Value, k: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The strings of a rule's list field, borrowed (no allocation: RBAC runs on every request).
+fn items<'a>(v: &'a Value, k: &str) -> impl Iterator<Item = &'a str> {
+    v.get(k).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+}
+
 /// Whether one PolicyRule covers the request.
 pub fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
-    let verbs = strs(rule, "verbs");
-    let verb_ok = |verb: &str| verbs.iter().any(|v| v == "*" || v == verb);
+    let verb_ok = |verb: &str| items(rule, "verbs").any(|v| v == "*" || v == verb);
     match attrs {
         Attributes::NonResource { verb, path } => {
             verb_ok(verb)
-                && strs(rule, "nonResourceURLs").iter().any(|u| {
+                && items(rule, "nonResourceURLs").any(|u| {
                     u == "*" || u == path || u.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
                 })
         }
         Attributes::Resource { verb, group, resource, subresource, name, .. } => {
-            let combined =
-                if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
+            // `resource` or `resource/subresource`, compared without building the combined string.
+            let is_combined = |r: &str| match r.strip_prefix(resource.as_str()) {
+                Some(rest) if subresource.is_empty() => rest.is_empty(),
+                Some(rest) => rest.strip_prefix('/') == Some(subresource.as_str()),
+                None => false,
+            };
             verb_ok(verb)
-                && strs(rule, "apiGroups").iter().any(|g| g == "*" || g == group)
-                && strs(rule, "resources").iter().any(|r| {
-                    r == "*" || *r == combined || (!subresource.is_empty() && *r == format!("*/{subresource}"))
+                && items(rule, "apiGroups").any(|g| g == "*" || g == group)
+                && items(rule, "resources").any(|r| {
+                    r == "*"
+                        || is_combined(r)
+                        || (!subresource.is_empty() && r.strip_prefix("*/") == Some(subresource.as_str()))
                 })
                 && {
-                    let names = strs(rule, "resourceNames");
-                    names.is_empty() || names.iter().any(|n| n == name)
+                    let mut names = items(rule, "resourceNames").peekable();
+                    names.peek().is_none() || names.any(|n| n == name)
                 }
         }
     }
@@ -216,7 +226,12 @@ fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
         "Group" => user.groups.iter().any(|g| g == field("name")),
         "ServiceAccount" => {
             let ns = if field("namespace").is_empty() { binding_ns } else { field("namespace") };
-            user.name == format!("system:serviceaccount:{ns}:{}", field("name"))
+            // `system:serviceaccount:<ns>:<name>`, compared piecewise (no string built per subject).
+            user.name
+                .strip_prefix("system:serviceaccount:")
+                .and_then(|rest| rest.strip_prefix(ns))
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| rest == field("name"))
         }
         _ => false,
     }
@@ -294,8 +309,8 @@ pub async fn allowed(st: &AppState, user: &UserInfo, attrs: &Attributes) -> Opti
         let role_kind = binding_field(&binding, "/roleRef/kind");
         let role_name = binding_field(&binding, "/roleRef/name");
         let Some(role) = role(st, role_kind, role_name, binding_ns).await else { continue };
-        let rules = role.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
-        if rules.iter().any(|r| rule_allows(r, attrs)) {
+        let mut rules = role.get("rules").and_then(Value::as_array).into_iter().flatten();
+        if rules.any(|r| rule_allows(r, attrs)) {
             let binding_name = binding_field(&binding, "/metadata/name");
             return Some(format!(
                 "RBAC: allowed by {binding_kind} {binding_name:?} of {role_kind} {role_name:?} to User {:?}",

@@ -2,7 +2,7 @@
 
 use api_types::ResourceDef;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -166,6 +166,17 @@ pub(crate) async fn create_object(
     };
     match stored {
         Ok(kv) => {
+            // The answer is the stored bytes with the resourceVersion spliced in (as a LIST writes
+            // them), not a second serialization of `obj`; a Table or a converted kind takes the
+            // encoder.
+            if !crate::render::wants_table(headers) && !crate::objects::converts(res) {
+                if let Some(bytes) = crate::objects::splice(res, &kv) {
+                    let resp =
+                        (StatusCode::CREATED, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes)
+                            .into_response();
+                    return Ok(with_warnings(resp, warnings));
+                }
+            }
             // What was stored is `obj`: no need to parse it back from the store's bytes.
             let mut obj = obj;
             meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
