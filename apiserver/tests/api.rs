@@ -843,9 +843,11 @@ async fn a_watch_from_a_revision_compacted_on_etcd_gets_410() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     for i in 0.. {
         assert_eq!(call(&st, Method::POST, cms, cm(&format!("new{i}"))).await.0, 201);
+        // A watch from `rv` reads from `rv + 1` on: wait until that revision is compacted too (a
+        // compaction to exactly `rv + 1` leaves the watch valid).
         let opts = store::ListOptions {
             prefix: "/registry/".into(),
-            revision: rv.parse().unwrap(),
+            revision: rv.parse::<i64>().unwrap() + 1,
             ..Default::default()
         };
         if matches!(store.list(opts).await, Err(store::Error::Compacted { .. })) {
