@@ -28,6 +28,11 @@ use crate::{util as u, Stop};
 
 pub const CONTROLLER: &str = "endpoint-controller";
 pub const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+/// Set to `truncated` on Endpoints holding only [`MAX_CAPACITY`] of their Service's addresses.
+pub const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
+/// Upstream's `maxCapacity`: an Endpoints object holds at most this many addresses (the complete
+/// set is in the EndpointSlices).
+pub const MAX_CAPACITY: usize = 1000;
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 /// One service port resolved for one pod.
@@ -282,6 +287,36 @@ pub fn subsets(svc: &Service, eps: &[PodEndpoint]) -> Vec<EndpointSubset> {
         .collect()
 }
 
+/// Upstream's `truncateEndpoints`: over [`MAX_CAPACITY`] addresses, ready addresses are kept
+/// before not-ready ones, each subset keeping its share (rounded up, the last one what is left).
+/// True when something was cut.
+pub fn truncate(subsets: &mut [EndpointSubset]) -> bool {
+    let count = |s: &EndpointSubset| {
+        (s.addresses.as_ref().map_or(0, Vec::len), s.not_ready_addresses.as_ref().map_or(0, Vec::len))
+    };
+    let (ready, not_ready) = subsets.iter().map(count).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+    if ready + not_ready <= MAX_CAPACITY {
+        return false;
+    }
+    let truncate_ready = ready > MAX_CAPACITY;
+    let (max, total) = if truncate_ready { (MAX_CAPACITY, ready) } else { (MAX_CAPACITY - ready, not_ready) };
+    let mut left = max;
+    for s in subsets.iter_mut() {
+        let (r, nr) = count(s);
+        let mine = if truncate_ready { r } else { nr };
+        let keep = (mine * max).div_ceil(total).min(left);
+        let list = if truncate_ready { &mut s.addresses } else { &mut s.not_ready_addresses };
+        if let Some(list) = list {
+            list.truncate(keep);
+            left -= list.len();
+        }
+        if truncate_ready {
+            s.not_ready_addresses = None;
+        }
+    }
+    true
+}
+
 pub fn service_labels(svc: &Service) -> BTreeMap<String, String> {
     let mut labels = svc.labels().clone();
     if is_headless(svc) {
@@ -299,7 +334,8 @@ async fn reconcile(svc: Arc<Service>, ec: Arc<EpCtx>) -> Result<Action, Reconcil
     let ns = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
     let eps = service_endpoints(&svc, &ec.pods, false);
-    let subsets = subsets(&svc, &eps);
+    let mut subsets = subsets(&svc, &eps);
+    let truncated = truncate(&mut subsets);
     let labels = service_labels(&svc);
     let api: Api<Endpoints> = Api::namespaced(ec.ctx.client.clone(), &ns);
     let current = api.get_opt(&name).await?;
@@ -311,7 +347,10 @@ async fn reconcile(svc: Arc<Service>, ec: Arc<EpCtx>) -> Result<Action, Reconcil
                     name: Some(name.clone()),
                     namespace: Some(ns.clone()),
                     labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(TRIGGER_TIME.to_string(), now)])),
+                    annotations: Some(BTreeMap::from_iter(
+                        std::iter::once((TRIGGER_TIME.to_string(), now))
+                            .chain(truncated.then(|| (OVER_CAPACITY.to_string(), "truncated".to_string()))),
+                    )),
                     ..Default::default()
                 },
                 subsets: (!subsets.is_empty()).then_some(subsets),
@@ -333,12 +372,19 @@ async fn reconcile(svc: Arc<Service>, ec: Arc<EpCtx>) -> Result<Action, Reconcil
         Some(mut cur) => {
             let have = cur.subsets.clone().unwrap_or_default();
             let have_labels = cur.metadata.labels.clone().unwrap_or_default();
-            if have == subsets && have_labels == labels {
+            let marked = cur.annotations().contains_key(OVER_CAPACITY);
+            if have == subsets && have_labels == labels && marked == truncated {
                 return Ok(Action::await_change());
             }
             cur.subsets = (!subsets.is_empty()).then_some(subsets);
             cur.metadata.labels = Some(labels);
-            cur.metadata.annotations.get_or_insert_with(Default::default).insert(TRIGGER_TIME.into(), now);
+            let annotations = cur.metadata.annotations.get_or_insert_with(Default::default);
+            annotations.insert(TRIGGER_TIME.into(), now);
+            if truncated {
+                annotations.insert(OVER_CAPACITY.into(), "truncated".into());
+            } else {
+                annotations.remove(OVER_CAPACITY);
+            }
             if let Err(e) = api.replace(&name, &PostParams::default(), &cur).await {
                 if !u::is_conflict(&e) {
                     ec.ctx.events.warning(
@@ -353,4 +399,53 @@ async fn reconcile(svc: Arc<Service>, ec: Arc<EpCtx>) -> Result<Action, Reconcil
         }
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subset(ready: usize, not_ready: usize) -> EndpointSubset {
+        let addrs = |n: usize, base: usize| {
+            (n > 0).then(|| {
+                (0..n)
+                    .map(|i| EndpointAddress {
+                        ip: format!("127.244.{}.{}", (base + i) / 250, (base + i) % 250 + 1),
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        };
+        EndpointSubset { addresses: addrs(ready, 0), not_ready_addresses: addrs(not_ready, 5000), ports: None }
+    }
+
+    fn counts(subsets: &[EndpointSubset]) -> Vec<(usize, usize)> {
+        subsets
+            .iter()
+            .map(|s| {
+                (s.addresses.as_ref().map_or(0, Vec::len), s.not_ready_addresses.as_ref().map_or(0, Vec::len))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn at_most_a_thousand_addresses_as_upstream_truncates_them() {
+        // At capacity: untouched.
+        let mut s = vec![subset(600, 400)];
+        assert!(!truncate(&mut s));
+        assert_eq!(counts(&s), [(600, 400)]);
+        // 10,000 ready in one subset: the first 1000 stay.
+        let mut s = vec![subset(10_000, 0)];
+        assert!(truncate(&mut s));
+        assert_eq!(counts(&s), [(1000, 0)]);
+        assert_eq!(s[0].addresses.as_ref().unwrap()[0].ip, "127.244.0.1");
+        // Over capacity in ready ones: not-ready ones go, ready ones keep their share (rounded up).
+        let mut s = vec![subset(900, 50), subset(300, 10)];
+        assert!(truncate(&mut s));
+        assert_eq!(counts(&s), [(750, 0), (250, 0)]);
+        // Ready ones fit: every ready address stays, the not-ready ones share what is left.
+        let mut s = vec![subset(800, 300), subset(100, 100)];
+        assert!(truncate(&mut s));
+        assert_eq!(counts(&s), [(800, 75), (100, 25)]);
+    }
 }

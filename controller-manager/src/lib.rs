@@ -41,6 +41,9 @@ mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
+/// The most addresses an Endpoints object holds (upstream's `maxCapacity`); the rest are only in
+/// the EndpointSlices, and the object is annotated `endpoints.kubernetes.io/over-capacity`.
+pub use endpoints::MAX_CAPACITY as ENDPOINTS_MAX_CAPACITY;
 mod endpointslice;
 mod events;
 mod expectations;
