@@ -1,14 +1,15 @@
-//! Event recording for every controller through kube-runtime's [`Recorder`], off the reconcile path:
+//! Event recording for every controller through [`Recorder`], off the reconcile path:
 //! controllers push onto a bounded queue and one owned task publishes. Events are best effort, as
 //! upstream's broadcaster: a full queue drops the event (with a log line) rather than slowing a sync.
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Client, Resource};
 use tokio::sync::mpsc;
 
+use crate::recorder::Recorder;
 use crate::Stop;
 
 struct Pending {
@@ -76,33 +77,6 @@ impl EventSink {
         note: String,
     ) {
         self.push_full(controller, obj, type_, reason, note, None);
-    }
-
-    /// An event kept apart from earlier ones of the same reason whose message differs (kube-runtime
-    /// folds events by reason and action into one series, keeping the first note; upstream's
-    /// correlator folds only identical messages): the note is its action (≤ 128 bytes).
-    pub fn distinct<K: Resource<DynamicType = ()>>(
-        &self,
-        controller: &'static str,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        note: String,
-    ) {
-        let mut action = note.clone();
-        while action.len() > 128 {
-            action.pop();
-        }
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_string(),
-            note: Some(note),
-            action,
-            secondary: None,
-        };
-        if self.tx.try_send(Pending { controller, regarding: obj.object_ref(&()), event }).is_err() {
-            tracing::warn!(controller, reason, "event queue full or closed; event dropped");
-        }
     }
 
     fn push_full<K: Resource<DynamicType = ()>>(

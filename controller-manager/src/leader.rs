@@ -26,7 +26,9 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
+
+use crate::recorder::Recorder;
 use kube::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -339,8 +341,7 @@ impl LeaderElector {
     /// Upstream's `LeaderElection` event on the Lease (`<identity> became leader`, `<identity>
     /// stopped leading`). Best effort and off the election's path: it never delays a term's start
     /// or end, and gives up after a renew deadline (the store may be what cost us the lease).
-    /// `action` tells the two apart: kube-runtime's recorder folds events that differ only in
-    /// their note into one series.
+    /// `action` tells the two apart.
     fn record_event(&self, action: &str, what: &str) {
         let event = Event {
             type_: EventType::Normal,

@@ -58,6 +58,7 @@ mod nodeipam;
 mod nodelifecycle;
 mod podgc;
 mod queue;
+pub mod recorder;
 mod replicas;
 mod resourcequota;
 mod serviceaccount;

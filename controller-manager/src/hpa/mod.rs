@@ -255,7 +255,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
     let r = &spec.scale_target_ref;
     let Some(base) = target_path(&r.api_version.clone().unwrap_or_default(), &r.kind, &ns) else {
         let msg = format!("the HPA controller was unable to get the target's current scale: no matches for kind \"{}\" in group \"{}\"", r.kind, r.api_version.clone().unwrap_or_default());
-        ctx.events.distinct(CONTROLLER, hpa.as_ref(), true, "FailedGetScale", msg.clone());
+        ctx.events.warning(CONTROLLER, hpa.as_ref(), "FailedGetScale", msg.clone());
         write_status(json!({"conditions": [cond("AbleToScale", false, "FailedGetScale", &msg)]})).await?;
         return Ok(Action::requeue(sync));
     };
@@ -264,7 +264,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
         Ok(s) => s,
         Err(e) => {
             let msg = format!("the HPA controller was unable to get the target's current scale: {e}");
-            ctx.events.distinct(CONTROLLER, hpa.as_ref(), true, "FailedGetScale", msg.clone());
+            ctx.events.warning(CONTROLLER, hpa.as_ref(), "FailedGetScale", msg.clone());
             write_status(json!({"conditions": [cond("AbleToScale", false, "FailedGetScale", &msg)]})).await?;
             return Ok(Action::requeue(sync));
         }
@@ -301,13 +301,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
         // Metrics.
         if selector.is_empty() {
             let msg = "the HPA target's scale is missing a selector";
-            ctx.events.distinct(
-                CONTROLLER,
-                hpa.as_ref(),
-                true,
-                "SelectorRequired",
-                "selector is required".into(),
-            );
+            ctx.events.warning(CONTROLLER, hpa.as_ref(), "SelectorRequired", "selector is required".into());
             conditions.push(cond("ScalingActive", false, "InvalidSelector", msg));
             write_status(json!({"conditions": conditions})).await?;
             return Ok(Action::requeue(sync));
@@ -330,7 +324,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
                 }
                 Err(e) => {
                     invalid += 1;
-                    ctx.events.distinct(CONTROLLER, hpa.as_ref(), true, &e.0, e.1.clone());
+                    ctx.events.warning(CONTROLLER, hpa.as_ref(), &e.0, e.1.clone());
                     first_err.get_or_insert(e);
                 }
             }
@@ -390,10 +384,9 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
                 let (r, m) = first_err
                     .unwrap_or_else(|| ("FailedGetResourceMetric".into(), "no metrics to scale on".into()));
                 let msg = format!("the HPA was unable to compute the replica count: {m}");
-                ctx.events.distinct(
+                ctx.events.warning(
                     CONTROLLER,
                     hpa.as_ref(),
-                    true,
                     "FailedComputeMetricsReplicas",
                     format!(
                         "invalid metrics ({invalid} invalid out of {}), first error is: {m}",
@@ -421,10 +414,9 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
             .unwrap_or_default();
         match raw(client, req).await {
             Ok(_) => {
-                ctx.events.distinct(
+                ctx.events.normal(
                     CONTROLLER,
                     hpa.as_ref(),
-                    false,
                     "SuccessfulRescale",
                     format!("New size: {desired}; reason: {reason}"),
                 );
@@ -437,10 +429,9 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, st: Arc<State>) -> Result<
                 status["lastScaleTime"] = json!(now_ts);
             }
             Err(e) => {
-                ctx.events.distinct(
+                ctx.events.warning(
                     CONTROLLER,
                     hpa.as_ref(),
-                    true,
                     "FailedRescale",
                     format!("New size: {desired}; reason: {reason}; error: {e}"),
                 );

@@ -35,8 +35,11 @@ impl Constraint {
     fn counts(&self, pod: &Pod, info: &NodeInfo) -> i64 {
         let Some(sel) = &self.selector else { return 0 };
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        info.pods.values().filter(|p| !p.terminating && p.namespace == ns && sel.matches(&p.labels)).count()
-            as i64
+        info.spread_groups
+            .iter()
+            .filter(|((group_ns, labels), _)| group_ns == ns && sel.matches(labels))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn includes(&self, pod: &Pod, node: &Node) -> bool {
