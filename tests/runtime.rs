@@ -106,3 +106,37 @@ fn a_pod_curls_a_service_by_name_through_the_cluster_dns() {
         "{log}"
     );
 }
+
+/// Containers get upstream's Service variables: every Service of the pod's namespace (the
+/// kubelet's Service informer), and `kubernetes` only when service links are off or the pod is in
+/// another namespace.
+#[test]
+fn containers_see_the_services_of_their_namespace_as_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = Kplane::start(dir.path(), free_port());
+    kp.kubectl_ok(&["create", "service", "clusterip", "web-svc", "--tcp=80:8080"]);
+    kp.kubectl_ok(&["create", "namespace", "other"]);
+    kp.kubectl_ok(&["-n", "other", "create", "service", "clusterip", "db", "--tcp=5432:5432"]);
+    let ip = |ns: &str, name: &str| {
+        kp.kubectl_ok(&["-n", ns, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}"])
+    };
+    let (web, db, api) = (ip("default", "web-svc"), ip("other", "db"), ip("default", "kubernetes"));
+    let show = "echo web=$WEB_SVC_SERVICE_HOST:$WEB_SVC_SERVICE_PORT db=$DB_SERVICE_HOST:$DB_PORT_5432_TCP_PORT api=$KUBERNETES_SERVICE_HOST";
+    let run = |ns: &str, name: &str, links: bool| {
+        apply(
+            &kp,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  restartPolicy: Never\n  enableServiceLinks: {links}\n  containers:\n  - {{name: main, image: busybox, command: [sh, -c, '{show}']}}\n"
+            ),
+        );
+        eventually(30, "Succeeded", || {
+            let p: Value =
+                serde_json::from_str(&kp.kubectl_ok(&["-n", ns, "get", "pod", name, "-o", "json"])).unwrap();
+            (p["status"]["phase"] == "Succeeded").then_some(())
+        });
+        kp.kubectl_ok(&["-n", ns, "logs", name])
+    };
+    assert_eq!(run("default", "here", true), format!("web={web}:80 db=: api={api}\n"));
+    assert_eq!(run("other", "there", true), format!("web=: db={db}:5432 api={api}\n"));
+    assert_eq!(run("other", "nolinks", false), format!("web=: db=: api={api}\n"));
+}

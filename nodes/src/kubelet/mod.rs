@@ -64,6 +64,8 @@ pub(crate) struct Ctx {
     pub containers: Arc<crate::runtime::registry::Containers>,
     /// Simulated resource usage (`/metrics/resource`).
     pub usage: Arc<usage::Usage>,
+    /// The shared informer: the pods of this node, and the Services containers' variables name.
+    pub informer: Arc<PodInformer>,
 }
 
 impl Ctx {
@@ -165,6 +167,7 @@ pub async fn run_node_with(
         dns_ip: Mutex::new(None),
         containers,
         usage: Arc::new(usage::Usage::new(cfg.usage)),
+        informer: pods_informer.clone(),
         cfg: cfg.clone(),
     });
 

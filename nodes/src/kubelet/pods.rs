@@ -11,13 +11,19 @@
 //! Objects are shared, never copied per consumer: the pod's worker holds the same `Arc<Pod>` the
 //! index holds. A standalone `kplane node` runs its own informer, narrowed to its node
 //! (`spec.nodeName=<name>`); `kplane up` runs one for all its nodes.
+//!
+//! Beside the pods, it keeps every Service (a reflector store): the kubelet's service lister, from
+//! which containers get their `<SVC>_SERVICE_HOST`/`_PORT` variables, as upstream's kubelet reads
+//! them from its Service informer rather than listing per pod.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::FutureExt;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
@@ -45,11 +51,14 @@ struct Index {
 pub struct PodInformer {
     index: Arc<Mutex<Index>>,
     task: JoinHandle<()>,
+    services: Store<Service>,
+    services_task: JoinHandle<()>,
 }
 
 impl Drop for PodInformer {
     fn drop(&mut self) {
         self.task.abort();
+        self.services_task.abort();
     }
 }
 
@@ -79,9 +88,21 @@ impl PodInformer {
             None => "spec.nodeName!=".to_string(),
         };
         let index = Arc::new(Mutex::new(Index::default()));
-        let api: Api<Pod> = Api::all(client);
+        let api: Api<Pod> = Api::all(client.clone());
         let task = tokio::spawn(run(api, selector, index.clone()));
-        Arc::new(PodInformer { index, task })
+        let (services, writer) = reflector::store();
+        let stream = watcher(Api::<Service>::all(client), watcher::Config::default())
+            .modify(|s| s.metadata.managed_fields = None)
+            .default_backoff();
+        let services_task = tokio::spawn(reflector::reflector(writer, stream).for_each(|_| async {}));
+        Arc::new(PodInformer { index, task, services, services_task })
+    }
+
+    /// Every Service, from the informer; None until it has listed once (the caller then asks the
+    /// API).
+    pub(crate) fn services(&self) -> Option<&Store<Service>> {
+        self.services.wait_until_ready().now_or_never()?.ok()?;
+        Some(&self.services)
     }
 
     /// The wake-up of `node`'s kubelet: a permit is set whenever one of its pods changes.

@@ -741,7 +741,8 @@ impl Worker {
     ) -> Spawned {
         let mode = status::mode_of(c);
         let host = container::hostname(pod);
-        let env = match container::environment(&self.ctx.client, pod, c, &host).await {
+        let services = self.ctx.informer.services();
+        let env = match container::environment(&self.ctx.client, services, pod, c, &host).await {
             Ok(e) => e,
             Err(msg) => return Spawned::ConfigError(msg),
         };

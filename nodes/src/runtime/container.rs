@@ -338,8 +338,10 @@ pub fn expand_refs(s: &str, env: &BTreeMap<String, String>) -> String {
 
 /// The container's environment, in the kubelet's order and precedence: defaults, Service
 /// variables, `envFrom`, then `env`.
+/// `services`: the kubelet's Service informer (None: not listed yet, so the API is asked).
 pub async fn environment(
     client: &Client,
+    services: Option<&kube::runtime::reflector::Store<Service>>,
     pod: &Pod,
     c: &Container,
     hostname: &str,
@@ -351,15 +353,33 @@ pub async fn environment(
     env.insert("HOME".into(), "/root".into());
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
     let mut svc_env = Vec::new();
-    if let Ok(list) = Api::<Service>::namespaced(client.clone(), &ns).list(&Default::default()).await {
-        if links {
-            for s in &list.items {
-                service_env(s, &mut svc_env);
+    if links {
+        match services {
+            Some(store) => {
+                for s in store.state_filter(|s| s.metadata.namespace.as_deref() == Some(ns.as_str())) {
+                    service_env(&s, &mut svc_env);
+                }
+            }
+            None => {
+                if let Ok(list) =
+                    Api::<Service>::namespaced(client.clone(), &ns).list(&Default::default()).await
+                {
+                    list.items.iter().for_each(|s| service_env(s, &mut svc_env));
+                }
             }
         }
     }
     if ns != "default" || !links {
-        if let Ok(Some(k)) = Api::<Service>::namespaced(client.clone(), "default").get_opt("kubernetes").await {
+        let kubernetes = match services {
+            Some(store) => store.get(&kube::runtime::reflector::ObjectRef::new("kubernetes").within("default")),
+            None => Api::<Service>::namespaced(client.clone(), "default")
+                .get_opt("kubernetes")
+                .await
+                .ok()
+                .flatten()
+                .map(std::sync::Arc::new),
+        };
+        if let Some(k) = kubernetes {
             service_env(&k, &mut svc_env);
         }
     }
