@@ -82,6 +82,9 @@ pub struct TableWriter {
     opts: TableOptions,
     out: Vec<u8>,
     rows: usize,
+    /// Whether the kind's objects are written in Go order (`goorder::knows`), so their metadata
+    /// text is already ObjectMeta's order; else (sorted) it is reordered as the whole Table would.
+    ordered_meta: bool,
 }
 
 impl TableWriter {
@@ -105,7 +108,8 @@ impl TableWriter {
             return None;
         }
         out.truncate(out.len() - 2);
-        Some(TableWriter { printer: super::Printer::of(res), opts: opts.clone(), out, rows: 0 })
+        let ordered_meta = crate::goorder::knows(&res.api_version(), res.kind);
+        Some(TableWriter { printer: super::Printer::of(res), opts: opts.clone(), out, rows: 0, ordered_meta })
     }
 
     /// One row for an object given as its JSON as served (Go order, resourceVersion set).
@@ -152,6 +156,14 @@ impl TableWriter {
     }
 
     fn write_metadata_envelope(&mut self, meta: &str) {
+        if !self.ordered_meta && meta != "{}" {
+            // Not in ObjectMeta's order as written: through the ordered encoder.
+            if let Ok(m) = serde_json::from_str::<Value>(meta) {
+                let pom = serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": m});
+                self.out.extend_from_slice(&crate::goorder::to_vec(&pom));
+                return;
+            }
+        }
         self.out
             .extend_from_slice(br#"{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":"#);
         self.out.extend_from_slice(meta.as_bytes());
@@ -336,6 +348,33 @@ mod tests {
                     let want = whole(res, &[], &opts, &list_meta);
                     assert_eq!(streamed(res, &[], &opts, &list_meta, true), want);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_resource_streams_the_bytes_of_its_whole_table() {
+        let now: k8s_openapi::jiff::Timestamp = "2024-05-01T12:00:00Z".parse().unwrap();
+        let list_meta = json!({"resourceVersion": "7"});
+        for r in crate::resources::RESOURCES {
+            let objs = [
+                json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": meta("x"),
+                       "spec": {"replicas": 2, "ports": [{"port": 80}], "selector": {"app": "web"}},
+                       "status": {"replicas": 1, "conditions": [{"type": "Ready", "status": "True"}]}}),
+                json!(null),
+                json!("text"),
+                json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": "x", "spec": [], "status": 7}),
+                json!({"apiVersion": r.api_version(), "kind": r.kind,
+                       "metadata": {"name": 5, "creationTimestamp": "not a time", "labels": [], "managedFields": 3},
+                       "spec": {"containers": [{"name": 1}], "type": 3}, "status": {"conditions": [null]}}),
+            ];
+            // The server's objects always carry their kind, so their bytes are in Go order (a
+            // kind-less object's metadata would be sorted, and stay so in its row).
+            for include in [IncludeObject::Metadata, IncludeObject::Object, IncludeObject::None] {
+                let opts = TableOptions { now, include_object: include, no_headers: false };
+                let want = String::from_utf8(whole(r, &objs, &opts, &list_meta)).unwrap();
+                let got = String::from_utf8(streamed(r, &objs, &opts, &list_meta, true)).unwrap();
+                assert_eq!(got, want, "{} {include:?}", r.plural);
             }
         }
     }
