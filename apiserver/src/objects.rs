@@ -106,62 +106,114 @@ pub fn parse_rv(rv: &str) -> ApiResult<i64> {
 /// bytes are not a plain object with an object `metadata` lacking a resourceVersion, or have escaped
 /// keys (the caller then takes the decoding path and its errors).
 pub fn splice(res: &ResourceDef, kv: &KeyValue) -> Option<Vec<u8>> {
-    use serde_json::value::RawValue;
+    let mut out = Vec::with_capacity(kv.value.len() + 64);
+    splice_into(res, kv, &mut out).then_some(out)
+}
+
+/// [`splice`], appending to `out` (a list's body); false, with `out` as it was, where `splice` is
+/// None.
+pub fn splice_into(res: &ResourceDef, kv: &KeyValue, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let ok = write_spliced(res, kv, out).is_some();
+    if !ok {
+        out.truncate(start);
+    }
+    ok
+}
+
+fn write_spliced(res: &ResourceDef, kv: &KeyValue, out: &mut Vec<u8>) -> Option<()> {
     let top: RawPairs<'_> = serde_json::from_slice(&kv.value).ok()?;
     let meta = top.get("metadata")?.get();
+    let api_version = res.api_version();
+    let built_in = api_types::goorder::knows(&api_version, res.kind);
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, k: &str| {
+        out.extend_from_slice(if first { b"{\"" } else { b",\"" });
+        first = false;
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    let string = |out: &mut Vec<u8>, v: &str| serde_json::to_writer(out, v).ok();
+    if built_in {
+        key(out, "kind");
+        string(out, res.kind)?;
+        key(out, "apiVersion");
+        string(out, &api_version)?;
+    } else {
+        // Sorted, as stored: apiVersion and kind lead (unless a custom field sorts before them).
+        for (k, v) in [("apiVersion", api_version.as_str()), ("kind", res.kind)] {
+            if top.get(k).is_none() {
+                key(out, k);
+                string(out, v)?;
+            }
+        }
+    }
+    for (k, v) in &top.0 {
+        match *k {
+            "kind" | "apiVersion" if built_in => {}
+            "kind" => {
+                key(out, k);
+                string(out, res.kind)?;
+            }
+            "apiVersion" => {
+                key(out, k);
+                string(out, &api_version)?;
+            }
+            "metadata" => {
+                key(out, k);
+                write_metadata_with_rv(built_in, meta, kv.mod_revision, out)?;
+            }
+            _ => {
+                key(out, k);
+                out.extend_from_slice(v.get().as_bytes());
+            }
+        }
+    }
+    out.push(b'}');
+    Some(())
+}
+
+/// A stored object's `metadata` text (Go order for built-in kinds, sorted for custom resources)
+/// with its resourceVersion inserted where upstream's order puts it. None when the text is not an
+/// object lacking a resourceVersion, or its leading members are not the plain strings expected.
+pub fn metadata_with_rv(res: &ResourceDef, meta: &str, revision: i64) -> Option<String> {
+    let built_in = api_types::goorder::knows(&res.api_version(), res.kind);
+    let mut out = Vec::with_capacity(meta.len() + 32);
+    write_metadata_with_rv(built_in, meta, revision, &mut out)?;
+    String::from_utf8(out).ok()
+}
+
+fn write_metadata_with_rv(built_in: bool, meta: &str, revision: i64, out: &mut Vec<u8>) -> Option<()> {
+    use std::io::Write;
     let body = meta.strip_prefix('{')?;
     if body.contains("\"resourceVersion\"") {
         return None;
     }
-    let api_version = res.api_version();
-    let built_in = api_types::goorder::knows(&api_version, res.kind);
-    let rv = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
-    let meta_text = if built_in {
+    if built_in {
         // Stored in Go order: the resourceVersion goes after the leading name/namespace/uid members,
         // found by scanning just those (their values are plain strings).
         let (at, follows, any_before) = go_rv_position(body)?;
         let (head, tail) = body.split_at(at);
-        let rv = match (any_before, follows) {
-            (_, true) => format!("{rv},"),
-            (true, false) => format!(",{rv}"),
-            (false, false) => rv,
-        };
-        format!("{{{head}{rv}{tail}")
+        out.push(b'{');
+        out.extend_from_slice(head.as_bytes());
+        if any_before && !follows {
+            out.push(b',');
+        }
+        write!(out, "\"resourceVersion\":\"{revision}\"").ok()?;
+        if follows {
+            out.push(b',');
+        }
+        out.extend_from_slice(tail.as_bytes());
     } else {
         // Custom resources are sorted (upstream's unstructured encoding): among the sorted keys.
         let pairs: RawPairs<'_> = serde_json::from_str(meta).ok()?;
         let at = pairs.0.iter().position(|(k, _)| *k > "resourceVersion").unwrap_or(pairs.0.len());
-        let rv_value = RawValue::from_string(format!("\"{}\"", kv.mod_revision)).ok()?;
+        let rv_value = serde_json::value::RawValue::from_string(format!("\"{revision}\"")).ok()?;
         let mut pairs = pairs.0;
         pairs.insert(at, ("resourceVersion", &rv_value));
-        write_pairs(&pairs)
-    };
-    let meta_text = RawValue::from_string(meta_text).ok()?;
-    let api_version = RawValue::from_string(serde_json::to_string(&api_version).ok()?).ok()?;
-    let kind = RawValue::from_string(serde_json::to_string(res.kind).ok()?).ok()?;
-    let mut out: Vec<(&str, &RawValue)> = Vec::with_capacity(top.0.len() + 2);
-    if built_in {
-        out.push(("kind", &kind));
-        out.push(("apiVersion", &api_version));
-    } else {
-        // Sorted, as stored: apiVersion and kind lead (unless a custom field sorts before them).
-        for (k, v) in [("apiVersion", &api_version), ("kind", &kind)] {
-            if top.get(k).is_none() {
-                out.push((k, v));
-            }
-        }
+        out.extend_from_slice(write_pairs(&pairs).as_bytes());
     }
-    for (k, v) in top.0 {
-        match k {
-            "kind" if built_in => {}
-            "apiVersion" if built_in => {}
-            "kind" => out.push((k, &kind)),
-            "apiVersion" => out.push((k, &api_version)),
-            "metadata" => out.push((k, &meta_text)),
-            _ => out.push((k, v)),
-        }
-    }
-    Some(write_pairs(&out).into_bytes())
+    Some(())
 }
 
 /// Where ObjectMeta's resourceVersion goes in a Go-ordered metadata object's text after its `{`:

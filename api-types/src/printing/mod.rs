@@ -23,6 +23,7 @@ mod duration;
 mod json;
 mod network;
 mod pods;
+mod stream;
 mod workloads;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ use serde_json::{json, Map, Value};
 
 pub use columns::Column;
 pub use duration::{human_duration, short_human_duration};
+pub use stream::{decode_for_row, TableWriter};
 
 /// The `includeObject` query parameter: what each row's `object` carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

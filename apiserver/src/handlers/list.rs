@@ -199,15 +199,16 @@ pub async fn list_items(
     params: &Params,
 ) -> ApiResult<(Vec<Value>, Value, i64)> {
     let (entries, list_meta, revision) = list_entries(st, rp, params).await?;
-    let items = entries
-        .into_iter()
-        .map(|e| match e {
-            Listed::Raw(kv) => decode(rp.res, &kv),
-            Listed::Decoded(v) => Ok(v),
-            Listed::Cached(v) => Ok(v.decode()),
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
+    let items = entries.into_iter().map(|e| decode_listed(rp.res, e)).collect::<ApiResult<Vec<_>>>()?;
     Ok((items, list_meta, revision))
+}
+
+fn decode_listed(res: &ResourceDef, e: Listed) -> ApiResult<Value> {
+    match e {
+        Listed::Raw(kv) => decode(res, &kv),
+        Listed::Decoded(v) => Ok(v),
+        Listed::Cached(v) => Ok(v.decode()),
+    }
 }
 
 /// The entries of a list request, with upstream's semantics for resourceVersion,
@@ -342,7 +343,11 @@ pub(crate) async fn list(
     params: &Params,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    if crate::render::wants_table(headers) || crate::objects::converts(rp.res) {
+    let table = crate::render::wants_table(headers);
+    if table && !crate::objects::converts(rp.res) && crate::crd::custom(rp.res).is_none() {
+        return table_list(st, rp, params).await;
+    }
+    if table || crate::objects::converts(rp.res) {
         let (items, list_meta, _) = list_items(st, rp, params).await?;
         return crate::render::list(rp.res, items, list_meta, headers, params);
     }
@@ -375,10 +380,11 @@ pub(crate) async fn list(
             body.push(b',');
         }
         match e {
-            Listed::Raw(kv) => match crate::objects::splice(res, &kv) {
-                Some(bytes) => body.extend_from_slice(&bytes),
-                None => body.extend_from_slice(&api_types::goorder::to_vec(&decode(res, &kv)?)),
-            },
+            Listed::Raw(kv) => {
+                if !crate::objects::splice_into(res, &kv, &mut body) {
+                    body.extend_from_slice(&api_types::goorder::to_vec(&decode(res, &kv)?));
+                }
+            }
             Listed::Decoded(v) => body.extend_from_slice(&api_types::goorder::to_vec(&v)),
             Listed::Cached(v) => body.extend_from_slice(&v.bytes),
         }
@@ -387,9 +393,116 @@ pub(crate) async fn list(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// A list as a Table (`kubectl get`), written row by row: each row's object is the listed object's
+/// JSON as served (the watch cache's bytes, or the stored bytes with the resourceVersion spliced in),
+/// or its metadata text, never re-serialized; cells come from a decode that skips managedFields.
+async fn table_list(st: &AppState, rp: &ResourcePath, params: &Params) -> ApiResult<Response> {
+    let opts = crate::render::table_options(Some(params))?;
+    let (entries, list_meta, _) = list_entries(st, rp, params).await?;
+    let res = rp.res;
+    // A row carries about the object's size (its metadata, managedFields included) plus the cells.
+    let size: usize = entries
+        .iter()
+        .map(|e| match e {
+            Listed::Raw(kv) => kv.value.len() / 2 + 200,
+            Listed::Cached(v) => v.bytes.len() / 2 + 200,
+            Listed::Decoded(_) => 1024,
+        })
+        .sum();
+    let Some(mut table) = api_types::printing::TableWriter::new(res, &opts, list_meta.clone(), size) else {
+        // Only custom resources have no writer, and they do not come here; the whole Table then.
+        let items = entries.into_iter().map(|e| decode_listed(res, e)).collect::<ApiResult<Vec<_>>>()?;
+        let mut t = api_types::printing::table(res, &items, &opts);
+        t["metadata"] = list_meta;
+        return Ok(json_response(axum::http::StatusCode::OK, &t));
+    };
+    for e in entries {
+        match e {
+            Listed::Cached(v) => table.push_json(&v.bytes),
+            Listed::Raw(kv) => push_stored(&mut table, res, &kv)?,
+            Listed::Decoded(v) => table.push_value(&v),
+        }
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], table.finish()).into_response())
+}
+
+/// A stored object's row. Unless the row carries the whole object, the stored bytes are read once:
+/// decoded for the cells (without managedFields) and the metadata text taken as stored, the
+/// resourceVersion spliced in; anything unusual goes through `splice` or, failing that, `decode`
+/// (and its error).
+fn push_stored(
+    table: &mut api_types::printing::TableWriter,
+    res: &ResourceDef,
+    kv: &store::KeyValue,
+) -> ApiResult<()> {
+    if table.include_object() != api_types::printing::IncludeObject::Object {
+        if let Some((mut v, Some(meta))) = api_types::printing::decode_for_row(&kv.value) {
+            if let Some(meta) = crate::objects::metadata_with_rv(res, meta.get(), kv.mod_revision) {
+                crate::objects::set_kind(res, &mut v);
+                crate::meta::set(&mut v, "resourceVersion", json!(kv.mod_revision.to_string()));
+                table.push_parts(&v, b"", Some(&meta));
+                return Ok(());
+            }
+        }
+    }
+    match crate::objects::splice(res, kv) {
+        Some(bytes) => table.push_json(&bytes),
+        None => table.push_value(&decode(res, kv)?),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{from_cache, FromCache};
+    use super::{from_cache, push_stored, FromCache};
+    use api_types::printing::{IncludeObject, TableOptions, TableWriter};
+    use serde_json::json;
+
+    #[test]
+    fn stored_rows_equal_decoded_rows() {
+        let pods = api_types::resources::lookup("", "v1", "pods").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "default",
+            "uid": "u", "creationTimestamp": "2024-01-01T00:00:00Z", "labels": {"x": "y"},
+            "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+                               "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "nodeName": "n1"},
+            "status": {"phase": "Succeeded", "podIP": "10.0.0.1"}});
+        let encoded = String::from_utf8(crate::objects::encode(pods, &pod)).unwrap();
+        let stored = [
+            encoded.as_str(),
+            r#"{"metadata":{},"spec":{}}"#,
+            r#"{"metadata":{ "name":"b" },"status":{"phase":"Failed"}}"#,
+            r#"{"metadata":{"resourceVersion":"3","name":"c"}}"#,
+            r#"{"metadata":"junk"}"#,
+        ];
+        let now = "2024-01-01T01:00:00Z".parse().unwrap();
+        for include in [IncludeObject::Metadata, IncludeObject::Object, IncludeObject::None] {
+            let opts = TableOptions { now, include_object: include, no_headers: false };
+            let mut fast = TableWriter::new(pods, &opts, json!({"resourceVersion": "9"}), 0).unwrap();
+            let mut slow = TableWriter::new(pods, &opts, json!({"resourceVersion": "9"}), 0).unwrap();
+            for s in stored {
+                let kv = store::KeyValue {
+                    key: "/registry/pods/default/a".into(),
+                    value: s.as_bytes().to_vec(),
+                    create_revision: 5,
+                    mod_revision: 9,
+                    version: 2,
+                    lease: 0,
+                };
+                push_stored(&mut fast, pods, &kv).unwrap();
+                slow.push_value(&crate::objects::decode(pods, &kv).unwrap());
+            }
+            // The same Table; odd stored text (whitespace) is kept as stored, as `splice` keeps it.
+            let (fast, slow) = (fast.finish(), slow.finish());
+            let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+            assert_eq!(parse(&fast), parse(&slow), "{include:?}");
+            // What the server stores is written byte for byte as the decoded row.
+            let (fast, slow) = (String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            let first_row =
+                |t: &str| t[t.find(r#""rows":[{"#).unwrap()..t.find(r#"},{"cells""#).unwrap()].to_string();
+            assert_eq!(first_row(&fast), first_row(&slow), "{include:?}");
+        }
+    }
 
     #[test]
     fn which_lists_the_cache_answers_as_upstream_1_33() {
