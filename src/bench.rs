@@ -518,11 +518,13 @@ impl std::fmt::Display for Report {
         writeln!(f, "{:<52} {:>10} {:>12} {:>8}   goal", "", "kplane", "anchor", "ratio")?;
         writeln!(
             f,
-            "{:<52} {:>9.2}s {:>11.2}s {:>7.1}x   < 10 s (kwok's CI gate: 120 s)",
+            "{:<52} {:>9.2}s {:>11.2}s {:>7.1}x   {} (kwok's CI gate: 120 s)",
             format!("create -> availableReplicas={n}"),
             self.available,
             self.anchor,
-            self.available / self.anchor.max(1e-9)
+            self.available / self.anchor.max(1e-9),
+            // The scale goal is 10,000 pods (on 100 nodes) in < 15 s; a smaller run, < 10 s.
+            if n >= 10_000 { "< 15 s" } else { "< 10 s" }
         )?;
         writeln!(
             f,
