@@ -188,8 +188,9 @@ impl Recorder {
         Ok(())
     }
 
-    /// Events remembered for a series (tests and metrics).
-    pub fn cached(&self) -> usize {
+    /// Events remembered for a series.
+    #[cfg(test)]
+    fn cached(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).seen.len()
     }
 }
